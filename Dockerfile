@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# mailflow-exporter: build a wheel, install it into a venv, run as an unprivileged user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim
+LABEL org.opencontainers.image.title="mailflow-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Microsoft Exchange mail flow" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# libgssapi-krb5-2 lets pyspnego use Kerberos (the usual Exchange remote PowerShell auth).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgssapi-krb5-2=1.* \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10049 mailflow \
+ && useradd --system --uid 10049 --gid mailflow --home-dir /var/lib/mailflow --create-home mailflow
+COPY --from=build /opt/venv /opt/venv
+ENV PATH="/opt/venv/bin:$PATH" \
+    PYTHONUNBUFFERED=1 \
+    MAILFLOW_STATE_DIR=/var/lib/mailflow
+USER 10049:10049
+WORKDIR /var/lib/mailflow
+EXPOSE 10049
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:10049/-/healthy', timeout=4); sys.exit(0)"]
+ENTRYPOINT ["mailflow-exporter"]
+CMD ["serve", "--config", "/etc/mailflow-exporter/config.yml"]

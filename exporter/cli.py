@@ -1,0 +1,84 @@
+"""Command line: ``serve``, ``demo``, ``validate-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from exporter import __version__
+from exporter.errors import ConfigError
+from exporter.logs import setup_logging
+from exporter.settings import Settings, load_settings
+
+log = logging.getLogger("exporter")
+
+
+def _load(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate the file; print every problem with its field path; exit non-zero when invalid."""
+    settings = _load(args.config)
+    servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
+    print(f"{args.config}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the exporter until SIGTERM/SIGINT."""
+    from exporter.service import Service
+
+    settings = _load(args.config)
+    setup_logging(args.log_level or settings.log.level, settings.log.format)
+    log.info("starting version=%s config=%s", __version__, args.config)
+    Service(settings).run_forever()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the simulator with the bundled demo organisation and the exporter against it."""
+    from exporter.demo import run_demo
+
+    setup_logging(args.log_level or "info")
+    return run_demo(listen_address=args.listen_address, tls=not args.no_tls)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailflow-exporter", description="Prometheus exporter for Microsoft Exchange mail flow."
+    )
+    parser.add_argument("--version", action="version", version=f"mailflow-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the exporter")
+    serve.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    validate = sub.add_parser("validate-config", help="check a configuration file and exit")
+    validate.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run against the built-in simulated Exchange organisation")
+    demo.add_argument("--listen-address", default=":10049", help="where to serve /metrics (default :10049)")
+    demo.add_argument("--no-tls", action="store_true", help="talk to the simulator over plain HTTP")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mailflow-exporter`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

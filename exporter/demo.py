@@ -1,0 +1,70 @@
+"""Demo mode: the bundled simulated Exchange organisation plus the exporter polling it.
+
+Nothing leaves the machine: the simulator listens on loopback, one endpoint per Exchange server.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from exporter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def demo_scenario_path() -> Path:
+    """The bundled demo scenario file."""
+    return Path(str(resources.files("exporter.simulator") / "scenarios" / "demo.yml"))
+
+
+def demo_settings(sim: Any, scenario: Any, listen_address: str, tls: bool, interval: float = 15.0) -> Settings:
+    """Exporter settings that point at a running simulator."""
+    username, password = next(iter(scenario.users.items()))
+    servers = []
+    for server in scenario.servers:
+        host, port = sim.endpoint(server.name)
+        servers.append({"name": server.name, "host": host, "port": port})
+    defaults: dict[str, Any] = {
+        "auth": "basic",
+        "tls": tls,
+        "username": username,
+        "password": password,
+        "connect_timeout": 5,
+        "call_timeout": 20,
+    }
+    if tls:
+        defaults["ca_bundle"] = sim.ca_file
+    else:
+        defaults["allow_insecure_basic"] = True  # loopback only, demo only
+    return Settings(
+        exchange={"defaults": defaults, "servers": servers},
+        collectors={"queues": {"interval": interval}},
+        scheduler={"jitter": 1, "first_run_spread": 0.5},
+        web={"listen_address": listen_address},
+    )
+
+
+def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT."""
+    from exporter.service import Service
+    from exporter.simulator import Simulator, load_scenario
+
+    scenario = load_scenario(demo_scenario_path())
+    sim = Simulator(scenario, host="127.0.0.1", tls=tls)
+    sim.start()
+    try:
+        settings = demo_settings(sim, scenario, listen_address, tls)
+        service = Service(settings)
+        host, _, port = listen_address.rpartition(":")
+        shown = host.strip("[]") or "localhost"
+        log.info(
+            "demo running: metrics at http://%s:%s/metrics, status at http://%s:%s/ (simulated servers: %s)",
+            shown, port, shown, port, ", ".join(s.name for s in scenario.servers),
+        )
+        service.run_forever()
+    finally:
+        sim.stop()
+    return 0

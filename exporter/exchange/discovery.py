@@ -1,0 +1,72 @@
+"""Discovery: find transport servers with Get-ExchangeServer through the seed server's session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import CollectorError
+from exporter.exchange.clixml import as_bool, flatten
+from exporter.exchange.targets import DiscoveredServer, ExchangeTargets
+
+
+def parse_exchange_servers(objects: Iterable[Any]) -> list[DiscoveredServer]:
+    """Transport servers (Mailbox role with hub transport; not Edge) from Get-ExchangeServer output."""
+    servers = []
+    for obj in objects:
+        props = flatten(obj)
+        name = str(props.get("Name") or "").strip()
+        if not name or as_bool(props.get("IsEdgeServer")) or not as_bool(props.get("IsHubTransportServer")):
+            continue
+        servers.append(
+            DiscoveredServer(
+                name=name,
+                fqdn=str(props.get("Fqdn") or name),
+                version=str(props.get("AdminDisplayVersion") or ""),
+                site=str(props.get("Site") or "").rsplit("/", 1)[-1],
+                roles=str(props.get("ServerRole") or ""),
+            )
+        )
+    return sorted(servers, key=lambda s: s.name.lower())
+
+
+class DiscoveryCollector:
+    """Runs Get-ExchangeServer on the seed and updates the target inventory."""
+
+    name = "discovery"
+
+    def __init__(self, targets: ExchangeTargets, interval: float) -> None:
+        self._targets = targets
+        self._interval = interval
+
+    def interval(self) -> float:
+        return self._interval
+
+    def targets(self) -> list[str]:
+        return [self._targets.seed().name]
+
+    def poll(self, target: str) -> tuple[DiscoveredServer, ...]:
+        result = self._targets.session(target).invoke("Get-ExchangeServer")
+        if result.errors or result.failed:
+            detail = result.errors[0] if result.errors else "pipeline failed"
+            raise CollectorError(f"Get-ExchangeServer: {detail[:300]}", reason="cmdlet_error")
+        found = parse_exchange_servers(result.objects)
+        self._targets.set_discovered(found)
+        return tuple(found)
+
+    def render(self, results: Mapping[str, tuple[DiscoveredServer, ...]]) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "mailflow_exchange_server_info",
+            "Transport servers reported by Get-ExchangeServer (discovery), polled on a schedule.",
+            labels=["server", "fqdn", "version", "site"],
+        )
+        seen = set()
+        for found in results.values():
+            for s in found:
+                if s.name not in seen:
+                    seen.add(s.name)
+                    info.add_metric([s.name, s.fqdn, s.version, s.site], 1)
+        return [info]

@@ -1,0 +1,248 @@
+"""Queue collector: ``Get-Queue -Server X -ResultSize Unlimited`` on every transport server.
+
+Parse: each pypsrp object is flattened and turned into a ``QueueInfo``. Aggregate: queues are
+grouped by labels that never include the ephemeral queue row number; next-hop domains of delivery
+queues are capped to the top N by messages (the rest fold into ``other``). Render: metric families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import CollectorError, ParseError
+from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
+from exporter.exchange.lasterror import SmtpError, parse_smtp_error
+from exporter.exchange.targets import ExchangeTargets
+
+QUEUE_STATUSES = ("Active", "Connecting", "Ready", "Retry", "Suspended", "None")
+QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
+OTHER_DOMAIN = "other"
+LABELS = ("server", "queue_kind", "delivery_type", "next_hop_category", "next_hop_domain")
+POLLED = "Polled from Get-Queue on a schedule, not at scrape time."
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One row of Get-Queue, typed."""
+
+    identity: str
+    server: str
+    kind: str
+    delivery_type: str
+    next_hop_domain: str
+    next_hop_category: str
+    status: str
+    message_count: int
+    deferred_count: int
+    incoming_rate: float
+    outgoing_rate: float
+    retry_count: int
+    next_retry_time: datetime | None
+    last_error: SmtpError | None
+
+
+def queue_kind(identity: str, delivery_type: str) -> str:
+    """Derive the kind from the identity (``EX01\\Submission``, ``EX01\\Shadow\\12``, ``EX01\\3``)."""
+    parts = [p for p in identity.split("\\") if p]
+    tail = [p.lower() for p in parts[1:]] if len(parts) > 1 else [p.lower() for p in parts]
+    if (tail and tail[0] == "shadow") or delivery_type == "ShadowRedundancy":
+        return "shadow"
+    if tail and tail[-1] in ("submission", "poison", "unreachable"):
+        return tail[-1]
+    if delivery_type == "Unreachable":
+        return "unreachable"
+    return "delivery"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def parse_queue(obj: Any, server: str) -> QueueInfo:
+    """One Get-Queue output object to a QueueInfo; raises ParseError when it is not a queue."""
+    props = flatten(obj)
+    identity = _text(props.get("Identity") or props.get("QueueIdentity"))
+    if not identity:
+        raise ParseError("a Get-Queue object without Identity")
+    delivery_type = _text(props.get("DeliveryType")) or "Undefined"
+    status = _text(props.get("Status")) or "None"
+    return QueueInfo(
+        identity=identity,
+        server=server,
+        kind=queue_kind(identity, delivery_type),
+        delivery_type=delivery_type,
+        next_hop_domain=_text(props.get("NextHopDomain")),
+        next_hop_category=_text(props.get("NextHopCategory")) or "Internal",
+        status=status if status in QUEUE_STATUSES else "None",
+        message_count=as_int(props.get("MessageCount")),
+        deferred_count=as_int(props.get("DeferredMessageCount")),
+        incoming_rate=as_float(props.get("IncomingRate")),
+        outgoing_rate=as_float(props.get("OutgoingRate")),
+        retry_count=as_int(props.get("RetryCount")),
+        next_retry_time=parse_datetime(props.get("NextRetryTime")),
+        last_error=parse_smtp_error(_text(props.get("LastError")) or None),
+    )
+
+
+@dataclass
+class QueueGroup:
+    """Queues that share one label set (normally exactly one queue)."""
+
+    queues: int = 0
+    messages: int = 0
+    deferred: int = 0
+    incoming_rate: float = 0.0
+    outgoing_rate: float = 0.0
+    retry_count: int = 0
+    next_retry: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+    errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """Everything the queue collector learnt from one server in one poll."""
+
+    server: str
+    queues: tuple[QueueInfo, ...]
+    groups: Mapping[tuple[str, ...], QueueGroup]
+    folded_domains: int  # distinct next-hop domains folded into "other"
+
+
+def _group_domain(queue: QueueInfo) -> str:
+    domain = queue.next_hop_domain.lower()
+    return domain or "unknown"
+
+
+def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> QueueResult:
+    """Group queues by bounded labels; keep the top ``max_domains`` delivery next hops by messages."""
+    totals: dict[str, int] = {}
+    for q in queues:
+        if q.kind == "delivery":
+            domain = _group_domain(q)
+            totals[domain] = totals.get(domain, 0) + q.message_count
+    ranked = sorted(totals, key=lambda d: (-totals[d], d))
+    kept = set(ranked[:max_domains])
+    groups: dict[tuple[str, ...], QueueGroup] = {}
+    for q in queues:
+        domain = q.next_hop_domain if q.kind != "delivery" else _group_domain(q)
+        if q.kind == "delivery" and domain not in kept:
+            domain = OTHER_DOMAIN
+        key = (server, q.kind, q.delivery_type, q.next_hop_category, domain)
+        group = groups.setdefault(key, QueueGroup())
+        group.queues += 1
+        group.messages += q.message_count
+        group.deferred += q.deferred_count
+        group.incoming_rate += q.incoming_rate
+        group.outgoing_rate += q.outgoing_rate
+        group.retry_count = max(group.retry_count, q.retry_count)
+        group.statuses[q.status] = group.statuses.get(q.status, 0) + 1
+        if q.next_retry_time is not None:
+            ts = q.next_retry_time.timestamp()
+            group.next_retry = ts if group.next_retry is None else min(group.next_retry, ts)
+        if q.last_error is not None:
+            err = (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category)
+            group.errors[err] = group.errors.get(err, 0) + 1
+    return QueueResult(
+        server=server, queues=tuple(queues), groups=groups, folded_domains=max(0, len(ranked) - max_domains)
+    )
+
+
+def parse_queues(objects: Iterable[Any], server: str, max_domains: int) -> QueueResult:
+    """Parse and aggregate one server's Get-Queue output."""
+    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains)
+
+
+class QueueCollector:
+    """Polls Get-Queue per transport server."""
+
+    name = "queues"
+
+    def __init__(self, targets: ExchangeTargets, interval: float, max_domains: int, result_size: Any) -> None:
+        self._targets = targets
+        self._interval = interval
+        self._max_domains = max_domains
+        self._result_size = result_size
+
+    def interval(self) -> float:
+        return self._interval
+
+    def targets(self) -> list[str]:
+        return self._targets.names()
+
+    def poll(self, target: str) -> QueueResult:
+        session = self._targets.session(target)
+        result = session.invoke("Get-Queue", {"Server": target, "ResultSize": self._result_size})
+        if result.errors or result.failed:
+            detail = result.errors[0] if result.errors else "pipeline failed"
+            raise CollectorError(f"Get-Queue -Server {target}: {detail[:300]}", reason="cmdlet_error")
+        try:
+            return parse_queues(result.objects, target, self._max_domains)
+        except ParseError:
+            raise
+        except Exception as exc:
+            raise ParseError(f"Get-Queue -Server {target}: unexpected output: {type(exc).__name__}") from None
+
+    def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
+        return render_queues(results.values())
+
+
+def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
+    """Metric families for the queue results of every server."""
+    labels = list(LABELS)
+    messages = GaugeMetricFamily("mailflow_queue_messages", f"Messages in the queue (MessageCount). {POLLED}", labels=labels)
+    deferred = GaugeMetricFamily(
+        "mailflow_queue_deferred_messages", f"Messages deferred after transient errors (DeferredMessageCount). {POLLED}",
+        labels=labels,
+    )
+    incoming = GaugeMetricFamily(
+        "mailflow_queue_incoming_rate", f"Messages per second entering the queue, 1-minute average. {POLLED}", labels=labels
+    )
+    outgoing = GaugeMetricFamily(
+        "mailflow_queue_outgoing_rate", f"Messages per second leaving the queue, 1-minute average. {POLLED}", labels=labels
+    )
+    retry = GaugeMetricFamily(
+        "mailflow_queue_retry_count", f"Connection retries since the queue entered Retry (RetryCount). {POLLED}",
+        labels=labels,
+    )
+    next_retry = GaugeMetricFamily(
+        "mailflow_queue_next_retry_timestamp_seconds", f"When the queue next retries (NextRetryTime), unix time. {POLLED}",
+        labels=labels,
+    )
+    status = GaugeMetricFamily(
+        "mailflow_queue_status", f"Queues with these labels in each state (1 for a single queue's current state). {POLLED}",
+        labels=[*labels, "status"],
+    )
+    last_error = GaugeMetricFamily(
+        "mailflow_queue_last_error_info",
+        f"Queues whose LastError has this SMTP code, enhanced code and category. {POLLED}",
+        labels=[*labels, "smtp_code", "enhanced_code", "category"],
+    )
+    folded = GaugeMetricFamily(
+        "mailflow_queue_next_hop_domains_folded",
+        f"Distinct next-hop domains folded into next_hop_domain=\"other\" by the cardinality cap. {POLLED}",
+        labels=["server"],
+    )
+    for result in sorted(results, key=lambda r: r.server):
+        folded.add_metric([result.server], result.folded_domains)
+        for key in sorted(result.groups):
+            g = result.groups[key]
+            values = list(key)
+            messages.add_metric(values, g.messages)
+            deferred.add_metric(values, g.deferred)
+            incoming.add_metric(values, g.incoming_rate)
+            outgoing.add_metric(values, g.outgoing_rate)
+            retry.add_metric(values, g.retry_count)
+            if g.next_retry is not None:
+                next_retry.add_metric(values, g.next_retry)
+            for state in QUEUE_STATUSES:
+                status.add_metric([*values, state], g.statuses.get(state, 0))
+            for (code, enhanced, category), count in sorted(g.errors.items()):
+                last_error.add_metric([*values, code, enhanced, category], count)
+    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, folded]

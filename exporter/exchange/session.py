@@ -1,0 +1,372 @@
+"""Exchange remote PowerShell sessions: one pypsrp runspace pool per endpoint, reused across polls.
+
+- Cmdlets are built only with ``add_cmdlet``/``add_parameter``: the Exchange runspace is NoLanguage.
+- Every call has a hard deadline. The call runs in a daemon thread; when the deadline passes the
+  session is declared broken, its pool is closed in the background and the next poll opens a new one.
+- Error records and warnings are returned as data, never dropped.
+- Exchange throttles remote PowerShell to 18 concurrent sessions per user (PowerShellMaxConcurrency),
+  counted by each server. ``SessionLimiter`` keeps the exporter under that cap per account and
+  endpoint, including pools that are still being torn down after a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from pypsrp.exceptions import (
+    AuthenticationError,
+    SerializationError,
+    WinRMError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from exporter.errors import CollectorError
+from exporter.settings import ResolvedServer
+
+log = logging.getLogger(__name__)
+
+CONFIGURATION_NAME = "Microsoft.Exchange"
+ENDPOINT_PATH = "PowerShell"
+SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
+_SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What one cmdlet pipeline returned: output objects plus its error records and warnings."""
+
+    objects: list[Any]
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    failed: bool = False  # the pipeline ended in the Failed state (a terminating error)
+
+
+class SessionLimiter:
+    """Caps concurrently open sessions per (account, endpoint host)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], int] = {}
+
+    def acquire(self, account: str, host: str) -> None:
+        """Take a slot or raise CollectorError(reason="session_limit")."""
+        key = (account, host.lower())
+        with self._lock:
+            used = self._open.get(key, 0)
+            if used >= self.limit:
+                raise CollectorError(
+                    f"{used} sessions for {account} on {host} are open or closing; "
+                    f"the limit is {self.limit} (Exchange PowerShellMaxConcurrency)",
+                    reason="session_limit",
+                )
+            self._open[key] = used + 1
+
+    def release(self, account: str, host: str) -> None:
+        key = (account, host.lower())
+        with self._lock:
+            self._open[key] = max(0, self._open.get(key, 0) - 1)
+
+    def in_use(self, account: str, host: str) -> int:
+        with self._lock:
+            return self._open.get((account, host.lower()), 0)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """Remove every secret from a text meant for logs, labels or the status page."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str) -> _T:
+    """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
+
+    The thread is left behind on timeout (pypsrp calls cannot be interrupted); it ends when the
+    HTTP read timeout fires. Daemon threads never block interpreter shutdown.
+    """
+    future: Future[_T] = Future()
+
+    def runner() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=runner, name=name, daemon=True).start()
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        raise CollectorError(f"no answer within {timeout:g}s", reason="timeout") from None
+
+
+def classify_exception(exc: BaseException) -> str:
+    """Map a transport/protocol exception to a bounded ``reason`` label value."""
+    if isinstance(exc, CollectorError):
+        return exc.reason
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    if isinstance(exc, WinRMTransportError):
+        return "auth" if exc.code in (401, 403) else "http_error"
+    if isinstance(exc, WSManFaultError):
+        text = f"{exc.reason} {exc.message}"
+        return "session_limit" if SESSION_LIMIT_TEXT in text else "wsman_fault"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection"
+    if isinstance(exc, ET.ParseError | SerializationError):
+        return "parse"
+    if isinstance(exc, WinRMError):
+        return "protocol"
+    return "other"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line, user-facing description of a failure (never includes credentials)."""
+    if isinstance(exc, CollectorError):
+        return str(exc)
+    if isinstance(exc, WinRMTransportError):
+        return f"HTTP {exc.code} from the PowerShell endpoint"
+    if isinstance(exc, WSManFaultError):
+        return f"WSMan fault {exc.code}: {(exc.reason or exc.message or '').strip()[:300]}"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        inner = exc.args[0] if exc.args else exc
+        return f"cannot connect: {type(inner).__name__}: {str(inner)[:300]}"
+    if isinstance(exc, AuthenticationError):
+        return f"authentication failed: {str(exc)[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _record_text(record: Any) -> str:
+    for attr in ("exception", "message"):
+        value = getattr(record, attr, None)
+        if attr == "exception" and value is not None:
+            msg = getattr(value, "adapted_properties", {}).get("Message") or getattr(value, "message", None)
+            if msg:
+                return str(msg)
+        elif value:
+            return str(value)
+    return str(record)
+
+
+class ExchangeSession:
+    """One runspace pool to one Exchange endpoint, opened lazily and re-opened after failure."""
+
+    def __init__(
+        self,
+        server: ResolvedServer,
+        limiter: SessionLimiter,
+        wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
+    ) -> None:
+        self.server = server
+        self._limiter = limiter
+        self._wsman_factory = wsman_factory or build_wsman
+        self._pool: RunspacePool | None = None
+        self._lock = threading.Lock()  # one pipeline at a time on this pool
+        self._secrets = [server.password.get_secret_value()] if server.password else []
+        self.opened = 0  # pools opened over this session's life (a reuse measure)
+        self.select_supported: bool | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    def invoke(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | None = None,
+        select: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> CallResult:
+        """Run one cmdlet (optionally piped into ``Select-Object -Property``) with a hard deadline.
+
+        Raises CollectorError with a bounded ``reason`` on transport, protocol or timeout failure.
+        """
+        deadline = time.monotonic() + (timeout or self.server.call_timeout)
+        with self._lock:
+            try:
+                pool = self._ensure_open(deadline)
+                if select and self.select_supported is not False:
+                    result = self._run(pool, cmdlet, parameters, select, deadline)
+                    if self.select_supported is None:
+                        self.select_supported = not any("Select-Object" in e for e in result.errors)
+                    if self.select_supported:
+                        return result
+                return self._run(pool, cmdlet, parameters, None, deadline)
+            except CollectorError as exc:
+                self._discard(exc.reason)
+                raise CollectorError(redact(str(exc), self._secrets), exc.reason) from None
+            except Exception as exc:
+                reason = classify_exception(exc)
+                self._discard(reason)
+                message = redact(describe_exception(exc), self._secrets)
+                raise CollectorError(message, reason) from None
+
+    def _ensure_open(self, deadline: float) -> RunspacePool:
+        if self._pool is not None:
+            return self._pool
+        self._limiter.acquire(self.server.account, self.server.host)
+        try:
+            wsman = self._wsman_factory(self.server)
+            pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
+            remaining = max(0.1, deadline - time.monotonic())
+            run_with_deadline(pool.open, remaining, f"open-{self.server.name}")
+        except BaseException:
+            self._limiter.release(self.server.account, self.server.host)
+            raise
+        self._pool = pool
+        self.opened += 1
+        log.info("session opened server=%s endpoint=%s", self.server.name, self.server.endpoint)
+        return pool
+
+    def _run(
+        self,
+        pool: RunspacePool,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | None,
+        select: Sequence[str] | None,
+        deadline: float,
+    ) -> CallResult:
+        ps = PowerShell(pool)
+        ps.add_cmdlet(cmdlet)
+        for name, value in (parameters or {}).items():
+            if value is True:
+                ps.add_parameter(name)  # a switch parameter
+            elif value is not None and value is not False:
+                ps.add_parameter(name, value)
+        if select:
+            ps.add_cmdlet("Select-Object").add_parameter("Property", list(select))
+        started = time.monotonic()
+        remaining = deadline - started
+        if remaining <= 0:
+            raise CollectorError("deadline passed before the call started", reason="timeout")
+        output = run_with_deadline(ps.invoke, remaining, f"call-{self.server.name}")
+        return CallResult(
+            objects=list(output or []),
+            errors=[_record_text(r) for r in ps.streams.error],
+            warnings=[_record_text(w) for w in ps.streams.warning],
+            duration=time.monotonic() - started,
+            failed=bool(ps.had_errors),
+        )
+
+    def _discard(self, reason: str) -> None:
+        """Drop a pool after a failure so the next call opens a fresh one; close it in the background."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        log.info("session discarded server=%s reason=%s", self.server.name, reason)
+        # Close even after a timeout: a slow (not dead) server would otherwise keep the session
+        # counted against PowerShellMaxConcurrency until its idle timeout.
+        threading.Thread(target=self._close_pool, args=(pool,), name=f"close-{self.server.name}", daemon=True).start()
+
+    def _close_pool(self, pool: RunspacePool) -> None:
+        try:
+            run_with_deadline(pool.close, self.server.connect_timeout, f"closing-{self.server.name}")
+        except Exception as exc:
+            log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
+        finally:
+            self._limiter.release(self.server.account, self.server.host)
+
+    def close(self) -> None:
+        """Close the pool (on shutdown); bounded by the connect timeout."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            self._close_pool(pool)
+            log.info("session closed server=%s", self.server.name)
+
+
+def build_wsman(server: ResolvedServer) -> WSMan:
+    """Create the pypsrp WSMan transport for one server from its resolved settings."""
+    cert_validation: bool | str = server.verify_tls
+    if server.verify_tls and server.ca_bundle is not None:
+        cert_validation = str(server.ca_bundle)
+    operation_timeout = int(max(5, min(20, server.call_timeout)))
+    kwargs: dict[str, Any] = {}
+    if server.auth in ("kerberos", "negotiate", "ntlm"):
+        kwargs["negotiate_service"] = server.negotiate_service
+    if server.auth == "basic" and not server.tls:
+        encryption = "never"  # only allowed when the operator opted in (allow_insecure_basic)
+    else:
+        encryption = "auto"
+    return WSMan(
+        server.host,
+        port=server.port,
+        ssl=server.tls,
+        path=ENDPOINT_PATH,
+        auth=server.auth,
+        username=server.username,
+        password=server.password.get_secret_value() if server.password else None,
+        cert_validation=cert_validation,
+        connection_timeout=int(max(1, server.connect_timeout)),
+        read_timeout=operation_timeout + 10,
+        operation_timeout=operation_timeout,
+        encryption=encryption,
+        **kwargs,
+    )
+
+
+class SessionManager:
+    """Owns every session; maps a target server to the endpoint session it is polled through."""
+
+    def __init__(
+        self,
+        max_sessions_per_account: int,
+        wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
+    ) -> None:
+        self.limiter = SessionLimiter(max_sessions_per_account)
+        self._wsman_factory = wsman_factory
+        self._sessions: dict[str, ExchangeSession] = {}
+        self._lock = threading.Lock()
+
+    def session_for(self, server: ResolvedServer) -> ExchangeSession:
+        """The session for this server: its own, or the ``via`` server's."""
+        key = (server.via or server.name).lower()
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                if server.via is not None:
+                    raise CollectorError(f"no session for via server {server.via}", reason="config")
+                session = ExchangeSession(server, self.limiter, self._wsman_factory)
+                self._sessions[key] = session
+            return session
+
+    def register(self, server: ResolvedServer) -> None:
+        """Make sure a (direct) server has a session object; it connects on first use."""
+        if server.via is None:
+            self.session_for(server)
+
+    def sessions(self) -> list[ExchangeSession]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def close_all(self) -> None:
+        """Close every open pool, in parallel, each bounded by its connect timeout."""
+        threads = [
+            threading.Thread(target=s.close, name=f"shutdown-{s.server.name}", daemon=True)
+            for s in self.sessions()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)

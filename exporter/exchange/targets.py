@@ -1,0 +1,86 @@
+"""The set of Exchange servers to poll: configured ones plus those found by discovery."""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from dataclasses import dataclass
+
+from exporter.errors import CollectorError
+from exporter.exchange.session import ExchangeSession, SessionManager
+from exporter.settings import ResolvedServer, ServerSettings, Settings, resolve_server, resolved_servers
+
+
+@dataclass(frozen=True)
+class DiscoveredServer:
+    """A transport server reported by Get-ExchangeServer."""
+
+    name: str
+    fqdn: str
+    version: str
+    site: str
+    roles: str
+
+
+class ExchangeTargets:
+    """Thread-safe inventory of servers, each mapped to the session it is polled through."""
+
+    def __init__(self, settings: Settings, sessions: SessionManager) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self._explicit = {s.name.upper(): s for s in resolved_servers(settings)}
+        self._discovered: dict[str, ResolvedServer] = {}
+        for server in self._explicit.values():
+            sessions.register(server)
+
+    def names(self) -> list[str]:
+        """Every server name to poll, sorted."""
+        with self._lock:
+            return sorted({s.name for s in self._explicit.values()} | {s.name for s in self._discovered.values()})
+
+    def server(self, name: str) -> ResolvedServer:
+        with self._lock:
+            server = self._explicit.get(name.upper()) or self._discovered.get(name.upper())
+        if server is None:
+            raise CollectorError(f"server {name} is no longer a target", reason="config")
+        return server
+
+    def session(self, name: str) -> ExchangeSession:
+        """The session that polls this server."""
+        return self._sessions.session_for(self.server(name))
+
+    def seed(self) -> ResolvedServer:
+        """The server discovery asks (``discovery.seed`` or the first configured server)."""
+        wanted = self._settings.exchange.discovery.seed
+        with self._lock:
+            if wanted:
+                return self._explicit[wanted.upper()]
+            return next(iter(self._explicit.values()))
+
+    def accept(self, name: str) -> bool:
+        """Apply the discovery include/exclude glob patterns (case-insensitive)."""
+        d = self._settings.exchange.discovery
+        lowered = name.lower()
+        if d.include and not any(fnmatch.fnmatch(lowered, p.lower()) for p in d.include):
+            return False
+        return not any(fnmatch.fnmatch(lowered, p.lower()) for p in d.exclude)
+
+    def set_discovered(self, found: list[DiscoveredServer]) -> None:
+        """Replace the discovered set; configured servers always win over discovered ones."""
+        d = self._settings.exchange.discovery
+        seed = self.seed()
+        resolved: dict[str, ResolvedServer] = {}
+        for item in found:
+            key = item.name.upper()
+            if key in self._explicit or not self.accept(item.name):
+                continue
+            if d.connect == "via_seed":
+                server = resolve_server(self._settings, ServerSettings(name=item.name), host=seed.host)
+                server = server.model_copy(update={"via": seed.name})
+            else:
+                server = resolve_server(self._settings, ServerSettings(name=item.name), host=item.fqdn or item.name)
+                self._sessions.register(server)
+            resolved[key] = server
+        with self._lock:
+            self._discovered = resolved

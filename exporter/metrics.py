@@ -1,0 +1,87 @@
+"""The prometheus_client collector that renders the SnapshotStore on every scrape.
+
+A scrape reads snapshots only: it never waits on Exchange or DNS. A collector whose render fails
+is logged and skipped; the rest of the scrape is still served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter import __version__
+from exporter.collector import Collector
+from exporter.store import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+
+class MailflowCollector:
+    """Renders self metrics and every collector's fresh results."""
+
+    def __init__(self, store: SnapshotStore, collectors: Sequence[Collector], stale_after_intervals: float) -> None:
+        self._store = store
+        self._collectors = list(collectors)
+        self._stale_after = stale_after_intervals
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._self_metrics()
+        for collector in self._collectors:
+            try:
+                results = self._store.fresh_results(collector.name, self._stale_after)
+                families = list(collector.render(results))
+            except Exception:
+                log.exception("render failed collector=%s", collector.name)
+                continue
+            yield from families
+
+    def _self_metrics(self) -> Iterable[Metric]:
+        build = InfoMetricFamily("mailflow_build", "mailflow-exporter build information.")
+        build.add_metric([], {"version": __version__})
+        yield build
+        labels = ["collector", "target"]
+        up = GaugeMetricFamily(
+            "mailflow_collector_up",
+            "1 if the last poll of this collector and target succeeded and is not stale, else 0.",
+            labels=labels,
+        )
+        duration = GaugeMetricFamily(
+            "mailflow_collector_duration_seconds", "How long the last poll took, in seconds.", labels=labels
+        )
+        last_success = GaugeMetricFamily(
+            "mailflow_collector_last_success_timestamp_seconds",
+            "When the last successful poll finished, unix time.",
+            labels=labels,
+        )
+        now = self._store.now()
+        for (name, target), state in sorted(self._store.states().items()):
+            last = state.last
+            fresh = last.age(now) <= last.interval * self._stale_after
+            up.add_metric([name, target], 1.0 if last.ok and fresh else 0.0)
+            duration.add_metric([name, target], last.duration)
+            if state.last_success is not None:
+                last_success.add_metric([name, target], state.last_success.finished)
+        errors = CounterMetricFamily(
+            "mailflow_collector_errors",
+            "Failed polls by reason (timeout, connection, auth, http_error, wsman_fault, session_limit, "
+            "cmdlet_error, parse, tls, protocol, config, other).",
+            labels=["collector", "target", "reason"],
+        )
+        for (name, target, reason), count in sorted(self._store.errors().items()):
+            errors.add_metric([name, target, reason], count)
+        yield from (up, duration, last_success, errors)
+
+
+def build_registry(collector: MailflowCollector, process_metrics: bool = True) -> CollectorRegistry:
+    """A private registry: our collector plus the standard process/platform/GC collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)  # type: ignore[arg-type]
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry

@@ -1,0 +1,225 @@
+"""Wires settings to sessions, collectors, the scheduler, the store and the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from pypsrp.wsman import WSMan
+
+from exporter.collector import Collector
+from exporter.errors import CollectorError
+from exporter.exchange.discovery import DiscoveryCollector
+from exporter.exchange.queues import QueueCollector
+from exporter.exchange.session import SessionManager
+from exporter.exchange.targets import ExchangeTargets
+from exporter.metrics import MailflowCollector, build_registry
+from exporter.settings import ResolvedServer, Settings
+from exporter.store import Snapshot, SnapshotStore
+from exporter.web import WebApp, WebServer
+
+log = logging.getLogger(__name__)
+RECONCILE_SECONDS = 10.0
+
+
+def build_collectors(settings: Settings, targets: ExchangeTargets) -> list[Collector]:
+    """The enabled collectors, in a stable order."""
+    collectors: list[Collector] = []
+    if settings.exchange.discovery.enabled:
+        collectors.append(DiscoveryCollector(targets, settings.exchange.discovery.interval))
+    q = settings.collectors.queues
+    if q.enabled:
+        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size))
+    return collectors
+
+
+class Service:
+    """The running exporter. ``start`` returns once the HTTP server listens and polls are scheduled."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = SnapshotStore(clock)
+        self.sessions = SessionManager(settings.exchange.max_sessions_per_account, wsman_factory)
+        self.targets = ExchangeTargets(settings, self.sessions)
+        self.collectors = build_collectors(settings, self.targets)
+        self.registry = build_registry(
+            MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
+        )
+        sched = settings.scheduler
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=sched.max_workers)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=timezone.utc,
+        )
+        self._app = WebApp(
+            self.registry, self.store, settings.web.telemetry_path, settings.web.runbook_url, self.readiness
+        )
+        self.web: WebServer | None = None
+        self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
+        self._started = False
+
+    # --- polling ------------------------------------------------------------------------------------
+
+    def poll_once(self, collector: Collector, target: str) -> Snapshot:
+        """Poll one target and record the snapshot. Never raises."""
+        started = time.monotonic()
+        try:
+            result: Any = collector.poll(target)
+            ok, reason, message = True, "", ""
+        except CollectorError as exc:
+            result, ok, reason, message = None, False, exc.reason, str(exc)
+        except Exception as exc:  # a bug must not kill the job; it becomes data
+            log.exception("poll crashed collector=%s target=%s", collector.name, target)
+            result, ok, reason, message = None, False, "other", f"{type(exc).__name__}: internal error"
+        duration = time.monotonic() - started
+        snapshot = Snapshot(
+            collector=collector.name,
+            target=target,
+            finished=self.store.now(),
+            duration=duration,
+            interval=collector.interval(),
+            ok=ok,
+            result=result,
+            reason=reason,
+            message=message,
+        )
+        self.store.put(snapshot)
+        if not ok:
+            log.warning(
+                'poll failed collector=%s target=%s reason=%s duration=%.2fs error="%s"',
+                collector.name, target, reason, duration, message.replace('"', "'"),
+            )
+        return snapshot
+
+    def poll_all(self) -> list[Snapshot]:
+        """Poll every collector and target once, in parallel (used by tests, benchmarks and `check`)."""
+        jobs = [(c, t) for c in self.collectors for t in c.targets()]
+        out: list[Snapshot] = []
+        lock = threading.Lock()
+
+        def run(c: Collector, t: str) -> None:
+            snap = self.poll_once(c, t)
+            with lock:
+                out.append(snap)
+
+        # Discovery first: it changes the target list of the others.
+        for c, t in [j for j in jobs if j[0].name == "discovery"]:
+            run(c, t)
+        jobs = [(c, t) for c in self.collectors if c.name != "discovery" for t in c.targets()]
+        limit = threading.Semaphore(self.settings.scheduler.max_workers)
+
+        def limited(c: Collector, t: str) -> None:
+            with limit:
+                run(c, t)
+
+        threads = [threading.Thread(target=limited, args=j, daemon=True) for j in jobs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return out
+
+    def _job_id(self, collector: Collector, target: str) -> str:
+        return f"{collector.name}:{target}"
+
+    def reconcile(self) -> None:
+        """Add jobs for new targets and remove jobs (and snapshots) of targets that went away."""
+        wanted: dict[str, tuple[Collector, str]] = {}
+        for collector in self.collectors:
+            try:
+                names = collector.targets()
+            except Exception:
+                log.exception("listing targets failed collector=%s", collector.name)
+                continue
+            for target in names:
+                wanted[self._job_id(collector, target)] = (collector, target)
+        existing = {job.id for job in self.scheduler.get_jobs() if ":" in job.id}
+        spread = self.settings.scheduler.first_run_spread
+        now = datetime.now(timezone.utc)
+        for job_id, (collector, target) in wanted.items():
+            if job_id in existing:
+                continue
+            self.scheduler.add_job(
+                self.poll_once,
+                "interval",
+                args=(collector, target),
+                id=job_id,
+                seconds=collector.interval(),
+                jitter=min(self.settings.scheduler.jitter, collector.interval() / 4),
+                next_run_time=now + timedelta(seconds=random.uniform(0, spread)),
+                misfire_grace_time=max(1, int(collector.interval())),
+            )
+        for job_id in existing - set(wanted):
+            self.scheduler.remove_job(job_id)
+            name, _, target = job_id.partition(":")
+            self.store.forget(name, target)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once every scheduled (collector, target) has finished at least one poll."""
+        if not self._started:
+            return False, "starting"
+        states = self.store.states()
+        pending = [
+            f"{c.name}:{t}" for c in self.collectors for t in c.targets() if (c.name, t) not in states
+        ]
+        if pending:
+            return False, f"waiting for first poll of {len(pending)} target(s): {', '.join(pending[:5])}"
+        return True, "Ready"
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self, serve_http: bool = True) -> None:
+        """Start the HTTP server and the scheduler."""
+        if serve_http:
+            self.web = WebServer(self._app, self.settings.web.listen_address)
+            self.web.start()
+            log.info("listening address=%s path=%s", self.settings.web.listen_address, self.settings.web.telemetry_path)
+        self.scheduler.start()
+        self.reconcile()
+        self.scheduler.add_job(self.reconcile, "interval", seconds=RECONCILE_SECONDS, id="reconcile")
+        self._started = True
+
+    def request_stop(self) -> None:
+        """Ask ``run_forever`` to return (thread-safe)."""
+        self._stop_requested.set()
+
+    def stop(self) -> None:
+        """Stop polling, close every Exchange session, stop serving. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.sessions.close_all()
+        if self.web is not None:
+            self.web.stop()
+        log.info("stopped")
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
+        def handle(signum: int, _frame: Any) -> None:
+            log.info("signal received signal=%s", signal.Signals(signum).name)
+            self._stop_requested.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        try:
+            while not self._stop_requested.wait(1.0):
+                pass
+        finally:
+            self.stop()

@@ -1,0 +1,402 @@
+"""Configuration: one YAML file, ``MAILFLOW_*`` environment overrides and secret files.
+
+Precedence, highest first: environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates
+nesting levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
+``password_file``, or a secrets directory (``MAILFLOW_SECRETS_DIR`` / ``secrets_dir``) holding
+``<server>_password`` or ``exchange_password``.
+
+Every validation problem is reported with its field path and, where the value came from the file,
+its line: ``exchange.servers[1].port (line 14): Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from exporter.errors import ConfigError
+
+ENV_PREFIX = "MAILFLOW_"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Accept seconds as a number or a string with a unit: ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string such as '30s' or '5m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ValueError(f"invalid duration {value!r}: use seconds or a unit suffix (ms, s, m, h, d), e.g. '30s'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionSettings(_Model):
+    """How to reach one Exchange server's remote PowerShell endpoint. ``None`` inherits the default."""
+
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool | None = None
+    auth: Literal["kerberos", "negotiate", "ntlm", "basic"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    verify_tls: bool | None = None
+    ca_bundle: Path | None = None
+    negotiate_service: str | None = None
+    allow_insecure_basic: bool | None = None
+    connect_timeout: Duration | None = None
+    call_timeout: Duration | None = None
+
+
+class ExchangeDefaults(ConnectionSettings):
+    """Defaults every server inherits."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: 80, or 443 with tls
+    tls: bool = False
+    auth: Literal["kerberos", "negotiate", "ntlm", "basic"] = "kerberos"
+    verify_tls: bool = True
+    negotiate_service: str = "WSMAN"
+    allow_insecure_basic: bool = False
+    connect_timeout: Duration = 10.0
+    call_timeout: Duration = 60.0
+
+
+class ServerSettings(ConnectionSettings):
+    """One Exchange server to poll. ``name`` is what ``-Server`` receives; ``host`` is what we connect to."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class DiscoverySettings(_Model):
+    """Find transport servers with ``Get-ExchangeServer`` through a seed server's session."""
+
+    enabled: bool = False
+    seed: str | None = None
+    interval: Duration = 3600.0
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    connect: Literal["direct", "via_seed"] = "direct"
+
+
+class ExchangeSettings(_Model):
+    defaults: ExchangeDefaults = Field(default_factory=ExchangeDefaults)
+    servers: list[ServerSettings] = Field(default_factory=list)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    max_sessions_per_account: int = Field(default=18, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> ExchangeSettings:
+        names = [s.name.lower() for s in self.servers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"server names must be unique; repeated: {', '.join(dupes)}")
+        if self.discovery.enabled and not self.servers:
+            raise ValueError("discovery needs at least one server in exchange.servers to ask (the seed)")
+        if self.discovery.seed and self.discovery.seed.lower() not in names:
+            raise ValueError(f"discovery.seed {self.discovery.seed!r} is not one of exchange.servers")
+        for server in self.servers:
+            auth = server.auth or self.defaults.auth
+            tls = self.defaults.tls if server.tls is None else server.tls
+            insecure_ok = (
+                self.defaults.allow_insecure_basic
+                if server.allow_insecure_basic is None
+                else server.allow_insecure_basic
+            )
+            if auth == "basic" and not tls and not insecure_ok:
+                raise ValueError(
+                    f"server {server.name}: basic auth over plain HTTP sends the password in clear; "
+                    "set tls: true (recommended) or allow_insecure_basic: true"
+                )
+            if auth in ("basic", "ntlm") and not (server.username or self.defaults.username):
+                raise ValueError(f"server {server.name}: auth {auth} needs a username")
+        return self
+
+
+class QueueCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 60.0
+    max_next_hop_domains: int = Field(default=20, ge=1, le=1000)
+    result_size: int | Literal["Unlimited"] = "Unlimited"
+
+
+class CollectorsSettings(_Model):
+    queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
+
+
+class SchedulerSettings(_Model):
+    max_workers: int = Field(default=16, ge=1, le=256)
+    jitter: Duration = 5.0
+    stale_after_intervals: float = Field(default=3.0, ge=1.0)
+    first_run_spread: Duration = 2.0
+
+
+class WebSettings(_Model):
+    listen_address: str = ":10049"
+    telemetry_path: str = "/metrics"
+    runbook_url: str = "https://github.com/mailflow-exporter/mailflow-exporter/blob/main/docs/runbook.md"
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049'")
+        return value
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or value in ("/", "/-/healthy", "/-/ready"):
+            raise ValueError("telemetry_path must start with '/' and not clash with '/', '/-/healthy', '/-/ready'")
+        return value
+
+
+class LogSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+_yaml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_yaml_data", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Feeds the already-parsed YAML document (parsed once, with line numbers) to pydantic-settings."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _yaml_data.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_yaml_data.get())
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    collectors: CollectorsSettings = Field(default_factory=CollectorsSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    secrets_dir: Path | None = None
+    state_dir: Path = Path("state")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class ResolvedServer(BaseModel):
+    """A server with every connection setting resolved (defaults applied, password loaded)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    host: str
+    port: int
+    tls: bool
+    auth: str
+    username: str | None
+    password: SecretStr | None
+    verify_tls: bool
+    ca_bundle: Path | None
+    negotiate_service: str
+    connect_timeout: float
+    call_timeout: float
+    via: str | None = None  # poll through this server's session instead of connecting directly
+
+    @property
+    def account(self) -> str:
+        """The identity Exchange throttles by (PowerShellMaxConcurrency is per user)."""
+        return (self.username or "<current-user>").lower()
+
+    @property
+    def endpoint(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/PowerShell"
+
+
+def resolve_server(settings: Settings, server: ServerSettings, host: str | None = None) -> ResolvedServer:
+    """Apply defaults to one server and load its password (from value, file or secrets directory)."""
+    d = settings.exchange.defaults
+
+    def pick(name: str) -> Any:
+        value = getattr(server, name)
+        return getattr(d, name) if value is None else value
+
+    tls = pick("tls")
+    password = pick("password")
+    password_file = pick("password_file")
+    if password is None and password_file is not None:
+        password = SecretStr(_read_secret(password_file, f"exchange.servers[{server.name}].password_file"))
+    if password is None and settings.secrets_dir is not None:
+        for candidate in (f"{server.name.lower()}_password", "exchange_password"):
+            path = settings.secrets_dir / candidate
+            if path.is_file():
+                password = SecretStr(_read_secret(path, f"secrets_dir/{candidate}"))
+                break
+    return ResolvedServer(
+        name=server.name,
+        host=host or pick("host") or server.name,
+        port=pick("port") or (443 if tls else 80),
+        tls=tls,
+        auth=pick("auth"),
+        username=pick("username"),
+        password=password,
+        verify_tls=pick("verify_tls"),
+        ca_bundle=pick("ca_bundle"),
+        negotiate_service=pick("negotiate_service"),
+        connect_timeout=pick("connect_timeout"),
+        call_timeout=pick("call_timeout"),
+    )
+
+
+def resolved_servers(settings: Settings) -> list[ResolvedServer]:
+    """Every explicitly configured server, resolved."""
+    return [resolve_server(settings, s) for s in settings.exchange.servers]
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{what}: secret file {path} is empty")
+    return value
+
+
+# --- loading with line numbers --------------------------------------------------------------------
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_map(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _line_map(item, (*path, index), out)
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """Parse the YAML file once; return the data and a map from field path to line number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (exchange, collectors, web, ...)")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_map(node, (), lines)
+    return data, lines
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if not isinstance(p, int))
+
+
+def _describe_errors(
+    exc: ValidationError, source: str, lines: Mapping[tuple[Any, ...], int], environ: Mapping[str, str]
+) -> str:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p not in ("function-after[_check_targets()]",))
+        field = _format_loc(loc)
+        line = None
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                line = lines[loc[:cut]]
+                break
+        env_keys = {k.upper() for k in environ}
+        if any(_env_name(loc[:cut]) in env_keys for cut in range(1, len(loc) + 1)):
+            where = f" (from environment {_env_name(loc)})"
+        elif line is not None:
+            where = f" (line {line})"
+        else:
+            where = ""
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling against config/example.yml)"
+        problems.append(f"  {field}{where}: {message}")
+    noun = "problem" if len(problems) == 1 else "problems"
+    return f"{source}: {len(problems)} {noun}:\n" + "\n".join(problems)
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the configuration; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    data, lines = read_yaml(path) if path is not None else ({}, {})
+    token = _yaml_data.set(data)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe_errors(exc, str(path) if path else "configuration", lines, environ)) from None
+    finally:
+        _yaml_data.reset(token)
+    try:
+        resolved_servers(settings)  # surfaces unreadable secret files at load time
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'configuration'}: 1 problem:\n  {exc}") from None
+    return settings
