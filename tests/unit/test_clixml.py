@@ -113,7 +113,8 @@ def test_receive_connectors(name: str, port: int, role: str, groups: set[str], a
     assert conn["Fqdn"] == "WIN-CTD3L0RGEN4.exlab.dom"
     assert parse_timespan(conn["ConnectionTimeout"]) == 600.0
     assert parse_timespan(conn["ConnectionInactivityTimeout"]) == 300.0
-    assert parse_timespan(conn["TarpitInterval"]) == 5.0
+    expected_tarpit = 0.0 if name.startswith("Outbound Proxy") else 5.0  # as captured
+    assert parse_timespan(conn["TarpitInterval"]) == expected_tarpit
     assert conn["Guid"] == str(uuid.UUID(conn["Guid"]))
     assert parse_datetime(conn["WhenChangedUTC"]) == parse_datetime(conn["WhenChanged"])
 
@@ -126,7 +127,8 @@ def test_receive_connector_details() -> None:
     assert frontend["MessageRateLimit"] == "Unlimited"
     assert as_int(frontend["MessageRateLimit"], default=-1) == -1
     assert frontend["ObjectClass"] == ["top", "msExchSmtpReceiveConnector"]
-    assert frontend["TlsDomainCapabilities"] == []
+    assert frontend["TlsDomainCapabilities"] == ["fabrikam.com:AcceptCloudServicesMail"]
+    assert conns["Default WIN-CTD3L0RGEN4"]["TlsDomainCapabilities"] == []
     assert frontend["Server"] == "WIN-CTD3L0RGEN4"
     default = conns["Default WIN-CTD3L0RGEN4"]
     assert default["SizeEnabled"] == "EnabledWithoutValue"
