@@ -1,0 +1,81 @@
+"""The HTTP server over a real socket: metrics, landing page, health, readiness, unknown paths."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.metrics import MailflowCollector, build_registry
+from exporter.store import Snapshot, SnapshotStore
+from exporter.web import WebApp, WebServer, split_listen_address
+
+
+class Ready:
+    def __init__(self) -> None:
+        self.value = (False, "waiting for first poll of 1 target(s): queues:EX01")
+
+    def __call__(self) -> tuple[bool, str]:
+        return self.value
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, SnapshotStore, Ready]]:
+    store = SnapshotStore()
+    ready = Ready()
+    registry = build_registry(MailflowCollector(store, [], 3.0))
+    server = WebServer(WebApp(registry, store, "/metrics", "https://example.invalid/runbook.md", ready), "127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{server.port}", store, ready
+    server.stop()
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read().decode()
+
+
+def test_metrics_endpoint(served: tuple[str, SnapshotStore, Ready]) -> None:
+    base, store, _ = served
+    store.put(Snapshot("queues", "EX01", store.now(), 0.25, 60.0, False, None, "timeout", "no answer within 60s"))
+    status, ctype, body = get(base + "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    assert 'mailflow_collector_up{collector="queues",target="EX01"} 0.0' in body
+    assert 'mailflow_collector_errors_total{collector="queues",reason="timeout",target="EX01"} 1.0' in body
+    assert "process_cpu_seconds_total" in body
+
+
+def test_landing_page_lists_targets_and_escapes(served: tuple[str, SnapshotStore, Ready]) -> None:
+    base, store, _ = served
+    store.put(Snapshot("queues", "EX01", store.now(), 0.25, 60.0, False, None, "cmdlet_error", "<script>x</script>"))
+    status, ctype, body = get(base + "/")
+    assert status == 200 and ctype.startswith("text/html")
+    assert 'href="/metrics"' in body and "https://example.invalid/runbook.md" in body
+    assert "EX01" in body and "down (cmdlet_error)" in body
+    assert "<script>x</script>" not in body and "&lt;script&gt;" in body
+
+
+def test_health_and_readiness(served: tuple[str, SnapshotStore, Ready]) -> None:
+    base, _, ready = served
+    assert get(base + "/-/healthy")[0] == 200
+    status, _, body = get(base + "/-/ready")
+    assert status == 503 and "queues:EX01" in body
+    ready.value = (True, "Ready")
+    assert get(base + "/-/ready")[0] == 200
+
+
+def test_unknown_path_is_404(served: tuple[str, SnapshotStore, Ready]) -> None:
+    assert get(served[0] + "/nope")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [(":10049", ("0.0.0.0", 10049)), ("127.0.0.1:8080", ("127.0.0.1", 8080)), ("[::]:10049", ("::", 10049))],
+)
+def test_split_listen_address(address: str, expected: tuple[str, int]) -> None:
+    assert split_listen_address(address) == expected
