@@ -137,7 +137,9 @@ def test_receive_connector_details() -> None:
     client = conns["Client Frontend WIN-CTD3L0RGEN4"]
     assert as_int(client["MaxProtocolErrors"]) == 5
     # the raw pypsrp shapes the flattening relies on
-    obj = next(o for o in _load(RECEIVE) if o.adapted_properties["Name"] == "Default Frontend WIN-CTD3L0RGEN4")
+    obj = next(
+        o for o in _load(RECEIVE) if o.adapted_properties["Name"] == "Default Frontend WIN-CTD3L0RGEN4"
+    )
     groups = obj.adapted_properties["PermissionGroups"]
     assert isinstance(groups, GenericComplexObject)
     assert groups.to_string == "AnonymousUsers, ExchangeServers, ExchangeLegacyServers"
@@ -420,8 +422,12 @@ def test_decode_mvp_variants() -> None:
     assert is_mvp(mvp)
     assert to_python(mvp) == ["v"]
     assert decode_mvp_objects("not xml") == []
-    assert [to_python(o) for o in decode_mvp_objects("<LST><S>s</S><Obj RefId='1'><TNRef RefId='77'/>"
-                                                     "<ToString>t</ToString></Obj></LST>")] == ["s", "t"]
+    assert [
+        to_python(o)
+        for o in decode_mvp_objects(
+            "<LST><S>s</S><Obj RefId='1'><TNRef RefId='77'/><ToString>t</ToString></Obj></LST>"
+        )
+    ] == ["s", "t"]
 
 
 def test_type_names_strips_deserialized_prefix() -> None:
@@ -435,8 +441,15 @@ def test_type_names_strips_deserialized_prefix() -> None:
 
 
 def test_parse_flags() -> None:
-    assert parse_flags("AnonymousUsers, ExchangeServers", PERMISSION_GROUPS) == {"AnonymousUsers", "ExchangeServers"}
-    assert parse_flags(13, PERMISSION_GROUPS) == {"AnonymousUsers", "ExchangeServers", "ExchangeLegacyServers"}
+    assert parse_flags("AnonymousUsers, ExchangeServers", PERMISSION_GROUPS) == {
+        "AnonymousUsers",
+        "ExchangeServers",
+    }
+    assert parse_flags(13, PERMISSION_GROUPS) == {
+        "AnonymousUsers",
+        "ExchangeServers",
+        "ExchangeLegacyServers",
+    }
     assert parse_flags("13", PERMISSION_GROUPS) == parse_flags(13, PERMISSION_GROUPS)
     assert parse_flags(31, AUTH_MECHANISMS) == ALL_AUTH
     assert parse_flags(15, AUTH_MECHANISMS) == {"Tls", "Integrated", "BasicAuth", "BasicAuthRequireTLS"}
@@ -445,7 +458,10 @@ def test_parse_flags() -> None:
     assert parse_flags("None", PERMISSION_GROUPS) == frozenset()
     assert parse_flags(0, PERMISSION_GROUPS) == frozenset()
     assert parse_flags("", PERMISSION_GROUPS) == frozenset()
-    assert parse_flags("anonymoususers , exchangeSERVERS", PERMISSION_GROUPS) == {"AnonymousUsers", "ExchangeServers"}
+    assert parse_flags("anonymoususers , exchangeSERVERS", PERMISSION_GROUPS) == {
+        "AnonymousUsers",
+        "ExchangeServers",
+    }
     assert parse_flags("ExchangeUsers, FutureGroup", PERMISSION_GROUPS) == {"ExchangeUsers", "FutureGroup"}
     assert parse_flags(1 | 128, PERMISSION_GROUPS) == {"AnonymousUsers"}  # unknown bits ignored
     assert parse_flags(["Tls", "BasicAuth"], AUTH_MECHANISMS) == {"Tls", "BasicAuth"}
@@ -636,7 +652,16 @@ def test_garbage_never_raises() -> None:
     weird = _gco(None, adapted={"a": hostile, "b": [hostile, {1: hostile}]}, sets=[object()])
     cyclic: list[Any] = []
     cyclic.append(cyclic)
-    for value in (hostile, weird, object(), cyclic, ET.Element("SS"), {"x": {"y": hostile}}, 1j, float("inf")):
+    for value in (
+        hostile,
+        weird,
+        object(),
+        cyclic,
+        ET.Element("SS"),
+        {"x": {"y": hostile}},
+        1j,
+        float("inf"),
+    ):
         to_python(value)
         flatten(value)
         type_names(value)
@@ -671,7 +696,9 @@ def test_text_parsers_never_raise(text: str) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary() | st.uuids(),
-        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        ),
         max_leaves=20,
     )
 )

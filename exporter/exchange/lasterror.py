@@ -1,0 +1,437 @@
+"""Parse and classify Exchange queue ``LastError`` and message-tracking ``RecipientStatus`` text.
+
+Two shapes exist (reference/exchange-cmdlets.md §1.5, §2.1):
+
+* Structured: ``[{LRT=...};{LED=<SMTP response>};{FQDN=<host>};{IP=<ip>}]`` (Get-Queue) or
+  ``[{LED=...};{MSG=...};{FQDN=...};{IP=...};{LRT=...}]`` (tracking). Fields may come in any
+  order; values may contain ``;``, ``{``, ``}``, quotes and ``->``. Fields are split only on a
+  ``};{`` boundary followed by an upper-case ``KEY=`` (``\\}\\s*;\\s*\\{(?=[A-Z][A-Z0-9]{1,15}=)``).
+* Anything else: the whole string is the SMTP response.
+
+The outer codes come from the start of the response: ``^\\d{3}[ -]\\d.\\d{1,3}.\\d{1,3}`` gives
+``smtp_code`` and ``enhanced_code``; a bare basic code (``421 ...``) or a bare enhanced code
+(``5.1.1 ...``) is accepted too; failing that, the first embedded ``ddd d.d.d`` pair (``Remote
+Server returned '550 5.1.1 ...'``) is used. Empty fields are ``""`` for codes and ``None`` for
+fqdn/ip/lrt/msg (an empty ``{FQDN=}`` is also ``None``).
+
+Classification: :func:`classify` searches the WHOLE response text (so nested ``->`` chains and
+``responded with: "..."`` quotes are seen) against :data:`RULES`, an ordered list of
+``(pattern, category)``; the first match wins, most specific first. Status codes are matched
+only as whole codes (``4.4.1`` does not match inside ``10.4.4.17``).
+
+==================  ==========================================================================
+category            triggers (case-insensitive, anywhere in the response), in rule order
+==================  ==========================================================================
+other (first)       a response starting with a 2xx basic code (``250 2.6.0 ... Queued mail``) is
+                    not an error.
+proxy_failure       ``Proxy session setup failed``, ``proxy session/connection ... failed/error``.
+                    Checked FIRST: when the frontend could not proxy the session, the inner text
+                    (e.g. ``Security status InvalidToken``) is what the next hop said to the
+                    frontend; the admin must fix the frontend -> target hop first.
+dns_failure         ``SMTPSEND.DNS.*``, ``DNS query/lookup/resolution ... failed/error/timed out``
+                    (not "reverse DNS"), ``nonexistent domain``, ``domain does not exist``,
+                    ``SERVFAIL``, ``no MX record``, codes 5.4.4, 4.4.310-312 / 5.4.310-312.
+connection_refused  ``SocketConnectionRefused``, Winsock/socket 10061, ``connection refused``,
+                    ``actively refused``, ``ECONNREFUSED``.
+connection_timeout  ``SocketTimedout``, Winsock/socket 10060, ``ETIMEDOUT``, ``connection timed
+                    out``, ``No answer from host``.
+tls_failure         ``STARTTLS``, ``TLS/SSL negotiation|handshake``, ``TLS ... fail/error/required/
+                    not available``, ``certificate ... validation/expired/not found/invalid/
+                    untrusted/revoked/mismatch/failed``, ``RemoteCertificate*``, ``UntrustedRoot``,
+                    ``Security status <x>``, ``SEC_E_*``, ``InvalidToken``, ``encryption needed/
+                    required``, codes 4.7.5/5.7.5 (cryptographic failure), x.7.10, x.7.11.
+auth_failure        5.7.57, 5.7.139, x.7.8, x.7.9, ``not authenticated``, ``authentication
+                    unsuccessful/failed/required/...``, ``Cannot achieve Exchange Server
+                    authentication``, ``SmtpClientAuthentication``, basic code 530/534/535 at the
+                    start.
+blocklisted         Spamhaus/SpamCop/Barracuda/SORBS/UCEPROTECT/SURBL, ``RBL``/``DNSBL``,
+                    ``blocked using``, ``listed at``, ``block list``/``blacklist``/``denylist``,
+                    ``Client host [x] blocked``, ``Service unavailable; Client host``,
+                    ``banned sending IP``, ``reputation``, codes 5.7.511, 5.7.606-5.7.649.
+recipient_unknown   x.1.1, 5.1.10, ``RESOLVER.ADR.(Ex)RecipNotFound``, ``RecipientNotFound``,
+                    ``user unknown``/``unknown user``/``no such user``, ``mailbox/recipient/user
+                    does not exist``, ``recipient not found``, ``5.4.1 Recipient address rejected:
+                    Access denied`` (Exchange Online directory-based edge blocking).
+mailbox_full        x.2.2, ``mailbox full``, ``over quota``, ``quota exceeded``, ``QuotaExceeded``.
+message_too_large   x.3.4, x.2.3, ``message size exceeds``, ``message too big/large``, ``size
+                    limit``, ``*SizeLimit`` (``RESOLVER.RST.RecipSizeLimit``).
+connection_failed   Winsock/socket error 10049-10054, 10064, 10065 (unreachable, reset, down),
+                    ``SocketError``, ``failed/unable/cannot/could not connect``, ``error
+                    communicating with target``, ``Error encountered while communicating``,
+                    ``connection reset/closed/dropped/lost/aborted``, ``network/host
+                    unreachable``, ``no route to host``, codes 4.4.397, x.4.2, 4.4.1.
+throttled           ``421 4.7.x``, 4.7.500-4.7.699, x.5.3 / ``RecipLimit`` (too many recipients),
+                    ``too many connections/messages/recipients/...``, ``rate limit``, ``try again
+                    later``, ``throttl*``, ``server busy``, ``back pressure``, ``Insufficient system
+                    resources``, 4.3.1, 4.3.2 (not accepting messages), ``greylist``,
+                    ``temporarily deferred``.
+remote_rejected     any other x.7.x (policy/security), ``TRANSPORT.RULES.*``, ``Sender ID``,
+                    relay denied/not permitted, 5.4.1, ``access denied``, ``rejected``, ``not
+                    permitted``/``not authorized``, ``policy``, ``SPF/DKIM/DMARC ... fail``.
+other               everything else (including 2xx responses and empty text).
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "CATEGORIES",
+    "CATEGORY_HINTS",
+    "RULES",
+    "SmtpError",
+    "classify",
+    "parse_smtp_error",
+]
+
+CATEGORIES: tuple[str, ...] = (
+    "dns_failure",
+    "connection_refused",
+    "connection_timeout",
+    "connection_failed",
+    "tls_failure",
+    "auth_failure",
+    "proxy_failure",
+    "recipient_unknown",
+    "mailbox_full",
+    "message_too_large",
+    "remote_rejected",
+    "blocklisted",
+    "throttled",
+    "other",
+)
+
+
+def _code(code: str) -> str:
+    """Regex for a whole status code (not part of an IP address or a longer code)."""
+    return rf"(?<![\d.]){code}(?!\.?\d)"
+
+
+# Ordered (pattern, category) rules; first match wins. See the module docstring table.
+_RULE_SOURCE: tuple[tuple[str, str], ...] = (
+    # --- a success response (2xx at the start) is not an error, whatever its text says
+    (r"^\s*2\d\d(?!\d)", "other"),
+    # --- proxy_failure: outer failure of the frontend proxy session wins over its inner text
+    (r"\bproxy session setup failed\b", "proxy_failure"),
+    (r"\bproxy (?:session|connection)\b[^.]{0,80}?\b(?:fail\w*|error)", "proxy_failure"),
+    # --- dns_failure
+    (r"\bSMTPSEND\.DNS\.", "dns_failure"),
+    (
+        r"(?<!reverse )\bDNS (?:query|lookup|resolution|server)\b[^.]{0,60}?\b(?:fail\w*|error|timed? ?out)",
+        "dns_failure",
+    ),
+    (r"\bnon-?existent ?domain\b", "dns_failure"),
+    (r"\bdomain (?:name )?(?:does not|doesn't|did not) exist\b", "dns_failure"),
+    (r"\bSERVFAIL\b", "dns_failure"),
+    (r"\bno MX (?:record|host)s?\b", "dns_failure"),
+    (_code(r"5\.4\.4"), "dns_failure"),
+    (_code(r"[45]\.4\.31[0-2]"), "dns_failure"),
+    # --- connection_refused
+    (r"SocketConnectionRefused", "connection_refused"),
+    (r"(?<!\d)10061(?!\d)", "connection_refused"),
+    (r"\bconnection (?:was )?refused\b|\bactively refused\b|\b(?:WSA)?ECONNREFUSED\b", "connection_refused"),
+    # --- connection_timeout
+    (r"SocketTimedout", "connection_timeout"),
+    (r"(?<!\d)10060(?!\d)", "connection_timeout"),
+    (r"\b(?:WSA)?ETIMEDOUT\b", "connection_timeout"),
+    (r"\bconnection (?:attempt )?(?:has )?timed? ?out\b", "connection_timeout"),
+    (r"\bno answer from host\b", "connection_timeout"),
+    # --- tls_failure
+    (r"STARTTLS", "tls_failure"),
+    (r"\b(?:TLS|SSL) (?:negotiation|handshake)\b", "tls_failure"),
+    (r"\b(?:TLS|SSL)\b[^.]{0,60}?\b(?:fail\w*|error|required|not available|unavailable)\b", "tls_failure"),
+    (
+        r"\bcertificate\b[^.]{0,60}?\b(?:validation|verif\w*|expired|not (?:be )?found|invalid|untrusted"
+        r"|revoked|mismatch|fail\w*|error)\b",
+        "tls_failure",
+    ),
+    (r"\bRemoteCertificate\w+|\bUntrustedRoot\b|\bSEC_E_\w+|\bInvalidToken\b", "tls_failure"),
+    (r"\bSecurity status\b", "tls_failure"),
+    (r"\bencryption (?:needed|required)\b", "tls_failure"),
+    (_code(r"[45]\.7\.(?:5|10|11)"), "tls_failure"),
+    # --- auth_failure
+    (_code(r"5\.7\.(?:57|139)"), "auth_failure"),
+    (_code(r"[45]\.7\.[89]"), "auth_failure"),
+    (r"\bnot authenticated\b", "auth_failure"),
+    (
+        r"\bauthentication (?:unsuccessful|failed|failure|required|is required|credentials invalid"
+        r"|mechanism is too weak)\b",
+        "auth_failure",
+    ),
+    (r"\bCannot achieve Exchange Server authentication\b|\bSmtpClientAuthentication\b", "auth_failure"),
+    (r"^\s*53[045](?!\d)", "auth_failure"),
+    # --- blocklisted
+    (r"\bspamhaus\b|\bspamcop\b|\bbarracuda\w*|\bsorbs\b|\buceprotect\b|\bsurbl\b", "blocklisted"),
+    (r"\b(?:RBL|DNSBL|RHSBL)s?\b", "blocklisted"),
+    (r"\bblocked using\b|\blisted at\b", "blocklisted"),
+    (r"\b(?:block|black|deny)[ -]?list(?:ed|ing)?\b", "blocklisted"),
+    (r"\bClient host \[[^\]]*\] blocked\b|\bService unavailable[;,] Client host\b", "blocklisted"),
+    (r"\bbanned sending IP\b|\breputation\b", "blocklisted"),
+    (_code(r"5\.7\.(?:511|6[0-4]\d)"), "blocklisted"),
+    # --- recipient_unknown
+    (_code(r"[45]\.1\.1"), "recipient_unknown"),
+    (_code(r"5\.1\.10"), "recipient_unknown"),
+    (r"\bRESOLVER\.ADR\.(?:Ex)?RecipNotFound\b|\bRecipientNotFound\b", "recipient_unknown"),
+    (
+        r"\buser unknown\b|\bunknown (?:user|recipient)\b|\bno such (?:user|recipient|mailbox)\b",
+        "recipient_unknown",
+    ),
+    (r"\b(?:mailbox|recipient|user|address) (?:does not|doesn't) exist\b", "recipient_unknown"),
+    (r"\brecipient (?:not found|unknown)\b", "recipient_unknown"),
+    (r"(?<![\d.])5\.4\.1 Recipient address rejected: Access denied", "recipient_unknown"),
+    # --- mailbox_full
+    (_code(r"[45]\.2\.2"), "mailbox_full"),
+    (r"\bmailbox (?:is )?full\b|\bover ?quota\b|\bquota (?:exceeded|full)\b|QuotaExceeded", "mailbox_full"),
+    (r"\bexceed(?:s|ed)? (?:the |their |its )?(?:storage |mailbox )?quota\b", "mailbox_full"),
+    # --- message_too_large
+    (_code(r"[45]\.3\.4"), "message_too_large"),
+    (_code(r"[45]\.2\.3"), "message_too_large"),
+    (r"\bmessage (?:size |length )?(?:exceeds|too (?:big|large))\b", "message_too_large"),
+    (r"\bsize limit\b|SizeLimit\b", "message_too_large"),
+    # --- connection_failed (generic transport-level failures, after the specific ones)
+    (r"error code:?\s*100(?:49|5[0-4]|6[45])(?!\d)", "connection_failed"),
+    (r"\bSocketError\b", "connection_failed"),
+    (r"\b(?:failed to|unable to|cannot|can't|could not|couldn't) connect\b", "connection_failed"),
+    (r"\berror (?:encountered while )?communicating with\b", "connection_failed"),
+    (r"\bconnection (?:was )?(?:reset|closed|dropped|lost|aborted|terminated)\b", "connection_failed"),
+    (r"\b(?:network|host) (?:is )?unreachable\b|\bno route to host\b", "connection_failed"),
+    (_code(r"4\.4\.397"), "connection_failed"),
+    (_code(r"[45]\.4\.2"), "connection_failed"),
+    (_code(r"4\.4\.1"), "connection_failed"),
+    # --- throttled
+    (r"(?<![\d.])421[ -]4\.7\.\d{1,3}(?!\.?\d)", "throttled"),
+    (_code(r"4\.7\.[56]\d\d"), "throttled"),
+    (_code(r"[45]\.5\.3"), "throttled"),
+    (r"RecipLimit\b", "throttled"),
+    (
+        r"\btoo many (?:connections|concurrent|messages|recipients|errors|sessions|mails|emails|requests)\b",
+        "throttled",
+    ),
+    (r"\brate[ -]?limit\w*|\btry (?:again )?later\b|\bthrottl\w*", "throttled"),
+    (
+        r"\bserver (?:is )?busy\b|\btoo busy\b|\bback ?pressure\b|\binsufficient system resources\b",
+        "throttled",
+    ),
+    (_code(r"4\.3\.[12]"), "throttled"),
+    (r"\bgr[ae]ylist\w*|\btemporarily deferred\b", "throttled"),
+    # --- remote_rejected (policy / security rejections not caught above)
+    (_code(r"[45]\.7\.\d{1,3}"), "remote_rejected"),
+    (r"\bTRANSPORT\.RULES\.|\bSender ID\b", "remote_rejected"),
+    (
+        r"\brelay(?:ing)? (?:access )?(?:denied|not permitted|not allowed)\b|\bunable to relay\b"
+        r"|\bnot permitted to relay\b",
+        "remote_rejected",
+    ),
+    (_code(r"5\.4\.1"), "remote_rejected"),
+    (r"\baccess denied\b|\brejected\b|\bnot permitted\b|\bnot authorized\b|\bpolicy\b", "remote_rejected"),
+    (r"\b(?:SPF|DKIM|DMARC)\b[^.]{0,40}?\b(?:fail\w*|reject\w*)", "remote_rejected"),
+)
+
+#: The compiled classification rules: ordered ``(pattern, category)``, first match wins.
+RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), category) for pattern, category in _RULE_SOURCE
+)
+
+#: One or two actionable sentences per category, rendered into docs/runbook.md.
+CATEGORY_HINTS: dict[str, str] = {
+    "dns_failure": (
+        "The transport server could not resolve the next hop: check the server's DNS client settings and "
+        "that its primary NIC has 'Register this connection's addresses in DNS' set, then run "
+        "Resolve-DnsName -Type MX <next-hop domain> (or nslookup) on the transport server itself. "
+        "For send connectors with UseExternalDNSServersEnabled, check the external DNS adapter/servers "
+        "configured on the transport service (Get-TransportService | fl External*), and for a "
+        "nonexistent domain check the recipient address for typos."
+    ),
+    "connection_refused": (
+        "The next hop actively refused TCP port 25 (Winsock 10061): check outbound firewalls and the "
+        "remote MTA's availability with Test-NetConnection <host> -Port 25 from the transport server, "
+        "and check whether the remote side blocks our outbound IP (see the DNSBL panels)."
+    ),
+    "connection_timeout": (
+        "Connections to the next hop time out (Winsock 10060): usually a firewall or ISP silently dropping "
+        "outbound port 25, a wrong smart host/MX address, or a remote host that is down; test with "
+        "Test-NetConnection <host> -Port 25 from the transport server and check the send connector's "
+        "smart hosts and source IP."
+    ),
+    "connection_failed": (
+        "The TCP session to the next hop could not be set up or was dropped (network/host unreachable, "
+        "connection reset): check routing, proxies/NAT and firewalls between the transport server and "
+        "the next hop, and the remote server's health; Get-Queue shows the last endpoint attempted."
+    ),
+    "tls_failure": (
+        "TLS negotiation with the next hop failed: check the certificate named in the connector's "
+        "TlsCertificateName (present, valid, not expired, private key readable, chain trusted: "
+        "Get-ExchangeCertificate), the enabled TLS protocol versions and cipher suites on both sides "
+        "(TLS 1.2), and RequireTLS/TlsAuthLevel/TlsDomain on the send connector."
+    ),
+    "auth_failure": (
+        "The next hop requires authentication we did not provide or rejected our credentials: check the "
+        "send connector's SmartHostAuthMechanism and AuthenticationCredential (expired or changed "
+        "password), and for Exchange-to-Exchange hops that the receive connector allows ExchangeServer "
+        "authentication and the servers' clocks/Kerberos are healthy."
+    ),
+    "proxy_failure": (
+        "The Frontend Transport service could not proxy the outbound session to the next hop: read the "
+        "inner error in the text (it is what the target answered), check the Frontend Transport service "
+        "and the 'Outbound Proxy Frontend' receive connector (port 717), TLS/certificates between the "
+        "mailbox and frontend servers, and whether the send connector really needs FrontendProxyEnabled."
+    ),
+    "recipient_unknown": (
+        "The destination says the recipient does not exist: correct the address or the sender's "
+        "autocomplete entry; for internal or hybrid domains check the recipient object (Get-Recipient) "
+        "and that the domain is an accepted domain of the right type (Authoritative vs InternalRelay)."
+    ),
+    "mailbox_full": (
+        "The recipient's mailbox is over its quota: the recipient (or their administrator, for "
+        "internal mailboxes Get-MailboxStatistics and the database/mailbox quotas) must free space or "
+        "raise the quota; the message will be retried until the queue expires."
+    ),
+    "message_too_large": (
+        "The message exceeds a size limit: compare the message size with the send connector, receive "
+        "connector, organization (Get-TransportConfig MaxSendSize/MaxReceiveSize) and recipient limits, "
+        "and with the remote side's advertised SIZE; ask the sender to use a file share link instead."
+    ),
+    "remote_rejected": (
+        "The next hop rejected the message by policy (transport rule, Sender ID/SPF/DMARC, relay not "
+        "permitted): read the response text, check our SPF/DKIM/DMARC records and PTR for the outbound "
+        "IP, and for relay denials check the remote receive connector's permissions and RemoteIPRanges."
+    ),
+    "blocklisted": (
+        "The remote side refuses our outbound IP because it is on a block list or has poor reputation: "
+        "look the IP up on the list named in the response (Spamhaus, Microsoft, ...), find and stop the "
+        "source of spam (compromised account, open relay connector), then request delisting."
+    ),
+    "throttled": (
+        "The next hop is rate-limiting or temporarily not accepting mail (too many connections, "
+        "recipients or messages, back pressure, greylisting): usually transient; if it persists, lower "
+        "the send connector's concurrency (SmtpMaxMessagesPerConnection, MaxPerDomainOutboundConnections "
+        "on the transport service) or contact the remote administrator."
+    ),
+    "other": (
+        "The error did not match a known pattern: read the full LastError text on the queue "
+        "(Get-Queue <identity> | fl LastError) and check the protocol logs of the send connector."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SmtpError:
+    """A parsed LastError / RecipientStatus string.
+
+    ``response`` is the SMTP response (the ``LED`` field of the bracketed form, or the whole
+    string); ``smtp_code``/``enhanced_code`` are the outer codes (``""`` when absent);
+    ``category`` is one of :data:`CATEGORIES`; ``fqdn``/``ip``/``lrt``/``msg`` come from the
+    bracketed form (``None`` when absent or empty). ``lrt`` is the server-culture time text.
+    """
+
+    raw: str
+    response: str
+    smtp_code: str = ""
+    enhanced_code: str = ""
+    category: str = "other"
+    fqdn: str | None = None
+    ip: str | None = None
+    lrt: str | None = None
+    msg: str | None = None
+
+
+_BRACKETED = re.compile(r"^\[?\{[A-Z][A-Z0-9]{1,15}=")
+_FIELD_SPLIT = re.compile(r"\}\s*;\s*\{(?=[A-Z][A-Z0-9]{1,15}=)")
+_LEADING_CODES = re.compile(r"^\s*([2-5]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3})(?!\.?\d))?(?!\d)")
+_LEADING_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
+_EMBEDDED_CODES = re.compile(r"(?<![\d.])([2-5]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
+
+
+def _split_fields(text: str) -> dict[str, str]:
+    body = text.strip()
+    if body.startswith("["):
+        body = body[1:]
+    if body.endswith("]"):
+        body = body[:-1]
+    body = body.strip()
+    if body.startswith("{"):
+        body = body[1:]
+    if body.endswith("}"):
+        body = body[:-1]
+    fields: dict[str, str] = {}
+    for part in _FIELD_SPLIT.split(body):
+        key, sep, value = part.partition("=")
+        key = key.strip().upper()
+        if sep and key and key not in fields:
+            fields[key] = value.strip()
+    return fields
+
+
+def _codes(response: str) -> tuple[str, str]:
+    m = _LEADING_CODES.match(response)
+    if m:
+        return m.group(1), m.group(2) or ""
+    m = _LEADING_ENHANCED.match(response)
+    if m:
+        return "", m.group(1)
+    m = _EMBEDDED_CODES.search(response)
+    if m:
+        return m.group(1), m.group(2)
+    return "", ""
+
+
+def parse_smtp_error(text: str | None) -> SmtpError | None:
+    """Parse a Get-Queue ``LastError`` or a tracking ``RecipientStatus`` entry.
+
+    Returns ``None`` for ``None``/empty/whitespace. A non-string value is converted with
+    ``str()``. Never raises.
+    """
+    if text is None:
+        return None
+    try:
+        raw = text if isinstance(text, str) else str(text)
+    except Exception:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        fqdn = ip = lrt = msg = None
+        stripped = raw.strip()
+        if _BRACKETED.match(stripped):
+            fields = _split_fields(stripped)
+            fqdn = fields.get("FQDN") or None
+            ip = fields.get("IP") or None
+            lrt = fields.get("LRT") or None
+            msg = fields.get("MSG") or None
+            response = fields.get("LED") or msg or ""
+        else:
+            response = stripped
+        smtp_code, enhanced_code = _codes(response)
+        return SmtpError(
+            raw=raw,
+            response=response,
+            smtp_code=smtp_code,
+            enhanced_code=enhanced_code,
+            category=classify(response),
+            fqdn=fqdn,
+            ip=ip,
+            lrt=lrt,
+            msg=msg,
+        )
+    except Exception:  # pragma: no cover - defensive: parsing must never break a collector
+        return SmtpError(raw=raw, response=raw, category="other")
+
+
+def classify(response: str | None) -> str:
+    """Classify an SMTP response / error text into one of :data:`CATEGORIES`.
+
+    The first matching rule in :data:`RULES` wins (see the module docstring table); empty or
+    unmatched text is ``"other"``. Never raises.
+    """
+    try:
+        if not response:
+            return "other"
+        text = response if isinstance(response, str) else str(response)
+        for pattern, category in RULES:
+            if pattern.search(text):
+                return category
+    except Exception:
+        return "other"
+    return "other"
