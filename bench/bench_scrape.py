@@ -12,7 +12,7 @@ import argparse
 import statistics
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import generate_latest
 
@@ -26,20 +26,29 @@ ERRORS = [
     "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain",
     "[{LRT=11/27/2026 1:02:03 AM};{LED=451 4.4.397 Error communicating with target host. -> 421 4.2.1 Unable to "
     "connect -> SocketConnectionRefused: Socket error code 10061};{FQDN=mx.example};{IP=203.0.113.25}]",
-    "441 4.4.1 Error encountered while communicating with primary target IP address: \"Failed to connect. "
-    "Winsock error code: 10060, Win32 error code: 10060.\"",
+    '441 4.4.1 Error encountered while communicating with primary target IP address: "Failed to connect. '
+    'Winsock error code: 10060, Win32 error code: 10060."',
 ]
 
 
 def org_queues(server: str, n: int) -> list[QueueInfo]:
     """A plausible mix of queues for one server."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def q(ident: str, kind: str, dtype: str, hop: str, cat: str, status: str, count: int, err: str = "") -> QueueInfo:
         return QueueInfo(
-            identity=f"{server}\\{ident}", server=server, kind=kind, delivery_type=dtype, next_hop_domain=hop,
-            next_hop_category=cat, status=status, message_count=count, deferred_count=count // 10,
-            incoming_rate=0.5, outgoing_rate=0.4, retry_count=3 if status == "Retry" else 0,
+            identity=f"{server}\\{ident}",
+            server=server,
+            kind=kind,
+            delivery_type=dtype,
+            next_hop_domain=hop,
+            next_hop_category=cat,
+            status=status,
+            message_count=count,
+            deferred_count=count // 10,
+            incoming_rate=0.5,
+            outgoing_rate=0.4,
+            retry_count=3 if status == "Retry" else 0,
             next_retry_time=now + timedelta(minutes=5) if status == "Retry" else None,
             last_error=parse_smtp_error(err or None),
         )
@@ -53,8 +62,16 @@ def org_queues(server: str, n: int) -> list[QueueInfo]:
     for i in range(n - len(queues)):
         retrying = i % 7 == 0
         queues.append(
-            q(str(100 + i), "delivery", "DnsConnectorDelivery", f"partner{i}.example", "External",
-              "Retry" if retrying else "Active", i % 13, ERRORS[i % 3] if retrying else "")
+            q(
+                str(100 + i),
+                "delivery",
+                "DnsConnectorDelivery",
+                f"partner{i}.example",
+                "External",
+                "Retry" if retrying else "Active",
+                i % 13,
+                ERRORS[i % 3] if retrying else "",
+            )
         )
     return queues
 

@@ -39,11 +39,13 @@ def demo_settings(sim: Any, scenario: Any, listen_address: str, tls: bool, inter
         defaults["ca_bundle"] = sim.ca_file
     else:
         defaults["allow_insecure_basic"] = True  # loopback only, demo only
-    return Settings(
-        exchange={"defaults": defaults, "servers": servers},
-        collectors={"queues": {"interval": interval}},
-        scheduler={"jitter": 1, "first_run_spread": 0.5},
-        web={"listen_address": listen_address},
+    return Settings.model_validate(
+        {
+            "exchange": {"defaults": defaults, "servers": servers},
+            "collectors": {"queues": {"interval": interval}},
+            "scheduler": {"jitter": 1, "first_run_spread": 0.5},
+            "web": {"listen_address": listen_address},
+        }
     )
 
 
@@ -62,7 +64,11 @@ def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
         shown = host.strip("[]") or "localhost"
         log.info(
             "demo running: metrics at http://%s:%s/metrics, status at http://%s:%s/ (simulated servers: %s)",
-            shown, port, shown, port, ", ".join(s.name for s in scenario.servers),
+            shown,
+            port,
+            shown,
+            port,
+            ", ".join(s.name for s in scenario.servers),
         )
         service.run_forever()
     finally:

@@ -79,7 +79,7 @@ class MailflowCollector:
 def build_registry(collector: MailflowCollector, process_metrics: bool = True) -> CollectorRegistry:
     """A private registry: our collector plus the standard process/platform/GC collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -62,7 +62,7 @@ class Service:
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=sched.max_workers)},
             job_defaults={"coalesce": True, "max_instances": 1},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
         self._app = WebApp(
             self.registry, self.store, settings.web.telemetry_path, settings.web.runbook_url, self.readiness
@@ -101,7 +101,11 @@ class Service:
         if not ok:
             log.warning(
                 'poll failed collector=%s target=%s reason=%s duration=%.2fs error="%s"',
-                collector.name, target, reason, duration, message.replace('"', "'"),
+                collector.name,
+                target,
+                reason,
+                duration,
+                message.replace('"', "'"),
             )
         return snapshot
 
@@ -149,7 +153,7 @@ class Service:
                 wanted[self._job_id(collector, target)] = (collector, target)
         existing = {job.id for job in self.scheduler.get_jobs() if ":" in job.id}
         spread = self.settings.scheduler.first_run_spread
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for job_id, (collector, target) in wanted.items():
             if job_id in existing:
                 continue
@@ -173,9 +177,7 @@ class Service:
         if not self._started:
             return False, "starting"
         states = self.store.states()
-        pending = [
-            f"{c.name}:{t}" for c in self.collectors for t in c.targets() if (c.name, t) not in states
-        ]
+        pending = [f"{c.name}:{t}" for c in self.collectors for t in c.targets() if (c.name, t) not in states]
         if pending:
             return False, f"waiting for first poll of {len(pending)} target(s): {', '.join(pending[:5])}"
         return True, "Ready"
@@ -211,6 +213,7 @@ class Service:
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
+
         def handle(signum: int, _frame: Any) -> None:
             log.info("signal received signal=%s", signal.Signals(signum).name)
             self._stop_requested.set()

@@ -167,7 +167,7 @@ class WebSettings(_Model):
     @field_validator("listen_address")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049'")
         return value
@@ -185,17 +185,17 @@ class LogSettings(_Model):
     format: Literal["logfmt", "json"] = "logfmt"
 
 
-_yaml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_yaml_data", default={})
+_yaml_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_yaml_data", default=None)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Feeds the already-parsed YAML document (parsed once, with line numbers) to pydantic-settings."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _yaml_data.get().get(field_name), field_name, False
+        return (_yaml_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_yaml_data.get())
+        return dict(_yaml_data.get() or {})
 
 
 class Settings(BaseSettings):

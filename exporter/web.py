@@ -30,7 +30,7 @@ class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Access logs are noise for an exporter scraped every 15 s."""
 
 
@@ -61,7 +61,7 @@ class WebApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == self._path:
-            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return self._metrics_app(environ, start_response)
         if path == "/-/healthy":
             return _text(start_response, "200 OK", "Healthy\n")
         if path == "/-/ready":
@@ -69,9 +69,7 @@ class WebApp:
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
         if path in ("/", "/index.html"):
             body = self.landing_page().encode("utf-8")
-            start_response(
-                "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
-            )
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
             return [body]
         return _text(start_response, "404 Not Found", "Not found. Try / or " + self._path + "\n")
 
@@ -135,7 +133,8 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mailflow-exporter</title>
 <meta http-equiv="refresh" content="30">
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.ok{{color:#17702a}}.bad{{color:#b00020;font-weight:600}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
+.ok{{color:#17702a}}.bad{{color:#b00020;font-weight:600}}
 </style></head><body>
 <h1>mailflow-exporter</h1>
 <p>Prometheus exporter for Microsoft Exchange mail flow, version {version}.</p>

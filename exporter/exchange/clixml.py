@@ -191,12 +191,7 @@ def is_mvp(obj: Any) -> bool:
     if _attr(obj, "to_string", "") is not None:
         return False
     sets = _attr(obj, "property_sets")
-    return (
-        isinstance(sets, list)
-        and len(sets) > 0
-        and isinstance(sets[0], str)
-        and bool(_MVP_START.match(sets[0]))
-    )
+    return isinstance(sets, list) and len(sets) > 0 and isinstance(sets[0], str) and bool(_MVP_START.match(sets[0]))
 
 
 def _is_generic(obj: Any) -> bool:

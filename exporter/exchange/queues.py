@@ -196,27 +196,37 @@ class QueueCollector:
 def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     """Metric families for the queue results of every server."""
     labels = list(LABELS)
-    messages = GaugeMetricFamily("mailflow_queue_messages", f"Messages in the queue (MessageCount). {POLLED}", labels=labels)
+    messages = GaugeMetricFamily(
+        "mailflow_queue_messages", f"Messages in the queue (MessageCount). {POLLED}", labels=labels
+    )
     deferred = GaugeMetricFamily(
-        "mailflow_queue_deferred_messages", f"Messages deferred after transient errors (DeferredMessageCount). {POLLED}",
+        "mailflow_queue_deferred_messages",
+        f"Messages deferred after transient errors (DeferredMessageCount). {POLLED}",
         labels=labels,
     )
     incoming = GaugeMetricFamily(
-        "mailflow_queue_incoming_rate", f"Messages per second entering the queue, 1-minute average. {POLLED}", labels=labels
+        "mailflow_queue_incoming_rate",
+        f"Messages per second entering the queue, 1-minute average. {POLLED}",
+        labels=labels,
     )
     outgoing = GaugeMetricFamily(
-        "mailflow_queue_outgoing_rate", f"Messages per second leaving the queue, 1-minute average. {POLLED}", labels=labels
+        "mailflow_queue_outgoing_rate",
+        f"Messages per second leaving the queue, 1-minute average. {POLLED}",
+        labels=labels,
     )
     retry = GaugeMetricFamily(
-        "mailflow_queue_retry_count", f"Connection retries since the queue entered Retry (RetryCount). {POLLED}",
+        "mailflow_queue_retry_count",
+        f"Connection retries since the queue entered Retry (RetryCount). {POLLED}",
         labels=labels,
     )
     next_retry = GaugeMetricFamily(
-        "mailflow_queue_next_retry_timestamp_seconds", f"When the queue next retries (NextRetryTime), unix time. {POLLED}",
+        "mailflow_queue_next_retry_timestamp_seconds",
+        f"When the queue next retries (NextRetryTime), unix time. {POLLED}",
         labels=labels,
     )
     status = GaugeMetricFamily(
-        "mailflow_queue_status", f"Queues with these labels in each state (1 for a single queue's current state). {POLLED}",
+        "mailflow_queue_status",
+        f"Queues with these labels in each state (1 for a single queue's current state). {POLLED}",
         labels=[*labels, "status"],
     )
     last_error = GaugeMetricFamily(
@@ -226,7 +236,7 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     )
     folded = GaugeMetricFamily(
         "mailflow_queue_next_hop_domains_folded",
-        f"Distinct next-hop domains folded into next_hop_domain=\"other\" by the cardinality cap. {POLLED}",
+        f'Distinct next-hop domains folded into next_hop_domain="other" by the cardinality cap. {POLLED}',
         labels=["server"],
     )
     for result in sorted(results, key=lambda r: r.server):

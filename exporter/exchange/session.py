@@ -305,10 +305,8 @@ def build_wsman(server: ResolvedServer) -> WSMan:
     kwargs: dict[str, Any] = {}
     if server.auth in ("kerberos", "negotiate", "ntlm"):
         kwargs["negotiate_service"] = server.negotiate_service
-    if server.auth == "basic" and not server.tls:
-        encryption = "never"  # only allowed when the operator opted in (allow_insecure_basic)
-    else:
-        encryption = "auto"
+    # Basic over plain HTTP needs "never"; settings only allow it with allow_insecure_basic.
+    encryption = "never" if server.auth == "basic" and not server.tls else "auto"
     return WSMan(
         server.host,
         port=server.port,
@@ -317,7 +315,7 @@ def build_wsman(server: ResolvedServer) -> WSMan:
         auth=server.auth,
         username=server.username,
         password=server.password.get_secret_value() if server.password else None,
-        cert_validation=cert_validation,
+        cert_validation=cert_validation,  # type: ignore[arg-type]  # pypsrp also accepts a CA path
         connection_timeout=int(max(1, server.connect_timeout)),
         read_timeout=operation_timeout + 10,
         operation_timeout=operation_timeout,
@@ -363,8 +361,7 @@ class SessionManager:
     def close_all(self) -> None:
         """Close every open pool, in parallel, each bounded by its connect timeout."""
         threads = [
-            threading.Thread(target=s.close, name=f"shutdown-{s.server.name}", daemon=True)
-            for s in self.sessions()
+            threading.Thread(target=s.close, name=f"shutdown-{s.server.name}", daemon=True) for s in self.sessions()
         ]
         for t in threads:
             t.start()

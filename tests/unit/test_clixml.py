@@ -137,9 +137,7 @@ def test_receive_connector_details() -> None:
     client = conns["Client Frontend WIN-CTD3L0RGEN4"]
     assert as_int(client["MaxProtocolErrors"]) == 5
     # the raw pypsrp shapes the flattening relies on
-    obj = next(
-        o for o in _load(RECEIVE) if o.adapted_properties["Name"] == "Default Frontend WIN-CTD3L0RGEN4"
-    )
+    obj = next(o for o in _load(RECEIVE) if o.adapted_properties["Name"] == "Default Frontend WIN-CTD3L0RGEN4")
     groups = obj.adapted_properties["PermissionGroups"]
     assert isinstance(groups, GenericComplexObject)
     assert groups.to_string == "AnonymousUsers, ExchangeServers, ExchangeLegacyServers"
@@ -424,9 +422,7 @@ def test_decode_mvp_variants() -> None:
     assert decode_mvp_objects("not xml") == []
     assert [
         to_python(o)
-        for o in decode_mvp_objects(
-            "<LST><S>s</S><Obj RefId='1'><TNRef RefId='77'/><ToString>t</ToString></Obj></LST>"
-        )
+        for o in decode_mvp_objects("<LST><S>s</S><Obj RefId='1'><TNRef RefId='77'/><ToString>t</ToString></Obj></LST>")
     ] == ["s", "t"]
 
 
@@ -696,9 +692,7 @@ def test_text_parsers_never_raise(text: str) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary() | st.uuids(),
-        lambda children: (
-            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
-        ),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
         max_leaves=20,
     )
 )

@@ -25,9 +25,7 @@ PROXY_LED = (
     "not succeed. Either there are no alternate hosts, or delivery failed to all alternate hosts. The last "
     "endpoint attempted was 2a0X:…:25'"
 )
-REAL_PROXY = (
-    f"[{{LRT=15-01-21 23:50:05}};{{LED={PROXY_LED}}};{{FQDN=MAILSERVER.DOMAIN.LOCAL}};{{IP=192.168.12.4}}]"
-)
+REAL_PROXY = f"[{{LRT=15-01-21 23:50:05}};{{LED={PROXY_LED}}};{{FQDN=MAILSERVER.DOMAIN.LOCAL}};{{IP=192.168.12.4}}]"
 REAL_WINSOCK_10060 = (
     '441 4.4.1 Error encountered while communicating with primary target IP address: "Failed to connect. '
     'Winsock error code: 10060, Win32 error code: 10060." Attempted failover to alternate host, but that '
@@ -89,9 +87,7 @@ def test_real_queue_form_fields() -> None:
 def test_real_tracking_form_fields() -> None:
     err = parse_smtp_error(REAL_TRANSPORT_RULE)
     assert err is not None
-    assert err.response == (
-        "550 5.7.1 TRANSPORT.RULES.RejectMessage; the message was rejected by organization policy"
-    )
+    assert err.response == ("550 5.7.1 TRANSPORT.RULES.RejectMessage; the message was rejected by organization policy")
     assert (err.fqdn, err.ip, err.lrt, err.msg) == (None, None, None, None)
 
 
@@ -233,8 +229,7 @@ def test_codes(text: str, smtp_code: str, enhanced_code: str) -> None:
         ("451 4.4.397 Error communicating with target host.", "connection_failed"),
         # tls
         (
-            "454 4.7.5 The certificate specified in TlsCertificateName of the SendConnector "
-            "could not be found.",
+            "454 4.7.5 The certificate specified in TlsCertificateName of the SendConnector could not be found.",
             "tls_failure",
         ),
         ("451 5.7.3 STARTTLS is required to send mail", "tls_failure"),
@@ -262,8 +257,7 @@ def test_codes(text: str, smtp_code: str, enhanced_code: str) -> None:
         ("550 5.7.511 Access denied, banned sender[192.0.2.1]", "blocklisted"),
         ("554 5.7.1 Your IP 192.0.2.1 is listed at bl.spamcop.net", "blocklisted"),
         (
-            "550 SC-001 Mail rejected by Outlook.com for policy reasons. "
-            "part of their network is on our block list",
+            "550 SC-001 Mail rejected by Outlook.com for policy reasons. part of their network is on our block list",
             "blocklisted",
         ),
         ("550 5.7.1 Rejected: 192.0.2.1 is in an RBL", "blocklisted"),

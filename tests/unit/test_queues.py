@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,22 +18,67 @@ REFUSED = (
 )
 
 ORG = [
-    {"Identity": "EX01\\Submission", "DeliveryType": "Undefined", "NextHopDomain": "Submission",
-     "NextHopCategory": "Internal", "MessageCount": 3, "IncomingRate": 4.5, "OutgoingRate": 4.62},
-    {"Identity": "EX01\\Poison", "DeliveryType": "Undefined", "NextHopDomain": "Poison Message",
-     "NextHopCategory": "Internal", "MessageCount": 1},
-    {"Identity": "EX01\\Unreachable", "DeliveryType": "Unreachable", "NextHopDomain": "Unreachable Domain",
-     "NextHopCategory": "Internal", "MessageCount": 2},
-    {"Identity": "EX01\\Shadow\\12", "DeliveryType": "ShadowRedundancy", "NextHopDomain": "ex02.contoso.sim",
-     "NextHopCategory": "Internal", "MessageCount": 5},
-    {"Identity": "EX01\\7", "DeliveryType": "SmtpDeliveryToMailbox",
-     "NextHopDomain": "mailbox database 0471695037", "NextHopCategory": "Internal", "Status": "Active",
-     "MessageCount": 42, "IncomingRate": 1.2, "OutgoingRate": 0.8},
-    {"Identity": "EX01\\322120", "NextHopDomain": "Fabrikam.example", "Status": "Retry", "MessageCount": 17,
-     "DeferredMessageCount": 1, "RetryCount": 17, "LastError": DNS, "FirstRetryTime": "2026-11-27T00:06:02+00:00",
-     "LastRetryTime": "2026-11-27T00:50:05+00:00", "NextRetryTime": "2026-11-27T01:00:05+00:00"},
-    {"Identity": "EX01\\9", "NextHopDomain": "tailspin.example", "Status": "Retry", "MessageCount": 4,
-     "RetryCount": 3, "LastError": REFUSED, "NextRetryTime": "2026-11-27T01:10:00Z"},
+    {
+        "Identity": "EX01\\Submission",
+        "DeliveryType": "Undefined",
+        "NextHopDomain": "Submission",
+        "NextHopCategory": "Internal",
+        "MessageCount": 3,
+        "IncomingRate": 4.5,
+        "OutgoingRate": 4.62,
+    },
+    {
+        "Identity": "EX01\\Poison",
+        "DeliveryType": "Undefined",
+        "NextHopDomain": "Poison Message",
+        "NextHopCategory": "Internal",
+        "MessageCount": 1,
+    },
+    {
+        "Identity": "EX01\\Unreachable",
+        "DeliveryType": "Unreachable",
+        "NextHopDomain": "Unreachable Domain",
+        "NextHopCategory": "Internal",
+        "MessageCount": 2,
+    },
+    {
+        "Identity": "EX01\\Shadow\\12",
+        "DeliveryType": "ShadowRedundancy",
+        "NextHopDomain": "ex02.contoso.sim",
+        "NextHopCategory": "Internal",
+        "MessageCount": 5,
+    },
+    {
+        "Identity": "EX01\\7",
+        "DeliveryType": "SmtpDeliveryToMailbox",
+        "NextHopDomain": "mailbox database 0471695037",
+        "NextHopCategory": "Internal",
+        "Status": "Active",
+        "MessageCount": 42,
+        "IncomingRate": 1.2,
+        "OutgoingRate": 0.8,
+    },
+    {
+        "Identity": "EX01\\322120",
+        "NextHopDomain": "Fabrikam.example",
+        "Status": "Retry",
+        "MessageCount": 17,
+        "DeferredMessageCount": 1,
+        "RetryCount": 17,
+        "LastError": DNS,
+        "FirstRetryTime": "2026-11-27T00:06:02+00:00",
+        "LastRetryTime": "2026-11-27T00:50:05+00:00",
+        "NextRetryTime": "2026-11-27T01:00:05+00:00",
+    },
+    {
+        "Identity": "EX01\\9",
+        "NextHopDomain": "tailspin.example",
+        "Status": "Retry",
+        "MessageCount": 4,
+        "RetryCount": 3,
+        "LastError": REFUSED,
+        "NextRetryTime": "2026-11-27T01:10:00Z",
+    },
 ]
 
 
@@ -56,11 +101,20 @@ def test_queue_kind(identity: str, delivery_type: str, kind: str) -> None:
 def test_parse_single_retrying_queue() -> None:
     q = parse_queue(deserialize_queues([ORG[5]])[0], "EX01")
     assert q.identity == "EX01\\322120"
-    assert (q.kind, q.delivery_type, q.status, q.next_hop_category) == ("delivery", "DnsConnectorDelivery", "Retry", "External")
+    assert (q.kind, q.delivery_type, q.status, q.next_hop_category) == (
+        "delivery",
+        "DnsConnectorDelivery",
+        "Retry",
+        "External",
+    )
     assert (q.message_count, q.deferred_count, q.retry_count) == (17, 1, 17)
-    assert q.next_retry_time == datetime(2026, 11, 27, 1, 0, 5, tzinfo=timezone.utc)
+    assert q.next_retry_time == datetime(2026, 11, 27, 1, 0, 5, tzinfo=UTC)
     assert q.last_error is not None
-    assert (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category) == ("451", "4.4.0", "dns_failure")
+    assert (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category) == (
+        "451",
+        "4.4.0",
+        "dns_failure",
+    )
 
 
 def test_bracketed_last_error_is_split() -> None:
@@ -107,22 +161,32 @@ def test_render_is_valid_exposition_with_every_status() -> None:
     result = parse_queues(deserialize_queues(ORG), "EX01", max_domains=20)
 
     class Fixed:
-        def collect(self):  # noqa: ANN202 - prometheus_client protocol
+        def collect(self):
             return render_queues([result])
 
     registry = CollectorRegistry()
     registry.register(Fixed())  # type: ignore[arg-type]
-    labels = {"server": "EX01", "queue_kind": "delivery", "delivery_type": "DnsConnectorDelivery",
-              "next_hop_category": "External", "next_hop_domain": "fabrikam.example"}
+    labels = {
+        "server": "EX01",
+        "queue_kind": "delivery",
+        "delivery_type": "DnsConnectorDelivery",
+        "next_hop_category": "External",
+        "next_hop_domain": "fabrikam.example",
+    }
     assert registry.get_sample_value("mailflow_queue_messages", labels) == 17
     for status in QUEUE_STATUSES:
         expected = 1.0 if status == "Retry" else 0.0
         assert registry.get_sample_value("mailflow_queue_status", {**labels, "status": status}) == expected
-    assert registry.get_sample_value(
-        "mailflow_queue_last_error_info", {**labels, "smtp_code": "451", "enhanced_code": "4.4.0", "category": "dns_failure"}
-    ) == 1
-    assert registry.get_sample_value("mailflow_queue_next_retry_timestamp_seconds", labels) == datetime(
-        2026, 11, 27, 1, 0, 5, tzinfo=timezone.utc
-    ).timestamp()
+    assert (
+        registry.get_sample_value(
+            "mailflow_queue_last_error_info",
+            {**labels, "smtp_code": "451", "enhanced_code": "4.4.0", "category": "dns_failure"},
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value("mailflow_queue_next_retry_timestamp_seconds", labels)
+        == datetime(2026, 11, 27, 1, 0, 5, tzinfo=UTC).timestamp()
+    )
     text = generate_latest(registry).decode()
     assert "322120" not in text  # the ephemeral queue row number never becomes a label

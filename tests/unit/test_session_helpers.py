@@ -57,8 +57,13 @@ def test_redact() -> None:
         (WSManFaultError(2150858843, "m", "r", "p", "pid", "pf", "shell not found"), "wsman_fault"),
         (
             WSManFaultError(
-                500, "m", "Fail to create a runspace because you have exceeded the maximum number of connections "
-                "allowed : 18", "p", "pid", "pf", "x",
+                500,
+                "m",
+                "Fail to create a runspace because you have exceeded the maximum number of connections allowed : 18",
+                "p",
+                "pid",
+                "pf",
+                "x",
             ),
             "session_limit",
         ),

@@ -102,7 +102,7 @@ def test_password_from_file_and_secrets_dir(tmp_path: Path) -> None:
 exchange:
   defaults: {{auth: basic, tls: true, username: svc@contoso.com}}
   servers:
-    - {{name: EX01, password_file: {tmp_path / 'pw'}}}
+    - {{name: EX01, password_file: {tmp_path / "pw"}}}
     - {{name: EX02}}
     - {{name: EX03}}
 secrets_dir: {secrets}
@@ -172,12 +172,16 @@ def test_bad_durations(value: object) -> None:
 def test_validate_config_command_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "exporter", "validate-config", "--config", str(ROOT / "config" / "example.yml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert good.returncode == 0, good.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "exporter", "validate-config", "--config", str(write(tmp_path, "web: {x: 1}\n"))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode != 0
     assert re.search(r"web\.x \(line 1\): unknown setting", bad.stderr)

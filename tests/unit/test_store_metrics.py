@@ -64,12 +64,18 @@ def test_success_then_failure_keeps_last_good_result_until_stale() -> None:
     reg = scrape(store, ValueCollector())
     assert reg.get_sample_value("mailflow_collector_up", {"collector": "fake", "target": "EX01"}) == 0.0
     assert reg.get_sample_value("mailflow_fake_value", {"server": "EX01"}) == 7.0
-    assert reg.get_sample_value(
-        "mailflow_collector_errors_total", {"collector": "fake", "target": "EX01", "reason": "timeout"}
-    ) == 1.0
-    assert reg.get_sample_value(
-        "mailflow_collector_last_success_timestamp_seconds", {"collector": "fake", "target": "EX01"}
-    ) == clock.now - 60
+    assert (
+        reg.get_sample_value(
+            "mailflow_collector_errors_total", {"collector": "fake", "target": "EX01", "reason": "timeout"}
+        )
+        == 1.0
+    )
+    assert (
+        reg.get_sample_value(
+            "mailflow_collector_last_success_timestamp_seconds", {"collector": "fake", "target": "EX01"}
+        )
+        == clock.now - 60
+    )
     clock.now += 3 * 60  # the good result is now 4 intervals old: dropped
     assert reg.get_sample_value("mailflow_fake_value", {"server": "EX01"}) is None
 
