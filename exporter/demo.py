@@ -20,8 +20,15 @@ def demo_scenario_path() -> Path:
     return Path(str(resources.files("exporter.simulator") / "scenarios" / "demo.yml"))
 
 
-def demo_settings(sim: Any, scenario: Any, listen_address: str, tls: bool, interval: float = 15.0) -> Settings:
-    """Exporter settings that point at a running simulator."""
+def demo_settings(
+    sim: Any,
+    scenario: Any,
+    listen_address: str,
+    tls: bool,
+    interval: float = 15.0,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Exporter settings that point at a running simulator; ``overrides`` is deep-merged on top."""
     username, password = next(iter(scenario.users.items()))
     servers = []
     for server in scenario.servers:
@@ -39,14 +46,23 @@ def demo_settings(sim: Any, scenario: Any, listen_address: str, tls: bool, inter
         defaults["ca_bundle"] = sim.ca_file
     else:
         defaults["allow_insecure_basic"] = True  # loopback only, demo only
-    return Settings.model_validate(
-        {
-            "exchange": {"defaults": defaults, "servers": servers},
-            "collectors": {"queues": {"interval": interval}},
-            "scheduler": {"jitter": 1, "first_run_spread": 0.5},
-            "web": {"listen_address": listen_address},
-        }
-    )
+    data: dict[str, Any] = {
+        "exchange": {"defaults": defaults, "servers": servers},
+        "collectors": {"queues": {"interval": interval}},
+        "scheduler": {"jitter": 1, "first_run_spread": 0.5},
+        "web": {"listen_address": listen_address},
+    }
+    return Settings.model_validate(_merge(data, overrides or {}))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:

@@ -168,8 +168,10 @@ class WebSettings(_Model):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049'")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(
+                "listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049' (port 0 picks a free port)"
+            )
         return value
 
     @field_validator("telemetry_path")

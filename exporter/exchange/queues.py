@@ -215,7 +215,7 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
         labels=labels,
     )
     retry = GaugeMetricFamily(
-        "mailflow_queue_retry_count",
+        "mailflow_queue_retries",
         f"Connection retries since the queue entered Retry (RetryCount). {POLLED}",
         labels=labels,
     )

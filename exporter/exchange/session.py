@@ -42,6 +42,7 @@ ENDPOINT_PATH = "PowerShell"
 SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
 _T = TypeVar("_T")
+_DECODE_ERRORS = (ET.ParseError, SerializationError, KeyError, ValueError, TypeError, AttributeError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,10 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
+def _shell_gone(exc: BaseException) -> bool:
+    return isinstance(exc, WSManFaultError) and exc.code in _SHELL_GONE_CODES
+
+
 def _record_text(record: Any) -> str:
     for attr in ("exception", "message"):
         value = getattr(record, attr, None)
@@ -204,23 +209,38 @@ class ExchangeSession:
         """
         deadline = time.monotonic() + (timeout or self.server.call_timeout)
         with self._lock:
-            try:
-                pool = self._ensure_open(deadline)
-                if select and self.select_supported is not False:
-                    result = self._run(pool, cmdlet, parameters, select, deadline)
-                    if self.select_supported is None:
-                        self.select_supported = not any("Select-Object" in e for e in result.errors)
-                    if self.select_supported:
-                        return result
-                return self._run(pool, cmdlet, parameters, None, deadline)
-            except CollectorError as exc:
-                self._discard(exc.reason)
-                raise CollectorError(redact(str(exc), self._secrets), exc.reason) from None
-            except Exception as exc:
-                reason = classify_exception(exc)
-                self._discard(reason)
-                message = redact(describe_exception(exc), self._secrets)
-                raise CollectorError(message, reason) from None
+            for attempt in (1, 2):
+                reused = self._pool is not None
+                try:
+                    return self._invoke_locked(cmdlet, parameters, select, deadline)
+                except CollectorError as exc:
+                    self._discard(exc.reason)
+                    raise CollectorError(redact(str(exc), self._secrets), exc.reason) from None
+                except Exception as exc:
+                    self._discard(classify_exception(exc))
+                    if attempt == 1 and reused and _shell_gone(exc):
+                        # IIS recycled or the shell expired: open a fresh pool and try once more.
+                        log.info("shell gone, reopening server=%s", self.server.name)
+                        continue
+                    message = redact(describe_exception(exc), self._secrets)
+                    raise CollectorError(message, classify_exception(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _invoke_locked(
+        self,
+        cmdlet: str,
+        parameters: Mapping[str, Any] | None,
+        select: Sequence[str] | None,
+        deadline: float,
+    ) -> CallResult:
+        pool = self._ensure_open(deadline)
+        if select and self.select_supported is not False:
+            result = self._run(pool, cmdlet, parameters, select, deadline)
+            if self.select_supported is None:
+                self.select_supported = not any("Select-Object" in e for e in result.errors)
+            if self.select_supported:
+                return result
+        return self._run(pool, cmdlet, parameters, None, deadline)
 
     def _ensure_open(self, deadline: float) -> RunspacePool:
         if self._pool is not None:
@@ -260,7 +280,13 @@ class ExchangeSession:
         remaining = deadline - started
         if remaining <= 0:
             raise CollectorError("deadline passed before the call started", reason="timeout")
-        output = run_with_deadline(ps.invoke, remaining, f"call-{self.server.name}")
+        try:
+            output = run_with_deadline(ps.invoke, remaining, f"call-{self.server.name}")
+        except _DECODE_ERRORS as exc:
+            # pypsrp failed to deserialise the output (broken CLIXML, a dangling RefId/TNRef).
+            raise CollectorError(
+                f"{cmdlet}: output could not be decoded ({type(exc).__name__}: {str(exc)[:200]})", reason="parse"
+            ) from None
         return CallResult(
             objects=list(output or []),
             errors=[_record_text(r) for r in ps.streams.error],

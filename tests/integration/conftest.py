@@ -1,0 +1,127 @@
+"""Fixtures: the protocol-level Exchange simulator on loopback and the exporter pointed at it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from exporter.demo import demo_settings
+from exporter.service import Service
+from exporter.settings import Settings
+from exporter.simulator import Scenario, Simulator
+
+USER = "svc-mailflow@contoso.sim"
+# Distinctive so a leak anywhere is unmistakable.
+PASSWORD = "Zq8!never-print-me-7731"
+
+DNS_ERROR = "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain"
+REFUSED_ERROR = (
+    "[{LRT=11/27/2026 1:02:03 AM};{LED=451 4.4.397 Error communicating with target host. -> 421 4.2.1 Unable "
+    "to connect -> SocketConnectionRefused: Socket error code 10061};{FQDN=mx.tailspin.example};"
+    "{IP=203.0.113.25}]"
+)
+
+
+def small_org(servers: tuple[str, ...] = ("EX01", "EX02"), session_limit: int = 18) -> dict[str, Any]:
+    """A constant (non-moving) organisation whose values tests can assert exactly."""
+    out = []
+    for i, name in enumerate(servers):
+        out.append(
+            {
+                "name": name,
+                "queues": [
+                    {"kind": "submission", "message_count": 3 + i, "incoming_rate": 4.5, "outgoing_rate": 4.25},
+                    {
+                        "kind": "delivery",
+                        "row_id": 10,
+                        "next_hop_domain": "fabrikam.example",
+                        "status": "Retry",
+                        "message_count": 17 + i,
+                        "retry_count": 5,
+                        "last_error": DNS_ERROR,
+                    },
+                    {
+                        "kind": "delivery",
+                        "row_id": 11,
+                        "next_hop_domain": "tailspin.example",
+                        "status": "Retry",
+                        "message_count": 4,
+                        "retry_count": 2,
+                        "last_error": REFUSED_ERROR,
+                    },
+                    {"kind": "poison", "message_count": 1},
+                ],
+            }
+        )
+    return {
+        "organisation": {"name": "Contoso", "domain": "contoso.sim"},
+        "users": {USER: PASSWORD},
+        "session_limit": session_limit,
+        "servers": out,
+    }
+
+
+SimFactory = Callable[..., tuple[Simulator, Scenario]]
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[SimFactory]:
+    """Start simulators; every one is stopped at the end of the test."""
+    started: list[Simulator] = []
+
+    def make(data: dict[str, Any] | None = None, tls: bool = False) -> tuple[Simulator, Scenario]:
+        scenario = Scenario.from_dict(data or small_org())
+        sim = Simulator(scenario, host="127.0.0.1", tls=tls)
+        sim.start()
+        started.append(sim)
+        return sim, scenario
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: SimFactory) -> tuple[Simulator, Scenario]:
+    return sim_factory()
+
+
+def settings_for(
+    sim: Simulator, scenario: Scenario, tls: bool = False, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Exporter settings against this simulator, with short timeouts suited to tests."""
+    base: dict[str, Any] = {"exchange": {"defaults": {"call_timeout": 5, "connect_timeout": 2}}}
+    if overrides:
+        base = _merge(base, overrides)
+    return demo_settings(sim, scenario, "127.0.0.1:0", tls, interval=30.0, overrides=base)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def service_factory() -> Iterator[Callable[[Settings], Service]]:
+    """Build services; each is stopped (sessions closed) at the end of the test."""
+    made: list[Service] = []
+
+    def make(settings: Settings) -> Service:
+        service = Service(settings)
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.stop()
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog

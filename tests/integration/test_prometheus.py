@@ -1,0 +1,135 @@
+"""The exposition as the Prometheus ecosystem sees it: promtool lint, the metric docs, a real scrape."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporter.demo import demo_scenario_path
+from exporter.simulator import Simulator, load_scenario
+from tests.integration.conftest import settings_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: scripts/test.sh installs Debian's prometheus package")
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_exposition() -> Any:
+    """The exporter's full output against the bundled demo organisation, discovery on."""
+    scenario = load_scenario(demo_scenario_path())
+    sim = Simulator(scenario, host="127.0.0.1", tls=False)
+    sim.start()
+    from exporter.service import Service
+
+    settings = settings_for(sim, scenario, overrides={"exchange": {"discovery": {"enabled": True}}})
+    service = Service(settings)
+    try:
+        service.poll_all()
+        # One failed poll, healed, so the error counter exists and every target ends up healthy.
+        sim.faults.set(scenario.servers[-1].name, "error_record", cmdlet="Get-Queue", message="transient")
+        service.poll_all()
+        sim.faults.clear()
+        snaps = service.poll_all()
+        assert all(s.ok for s in snaps), [(s.collector, s.target, s.message) for s in snaps]
+        yield service, generate_latest(service.registry).decode()
+    finally:
+        service.stop()
+        sim.stop()
+
+
+def test_promtool_check_metrics_has_no_findings(demo_exposition: Any) -> None:
+    _, text = demo_exposition
+    result = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )
+
+
+def test_every_metric_is_documented_and_every_documented_metric_is_emitted(demo_exposition: Any) -> None:
+    _, text = demo_exposition
+    emitted = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("mailflow_")}
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(mailflow_[a-z_]+)` \|", doc, re.M))
+    assert emitted - documented == set(), "emitted but not in docs/metrics.md"
+    assert documented - emitted == set(), "documented but not emitted against the demo organisation"
+
+
+def test_no_unbounded_labels(demo_exposition: Any) -> None:
+    _, text = demo_exposition
+    for forbidden in ("message_id", "sender", "recipient", "subject", "identity"):
+        assert f'{forbidden}="' not in text
+    assert not re.search(r'next_hop_domain="[^"]*\\\\\d+"', text)  # no EX01\3 row identities
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_real_prometheus_scrapes_the_exporter(demo_exposition: Any, tmp_path: Path) -> None:
+    service, _ = demo_exposition
+    service.start()  # HTTP server on an ephemeral port (the polls already ran)
+    assert service.web is not None
+    prom_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: mailflow\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{service.web.port}']}}]\n"
+    )
+    proc = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def query(expr: str) -> list[Any]:
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return list(json.load(resp)["data"]["result"])
+
+    try:
+        deadline = time.monotonic() + 60
+        result: list[Any] = []
+        while time.monotonic() < deadline:
+            try:
+                result = query('sum by (server) (mailflow_queue_last_error_info{category="dns_failure"})')
+                if result:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert result, "Prometheus never ingested the exporter's metrics"
+        assert query('up{job="mailflow"}')[0]["value"][1] == "1"
+        assert query("count(mailflow_collector_up == 1)")[0]["value"][1] == str(len(service.store.states()))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
