@@ -1,0 +1,761 @@
+"""The cmdlets the simulated Exchange runspace offers, and how a pipeline of them runs.
+
+Each cmdlet is one function registered with :func:`cmdlet`, declaring its parameters (name, kind,
+position). :func:`run_pipeline` binds parameters like PowerShell (case-insensitive names, unique
+prefixes, positional arguments, common parameters), rejects scripts (NoLanguage) and unknown
+commands, applies replays (a scenario may serve an Export-Clixml capture as a cmdlet's output) and
+the ``error_record`` fault, and streams records from one stage to the next.
+
+Adding a cmdlet (Get-MessageTrackingLog, Get-ReceiveConnector, ...) means writing one function::
+
+    @cmdlet("Get-Thing", "Microsoft.Exchange.Management.Tasks.GetThing", [Param("Identity", position=0)])
+    def get_thing(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+        yield Output(data=write_clixml(objects.thing(...)))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.simulator import objects
+from exporter.simulator.clixml import (
+    CaptureError,
+    expand_property,
+    load_capture,
+    property_names,
+    select_object,
+    write_clixml,
+)
+from exporter.simulator.faults import FaultInjector, FaultKind
+from exporter.simulator.opath import FilterError, compile_filter
+from exporter.simulator.records import (
+    CmdletError,
+    Error,
+    ErrorInfo,
+    Output,
+    Record,
+    Warning,
+    ambiguous_parameter,
+    command_not_found,
+    exchange_error,
+    exchange_not_found,
+    parameter_error,
+    parameter_not_found,
+    scripts_not_allowed,
+)
+from exporter.simulator.scenario import DELIVERY_TYPES, Scenario, ServerSpec
+from exporter.simulator.timeline import QueueSnapshot, Timeline, snapshot_queue
+
+__all__ = [
+    "REGISTRY",
+    "Args",
+    "CmdletDef",
+    "Context",
+    "Invocation",
+    "Param",
+    "cmdlet",
+    "run_pipeline",
+]
+
+RESULT_SIZE_WARNING = (
+    "There are more results available than are currently displayed. To view them, increase the value of "
+    "the ResultSize parameter."
+)
+COMMON_PARAMETERS = (
+    "Verbose",
+    "Debug",
+    "ErrorAction",
+    "WarningAction",
+    "InformationAction",
+    "ErrorVariable",
+    "WarningVariable",
+    "InformationVariable",
+    "OutVariable",
+    "OutBuffer",
+    "PipelineVariable",
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A cmdlet parameter: ``kind`` is any, string, strings, int, switch or resultsize."""
+
+    name: str
+    kind: str = "string"
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One command of a pipeline as the client sent it."""
+
+    name: str
+    parameters: Sequence[tuple[str | None, Any]] = ()
+    is_script: bool = False
+    end_of_statement: bool = False
+
+
+@dataclass
+class Context:
+    """What a cmdlet can see: the organisation, the time, the endpoint's server and user."""
+
+    scenario: Scenario
+    timeline: Timeline
+    server: ServerSpec
+    user: str = ""
+    faults: FaultInjector | None = None
+
+    def fault(self, kind: FaultKind, cmdlet_name: str) -> Any:
+        """The active fault of ``kind`` matching ``cmdlet_name`` on this endpoint, or None."""
+        if self.faults is None:
+            return None
+        return self.faults.find(self.server.name, kind, [cmdlet_name])
+
+
+Args = dict[str, Any]
+Impl = Callable[[Context, Args, list[Output]], Iterable[Record]]
+
+
+@dataclass(frozen=True)
+class CmdletDef:
+    """A registered cmdlet."""
+
+    name: str
+    class_name: str
+    params: tuple[Param, ...]
+    run: Impl
+    any_parameters: bool = False
+
+
+REGISTRY: dict[str, CmdletDef] = {}
+
+
+def cmdlet(name: str, class_name: str, params: Sequence[Param]) -> Callable[[Impl], Impl]:
+    """Register a cmdlet implementation under ``name`` (case-insensitive)."""
+
+    def register(func: Impl) -> Impl:
+        REGISTRY[name.lower()] = CmdletDef(name, class_name, tuple(params), func)
+        return func
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter binding
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """psrpcore's deserialised values (PSString, PSInt, PSList...) as plain Python values."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _convert(defn: CmdletDef, param: Param, value: Any) -> Any:
+    def fail(target: str) -> CmdletError:
+        return CmdletError(
+            parameter_error(
+                defn.name,
+                defn.class_name,
+                "ParameterArgumentTransformationError",
+                f"Cannot process argument transformation on parameter '{param.name}'. Cannot convert value "
+                f'"{value}" to type "{target}".',
+            )
+        )
+
+    if param.kind == "switch":
+        return True if value is None else bool(value)
+    if param.kind == "int":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise fail("System.Int32") from None
+    if param.kind == "resultsize":
+        if isinstance(value, str) and value.strip().lower() == "unlimited":
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise fail("Microsoft.Exchange.Data.Unlimited`1[System.UInt32]") from None
+        if number < 0:
+            raise fail("Microsoft.Exchange.Data.Unlimited`1[System.UInt32]")
+        return number
+    if param.kind == "strings":
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if param.kind == "string":
+        return value if value is None or isinstance(value, str) else str(value)
+    return value
+
+
+def bind(defn: CmdletDef, invocation: Invocation) -> Args:
+    """Bind an invocation's parameters like PowerShell; raises CmdletError (ParameterBindingException)."""
+    args: Args = {}
+    if defn.any_parameters:
+        for name, value in invocation.parameters:
+            if name is not None:
+                args[name.lstrip("-")] = _plain(value)
+        return args
+    known = {p.name.lower(): p for p in defn.params}
+    common = {c.lower(): c for c in COMMON_PARAMETERS}
+    positional = sorted((p for p in defn.params if p.position is not None), key=lambda p: p.position or 0)
+    for raw_name, raw_value in invocation.parameters:
+        value = _plain(raw_value)
+        if raw_name is None:
+            free = [p for p in positional if p.name not in args]
+            if not free:
+                raise CmdletError(
+                    parameter_error(
+                        defn.name,
+                        defn.class_name,
+                        "PositionalParameterNotFound",
+                        f"A positional parameter cannot be found that accepts argument '{value}'.",
+                    )
+                )
+            param = free[0]
+        else:
+            name = raw_name.lstrip("-")
+            key = name.lower()
+            if key in common:
+                args[common[key]] = value
+                continue
+            param_or_none = known.get(key)
+            if param_or_none is None:
+                candidates = [p for k, p in known.items() if k.startswith(key)]
+                candidates += [Param(c) for k, c in common.items() if k.startswith(key)]
+                if len(candidates) > 1:
+                    raise CmdletError(
+                        ambiguous_parameter(defn.name, defn.class_name, name, [c.name for c in candidates])
+                    )
+                if not candidates:
+                    raise CmdletError(parameter_not_found(defn.name, defn.class_name, name))
+                param_or_none = candidates[0]
+                if param_or_none.name in COMMON_PARAMETERS:
+                    args[param_or_none.name] = value
+                    continue
+            param = param_or_none
+        if param.name in args:
+            raise CmdletError(
+                parameter_error(
+                    defn.name,
+                    defn.class_name,
+                    "ParameterAlreadyBound",
+                    f"Cannot bind parameter because parameter '{param.name}' is specified more than once. To "
+                    "provide multiple values to parameters that can accept multiple values, use the "
+                    "array syntax. "
+                    'For example, "-parameter value1,value2,value3".',
+                )
+            )
+        args[param.name] = _convert(defn, param, value)
+    return args
+
+
+def _parameter_set_conflict(defn: CmdletDef) -> CmdletError:
+    return CmdletError(
+        parameter_error(
+            defn.name,
+            defn.class_name,
+            "AmbiguousParameterSet",
+            "Parameter set cannot be resolved using the specified named parameters.",
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline execution
+# ---------------------------------------------------------------------------------------------
+
+
+def _statements(commands: Sequence[Invocation]) -> list[list[Invocation]]:
+    statements: list[list[Invocation]] = [[]]
+    for command in commands:
+        statements[-1].append(command)
+        if command.end_of_statement:
+            statements.append([])
+    return [s for s in statements if s]
+
+
+def _replay_target(ctx: Context, args: Args) -> str:
+    for key in ("Server", "Identity"):
+        value = args.get(key)
+        if isinstance(value, str) and ctx.scenario.server(value.split("\\")[0]) is not None:
+            server = ctx.scenario.server(value.split("\\")[0])
+            assert server is not None
+            return server.name
+    return ctx.server.name
+
+
+def _resolve(ctx: Context, invocation: Invocation) -> tuple[CmdletDef, Args]:
+    if invocation.is_script:
+        raise CmdletError(scripts_not_allowed())
+    defn = REGISTRY.get(invocation.name.lower())
+    has_replay = any(r.cmdlet.lower() == invocation.name.lower() for r in ctx.scenario.replays)
+    if defn is None and not has_replay:
+        raise CmdletError(command_not_found(invocation.name))
+    if defn is None:
+        defn = CmdletDef(
+            invocation.name, f"Microsoft.Exchange.Management.{invocation.name}", (), _no_output, True
+        )
+    args = bind(defn, invocation)
+    if has_replay and ctx.scenario.replay_for(defn.name, _replay_target(ctx, args)) is not None:
+        defn = CmdletDef(
+            defn.name, defn.class_name, defn.params, _replay_impl(defn.name), defn.any_parameters
+        )
+    return defn, args
+
+
+def _no_output(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """A replay-only cmdlet whose replay applies to other servers only: no output here."""
+    return iter(())
+
+
+def _injected_error(ctx: Context, defn: CmdletDef, message: str | None) -> ErrorInfo:
+    return exchange_error(
+        ctx.server.name,
+        defn.name,
+        defn.class_name,
+        "TaskException",
+        message
+        or f"The simulated Exchange server {ctx.server.name} failed to run {defn.name} (injected error).",
+    )
+
+
+def _with_preferences(records: Iterable[Record], args: Args) -> Iterator[Record]:
+    error_action = str(args.get("ErrorAction", "Continue")).lower()
+    warning_action = str(args.get("WarningAction", "Continue")).lower()
+    for record in records:
+        if isinstance(record, Error):
+            if error_action == "stop":
+                raise CmdletError(record.info)
+            if error_action in ("silentlycontinue", "ignore"):
+                continue
+        if isinstance(record, Warning) and warning_action in ("silentlycontinue", "ignore"):
+            continue
+        yield record
+
+
+def run_pipeline(ctx: Context, commands: Sequence[Invocation]) -> Iterator[Record]:
+    """Run the client's pipeline(s), yielding records; raises CmdletError on a terminating error.
+
+    All commands of a statement are resolved and bound before any of them runs, so an unknown
+    command or parameter fails the pipeline without output, as in PowerShell.
+    """
+    for statement in _statements(commands):
+        stages = [_resolve(ctx, invocation) for invocation in statement]
+        stream: list[Output] = []
+        for defn, args in stages:
+            fault = ctx.fault(FaultKind.ERROR_RECORD, defn.name)
+            produced: Iterable[Record]
+            if fault is not None:
+                produced = [Error(_injected_error(ctx, defn, fault.message))]
+            else:
+                produced = defn.run(ctx, args, stream)
+            next_stream: list[Output] = []
+            for record in _with_preferences(produced, args):
+                if isinstance(record, Output):
+                    next_stream.append(record)
+                else:
+                    yield record
+            stream = next_stream
+        yield from stream
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by cmdlets
+# ---------------------------------------------------------------------------------------------
+
+
+def _wildcard_match(pattern: str, *candidates: str) -> bool:
+    pattern = pattern.casefold()
+    if not any(ch in pattern for ch in "*?["):
+        return any(pattern == c.casefold() for c in candidates)
+    return any(fnmatch.fnmatchcase(c.casefold(), pattern) for c in candidates)
+
+
+def _servers_matching(ctx: Context, identity: str | None, servers: Iterable[ServerSpec]) -> list[ServerSpec]:
+    pool = list(servers)
+    if identity is None:
+        return sorted(pool, key=lambda s: s.name.lower())
+    return [s for s in pool if _wildcard_match(identity, s.name, s.fqdn, str(s.guid))]
+
+
+def _not_found(ctx: Context, defn_name: str, class_name: str, identity: str) -> Error:
+    return Error(
+        exchange_not_found(
+            ctx.server.name, defn_name, class_name, identity, ctx.scenario.organisation.dc_fqdn
+        )
+    )
+
+
+def _server_unreachable(ctx: Context, target: ServerSpec) -> bool:
+    """A server whose endpoint is refused or hung is treated as down by cross-server cmdlets."""
+    if ctx.faults is None or target.name == ctx.server.name:
+        return False
+    return any(ctx.faults.find(target.name, kind) is not None for kind in (FaultKind.REFUSED, FaultKind.HANG))
+
+
+# ---------------------------------------------------------------------------------------------
+# Get-ExchangeServer / Get-TransportService
+# ---------------------------------------------------------------------------------------------
+_GET_EXCHANGE_SERVER = "Microsoft.Exchange.Management.SystemConfigurationTasks.GetExchangeServer"
+
+
+@cmdlet(
+    "Get-ExchangeServer",
+    _GET_EXCHANGE_SERVER,
+    [Param("Identity", position=0), Param("Domain"), Param("Status", "switch"), Param("DomainController")],
+)
+def get_exchange_server(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """Get-ExchangeServer [-Identity <name|fqdn|wildcard>] [-Domain] [-Status]."""
+    identity = args.get("Identity")
+    found = _servers_matching(ctx, identity, ctx.scenario.servers)
+    domain = args.get("Domain")
+    if domain:
+        found = [s for s in found if ctx.scenario.organisation.domain.lower() == str(domain).lower()]
+    if not found and identity is not None and not any(ch in identity for ch in "*?"):
+        yield _not_found(ctx, "Get-ExchangeServer", _GET_EXCHANGE_SERVER, identity)
+        return
+    for server in found:
+        yield Output(data=write_clixml(objects.exchange_server(ctx.scenario, server, ctx.timeline)))
+
+
+_GET_TRANSPORT_SERVICE = "Microsoft.Exchange.Management.SystemConfigurationTasks.GetTransportService"
+
+
+@cmdlet(
+    "Get-TransportService",
+    _GET_TRANSPORT_SERVICE,
+    [Param("Identity", position=0), Param("DomainController")],
+)
+def get_transport_service(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """Get-TransportService [-Identity <server>]: TransportServer objects of hub/edge servers."""
+    identity = args.get("Identity")
+    transport = [s for s in ctx.scenario.servers if s.is_hub_transport or s.is_edge]
+    found = _servers_matching(ctx, identity, transport)
+    if not found and identity is not None and not any(ch in identity for ch in "*?"):
+        yield _not_found(ctx, "Get-TransportService", _GET_TRANSPORT_SERVICE, identity)
+        return
+    for server in found:
+        yield Output(data=write_clixml(objects.transport_server(ctx.scenario, server, ctx.timeline)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Get-Queue
+# ---------------------------------------------------------------------------------------------
+_GET_QUEUE = "Microsoft.Exchange.Management.QueueViewerTasks.GetQueue"
+QUEUE_FILTER_PROPERTIES = (
+    "DeliveryType",
+    "Identity",
+    "IncomingRate",
+    "LastError",
+    "LastRetryTime",
+    "MessageCount",
+    "NextHopCategory",
+    "NextHopConnector",
+    "NextHopDomain",
+    "NextRetryTime",
+    "OutgoingRate",
+    "RetryCount",
+    "Status",
+    "TlsDomain",
+    "Velocity",
+    "DeferredMessageCount",
+    "LockedMessageCount",
+    "FirstRetryTime",
+    "RiskLevel",
+)
+
+
+def queue_property(q: QueueSnapshot, name: str) -> Any:
+    """A queue snapshot's value for an OPATH/SortOrder property name."""
+    return {
+        "DeliveryType": q.delivery_type,
+        "Identity": q.identity,
+        "IncomingRate": q.incoming_rate,
+        "LastError": q.last_error,
+        "LastRetryTime": q.last_retry_time,
+        "MessageCount": q.message_count,
+        "NextHopCategory": q.next_hop_category,
+        "NextHopConnector": str(q.next_hop_connector),
+        "NextHopDomain": q.next_hop_domain,
+        "NextRetryTime": q.next_retry_time,
+        "OutgoingRate": q.outgoing_rate,
+        "RetryCount": q.retry_count,
+        "Status": q.status,
+        "TlsDomain": q.tls_domain,
+        "Velocity": q.velocity,
+        "DeferredMessageCount": q.deferred_message_count,
+        "LockedMessageCount": q.locked_message_count,
+        "FirstRetryTime": q.first_retry_time,
+        "RiskLevel": q.risk_level,
+    }[name]
+
+
+def _queue_matches_identity(q: QueueSnapshot, pattern: str) -> bool:
+    candidates = [q.identity, f"{q.server}\\{q.next_hop_domain}"]
+    if "\\" not in pattern:
+        candidates += [q.next_hop_domain]
+    return _wildcard_match(pattern, *candidates)
+
+
+def _include_exclude(q: QueueSnapshot, values: list[str]) -> bool:
+    for value in values:
+        v = value.lower()
+        if v == "empty" and q.message_count == 0:
+            return True
+        if v in ("internal", "external") and q.next_hop_category.lower() == v:
+            return True
+        if v == q.delivery_type.lower():
+            return True
+    return False
+
+
+def _sort_key(name: str, q: QueueSnapshot) -> tuple[bool, Any]:
+    value = queue_property(q, name)
+    if isinstance(value, str):
+        return False, value.lower()
+    return value is None, value if value is not None else 0
+
+
+def _sort_queues(queues: list[QueueSnapshot], order: str) -> list[QueueSnapshot]:
+    """Apply ``-SortOrder +Prop,-Prop`` (stable sorts, last key first)."""
+    for part in reversed([p.strip() for p in order.split(",") if p.strip()]):
+        descending = part.startswith("-")
+        name = part.lstrip("+-")
+        match = next((p for p in QUEUE_FILTER_PROPERTIES if p.lower() == name.lower()), None)
+        if match is not None:
+            queues.sort(key=functools.partial(_sort_key, match), reverse=descending)
+    return queues
+
+
+@cmdlet(
+    "Get-Queue",
+    _GET_QUEUE,
+    [
+        Param("Identity", position=0),
+        Param("Server"),
+        Param("Filter"),
+        Param("ResultSize", "resultsize"),
+        Param("Include", "strings"),
+        Param("Exclude", "strings"),
+        Param("SortOrder", "any"),
+        Param("BookmarkIndex", "int"),
+        Param("BookmarkObject", "any"),
+        Param("IncludeBookmark", "any"),
+        Param("SearchForward", "any"),
+        Param("ReturnPageInfo", "any"),
+    ],
+)
+def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """Get-Queue [-Server S] [-Filter OPATH] [-ResultSize N|Unlimited] [-Include/-Exclude] | [-Identity Q]."""
+    defn = REGISTRY["get-queue"]
+    identity: str | None = args.get("Identity")
+    if identity is not None and ("Server" in args or "Filter" in args):
+        raise _parameter_set_conflict(defn)
+    server_name = args.get("Server")
+    if identity is not None and "\\" in identity and not identity.startswith("*"):
+        server_name = identity.split("\\", 1)[0]
+    target = ctx.server if server_name is None else ctx.scenario.server(server_name)
+    if target is None:
+        yield _not_found(ctx, "Get-Queue", _GET_QUEUE, str(server_name))
+        return
+    if _server_unreachable(ctx, target):
+        yield Error(
+            exchange_error(
+                ctx.server.name,
+                "Get-Queue",
+                _GET_QUEUE,
+                "QueueViewerException",
+                f'Failed to connect to the Microsoft Exchange Transport service on computer "{target.name}". '
+                "Verify that a valid computer name was used and the Microsoft Exchange Transport "
+                "service is started.",
+            )
+        )
+        return
+    predicate = None
+    if args.get("Filter"):
+        text = str(args["Filter"])
+        try:
+            predicate = compile_filter(text, QUEUE_FILTER_PROPERTIES)
+        except FilterError as exc:
+            raise CmdletError(
+                parameter_error(
+                    "Get-Queue",
+                    _GET_QUEUE,
+                    "ParameterBindingFailed",
+                    f"Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": "
+                    f'"{exc} For a description of the filter parameter syntax see the command help. '
+                    f'"{text}" at position {exc.position + 1}."',
+                )
+            ) from None
+    queues = [snapshot_queue(target, spec, ctx.timeline) for spec in target.queues]
+    queues = [q for q in queues if q.listed]
+    if identity is not None:
+        queues = [q for q in queues if _queue_matches_identity(q, identity)]
+        if not queues and not any(ch in identity for ch in "*?"):
+            yield Error(
+                exchange_error(
+                    ctx.server.name,
+                    "Get-Queue",
+                    _GET_QUEUE,
+                    "ManagementObjectNotFoundException",
+                    f"The queue '{identity}' couldn't be found on server {target.name}.",
+                    target_name=identity,
+                )
+            )
+            return
+    if args.get("Include"):
+        queues = [q for q in queues if _include_exclude(q, args["Include"])]
+    if args.get("Exclude"):
+        queues = [q for q in queues if not _include_exclude(q, args["Exclude"])]
+    for value in list(args.get("Include") or []) + list(args.get("Exclude") or []):
+        if value.lower() not in ("internal", "external", "empty") and value not in DELIVERY_TYPES:
+            raise CmdletError(
+                parameter_error(
+                    "Get-Queue",
+                    _GET_QUEUE,
+                    "CannotConvertArgumentNoMessage",
+                    f"Cannot process argument transformation on parameter 'Include'. Cannot convert value "
+                    f'"{value}" to type '
+                    '"Microsoft.Exchange.Data.QueueViewer.QueueViewerIncludesAndExcludes".',
+                )
+            )
+    if predicate is not None:
+        queues = [q for q in queues if predicate(functools.partial(queue_property, q))]
+    if args.get("SortOrder"):
+        order = args["SortOrder"]
+        queues = _sort_queues(queues, ",".join(order) if isinstance(order, list) else str(order))
+    limit = args.get("ResultSize", ctx.scenario.result_size_default)
+    truncated = limit is not None and len(queues) > limit
+    if limit is not None:
+        queues = queues[:limit]
+    for q in queues:
+        yield Output(data=write_clixml(objects.queue_info(q)))
+    if truncated:
+        yield Warning(RESULT_SIZE_WARNING)
+
+
+# ---------------------------------------------------------------------------------------------
+# Select-Object
+# ---------------------------------------------------------------------------------------------
+_SELECT_OBJECT = "Microsoft.PowerShell.Commands.SelectObjectCommand"
+
+
+@cmdlet(
+    "Select-Object",
+    _SELECT_OBJECT,
+    [
+        Param("Property", "any", position=0),
+        Param("ExpandProperty"),
+        Param("ExcludeProperty", "strings"),
+        Param("First", "int"),
+        Param("Last", "int"),
+        Param("Skip", "int"),
+        Param("Unique", "switch"),
+        Param("InputObject", "any"),
+    ],
+)
+def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """Select-Object [-Property names] [-ExpandProperty name] [-First N] [-Last N] [-Skip N]."""
+    items = list(stream)
+    if "Skip" in args:
+        items = items[max(0, args["Skip"]) :]
+    if "First" in args:
+        items = items[: max(0, args["First"])]
+    if "Last" in args:
+        items = items[-args["Last"] :] if args["Last"] > 0 else []
+    raw = args.get("Property")
+    names: list[str] | None = None
+    if raw is not None:
+        values = raw if isinstance(raw, list) else [raw]
+        if not all(isinstance(v, str) for v in values):
+            raise CmdletError(
+                parameter_error(
+                    "Select-Object",
+                    _SELECT_OBJECT,
+                    "DictionaryKeyUnknownType",
+                    "Calculated properties are not supported by this runspace.",
+                )
+            )
+        names = [str(v) for v in values]
+    excluded = {e.lower() for e in args.get("ExcludeProperty") or []}
+    expand = args.get("ExpandProperty")
+    for item in items:
+        element = item.as_element()
+        if element.tag != "Obj":
+            yield item
+            continue
+        if names is not None:
+            available = property_names(element)
+            chosen: list[str] = []
+            for name in names:
+                if any(ch in name for ch in "*?["):
+                    chosen += [a for a in available if _wildcard_match(name, a) and a not in chosen]
+                elif name not in chosen:
+                    chosen.append(next((a for a in available if a.lower() == name.lower()), name))
+            chosen = [c for c in chosen if c.lower() not in excluded]
+            element = select_object(element, chosen)
+        if expand:
+            value = expand_property(element, expand)
+            if value is None:
+                yield Error(
+                    ErrorInfo(
+                        message=f'Property "{expand}" cannot be found.',
+                        exception_type="System.Management.Automation.PSArgumentException",
+                        fqid=f"ExpandPropertyNotFound,{_SELECT_OBJECT}",
+                        category="InvalidArgument",
+                        reason="PSArgumentException",
+                        activity="Select-Object",
+                    )
+                )
+                continue
+            yield Output(element=value)
+        elif names is not None:
+            yield Output(element=element)
+        else:
+            yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Replays
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_replay(ctx: Context, name: str, args: Args) -> Iterator[Record]:
+    replay = ctx.scenario.replay_for(name, _replay_target(ctx, args))
+    if replay is None:  # pragma: no cover - _resolve only routes here when one exists
+        return
+    try:
+        elements = load_capture(replay.path)
+    except CaptureError as exc:
+        raise CmdletError(
+            ErrorInfo(
+                message=f"The simulator could not replay {name}: {exc}",
+                exception_type="System.IO.IOException",
+                fqid=f"ReplayFailed,{name}",
+                category="ReadError",
+                reason="IOException",
+                activity=name,
+            )
+        ) from None
+    for element in elements:
+        yield Output(element=element)
+
+
+def _replay_impl(name: str) -> Impl:
+    def run(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+        return _run_replay(ctx, name, args)
+
+    return run

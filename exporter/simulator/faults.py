@@ -1,0 +1,227 @@
+"""Fault injection: per server (endpoint) and optionally per cmdlet, switchable at runtime.
+
+A fault is ``(server, kind, cmdlet)`` plus an optional number of ``seconds`` and a ``message``.
+Setting the same ``(server, kind, cmdlet)`` again replaces it; ``clear`` heals one server or all.
+The registry is thread-safe; request handlers ask it what to do, and blocked requests (``hang``)
+wait on it until the fault is cleared or the simulator stops.
+
+Kinds (what each does is implemented in ``transport.py``, ``service.py`` and ``shells.py``):
+
+``latency``           ``seconds`` added to every HTTP response of the endpoint (with ``cmdlet``: only to
+                      the Command request that runs that cmdlet).
+``cmdlet_latency``    ``seconds`` before a matching cmdlet (all cmdlets without ``cmdlet``) writes output;
+                      the client keeps polling with Receive meanwhile.
+``hang``              requests are accepted and never answered until cleared or the simulator stops
+                      (with ``cmdlet``: only the Command request for that cmdlet).
+``refused``           the endpoint's listening socket is closed (connections refused, open ones cut);
+                      it listens again on the same port when cleared.
+``http401``           HTTP 401 with ``WWW-Authenticate: Basic`` (with ``cmdlet``: on its Command request).
+``http500``           HTTP 500 with an IIS-style body (``message`` overrides the body).
+``wsman_fault``       HTTP 500 with a SOAP ``s:Fault``/``WSManFault`` (``message`` overrides the text).
+``malformed_clixml``  the matching cmdlet's output messages carry broken CLIXML (``message``
+                      ``"truncated"`` cuts the XML; default: a dangling ``TNRef``).
+``error_record``      the matching cmdlet writes one error record (``message``) and no output.
+``shell_expiry``      one-shot: the endpoint forgets its shells now; their next request gets the
+                      WSMan fault for an unknown ShellId (2150858843). Not kept as an active fault.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Fault", "FaultInjector", "FaultKind"]
+
+
+class FaultKind(StrEnum):
+    """The fault kinds (their values are the strings accepted by the API and the control port)."""
+
+    LATENCY = "latency"
+    CMDLET_LATENCY = "cmdlet_latency"
+    HANG = "hang"
+    REFUSED = "refused"
+    HTTP401 = "http401"
+    HTTP500 = "http500"
+    WSMAN_FAULT = "wsman_fault"
+    MALFORMED_CLIXML = "malformed_clixml"
+    ERROR_RECORD = "error_record"
+    SHELL_EXPIRY = "shell_expiry"
+
+
+#: Kinds that act on the HTTP exchange; with a cmdlet they act on that cmdlet's Command request.
+TRANSPORT_KINDS = frozenset(
+    {FaultKind.LATENCY, FaultKind.HANG, FaultKind.HTTP401, FaultKind.HTTP500, FaultKind.WSMAN_FAULT}
+)
+_NEEDS_SECONDS = frozenset({FaultKind.LATENCY, FaultKind.CMDLET_LATENCY})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One active fault."""
+
+    server: str
+    kind: FaultKind
+    cmdlet: str | None = None
+    seconds: float | None = None
+    message: str | None = None
+    since: float = 0.0
+
+    def matches_cmdlet(self, names: Iterable[str]) -> bool:
+        """True if the fault has no cmdlet, or one of ``names`` is its cmdlet (case-insensitive)."""
+        if self.cmdlet is None:
+            return True
+        wanted = self.cmdlet.lower()
+        return any(name.lower() == wanted for name in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for the control API and stats)."""
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        return data
+
+
+Listener = Callable[[str, FaultKind, bool], None]
+
+
+class FaultInjector:
+    """The thread-safe registry of active faults for a set of servers."""
+
+    def __init__(self, servers: Iterable[str]) -> None:
+        self._servers = {s.upper(): s for s in servers}
+        self._faults: dict[tuple[str, FaultKind, str | None], Fault] = {}
+        self._cond = threading.Condition()
+        self._listeners: list[Listener] = []
+        self._stopping = False
+        self._generation = 0
+
+    # -- public API ----------------------------------------------------------------------------
+    def set(
+        self,
+        server: str,
+        kind: FaultKind | str,
+        cmdlet: str | None = None,
+        seconds: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Activate a fault on ``server`` (a server name, or ``*`` for every server).
+
+        Raises ``ValueError`` for an unknown server or kind, or a missing/negative ``seconds``
+        where the kind needs one (latency, cmdlet_latency).
+        """
+        fault_kind = FaultKind(kind) if not isinstance(kind, FaultKind) else kind
+        if fault_kind in _NEEDS_SECONDS and (seconds is None or seconds < 0):
+            raise ValueError(f"fault {fault_kind.value} needs seconds >= 0")
+        if seconds is not None and seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        names = self._resolve(server)
+        if fault_kind is FaultKind.SHELL_EXPIRY:
+            for name in names:
+                self._notify(name, fault_kind, True)
+            return
+        with self._cond:
+            for name in names:
+                key = (name, fault_kind, cmdlet.lower() if cmdlet else None)
+                self._faults[key] = Fault(name, fault_kind, cmdlet, seconds, message, time.time())
+            self._generation += 1
+            self._cond.notify_all()
+        for name in names:
+            self._notify(name, fault_kind, True)
+
+    def clear(self, server: str | None = None, kind: FaultKind | str | None = None) -> None:
+        """Heal ``server`` (or every server when None/``*``), optionally only faults of ``kind``."""
+        names = self._resolve(server) if server not in (None, "*") else list(self._servers.values())
+        wanted = None if kind is None else FaultKind(kind)
+        removed: list[Fault] = []
+        with self._cond:
+            for key, fault in list(self._faults.items()):
+                if key[0] in names and (wanted is None or fault.kind is wanted):
+                    removed.append(self._faults.pop(key))
+            self._generation += 1
+            self._cond.notify_all()
+        for fault in removed:
+            if not any(f.server == fault.server and f.kind is fault.kind for f in self.active(fault.server)):
+                self._notify(fault.server, fault.kind, False)
+
+    def active(self, server: str | None = None) -> list[Fault]:
+        """Active faults, for one server or all."""
+        with self._cond:
+            faults = list(self._faults.values())
+        if server is None:
+            return faults
+        key = server.upper()
+        return [f for f in faults if f.server.upper() == key]
+
+    def find(self, server: str, kind: FaultKind, cmdlets: Iterable[str] | None = None) -> Fault | None:
+        """The active fault of ``kind`` on ``server`` that applies, or None.
+
+        With ``cmdlets`` None only faults without a cmdlet apply (an endpoint-wide effect); with a
+        list of cmdlet names, faults with no cmdlet or with one of those names apply.
+        """
+        names = list(cmdlets) if cmdlets is not None else None
+        for fault in self.active(server):
+            if fault.kind is not kind:
+                continue
+            if names is None and fault.cmdlet is None:
+                return fault
+            if names is not None and fault.matches_cmdlet(names):
+                return fault
+        return None
+
+    def wait_while(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block while ``predicate()`` is true (re-checked on every fault change) or until stop.
+
+        Returns True when the predicate became false, False on timeout or when stopping.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while predicate():
+                if self._stopping:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; returns False early if the simulator is stopping."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self._cond.wait(remaining)
+        return False
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    def stop(self) -> None:
+        """Release every waiter (hung requests, latency sleeps); used at shutdown."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(server, kind, active)`` after a fault is set (True) or fully cleared (False)."""
+        self._listeners.append(listener)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _resolve(self, server: str | None) -> list[str]:
+        if server is None or server == "*":
+            return list(self._servers.values())
+        name = self._servers.get(server.strip().upper())
+        if name is None:
+            raise ValueError(f"unknown server {server!r}; known: {', '.join(self._servers.values())}")
+        return [name]
+
+    def _notify(self, server: str, kind: FaultKind, active: bool) -> None:
+        for listener in list(self._listeners):
+            listener(server, kind, active)

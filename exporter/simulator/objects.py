@@ -1,0 +1,652 @@
+"""Exchange objects as psrpcore objects, with real Exchange type names and wire shapes.
+
+Top-level objects carry their values as adapted properties (``<Props>``) plus a ``SerializationData``
+note property (``<MS>``), like Exchange's remote PowerShell output. Enums are ``<Obj>`` with the enum's
+type-name chain, ``<ToString>`` (the name) and the integer (``I32``; ``I16`` for DeliveryType), so
+pypsrp gives objects whose ``str()`` is the name. Exchange value types (ADObjectId, ServerVersion,
+EnhancedTimeSpan, ...) are objects whose ToString is the display text; multi-valued properties are
+``MultiValuedProperty`1[...]`` objects holding an ``<LST>``; .NET arrays are ``System.Int32[]`` or
+``System.String[]``; DateTimes are ``<DT>`` with the server's UTC offset.
+
+The property lists follow the real Exchange 2019 captures (Get-ExchangeServer) and the Get-Queue
+reference (``reference/exchange-cmdlets.md`` §1.1/§1.7). Items not seen in a capture (QueueIdentity
+props, QueueType values) are inferred and documented as such in ``docs``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import struct
+import types
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from psrpcore.types import (
+    PSByte,
+    PSDouble,
+    PSEnumBase,
+    PSFlagBase,
+    PSInt,
+    PSInt16,
+    PSInt64,
+    PSList,
+    PSNoteProperty,
+    PSObject,
+    PSType,
+    add_note_property,
+)
+
+from exporter.simulator.scenario import DELIVERY_TYPES, QUEUE_STATUSES, SERVER_ROLES, Scenario, ServerSpec
+from exporter.simulator.timeline import QueueSnapshot, Timeline
+
+__all__ = [
+    "QUEUE_TYPE_NAMES",
+    "exchange_server",
+    "queue_info",
+    "transport_server",
+]
+
+QUEUE_TYPE_NAMES = [
+    "Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
+    "Microsoft.Exchange.Data.QueueViewer.ExtensibleQueueInfo",
+    "Microsoft.Exchange.Data.ConfigurableObject",
+    "System.Object",
+]
+EXCHANGE_SERVER_TYPE_NAMES = [
+    "Microsoft.Exchange.Data.Directory.Management.ExchangeServer",
+    "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
+    "Microsoft.Exchange.Data.Directory.ADObject",
+    "Microsoft.Exchange.Data.Directory.ADRawEntry",
+    "Microsoft.Exchange.Data.ConfigurableObject",
+    "System.Object",
+]
+TRANSPORT_SERVER_TYPE_NAMES = [
+    "Microsoft.Exchange.Data.Directory.SystemConfiguration.TransportServer",
+    "Microsoft.Exchange.Data.Directory.ADLegacyVersionableObject",
+    "Microsoft.Exchange.Data.Directory.ADConfigurationObject",
+    "Microsoft.Exchange.Data.Directory.ADObject",
+    "Microsoft.Exchange.Data.Directory.ADRawEntry",
+    "Microsoft.Exchange.Data.ConfigurableObject",
+    "System.Object",
+]
+_MSCORLIB = "mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089"
+_MVP_STRING = f"Microsoft.Exchange.Data.MultiValuedProperty`1[[System.String, {_MSCORLIB}]]"
+_ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
+
+# ---------------------------------------------------------------------------------------------
+# Enums
+# ---------------------------------------------------------------------------------------------
+_ENUMS: dict[str, type] = {}
+
+
+def _enum_class(
+    type_name: str, members: Mapping[str, int], *, flags: bool = False, int16: bool = False
+) -> type:
+    """A psrpcore enum class for a .NET enum (cached; not registered for rehydration)."""
+    cached = _ENUMS.get(type_name)
+    if cached is not None:
+        return cached
+
+    def body(ns: dict[str, Any]) -> None:
+        for name, value in members.items():
+            # psrpcore normalises a member called 'none' to 'None' in ToString.
+            ns["none" if name == "None" else name] = value
+
+    base: type = PSFlagBase if flags else PSEnumBase
+    cls = types.new_class(
+        type_name.rsplit(".", 1)[-1], (base,), {"base_type": PSInt16 if int16 else PSInt}, body
+    )
+    cls = PSType([type_name], rehydrate=False)(cls)
+    _ENUMS[type_name] = cls
+    return cls
+
+
+def _enum(type_name: str, members: Mapping[str, int], name: str, *, int16: bool = False) -> Any:
+    cls = _enum_class(type_name, members, int16=int16)
+    return cls["none" if name == "None" else name]  # type: ignore[index]
+
+
+def _flags(type_name: str, members: Mapping[str, int], names: Iterable[str]) -> Any:
+    cls = _enum_class(type_name, members, flags=True)
+    value = 0
+    for name in names:
+        value |= members[name]
+    return cls(value)
+
+
+_DELIVERY_TYPE_MEMBERS = {name: i for i, name in enumerate(DELIVERY_TYPES)}
+_NEXT_HOP_CATEGORY = {"Internal": 0, "External": 1}
+_RISK_LEVEL = {"Normal": 0, "Bulk": 1, "High": 2, "Low": 3}
+_OBJECT_STATE = {"New": 0, "Unchanged": 1, "Changed": 2, "Deleted": 3}
+_QUEUE_TYPE = {"Undefined": 0, "Delivery": 1, "Poison": 2, "Submission": 3, "Unreachable": 4, "Shadow": 5}
+_SERVER_EDITION = {
+    "Unknown": 0,
+    "Standard": 1,
+    "StandardEvaluation": 2,
+    "Enterprise": 3,
+    "EnterpriseEvaluation": 4,
+    "Coexistence": 5,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Generic builders
+# ---------------------------------------------------------------------------------------------
+
+
+def serialization_data(type_name: str, payload: str = "") -> bytes:
+    """A small BinaryFormatter-like blob standing in for Exchange's ``SerializationData``.
+
+    Clients must ignore it (it is opaque, and signed since the Jan-2023 SU); it is here so objects
+    have the same members as real ones. The bytes are deterministic for a given type and payload.
+    """
+    assembly = b"Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35"
+    name = type_name.encode()
+    digest = hashlib.sha256(f"{type_name}|{payload}".encode()).digest()[:16]
+    return b"".join(
+        [
+            b"\x00\x01\x00\x00\x00\xff\xff\xff\xff\x01\x00\x00\x00\x00\x00\x00\x00\x0c\x02\x00\x00\x00",
+            bytes([len(assembly)]),
+            assembly,
+            b"\x05\x01\x00\x00\x00",
+            bytes([len(name)]),
+            name,
+            struct.pack("<I", 1),
+            digest,
+            b"\x0b",
+        ]
+    )
+
+
+def ex_object(
+    type_names: Sequence[str],
+    props: Sequence[tuple[str, Any]],
+    to_string: str | None = None,
+    *,
+    serialization: bool = True,
+) -> PSObject:
+    """A PSObject with explicit type names, adapted properties and optional SerializationData."""
+    obj = PSObject()
+    obj.PSObject.type_names = list(type_names)
+    if to_string is not None:
+        obj.PSObject.to_string = to_string
+    adapted = obj.PSObject.adapted_properties
+    for name, value in props:
+        prop = PSNoteProperty(name)  # set the value afterwards: cheaper than PSNoteProperty(name, value)
+        prop.set_value(value, obj)
+        adapted.append(prop)
+    if serialization:
+        add_note_property(obj, "SerializationData", serialization_data(type_names[0], to_string or ""))
+    return obj
+
+
+def typed_list(type_names: Sequence[str], values: Iterable[Any]) -> PSList:
+    """A list serialised as ``<Obj><TN>...</TN><LST>...</LST></Obj>`` with the given type names."""
+    items = PSList(values)
+    items.PSObject.type_names = list(type_names)
+    return items
+
+
+def int_array(values: Iterable[int]) -> PSList:
+    """A .NET ``int[]``."""
+    return typed_list(["System.Int32[]", "System.Array", "System.Object"], values)
+
+
+def string_array(values: Iterable[str]) -> PSList:
+    """A .NET ``string[]``."""
+    return typed_list(["System.String[]", "System.Array", "System.Object"], values)
+
+
+def mvp_strings(values: Iterable[str]) -> PSList:
+    """An Exchange ``MultiValuedProperty<string>``."""
+    return typed_list(
+        [_MVP_STRING, "Microsoft.Exchange.Data.MultiValuedPropertyBase", "System.Object"], values
+    )
+
+
+def _domain_dn(domain: str) -> str:
+    return ",".join(f"DC={part}" for part in domain.split("."))
+
+
+def ad_object_id(scenario: Scenario, dn: str, canonical: str, name: str, guid: uuid.UUID) -> PSObject:
+    """An ``ADObjectId`` (Identity, Site, ObjectCategory ...): ToString is the canonical name."""
+    domain = scenario.organisation.domain
+    parts = dn.split(",")
+    parent = canonical.rsplit("/", 1)[0] if "/" in canonical else ""
+    return ex_object(
+        ["Microsoft.Exchange.Data.Directory.ADObjectId", "Microsoft.Exchange.Data.ObjectId", "System.Object"],
+        [
+            ("OrgHierarchyToIgnore", None),
+            ("IsDeleted", False),
+            ("Rdn", parts[0]),
+            ("Parent", parent),
+            ("Depth", len(parts) - 1),
+            ("DistinguishedName", dn),
+            ("IsRelativeDn", False),
+            ("DomainId", domain),
+            ("PartitionGuid", uuid.uuid5(uuid.NAMESPACE_DNS, f"partition.{domain}")),
+            ("PartitionFQDN", domain),
+            ("ObjectGuid", guid),
+            ("Name", name),
+        ],
+        canonical,
+    )
+
+
+def enhanced_timespan(value: datetime.timedelta) -> PSObject:
+    """An ``EnhancedTimeSpan`` (ToString like ``30.00:00:00`` / ``00:05:00``)."""
+    total = int(value.total_seconds())
+    days, rest = divmod(abs(total), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+    if days:
+        text = f"{days}.{text}"
+    ticks = total * 10_000_000
+    return ex_object(
+        ["Microsoft.Exchange.Data.EnhancedTimeSpan", "System.ValueType", "System.Object"],
+        [
+            ("Days", days),
+            ("Hours", hours),
+            ("Milliseconds", 0),
+            ("Minutes", minutes),
+            ("Seconds", seconds),
+            ("Ticks", PSInt64(ticks)),
+            ("TotalDays", PSDouble(total / 86400)),
+            ("TotalHours", PSDouble(total / 3600)),
+            ("TotalMilliseconds", PSDouble(total * 1000)),
+            ("TotalMinutes", PSDouble(total / 60)),
+            ("TotalSeconds", PSDouble(total)),
+            ("Sign", (total > 0) - (total < 0)),
+        ],
+        text,
+    )
+
+
+def byte_quantified_size(num_bytes: int | None) -> PSObject:
+    """An ``Unlimited<ByteQuantifiedSize>`` (ToString like ``10 MB (10,485,760 bytes)``)."""
+    if num_bytes is None:
+        return ex_object(
+            [
+                "Microsoft.Exchange.Data.Unlimited`1[[Microsoft.Exchange.Data.ByteQuantifiedSize, "
+                "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, "
+                "PublicKeyToken=31bf3856ad364e35]]",
+                "System.ValueType",
+                "System.Object",
+            ],
+            [("IsUnlimited", True)],
+            "Unlimited",
+        )
+    units = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
+    text = f"{num_bytes} B ({num_bytes:,} bytes)"
+    for unit, size in units:
+        if num_bytes >= size:
+            amount = num_bytes / size
+            shown = f"{amount:.0f}" if amount == int(amount) else f"{amount:.3g}"
+            text = f"{shown} {unit} ({num_bytes:,} bytes)"
+            break
+    return ex_object(
+        ["Microsoft.Exchange.Data.ByteQuantifiedSize", "System.ValueType", "System.Object"],
+        [],
+        text,
+    )
+
+
+def unlimited_int(value: int | None) -> PSObject:
+    """An ``Unlimited<int>`` (ToString is the number, or ``Unlimited``)."""
+    return ex_object(
+        [
+            f"Microsoft.Exchange.Data.Unlimited`1[[System.Int32, {_MSCORLIB}]]",
+            "System.ValueType",
+            "System.Object",
+        ],
+        [("IsUnlimited", value is None), ("Value", value)],
+        "Unlimited" if value is None else str(value),
+        serialization=False,
+    )
+
+
+def local_long_full_path(path: str) -> PSObject:
+    """A ``LocalLongFullPath`` (DataPath, log paths)."""
+    return ex_object(
+        ["Microsoft.Exchange.Data.LocalLongFullPath", "Microsoft.Exchange.Data.LongPath", "System.Object"],
+        [("PathName", path), ("IsLocalFull", True), ("IsUnc", False), ("DriveName", path[:2])],
+        path,
+    )
+
+
+def server_version(server: ServerSpec) -> PSObject:
+    """A ``ServerVersion`` (AdminDisplayVersion): ToString ``Version 15.2 (Build 1544.4)``."""
+    major, minor, build, revision = server.version_parts
+    return ex_object(
+        ["Microsoft.Exchange.Data.ServerVersion", "System.Object"],
+        [
+            ("Major", major),
+            ("Minor", minor),
+            ("Build", build),
+            ("Revision", revision),
+            ("FilePatchLevelDescription", None),
+        ],
+        server.version,
+    )
+
+
+def exchange_object_version(text: str = "0.1 (8.0.535.0)") -> PSObject:
+    """An ``ExchangeObjectVersion`` (ExchangeVersion)."""
+    major, minor = text.split(" ", 1)[0].split(".")
+    build = text.split("(", 1)[1].rstrip(")")
+    return ex_object(
+        ["Microsoft.Exchange.Data.ExchangeObjectVersion", "System.Object"],
+        [
+            ("NextMajorVersion", f"{int(major) + 1}.0 (0.0.0.0)"),
+            ("NextMinorVersion", f"{major}.{int(minor) + 1} (0.0.0.0)"),
+            ("Major", PSByte(int(major))),
+            ("Minor", PSByte(int(minor))),
+            ("ExchangeBuild", build),
+        ],
+        text,
+    )
+
+
+def organization_id() -> PSObject:
+    """The on-premises (first organisation) ``OrganizationId``."""
+    return ex_object(
+        ["Microsoft.Exchange.Data.Directory.OrganizationId", "System.Object"],
+        [
+            ("OrganizationalUnit", None),
+            ("ConfigurationUnit", None),
+            ("IsConsumerOrganization", False),
+            ("IdForEventLog", ""),
+        ],
+        "",
+    )
+
+
+def _server_dn(scenario: Scenario, server: ServerSpec) -> str:
+    org = scenario.organisation
+    return (
+        f"CN={server.name},CN=Servers,CN={_ADMIN_GROUP},CN=Administrative Groups,CN={org.name},"
+        f"CN=Microsoft Exchange,CN=Services,CN=Configuration,{_domain_dn(org.domain)}"
+    )
+
+
+def _created(server: ServerSpec, timeline: Timeline) -> tuple[datetime.datetime, datetime.datetime]:
+    """Stable WhenCreated / WhenChanged times (derived from the server name, before the start)."""
+    seed = int.from_bytes(hashlib.sha256(server.name.encode()).digest()[:4], "big")
+    created = timeline.start - 400 * 86400 - seed % (200 * 86400)
+    changed = timeline.start - 3 * 86400 - seed % 86400
+    return timeline.local(created).replace(microsecond=0), timeline.local(changed).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Get-Queue
+# ---------------------------------------------------------------------------------------------
+
+
+def queue_identity(q: QueueSnapshot) -> PSObject:
+    """A ``QueueIdentity`` whose ToString is ``EX01\\3`` / ``EX01\\Submission`` / ``EX01\\Shadow\\12``."""
+    queue_type = {
+        "delivery": "Delivery",
+        "submission": "Submission",
+        "poison": "Poison",
+        "unreachable": "Unreachable",
+        "shadow": "Shadow",
+    }[q.kind]
+    return ex_object(
+        [
+            "Microsoft.Exchange.Data.QueueViewer.QueueIdentity",
+            "Microsoft.Exchange.Data.ObjectId",
+            "System.Object",
+        ],
+        [
+            ("Type", _enum("Microsoft.Exchange.Data.QueueViewer.QueueType", _QUEUE_TYPE, queue_type)),
+            ("RowId", PSInt64(q.row_id or 0)),
+            ("Server", q.server),
+            ("NextHopDomain", q.next_hop_domain),
+            ("IsFullySpecified", True),
+            ("IsEmpty", False),
+        ],
+        q.identity,
+    )
+
+
+def queue_info(q: QueueSnapshot) -> PSObject:
+    """A Get-Queue result (``PropertyBagBasedQueueInfo``) for one queue snapshot."""
+    identity = queue_identity(q)
+    return ex_object(
+        QUEUE_TYPE_NAMES,
+        [
+            (
+                "DeliveryType",
+                _enum(
+                    "Microsoft.Exchange.Data.DeliveryType",
+                    _DELIVERY_TYPE_MEMBERS,
+                    q.delivery_type,
+                    int16=True,
+                ),
+            ),
+            ("NextHopDomain", q.next_hop_domain),
+            ("TlsDomain", q.tls_domain),
+            ("NextHopConnector", q.next_hop_connector),
+            ("Status", _enum("Microsoft.Exchange.Data.QueueViewer.QueueStatus", QUEUE_STATUSES, q.status)),
+            ("MessageCount", q.message_count),
+            ("LastError", q.last_error),
+            ("RetryCount", q.retry_count),
+            ("LastRetryTime", q.last_retry_time),
+            ("NextRetryTime", q.next_retry_time),
+            ("FirstRetryTime", q.first_retry_time),
+            ("DeferredMessageCount", q.deferred_message_count),
+            ("LockedMessageCount", q.locked_message_count),
+            ("MessageCountsPerPriority", int_array(q.messages_per_priority)),
+            ("DeferredMessageCountsPerPriority", int_array(q.deferred_per_priority)),
+            ("RiskLevel", _enum("Microsoft.Exchange.Data.Transport.RiskLevel", _RISK_LEVEL, q.risk_level)),
+            ("OutboundIPPool", q.outbound_ip_pool),
+            (
+                "NextHopCategory",
+                _enum(
+                    "Microsoft.Exchange.Data.Transport.NextHopCategory",
+                    _NEXT_HOP_CATEGORY,
+                    q.next_hop_category,
+                ),
+            ),
+            ("IncomingRate", PSDouble(q.incoming_rate)),
+            ("OutgoingRate", PSDouble(q.outgoing_rate)),
+            ("Velocity", PSDouble(q.velocity)),
+            ("OverrideSource", ""),
+            ("QueueIdentity", identity),
+            ("PriorityDescriptions", string_array(["High", "Normal", "Low", "None"])),
+            ("Identity", identity),  # the same object: serialised as <Ref>, as Exchange does
+            ("IsValid", True),
+            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "New")),
+        ],
+        q.identity,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Get-ExchangeServer / Get-TransportService
+# ---------------------------------------------------------------------------------------------
+
+
+def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> PSObject:
+    """A Get-ExchangeServer result shaped like the Exchange 2019 capture."""
+    org = scenario.organisation
+    dn = _server_dn(scenario, server)
+    config_canon = f"{org.domain}/Configuration"
+    identity = ad_object_id(scenario, dn, server.name, server.name, server.guid)
+    site = ad_object_id(
+        scenario,
+        f"CN={server.site},CN=Sites,CN=Configuration,{_domain_dn(org.domain)}",
+        f"{config_canon}/Sites/{server.site}",
+        server.site,
+        uuid.uuid5(uuid.NAMESPACE_DNS, f"site.{server.site}.{org.domain}"),
+    )
+    category = ad_object_id(
+        scenario,
+        f"CN=ms-Exch-Exchange-Server,CN=Schema,CN=Configuration,{_domain_dn(org.domain)}",
+        f"{config_canon}/Schema/ms-Exch-Exchange-Server",
+        "ms-Exch-Exchange-Server",
+        uuid.uuid5(uuid.NAMESPACE_DNS, f"schema.exchange-server.{org.domain}"),
+    )
+    addresses = typed_list(
+        [
+            "Microsoft.Exchange.Data.NetworkAddressCollection",
+            "Microsoft.Exchange.Data.ProtocolAddressCollection`1[[Microsoft.Exchange.Data.NetworkAddress, "
+            "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
+            "Microsoft.Exchange.Data.MultiValuedProperty`1[[Microsoft.Exchange.Data.NetworkAddress, "
+            "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
+            "Microsoft.Exchange.Data.MultiValuedPropertyBase",
+            "System.Object",
+        ],
+        [
+            ex_object(
+                [
+                    "Microsoft.Exchange.Data.CustomNetworkAddress",
+                    "Microsoft.Exchange.Data.NetworkAddress",
+                    "Microsoft.Exchange.Data.ProtocolAddress",
+                    "System.Object",
+                ],
+                [("ProtocolType", proto), ("AddressString", address)],
+                f"{proto}:{address}",
+                serialization=False,
+            )
+            for proto, address in [
+                ("ncacn_vns_spp", server.name),
+                ("netbios", server.name),
+                ("ncacn_np", server.name),
+                ("ncacn_spx", server.name),
+                ("ncacn_ip_tcp", server.fqdn),
+                ("ncalrpc", server.name),
+            ]
+        ],
+    )
+    created, changed = _created(server, timeline)
+    roles = [r for r in server.server_role if r != "None"] or ["None"]
+    edition = server.edition if server.edition in _SERVER_EDITION else "Standard"
+    return ex_object(
+        EXCHANGE_SERVER_TYPE_NAMES,
+        [
+            ("Name", server.name),
+            ("DataPath", local_long_full_path(r"C:\Program Files\Microsoft\Exchange Server\V15\Mailbox")),
+            ("Domain", org.domain),
+            ("Edition", _enum("Microsoft.Exchange.Data.ServerEditionType", _SERVER_EDITION, edition)),
+            (
+                "ExchangeLegacyDN",
+                f"/o={org.name}/ou={_ADMIN_GROUP}/cn=Configuration/cn=Servers/cn={server.name}",
+            ),
+            ("ExchangeLegacyServerRole", 0),
+            ("Fqdn", server.fqdn),
+            ("CustomerFeedbackEnabled", False),
+            ("InternetWebProxy", None),
+            ("InternetWebProxyBypassList", None),
+            ("IsHubTransportServer", server.is_hub_transport),
+            ("IsClientAccessServer", server.is_client_access),
+            ("IsExchange2007OrLater", True),
+            ("IsEdgeServer", server.is_edge),
+            ("IsMailboxServer", server.is_mailbox),
+            ("IsE14OrLater", True),
+            ("IsE15OrLater", True),
+            ("IsProvisionedServer", False),
+            ("IsUnifiedMessagingServer", "UnifiedMessaging" in roles),
+            ("IsFrontendTransportServer", server.is_frontend_transport),
+            ("NetworkAddress", addresses),
+            ("OrganizationalUnit", f"{org.domain}/{server.name}"),
+            ("AdminDisplayVersion", server_version(server)),
+            ("Site", site),
+            (
+                "ServerRole",
+                _flags(
+                    "Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole", SERVER_ROLES, roles
+                ),
+            ),
+            ("ErrorReportingEnabled", False),
+            ("MitigationsEnabled", True),
+            ("StaticDomainControllers", mvp_strings([])),
+            ("StaticGlobalCatalogs", mvp_strings([])),
+            ("StaticConfigDomainController", ""),
+            ("StaticExcludedDomainControllers", mvp_strings([])),
+            ("MonitoringGroup", ""),
+            ("CurrentDomainControllers", mvp_strings([org.dc_fqdn])),
+            ("CurrentGlobalCatalogs", mvp_strings([org.dc_fqdn])),
+            ("CurrentConfigDomainController", org.dc_fqdn),
+            ("ProductID", ""),
+            ("IsExchangeTrialEdition", False),
+            ("IsExpiredExchangeTrialEdition", False),
+            ("MailboxProvisioningAttributes", None),
+            ("RemainingTrialPeriod", enhanced_timespan(datetime.timedelta(0))),
+            ("MitigationsApplied", None),
+            ("MitigationsBlocked", None),
+            ("DataCollectionEnabled", False),
+            ("Identity", identity),
+            ("IsValid", True),
+            ("ExchangeVersion", exchange_object_version()),
+            ("DistinguishedName", dn),
+            ("Guid", server.guid),
+            ("ObjectCategory", category),
+            ("ObjectClass", mvp_strings(["top", "server", "msExchExchangeServer"])),
+            ("WhenChanged", changed),
+            ("WhenCreated", created),
+            ("WhenChangedUTC", changed.astimezone(datetime.UTC)),
+            ("WhenCreatedUTC", created.astimezone(datetime.UTC)),
+            ("OrganizationId", organization_id()),
+            ("Id", identity),
+            ("OriginatingServer", org.dc_fqdn),
+            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "Unchanged")),
+        ],
+        server.name,
+    )
+
+
+def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> PSObject:
+    """A Get-TransportService result (``TransportServer``) with the settings monitoring reads."""
+    org = scenario.organisation
+    dn = _server_dn(scenario, server)
+    identity = ad_object_id(scenario, dn, server.name, server.name, server.guid)
+    logs = r"C:\Program Files\Microsoft\Exchange Server\V15\TransportRoles\Logs"
+    created, changed = _created(server, timeline)
+    days = datetime.timedelta(days=1)
+    minutes = datetime.timedelta(minutes=1)
+    return ex_object(
+        TRANSPORT_SERVER_TYPE_NAMES,
+        [
+            ("Name", server.name),
+            ("AdminDisplayVersion", server_version(server)),
+            ("MessageTrackingLogEnabled", server.message_tracking_log_enabled),
+            ("MessageTrackingLogMaxAge", enhanced_timespan(30 * days)),
+            ("MessageTrackingLogMaxDirectorySize", byte_quantified_size(1000 * (1 << 20))),
+            ("MessageTrackingLogMaxFileSize", byte_quantified_size(10 * (1 << 20))),
+            ("MessageTrackingLogPath", local_long_full_path(server.message_tracking_log_path)),
+            ("MessageTrackingLogSubjectLoggingEnabled", True),
+            ("ConnectivityLogEnabled", True),
+            ("ConnectivityLogPath", local_long_full_path(logs + r"\Hub\Connectivity")),
+            ("ReceiveProtocolLogPath", local_long_full_path(logs + r"\Hub\ProtocolLog\SmtpReceive")),
+            ("SendProtocolLogPath", local_long_full_path(logs + r"\Hub\ProtocolLog\SmtpSend")),
+            ("QueueLogPath", local_long_full_path(logs + r"\Hub\QueueViewer")),
+            ("PipelineTracingEnabled", False),
+            ("DelayNotificationTimeout", enhanced_timespan(4 * 60 * minutes)),
+            ("MessageExpirationTimeout", enhanced_timespan(2 * days)),
+            ("MessageRetryInterval", enhanced_timespan(15 * minutes)),
+            ("OutboundConnectionFailureRetryInterval", enhanced_timespan(10 * minutes)),
+            ("TransientFailureRetryInterval", enhanced_timespan(5 * minutes)),
+            ("TransientFailureRetryCount", 6),
+            ("MaxConcurrentMailboxDeliveries", 20),
+            ("MaxConcurrentMailboxSubmissions", 20),
+            ("MaxOutboundConnections", unlimited_int(1000)),
+            ("MaxPerDomainOutboundConnections", unlimited_int(20)),
+            ("Identity", identity),
+            ("IsValid", True),
+            ("ExchangeVersion", exchange_object_version("0.1 (8.0.535.0)")),
+            ("DistinguishedName", dn),
+            ("Guid", server.guid),
+            ("WhenChanged", changed),
+            ("WhenCreated", created),
+            ("WhenChangedUTC", changed.astimezone(datetime.UTC)),
+            ("WhenCreatedUTC", created.astimezone(datetime.UTC)),
+            ("OrganizationId", organization_id()),
+            ("Id", identity),
+            ("OriginatingServer", org.dc_fqdn),
+            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "Unchanged")),
+        ],
+        server.name,
+    )

@@ -1,0 +1,222 @@
+"""What a pipeline produces: output objects, warnings and error records, plus the standard errors.
+
+Cmdlet implementations yield :class:`Output`, :class:`Warning` and :class:`Error` records and raise
+:class:`CmdletError` for terminating errors (the pipeline then ends in state Failed with that error
+record, as PowerShell does for an unknown command or a parameter binding failure).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass, field
+from xml.etree import ElementTree as ET
+
+from exporter.simulator.timeline import format_culture_datetime
+
+__all__ = [
+    "CmdletError",
+    "Error",
+    "ErrorInfo",
+    "Output",
+    "Record",
+    "Warning",
+    "ambiguous_parameter",
+    "command_not_found",
+    "exchange_error",
+    "exchange_not_found",
+    "parameter_error",
+    "parameter_not_found",
+    "scripts_not_allowed",
+]
+
+RUNTIME_EXCEPTION_CHAIN = (
+    "System.Management.Automation.RuntimeException",
+    "System.SystemException",
+    "System.Exception",
+    "System.Object",
+)
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The fields of an ErrorRecord the simulator emits."""
+
+    message: str
+    exception_type: str
+    fqid: str
+    category: str = "NotSpecified"
+    reason: str = ""
+    target_name: str = ""
+    target_type: str = ""
+    activity: str = ""
+    base_types: tuple[str, ...] = RUNTIME_EXCEPTION_CHAIN
+    hresult: int = -2146233087
+
+
+@dataclass
+class Output:
+    """One output object: CLIXML bytes and/or an element (each derived from the other lazily)."""
+
+    data: bytes | None = None
+    element: ET.Element | None = None
+
+    def as_bytes(self) -> bytes:
+        """The CLIXML bytes of the object."""
+        if self.data is None:
+            assert self.element is not None
+            self.data = ET.tostring(self.element, encoding="unicode").encode("utf-8")
+        return self.data
+
+    def as_element(self) -> ET.Element:
+        """The object as an ElementTree element (parsed on first use)."""
+        if self.element is None:
+            assert self.data is not None
+            self.element = ET.fromstring(self.data)
+        return self.element
+
+
+@dataclass(frozen=True)
+class Warning:
+    """A warning record (``ps.streams.warning`` on the client)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Error:
+    """A non-terminating error record (``ps.streams.error``; the pipeline still completes)."""
+
+    info: ErrorInfo
+
+
+Record = Output | Warning | Error
+
+
+@dataclass
+class CmdletError(Exception):
+    """A terminating error: the pipeline fails with this error record."""
+
+    info: ErrorInfo
+    partial: list[Record] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.info.message
+
+
+def command_not_found(name: str) -> ErrorInfo:
+    """PowerShell's error for a command the (NoLanguage, RBAC-trimmed) runspace does not have."""
+    return ErrorInfo(
+        message=(
+            f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or "
+            "operable "
+            "program. Check the spelling of the name, or if a path was included, verify that the path is "
+            "correct and try again."
+        ),
+        exception_type="System.Management.Automation.CommandNotFoundException",
+        fqid="CommandNotFoundException",
+        category="ObjectNotFound",
+        reason="CommandNotFoundException",
+        target_name=name,
+        target_type="String",
+    )
+
+
+def parameter_not_found(cmdlet: str, class_name: str, parameter: str) -> ErrorInfo:
+    """PowerShell's ParameterBindingException for an unknown parameter name."""
+    return ErrorInfo(
+        message=f"A parameter cannot be found that matches parameter name '{parameter}'.",
+        exception_type="System.Management.Automation.ParameterBindingException",
+        fqid=f"NamedParameterNotFound,{class_name}",
+        category="InvalidArgument",
+        reason="ParameterBindingException",
+        activity=cmdlet,
+    )
+
+
+def ambiguous_parameter(cmdlet: str, class_name: str, parameter: str, matches: list[str]) -> ErrorInfo:
+    """PowerShell's ParameterBindingException for an ambiguous parameter prefix."""
+    options = " ".join(f"-{m}" for m in matches)
+    return ErrorInfo(
+        message=(
+            f"Parameter cannot be processed because the parameter name '{parameter}' is ambiguous. "
+            f"Possible matches include: {options}."
+        ),
+        exception_type="System.Management.Automation.ParameterBindingException",
+        fqid=f"AmbiguousParameter,{class_name}",
+        category="InvalidArgument",
+        reason="ParameterBindingException",
+        activity=cmdlet,
+    )
+
+
+def parameter_error(cmdlet: str, class_name: str, fqid: str, message: str) -> ErrorInfo:
+    """Another ParameterBindingException (positional, duplicate, conversion, parameter set)."""
+    return ErrorInfo(
+        message=message,
+        exception_type="System.Management.Automation.ParameterBindingException",
+        fqid=f"{fqid},{class_name}",
+        category="InvalidArgument",
+        reason="ParameterBindingException",
+        activity=cmdlet,
+    )
+
+
+def scripts_not_allowed() -> ErrorInfo:
+    """The NoLanguage runspace's rejection of a script (``add_script``)."""
+    return ErrorInfo(
+        message=(
+            "The syntax is not supported by this runspace. This can occur if the runspace is in "
+            "no-language mode."
+        ),
+        exception_type="System.Management.Automation.ParseException",
+        fqid="ScriptsNotAllowed",
+        category="ParserError",
+        reason="ParseException",
+    )
+
+
+def exchange_error(
+    server: str,
+    cmdlet: str,
+    class_name: str,
+    failure: str,
+    message: str,
+    *,
+    exception_type: str | None = None,
+    category: str = "NotSpecified",
+    target_name: str = "",
+) -> ErrorInfo:
+    """An Exchange task error with Exchange's ``[Server=..,RequestId=..,TimeStamp=..]`` error id."""
+    stamp = format_culture_datetime(datetime.datetime.now(datetime.UTC), "en-US")
+    request = uuid.uuid4()
+    code = f"{uuid.uuid4().int & 0xFFFFFFFF:08X}"
+    return ErrorInfo(
+        message=message,
+        exception_type=exception_type or f"Microsoft.Exchange.Configuration.Tasks.{failure}",
+        fqid=(
+            f"[Server={server},RequestId={request},TimeStamp={stamp}] "
+            f"[FailureCategory=Cmdlet-{failure}] {code},{class_name}"
+        ),
+        category=category,
+        reason=failure,
+        target_name=target_name,
+        activity=cmdlet,
+        base_types=(
+            "Microsoft.Exchange.Data.LocalizedException",
+            "System.Exception",
+            "System.Object",
+        ),
+    )
+
+
+def exchange_not_found(server: str, cmdlet: str, class_name: str, identity: str, dc: str) -> ErrorInfo:
+    """Exchange's ManagementObjectNotFoundException for an identity that does not exist."""
+    return exchange_error(
+        server,
+        cmdlet,
+        class_name,
+        "ManagementObjectNotFoundException",
+        f"The operation couldn't be performed because object '{identity}' couldn't be found on '{dc}'.",
+        target_name=identity,
+    )

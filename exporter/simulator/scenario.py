@@ -1,0 +1,702 @@
+"""Scenario model: the simulated Exchange organisation, loaded from YAML or built in code.
+
+A scenario describes one organisation (name, domain, domain controller), its Exchange servers
+(each one gets its own WSMan endpoint), their transport queues with time patterns, the users who
+may log in, the session limit, and optional Export-Clixml replays. All values that change over
+time are computed later from these immutable specs and a clock (see ``timeline.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.errors import ConfigError
+
+__all__ = [
+    "DELIVERY_TYPES",
+    "EXTERNAL_DELIVERY_TYPES",
+    "QUEUE_KINDS",
+    "QUEUE_STATUSES",
+    "OrganisationSpec",
+    "Pattern",
+    "QueueSpec",
+    "ReplaySpec",
+    "Scenario",
+    "ScenarioError",
+    "ServerSpec",
+    "build_scenario",
+    "load_scenario",
+]
+
+#: DeliveryType enum members in declaration order (their position is the wire value).
+DELIVERY_TYPES: tuple[str, ...] = (
+    "Undefined",
+    "DnsConnectorDelivery",
+    "MapiDelivery",
+    "NonSmtpGatewayDelivery",
+    "SmartHostConnectorDelivery",
+    "SmtpRelayToRemoteAdSite",
+    "SmtpRelayToTiRg",
+    "SmtpRelayWithinAdSite",
+    "SmtpRelayWithinAdSiteToEdge",
+    "Unreachable",
+    "ShadowRedundancy",
+    "Heartbeat",
+    "DeliveryAgent",
+    "SmtpDeliveryToMailbox",
+    "SmtpRelayToDag",
+    "SmtpRelayToMailboxDeliveryGroup",
+    "SmtpRelayToConnectorSourceServers",
+    "SmtpRelayToServers",
+)
+#: Delivery types whose NextHopCategory is External; every other type is Internal.
+EXTERNAL_DELIVERY_TYPES = frozenset(
+    {"DnsConnectorDelivery", "NonSmtpGatewayDelivery", "SmartHostConnectorDelivery", "DeliveryAgent"}
+)
+#: QueueStatus enum (name -> value).
+QUEUE_STATUSES: dict[str, int] = {
+    "None": 0,
+    "Active": 1,
+    "Ready": 2,
+    "Retry": 3,
+    "Suspended": 4,
+    "Connecting": 5,
+}
+QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
+PATTERN_KINDS = ("constant", "grow", "drain", "wave")
+SERVER_ROLES: dict[str, int] = {
+    "None": 0,
+    "Mailbox": 2,
+    "ClientAccess": 4,
+    "UnifiedMessaging": 16,
+    "HubTransport": 32,
+    "Edge": 64,
+}
+ZERO_GUID = uuid.UUID(int=0)
+DEFAULT_VERSION = "Version 15.2 (Build 1544.4)"  # Exchange 2019 CU14
+
+
+class ScenarioError(ConfigError):
+    """The scenario file or dictionary is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """How a queue's MessageCount moves over time (a pure function of elapsed seconds).
+
+    ``constant``: the queue's ``message_count``. ``grow``: ``min`` plus ``per_minute`` per minute,
+    capped at ``max``. ``drain``: ``max`` minus ``per_minute`` per minute, floored at ``min``.
+    ``wave``: a cosine between ``min`` and ``max`` with ``period_seconds``. For grow and drain a
+    ``period_seconds`` makes the ramp repeat (a saw tooth), which keeps a demo moving forever.
+    """
+
+    kind: str = "constant"
+    per_minute: float = 0.0
+    period_seconds: float | None = None
+    min: float = 0.0
+    max: float = 0.0
+    phase_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One transport queue on one server; see ``timeline.snapshot_queue`` for the derived values."""
+
+    kind: str
+    row_id: int | None
+    delivery_type: str
+    next_hop_domain: str
+    next_hop_category: str
+    status: str | None
+    message_count: int = 0
+    deferred_message_count: int = 0
+    locked_message_count: int = 0
+    last_error: str = ""
+    retry_count: int = 0
+    retry_interval_seconds: float = 600.0
+    incoming_rate: float | None = None
+    outgoing_rate: float = 0.0
+    tls_domain: str = ""
+    next_hop_connector: uuid.UUID = ZERO_GUID
+    risk_level: str = "Normal"
+    outbound_ip_pool: int = 0
+    pattern: Pattern | None = None
+
+    def identity(self, server: str) -> str:
+        """The queue's Identity as Exchange prints it (``EX01\\3``, ``EX01\\Submission``...)."""
+        if self.kind == "submission":
+            return f"{server}\\Submission"
+        if self.kind == "poison":
+            return f"{server}\\Poison"
+        if self.kind == "unreachable":
+            return f"{server}\\Unreachable"
+        if self.kind == "shadow":
+            return f"{server}\\Shadow\\{self.row_id}"
+        return f"{server}\\{self.row_id}"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One Exchange server; every server gets its own WSMan endpoint."""
+
+    name: str
+    fqdn: str
+    version: str = DEFAULT_VERSION
+    edition: str = "Standard"
+    site: str = "Default-First-Site-Name"
+    server_role: tuple[str, ...] = ("Mailbox",)
+    is_hub_transport: bool = True
+    is_mailbox: bool = True
+    is_client_access: bool = True
+    is_frontend_transport: bool = True
+    is_edge: bool = False
+    guid: uuid.UUID = ZERO_GUID
+    port: int | None = None
+    queues: tuple[QueueSpec, ...] = ()
+    message_tracking_log_path: str = (
+        r"C:\Program Files\Microsoft\Exchange Server\V15\TransportRoles\Logs\MessageTracking"
+    )
+    message_tracking_log_enabled: bool = True
+
+    @property
+    def version_parts(self) -> tuple[int, int, int, int]:
+        """Major, minor, build, revision parsed from ``Version 15.2 (Build 1544.4)``."""
+        text = self.version.replace("Version", "").replace("(Build", ".").replace(")", "")
+        numbers = [int(p) for p in text.replace(" ", "").split(".") if p.isdigit()]
+        numbers += [0] * (4 - len(numbers))
+        return numbers[0], numbers[1], numbers[2], numbers[3]
+
+
+@dataclass(frozen=True)
+class OrganisationSpec:
+    """Organisation-wide facts used in Exchange object shapes and messages."""
+
+    name: str = "Contoso"
+    domain: str = "contoso.sim"
+    domain_controller: str = ""
+    timezone_offset_minutes: int = 0
+    culture: str = "en-US"
+
+    @property
+    def dc_fqdn(self) -> str:
+        """The domain controller named in 'couldn't be found on ...' messages."""
+        return self.domain_controller or f"DC01.{self.domain}"
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """Serve the objects of an Export-Clixml file as the output of ``cmdlet``.
+
+    ``server`` is ``*`` for every server, or a server name: the replay is then used when the
+    cmdlet's ``-Server``/``-Identity`` names that server, or when it runs on that server's endpoint.
+    """
+
+    cmdlet: str
+    path: Path
+    server: str = "*"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole simulated organisation. Build with :func:`load_scenario` or :meth:`from_dict`."""
+
+    organisation: OrganisationSpec
+    servers: tuple[ServerSpec, ...]
+    users: Mapping[str, str] = field(default_factory=dict)
+    session_limit: int = 18
+    result_size_default: int = 1000
+    replays: tuple[ReplaySpec, ...] = ()
+    shell_idle_timeout_seconds: float = 900.0
+
+    def server(self, name: str) -> ServerSpec | None:
+        """The server called ``name`` (case-insensitive), or None."""
+        wanted = name.strip().upper()
+        for server in self.servers:
+            if server.name.upper() == wanted or server.fqdn.upper() == wanted:
+                return server
+        return None
+
+    def replay_for(self, cmdlet: str, server: str | None) -> ReplaySpec | None:
+        """The replay registered for ``cmdlet`` (case-insensitive), preferring a per-server one."""
+        fallback = None
+        for replay in self.replays:
+            if replay.cmdlet.lower() != cmdlet.lower():
+                continue
+            if server is not None and replay.server.upper() == server.upper():
+                return replay
+            if replay.server == "*":
+                fallback = replay
+        return fallback
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: Path | str | None = None) -> Scenario:
+        """Build and validate a scenario from plain data (the parsed YAML document).
+
+        Relative replay paths are resolved against ``base_dir`` (the scenario file's directory).
+        Raises :class:`ScenarioError` naming the field for any invalid or unknown key.
+        """
+        return _Parser(Path(base_dir) if base_dir is not None else None).scenario(data)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load a scenario YAML file (relative replay paths are resolved against its directory)."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {file}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"scenario {file} is not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"scenario {file}: the top level must be a mapping")
+    return Scenario.from_dict(data, base_dir=file.parent)
+
+
+def build_scenario(
+    n_servers: int,
+    queues_per_server: int,
+    *,
+    domain: str = "bench.sim",
+    username: str = "svc-mailflow@bench.sim",
+    password: str = "bench-password",
+    session_limit: int = 18,
+    result_size_default: int = 1000,
+    moving: bool = True,
+) -> Scenario:
+    """A synthetic organisation for benchmarks: ``n_servers`` servers EX01.. with N queues each.
+
+    Each server has a Submission queue, a shadow queue and delivery queues to ``domainNNN.example``
+    (every seventh in Retry with a DNS LastError); with ``moving`` the counts follow waves.
+    """
+    if n_servers < 1 or queues_per_server < 1:
+        raise ScenarioError("build_scenario needs at least one server and one queue per server")
+    width = max(2, len(str(n_servers)))
+    names = [f"EX{i:0{width}d}" for i in range(1, n_servers + 1)]
+    servers: list[dict[str, Any]] = []
+    for index, name in enumerate(names):
+        queues: list[dict[str, Any]] = [
+            {"kind": "submission", "message_count": 3 + index % 5, "outgoing_rate": 2.5}
+        ]
+        if queues_per_server > 1:
+            queues.append(
+                {"kind": "shadow", "primary_server": names[(index + 1) % len(names)], "message_count": 2}
+            )
+        for q in range(max(0, queues_per_server - 2)):
+            queue: dict[str, Any] = {
+                "kind": "delivery",
+                "next_hop_domain": f"domain{q:03d}.example",
+                "message_count": q % 11,
+                "outgoing_rate": 0.2,
+            }
+            if moving:
+                queue["pattern"] = {
+                    "kind": "wave",
+                    "min": 0,
+                    "max": 10 + q % 40,
+                    "period_seconds": 120 + 15 * (q % 8),
+                    "phase_seconds": 7 * q,
+                }
+            if q % 7 == 3:
+                queue["status"] = "Retry"
+                queue["last_error"] = (
+                    "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; "
+                    "nonexistent domain"
+                )
+                queue["retry_count"] = 4
+            queues.append(queue)
+        servers.append({"name": name, "queues": queues})
+    return Scenario.from_dict(
+        {
+            "organisation": {"name": "Bench", "domain": domain},
+            "users": {username: password},
+            "session_limit": session_limit,
+            "result_size_default": result_size_default,
+            "servers": servers,
+        }
+    )
+
+
+class _Parser:
+    """Strict conversion of plain data into the frozen specs, with field paths in errors."""
+
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ScenarioError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+        unknown = sorted(set(map(str, data)) - set(allowed))
+        if unknown:
+            raise ScenarioError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+            )
+
+    @staticmethod
+    def _str(data: Mapping[str, Any], key: str, where: str, default: str) -> str:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str | int | float):
+            raise ScenarioError(f"{where}.{key}: expected text")
+        return str(value)
+
+    @staticmethod
+    def _num(data: Mapping[str, Any], key: str, where: str, default: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScenarioError(f"{where}.{key}: expected a number, got {value!r}")
+        return float(value)
+
+    def _int(self, data: Mapping[str, Any], key: str, where: str, default: int, minimum: int = 0) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
+        if value < minimum:
+            raise ScenarioError(f"{where}.{key}: must be >= {minimum}")
+        return value
+
+    @staticmethod
+    def _bool(data: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise ScenarioError(f"{where}.{key}: expected true or false")
+        return value
+
+    @staticmethod
+    def _guid(value: Any, where: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(str(value))
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: not a GUID: {value!r}") from exc
+
+    # -- sections ----------------------------------------------------------------------------
+    def scenario(self, data: Mapping[str, Any]) -> Scenario:
+        top = self._mapping(data, "scenario")
+        self._check_keys(
+            top,
+            [
+                "organisation",
+                "organization",
+                "servers",
+                "users",
+                "session_limit",
+                "result_size_default",
+                "shell_idle_timeout_seconds",
+                "replays",
+            ],
+            "scenario",
+        )
+        org = self.organisation(
+            self._mapping(top.get("organisation", top.get("organization")), "organisation")
+        )
+        raw_servers = top.get("servers")
+        if not isinstance(raw_servers, list) or not raw_servers:
+            raise ScenarioError("servers: expected a non-empty list of servers")
+        names = [str(self._mapping(s, f"servers[{i}]").get("name", "")) for i, s in enumerate(raw_servers)]
+        fqdns = {
+            n.upper(): str(s.get("fqdn") or f"{n.lower()}.{org.domain}")
+            for n, s in zip(names, raw_servers, strict=True)
+        }
+        servers = tuple(self.server(s, f"servers[{i}]", org, fqdns) for i, s in enumerate(raw_servers))
+        seen: set[str] = set()
+        for server in servers:
+            if server.name.upper() in seen:
+                raise ScenarioError(f"servers: duplicate server name {server.name}")
+            seen.add(server.name.upper())
+        return Scenario(
+            organisation=org,
+            servers=servers,
+            users=self.users(top.get("users")),
+            session_limit=self._int(top, "session_limit", "scenario", 18, minimum=1),
+            result_size_default=self._int(top, "result_size_default", "scenario", 1000, minimum=1),
+            shell_idle_timeout_seconds=max(
+                0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)
+            ),
+            replays=self.replays(top.get("replays"), {s.name.upper() for s in servers}),
+        )
+
+    def organisation(self, data: Mapping[str, Any]) -> OrganisationSpec:
+        where = "organisation"
+        self._check_keys(
+            data, ["name", "domain", "domain_controller", "timezone_offset_minutes", "culture"], where
+        )
+        return OrganisationSpec(
+            name=self._str(data, "name", where, "Contoso"),
+            domain=self._str(data, "domain", where, "contoso.sim"),
+            domain_controller=self._str(data, "domain_controller", where, ""),
+            timezone_offset_minutes=int(self._num(data, "timezone_offset_minutes", where, 0)),
+            culture=self._str(data, "culture", where, "en-US"),
+        )
+
+    def users(self, data: Any) -> dict[str, str]:
+        users: dict[str, str] = {}
+        if data is None:
+            return users
+        if isinstance(data, Mapping):
+            for name, password in data.items():
+                users[str(name)] = str(password)
+        elif isinstance(data, list):
+            for i, entry in enumerate(data):
+                item = self._mapping(entry, f"users[{i}]")
+                self._check_keys(item, ["username", "password"], f"users[{i}]")
+                if "username" not in item or "password" not in item:
+                    raise ScenarioError(f"users[{i}]: needs username and password")
+                users[str(item["username"])] = str(item["password"])
+        else:
+            raise ScenarioError("users: expected a mapping username -> password or a list")
+        return users
+
+    def replays(self, data: Any, servers: set[str]) -> tuple[ReplaySpec, ...]:
+        replays: list[ReplaySpec] = []
+        for cmdlet, target in self._mapping(data, "replays").items():
+            where = f"replays.{cmdlet}"
+            per_server = target if isinstance(target, Mapping) else {"*": target}
+            for server, path in per_server.items():
+                if not isinstance(path, str):
+                    raise ScenarioError(f"{where}: expected a file path or a mapping server -> path")
+                key = str(server)
+                if key != "*" and key.upper() not in servers:
+                    raise ScenarioError(f"{where}: unknown server {key}")
+                file = Path(path).expanduser()
+                if not file.is_absolute() and self.base_dir is not None:
+                    file = self.base_dir / file
+                replays.append(ReplaySpec(cmdlet=str(cmdlet), path=file, server=key))
+        return tuple(replays)
+
+    def server(self, raw: Any, where: str, org: OrganisationSpec, fqdns: Mapping[str, str]) -> ServerSpec:
+        data = self._mapping(raw, where)
+        self._check_keys(
+            data,
+            [
+                "name",
+                "fqdn",
+                "version",
+                "edition",
+                "site",
+                "roles",
+                "server_role",
+                "hub_transport",
+                "mailbox",
+                "client_access",
+                "frontend_transport",
+                "edge",
+                "guid",
+                "port",
+                "queues",
+                "message_tracking_log_path",
+                "message_tracking_log_enabled",
+            ],
+            where,
+        )
+        name = self._str(data, "name", where, "")
+        if not name or "\\" in name or " " in name:
+            raise ScenarioError(f"{where}.name: a server needs a simple name such as EX01")
+        raw_roles = data.get("server_role", data.get("roles", ["Mailbox"]))
+        roles = tuple(str(r) for r in (raw_roles if isinstance(raw_roles, list) else [raw_roles]))
+        for role in roles:
+            if role not in SERVER_ROLES:
+                raise ScenarioError(
+                    f"{where}.server_role: unknown role {role}; known: {', '.join(SERVER_ROLES)}"
+                )
+        edge = self._bool(data, "edge", where, "Edge" in roles)
+        guid = (
+            self._guid(data["guid"], f"{where}.guid")
+            if "guid" in data
+            else uuid.uuid5(uuid.NAMESPACE_DNS, f"{name.lower()}.{org.domain}")
+        )
+        port = data.get("port")
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536
+        ):
+            raise ScenarioError(f"{where}.port: expected a TCP port number")
+        spec = ServerSpec(
+            name=name,
+            fqdn=fqdns[name.upper()],
+            version=self._str(data, "version", where, DEFAULT_VERSION),
+            edition=self._str(data, "edition", where, "Standard"),
+            site=self._str(data, "site", where, "Default-First-Site-Name"),
+            server_role=roles,
+            is_hub_transport=self._bool(data, "hub_transport", where, not edge),
+            is_mailbox=self._bool(data, "mailbox", where, "Mailbox" in roles),
+            is_client_access=self._bool(data, "client_access", where, not edge),
+            is_frontend_transport=self._bool(data, "frontend_transport", where, not edge),
+            is_edge=edge,
+            guid=guid,
+            port=port,
+            message_tracking_log_path=self._str(
+                data, "message_tracking_log_path", where, ServerSpec.message_tracking_log_path
+            ),
+            message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
+        )
+        raw_queues = data.get("queues", [])
+        if not isinstance(raw_queues, list):
+            raise ScenarioError(f"{where}.queues: expected a list")
+        queues = self.queues(raw_queues, f"{where}.queues", fqdns)
+        return ServerSpec(**{**spec.__dict__, "queues": queues})
+
+    def queues(self, raw: list[Any], where: str, fqdns: Mapping[str, str]) -> tuple[QueueSpec, ...]:
+        explicit = {
+            int(q["row_id"])
+            for q in raw
+            if isinstance(q, Mapping)
+            and isinstance(q.get("row_id"), int)
+            and not isinstance(q.get("row_id"), bool)
+        }
+        next_row = 3
+        specs: list[QueueSpec] = []
+        singletons: set[str] = set()
+        for i, item in enumerate(raw):
+            spec = self.queue(self._mapping(item, f"{where}[{i}]"), f"{where}[{i}]", fqdns)
+            if spec.kind in ("delivery", "shadow") and spec.row_id is None:
+                while next_row in explicit:
+                    next_row += 1
+                spec = QueueSpec(**{**spec.__dict__, "row_id": next_row})
+                explicit.add(next_row)
+            if spec.kind in ("submission", "poison", "unreachable"):
+                if spec.kind in singletons:
+                    raise ScenarioError(f"{where}[{i}]: a server has only one {spec.kind} queue")
+                singletons.add(spec.kind)
+            specs.append(spec)
+        ids = [s.identity("X") for s in specs]
+        if len(ids) != len(set(ids)):
+            raise ScenarioError(f"{where}: two queues have the same row_id")
+        return tuple(specs)
+
+    def queue(self, data: Mapping[str, Any], where: str, fqdns: Mapping[str, str]) -> QueueSpec:
+        self._check_keys(
+            data,
+            [
+                "kind",
+                "row_id",
+                "delivery_type",
+                "next_hop_domain",
+                "next_hop_category",
+                "status",
+                "message_count",
+                "deferred_message_count",
+                "locked_message_count",
+                "last_error",
+                "retry_count",
+                "retry_interval_seconds",
+                "incoming_rate",
+                "outgoing_rate",
+                "tls_domain",
+                "next_hop_connector",
+                "risk_level",
+                "outbound_ip_pool",
+                "pattern",
+                "primary_server",
+            ],
+            where,
+        )
+        kind = self._str(data, "kind", where, "delivery").lower()
+        if kind not in QUEUE_KINDS:
+            raise ScenarioError(f"{where}.kind: unknown queue kind {kind}; known: {', '.join(QUEUE_KINDS)}")
+        defaults = {
+            "submission": ("Undefined", "Submission"),
+            "poison": ("Undefined", "Poison Message"),
+            "unreachable": ("Unreachable", "Unreachable Domain"),
+            "shadow": ("ShadowRedundancy", ""),
+            "delivery": ("DnsConnectorDelivery", ""),
+        }[kind]
+        delivery_type = self._str(data, "delivery_type", where, defaults[0])
+        if delivery_type not in DELIVERY_TYPES:
+            raise ScenarioError(f"{where}.delivery_type: unknown DeliveryType {delivery_type}")
+        next_hop = self._str(data, "next_hop_domain", where, defaults[1])
+        if kind == "shadow" and not next_hop:
+            primary = self._str(data, "primary_server", where, "")
+            if primary.upper() not in fqdns:
+                raise ScenarioError(
+                    f"{where}: a shadow queue needs next_hop_domain or a known primary_server"
+                )
+            next_hop = fqdns[primary.upper()]
+        if not next_hop:
+            raise ScenarioError(f"{where}.next_hop_domain: required for a delivery queue")
+        category = self._str(
+            data,
+            "next_hop_category",
+            where,
+            "External" if delivery_type in EXTERNAL_DELIVERY_TYPES else "Internal",
+        )
+        if category not in ("Internal", "External"):
+            raise ScenarioError(f"{where}.next_hop_category: Internal or External")
+        status = data.get("status")
+        if status is not None and str(status) not in QUEUE_STATUSES:
+            raise ScenarioError(
+                f"{where}.status: unknown status {status}; known: {', '.join(QUEUE_STATUSES)}"
+            )
+        risk = self._str(data, "risk_level", where, "Normal")
+        if risk not in ("Normal", "Bulk", "High", "Low"):
+            raise ScenarioError(f"{where}.risk_level: Normal, Bulk, High or Low")
+        row_id = data.get("row_id")
+        if row_id is not None and (isinstance(row_id, bool) or not isinstance(row_id, int) or row_id < 1):
+            raise ScenarioError(f"{where}.row_id: expected a positive integer")
+        if kind not in ("delivery", "shadow") and row_id is not None:
+            raise ScenarioError(f"{where}.row_id: only delivery and shadow queues have a row id")
+        incoming = data.get("incoming_rate")
+        connector = data.get("next_hop_connector")
+        return QueueSpec(
+            kind=kind,
+            row_id=row_id,
+            delivery_type=delivery_type,
+            next_hop_domain=next_hop,
+            next_hop_category=category,
+            status=None if status is None else str(status),
+            message_count=self._int(data, "message_count", where, 0),
+            deferred_message_count=self._int(data, "deferred_message_count", where, 0),
+            locked_message_count=self._int(data, "locked_message_count", where, 0),
+            last_error=self._str(data, "last_error", where, ""),
+            retry_count=self._int(data, "retry_count", where, 0),
+            retry_interval_seconds=self._num(data, "retry_interval_seconds", where, 600.0),
+            incoming_rate=None if incoming is None else self._num(data, "incoming_rate", where, 0.0),
+            outgoing_rate=self._num(data, "outgoing_rate", where, 0.0),
+            tls_domain=self._str(data, "tls_domain", where, ""),
+            next_hop_connector=ZERO_GUID
+            if connector is None
+            else self._guid(connector, f"{where}.next_hop_connector"),
+            risk_level=risk,
+            outbound_ip_pool=self._int(data, "outbound_ip_pool", where, 0),
+            pattern=None if data.get("pattern") is None else self.pattern(data, where),
+        )
+
+    def pattern(self, queue: Mapping[str, Any], where: str) -> Pattern:
+        where = f"{where}.pattern"
+        data = self._mapping(queue.get("pattern"), where)
+        self._check_keys(data, ["kind", "per_minute", "period_seconds", "min", "max", "phase_seconds"], where)
+        kind = self._str(data, "kind", where, "constant")
+        if kind not in PATTERN_KINDS:
+            raise ScenarioError(f"{where}.kind: unknown pattern {kind}; known: {', '.join(PATTERN_KINDS)}")
+        base = float(queue.get("message_count", 0) or 0)
+        low = self._num(data, "min", where, 0.0)
+        high = self._num(data, "max", where, max(base, low))
+        if high < low:
+            raise ScenarioError(f"{where}: max must be >= min")
+        period = data.get("period_seconds")
+        if period is not None and (
+            isinstance(period, bool) or not isinstance(period, int | float) or period <= 0
+        ):
+            raise ScenarioError(f"{where}.period_seconds: expected a positive number")
+        if kind == "wave" and period is None:
+            period = 300.0
+        return Pattern(
+            kind=kind,
+            per_minute=self._num(data, "per_minute", where, 0.0),
+            period_seconds=None if period is None else float(period),
+            min=low,
+            max=high,
+            phase_seconds=self._num(data, "phase_seconds", where, 0.0),
+        )

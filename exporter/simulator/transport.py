@@ -1,0 +1,258 @@
+"""HTTP(S) listener of one simulated server's ``/PowerShell`` endpoint.
+
+Each endpoint is a ``ThreadingHTTPServer`` (daemon threads, HTTP/1.1 keep-alive) on its own port.
+The handler checks the path, applies the endpoint-wide transport faults (hang, latency, HTTP 401/500,
+WSMan fault), checks HTTP Basic credentials, parses the WSMan envelope and hands it to the
+:class:`~exporter.simulator.service.EndpointService`. ``refused`` is implemented by closing the
+listening socket (and cutting open connections) and listening again on the same port when healed.
+Passwords are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from exporter.simulator import wsman
+from exporter.simulator.faults import FaultKind
+from exporter.simulator.service import EndpointService, HttpFault, SimState, injected_wsman_fault
+from exporter.simulator.wsman import WSManFault
+
+__all__ = ["Endpoint"]
+
+log = logging.getLogger("exporter.simulator")
+
+_IIS_404 = (
+    b"The resource you are looking for has been removed, had its name changed, or is temporarily unavailable."
+)
+_IIS_500 = b"The page cannot be displayed because an internal server error has occurred."
+_IIS_401 = b"401 - Unauthorized: Access is denied due to invalid credentials."
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        # Responses are written in one piece; without TCP_NODELAY, Nagle's algorithm and the
+        # client's delayed ACK would add ~40 ms to every request/response turn.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        context = self.endpoint.ssl_context
+        if context is not None:  # the handshake runs in the handler thread (see _Handler.setup)
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self.connections_lock:
+            self.connections.add(sock)
+        return sock, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+            self.connections.clear()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug(
+            "simulator: connection error from %s on %s", client_address, self.endpoint.name, exc_info=True
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = 256 * 1024  # handle_one_request() flushes once per response
+    server_version = "Microsoft-IIS/10.0"
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(30)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("simulator %s: %s", self.server.endpoint.name, format % args)
+
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str = "text/html"
+    ) -> None:
+        endpoint = self.server.endpoint
+        latency = endpoint.state.faults.find(endpoint.name, FaultKind.LATENCY)
+        if latency is not None and latency.seconds:
+            endpoint.state.faults.sleep(latency.seconds)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Powered-By", "ASP.NET")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
+
+    def _soap(self, status: int, body: bytes) -> None:
+        self._send(status, body, content_type="application/soap+xml;charset=UTF-8")
+
+    def do_GET(self) -> None:
+        self._read_body()
+        if self._path_ok():
+            self._send(405, b"405 - HTTP verb used to access this page is not allowed.", {"Allow": "POST"})
+        else:
+            self._send(404, _IIS_404)
+
+    def _path_ok(self) -> bool:
+        path = self.path.split("?", 1)[0].rstrip("/").lower()
+        return path == "/powershell"
+
+    def _read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        return self.rfile.read(min(length, _MAX_BODY)) if length > 0 else b""
+
+    def _user(self) -> str | None:
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic" or not token:
+            return None
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            return None
+        users = self.server.endpoint.state.scenario.users
+        for known, secret in users.items():
+            if known.lower() == username.lower() and hmac.compare_digest(secret.encode(), password.encode()):
+                return known
+        return None
+
+    def do_POST(self) -> None:
+        endpoint = self.server.endpoint
+        state = endpoint.state
+        faults = state.faults
+        body = self._read_body()
+        state.stats.add("requests", endpoint.name)
+        if not self._path_ok():
+            self._send(404, _IIS_404)
+            return
+        if faults.find(endpoint.name, FaultKind.HANG) is not None:
+            faults.wait_while(lambda: faults.find(endpoint.name, FaultKind.HANG) is not None)
+            if faults.stopping:
+                self.close_connection = True
+                return
+        if (fault := faults.find(endpoint.name, FaultKind.HTTP401)) is not None:
+            self._send(401, _IIS_401, {"WWW-Authenticate": f'Basic realm="{endpoint.fqdn}"'})
+            return
+        if (fault := faults.find(endpoint.name, FaultKind.HTTP500)) is not None:
+            self._send(500, (fault.message or "").encode() or _IIS_500)
+            return
+        user = self._user()
+        if user is None:
+            state.stats.add("auth_failures", endpoint.name)
+            log.info("simulator %s: rejected credentials from %s", endpoint.name, self.client_address[0])
+            self._send(401, _IIS_401, {"WWW-Authenticate": f'Basic realm="{endpoint.fqdn}"'})
+            return
+        request = None
+        try:
+            request = wsman.parse_request(body)
+            if (fault := faults.find(endpoint.name, FaultKind.WSMAN_FAULT)) is not None:
+                raise injected_wsman_fault(fault.message)
+            scheme = "https" if endpoint.ssl_context is not None else "http"
+            address = f"{scheme}://{endpoint.fqdn}:{endpoint.port}/PowerShell"
+            response = endpoint.service.handle(request, user, self.client_address[0], address)
+        except WSManFault as exc:
+            relates = request.message_id if request is not None else None
+            self._soap(exc.http_status, exc.envelope(relates, endpoint.fqdn))
+            return
+        except HttpFault as exc:
+            if faults.stopping:
+                self.close_connection = True
+                return
+            self._send(exc.status, exc.body, exc.headers)
+            return
+        self._soap(200, response)
+
+
+class Endpoint:
+    """One simulated server's listener (host, port) and its service."""
+
+    def __init__(
+        self,
+        name: str,
+        fqdn: str,
+        state: SimState,
+        service: EndpointService,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.name = name
+        self.fqdn = fqdn
+        self.state = state
+        self.service = service
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listening socket is open."""
+        return self._server is not None
+
+    def start(self) -> None:
+        """Open the listening socket (on the configured port; 0 picks a free one, kept afterwards)."""
+        with self._lock:
+            if self._server is not None:
+                return
+            server = _Server((self.host, self.port), self)
+            self.port = server.server_address[1]
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                daemon=True,
+                name=f"sim-endpoint-{self.name}",
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listening socket and cut open connections (clients then get refused/reset)."""
+        with self._lock:
+            server, self._server = self._server, None
+            thread, self._thread = self._thread, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.cut_connections()
+        if thread is not None:
+            thread.join(timeout=5)
