@@ -33,6 +33,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from exporter.errors import CollectorError
+from exporter.exchange import wire
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class CallResult:
 
 
 class SessionLimiter:
-    """Caps concurrently open sessions per (account, endpoint host)."""
+    """Caps concurrently open sessions per (account, endpoint ``host:port``)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -190,6 +191,7 @@ class ExchangeSession:
         self._lock = threading.Lock()  # one pipeline at a time on this pool
         self._secrets = [server.password.get_secret_value()] if server.password else []
         self.opened = 0  # pools opened over this session's life (a reuse measure)
+        self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
 
     @property
@@ -245,14 +247,15 @@ class ExchangeSession:
     def _ensure_open(self, deadline: float) -> RunspacePool:
         if self._pool is not None:
             return self._pool
-        self._limiter.acquire(self.server.account, self.server.host)
+        self._limiter.acquire(self.server.account, self._endpoint_key)
         try:
             wsman = self._wsman_factory(self.server)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
+            wire.install(pool)
             remaining = max(0.1, deadline - time.monotonic())
             run_with_deadline(pool.open, remaining, f"open-{self.server.name}")
         except BaseException:
-            self._limiter.release(self.server.account, self.server.host)
+            self._limiter.release(self.server.account, self._endpoint_key)
             raise
         self._pool = pool
         self.opened += 1
@@ -311,7 +314,7 @@ class ExchangeSession:
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
         finally:
-            self._limiter.release(self.server.account, self.server.host)
+            self._limiter.release(self.server.account, self._endpoint_key)
 
     def close(self) -> None:
         """Close the pool (on shutdown); bounded by the connect timeout."""
