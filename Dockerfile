@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
 # mailflow-exporter: build a wheel, install it into a venv, run as an unprivileged user.
 FROM python:3.11-slim AS build
+# gssapi (Kerberos) compiles against the MIT Kerberos headers.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc=4:* libc6-dev=2.* libkrb5-dev=1.* \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir .
+ && /opt/venv/bin/pip install --no-cache-dir ".[kerberos]"
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="mailflow-exporter" \

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# libkrb5-dev + gcc: the Dockerfile's install step builds gssapi (Kerberos); a test repeats that step.
+[ -e /usr/include/gssapi/gssapi.h ] || need_apt+=(libkrb5-dev)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

@@ -7,6 +7,7 @@ queues are capped to the top N by messages (the rest fold into ``other``). Rende
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
 from exporter.exchange.lasterror import SmtpError, parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
 
+log = logging.getLogger(__name__)
 QUEUE_STATUSES = ("Active", "Connecting", "Ready", "Retry", "Suspended", "None")
 QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
 OTHER_DOMAIN = "other"
@@ -182,6 +184,8 @@ class QueueCollector:
         if result.errors or result.failed:
             detail = result.errors[0] if result.errors else "pipeline failed"
             raise CollectorError(f"Get-Queue -Server {target}: {detail[:300]}", reason="cmdlet_error")
+        for warning in result.warnings:  # e.g. ResultSize truncation: the data is partial, say so
+            log.warning('cmdlet warning collector=queues target=%s warning="%s"', target, warning[:300])
         try:
             return parse_queues(result.objects, target, self._max_domains)
         except ParseError:
