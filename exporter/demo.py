@@ -52,14 +52,15 @@ def demo_settings(
         "scheduler": {"jitter": 1, "first_run_spread": 0.5},
         "web": {"listen_address": listen_address},
     }
-    return Settings.model_validate(_merge(data, overrides or {}))
+    return Settings.model_validate(deep_merge(data, overrides or {}))
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into a copy of ``base``, recursing into nested mappings."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

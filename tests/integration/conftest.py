@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from exporter.demo import demo_settings
+from exporter.demo import deep_merge, demo_settings
 from exporter.service import Service
 from exporter.settings import Settings
 from exporter.simulator import Scenario, Simulator
@@ -94,16 +94,7 @@ def settings_for(
 ) -> Settings:
     """Exporter settings against this simulator, with short timeouts suited to tests."""
     base: dict[str, Any] = {"exchange": {"defaults": {"call_timeout": 5, "connect_timeout": 2}}}
-    if overrides:
-        base = _merge(base, overrides)
-    return demo_settings(sim, scenario, "127.0.0.1:0", tls, interval=30.0, overrides=base)
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return demo_settings(sim, scenario, "127.0.0.1:0", tls, interval=30.0, overrides=deep_merge(base, overrides or {}))
 
 
 @pytest.fixture
