@@ -13,7 +13,7 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        msg = record.getMessage().replace("\n", " ")
+        msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
         line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{msg}"'
         if record.exc_info:
             line += ' exc="' + self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'") + '"'

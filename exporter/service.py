@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -19,7 +20,7 @@ from exporter.collector import Collector
 from exporter.errors import CollectorError
 from exporter.exchange.discovery import DiscoveryCollector
 from exporter.exchange.queues import QueueCollector
-from exporter.exchange.session import SessionManager
+from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
@@ -52,7 +53,12 @@ class Service:
     ) -> None:
         self.settings = settings
         self.store = SnapshotStore(clock)
-        self.sessions = SessionManager(settings.exchange.max_sessions_per_account, wsman_factory)
+        backoff = settings.exchange.auth_failure_backoff
+        self.sessions = SessionManager(
+            settings.exchange.max_sessions_per_account,
+            wsman_factory,
+            AuthBackoff(base=backoff, cap=max(900.0, backoff)),
+        )
         self.targets = ExchangeTargets(settings, self.sessions)
         self.collectors = build_collectors(settings, self.targets)
         self.registry = build_registry(
@@ -65,17 +71,23 @@ class Service:
             timezone=UTC,
         )
         self._app = WebApp(
-            self.registry, self.store, settings.web.telemetry_path, settings.web.runbook_url, self.readiness
+            self.registry,
+            self.store,
+            settings.web.telemetry_path,
+            settings.web.runbook_url,
+            self.readiness,
+            self.health,
         )
         self.web: WebServer | None = None
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
+        self._ready = False
 
     # --- polling ------------------------------------------------------------------------------------
 
-    def poll_once(self, collector: Collector, target: str) -> Snapshot:
-        """Poll one target and record the snapshot. Never raises."""
+    def poll_once(self, collector: Collector, target: str) -> Snapshot | None:
+        """Poll one target and record the snapshot (None when it is no longer wanted). Never raises."""
         started = time.monotonic()
         try:
             result: Any = collector.poll(target)
@@ -86,6 +98,8 @@ class Service:
             log.exception("poll crashed collector=%s target=%s", collector.name, target)
             result, ok, reason, message = None, False, "other", f"{type(exc).__name__}: internal error"
         duration = time.monotonic() - started
+        if self._stopped.is_set() or target not in collector.targets():
+            return None  # shutting down, or the target left the inventory while we polled it
         snapshot = Snapshot(
             collector=collector.name,
             target=target,
@@ -117,8 +131,9 @@ class Service:
 
         def run(c: Collector, t: str) -> None:
             snap = self.poll_once(c, t)
-            with lock:
-                out.append(snap)
+            if snap is not None:
+                with lock:
+                    out.append(snap)
 
         # Discovery first: it changes the target list of the others.
         for c, t in [j for j in jobs if j[0].name == "discovery"]:
@@ -173,14 +188,26 @@ class Service:
             self.store.forget(name, target)
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once every scheduled (collector, target) has finished at least one poll."""
+        """Ready once every target has finished its first poll (success or failure); stays ready
+        (targets added later by discovery do not flip it) until shutdown begins."""
+        if self._stopped.is_set():
+            return False, "shutting down"
+        if self._ready:
+            return True, "Ready"
         if not self._started:
             return False, "starting"
         states = self.store.states()
         pending = [f"{c.name}:{t}" for c in self.collectors for t in c.targets() if (c.name, t) not in states]
         if pending:
             return False, f"waiting for first poll of {len(pending)} target(s): {', '.join(pending[:5])}"
+        self._ready = True
         return True, "Ready"
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy unless the scheduler died (then only a restart helps)."""
+        if self._started and not self._stopped.is_set() and not self.scheduler.running:
+            return False, "scheduler not running"
+        return True, "Healthy"
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -192,7 +219,9 @@ class Service:
             log.info("listening address=%s path=%s", self.settings.web.listen_address, self.settings.web.telemetry_path)
         self.scheduler.start()
         self.reconcile()
-        self.scheduler.add_job(self.reconcile, "interval", seconds=RECONCILE_SECONDS, id="reconcile")
+        self.scheduler.add_job(
+            self.reconcile, "interval", seconds=RECONCILE_SECONDS, id="reconcile", misfire_grace_time=30
+        )
         self._started = True
 
     def request_stop(self) -> None:
@@ -203,10 +232,10 @@ class Service:
         """Stop polling, close every Exchange session, stop serving. Idempotent."""
         if self._stopped.is_set():
             return
-        self._stopped.set()
+        self._stopped.set()  # readiness turns 503 now; queued polls stop opening sessions
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        self.sessions.close_all()
+        self.sessions.close_all(timeout=8.0)
         if self.web is not None:
             self.web.stop()
         log.info("stopped")
@@ -215,7 +244,11 @@ class Service:
         """Start, then block until SIGTERM or SIGINT, then stop cleanly."""
 
         def handle(signum: int, _frame: Any) -> None:
-            log.info("signal received signal=%s", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self._stop_requested.is_set():
+                log.warning("second signal, exiting at once signal=%s", name)
+                os._exit(1)
+            log.info("signal received signal=%s", name)
             self._stop_requested.set()
 
         signal.signal(signal.SIGTERM, handle)

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from exporter.errors import ConfigError
 
@@ -112,6 +112,9 @@ class ExchangeSettings(_Model):
     servers: list[ServerSettings] = Field(default_factory=list)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     max_sessions_per_account: int = Field(default=18, ge=1, le=1000)
+    # After an authentication failure the account is not tried again for this long, doubling up
+    # to 15 minutes, so many servers polled with a wrong password cannot lock it out.
+    auth_failure_backoff: Duration = 60.0
 
     @model_validator(mode="after")
     def _check_targets(self) -> ExchangeSettings:
@@ -123,6 +126,15 @@ class ExchangeSettings(_Model):
             raise ValueError("discovery needs at least one server in exchange.servers to ask (the seed)")
         if self.discovery.seed and self.discovery.seed.lower() not in names:
             raise ValueError(f"discovery.seed {self.discovery.seed!r} is not one of exchange.servers")
+        d = self.defaults
+        if self.discovery.enabled and self.discovery.connect == "direct":
+            if d.auth == "basic" and not d.tls and not d.allow_insecure_basic:
+                raise ValueError(
+                    "discovered servers use exchange.defaults: basic auth there needs tls: true "
+                    "(or allow_insecure_basic: true), else passwords travel in clear"
+                )
+            if d.auth in ("basic", "ntlm") and not d.username:
+                raise ValueError(f"discovered servers use exchange.defaults: auth {d.auth} needs a username")
         for server in self.servers:
             auth = server.auth or self.defaults.auth
             tls = self.defaults.tls if server.tls is None else server.tls
@@ -145,7 +157,7 @@ class QueueCollectorSettings(_Model):
     enabled: bool = True
     interval: Duration = 60.0
     max_next_hop_domains: int = Field(default=20, ge=1, le=1000)
-    result_size: int | Literal["Unlimited"] = "Unlimited"
+    result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
 
 
 class CollectorsSettings(_Model):
@@ -154,8 +166,9 @@ class CollectorsSettings(_Model):
 
 class SchedulerSettings(_Model):
     max_workers: int = Field(default=16, ge=1, le=256)
-    jitter: Duration = 5.0
-    stale_after_intervals: float = Field(default=3.0, ge=1.0)
+    jitter: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
+    # Below 1.5 every result would expire before the next (jittered, non-instant) poll lands.
+    stale_after_intervals: float = Field(default=3.0, ge=1.5)
     first_run_spread: Duration = 2.0
 
 
@@ -183,7 +196,9 @@ class WebSettings(_Model):
 
 
 class LogSettings(_Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
+    ] = "info"
     format: Literal["logfmt", "json"] = "logfmt"
 
 
@@ -245,6 +260,18 @@ class ResolvedServer(BaseModel):
     connect_timeout: float
     call_timeout: float
     via: str | None = None  # poll through this server's session instead of connecting directly
+    password_file: Path | None = None  # where the password came from, re-read before each logon
+
+    def current_password(self) -> str | None:
+        """The password as it is now: re-read from its file (a rotated secret needs no restart)."""
+        if self.password_file is not None:
+            try:
+                value = self.password_file.read_text(encoding="utf-8").strip()
+            except OSError:
+                value = ""
+            if value:
+                return value
+        return self.password.get_secret_value() if self.password else None
 
     @property
     def account(self) -> str:
@@ -266,24 +293,36 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         return getattr(d, name) if value is None else value
 
     tls = pick("tls")
+    auth = pick("auth")
+    if auth == "basic" and not tls and not pick("allow_insecure_basic"):
+        raise ConfigError(
+            f"server {server.name}: basic auth over plain HTTP sends the password in clear; "
+            "set tls: true (recommended) or allow_insecure_basic: true"
+        )
+    if auth in ("basic", "ntlm") and not pick("username"):
+        raise ConfigError(f"server {server.name}: auth {auth} needs a username")
     password = pick("password")
     password_file = pick("password_file")
+    source: Path | None = None
     if password is None and password_file is not None:
         password = SecretStr(_read_secret(password_file, f"exchange.servers[{server.name}].password_file"))
+        source = password_file
     if password is None and settings.secrets_dir is not None:
         for candidate in (f"{server.name.lower()}_password", "exchange_password"):
             path = settings.secrets_dir / candidate
             if path.is_file():
                 password = SecretStr(_read_secret(path, f"secrets_dir/{candidate}"))
+                source = path
                 break
     return ResolvedServer(
         name=server.name,
         host=host or pick("host") or server.name,
         port=pick("port") or (443 if tls else 80),
         tls=tls,
-        auth=pick("auth"),
+        auth=auth,
         username=pick("username"),
         password=password,
+        password_file=source,
         verify_tls=pick("verify_tls"),
         ca_bundle=pick("ca_bundle"),
         negotiate_service=pick("negotiate_service"),
@@ -395,6 +434,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe_errors(exc, str(path) if path else "configuration", lines, environ)) from None
+    except SettingsError as exc:  # e.g. a MAILFLOW_* variable holding malformed JSON
+        raise ConfigError(f"{path or 'configuration'}: environment: {exc}") from None
     finally:
         _yaml_data.reset(token)
     try:

@@ -83,6 +83,8 @@ class SnapshotStore:
         """Drop a target that is no longer polled (e.g. removed by discovery)."""
         with self._lock:
             self._states.pop((collector, target), None)
+            for key in [k for k in self._errors if k[:2] == (collector, target)]:
+                del self._errors[key]
 
     def now(self) -> float:
         return self._clock()

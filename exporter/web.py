@@ -51,19 +51,22 @@ class WebApp:
         telemetry_path: str,
         runbook_url: str,
         ready: Callable[[], tuple[bool, str]],
+        healthy: Callable[[], tuple[bool, str]] = lambda: (True, "Healthy"),
     ) -> None:
         self._metrics_app = make_wsgi_app(registry)
         self._store = store
         self._path = telemetry_path
         self._runbook = runbook_url
         self._ready = ready
+        self._healthy = healthy
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == self._path:
             return self._metrics_app(environ, start_response)
         if path == "/-/healthy":
-            return _text(start_response, "200 OK", "Healthy\n")
+            ok, detail = self._healthy()
+            return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
         if path == "/-/ready":
             ok, detail = self._ready()
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +12,8 @@ from prometheus_client.metrics_core import Metric
 from exporter.errors import CollectorError
 from exporter.exchange.clixml import as_bool, flatten
 from exporter.exchange.targets import DiscoveredServer, ExchangeTargets
+
+log = logging.getLogger(__name__)
 
 
 def parse_exchange_servers(objects: Iterable[Any]) -> list[DiscoveredServer]:
@@ -54,8 +57,9 @@ class DiscoveryCollector:
             detail = result.errors[0] if result.errors else "pipeline failed"
             raise CollectorError(f"Get-ExchangeServer: {detail[:300]}", reason="cmdlet_error")
         found = parse_exchange_servers(result.objects)
-        self._targets.set_discovered(found)
-        return tuple(found)
+        for problem in self._targets.set_discovered(found):
+            log.warning('discovered server skipped detail="%s"', problem)
+        return tuple(s for s in found if self._targets.accept(s.name))
 
     def render(self, results: Mapping[str, tuple[DiscoveredServer, ...]]) -> Iterable[Metric]:
         info = GaugeMetricFamily(

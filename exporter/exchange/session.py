@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import logging
 import threading
 import time
@@ -96,12 +99,8 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str) -> _T:
-    """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
-
-    The thread is left behind on timeout (pypsrp calls cannot be interrupted); it ends when the
-    HTTP read timeout fires. Daemon threads never block interpreter shutdown.
-    """
+def start_thread(fn: Callable[[], _T], name: str) -> Future[_T]:
+    """Run ``fn`` in a new daemon thread; its outcome lands in the returned future."""
     future: Future[_T] = Future()
 
     def runner() -> None:
@@ -113,6 +112,16 @@ def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str) -> _T:
             future.set_exception(exc)
 
     threading.Thread(target=runner, name=name, daemon=True).start()
+    return future
+
+
+def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str) -> _T:
+    """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
+
+    The thread is left behind on timeout (pypsrp calls cannot be interrupted); it ends when the
+    HTTP read timeout fires. Daemon threads never block interpreter shutdown.
+    """
+    future = start_thread(fn, name)
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:
@@ -144,19 +153,19 @@ def classify_exception(exc: BaseException) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """A one-line, user-facing description of a failure (never includes credentials)."""
+    """A user-facing description of a failure; callers redact secrets, then truncate."""
     if isinstance(exc, CollectorError):
         return str(exc)
     if isinstance(exc, WinRMTransportError):
         return f"HTTP {exc.code} from the PowerShell endpoint"
     if isinstance(exc, WSManFaultError):
-        return f"WSMan fault {exc.code}: {(exc.reason or exc.message or '').strip()[:300]}"
+        return f"WSMan fault {exc.code}: {(exc.reason or exc.message or '').strip()}"
     if isinstance(exc, requests.exceptions.ConnectionError):
         inner = exc.args[0] if exc.args else exc
-        return f"cannot connect: {type(inner).__name__}: {str(inner)[:300]}"
+        return f"cannot connect: {type(inner).__name__}: {inner}"
     if isinstance(exc, AuthenticationError):
-        return f"authentication failed: {str(exc)[:300]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+        return f"authentication failed: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _shell_gone(exc: BaseException) -> bool:
@@ -175,6 +184,50 @@ def _record_text(record: Any) -> str:
     return str(record)
 
 
+class AuthBackoff:
+    """Stops retrying an account after an authentication failure, so polls cannot lock it out.
+
+    N servers polled every minute with a wrong password would be N bad logons a minute against
+    Active Directory's lockout threshold. After a failure the account is not tried again for
+    ``base`` seconds, doubling up to ``cap``; a changed password (e.g. a rotated secret file)
+    ends the backoff at once.
+    """
+
+    def __init__(self, base: float = 60.0, cap: float = 900.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._base, self._cap, self._clock = base, cap, clock
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[float, float, str]] = {}  # account -> (until, delay, fingerprint)
+
+    def check(self, account: str, fingerprint: str) -> None:
+        """Raise CollectorError(reason="auth") while the account is backing off with the same password."""
+        with self._lock:
+            state = self._state.get(account)
+        if state is None:
+            return
+        until, _, failed_with = state
+        remaining = until - self._clock()
+        if remaining > 0 and fingerprint == failed_with:
+            raise CollectorError(
+                f"authentication for {account} failed recently; not retrying for {remaining:.0f}s "
+                "(protects the account from lockout; fix the password to retry at once)",
+                reason="auth",
+            )
+
+    def failed(self, account: str, fingerprint: str) -> None:
+        with self._lock:
+            previous = self._state.get(account)
+            delay = self._base if previous is None else min(self._cap, previous[1] * 2)
+            self._state[account] = (self._clock() + delay, delay, fingerprint)
+
+    def succeeded(self, account: str) -> None:
+        with self._lock:
+            self._state.pop(account, None)
+
+
+def _fingerprint(secret: str | None) -> str:
+    return hashlib.sha256((secret or "").encode()).hexdigest()
+
+
 class ExchangeSession:
     """One runspace pool to one Exchange endpoint, opened lazily and re-opened after failure."""
 
@@ -183,13 +236,16 @@ class ExchangeSession:
         server: ResolvedServer,
         limiter: SessionLimiter,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
+        auth_backoff: AuthBackoff | None = None,
     ) -> None:
         self.server = server
         self._limiter = limiter
         self._wsman_factory = wsman_factory or build_wsman
+        self._auth = auth_backoff or AuthBackoff()
         self._pool: RunspacePool | None = None
         self._lock = threading.Lock()  # one pipeline at a time on this pool
-        self._secrets = [server.password.get_secret_value()] if server.password else []
+        self._pool_lock = threading.Lock()  # guards _pool/_closed; never held during network I/O
+        self._closed = False
         self.opened = 0  # pools opened over this session's life (a reuse measure)
         self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
@@ -197,6 +253,11 @@ class ExchangeSession:
     @property
     def is_open(self) -> bool:
         return self._pool is not None
+
+    def _secrets(self) -> list[str]:
+        values = [self.server.password.get_secret_value()] if self.server.password else []
+        current = self.server.current_password()
+        return [*values, current] if current else values
 
     def invoke(
         self,
@@ -207,25 +268,32 @@ class ExchangeSession:
     ) -> CallResult:
         """Run one cmdlet (optionally piped into ``Select-Object -Property``) with a hard deadline.
 
-        Raises CollectorError with a bounded ``reason`` on transport, protocol or timeout failure.
+        The deadline (``call_timeout``) starts once this session is free: with discovery's
+        ``via_seed`` many targets share one session and wait their turn without eating their
+        budget. Raises CollectorError with a bounded ``reason`` on transport, protocol or timeout
+        failure.
         """
-        deadline = time.monotonic() + (timeout or self.server.call_timeout)
         with self._lock:
+            deadline = time.monotonic() + (timeout or self.server.call_timeout)
             for attempt in (1, 2):
                 reused = self._pool is not None
                 try:
                     return self._invoke_locked(cmdlet, parameters, select, deadline)
                 except CollectorError as exc:
-                    self._discard(exc.reason)
-                    raise CollectorError(redact(str(exc), self._secrets), exc.reason) from None
+                    if exc.reason not in ("auth", "shutdown", "session_limit"):
+                        self._discard(exc.reason)
+                    raise CollectorError(_clip(redact(str(exc), self._secrets())), exc.reason) from None
                 except Exception as exc:
-                    self._discard(classify_exception(exc))
+                    reason = classify_exception(exc)
+                    self._discard(reason)
                     if attempt == 1 and reused and _shell_gone(exc):
                         # IIS recycled or the shell expired: open a fresh pool and try once more.
                         log.info("shell gone, reopening server=%s", self.server.name)
                         continue
-                    message = redact(describe_exception(exc), self._secrets)
-                    raise CollectorError(message, classify_exception(exc)) from None
+                    if reason == "auth":
+                        self._auth.failed(self.server.account, _fingerprint(self.server.current_password()))
+                    message = _clip(redact(describe_exception(exc), self._secrets()))
+                    raise CollectorError(message, reason) from None
         raise AssertionError("unreachable")
 
     def _invoke_locked(
@@ -245,19 +313,36 @@ class ExchangeSession:
         return self._run(pool, cmdlet, parameters, None, deadline)
 
     def _ensure_open(self, deadline: float) -> RunspacePool:
-        if self._pool is not None:
-            return self._pool
+        with self._pool_lock:
+            if self._closed:
+                raise CollectorError("the exporter is shutting down", reason="shutdown")
+            if self._pool is not None:
+                return self._pool
+        self._auth.check(self.server.account, _fingerprint(self.server.current_password()))
         self._limiter.acquire(self.server.account, self._endpoint_key)
         try:
             wsman = self._wsman_factory(self.server)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool)
-            remaining = max(0.1, deadline - time.monotonic())
-            run_with_deadline(pool.open, remaining, f"open-{self.server.name}")
         except BaseException:
             self._limiter.release(self.server.account, self._endpoint_key)
             raise
-        self._pool = pool
+        opening = start_thread(pool.open, f"open-{self.server.name}")
+        try:
+            opening.result(timeout=max(0.1, deadline - time.monotonic()))
+        except FutureTimeout:
+            # The server may still finish creating the shell: close it when it does, then free the slot.
+            start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
+            raise CollectorError("opening the session took longer than call_timeout", reason="timeout") from None
+        except BaseException:
+            start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
+            raise
+        self._auth.succeeded(self.server.account)
+        with self._pool_lock:
+            if self._closed:  # shutdown began while we were opening: do not keep it
+                start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
+                raise CollectorError("the exporter is shutting down", reason="shutdown")
+            self._pool = pool
         self.opened += 1
         log.info("session opened server=%s endpoint=%s", self.server.name, self.server.endpoint)
         return pool
@@ -280,15 +365,12 @@ class ExchangeSession:
         if select:
             ps.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         started = time.monotonic()
-        remaining = deadline - started
-        if remaining <= 0:
-            raise CollectorError("deadline passed before the call started", reason="timeout")
         try:
-            output = run_with_deadline(ps.invoke, remaining, f"call-{self.server.name}")
+            output = run_with_deadline(ps.invoke, max(0.1, deadline - started), f"call-{self.server.name}")
         except _DECODE_ERRORS as exc:
             # pypsrp failed to deserialise the output (broken CLIXML, a dangling RefId/TNRef).
             raise CollectorError(
-                f"{cmdlet}: output could not be decoded ({type(exc).__name__}: {str(exc)[:200]})", reason="parse"
+                f"{cmdlet}: output could not be decoded ({type(exc).__name__}: {exc})", "parse"
             ) from None
         return CallResult(
             objects=list(output or []),
@@ -300,29 +382,55 @@ class ExchangeSession:
 
     def _discard(self, reason: str) -> None:
         """Drop a pool after a failure so the next call opens a fresh one; close it in the background."""
-        pool, self._pool = self._pool, None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
         if pool is None:
             return
         log.info("session discarded server=%s reason=%s", self.server.name, reason)
         # Close even after a timeout: a slow (not dead) server would otherwise keep the session
         # counted against PowerShellMaxConcurrency until its idle timeout.
-        threading.Thread(target=self._close_pool, args=(pool,), name=f"close-{self.server.name}", daemon=True).start()
+        start_thread(lambda: self._close_pool(pool, self._teardown_wait()), f"close-{self.server.name}")
 
-    def _close_pool(self, pool: RunspacePool) -> None:
+    def _teardown_wait(self) -> float:
+        """How long a background close may take: the HTTP read timeout plus a margin."""
+        return _operation_timeout(self.server) + 15.0
+
+    def _reap(self, pool: RunspacePool, opening: Future[Any]) -> None:
+        """After an open that failed or timed out: wait for it to end, then close what it created."""
+        with contextlib.suppress(BaseException):  # a failed open may still have created a shell
+            opening.result(timeout=self._teardown_wait())
+        self._close_pool(pool, self._teardown_wait())
+
+    def _close_pool(self, pool: RunspacePool, wait: float) -> None:
+        """Close a pool, waiting up to ``wait`` s, then free its session slot (the slot counts
+        sessions until their close has finished or given up)."""
         try:
-            run_with_deadline(pool.close, self.server.connect_timeout, f"closing-{self.server.name}")
+            closing = start_thread(pool.close, f"closing-{self.server.name}")
+            closing.result(timeout=wait)
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
         finally:
             self._limiter.release(self.server.account, self._endpoint_key)
 
-    def close(self) -> None:
-        """Close the pool (on shutdown); bounded by the connect timeout."""
-        with self._lock:
+    def close(self, wait: float = 5.0) -> None:
+        """Close the pool for good (shutdown, or the server left the inventory), within ``wait`` s.
+
+        Does not wait for a call in flight: the shell is deleted under it, which ends that call.
+        """
+        with self._pool_lock:
+            self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            self._close_pool(pool)
+            self._close_pool(pool, wait)
             log.info("session closed server=%s", self.server.name)
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _operation_timeout(server: ResolvedServer) -> int:
+    return int(max(5, min(20, server.call_timeout)))
 
 
 def build_wsman(server: ResolvedServer) -> WSMan:
@@ -330,7 +438,7 @@ def build_wsman(server: ResolvedServer) -> WSMan:
     cert_validation: bool | str = server.verify_tls
     if server.verify_tls and server.ca_bundle is not None:
         cert_validation = str(server.ca_bundle)
-    operation_timeout = int(max(5, min(20, server.call_timeout)))
+    operation_timeout = _operation_timeout(server)
     kwargs: dict[str, Any] = {}
     if server.auth in ("kerberos", "negotiate", "ntlm"):
         kwargs["negotiate_service"] = server.negotiate_service
@@ -343,7 +451,7 @@ def build_wsman(server: ResolvedServer) -> WSMan:
         path=ENDPOINT_PATH,
         auth=server.auth,
         username=server.username,
-        password=server.password.get_secret_value() if server.password else None,
+        password=server.current_password(),
         cert_validation=cert_validation,  # type: ignore[arg-type]  # pypsrp also accepts a CA path
         connection_timeout=int(max(1, server.connect_timeout)),
         read_timeout=operation_timeout + 10,
@@ -360,11 +468,14 @@ class SessionManager:
         self,
         max_sessions_per_account: int,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
+        auth_backoff: AuthBackoff | None = None,
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
+        self.auth_backoff = auth_backoff or AuthBackoff()
         self._wsman_factory = wsman_factory
         self._sessions: dict[str, ExchangeSession] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def session_for(self, server: ResolvedServer) -> ExchangeSession:
         """The session for this server: its own, or the ``via`` server's."""
@@ -374,25 +485,49 @@ class SessionManager:
             if session is None:
                 if server.via is not None:
                     raise CollectorError(f"no session for via server {server.via}", reason="config")
-                session = ExchangeSession(server, self.limiter, self._wsman_factory)
+                if self._closed:
+                    raise CollectorError("the exporter is shutting down", reason="shutdown")
+                session = self._new(server)
                 self._sessions[key] = session
             return session
 
-    def register(self, server: ResolvedServer) -> None:
-        """Make sure a (direct) server has a session object; it connects on first use."""
-        if server.via is None:
-            self.session_for(server)
+    def _new(self, server: ResolvedServer) -> ExchangeSession:
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff)
+
+    def sync(self, servers: Sequence[ResolvedServer]) -> None:
+        """Make the direct sessions match ``servers``: new ones are added (they connect on first
+        use), sessions of servers that left or whose connection settings changed are closed."""
+        wanted = {s.name.lower(): s for s in servers if s.via is None}
+        stale: list[ExchangeSession] = []
+        with self._lock:
+            if self._closed:
+                return
+            for key, session in list(self._sessions.items()):
+                if key not in wanted or session.server != wanted[key]:
+                    stale.append(self._sessions.pop(key))
+            for key, server in wanted.items():
+                if key not in self._sessions:
+                    self._sessions[key] = self._new(server)
+        for session in stale:
+            log.info("session retired server=%s", session.server.name)
+            start_thread(session.close, f"retire-{session.server.name}")
 
     def sessions(self) -> list[ExchangeSession]:
         with self._lock:
             return list(self._sessions.values())
 
-    def close_all(self) -> None:
-        """Close every open pool, in parallel, each bounded by its connect timeout."""
-        threads = [
-            threading.Thread(target=s.close, name=f"shutdown-{s.server.name}", daemon=True) for s in self.sessions()
+    def close_all(self, timeout: float = 8.0) -> None:
+        """Close every pool in parallel and refuse new ones; returns within about ``timeout`` s
+        (container runtimes kill a process 10 s after SIGTERM)."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+        closing = [
+            start_thread(functools.partial(s.close, wait=timeout), f"shutdown-{s.server.name}") for s in sessions
         ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        deadline = time.monotonic() + timeout
+        for future in closing:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # a close that fails or overruns must not block shutdown
+                continue

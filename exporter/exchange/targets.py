@@ -6,7 +6,9 @@ import fnmatch
 import threading
 from dataclasses import dataclass
 
-from exporter.errors import CollectorError
+from pydantic import ValidationError
+
+from exporter.errors import CollectorError, ConfigError
 from exporter.exchange.session import ExchangeSession, SessionManager
 from exporter.settings import ResolvedServer, ServerSettings, Settings, resolve_server, resolved_servers
 
@@ -31,8 +33,7 @@ class ExchangeTargets:
         self._lock = threading.Lock()
         self._explicit = {s.name.upper(): s for s in resolved_servers(settings)}
         self._discovered: dict[str, ResolvedServer] = {}
-        for server in self._explicit.values():
-            sessions.register(server)
+        sessions.sync(list(self._explicit.values()))
 
     def names(self) -> list[str]:
         """Every server name to poll, sorted."""
@@ -66,21 +67,35 @@ class ExchangeTargets:
             return False
         return not any(fnmatch.fnmatch(lowered, p.lower()) for p in d.exclude)
 
-    def set_discovered(self, found: list[DiscoveredServer]) -> None:
-        """Replace the discovered set; configured servers always win over discovered ones."""
+    def is_configured(self, item: DiscoveredServer) -> bool:
+        """True if a configured server is this one (by name, FQDN or host, case-insensitive)."""
+        names = {item.name.upper(), item.fqdn.upper(), item.fqdn.split(".")[0].upper()}
+        for server in self._explicit.values():
+            if {server.name.upper(), server.host.upper(), server.host.split(".")[0].upper()} & names:
+                return True
+        return False
+
+    def set_discovered(self, found: list[DiscoveredServer]) -> list[str]:
+        """Replace the discovered set; configured servers win over discovered ones. Sessions of
+        servers that went away (or whose address changed) are closed. Returns entries skipped."""
         d = self._settings.exchange.discovery
         seed = self.seed()
         resolved: dict[str, ResolvedServer] = {}
+        skipped: list[str] = []
         for item in found:
-            key = item.name.upper()
-            if key in self._explicit or not self.accept(item.name):
+            if self.is_configured(item) or not self.accept(item.name):
                 continue
-            if d.connect == "via_seed":
-                server = resolve_server(self._settings, ServerSettings(name=item.name), host=seed.host)
-                server = server.model_copy(update={"via": seed.name})
-            else:
-                server = resolve_server(self._settings, ServerSettings(name=item.name), host=item.fqdn or item.name)
-                self._sessions.register(server)
-            resolved[key] = server
+            try:
+                if d.connect == "via_seed":
+                    server = resolve_server(self._settings, ServerSettings(name=item.name), host=seed.host)
+                    server = server.model_copy(update={"via": seed.name})
+                else:
+                    server = resolve_server(self._settings, ServerSettings(name=item.name), host=item.fqdn or item.name)
+            except (ConfigError, ValidationError) as exc:  # one odd entry must not stop discovery
+                skipped.append(f"{item.name}: {str(exc).splitlines()[-1].strip()}")
+                continue
+            resolved[item.name.upper()] = server
         with self._lock:
             self._discovered = resolved
+        self._sessions.sync([*self._explicit.values(), *resolved.values()])
+        return skipped

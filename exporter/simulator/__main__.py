@@ -24,14 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default=None, help="scenario YAML (default: the bundled demo)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA and certificate")
-    parser.add_argument(
-        "--cert-file", help="PEM certificate chain to use with --tls instead of a generated one"
-    )
+    parser.add_argument("--cert-file", help="PEM certificate chain to use with --tls instead of a generated one")
     parser.add_argument("--key-file", help="PEM private key for --cert-file")
     parser.add_argument("--port-base", type=int, default=None, help="server i listens on port-base + i")
-    parser.add_argument(
-        "--control-port", type=int, default=None, help="serve the JSON control API on this port"
-    )
+    parser.add_argument("--control-port", type=int, default=None, help="serve the JSON control API on this port")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -231,9 +231,7 @@ class _Writer:
             self._type_names(meta.type_names)
         to_string = meta.to_string
         if to_string is not None and not isinstance(value, list):
-            self.parts.append(
-                f"<ToString>{clixml_string(to_string)}</ToString>" if to_string else "<ToString />"
-            )
+            self.parts.append(f"<ToString>{clixml_string(to_string)}</ToString>" if to_string else "<ToString />")
         for tag, props in (("Props", meta.adapted_properties), ("MS", meta.extended_properties)):
             if props:
                 self.parts.append(f"<{tag}>")

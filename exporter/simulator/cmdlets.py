@@ -305,14 +305,10 @@ def _resolve(ctx: Context, invocation: Invocation) -> tuple[CmdletDef, Args]:
     if defn is None and not has_replay:
         raise CmdletError(command_not_found(invocation.name))
     if defn is None:
-        defn = CmdletDef(
-            invocation.name, f"Microsoft.Exchange.Management.{invocation.name}", (), _no_output, True
-        )
+        defn = CmdletDef(invocation.name, f"Microsoft.Exchange.Management.{invocation.name}", (), _no_output, True)
     args = bind(defn, invocation)
     if has_replay and ctx.scenario.replay_for(defn.name, _replay_target(ctx, args)) is not None:
-        defn = CmdletDef(
-            defn.name, defn.class_name, defn.params, _replay_impl(defn.name), defn.any_parameters
-        )
+        defn = CmdletDef(defn.name, defn.class_name, defn.params, _replay_impl(defn.name), defn.any_parameters)
     return defn, args
 
 
@@ -327,8 +323,7 @@ def _injected_error(ctx: Context, defn: CmdletDef, message: str | None) -> Error
         defn.name,
         defn.class_name,
         "TaskException",
-        message
-        or f"The simulated Exchange server {ctx.server.name} failed to run {defn.name} (injected error).",
+        message or f"The simulated Exchange server {ctx.server.name} failed to run {defn.name} (injected error).",
     )
 
 
@@ -393,9 +388,7 @@ def _servers_matching(ctx: Context, identity: str | None, servers: Iterable[Serv
 
 def _not_found(ctx: Context, defn_name: str, class_name: str, identity: str) -> Error:
     return Error(
-        exchange_not_found(
-            ctx.server.name, defn_name, class_name, identity, ctx.scenario.organisation.dc_fqdn
-        )
+        exchange_not_found(ctx.server.name, defn_name, class_name, identity, ctx.scenario.organisation.dc_fqdn)
     )
 
 

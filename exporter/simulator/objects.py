@@ -81,9 +81,7 @@ _ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
 _ENUMS: dict[str, type] = {}
 
 
-def _enum_class(
-    type_name: str, members: Mapping[str, int], *, flags: bool = False, int16: bool = False
-) -> type:
+def _enum_class(type_name: str, members: Mapping[str, int], *, flags: bool = False, int16: bool = False) -> type:
     """A psrpcore enum class for a .NET enum (cached; not registered for rehydration)."""
     cached = _ENUMS.get(type_name)
     if cached is not None:
@@ -95,9 +93,7 @@ def _enum_class(
             ns["none" if name == "None" else name] = value
 
     base: type = PSFlagBase if flags else PSEnumBase
-    cls = types.new_class(
-        type_name.rsplit(".", 1)[-1], (base,), {"base_type": PSInt16 if int16 else PSInt}, body
-    )
+    cls = types.new_class(type_name.rsplit(".", 1)[-1], (base,), {"base_type": PSInt16 if int16 else PSInt}, body)
     cls = PSType([type_name], rehydrate=False)(cls)
     _ENUMS[type_name] = cls
     return cls
@@ -200,9 +196,7 @@ def string_array(values: Iterable[str]) -> PSList:
 
 def mvp_strings(values: Iterable[str]) -> PSList:
     """An Exchange ``MultiValuedProperty<string>``."""
-    return typed_list(
-        [_MVP_STRING, "Microsoft.Exchange.Data.MultiValuedPropertyBase", "System.Object"], values
-    )
+    return typed_list([_MVP_STRING, "Microsoft.Exchange.Data.MultiValuedPropertyBase", "System.Object"], values)
 
 
 def _domain_dn(domain: str) -> str:
@@ -556,9 +550,7 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
             ("Site", site),
             (
                 "ServerRole",
-                _flags(
-                    "Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole", SERVER_ROLES, roles
-                ),
+                _flags("Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole", SERVER_ROLES, roles),
             ),
             ("ErrorReportingEnabled", False),
             ("MitigationsEnabled", True),

@@ -67,9 +67,7 @@ def _tokenize(text: str) -> list[_Token]:
         elif kind == "dq":
             tokens.append(_Token("value", raw, raw.replace('""', '"'), start - 1))
         elif kind == "var":
-            tokens.append(
-                _Token("value", raw, {"$true": True, "$false": False, "$null": None}[raw.lower()], start)
-            )
+            tokens.append(_Token("value", raw, {"$true": True, "$false": False, "$null": None}[raw.lower()], start))
         elif kind == "op":
             tokens.append(_Token("op", raw.lower(), None, start))
         else:

@@ -166,8 +166,7 @@ def scripts_not_allowed() -> ErrorInfo:
     """The NoLanguage runspace's rejection of a script (``add_script``)."""
     return ErrorInfo(
         message=(
-            "The syntax is not supported by this runspace. This can occur if the runspace is in "
-            "no-language mode."
+            "The syntax is not supported by this runspace. This can occur if the runspace is in no-language mode."
         ),
         exception_type="System.Management.Automation.ParseException",
         fqid="ScriptsNotAllowed",

@@ -280,13 +280,9 @@ def build_scenario(
     names = [f"EX{i:0{width}d}" for i in range(1, n_servers + 1)]
     servers: list[dict[str, Any]] = []
     for index, name in enumerate(names):
-        queues: list[dict[str, Any]] = [
-            {"kind": "submission", "message_count": 3 + index % 5, "outgoing_rate": 2.5}
-        ]
+        queues: list[dict[str, Any]] = [{"kind": "submission", "message_count": 3 + index % 5, "outgoing_rate": 2.5}]
         if queues_per_server > 1:
-            queues.append(
-                {"kind": "shadow", "primary_server": names[(index + 1) % len(names)], "message_count": 2}
-            )
+            queues.append({"kind": "shadow", "primary_server": names[(index + 1) % len(names)], "message_count": 2})
         for q in range(max(0, queues_per_server - 2)):
             queue: dict[str, Any] = {
                 "kind": "delivery",
@@ -305,8 +301,7 @@ def build_scenario(
             if q % 7 == 3:
                 queue["status"] = "Retry"
                 queue["last_error"] = (
-                    "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; "
-                    "nonexistent domain"
+                    "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain"
                 )
                 queue["retry_count"] = 4
             queues.append(queue)
@@ -341,9 +336,7 @@ class _Parser:
     def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
         unknown = sorted(set(map(str, data)) - set(allowed))
         if unknown:
-            raise ScenarioError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
-            )
+            raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 
     @staticmethod
     def _str(data: Mapping[str, Any], key: str, where: str, default: str) -> str:
@@ -400,9 +393,7 @@ class _Parser:
             ],
             "scenario",
         )
-        org = self.organisation(
-            self._mapping(top.get("organisation", top.get("organization")), "organisation")
-        )
+        org = self.organisation(self._mapping(top.get("organisation", top.get("organization")), "organisation"))
         raw_servers = top.get("servers")
         if not isinstance(raw_servers, list) or not raw_servers:
             raise ScenarioError("servers: expected a non-empty list of servers")
@@ -423,17 +414,13 @@ class _Parser:
             users=self.users(top.get("users")),
             session_limit=self._int(top, "session_limit", "scenario", 18, minimum=1),
             result_size_default=self._int(top, "result_size_default", "scenario", 1000, minimum=1),
-            shell_idle_timeout_seconds=max(
-                0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)
-            ),
+            shell_idle_timeout_seconds=max(0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)),
             replays=self.replays(top.get("replays"), {s.name.upper() for s in servers}),
         )
 
     def organisation(self, data: Mapping[str, Any]) -> OrganisationSpec:
         where = "organisation"
-        self._check_keys(
-            data, ["name", "domain", "domain_controller", "timezone_offset_minutes", "culture"], where
-        )
+        self._check_keys(data, ["name", "domain", "domain_controller", "timezone_offset_minutes", "culture"], where)
         return OrganisationSpec(
             name=self._str(data, "name", where, "Contoso"),
             domain=self._str(data, "domain", where, "contoso.sim"),
@@ -509,9 +496,7 @@ class _Parser:
         roles = tuple(str(r) for r in (raw_roles if isinstance(raw_roles, list) else [raw_roles]))
         for role in roles:
             if role not in SERVER_ROLES:
-                raise ScenarioError(
-                    f"{where}.server_role: unknown role {role}; known: {', '.join(SERVER_ROLES)}"
-                )
+                raise ScenarioError(f"{where}.server_role: unknown role {role}; known: {', '.join(SERVER_ROLES)}")
         edge = self._bool(data, "edge", where, "Edge" in roles)
         guid = (
             self._guid(data["guid"], f"{where}.guid")
@@ -519,9 +504,7 @@ class _Parser:
             else uuid.uuid5(uuid.NAMESPACE_DNS, f"{name.lower()}.{org.domain}")
         )
         port = data.get("port")
-        if port is not None and (
-            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536
-        ):
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536):
             raise ScenarioError(f"{where}.port: expected a TCP port number")
         spec = ServerSpec(
             name=name,
@@ -552,9 +535,7 @@ class _Parser:
         explicit = {
             int(q["row_id"])
             for q in raw
-            if isinstance(q, Mapping)
-            and isinstance(q.get("row_id"), int)
-            and not isinstance(q.get("row_id"), bool)
+            if isinstance(q, Mapping) and isinstance(q.get("row_id"), int) and not isinstance(q.get("row_id"), bool)
         }
         next_row = 3
         specs: list[QueueSpec] = []
@@ -620,9 +601,7 @@ class _Parser:
         if kind == "shadow" and not next_hop:
             primary = self._str(data, "primary_server", where, "")
             if primary.upper() not in fqdns:
-                raise ScenarioError(
-                    f"{where}: a shadow queue needs next_hop_domain or a known primary_server"
-                )
+                raise ScenarioError(f"{where}: a shadow queue needs next_hop_domain or a known primary_server")
             next_hop = fqdns[primary.upper()]
         if not next_hop:
             raise ScenarioError(f"{where}.next_hop_domain: required for a delivery queue")
@@ -636,9 +615,7 @@ class _Parser:
             raise ScenarioError(f"{where}.next_hop_category: Internal or External")
         status = data.get("status")
         if status is not None and str(status) not in QUEUE_STATUSES:
-            raise ScenarioError(
-                f"{where}.status: unknown status {status}; known: {', '.join(QUEUE_STATUSES)}"
-            )
+            raise ScenarioError(f"{where}.status: unknown status {status}; known: {', '.join(QUEUE_STATUSES)}")
         risk = self._str(data, "risk_level", where, "Normal")
         if risk not in ("Normal", "Bulk", "High", "Low"):
             raise ScenarioError(f"{where}.risk_level: Normal, Bulk, High or Low")
@@ -665,9 +642,7 @@ class _Parser:
             incoming_rate=None if incoming is None else self._num(data, "incoming_rate", where, 0.0),
             outgoing_rate=self._num(data, "outgoing_rate", where, 0.0),
             tls_domain=self._str(data, "tls_domain", where, ""),
-            next_hop_connector=ZERO_GUID
-            if connector is None
-            else self._guid(connector, f"{where}.next_hop_connector"),
+            next_hop_connector=ZERO_GUID if connector is None else self._guid(connector, f"{where}.next_hop_connector"),
             risk_level=risk,
             outbound_ip_pool=self._int(data, "outbound_ip_pool", where, 0),
             pattern=None if data.get("pattern") is None else self.pattern(data, where),
@@ -686,9 +661,7 @@ class _Parser:
         if high < low:
             raise ScenarioError(f"{where}: max must be >= min")
         period = data.get("period_seconds")
-        if period is not None and (
-            isinstance(period, bool) or not isinstance(period, int | float) or period <= 0
-        ):
+        if period is not None and (isinstance(period, bool) or not isinstance(period, int | float) or period <= 0):
             raise ScenarioError(f"{where}.period_seconds: expected a positive number")
         if kind == "wave" and period is None:
             period = 300.0

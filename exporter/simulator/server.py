@@ -53,9 +53,7 @@ class Simulator:
         self.tls = tls
         self.faults = FaultInjector(s.name for s in scenario.servers)
         self.stats_counters = Stats([s.name for s in scenario.servers])
-        self.state = SimState(
-            scenario, Timeline(scenario.organisation, clock), self.faults, self.stats_counters
-        )
+        self.state = SimState(scenario, Timeline(scenario.organisation, clock), self.faults, self.stats_counters)
         self._port_base = port_base
         self._cert_file = Path(cert_file) if cert_file else None
         self._key_file = Path(key_file) if key_file else None
@@ -94,9 +92,7 @@ class Simulator:
                         else (self._port_base + index if self._port_base is not None else 0)
                     )
                     service = EndpointService(self.state, server)
-                    endpoint = Endpoint(
-                        server.name, server.fqdn, self.state, service, self.host, port, context
-                    )
+                    endpoint = Endpoint(server.name, server.fqdn, self.state, service, self.host, port, context)
                     self._services[server.name] = service
                     self._endpoints[server.name] = endpoint
                     endpoint.start()

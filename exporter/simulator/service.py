@@ -222,9 +222,7 @@ class EndpointService:
             raise wsman.action_not_supported(action)
         shell = self._shell(request)
         if shell.user.lower() != user.lower():
-            raise WSManFault(
-                5, "Access is denied.", subcode="w:AccessDenied", value="s:Sender", http_status=500
-            )
+            raise WSManFault(5, "Access is denied.", subcode="w:AccessDenied", value="s:Sender", http_status=500)
         try:
             return handler(request, shell)
         except ShellError as exc:
@@ -325,9 +323,7 @@ class EndpointService:
         arguments = b"".join(base64.b64decode(a.text or "") for a in body.findall("rsp:Arguments", NS))
         command = shell.create_command(command_id, arguments)
         self._apply_command_faults(shell, command)
-        self.state.stats.command(
-            self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations]
-        )
+        self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
         ctx = Context(self.state.scenario, self.state.timeline, self.server, shell.user, self.state.faults)
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)

@@ -90,11 +90,8 @@ class SimRunspacePool(ServerRunspacePool):
         kind = message_type or PSRPMessageType.PipelineOutput
         body = create_message(self._is_client, kind, message.data, self.runspace_pool_id, pipeline_id)
         self._send_buffer.append(
-            PSRPMessage(
-                kind, bytearray(body), self.runspace_pool_id, pipeline_id, self._fragment_counter, stream_type
-            )
+            PSRPMessage(kind, bytearray(body), self.runspace_pool_id, pipeline_id, self._fragment_counter, stream_type)
         )
-
 
     # pypsrp names the call id of SetMax/SetMinRunspaces "CI" where MS-PSRP (and psrpcore) say "ci".
     def _process_SetMaxRunspaces(self, event: SetMaxRunspacesEvent) -> None:

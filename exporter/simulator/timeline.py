@@ -149,8 +149,7 @@ def snapshot_queue(server: ServerSpec, spec: QueueSpec, timeline: Timeline) -> Q
     t = now - timeline.start
     count = max(0, round(pattern_value(spec.pattern, spec.message_count, t)))
     slope = (
-        pattern_value(spec.pattern, spec.message_count, t + 1)
-        - pattern_value(spec.pattern, spec.message_count, t - 1)
+        pattern_value(spec.pattern, spec.message_count, t + 1) - pattern_value(spec.pattern, spec.message_count, t - 1)
     ) / 2.0  # messages per second
     outgoing = max(0.0, spec.outgoing_rate)
     incoming = spec.incoming_rate if spec.incoming_rate is not None else max(0.0, outgoing + slope)

@@ -117,9 +117,7 @@ def generate_tls(directory: Path, names: Iterable[str], days: int = 30) -> TlsFi
     files.ca_file.write_bytes(ca_pem)
     files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_pem)
     files.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.key_file.chmod(0o600)
     return files

@@ -30,9 +30,7 @@ __all__ = ["Endpoint"]
 
 log = logging.getLogger("exporter.simulator")
 
-_IIS_404 = (
-    b"The resource you are looking for has been removed, had its name changed, or is temporarily unavailable."
-)
+_IIS_404 = b"The resource you are looking for has been removed, had its name changed, or is temporarily unavailable."
 _IIS_500 = b"The page cannot be displayed because an internal server error has occurred."
 _IIS_401 = b"401 - Unauthorized: Access is denied due to invalid credentials."
 _MAX_BODY = 64 * 1024 * 1024
@@ -75,9 +73,7 @@ class _Server(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug(
-            "simulator: connection error from %s on %s", client_address, self.endpoint.name, exc_info=True
-        )
+        log.debug("simulator: connection error from %s on %s", client_address, self.endpoint.name, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -100,8 +100,7 @@ def timed_out() -> WSManFault:
     """The fault for a Receive that found no data within the OperationTimeout (clients retry)."""
     return WSManFault(
         CODE_TIMED_OUT,
-        "The WS-Management service cannot complete the operation within the time specified in "
-        "OperationTimeout.",
+        "The WS-Management service cannot complete the operation within the time specified in OperationTimeout.",
         subcode="w:TimedOut",
     )
 
@@ -215,8 +214,7 @@ def parse_request(data: bytes) -> WSManRequest:
         for el in header.findall("wsman:SelectorSet/wsman:Selector", NS)
     }
     options = {
-        el.attrib.get("Name", ""): (el.text or "").strip()
-        for el in header.findall("wsman:OptionSet/wsman:Option", NS)
+        el.attrib.get("Name", ""): (el.text or "").strip() for el in header.findall("wsman:OptionSet/wsman:Option", NS)
     }
     try:
         max_envelope = int(text("wsman:MaxEnvelopeSize") or 153600)

@@ -105,7 +105,8 @@ def test_each_fault_kind_maps_to_its_reason(
     sim_factory: SimFactory, service_factory: Any, kind: str, reason: str
 ) -> None:
     sim, scenario = sim_factory()
-    service = service_factory(settings_for(sim, scenario))
+    backoff = {"exchange": {"auth_failure_backoff": "200ms"}}
+    service = service_factory(settings_for(sim, scenario, overrides=backoff))
     service.poll_all()
     sim.faults.set("EX01", kind, cmdlet="Get-Queue" if kind in ("malformed_clixml", "error_record") else None)
     service.poll_all()
@@ -113,6 +114,7 @@ def test_each_fault_kind_maps_to_its_reason(
     assert errors(service, "EX01", reason) == 1, service.store.states()[("queues", "EX01")].last
     assert up(service, "EX02") == 1.0
     sim.faults.clear()
+    time.sleep(0.3)  # let an auth backoff (200 ms) run out
     service.poll_all()
     assert up(service, "EX01") == 1.0
 

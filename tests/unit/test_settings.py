@@ -185,3 +185,36 @@ def test_validate_config_command_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode != 0
     assert re.search(r"web\.x \(line 1\): unknown setting", bad.stderr)
+
+
+def test_discovery_with_basic_over_http_defaults_is_refused(tmp_path: Path) -> None:
+    text = (
+        "exchange:\n  defaults: {auth: basic, username: u}\n"
+        "  servers: [{name: EX01, tls: true}]\n  discovery: {enabled: true}\n"
+    )
+    with pytest.raises(ConfigError, match=r"discovered servers use exchange\.defaults: basic auth there needs tls"):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("collectors: {queues: {result_size: 0}}", "collectors.queues.result_size"),
+        ("collectors: {queues: {result_size: true}}", "collectors.queues.result_size"),
+        ("scheduler: {stale_after_intervals: 1}", "scheduler.stale_after_intervals"),
+    ],
+)
+def test_values_that_would_break_at_runtime_are_refused(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        load_settings(write(tmp_path, text + "\n"))
+
+
+def test_lenient_where_it_is_harmless(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "log: {level: INFO}\nscheduler: {jitter: 0}\n"))
+    assert (settings.log.level, settings.scheduler.jitter) == ("info", 0.0)
+
+
+def test_malformed_json_in_environment_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILFLOW_EXCHANGE__SERVERS", "[{not json")
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings(write(tmp_path, "{}\n"))
