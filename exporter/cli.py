@@ -28,6 +28,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
     print(f"{args.config}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
+    if not settings.exchange.servers:
+        print("note: exchange.servers is empty: `serve` needs at least one server to poll (or to seed discovery)")
     return 0
 
 
@@ -36,6 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exporter.service import Service
 
     settings = _load(args.config)
+    if not settings.exchange.servers:
+        print(
+            f"configuration error: {args.config}: exchange.servers is empty: nothing to poll. "
+            "List at least one Exchange server (it also seeds discovery).",
+            file=sys.stderr,
+        )
+        return 2
     setup_logging(args.log_level or settings.log.level, settings.log.format)
     log.info("starting version=%s config=%s", __version__, args.config)
     Service(settings).run_forever()

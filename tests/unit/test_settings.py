@@ -218,3 +218,15 @@ def test_malformed_json_in_environment_is_a_config_error(tmp_path: Path, monkeyp
     monkeypatch.setenv("MAILFLOW_EXCHANGE__SERVERS", "[{not json")
     with pytest.raises(ConfigError, match="environment"):
         load_settings(write(tmp_path, "{}\n"))
+
+
+def test_serve_refuses_a_config_with_nothing_to_poll(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(write(tmp_path, "{}\n"))],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "exchange.servers is empty" in result.stderr
