@@ -6,6 +6,7 @@ Nothing leaves the machine: the simulator listens on loopback, one endpoint per 
 from __future__ import annotations
 
 import logging
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ def demo_settings(
     else:
         defaults["allow_insecure_basic"] = True  # loopback only, demo only
     data: dict[str, Any] = {
+        "state_dir": tempfile.mkdtemp(prefix="mailflow-demo-"),
         "exchange": {"defaults": defaults, "servers": servers},
-        "collectors": {"queues": {"interval": interval}},
+        "collectors": {"queues": {"interval": interval}, "tracking": {"interval": interval}},
         "scheduler": {"jitter": 1, "first_run_spread": 0.5},
         "web": {"listen_address": listen_address},
     }

@@ -22,6 +22,7 @@ from exporter.exchange.discovery import DiscoveryCollector
 from exporter.exchange.queues import QueueCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
+from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
 from exporter.store import Snapshot, SnapshotStore
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 10.0
 
 
-def build_collectors(settings: Settings, targets: ExchangeTargets) -> list[Collector]:
+def build_collectors(
+    settings: Settings, targets: ExchangeTargets, clock: Callable[[], float] = time.time
+) -> list[Collector]:
     """The enabled collectors, in a stable order."""
     collectors: list[Collector] = []
     if settings.exchange.discovery.enabled:
@@ -39,6 +42,22 @@ def build_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
     q = settings.collectors.queues
     if q.enabled:
         collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size))
+    t = settings.collectors.tracking
+    if t.enabled:
+        options = TrackingOptions(
+            interval=t.interval,
+            overlap=t.overlap,
+            max_window=t.max_window,
+            initial_lookback=t.initial_lookback,
+            stuck_after=t.stuck_after,
+            forget_after=t.forget_after,
+            max_tracked_messages=t.max_tracked_messages,
+            buckets=tuple(t.latency_buckets),
+            result_size=t.result_size,
+            select=t.select_properties,
+        )
+        marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
+        collectors.append(TrackingCollector(targets, options, marks, clock))
     return collectors
 
 
@@ -60,7 +79,7 @@ class Service:
             AuthBackoff(base=backoff, cap=max(900.0, backoff)),
         )
         self.targets = ExchangeTargets(settings, self.sessions)
-        self.collectors = build_collectors(settings, self.targets)
+        self.collectors = build_collectors(settings, self.targets, clock)
         self.registry = build_registry(
             MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
         )

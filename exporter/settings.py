@@ -160,8 +160,35 @@ class QueueCollectorSettings(_Model):
     result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
 
 
+class TrackingCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 60.0
+    overlap: Duration = 120.0
+    max_window: Duration = 3600.0
+    initial_lookback: Duration = 300.0
+    stuck_after: Duration = 900.0
+    forget_after: Duration = 86400.0
+    max_tracked_messages: int = Field(default=100_000, ge=100, le=10_000_000)
+    latency_buckets: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0], min_length=1
+    )
+    result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
+    select_properties: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackingCollectorSettings:
+        if list(self.latency_buckets) != sorted(set(self.latency_buckets)):
+            raise ValueError("latency_buckets must be strictly increasing")
+        if self.stuck_after >= self.forget_after:
+            raise ValueError("stuck_after must be shorter than forget_after")
+        if self.overlap >= self.max_window:
+            raise ValueError("overlap must be shorter than max_window")
+        return self
+
+
 class CollectorsSettings(_Model):
     queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
+    tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
 
 
 class SchedulerSettings(_Model):

@@ -265,8 +265,12 @@ class ExchangeSession:
         parameters: Mapping[str, Any] | None = None,
         select: Sequence[str] | None = None,
         timeout: float | None = None,
+        decoder: Callable[[str], Any] | None = None,
     ) -> CallResult:
         """Run one cmdlet (optionally piped into ``Select-Object -Property``) with a hard deadline.
+
+        ``decoder`` may turn each output message's CLIXML straight into a collector record (see
+        ``wire.FastOutputSerializer``); objects it cannot handle arrive decoded the generic way.
 
         The deadline (``call_timeout``) starts once this session is free: with discovery's
         ``via_seed`` many targets share one session and wait their turn without eating their
@@ -278,7 +282,7 @@ class ExchangeSession:
             for attempt in (1, 2):
                 reused = self._pool is not None
                 try:
-                    return self._invoke_locked(cmdlet, parameters, select, deadline)
+                    return self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
                 except CollectorError as exc:
                     if exc.reason not in ("auth", "shutdown", "session_limit"):
                         self._discard(exc.reason)
@@ -302,15 +306,20 @@ class ExchangeSession:
         parameters: Mapping[str, Any] | None,
         select: Sequence[str] | None,
         deadline: float,
+        decoder: Callable[[str], Any] | None = None,
     ) -> CallResult:
         pool = self._ensure_open(deadline)
-        if select and self.select_supported is not False:
-            result = self._run(pool, cmdlet, parameters, select, deadline)
-            if self.select_supported is None:
-                self.select_supported = not any("Select-Object" in e for e in result.errors)
-            if self.select_supported:
-                return result
-        return self._run(pool, cmdlet, parameters, None, deadline)
+        wire.set_decoder(pool, decoder)
+        try:
+            if select and self.select_supported is not False:
+                result = self._run(pool, cmdlet, parameters, select, deadline)
+                if self.select_supported is None:
+                    self.select_supported = not any("Select-Object" in e for e in result.errors)
+                if self.select_supported:
+                    return result
+            return self._run(pool, cmdlet, parameters, None, deadline)
+        finally:
+            wire.set_decoder(pool, None)
 
     def _ensure_open(self, deadline: float) -> RunspacePool:
         with self._pool_lock:

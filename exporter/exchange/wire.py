@@ -13,19 +13,26 @@ types) is handed to pypsrp itself, and any error falls back to pypsrp, which the
 from __future__ import annotations
 
 import base64
+import functools
 import re
+import struct
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
 from pypsrp.complex_objects import GenericComplexObject, ObjectMeta
+from pypsrp.exceptions import FragmentError, SerializationError
+from pypsrp.messages import Message, MessageType, PipelineOutput
+from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
+_FRAGMENT_HEADER = struct.Struct(">QQBI")  # object id, fragment id, start/end flags, length
+_MESSAGE_TYPE = struct.Struct("<I")
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 
-def _string(text: str | None) -> str:
+def unescape_clixml(text: str | None) -> str:
     """Undo CLIXML's ``_xHHHH_`` escaping (UTF-16 code units, surrogate pairs included)."""
     if not text:
         return ""
@@ -36,8 +43,8 @@ def _string(text: str | None) -> str:
 
 
 _PRIMITIVES: dict[str, Callable[[ET.Element], Any]] = {
-    "S": lambda e: _string(e.text),
-    "ToString": lambda e: _string(e.text),
+    "S": lambda e: unescape_clixml(e.text),
+    "ToString": lambda e: unescape_clixml(e.text),
     "C": lambda e: chr(int(e.text or "0")),
     "B": lambda e: (e.text or "").lower() == "true",
     "DT": lambda e: e.text,
@@ -55,11 +62,11 @@ _PRIMITIVES: dict[str, Callable[[ET.Element], Any]] = {
     "D": lambda e: e.text,
     "BA": lambda e: base64.b64decode(e.text or ""),
     "G": lambda e: uuid.UUID(e.text),
-    "URI": lambda e: _string(e.text),
+    "URI": lambda e: unescape_clixml(e.text),
     "Nil": lambda e: None,
     "Version": lambda e: e.text,
-    "XD": lambda e: _string(e.text),
-    "SBK": lambda e: _string(e.text),
+    "XD": lambda e: unescape_clixml(e.text),
+    "SBK": lambda e: unescape_clixml(e.text),
 }
 # The type names pypsrp (0.8-0.9) recognises, by what it turns them into. Its first recognised type
 # decides an object's shape; unrecognised names are skipped. Kept in step by tests/unit/test_wire.py.
@@ -198,13 +205,18 @@ class _Decoder:
                 for prop in child:
                     obj.extended_properties[prop.attrib["N"]] = self.value(prop)
             elif tag == "ToString":
-                obj.to_string = _string(child.text)
+                obj.to_string = unescape_clixml(child.text)
             else:
                 obj.property_sets.append(self.value(child))
 
 
 def _shape(types: list[str]) -> str:
     """Mirror pypsrp's choice: the first of the object's types that it recognises decides."""
+    return _shape_of(tuple(types))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_of(types: tuple[str, ...]) -> str:
     if not types:
         return "dynamic"
     for raw in types:
@@ -243,10 +255,22 @@ def decode_output(xml: str) -> Any:
 
 
 class FastOutputSerializer(Serializer):
-    """pypsrp's Serializer with a fast path for top-level pipeline output messages."""
+    """pypsrp's Serializer with a fast path for top-level pipeline output messages.
+
+    ``decoder``, when set (by the session, for one pipeline at a time), gets first go at each
+    output message's XML: a collector can turn the text straight into its own record and skip
+    building generic objects. If it raises, the generic path decodes the message as usual.
+    """
+
+    decoder: Callable[[str], Any] | None = None
 
     def deserialize(self, element: ET.Element | str, metadata: ObjectMeta | None = None, clear: bool = True) -> Any:
         if metadata is None and clear and isinstance(element, str):
+            if self.decoder is not None:
+                try:
+                    return self.decoder(element)
+                except Exception:  # the generic path below handles anything unexpected
+                    pass
             try:
                 return decode_output(element)
             except Exception:  # pypsrp decides, and raises its own error if it must
@@ -255,7 +279,74 @@ class FastOutputSerializer(Serializer):
 
 
 def install(pool: Any) -> None:
-    """Make a pypsrp RunspacePool decode its pipeline output with FastOutputSerializer."""
+    """Give a new (not yet opened) pypsrp RunspacePool the faster receive path and output decoder."""
     serializer = FastOutputSerializer()
     pool._serializer = serializer
-    pool._fragmenter.serializer = serializer
+    pool._fragmenter = FastFragmenter(pool.connection.max_payload_size, serializer)
+
+
+def set_decoder(pool: Any, decoder: Callable[[str], Any] | None) -> None:
+    """Use ``decoder`` for this pool's output messages until reset with None (no-op if not installed)."""
+    serializer = getattr(pool, "_serializer", None)
+    if isinstance(serializer, FastOutputSerializer):
+        serializer.decoder = decoder
+
+
+class _OutputMessage:
+    """What pypsrp's receive loop reads from a PIPELINE_OUTPUT message: its type and data."""
+
+    __slots__ = ("data", "message_type")
+
+    def __init__(self, data: PipelineOutput) -> None:
+        self.message_type = MessageType.PIPELINE_OUTPUT
+        self.data = data
+
+
+class FastFragmenter(Fragmenter):
+    """pypsrp's Fragmenter with a cheaper receive path.
+
+    pypsrp re-slices the remaining response buffer after every fragment (quadratic in the size of
+    a Receive response) and parses two GUIDs per message that nothing reads for pipeline output.
+    This walks the buffer by offset and builds PIPELINE_OUTPUT messages directly; every other
+    message type still goes through pypsrp's ``Message.unpack``.
+    """
+
+    def defragment(self, data: bytes) -> list[Any]:
+        view = memoryview(data)
+        offset, size = 0, len(data)
+        complete: list[bytes] = []
+        while offset < size:
+            object_id, fragment_id, flags, length = _FRAGMENT_HEADER.unpack_from(view, offset)
+            body = bytes(view[offset + 21 : offset + 21 + length])
+            offset += 21 + length
+            buffer = self.incoming_buffer.get(object_id)
+            if buffer is None:
+                buffer = {"data": b"", "id": 0}
+                self.incoming_buffer[object_id] = buffer
+            if fragment_id != buffer["id"]:
+                raise FragmentError(f"Fragment Fragment Id: {fragment_id} != Expected Fragment Id: {buffer['id']}")
+            start, end = bool(flags & 0x1), bool(flags & 0x2)
+            if start and end:
+                complete.append(body)
+                del self.incoming_buffer[object_id]
+            elif start:
+                buffer["data"] = body
+                buffer["id"] += 1
+            elif end:
+                complete.append(buffer["data"] + body)
+                del self.incoming_buffer[object_id]
+            else:
+                buffer["data"] += body
+                buffer["id"] += 1
+        return [self._message(raw) for raw in complete]
+
+    def _message(self, raw: bytes) -> Any:
+        if _MESSAGE_TYPE.unpack_from(raw, 4)[0] != MessageType.PIPELINE_OUTPUT:
+            return Message.unpack(raw, self.serializer)
+        start = 43 if raw[40:43] == b"\xef\xbb\xbf" else 40
+        text = raw[start:].decode("utf-8")
+        try:
+            data = self.serializer.deserialize(text)
+        except SerializationError:  # as pypsrp: fall back to a generic object
+            data = self.serializer.deserialize(text, ObjectMeta("ObjDynamic", object=GenericComplexObject))
+        return _OutputMessage(PipelineOutput(data))

@@ -103,7 +103,6 @@ def element_bytes(element: ET.Element) -> bytes:
 # ---------------------------------------------------------------------------------------------
 _ESCAPE_X = re.compile("(?i)_(x)")
 _ESCAPE_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\udfff\U00010000-\U0010ffff]")
-_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -117,7 +116,8 @@ def clixml_string(value: str) -> str:
     if "_" in value:
         value = _ESCAPE_X.sub("_x005F_\\1", value)
     value = _ESCAPE_CHARS.sub(_escape_char, value)
-    return value.translate(_XML_ESCAPES)
+    # str.replace is several times faster than str.translate with a mapping table.
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _datetime_text(value: datetime.datetime) -> str:

@@ -6,7 +6,7 @@ prefixes, positional arguments, common parameters), rejects scripts (NoLanguage)
 commands, applies replays (a scenario may serve an Export-Clixml capture as a cmdlet's output) and
 the ``error_record`` fault, and streams records from one stage to the next.
 
-Adding a cmdlet (Get-MessageTrackingLog, Get-ReceiveConnector, ...) means writing one function::
+Adding a cmdlet (Get-ReceiveConnector, ...) means writing one function::
 
     @cmdlet("Get-Thing", "Microsoft.Exchange.Management.Tasks.GetThing", [Param("Identity", position=0)])
     def get_thing(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
@@ -15,6 +15,7 @@ Adding a cmdlet (Get-MessageTrackingLog, Get-ReceiveConnector, ...) means writin
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,6 +50,7 @@ from exporter.simulator.records import (
 )
 from exporter.simulator.scenario import DELIVERY_TYPES, Scenario, ServerSpec
 from exporter.simulator.timeline import QueueSnapshot, Timeline, snapshot_queue
+from exporter.simulator.tracking import EVENT_IDS, SelectableEvent, TrackingEvent, tracking_log
 
 __all__ = [
     "REGISTRY",
@@ -641,6 +643,161 @@ def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record
 
 
 # ---------------------------------------------------------------------------------------------
+# Get-MessageTrackingLog
+# ---------------------------------------------------------------------------------------------
+_GET_TRACKING = "Microsoft.Exchange.Management.TransportLogSearchTasks.GetMessageTrackingLog"
+_DAY_FIRST_CULTURES = ("en-GB", "de-DE", "nl-NL", "fr-FR", "da-DK")
+
+
+def _tracking_time(value: Any, name: str, tz: datetime.tzinfo, culture: str) -> float:
+    """A -Start/-End value as seconds since the epoch; naive times are server-local, like Exchange."""
+    parsed: datetime.datetime | None = None
+    if isinstance(value, datetime.datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
+        except ValueError:
+            formats = ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y"]
+            if culture in _DAY_FIRST_CULTURES:
+                formats = [
+                    f.replace("%m/%d", sep.join(("%d", "%m"))).replace("/%Y", f"{sep}%Y")
+                    for sep in ("/", ".", "-")
+                    for f in ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
+                ]
+            for fmt in formats:
+                try:
+                    parsed = datetime.datetime.strptime(text, fmt)
+                    break
+                except ValueError:
+                    continue
+    if parsed is None:
+        raise CmdletError(
+            ErrorInfo(
+                message=(
+                    f'Cannot bind parameter \'{name}\'. Cannot convert value "{value}" to type "System.DateTime". '
+                    'Error: "String was not recognized as a valid DateTime."'
+                ),
+                exception_type="System.Management.Automation.ParameterBindingException",
+                fqid=f"CannotConvertArgumentNoMessage,{_GET_TRACKING}",
+                category="InvalidArgument",
+                reason="ParameterBindingException",
+                activity="Get-MessageTrackingLog",
+            )
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.timestamp()
+
+
+def _tracking_filter(args: Args) -> Callable[[TrackingEvent], bool] | None:
+    """The -EventId/-Source/-MessageId/... filters as one predicate (None: no filter)."""
+    checks: list[Callable[[TrackingEvent], bool]] = []
+
+    def equal(attribute: str, wanted: str) -> None:
+        folded = wanted.casefold()
+        checks.append(lambda e: str(getattr(e, attribute)).casefold() == folded)
+
+    for param, attribute in (
+        ("EventId", "event_id"),
+        ("Source", "source"),
+        ("InternalMessageId", "internal_message_id"),
+        ("NetworkMessageId", "network_message_id"),
+        ("Sender", "sender"),
+        ("TransportTrafficType", "transport_traffic_type"),
+    ):
+        if args.get(param) is not None:
+            equal(attribute, str(args[param]).strip())
+    if args.get("MessageId") is not None:
+        message_id = str(args["MessageId"]).strip()
+        equal("message_id", message_id if message_id.startswith("<") else f"<{message_id}>")
+    if args.get("Recipients"):
+        wanted = {r.strip().casefold() for r in args["Recipients"]}
+        checks.append(lambda e: any(r.casefold() in wanted for r in e.recipients))
+    if args.get("Reference") is not None:
+        reference = str(args["Reference"]).strip().casefold()
+        checks.append(lambda e: e.reference is not None and any(r.casefold() == reference for r in e.reference))
+    if args.get("MessageSubject") is not None:
+        subject = str(args["MessageSubject"]).casefold()
+        checks.append(lambda e: subject in e.message_subject.casefold())
+    if not checks:
+        return None
+    return lambda e: all(check(e) for check in checks)
+
+
+@cmdlet(
+    "Get-MessageTrackingLog",
+    _GET_TRACKING,
+    [
+        Param("Server"),
+        Param("Start", "any"),
+        Param("End", "any"),
+        Param("ResultSize", "resultsize"),
+        Param("EventId"),
+        Param("Source"),
+        Param("MessageId"),
+        Param("InternalMessageId"),
+        Param("NetworkMessageId"),
+        Param("Sender"),
+        Param("Recipients", "strings"),
+        Param("MessageSubject"),
+        Param("Reference"),
+        Param("TransportTrafficType"),
+        Param("DomainController"),
+    ],
+)
+def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
+    """Get-MessageTrackingLog [-Server S] [-Start T] [-End T] [-ResultSize N|Unlimited] [-EventId E] [filters]."""
+    event_id = args.get("EventId")
+    if event_id is not None and str(event_id).strip().upper() not in EVENT_IDS:
+        raise CmdletError(
+            exchange_error(
+                ctx.server.name,
+                "Get-MessageTrackingLog",
+                _GET_TRACKING,
+                "LocalizedException",
+                f'The value "{event_id}" isn\'t a valid EventId.',  # [I] text; id/category from the cmdlet
+                exception_type="Microsoft.Exchange.Data.Common.LocalizedException",
+                category="InvalidArgument",
+                target_name=str(event_id),
+            )
+        )
+    server_name = args.get("Server")
+    target = ctx.server if server_name is None else ctx.scenario.server(str(server_name))
+    if target is None:
+        yield _not_found(ctx, "Get-MessageTrackingLog", _GET_TRACKING, str(server_name))
+        return
+    if _server_unreachable(ctx, target):
+        yield Error(
+            exchange_error(
+                ctx.server.name,
+                "Get-MessageTrackingLog",
+                _GET_TRACKING,
+                "LogSearchException",
+                "Failed to connect to the Microsoft Exchange Transport Log Search service on computer "
+                f'"{target.name}". Verify that a valid computer name was used and the Microsoft Exchange '
+                "Transport Log Search "
+                "service is started.",
+            )
+        )
+        return
+    tz, culture = ctx.timeline.tz, ctx.scenario.organisation.culture
+    start = None if args.get("Start") is None else _tracking_time(args["Start"], "Start", tz, culture)
+    end = None if args.get("End") is None else _tracking_time(args["End"], "End", tz, culture)
+    log = tracking_log(ctx.scenario, ctx.timeline)
+    limit = args.get("ResultSize", ctx.scenario.result_size_default)
+    events = log.events(target.name, start, end, predicate=_tracking_filter(args), limit=limit)
+    truncated = limit is not None and len(events) > limit
+    if limit is not None:
+        events = events[:limit]
+    for event in events:
+        yield Output(source=SelectableEvent(event, log))
+    if truncated:
+        yield Warning(RESULT_SIZE_WARNING)
+
+
+# ---------------------------------------------------------------------------------------------
 # Select-Object
 # ---------------------------------------------------------------------------------------------
 _SELECT_OBJECT = "Microsoft.PowerShell.Commands.SelectObjectCommand"
@@ -686,20 +843,17 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
     excluded = {e.lower() for e in args.get("ExcludeProperty") or []}
     expand = args.get("ExpandProperty")
     for item in items:
+        if item.source is not None and names is not None and not expand:
+            data = item.source.select(_choose(names, item.source.property_names(), excluded))
+            if data is not None:
+                yield Output(data=data)
+                continue
         element = item.as_element()
         if element.tag != "Obj":
             yield item
             continue
         if names is not None:
-            available = property_names(element)
-            chosen: list[str] = []
-            for name in names:
-                if any(ch in name for ch in "*?["):
-                    chosen += [a for a in available if _wildcard_match(name, a) and a not in chosen]
-                elif name not in chosen:
-                    chosen.append(next((a for a in available if a.lower() == name.lower()), name))
-            chosen = [c for c in chosen if c.lower() not in excluded]
-            element = select_object(element, chosen)
+            element = select_object(element, _choose(names, property_names(element), excluded))
         if expand:
             value = expand_property(element, expand)
             if value is None:
@@ -719,6 +873,17 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
             yield Output(element=element)
         else:
             yield item
+
+
+def _choose(names: list[str], available: list[str], excluded: set[str]) -> list[str]:
+    """Select-Object's property list: wildcards expanded, names in the object's spelling."""
+    chosen: list[str] = []
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            chosen += [a for a in available if _wildcard_match(name, a) and a not in chosen]
+        elif name not in chosen:
+            chosen.append(next((a for a in available if a.lower() == name.lower()), name))
+    return [c for c in chosen if c.lower() not in excluded]
 
 
 # ---------------------------------------------------------------------------------------------

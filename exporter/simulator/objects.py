@@ -44,6 +44,8 @@ from exporter.simulator.timeline import QueueSnapshot, Timeline
 __all__ = [
     "QUEUE_TYPE_NAMES",
     "exchange_server",
+    "message_latency_type",
+    "message_tracking_event",
     "queue_info",
     "transport_server",
 ]
@@ -641,4 +643,109 @@ def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline)
             ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "Unchanged")),
         ],
         server.name,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Get-MessageTrackingLog (the reference graph; the cmdlet uses tracking.event_clixml, tested equal)
+# ---------------------------------------------------------------------------------------------
+
+
+def message_latency_type(name: str) -> Any:
+    """A ``MessageLatencyType`` enum value (None, LocalServer, EndToEnd)."""
+    from exporter.simulator.tracking import LATENCY_TYPE_MEMBERS, LATENCY_TYPE_NAME
+
+    return _enum(LATENCY_TYPE_NAME, LATENCY_TYPE_MEMBERS, name)
+
+
+def precise_timespan(milliseconds: int) -> PSObject:
+    """An ``EnhancedTimeSpan`` with milliseconds (ToString like ``00:00:01.2340000``)."""
+    from exporter.simulator.tracking import ENHANCED_TIMESPAN_TYPE_NAMES, timespan_text
+
+    ticks = milliseconds * 10_000
+    text = timespan_text(ticks)
+    total = ticks / 10_000_000
+    seconds, fraction = divmod(abs(milliseconds), 1000)
+    minutes, secs = divmod(seconds, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    return ex_object(
+        ENHANCED_TIMESPAN_TYPE_NAMES,
+        [
+            ("Days", days),
+            ("Hours", hrs),
+            ("Milliseconds", fraction),
+            ("Minutes", mins),
+            ("Seconds", secs),
+            ("Ticks", PSInt64(ticks)),
+            ("TotalDays", PSDouble(total / 86400)),
+            ("TotalHours", PSDouble(total / 3600)),
+            ("TotalMilliseconds", PSDouble(float(milliseconds))),
+            ("TotalMinutes", PSDouble(total / 60)),
+            ("TotalSeconds", PSDouble(total)),
+            ("Sign", (milliseconds > 0) - (milliseconds < 0)),
+        ],
+        text,
+    )
+
+
+def message_tracking_event(event: Any, tz: datetime.tzinfo) -> PSObject:
+    """A Get-MessageTrackingLog result (``MessageTrackingEvent``) for a ``tracking.TrackingEvent``."""
+    from exporter.simulator.tracking import (
+        KEY_VALUE_ARRAY_TYPE_NAMES,
+        KEY_VALUE_PAIR_TYPE_NAMES,
+        MESSAGE_TRACKING_TYPE_NAMES,
+        local_datetime,
+    )
+
+    e = event
+    return ex_object(
+        MESSAGE_TRACKING_TYPE_NAMES,
+        [
+            ("Timestamp", local_datetime(e.ts_ms, tz)),
+            ("ClientIp", e.client_ip),
+            ("ClientHostname", e.client_hostname),
+            ("ServerIp", e.server_ip),
+            ("ServerHostname", e.server_hostname),
+            ("SourceContext", e.source_context),
+            ("ConnectorId", e.connector_id),
+            ("Source", e.source),
+            ("EventId", e.event_id),
+            ("InternalMessageId", e.internal_message_id),
+            ("MessageId", e.message_id),
+            ("NetworkMessageId", e.network_message_id),
+            ("Recipients", string_array(e.recipients)),
+            ("RecipientStatus", string_array(e.recipient_status)),
+            ("TotalBytes", e.total_bytes),
+            ("RecipientCount", e.recipient_count),
+            ("RelatedRecipientAddress", e.related_recipient_address),
+            ("Reference", None if e.reference is None else string_array(e.reference)),
+            ("MessageSubject", e.message_subject),
+            ("Sender", e.sender),
+            ("ReturnPath", e.return_path),
+            ("Directionality", e.directionality),
+            ("TenantId", e.tenant_id),
+            ("OriginalClientIp", e.original_client_ip),
+            ("MessageInfo", e.message_info),
+            ("MessageLatency", None if e.latency_ms is None else precise_timespan(e.latency_ms)),
+            ("MessageLatencyType", message_latency_type(e.latency_type)),
+            (
+                "EventData",
+                typed_list(
+                    KEY_VALUE_ARRAY_TYPE_NAMES,
+                    [
+                        ex_object(
+                            KEY_VALUE_PAIR_TYPE_NAMES,
+                            [("Key", key), ("Value", value)],
+                            f"[{key}, {value}]",
+                            serialization=False,
+                        )
+                        for key, value in e.event_data
+                    ],
+                ),
+            ),
+            ("TransportTrafficType", e.transport_traffic_type),
+            ("SchemaVersion", e.schema_version),
+        ],
+        MESSAGE_TRACKING_TYPE_NAMES[0],
     )

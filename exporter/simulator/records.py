@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from xml.etree import ElementTree as ET
 
 from exporter.simulator.timeline import format_culture_datetime
@@ -20,6 +22,7 @@ __all__ = [
     "ErrorInfo",
     "Output",
     "Record",
+    "Selectable",
     "Warning",
     "ambiguous_parameter",
     "command_not_found",
@@ -54,15 +57,36 @@ class ErrorInfo:
     hresult: int = -2146233087
 
 
+class Selectable(Protocol):
+    """An output object that can answer ``Select-Object -Property`` without parsing its CLIXML."""
+
+    def property_names(self) -> list[str]:
+        """Property names in wire order (adapted, then extended)."""
+        ...
+
+    def select(self, names: Sequence[str]) -> bytes | None:
+        """The selected PSCustomObject's CLIXML, or None to use the generic path."""
+        ...
+
+    def clixml(self) -> bytes:
+        """The object's own CLIXML (computed only when the object itself is sent or parsed)."""
+        ...
+
+
 @dataclass
 class Output:
     """One output object: CLIXML bytes and/or an element (each derived from the other lazily)."""
 
     data: bytes | None = None
     element: ET.Element | None = None
+    #: Optional fast Select-Object: ``property_names()`` and ``select(names) -> bytes | None``
+    #: (None: fall back to selecting on the parsed element).
+    source: Selectable | None = None
 
     def as_bytes(self) -> bytes:
         """The CLIXML bytes of the object."""
+        if self.data is None and self.element is None and self.source is not None:
+            self.data = self.source.clixml()
         if self.data is None:
             assert self.element is not None
             self.data = ET.tostring(self.element, encoding="unicode").encode("utf-8")
@@ -71,8 +95,7 @@ class Output:
     def as_element(self) -> ET.Element:
         """The object as an ElementTree element (parsed on first use)."""
         if self.element is None:
-            assert self.data is not None
-            self.element = ET.fromstring(self.data)
+            self.element = ET.fromstring(self.as_bytes())
         return self.element
 
 

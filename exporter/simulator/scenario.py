@@ -30,6 +30,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ServerSpec",
+    "TrackingSpec",
     "build_scenario",
     "load_scenario",
 ]
@@ -142,6 +143,46 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """Message-tracking traffic of one server (``tracking:`` per server, or organisation-wide).
+
+    Message *k* of a server arrives at ``k * 60 / messages_per_minute`` seconds after the Unix
+    epoch plus a hash-derived jitter below one slot; only messages arriving after the scenario start
+    minus ``history_minutes`` exist. Everything about a message is a pure function of the scenario,
+    the server and *k* (see ``tracking.py``).
+    """
+
+    messages_per_minute: float = 0.0
+    failure_ratio: float = 0.0
+    stuck_ratio: float = 0.0
+    external_ratio: float = 0.3
+    defer_ratio: float = 0.05
+    latency_min_seconds: float = 0.5
+    latency_max_seconds: float = 30.0
+    latency_field_ratio: float = 0.5
+    history_minutes: float = 120.0
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the server logs any message at all."""
+        return self.messages_per_minute > 0
+
+
+TRACKING_KEYS = (
+    "messages_per_minute",
+    "failure_ratio",
+    "stuck_ratio",
+    "external_ratio",
+    "defer_ratio",
+    "latency_seconds",
+    "latency_field_ratio",
+    "history_minutes",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """One Exchange server; every server gets its own WSMan endpoint."""
 
@@ -163,6 +204,7 @@ class ServerSpec:
         r"C:\Program Files\Microsoft\Exchange Server\V15\TransportRoles\Logs\MessageTracking"
     )
     message_tracking_log_enabled: bool = True
+    tracking: TrackingSpec | None = None
 
     @property
     def version_parts(self) -> tuple[int, int, int, int]:
@@ -268,11 +310,14 @@ def build_scenario(
     session_limit: int = 18,
     result_size_default: int = 1000,
     moving: bool = True,
+    tracking_per_minute: float = 0.0,
 ) -> Scenario:
     """A synthetic organisation for benchmarks: ``n_servers`` servers EX01.. with N queues each.
 
     Each server has a Submission queue, a shadow queue and delivery queues to ``domainNNN.example``
     (every seventh in Retry with a DNS LastError); with ``moving`` the counts follow waves.
+    ``tracking_per_minute`` > 0 gives every server message-tracking traffic at that rate (2 %
+    failures, 1 % stuck, 30 % external, 60 minutes of history).
     """
     if n_servers < 1 or queues_per_server < 1:
         raise ScenarioError("build_scenario needs at least one server and one queue per server")
@@ -306,15 +351,22 @@ def build_scenario(
                 queue["retry_count"] = 4
             queues.append(queue)
         servers.append({"name": name, "queues": queues})
-    return Scenario.from_dict(
-        {
-            "organisation": {"name": "Bench", "domain": domain},
-            "users": {username: password},
-            "session_limit": session_limit,
-            "result_size_default": result_size_default,
-            "servers": servers,
+    data: dict[str, Any] = {
+        "organisation": {"name": "Bench", "domain": domain},
+        "users": {username: password},
+        "session_limit": session_limit,
+        "result_size_default": result_size_default,
+        "servers": servers,
+    }
+    if tracking_per_minute > 0:
+        data["tracking"] = {
+            "messages_per_minute": tracking_per_minute,
+            "failure_ratio": 0.02,
+            "stuck_ratio": 0.01,
+            "external_ratio": 0.3,
+            "history_minutes": 60,
         }
-    )
+    return Scenario.from_dict(data)
 
 
 class _Parser:
@@ -322,6 +374,7 @@ class _Parser:
 
     def __init__(self, base_dir: Path | None) -> None:
         self.base_dir = base_dir
+        self.default_tracking: Mapping[str, Any] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
@@ -390,9 +443,14 @@ class _Parser:
                 "result_size_default",
                 "shell_idle_timeout_seconds",
                 "replays",
+                "tracking",
             ],
             "scenario",
         )
+        default_tracking = self._mapping(top.get("tracking"), "tracking")
+        if default_tracking:
+            self.tracking(default_tracking, "tracking")  # validate the default on its own
+        self.default_tracking = default_tracking
         org = self.organisation(self._mapping(top.get("organisation", top.get("organization")), "organisation"))
         raw_servers = top.get("servers")
         if not isinstance(raw_servers, list) or not raw_servers:
@@ -486,6 +544,7 @@ class _Parser:
                 "queues",
                 "message_tracking_log_path",
                 "message_tracking_log_enabled",
+                "tracking",
             ],
             where,
         )
@@ -524,12 +583,66 @@ class _Parser:
                 data, "message_tracking_log_path", where, ServerSpec.message_tracking_log_path
             ),
             message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
+            tracking=self.server_tracking(data, where),
         )
         raw_queues = data.get("queues", [])
         if not isinstance(raw_queues, list):
             raise ScenarioError(f"{where}.queues: expected a list")
         queues = self.queues(raw_queues, f"{where}.queues", fqdns)
         return ServerSpec(**{**spec.__dict__, "queues": queues})
+
+    def server_tracking(self, data: Mapping[str, Any], where: str) -> TrackingSpec | None:
+        """The server's ``tracking:`` merged key by key over the organisation-wide default."""
+        if "tracking" in data and data["tracking"] is None:
+            return None  # an explicit null switches the default off for this server
+        own = self._mapping(data.get("tracking"), f"{where}.tracking")
+        merged = {**self.default_tracking, **own}
+        if not merged:
+            return None
+        spec = self.tracking(merged, f"{where}.tracking")
+        return spec if spec.enabled else None
+
+    def tracking(self, data: Mapping[str, Any], where: str) -> TrackingSpec:
+        self._check_keys(data, TRACKING_KEYS, where)
+
+        def ratio(key: str, default: float) -> float:
+            value = self._num(data, key, where, default)
+            if not 0.0 <= value <= 1.0:
+                raise ScenarioError(f"{where}.{key}: must be between 0 and 1")
+            return value
+
+        rate = self._num(data, "messages_per_minute", where, 0.0)
+        if rate < 0 or rate > 600_000:
+            raise ScenarioError(f"{where}.messages_per_minute: must be between 0 and 600000")
+        failure, stuck = ratio("failure_ratio", 0.0), ratio("stuck_ratio", 0.0)
+        if failure + stuck > 1.0:
+            raise ScenarioError(f"{where}: failure_ratio + stuck_ratio must be <= 1")
+        latency = data.get("latency_seconds", {"min": 0.5, "max": 30.0})
+        if isinstance(latency, bool):
+            raise ScenarioError(f"{where}.latency_seconds: expected a number or {{min, max}}")
+        if isinstance(latency, int | float):
+            latency = {"min": latency, "max": latency}
+        lat = self._mapping(latency, f"{where}.latency_seconds")
+        self._check_keys(lat, ["min", "max"], f"{where}.latency_seconds")
+        low = self._num(lat, "min", f"{where}.latency_seconds", 0.5)
+        high = self._num(lat, "max", f"{where}.latency_seconds", max(low, 30.0))
+        if low < 0.01 or high < low or high > 86400:
+            raise ScenarioError(f"{where}.latency_seconds: need 0.01 <= min <= max <= 86400")
+        history = self._num(data, "history_minutes", where, 120.0)
+        if not 0 <= history <= 60 * 24 * 30:
+            raise ScenarioError(f"{where}.history_minutes: must be between 0 and 43200")
+        return TrackingSpec(
+            messages_per_minute=rate,
+            failure_ratio=failure,
+            stuck_ratio=stuck,
+            external_ratio=ratio("external_ratio", 0.3),
+            defer_ratio=ratio("defer_ratio", 0.05),
+            latency_min_seconds=low,
+            latency_max_seconds=high,
+            latency_field_ratio=ratio("latency_field_ratio", 0.5),
+            history_minutes=history,
+            seed=self._int(data, "seed", where, 0),
+        )
 
     def queues(self, raw: list[Any], where: str, fqdns: Mapping[str, str]) -> tuple[QueueSpec, ...]:
         explicit = {

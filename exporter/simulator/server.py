@@ -22,6 +22,7 @@ from exporter.simulator.scenario import Scenario
 from exporter.simulator.service import EndpointService, SimState, Stats
 from exporter.simulator.timeline import Timeline
 from exporter.simulator.tls import generate_tls, server_context
+from exporter.simulator.tracking import TrackingLog, tracking_log
 from exporter.simulator.transport import Endpoint
 
 __all__ = ["Simulator"]
@@ -66,6 +67,11 @@ class Simulator:
         self._started = False
         self._lock = threading.Lock()
         self.faults.subscribe(self._on_fault)
+
+    @property
+    def tracking(self) -> TrackingLog:
+        """The message-tracking log Get-MessageTrackingLog serves (``expected_messages``, ``events``)."""
+        return tracking_log(self.scenario, self.state.timeline)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

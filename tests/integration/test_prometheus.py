@@ -67,7 +67,11 @@ def test_promtool_check_metrics_has_no_findings(demo_exposition: Any) -> None:
 
 def test_every_metric_is_documented_and_every_documented_metric_is_emitted(demo_exposition: Any) -> None:
     _, text = demo_exposition
-    emitted = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("mailflow_")}
+    emitted = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE mailflow_"):
+            name = line.split()[2]
+            emitted.add(name)
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(mailflow_[a-z_]+)` \|", doc, re.M))
     assert emitted - documented == set(), "emitted but not in docs/metrics.md"

@@ -236,9 +236,7 @@ def test_result_size_default_and_warning(pool: RunspacePool) -> None:
 
 @pytest.mark.timeout(30)
 def test_get_queue_filter(pool: RunspacePool) -> None:
-    ps = invoke(
-        pool, ("Get-Queue", {"Server": "EX01", "Filter": "MessageCount -gt 10 -and Status -eq 'Retry'"})
-    )
+    ps = invoke(pool, ("Get-Queue", {"Server": "EX01", "Filter": "MessageCount -gt 10 -and Status -eq 'Retry'"}))
     assert [str(o) for o in ps.output] == ["EX01\\3"]
     ps = invoke(pool, ("Get-Queue", {"Filter": "NextHopDomain -like 'mailbox*'", "ResultSize": "Unlimited"}))
     assert [str(o) for o in ps.output] == ["EX01\\4"]
@@ -299,9 +297,7 @@ def test_unknown_cmdlet_parameter_and_script(pool: RunspacePool) -> None:
     ps = invoke(pool, ("Get-Foo", {}))
     assert ps.had_errors and not ps.output
     (error,) = ps.streams.error
-    assert str(error).startswith(
-        "The term 'Get-Foo' is not recognized as the name of a cmdlet, function, script"
-    )
+    assert str(error).startswith("The term 'Get-Foo' is not recognized as the name of a cmdlet, function, script")
     assert error.fq_error == "CommandNotFoundException"
     assert error.exception.types[0] == "System.Management.Automation.CommandNotFoundException"
 
@@ -368,9 +364,7 @@ def test_session_limit(sim: Simulator) -> None:
 def test_idle_shells_expire_with_the_scenario_clock() -> None:
     data = _scenario()
     clock = [1_800_000_000.0]
-    scenario = Scenario(
-        data.organisation, data.servers, data.users, session_limit=1, shell_idle_timeout_seconds=600
-    )
+    scenario = Scenario(data.organisation, data.servers, data.users, session_limit=1, shell_idle_timeout_seconds=600)
     with Simulator(scenario, clock=lambda: clock[0]) as local:
         leaked = open_pool(local)  # a client that never closes its pool
         with pytest.raises(WSManFaultError):
@@ -529,9 +523,7 @@ def test_fault_wsman_fault(sim: Simulator, pool: RunspacePool) -> None:
 
 @pytest.mark.timeout(30)
 def test_fault_error_record(sim: Simulator, pool: RunspacePool) -> None:
-    sim.faults.set(
-        "EX01", "error_record", cmdlet="Get-Queue", message="Active Directory server DC01 is down."
-    )
+    sim.faults.set("EX01", "error_record", cmdlet="Get-Queue", message="Active Directory server DC01 is down.")
     ps = invoke(pool, ("Get-Queue", {}))
     assert not ps.output and not ps.had_errors
     assert [str(e) for e in ps.streams.error] == ["Active Directory server DC01 is down."]
@@ -609,17 +601,11 @@ def test_replay_receive_connectors_keeps_flag_enums(pool: RunspacePool) -> None:
     first = ps.output[0]
     assert first.types[0] == "Microsoft.Exchange.Data.Directory.SystemConfiguration.ReceiveConnector"
     groups = first.adapted_properties["PermissionGroups"]
-    assert str(
-        groups
-    ) == "ExchangeUsers, ExchangeServers, ExchangeLegacyServers" and groups.property_sets == [14]
+    assert str(groups) == "ExchangeUsers, ExchangeServers, ExchangeLegacyServers" and groups.property_sets == [14]
     assert all(not str(o.adapted_properties["PermissionGroups"]).isdigit() for o in ps.output)
     assert "<LST>" in first.adapted_properties["Bindings"].property_sets[0]
-    ps = invoke(
-        pool, ("Get-ReceiveConnector", {}), ("Select-Object", {"Property": ["Identity", "PermissionGroups"]})
-    )
-    assert len(ps.output) == 5 and str(ps.output[0].extended_properties["PermissionGroups"]).startswith(
-        "Exchange"
-    )
+    ps = invoke(pool, ("Get-ReceiveConnector", {}), ("Select-Object", {"Property": ["Identity", "PermissionGroups"]}))
+    assert len(ps.output) == 5 and str(ps.output[0].extended_properties["PermissionGroups"]).startswith("Exchange")
 
 
 def _moving_queue_counts(scenario: Scenario, clock_value: list[float]) -> dict[str, int]:

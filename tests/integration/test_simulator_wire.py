@@ -69,9 +69,7 @@ def test_capture_elements_are_self_contained() -> None:
             assert Serializer().deserialize(ET.tostring(element, encoding="unicode")) is not None
     connectors = load_capture(CAPTURES / "GetReceiveConnector.xml")
     groups = [o.find("Props/Obj[@N='PermissionGroups']") for o in connectors]
-    assert all(
-        g is not None and g.findtext("ToString", "").startswith(("Exchange", "Anonymous")) for g in groups
-    )
+    assert all(g is not None and g.findtext("ToString", "").startswith(("Exchange", "Anonymous")) for g in groups)
     assert all(g is not None and (g.find("TN") is not None or g.find("TNRef") is not None) for g in groups)
 
 

@@ -103,7 +103,7 @@ def test_primitives_and_escapes() -> None:
 def test_unknown_shapes_fall_back_to_pypsrp() -> None:
     xml = (
         '<Obj RefId="0"><TN RefId="0"><T>System.Management.Automation.ErrorRecord</T><T>System.Object</T></TN>'
-        "<ToString>boom</ToString><MS><S N=\"ErrorDetails_Message\">x</S></MS></Obj>"
+        '<ToString>boom</ToString><MS><S N="ErrorDetails_Message">x</S></MS></Obj>'
     )
     # pypsrp maps ErrorRecord to its own class and rejects this incomplete one; the fast path must
     # hand the message to pypsrp rather than decode it as a generic object.
