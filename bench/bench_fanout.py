@@ -66,6 +66,7 @@ def main() -> None:
                 "servers": [{"name": n, "host": h, "port": p} for n, (h, p) in info["endpoints"].items()],
             },
             "scheduler": {"max_workers": args.workers},
+            "collectors": {"tracking": {"enabled": False}},  # a queue poll cycle only
         }
     )
     service = Service(settings)
