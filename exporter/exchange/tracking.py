@@ -62,7 +62,7 @@ SOURCES = frozenset(
 # A message that reached one of these on a server has left that server's pipeline.
 TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
 LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
-STATE_VERSION = 1
+STATE_VERSION = 2
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
 
 
@@ -108,14 +108,28 @@ _SCALAR = re.compile(
     r'<(?P<tag>S|DT|I64|I32|U64|U32)\s+N="(?P<name>Timestamp|EventId|Source|InternalMessageId|MessageId)"\s*>'
     r"(?P<text>[^<]*)</(?P=tag)>"
 )
+_SCALAR_NAMES = frozenset({"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId"})
+_NAMED = re.compile(r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency)"')
 _STATUS = re.compile(
     r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
 )
 _STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
 _LATENCY = re.compile(
-    r'<(?:Obj N="MessageLatency"[^>]*>.*?<ToString>(?P<shown>[^<]*)</ToString>|(?P<nil>Nil) N="MessageLatency"\s*/>)',
+    r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
+    r'|(?P<nil>Nil) N="MessageLatency"\s*/>)',
     re.S,
 )
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """ISO 8601 as pypsrp delivers DateTime (fast), else the tolerant parser; naive means UTC."""
+    if text:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            return parse_datetime(text)
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return None
 
 
 def _xml_text(raw: str) -> str:
@@ -130,14 +144,20 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
     and ``decode_event_xml`` parses the message with a real XML parser instead; a test checks the
     two agree on every event the simulator produces.
     """
+    if "&#" in xml:
+        raise ValueError("character references: leave them to the XML parser")
     fields: dict[str, str] = {}
+    tags: dict[str, str] = {}
     for match in _SCALAR.finditer(xml):
         name = match["name"]
         if name in fields:
             raise ValueError(f"{name} appears twice")
-        fields[name] = match["text"]
-    if "Timestamp" not in fields or xml.count(' N="RecipientStatus"') > 1 or xml.count(' N="MessageLatency"') > 1:
-        raise ValueError("unexpected shape")
+        fields[name], tags[name] = match["text"], match["tag"]
+    if tags.get("Timestamp") != "DT":
+        raise ValueError("no DateTime Timestamp")
+    named = _NAMED.findall(xml)  # a field in another form (an object, a reference) is not guessed at
+    if len(named) != len(set(named)) or any(name not in fields for name in named if name in _SCALAR_NAMES):
+        raise ValueError("a field in an unexpected form")
     status: tuple[str, ...] = ()
     found = _STATUS.search(xml)
     if found is None:
@@ -155,7 +175,7 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
             raise ValueError("MessageLatency in an unexpected form")
     elif found["shown"] is not None:
         latency = parse_timespan(_xml_text(found["shown"]))
-    timestamp = parse_datetime(fields["Timestamp"])
+    timestamp = _timestamp(fields["Timestamp"])
     if timestamp is None:
         return None
     return TrackingEvent(
@@ -198,7 +218,7 @@ def decode_event_xml(xml: str) -> TrackingEvent | None:
     stamp = found.get("Timestamp")
     if stamp is None or stamp.tag != "DT":
         raise ValueError("no Timestamp")
-    timestamp = parse_datetime(stamp.text)
+    timestamp = _timestamp(stamp.text)
     if timestamp is None:
         return None
     latency_el = found.get("MessageLatency")
@@ -264,12 +284,16 @@ class _ServerState:
     """Mutable per-server state, touched only by that server's (non-overlapping) poll job."""
 
     watermark: datetime | None = None
-    # The next window starts exactly at the watermark (no overlap): after a restart (the previous
-    # process counted up to it) and after a truncated reply (we are catching up, not re-reading).
+    # The next window starts exactly at the watermark (no overlap) after a truncated reply: we are
+    # catching up, not re-reading.
     exact_start: bool = False
-    seen: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+    # The watermark found in the state file at start-up: the previous process counted everything
+    # before it, so no window of this process starts earlier (its dedupe keys are gone).
+    floor: datetime | None = None
+    seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
     pending: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # message id -> RECEIVE time
-    completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # recently finished message ids
+    received: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # for latency pairing
+    completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # latency already observed
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     buckets: list[int] = field(default_factory=list)
@@ -281,14 +305,19 @@ class _ServerState:
 
 
 class WatermarkStore:
-    """The per-server watermarks in a small JSON file, written atomically."""
+    """The per-server watermarks in a small JSON file, written atomically.
+
+    Besides the time, a watermark can carry the dedupe keys of events counted exactly at it: after
+    a truncated reply the next window starts at that instant, and those events must not be counted
+    again, even by a restarted process.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._marks: dict[str, str] = self._load()
+        self._marks: dict[str, dict[str, Any]] = self._load()
 
-    def _load(self) -> dict[str, str]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -300,24 +329,28 @@ class WatermarkStore:
         if not isinstance(marks, dict) or data.get("version") != STATE_VERSION:
             log.warning("tracking state has an unknown format, starting fresh path=%s", self.path)
             return {}
-        return {str(k): str(v) for k, v in marks.items()}
+        return {str(k): v for k, v in marks.items() if isinstance(v, dict) and isinstance(v.get("at"), str)}
 
-    def get(self, server: str) -> datetime | None:
+    def get(self, server: str) -> tuple[datetime | None, frozenset[tuple[str, str]]]:
+        """The watermark and the (internal id, event id) pairs already counted exactly at it."""
         with self._lock:
-            text = self._marks.get(server.upper())
-        return parse_datetime(text) if text else None
+            entry = self._marks.get(server.upper())
+        if entry is None:
+            return None, frozenset()
+        ties = entry.get("counted_at_mark") or []
+        return parse_datetime(entry["at"]), frozenset((str(a), str(b)) for a, b in ties)
 
-    def set(self, server: str, mark: datetime) -> None:
-        with self._lock:
-            self._marks[server.upper()] = mark.astimezone(UTC).isoformat()
+    def set(self, server: str, mark: datetime, ties: Iterable[tuple[str, str]] = ()) -> None:
+        with self._lock:  # build and write under the lock, so a slower writer never wins with old data
+            self._marks[server.upper()] = {"at": mark.astimezone(UTC).isoformat(), "counted_at_mark": sorted(ties)}
             payload = json.dumps({"version": STATE_VERSION, "watermarks": self._marks}, indent=1, sort_keys=True)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(payload, encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:  # a read-only disk must not stop the metrics
-            log.warning('cannot save tracking state path=%s error="%s"', self.path, exc)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_text(payload, encoding="utf-8")
+                os.replace(tmp, self.path)
+            except OSError as exc:  # a read-only disk must not stop the metrics
+                log.warning('cannot save tracking state path=%s error="%s"', self.path, exc)
 
 
 @dataclass(frozen=True)
@@ -334,6 +367,14 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc_key(ts: datetime) -> timedelta:
+    """The same instant always gives the same (exact) key, whatever offset the server printed."""
+    return ts - _EPOCH
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -369,10 +410,10 @@ class TrackingCollector:
         with self._lock:
             state = self._states.get(server)
             if state is None:
-                mark = self._marks.get(server)
-                state = _ServerState(
-                    watermark=mark, exact_start=mark is not None, buckets=[0] * (len(self._opts.buckets) + 1)
-                )
+                mark, ties = self._marks.get(server)
+                state = _ServerState(watermark=mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                if mark is not None:
+                    state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
             return state
 
@@ -383,11 +424,11 @@ class TrackingCollector:
         if state.watermark is None:
             start = now - timedelta(seconds=opts.initial_lookback)
         elif state.exact_start:
-            # After a restart the previous process already counted up to the watermark and the events
-            # it saw in the overlap are not remembered: re-reading them would count them twice.
             start = state.watermark
         else:
             start = state.watermark - timedelta(seconds=opts.overlap)
+        if state.floor is not None and start < state.floor:
+            start = state.floor
         floor = now - timedelta(seconds=opts.max_window)
         skipped = 0.0
         if start < floor:
@@ -413,7 +454,10 @@ class TrackingCollector:
         if result.errors or result.failed:
             detail = result.errors[0] if result.errors else "pipeline failed"
             raise CollectorError(f"Get-MessageTrackingLog -Server {target}: {detail[:300]}", reason="cmdlet_error")
-        truncated = any("more results available" in w.lower() for w in result.warnings)
+        limit = self._opts.result_size
+        truncated = any("more results available" in w.lower() for w in result.warnings) or (
+            isinstance(limit, int) and len(result.objects) >= limit  # also when the warning is localised
+        )
         try:
             decoded = (o if isinstance(o, TrackingEvent) else parse_event(o) for o in result.objects if o is not None)
             events = [e for e in decoded if e is not None]
@@ -439,25 +483,40 @@ class TrackingCollector:
         opts = self._opts
         new = 0
         for event in sorted(events, key=lambda e: e.timestamp):
-            key = (event.internal_id, event.event_id, event.timestamp.isoformat())
+            key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
             if key in state.seen:
                 continue
             state.seen[key] = event.timestamp
             new += 1
             self._count(state, event)
-        # The next window starts at the watermark minus the overlap: forget keys older than that.
+        if skipped:
+            # Messages received before the gap may have finished inside it: we cannot know, so stop
+            # carrying them rather than report them stuck for a day.
+            for table in (state.pending, state.received):
+                for msg in [m for m, ts in table.items() if ts < start]:
+                    del table[msg]
         mark = end
         if truncated and events:
-            # The reply stopped early; continue from the last event we did get (dedupe covers ties).
-            mark = max(e.timestamp for e in events)
             state.truncated_polls += 1
+            # Continue from the last event we got (events at that instant are remembered as ties).
+            mark = max(e.timestamp for e in events)
+            if mark <= start:
+                # A whole reply at one instant: more events share it than -ResultSize returns, and
+                # Exchange cannot page. Move on past that instant rather than ask for it forever.
+                mark = start + timedelta(milliseconds=1)
+        if state.watermark is not None and mark < state.watermark:
+            mark = state.watermark  # the clock stepped back: never re-open counted time
+        exact = truncated and bool(events)
+        # Keep the keys a later window can still re-read: the next non-truncated poll goes back
+        # ``overlap`` from its own watermark, which can be earlier than this one's exact start.
         horizon = mark - timedelta(seconds=opts.overlap)
         state.seen = {k: ts for k, ts in state.seen.items() if ts >= horizon}
         state.watermark = mark
-        state.exact_start = truncated and bool(events)
+        state.exact_start = exact
         state.skipped_seconds += skipped
-        self._marks.set(server, mark)
-        return self._snapshot(server, state, end, new)
+        ties = [(k[0], k[1]) for k, ts in state.seen.items() if ts == mark] if exact else []
+        self._marks.set(server, mark, ties)
+        return self._snapshot(server, state, mark if exact else end, new)
 
     def _count(self, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
@@ -470,27 +529,33 @@ class TrackingCollector:
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
         msg = event.message_id or event.internal_id
+        cap = self._opts.max_tracked_messages
         if event.event_id == "RECEIVE":
-            if msg not in state.pending and msg not in state.completed:
+            if msg not in state.completed and msg not in state.received:
                 state.pending[msg] = event.timestamp
-                if len(state.pending) > self._opts.max_tracked_messages:
+                state.received[msg] = event.timestamp
+                if len(state.pending) > cap:
                     state.pending.popitem(last=False)
                     state.evictions += 1
+                if len(state.received) > cap:
+                    state.received.popitem(last=False)
             return
-        if event.event_id not in TERMINAL_EVENTS or msg in state.completed:
+        if event.event_id not in TERMINAL_EVENTS:
             return
-        # The first terminal event ends the message on this server: one latency observation per
-        # message (a SEND followed by a DELIVER on the same server is not counted twice).
-        received = state.pending.pop(msg, None)
+        state.pending.pop(msg, None)  # any terminal event: the message is not stuck here
+        if event.event_id not in LATENCY_EVENTS or msg in state.completed:
+            return
+        # The first DELIVER or SEND of a message on this server gives its one latency observation
+        # (a SEND followed by a DELIVER on the same server is not counted twice).
+        received = state.received.pop(msg, None)
         state.completed[msg] = None
-        if len(state.completed) > self._opts.max_tracked_messages:
+        if len(state.completed) > cap:
             state.completed.popitem(last=False)
-        if event.event_id in LATENCY_EVENTS:
-            latency = event.latency
-            if latency is None and received is not None:
-                latency = max(0.0, (event.timestamp - received).total_seconds())
-            if latency is not None:
-                self._observe(state, latency)
+        latency = event.latency
+        if latency is None and received is not None:
+            latency = (event.timestamp - received).total_seconds()
+        if latency is not None:
+            self._observe(state, max(0.0, latency))
 
     def _observe(self, state: _ServerState, seconds: float) -> None:
         for i, bound in enumerate(self._opts.buckets):
@@ -504,11 +569,12 @@ class TrackingCollector:
     def _snapshot(self, server: str, state: _ServerState, end: datetime, new: int) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
-        for msg, received in list(state.pending.items()):
-            if received < forget_before:
-                del state.pending[msg]  # stuck for longer than anyone waits: stop carrying it
-            else:
-                break  # pending is in arrival order
+        for table in (state.pending, state.received):
+            for msg, received in list(table.items()):
+                if received < forget_before:
+                    del table[msg]  # older than anyone waits: stop carrying it
+                else:
+                    break  # in arrival order
         stuck = sum(1 for received in state.pending.values() if received <= stuck_before)
         cumulative, running = [], 0
         for count in state.buckets:

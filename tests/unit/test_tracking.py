@@ -140,7 +140,76 @@ def test_truncated_reply_continues_from_the_last_event(tmp_path: Path) -> None:
     events = [ev(i, "RECEIVE", f"m{i}") for i in range(5)]
     r = c.ingest("EX01", events, T0, T0 + timedelta(minutes=10), truncated=True)
     assert r.truncated_polls == 1
-    assert WatermarkStore(tmp_path / "marks.json").get("EX01") == T0 + timedelta(seconds=4)
+    assert WatermarkStore(tmp_path / "marks.json").get("EX01") == (
+        T0 + timedelta(seconds=4),
+        frozenset({("id-m4", "RECEIVE")}),
+    )
+
+
+def test_truncation_at_one_instant_does_not_livelock(tmp_path: Path) -> None:
+    c = collector(tmp_path)
+    tie = [ev(0, "RECEIVE", f"m{i}") for i in range(3)]  # -ResultSize 3, more events at T0
+    c.ingest("EX01", tie, T0, T0 + timedelta(minutes=1), truncated=True)
+    start, _, _ = c.window("EX01", T0 + timedelta(minutes=1))
+    assert start > T0  # moved past the instant instead of asking for it again
+
+
+def test_restart_after_a_truncated_poll_does_not_recount_ties(tmp_path: Path) -> None:
+    c = collector(tmp_path)
+    batch = [ev(0, "RECEIVE", "a"), ev(5, "RECEIVE", "b"), ev(5, "RECEIVE", "c")]
+    c.ingest("EX01", batch, T0, T0 + timedelta(minutes=1), truncated=True)
+    restarted = collector(tmp_path)
+    start, end, _ = restarted.window("EX01", T0 + timedelta(minutes=1))
+    assert start == T0 + timedelta(seconds=5)
+    r = restarted.ingest("EX01", [ev(5, "RECEIVE", "b"), ev(5, "RECEIVE", "c"), ev(5, "RECEIVE", "d")], start, end)
+    assert r.new_events == 1  # only "d" is new
+
+
+def test_clock_stepping_back_does_not_recount(tmp_path: Path) -> None:
+    c = collector(tmp_path, overlap=120.0)
+    events = [ev(i, "RECEIVE", f"m{i}") for i in range(0, 300, 10)]
+    c.ingest("EX01", events, T0 - timedelta(minutes=1), T0 + timedelta(seconds=300))
+    back = T0 + timedelta(seconds=200)  # the exporter's clock jumped back 100 s
+    start, end, _ = c.window("EX01", back)
+    r = c.ingest("EX01", [e for e in events if start <= e.timestamp < end], start, end)
+    assert r.new_events == 0
+    start, _, _ = c.window("EX01", T0 + timedelta(seconds=400))
+    assert start == T0 + timedelta(seconds=300 - 120)
+
+
+def test_same_instant_in_another_offset_is_one_event(tmp_path: Path) -> None:
+    from datetime import timezone
+
+    c = collector(tmp_path)
+    utc = ev(0, "RECEIVE")
+    shifted = TrackingEvent(**{**utc.__dict__, "timestamp": utc.timestamp.astimezone(timezone(timedelta(hours=2)))})
+    assert c.ingest("EX01", [utc, shifted], T0, T0 + timedelta(seconds=5)).new_events == 1
+
+
+def test_latency_survives_transfer_or_partial_failure_and_is_never_negative(tmp_path: Path) -> None:
+    c = collector(tmp_path)
+    events = [
+        ev(0, "RECEIVE", "t"),
+        ev(1, "TRANSFER", "t"),
+        ev(4, "DELIVER", "t", source="STOREDRIVER"),
+        ev(0, "RECEIVE", "f"),
+        ev(1, "FAIL", "f", status=("550 5.1.1 unknown",)),
+        ev(2, "DELIVER", "f", latency=2.0),
+        ev(3, "DELIVER", "n", latency=-5.0),
+    ]
+    r = c.ingest("EX01", events, T0, T0 + timedelta(seconds=10))
+    assert r.latency_buckets == (1, 3, 3, 3)  # 0 s (clamped), 2 s and 4 s (buckets 1, 5, 30 s)
+    assert r.latency_sum == pytest.approx(6.0)
+    assert r.stuck == 0
+
+
+def test_a_skipped_gap_does_not_leave_phantom_stuck_messages(tmp_path: Path) -> None:
+    c = collector(tmp_path, stuck_after=60.0, max_window=600.0)
+    c.ingest("EX01", [ev(0, "RECEIVE", "gone")], T0 - timedelta(minutes=1), T0 + timedelta(seconds=10))
+    now = T0 + timedelta(hours=2)
+    start, end, skipped = c.window("EX01", now)
+    assert skipped > 0
+    assert c.ingest("EX01", [], start, end, skipped=skipped).stuck == 0
 
 
 def test_watermark_survives_restart_and_bad_files_are_not_fatal(tmp_path: Path) -> None:
@@ -152,7 +221,10 @@ def test_watermark_survives_restart_and_bad_files_are_not_fatal(tmp_path: Path) 
     assert start == T0 + timedelta(minutes=1)  # no overlap right after a restart: no double count
     restarted.ingest("EX01", [], start, T0 + timedelta(minutes=2))
     start, _, _ = restarted.window("EX01", T0 + timedelta(minutes=3))
-    assert start == T0 + timedelta(minutes=2) - timedelta(seconds=120)
+    assert start == T0 + timedelta(minutes=1)  # the overlap never reaches back before the restart point
+    restarted.ingest("EX01", [], start, T0 + timedelta(minutes=5))
+    start, _, _ = restarted.window("EX01", T0 + timedelta(minutes=6))
+    assert start == T0 + timedelta(minutes=5) - timedelta(seconds=120)
     for garbage in ("{not json", '{"version": 99, "watermarks": {}}', "[]", ""):
         path.write_text(garbage)
         fresh = collector(tmp_path)
@@ -250,10 +322,26 @@ def test_text_decoder_refuses_ambiguous_shapes() -> None:
     from exporter.exchange.tracking import decode_event, decode_event_text
 
     doubled = SELECTED.format(status="", latency="").replace("</MS>", '<S N="EventId">SEND</S></MS>')
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(ValueError, match=r"twice|unexpected form"):
         decode_event_text(doubled)
     referenced = SELECTED.format(status='<Ref N="RecipientStatus" RefId="9" />', latency="")
     with pytest.raises(ValueError):
         decode_event_text(referenced)
     with pytest.raises(ValueError):  # the XML path refuses it too: the generic decoder takes over
         decode_event(referenced)
+
+
+def test_text_decoder_leaves_other_field_forms_to_the_xml_parser() -> None:
+    from exporter.exchange.tracking import decode_event, decode_event_text
+
+    enum_event = SELECTED.format(status="", latency="").replace(
+        '<S N="EventId">FAIL</S>',
+        '<Obj N="EventId" RefId="5"><TN RefId="5"><T>X.EventId</T><T>System.Enum</T></TN>'
+        "<ToString>DELIVER</ToString><I32>3</I32></Obj>",
+    )
+    with pytest.raises(ValueError, match="a field in an unexpected form"):
+        decode_event_text(enum_event)
+    decoded = decode_event(enum_event)
+    assert decoded is not None and decoded.event_id == "DELIVER"
+    with pytest.raises(ValueError, match="character references"):
+        decode_event_text(SELECTED.format(status="", latency="").replace("ROUTING", "ROUT&#73;NG"))
