@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pypsrp.powershell import RunspacePool
+from pypsrp.wsman import WSMan
 
 from exporter.demo import deep_merge, demo_settings
 from exporter.service import Service
@@ -65,6 +67,22 @@ def small_org(servers: tuple[str, ...] = ("EX01", "EX02"), session_limit: int = 
 
 
 SimFactory = Callable[..., tuple[Simulator, Scenario]]
+
+
+def raw_pool(sim: Simulator, server: str = "EX01") -> RunspacePool:
+    """A pypsrp runspace pool (not yet opened) straight to one simulated server, as the test user."""
+    host, port = sim.endpoint(server)
+    wsman = WSMan(
+        host,
+        port=port,
+        ssl=False,
+        path="PowerShell",
+        auth="basic",
+        username=USER,
+        password=PASSWORD,
+        encryption="never",
+    )
+    return RunspacePool(wsman, configuration_name="Microsoft.Exchange")
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from pypsrp.powershell import RunspacePool
-from pypsrp.wsman import WSMan
 
 from exporter.service import Service
-from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for, small_org
+from tests.integration.conftest import PASSWORD, SimFactory, raw_pool, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -166,21 +164,10 @@ def test_expired_shell_is_reopened_without_a_failed_poll(sim_factory: SimFactory
 
 def test_session_limit_is_reported(sim_factory: SimFactory, service_factory: Any) -> None:
     sim, scenario = sim_factory(small_org(session_limit=2))
-    host, port = sim.endpoint("EX01")
     held = []
     try:
         for _ in range(2):
-            wsman = WSMan(
-                host,
-                port=port,
-                ssl=False,
-                path="PowerShell",
-                auth="basic",
-                username=USER,
-                password=PASSWORD,
-                encryption="never",
-            )
-            pool = RunspacePool(wsman, configuration_name="Microsoft.Exchange")
+            pool = raw_pool(sim)
             pool.open()
             held.append(pool)
         service = service_factory(settings_for(sim, scenario))

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import WSMan
+from pypsrp.powershell import PowerShell
 
 from exporter.exchange.clixml import flatten
 from exporter.service import Service
-from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for, small_org
+from tests.integration.conftest import SimFactory, raw_pool, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -47,18 +46,7 @@ def org(**tracking: Any) -> dict[str, Any]:
 
 def ground_truth(sim: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Every event in [start, end) straight from the simulator, no Select-Object, no dedupe."""
-    host, port = sim.endpoint("EX01")
-    wsman = WSMan(
-        host,
-        port=port,
-        ssl=False,
-        path="PowerShell",
-        auth="basic",
-        username=USER,
-        password=PASSWORD,
-        encryption="never",
-    )
-    with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as pool:
+    with raw_pool(sim) as pool:
         ps = PowerShell(pool)
         ps.add_cmdlet("Get-MessageTrackingLog").add_parameter("Server", "EX01")
         ps.add_parameter("Start", start.isoformat()).add_parameter("End", end.isoformat())
@@ -240,24 +228,13 @@ def test_fast_decoders_agree_with_the_generic_path(sim_factory: SimFactory, sele
     from exporter.exchange.tracking import SELECT_PROPERTIES, decode_event_text, decode_event_xml, parse_event
 
     sim, _ = sim_factory(org(messages_per_minute=60, failure_ratio=0.2, stuck_ratio=0.1))
-    host, port = sim.endpoint("EX01")
-    wsman = WSMan(
-        host,
-        port=port,
-        ssl=False,
-        path="PowerShell",
-        auth="basic",
-        username=USER,
-        password=PASSWORD,
-        encryption="never",
-    )
     captured: list[str] = []
 
     def capture(xml: str) -> Any:
         captured.append(xml)
         return wire.decode_output(xml)
 
-    with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as pool:
+    with raw_pool(sim) as pool:
         wire.install(pool)
         wire.set_decoder(pool, capture)
         ps = PowerShell(pool)
