@@ -9,7 +9,6 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.errors import CollectorError
 from exporter.exchange.clixml import as_bool, flatten
 from exporter.exchange.targets import DiscoveredServer, ExchangeTargets
 
@@ -53,9 +52,7 @@ class DiscoveryCollector:
 
     def poll(self, target: str) -> tuple[DiscoveredServer, ...]:
         result = self._targets.session(target).invoke("Get-ExchangeServer")
-        if result.errors or result.failed:
-            detail = result.errors[0] if result.errors else "pipeline failed"
-            raise CollectorError(f"Get-ExchangeServer: {detail[:300]}", reason="cmdlet_error")
+        result.raise_for_errors("Get-ExchangeServer")
         found = parse_exchange_servers(result.objects)
         for problem in self._targets.set_discovered(found):
             log.warning('discovered server skipped detail="%s"', problem)

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.errors import CollectorError, ParseError
+from exporter.errors import ParseError
 from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
 from exporter.exchange.lasterror import SmtpError, parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
@@ -181,9 +181,7 @@ class QueueCollector:
     def poll(self, target: str) -> QueueResult:
         session = self._targets.session(target)
         result = session.invoke("Get-Queue", {"Server": target, "ResultSize": self._result_size})
-        if result.errors or result.failed:
-            detail = result.errors[0] if result.errors else "pipeline failed"
-            raise CollectorError(f"Get-Queue -Server {target}: {detail[:300]}", reason="cmdlet_error")
+        result.raise_for_errors(f"Get-Queue -Server {target}")
         for warning in result.warnings:  # e.g. ResultSize truncation: the data is partial, say so
             log.warning('cmdlet warning collector=queues target=%s warning="%s"', target, warning[:300])
         try:

@@ -59,6 +59,12 @@ class CallResult:
     duration: float = 0.0
     failed: bool = False  # the pipeline ended in the Failed state (a terminating error)
 
+    def raise_for_errors(self, command: str) -> None:
+        """Raise CollectorError(reason="cmdlet_error") if the cmdlet wrote an error record or failed."""
+        if self.errors or self.failed:
+            detail = self.errors[0] if self.errors else "pipeline failed"
+            raise CollectorError(f"{command}: {detail[:300]}", reason="cmdlet_error")
+
 
 class SessionLimiter:
     """Caps concurrently open sessions per (account, endpoint ``host:port``)."""
@@ -249,10 +255,6 @@ class ExchangeSession:
         self.opened = 0  # pools opened over this session's life (a reuse measure)
         self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._pool is not None
 
     def _secrets(self) -> list[str]:
         values = [self.server.password.get_secret_value()] if self.server.password else []

@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.errors import CollectorError, ParseError
+from exporter.errors import ParseError
 from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
@@ -451,9 +451,7 @@ class TrackingCollector:
             select=SELECT_PROPERTIES if self._opts.select else None,
             decoder=decode_event,
         )
-        if result.errors or result.failed:
-            detail = result.errors[0] if result.errors else "pipeline failed"
-            raise CollectorError(f"Get-MessageTrackingLog -Server {target}: {detail[:300]}", reason="cmdlet_error")
+        result.raise_for_errors(f"Get-MessageTrackingLog -Server {target}")
         limit = self._opts.result_size
         truncated = any("more results available" in w.lower() for w in result.warnings) or (
             isinstance(limit, int) and len(result.objects) >= limit  # also when the warning is localised
