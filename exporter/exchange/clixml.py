@@ -45,6 +45,7 @@ __all__ = [
     "as_int",
     "decode_mvp",
     "decode_mvp_objects",
+    "deserialize_linked",
     "flatten",
     "is_mvp",
     "load_clixml",
@@ -441,7 +442,7 @@ def decode_mvp_objects(value: Any) -> list[Any]:
                     parent.remove(child)
                 elif child.tag == "Ref" and child.attrib.get("RefId") not in known_obj:
                     child.tag = "Nil"
-        return [_deserialize_elements([child])[0] for child in root]
+        return [deserialize_linked([child])[0] for child in root]
     except Exception:
         return []
 
@@ -451,7 +452,7 @@ def decode_mvp_objects(value: Any) -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _deserialize_elements(elements: list[ET.Element]) -> list[Any]:
+def deserialize_linked(elements: list[ET.Element]) -> list[Any]:
     """Deserialize sibling CLIXML elements with ONE pypsrp Serializer (shared Ref/TN tables).
 
     pypsrp does not register the objects and type names that sit inside an undecoded ``<LST>``
@@ -492,7 +493,7 @@ def load_clixml(text: str | bytes) -> list[Any]:
 
     The default CLIXML namespace is stripped (pypsrp's serializer expects bare tags), every
     top-level ``<Obj>`` is deserialized with one shared serializer, and the pypsrp MVP reference
-    gap (see :func:`_deserialize_elements`) is worked around. Raises ``ValueError`` on a document
+    gap (see :func:`deserialize_linked`) is worked around. Raises ``ValueError`` on a document
     that is not XML; used by tests and by the simulator to replay captures.
     """
     if isinstance(text, bytes):
@@ -504,7 +505,7 @@ def load_clixml(text: str | bytes) -> list[Any]:
         raise ValueError(f"not CLIXML: {err}") from err
     _strip_ns(root)
     elements = [root] if root.tag != "Objs" else list(root)
-    return _deserialize_elements(elements)
+    return deserialize_linked(elements)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from pypsrp.messages import Message, MessageType, PipelineOutput
 from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
+from exporter.exchange.clixml import deserialize_linked
+
 _FRAGMENT_HEADER = struct.Struct(">QQBI")  # object id, fragment id, start/end flags, length
 _MESSAGE_TYPE = struct.Struct("<I")
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
@@ -140,9 +142,32 @@ class _Unsupported(Exception):
 
 
 class _Decoder:
-    def __init__(self) -> None:
+    def __init__(self, root: ET.Element | None = None) -> None:
         self.refs: dict[str, Any] = {}
         self.tns: dict[str, list[str]] = {}
+        self._root = root
+        self._index: dict[str, ET.Element] | None = None
+
+    def _hidden(self, ref_id: str) -> ET.Element:
+        """An object defined inside a raw ``<LST>`` (an Exchange MVP) that a later ``<Ref>`` names.
+
+        pypsrp never registers such objects and raises KeyError (real Get-SendConnector output:
+        ``SourceIPAddress`` refers to the IPAddress inside ``SmartHosts``). Exchange's own
+        deserializer resolves them, so do we; a reference to nothing still raises KeyError.
+        """
+        return self._objects()[ref_id]
+
+    def _objects(self) -> dict[str, ET.Element]:
+        """Every ``<Obj RefId>`` of the message (built once, on the first unknown reference); also
+        registers every ``<TN>`` so type references into raw lists resolve."""
+        if self._index is None:
+            self._index = {}
+            for el in self._root.iter() if self._root is not None else ():
+                if el.tag == "Obj" and "RefId" in el.attrib:
+                    self._index.setdefault(el.attrib["RefId"], el)
+                elif el.tag == "TN" and "RefId" in el.attrib:
+                    self.tns.setdefault(el.attrib["RefId"], [t.text or "" for t in el])
+        return self._index
 
     def value(self, element: ET.Element) -> Any:
         tag = element.tag
@@ -150,7 +175,10 @@ class _Decoder:
         if primitive is not None:
             return primitive(element)
         if tag == "Ref":
-            return self.refs[element.attrib["RefId"]]
+            ref_id = element.attrib["RefId"]
+            if ref_id not in self.refs:
+                return self.obj(self._hidden(ref_id))
+            return self.refs[ref_id]
         if tag == "Obj":
             return self.obj(element)
         # A bare container inside an object (an Exchange MultiValuedProperty's <LST>): pypsrp keeps
@@ -165,7 +193,10 @@ class _Decoder:
             return types
         ref = element.find("TNRef")
         if ref is not None:
-            return self.tns[ref.attrib["RefId"]]
+            ref_id = ref.attrib["RefId"]
+            if ref_id not in self.tns:
+                self._objects()
+            return self.tns[ref_id]
         return []
 
     def obj(self, element: ET.Element) -> Any:
@@ -249,9 +280,9 @@ def _shape_of(types: tuple[str, ...]) -> str:
 def decode_output(xml: str) -> Any:
     """Decode one PIPELINE_OUTPUT message body; raise if it needs pypsrp's full deserializer."""
     element = ET.fromstring(xml)
-    if element.tag == "Obj" and _shape(_Decoder()._types(element)) == "raw":
+    if element.tag == "Obj" and _shape(_Decoder(element)._types(element)) == "raw":
         return xml  # pypsrp returns the message text itself for an object of unknown type
-    return _Decoder().value(element)
+    return _Decoder(element).value(element)
 
 
 class FastOutputSerializer(Serializer):
@@ -275,7 +306,13 @@ class FastOutputSerializer(Serializer):
                 return decode_output(element)
             except Exception:  # pypsrp decides, and raises its own error if it must
                 pass
-        return super().deserialize(element, metadata, clear)
+        try:
+            return super().deserialize(element, metadata, clear)
+        except KeyError:
+            if metadata is not None or not clear or not isinstance(element, str):
+                raise
+            # pypsrp's own gap: a reference to an object inside a raw MVP list (see _Decoder._hidden)
+            return deserialize_linked([ET.fromstring(element)])[0]
 
 
 def install(pool: Any) -> None:
