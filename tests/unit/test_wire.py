@@ -95,8 +95,9 @@ def test_linked_fallback_when_the_fast_path_declines() -> None:
         '<LST><Obj RefId="2"><TN RefId="2"><T>System.Net.IPAddress</T><T>System.Object</T></TN>'
         "<ToString>10.0.0.5</ToString></Obj></LST></Obj>"
         '<Ref N="SourceIPAddress" RefId="2" />'
-        '<Obj N="D" RefId="3"><TN RefId="3"><T>System.Collections.Generic.Dictionary`2[[System.String],[System.String]]</T>'
-        "<T>System.Object</T></TN><DCT><En><S N=\"Key\">a</S><S N=\"Value\">b</S></En></DCT></Obj>"
+        '<Obj N="D" RefId="3"><TN RefId="3">'
+        "<T>System.Collections.Generic.Dictionary`2[[System.String],[System.String]]</T>"
+        '<T>System.Object</T></TN><DCT><En><S N="Key">a</S><S N="Value">b</S></En></DCT></Obj>'
         "</Props></Obj>"
     )
     with pytest.raises(KeyError):
