@@ -18,8 +18,16 @@ from pypsrp.wsman import WSMan
 
 from exporter.collector import Collector
 from exporter.errors import CollectorError
+from exporter.exchange.accepted_domains import AcceptedDomainCollector
+from exporter.exchange.certificates import CertificateCollector
+from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.components import ComponentCollector
+from exporter.exchange.database_copies import DatabaseCopyCollector
 from exporter.exchange.discovery import DiscoveryCollector
 from exporter.exchange.queues import QueueCollector
+from exporter.exchange.receive_connectors import ReceiveConnectorCollector
+from exporter.exchange.send_connectors import SendConnectorCollector
+from exporter.exchange.service_health import ServiceHealthCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
@@ -58,7 +66,29 @@ def build_collectors(
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
-    return collectors
+    return collectors + audit_collectors(settings, targets)
+
+
+def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Collector]:
+    """The configuration and health collectors that are enabled (slower intervals than queues)."""
+    c = settings.collectors
+    out: list[Collector] = []
+    r = c.receive_connectors
+    if r.enabled:
+        out.append(ReceiveConnectorCollector(targets, r.interval, r.trusted_networks, r.check_ad_permissions, r.expect))
+    if c.send_connectors.enabled:
+        out.append(SendConnectorCollector(targets, c.send_connectors.interval, c.send_connectors.expect))
+    if c.accepted_domains.enabled:
+        out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval))
+    if c.components.enabled:
+        out.append(ComponentCollector(targets, c.components.interval, c.components.components))
+    simple: list[tuple[Any, type[ServerCollector]]] = [
+        (c.database_copies, DatabaseCopyCollector),
+        (c.certificates, CertificateCollector),
+        (c.service_health, ServiceHealthCollector),
+    ]
+    out += [cls(targets, cfg.interval) for cfg, cls in simple if cfg.enabled]
+    return out
 
 
 class Service:

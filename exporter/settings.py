@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,6 +34,18 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from exporter.errors import ConfigError
+from exporter.exchange.clixml import AUTH_MECHANISMS, PERMISSION_GROUPS
+from exporter.exchange.iprange import PRIVATE_NETWORKS, parse_ip_range
+
+#: Get-ServerComponentState components reported by default ("*" reports all of them).
+DEFAULT_COMPONENTS = (
+    "ServerWideOffline",
+    "HubTransport",
+    "FrontendTransport",
+    "HighAvailability",
+    "Monitoring",
+    "RecoveryActionsEnabled",
+)
 
 ENV_PREFIX = "MAILFLOW_"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -186,9 +199,97 @@ class TrackingCollectorSettings(_Model):
         return self
 
 
+def _check_names(values: list[str] | None, allowed: Mapping[str, int], what: str) -> list[str] | None:
+    if values is None:
+        return None
+    known = {k.lower(): k for k in allowed}
+    out = []
+    for value in values:
+        if value.lower() not in known:
+            raise ValueError(f"unknown {what} {value!r}; one of: {', '.join(k for k in allowed if k != 'None')}")
+        out.append(known[value.lower()])
+    return out
+
+
+def _check_ranges(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        parse_ip_range(value)
+    return values
+
+
+IpRanges = Annotated[list[str], AfterValidator(_check_ranges)]
+
+
+class ReceiveConnectorExpectation(_Model):
+    """What one receive connector must look like; unset fields are not checked."""
+
+    enabled: bool | None = None
+    transport_role: Literal["FrontendTransport", "HubTransport"] | None = None
+    bindings: list[str] | None = None
+    remote_ip_ranges: IpRanges | None = None
+    permission_groups: list[str] | None = None
+    auth_mechanism: list[str] | None = None
+    require_tls: bool | None = None
+
+    @field_validator("permission_groups")
+    @classmethod
+    def _groups(cls, value: list[str] | None) -> list[str] | None:
+        return _check_names(value, PERMISSION_GROUPS, "permission group")
+
+    @field_validator("auth_mechanism")
+    @classmethod
+    def _auth(cls, value: list[str] | None) -> list[str] | None:
+        return _check_names(value, AUTH_MECHANISMS, "auth mechanism")
+
+
+class SendConnectorExpectation(_Model):
+    """What one send connector must look like; unset fields are not checked."""
+
+    enabled: bool | None = None
+    dns_routing: bool | None = None
+    smart_hosts: list[str] | None = None
+    address_spaces: list[str] | None = None
+    source_transport_servers: list[str] | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    require_tls: bool | None = None
+    tls_auth_level: Literal["EncryptionOnly", "CertificateValidation", "DomainValidation"] | None = None
+
+
+class ReceiveConnectorCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+    trusted_networks: IpRanges = Field(default_factory=lambda: list(PRIVATE_NETWORKS))
+    check_ad_permissions: bool = True
+    expect: dict[str, ReceiveConnectorExpectation] = Field(default_factory=dict)
+
+
+class SendConnectorCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+    expect: dict[str, SendConnectorExpectation] = Field(default_factory=dict)
+
+
+class SimpleCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+
+
+class ComponentCollectorSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 60.0
+    components: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS), min_length=1)
+
+
 class CollectorsSettings(_Model):
     queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
     tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
+    receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
+    send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)
+    accepted_domains: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=600.0))
+    components: ComponentCollectorSettings = Field(default_factory=ComponentCollectorSettings)
+    database_copies: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=60.0))
+    certificates: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=3600.0))
+    service_health: SimpleCollectorSettings = Field(default_factory=SimpleCollectorSettings)
 
 
 class SchedulerSettings(_Model):

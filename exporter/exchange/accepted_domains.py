@@ -1,0 +1,114 @@
+"""Accepted domains (organisation-wide): the domains Exchange accepts mail for.
+
+They matter twice: a domain that vanished or changed type (Authoritative -> InternalRelay) explains
+``550 5.1.1`` bounces for internal recipients, and the DNS checks use them as their domain list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import ParseError
+from exporter.exchange.clixml import as_bool, flatten, parse_datetime
+from exporter.exchange.cmdlet_collector import OrgCollector, parse_all
+from exporter.exchange.session import ExchangeSession
+
+POLLED = "Polled from Get-AcceptedDomain on a schedule."
+
+
+@dataclass(frozen=True)
+class AcceptedDomain:
+    """One accepted domain, typed. ``domain`` is lower case (``*.contoso.local`` for wildcards)."""
+
+    domain: str
+    domain_type: str
+    default: bool
+    match_subdomains: bool
+    changed: datetime | None
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.domain.startswith("*")
+
+    @property
+    def relays_everything(self) -> bool:
+        """``*`` as a relay domain: Exchange accepts and relays mail for every domain (open relay)."""
+        return self.domain == "*" and self.domain_type in ("InternalRelay", "ExternalRelay")
+
+
+def parse_accepted_domain(obj: Any) -> AcceptedDomain:
+    """One Get-AcceptedDomain object."""
+    p = flatten(obj)
+    domain = str(p.get("DomainName") or "").strip().lower()
+    if not domain:
+        raise ParseError("a Get-AcceptedDomain object without DomainName")
+    return AcceptedDomain(
+        domain=domain,
+        domain_type=str(p.get("DomainType") or "Authoritative"),
+        default=as_bool(p.get("Default")),
+        match_subdomains=as_bool(p.get("MatchSubDomains")),
+        changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
+    )
+
+
+@dataclass(frozen=True)
+class AcceptedDomainResult:
+    """The organisation's accepted domains, sorted by name."""
+
+    domains: tuple[AcceptedDomain, ...]
+
+    def dns_domains(self) -> list[str]:
+        """Domains the DNS checks can query (wildcards such as ``*.contoso.local`` and ``*`` excluded)."""
+        return [d.domain for d in self.domains if not d.is_wildcard]
+
+
+class AcceptedDomainCollector(OrgCollector):
+    """Polls Get-AcceptedDomain once per interval for the organisation."""
+
+    name = "accepted_domains"
+
+    def collect(self, session: ExchangeSession, server: str) -> AcceptedDomainResult:
+        result = self.run(session, server, "Get-AcceptedDomain")
+        domains = parse_all("Get-AcceptedDomain", result.objects, parse_accepted_domain)
+        return AcceptedDomainResult(tuple(sorted(domains, key=lambda d: d.domain)))
+
+    def render(self, results: Mapping[str, AcceptedDomainResult]) -> Iterable[Metric]:
+        return render_accepted_domains(results.values())
+
+
+def render_accepted_domains(results: Iterable[AcceptedDomainResult]) -> list[Metric]:
+    """Metric families for the accepted domains."""
+    info = GaugeMetricFamily(
+        "mailflow_accepted_domain_info",
+        f"Accepted domains (value 1); default is true for the organisation's default domain. {POLLED}",
+        labels=["domain", "domain_type", "default"],
+    )
+    count = GaugeMetricFamily(
+        "mailflow_accepted_domains", f"Accepted domains by type. {POLLED}", labels=["domain_type"]
+    )
+    open_relay = GaugeMetricFamily(
+        "mailflow_accepted_domain_open_relay",
+        f'1 if an accepted domain "*" of a relay type makes Exchange relay mail for every domain. {POLLED}',
+    )
+    changed = GaugeMetricFamily(
+        "mailflow_accepted_domain_changed_timestamp_seconds",
+        f"When the accepted domain was last changed in AD (WhenChangedUTC), unix time. {POLLED}",
+        labels=["domain"],
+    )
+    for result in results:
+        per_type = dict.fromkeys(("Authoritative", "InternalRelay", "ExternalRelay"), 0)
+        for d in result.domains:
+            info.add_metric([d.domain, d.domain_type, "true" if d.default else "false"], 1)
+            per_type[d.domain_type] = per_type.get(d.domain_type, 0) + 1
+            if d.changed is not None:
+                changed.add_metric([d.domain], d.changed.timestamp())
+        for domain_type, n in sorted(per_type.items()):
+            count.add_metric([domain_type], n)
+        open_relay.add_metric([], 1 if any(d.relays_everything for d in result.domains) else 0)
+    return [info, count, open_relay, changed]

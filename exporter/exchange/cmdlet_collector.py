@@ -1,0 +1,132 @@
+"""Shared plumbing of collectors that run one Exchange cmdlet per poll and parse its objects.
+
+Per-server collectors (``Get-ServerComponentState -Identity EX01``...) poll every transport
+server. Organisation-wide collectors (``Get-SendConnector``, ``Get-AcceptedDomain``) return the
+same answer from any server, so they poll once per interval under the target ``organization``,
+through the seed server's session, and fail over to the next server when that one cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import CollectorError, ParseError
+from exporter.exchange.session import CallResult, ExchangeSession
+from exporter.exchange.targets import ExchangeTargets
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The ``target`` label of organisation-wide collectors.
+ORG_TARGET = "organization"
+#: Failures that say "this server cannot be reached", worth trying another server for.
+_FAILOVER_REASONS = frozenset({"timeout", "connection", "tls", "http_error", "wsman_fault", "session_limit", "auth"})
+_MAX_FAILOVER = 3
+
+
+def run_cmdlet(
+    session: ExchangeSession,
+    collector: str,
+    target: str,
+    cmdlet: str,
+    params: Mapping[str, Any] | None = None,
+    select: Sequence[str] | None = None,
+) -> CallResult:
+    """Invoke, turn error records into CollectorError(cmdlet_error), log warnings (partial data)."""
+    result = session.invoke(cmdlet, params, select=select)
+    shown = " ".join([cmdlet, *(f"-{k} {v}" for k, v in (params or {}).items())])
+    result.raise_for_errors(shown)
+    for warning in result.warnings:
+        log.warning('cmdlet warning collector=%s target=%s warning="%s"', collector, target, warning[:300])
+    return result
+
+
+def parse_all(what: str, objects: Iterable[Any], parse: Callable[[Any], T]) -> list[T]:
+    """Parse every object; any unexpected exception becomes a ParseError naming the cmdlet."""
+    try:
+        return [parse(o) for o in objects]
+    except CollectorError:
+        raise
+    except Exception as exc:
+        raise ParseError(f"{what}: unexpected output: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+class ServerCollector:
+    """Base of collectors that poll each transport server; subclasses implement ``collect``."""
+
+    name = "override"
+
+    def __init__(self, targets: ExchangeTargets, interval: float) -> None:
+        self._targets = targets
+        self._interval = interval
+
+    def interval(self) -> float:
+        return self._interval
+
+    def targets(self) -> list[str]:
+        return self._targets.names()
+
+    def poll(self, target: str) -> Any:
+        return self.collect(self._targets.session(target), target)
+
+    def collect(self, session: ExchangeSession, server: str) -> Any:
+        """Poll one server through ``session``; return an immutable result."""
+        raise NotImplementedError
+
+    def render(self, results: Mapping[str, Any]) -> Iterable[Metric]:
+        """Metric families for the fresh results, keyed by target."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        session: ExchangeSession,
+        target: str,
+        cmdlet: str,
+        params: Mapping[str, Any] | None = None,
+        select: Sequence[str] | None = None,
+    ) -> CallResult:
+        return run_cmdlet(session, self.name, target, cmdlet, params, select)
+
+    def fetch(
+        self,
+        session: ExchangeSession,
+        server: str,
+        cmdlet: str,
+        params: Mapping[str, Any] | None,
+        parse: Callable[[Any, str], T],
+        select: Sequence[str] | None = None,
+    ) -> list[T]:
+        """Run the cmdlet and parse each output object with ``parse(obj, server)``."""
+        result = self.run(session, server, cmdlet, params, select)
+        shown = " ".join([cmdlet, *(f"-{k} {v}" for k, v in (params or {}).items())])
+        return parse_all(shown, result.objects, lambda o: parse(o, server))
+
+
+class OrgCollector(ServerCollector):
+    """Base of organisation-wide collectors: one target, ``organization``, with server failover."""
+
+    def targets(self) -> list[str]:
+        return [ORG_TARGET] if self._targets.names() else []
+
+    def candidates(self) -> list[str]:
+        """Servers to ask, seed first."""
+        seed = self._targets.seed().name
+        return [seed, *(n for n in self._targets.names() if n.upper() != seed.upper())][:_MAX_FAILOVER]
+
+    def poll(self, target: str) -> Any:
+        last: CollectorError | None = None
+        for server in self.candidates():
+            try:
+                return self.collect(self._targets.session(server), server)
+            except CollectorError as exc:
+                if exc.reason not in _FAILOVER_REASONS:
+                    raise
+                log.info("org-wide poll failing over collector=%s server=%s reason=%s", self.name, server, exc.reason)
+                last = exc
+        if last is None:
+            raise CollectorError("no Exchange server to ask", reason="config")
+        raise last

@@ -1,0 +1,133 @@
+"""Server component state (``Get-ServerComponentState -Identity EX01``): maintenance mode and friends.
+
+A server in maintenance has ``HubTransport`` Draining or Inactive (and often ``ServerWideOffline``
+Inactive): it accepts no new mail, yet every service runs, so nothing else notices. The requester
+(Maintenance, HealthAPI, Functional, Sidelined, Deployment) says who set the state: an admin's
+maintenance script, or Managed Availability taking the component down itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import ParseError
+from exporter.exchange.clixml import as_bool, decode_mvp_objects, flatten, is_mvp
+from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.session import ExchangeSession
+from exporter.exchange.targets import ExchangeTargets
+
+STATES = ("Active", "Inactive", "Draining")
+REQUESTERS = ("Maintenance", "HealthAPI", "Functional", "Sidelined", "Deployment")
+POLLED = "Polled from Get-ServerComponentState on a schedule."
+_REQUESTER_TEXT = re.compile(r"Request[eo]r\s*:\s*([A-Za-z]+)\s*;\s*State\s*:\s*([A-Za-z]+)", re.I)
+_CANONICAL = {s.lower(): s for s in STATES}
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    """One component of one server; ``requesters`` maps requester -> its latest state."""
+
+    server: str
+    component: str
+    state: str
+    server_wide_offline: bool
+    requesters: Mapping[str, str]
+
+
+def _requesters(raw: Any, value: Any) -> dict[str, str]:
+    """Requester -> state from LocalStates/RemoteStates (items' ToString, or their properties)."""
+    out: dict[str, str] = {}
+    texts = value if isinstance(value, list) else []
+    for text in texts:
+        m = _REQUESTER_TEXT.search(str(text))
+        if m:
+            out[m.group(1)] = _CANONICAL.get(m.group(2).lower(), m.group(2))
+    if not out and is_mvp(raw):
+        for item in decode_mvp_objects(raw):
+            p = flatten(item)
+            if p.get("Requester") and p.get("State"):
+                out[str(p["Requester"])] = str(p["State"])
+    return out
+
+
+def parse_component(obj: Any, server: str) -> ComponentState:
+    """One Get-ServerComponentState object."""
+    p = flatten(obj)
+    component = str(p.get("Component") or "").strip()
+    if not component:
+        raise ParseError("a Get-ServerComponentState object without Component")
+    state = str(p.get("State") or "").strip()
+    raw = getattr(obj, "adapted_properties", {}) or {}
+    requesters = _requesters(raw.get("RemoteStates"), p.get("RemoteStates"))
+    requesters.update(_requesters(raw.get("LocalStates"), p.get("LocalStates")))  # local wins, as in Exchange
+    return ComponentState(
+        server=server,
+        component=component,
+        state=_CANONICAL.get(state.lower(), state or "Unknown"),
+        server_wide_offline=as_bool(p.get("ServerWideOfflineIsOffline")),
+        requesters=requesters,
+    )
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    """One server's component states (only the configured components)."""
+
+    server: str
+    components: tuple[ComponentState, ...]
+
+
+class ComponentCollector(ServerCollector):
+    """Polls Get-ServerComponentState per transport server."""
+
+    name = "components"
+
+    def __init__(self, targets: ExchangeTargets, interval: float, components: Sequence[str]) -> None:
+        super().__init__(targets, interval)
+        self._all = "*" in components
+        self._wanted = {c.lower() for c in components}
+
+    def collect(self, session: ExchangeSession, server: str) -> ComponentResult:
+        states = self.fetch(session, server, "Get-ServerComponentState", {"Identity": server}, parse_component)
+        if not states:
+            raise ParseError(f"Get-ServerComponentState -Identity {server} returned no components")
+        kept = [s for s in states if self._all or s.component.lower() in self._wanted]
+        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)))
+
+    def render(self, results: Mapping[str, ComponentResult]) -> Iterable[Metric]:
+        return render_components(results.values())
+
+
+def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
+    """Metric families for component states."""
+    state = GaugeMetricFamily(
+        "mailflow_server_component_state",
+        f"1 for the component's current state (Active, Inactive, Draining), 0 for the others. {POLLED}",
+        labels=["server", "component", "state"],
+    )
+    requester = GaugeMetricFamily(
+        "mailflow_server_component_requester_state",
+        "1 for the state a requester (Maintenance, HealthAPI, Functional, Sidelined, Deployment) last set "
+        f"on the component; who put it in maintenance. {POLLED}",
+        labels=["server", "component", "requester", "state"],
+    )
+    offline = GaugeMetricFamily(
+        "mailflow_server_wide_offline",
+        f"1 if ServerWideOffline is in effect (the whole server is in maintenance). {POLLED}",
+        labels=["server"],
+    )
+    for result in sorted(results, key=lambda r: r.server):
+        offline.add_metric([result.server], 1 if any(c.server_wide_offline for c in result.components) else 0)
+        for c in result.components:
+            for s in STATES:
+                state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
+            for who, s in sorted(c.requesters.items()):
+                if who in REQUESTERS and s in STATES:
+                    requester.add_metric([c.server, c.component, who, s], 1)
+    return [state, requester, offline]

@@ -1,0 +1,160 @@
+"""Send connectors (organisation-wide): enabled, routing (DNS or smart host) and expected-state drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import ParseError
+from exporter.exchange.clixml import as_bool, as_int, flatten, parse_datetime
+from exporter.exchange.cmdlet_collector import OrgCollector, parse_all
+from exporter.exchange.drift import ConnectorDrift, connector_drift
+from exporter.exchange.session import ExchangeSession
+from exporter.exchange.targets import ExchangeTargets
+from exporter.settings import SendConnectorExpectation
+
+POLLED = "Polled from Get-SendConnector on a schedule."
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else ([] if value is None else [value])
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+@dataclass(frozen=True)
+class SendConnector:
+    """One send connector, typed."""
+
+    name: str
+    enabled: bool
+    dns_routing: bool
+    smart_hosts: tuple[str, ...]
+    address_spaces: tuple[str, ...]
+    source_transport_servers: tuple[str, ...]
+    port: int
+    require_tls: bool
+    tls_auth_level: str
+    cloud_services_mail_enabled: bool
+    changed: datetime | None
+
+    def settings(self) -> dict[str, Any]:
+        """The values expectations compare against, keyed like SendConnectorExpectation."""
+        return {
+            "enabled": self.enabled,
+            "dns_routing": self.dns_routing,
+            "smart_hosts": list(self.smart_hosts),
+            "address_spaces": list(self.address_spaces),
+            "source_transport_servers": list(self.source_transport_servers),
+            "port": self.port,
+            "require_tls": self.require_tls,
+            "tls_auth_level": self.tls_auth_level,
+        }
+
+
+def parse_send_connector(obj: Any) -> SendConnector:
+    """One Get-SendConnector object. Exchange forces DNSRoutingEnabled = (no smart hosts) on output;
+    when the flag is missing it is derived the same way."""
+    p = flatten(obj)
+    name = str(p.get("Name") or p.get("Identity") or "").strip()
+    if not name:
+        raise ParseError("a Get-SendConnector object without Name")
+    smart_hosts = _strings(p.get("SmartHosts"))
+    dns = p.get("DNSRoutingEnabled")
+    return SendConnector(
+        name=name,
+        enabled=as_bool(p.get("Enabled")),
+        dns_routing=as_bool(dns) if dns is not None else not smart_hosts,
+        smart_hosts=smart_hosts,
+        address_spaces=_strings(p.get("AddressSpaces")),
+        source_transport_servers=_strings(p.get("SourceTransportServers")),
+        port=as_int(p.get("Port"), 25),
+        require_tls=as_bool(p.get("RequireTLS")),
+        tls_auth_level=str(p.get("TlsAuthLevel") or ""),
+        cloud_services_mail_enabled=as_bool(p.get("CloudServicesMailEnabled")),
+        changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
+    )
+
+
+@dataclass(frozen=True)
+class SendConnectorResult:
+    """The organisation's send connectors and their drift."""
+
+    connectors: tuple[SendConnector, ...]
+    drift: tuple[ConnectorDrift, ...]
+
+
+def send_drift(
+    connectors: Sequence[SendConnector], expect: Mapping[str, SendConnectorExpectation]
+) -> list[ConnectorDrift]:
+    """Drift of the send connectors against each expectation (pattern: connector name glob)."""
+    wanted = [(pattern, pattern, expectation) for pattern, expectation in sorted(expect.items())]
+    return connector_drift(wanted, [(c.name, c.settings()) for c in connectors])
+
+
+class SendConnectorCollector(OrgCollector):
+    """Polls Get-SendConnector once per interval for the organisation."""
+
+    name = "send_connectors"
+
+    def __init__(self, targets: ExchangeTargets, interval: float, expect: Mapping[str, SendConnectorExpectation]):
+        super().__init__(targets, interval)
+        self._expect = dict(expect)
+
+    def collect(self, session: ExchangeSession, server: str) -> SendConnectorResult:
+        result = self.run(session, server, "Get-SendConnector")
+        connectors = sorted(parse_all("Get-SendConnector", result.objects, parse_send_connector), key=lambda c: c.name)
+        return SendConnectorResult(tuple(connectors), tuple(send_drift(connectors, self._expect)))
+
+    def render(self, results: Mapping[str, SendConnectorResult]) -> Iterable[Metric]:
+        return render_send_connectors(results.values())
+
+
+def render_send_connectors(results: Iterable[SendConnectorResult]) -> list[Metric]:
+    """Metric families for the send connectors."""
+    enabled = GaugeMetricFamily(
+        "mailflow_send_connector_enabled", f"1 if the send connector is enabled. {POLLED}", labels=["connector"]
+    )
+    smart = GaugeMetricFamily(
+        "mailflow_send_connector_uses_smart_host",
+        f"1 if the send connector routes through smart hosts, 0 if it routes by DNS MX lookup. {POLLED}",
+        labels=["connector"],
+    )
+    info = GaugeMetricFamily(
+        "mailflow_send_connector_info",
+        f"Send connector routing as labels (value 1). {POLLED}",
+        labels=["connector", "address_spaces", "smart_hosts", "port", "require_tls"],
+    )
+    changed = GaugeMetricFamily(
+        "mailflow_send_connector_changed_timestamp_seconds",
+        f"When the send connector was last changed in AD (WhenChangedUTC), unix time. {POLLED}",
+        labels=["connector"],
+    )
+    drift = GaugeMetricFamily(
+        "mailflow_send_connector_drift",
+        f'1 if the setting differs from the configured expectation (setting="present": connector missing). {POLLED}',
+        labels=["connector", "setting"],
+    )
+    for result in results:
+        for conn in result.connectors:
+            enabled.add_metric([conn.name], 1 if conn.enabled else 0)
+            smart.add_metric([conn.name], 0 if conn.dns_routing else 1)
+            info.add_metric(
+                [
+                    conn.name,
+                    ", ".join(conn.address_spaces),
+                    ", ".join(conn.smart_hosts),
+                    str(conn.port),
+                    "true" if conn.require_tls else "false",
+                ],
+                1,
+            )
+            if conn.changed is not None:
+                changed.add_metric([conn.name], conn.changed.timestamp())
+        for item in result.drift:
+            drift.add_metric([item.connector, item.setting], 1 if item.drifted else 0)
+    return [enabled, smart, info, changed, drift]

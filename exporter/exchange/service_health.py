@@ -1,0 +1,99 @@
+"""Required Windows services per Exchange role (``Test-ServiceHealth -Server EX01``).
+
+A stopped MSExchangeTransport or MSExchangeFrontEndTransport stops mail on that server outright.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.errors import ParseError
+from exporter.exchange.clixml import as_bool, flatten
+from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.session import ExchangeSession
+
+POLLED = "Polled from Test-ServiceHealth on a schedule."
+
+
+@dataclass(frozen=True)
+class RoleServices:
+    """One role's required services on one server."""
+
+    server: str
+    role: str
+    required_running: bool
+    running: tuple[str, ...]
+    not_running: tuple[str, ...]
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else ([] if value in (None, "") else [value])
+    return tuple(sorted(str(v).strip() for v in items if str(v).strip()))
+
+
+def role_label(role: str) -> str:
+    """``Hub Transport Server Role`` -> ``HubTransport`` (short, stable label values)."""
+    words = role.replace("Server Role", "").split()
+    return "".join(words) or role
+
+
+def parse_role_services(obj: Any, server: str) -> RoleServices:
+    """One Test-ServiceHealth object."""
+    p = flatten(obj)
+    role = str(p.get("Role") or "").strip()
+    if not role:
+        raise ParseError("a Test-ServiceHealth object without Role")
+    not_running = _names(p.get("ServicesNotRunning"))
+    return RoleServices(
+        server=server,
+        role=role_label(role),
+        required_running=as_bool(p.get("RequiredServicesRunning")) and not not_running,
+        running=_names(p.get("ServicesRunning")),
+        not_running=not_running,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceHealthResult:
+    """Every role's service health on one server."""
+
+    server: str
+    roles: tuple[RoleServices, ...]
+
+
+class ServiceHealthCollector(ServerCollector):
+    """Polls Test-ServiceHealth per server."""
+
+    name = "service_health"
+
+    def collect(self, session: ExchangeSession, server: str) -> ServiceHealthResult:
+        roles = self.fetch(session, server, "Test-ServiceHealth", {"Server": server}, parse_role_services)
+        return ServiceHealthResult(server, tuple(sorted(roles, key=lambda r: r.role)))
+
+    def render(self, results: Mapping[str, ServiceHealthResult]) -> Iterable[Metric]:
+        return render_service_health(results.values())
+
+
+def render_service_health(results: Iterable[ServiceHealthResult]) -> list[Metric]:
+    """Metric families for service health."""
+    required = GaugeMetricFamily(
+        "mailflow_service_health_required_running",
+        f"1 if every service the role requires is running (RequiredServicesRunning). {POLLED}",
+        labels=["server", "role"],
+    )
+    stopped = GaugeMetricFamily(
+        "mailflow_service_health_service_not_running",
+        f"1 for each required service that is not running (ServicesNotRunning). {POLLED}",
+        labels=["server", "role", "service"],
+    )
+    for result in sorted(results, key=lambda r: r.server):
+        for r in result.roles:
+            required.add_metric([r.server, r.role], 1 if r.required_running else 0)
+            for service in r.not_running:
+                stopped.add_metric([r.server, r.role, service], 1)
+    return [required, stopped]

@@ -1,0 +1,184 @@
+"""The configuration and health parsers on every real Exchange 2019 capture in ../shared/reference."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.exchange.accepted_domains import AcceptedDomainResult, parse_accepted_domain, render_accepted_domains
+from exporter.exchange.certificates import UNKNOWN, decode_der, parse_certificate
+from exporter.exchange.clixml import load_clixml
+from exporter.exchange.components import parse_component
+from exporter.exchange.discovery import parse_exchange_servers
+from exporter.exchange.iprange import PRIVATE_NETWORKS, parse_ip_ranges
+from exporter.exchange.receive_connectors import parse_receive_connector
+from exporter.exchange.relay import assess
+from exporter.exchange.send_connectors import parse_send_connector
+from exporter.exchange.service_health import parse_role_services
+
+CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
+TRUSTED = parse_ip_ranges(PRIVATE_NETWORKS)
+
+
+def load(name: str) -> list[Any]:
+    path = CAPTURES / name
+    if not path.is_file():
+        pytest.skip(f"reference capture {path} not found")
+    return load_clixml(path.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("name", "changed"),
+    [
+        ("E19/GetReceiveConnector.xml", datetime(2022, 3, 23, 16, 48, 26, tzinfo=UTC)),
+        ("connectors/GetReceiveConnectorEmptyTlsCertificateName.xml", datetime(2022, 3, 24, 16, 18, 53, tzinfo=UTC)),
+    ],
+)
+def test_receive_connectors(name: str, changed: datetime) -> None:
+    conns = {c.name: c for c in (parse_receive_connector(o, "WIN-CTD3L0RGEN4") for o in load(name))}
+    server = "WIN-CTD3L0RGEN4"
+    assert set(conns) == {
+        f"Default {server}",
+        f"Client Proxy {server}",
+        f"Default Frontend {server}",
+        f"Outbound Proxy Frontend {server}",
+        f"Client Frontend {server}",
+    }
+    front = conns[f"Default Frontend {server}"]
+    assert front.bindings == ("[::]:25", "0.0.0.0:25")
+    assert front.permission_groups == {"AnonymousUsers", "ExchangeServers", "ExchangeLegacyServers"}
+    assert front.auth_mechanism == {"Tls", "Integrated", "BasicAuth", "BasicAuthRequireTLS", "ExchangeServer"}
+    assert front.transport_role == "FrontendTransport"
+    assert front.enabled and not front.require_tls
+    assert front.remote_ip_ranges == ("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "0.0.0.0-255.255.255.255")
+    assert sum(r.size for r in front.ranges) == 2**128 + 2**32
+    assert front.identity == f"{server}\\Default Frontend {server}"
+    assert front.changed == changed  # WhenChangedUTC
+    assert front.fqdn == "WIN-CTD3L0RGEN4.exlab.dom"
+    assert conns[f"Client Frontend {server}"].bindings == ("[::]:587", "0.0.0.0:587")
+    assert conns[f"Client Frontend {server}"].permission_groups == {"ExchangeUsers"}
+    assert conns[f"Default {server}"].transport_role == "HubTransport"
+    assert conns[f"Outbound Proxy Frontend {server}"].bindings == ("[::]:717", "0.0.0.0:717")
+
+
+def test_default_connectors_on_a_standard_install_are_not_open_relays() -> None:
+    for conn in (parse_receive_connector(o, "S") for o in load("E19/GetReceiveConnector.xml")):
+        # Get-ADPermission on a standard install: no Accept-Any-Recipient for anonymous.
+        risks = assess(conn.relay_inputs, TRUSTED, anonymous_relay=False)
+        assert not any(risks.values()), (conn.name, risks)
+        unverified = assess(conn.relay_inputs, TRUSTED, anonymous_relay=None)
+        # Without Get-ADPermission only the anonymous frontend connector is unknown: never "safe".
+        expected = conn.name.startswith("Default Frontend")
+        assert unverified["anonymous_relay_unverified"] is expected
+        assert not unverified["anonymous_relay"]
+
+
+def test_send_connector_to_m365() -> None:
+    [conn] = [parse_send_connector(o) for o in load("E19/GetSendConnector.xml")]
+    assert conn.name == "Mail to O365"
+    assert conn.smart_hosts == ("microsoft-com.mail.protection.outlook.com",)
+    assert not conn.dns_routing and conn.enabled and conn.cloud_services_mail_enabled
+    assert conn.address_spaces == ("SMTP:*;1",)
+    assert conn.source_transport_servers == ("WIN-CTD3L0RGEN4",)
+    assert conn.port == 25 and not conn.require_tls and conn.tls_auth_level == ""
+
+
+def test_send_connector_configured_to_relay_to_m365() -> None:
+    [conn] = [parse_send_connector(o) for o in load("connectors/GetSendConnectorConfiguredToRelayToM365.xml")]
+    assert conn.name == "My company to Office 365"
+    assert conn.smart_hosts == ("ThisTenantDoesntExists-com.mail.protection.outlook.com",)
+    assert conn.require_tls and conn.tls_auth_level == "CertificateValidation"
+    assert conn.address_spaces == ("smtp:*;1",)
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "open_relay"),
+    [
+        ("E19/GetAcceptedDomain.xml", [], 0),
+        ("E19/GetAcceptedDomain_Bad.xml", [("*", "ExternalRelay", False)], 1),
+        ("E19/GetAcceptedDomain_Problem.xml", [("*", "InternalRelay", False)], 1),
+    ],
+)
+def test_accepted_domains(name: str, extra: list[tuple[str, str, bool]], open_relay: int) -> None:
+    domains = [parse_accepted_domain(o) for o in load(name)]
+    assert [(d.domain, d.domain_type, d.default) for d in domains] == [
+        ("solo.com", "Authoritative", True),
+        ("*.contoso.local", "Authoritative", False),
+        ("*.com", "InternalRelay", False),
+        *extra,
+    ]
+    result = AcceptedDomainResult(tuple(domains))
+    assert result.dns_domains() == ["solo.com"]
+    families = {m.name: m for m in render_accepted_domains([result])}
+    assert [s.value for s in families["mailflow_accepted_domain_open_relay"].samples] == [open_relay]
+
+
+def test_server_component_state() -> None:
+    states = [parse_component(o, "SOLO-E19A") for o in load("E19/GetServerComponentState.xml")]
+    assert len(states) == 34
+    by_name = {s.component: s for s in states}
+    assert by_name["HubTransport"].state == "Active"
+    assert by_name["FrontendTransport"].state == "Active"
+    assert by_name["ServerWideOffline"].state == "Active"
+    assert by_name["ForwardSyncDaemon"].state == "Inactive"
+    assert by_name["ProvisioningRps"].state == "Inactive"
+    assert dict(by_name["ServerWideOffline"].requesters) == {"Functional": "Active"}
+    assert not any(s.server_wide_offline for s in states)
+    assert sum(s.state == "Active" for s in states) == 32
+
+
+def test_exchange_certificates_from_raw_data_only() -> None:
+    certs = {c.subject: c for c in (parse_certificate(o, "SOLO-E19A") for o in load("E19/GetExchangeCertificate.xml"))}
+    assert set(certs) == {"CN=Microsoft Exchange Server Auth Certificate", "CN=Solo-E19A", "CN=WMSvc-WIN-K300A9DA9VA"}
+    auth = certs["CN=Microsoft Exchange Server Auth Certificate"]
+    assert auth.thumbprint == "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7"  # the capture's own [Thumbprint] text
+    assert auth.not_before == datetime(2019, 12, 3, 22, 47, 32, tzinfo=UTC)
+    assert auth.self_signed and auth.issuer == auth.subject
+    assert auth.services == UNKNOWN  # Services is not in the certificate
+    assert certs["CN=Solo-E19A"].not_after == datetime(2024, 12, 3, 22, 45, 58, tzinfo=UTC)
+    assert certs["CN=Solo-E19A"].status == "DateInvalid"  # expired, derived from the dates
+
+
+def test_certificate_thumbprints_match_the_capture_text() -> None:
+    for obj in load("E19/GetExchangeCertificate.xml"):
+        text = obj.to_string.replace("\r", "")
+        shown = text.split("[Thumbprint]\n", 1)[1].split()[0]
+        assert decode_der(obj.adapted_properties["RawData"])["Thumbprint"] == shown
+
+
+def test_test_service_health() -> None:
+    roles = {r.role: r for r in (parse_role_services(o, "SOLO-E19A") for o in load("E19/TestServiceHealth.xml"))}
+    assert set(roles) == {"Mailbox", "ClientAccess", "HubTransport"}
+    assert all(r.required_running and not r.not_running for r in roles.values())
+    assert "MSExchangeTransport" in roles["HubTransport"].running
+    assert "MSExchangeIS" in roles["Mailbox"].running
+
+
+@pytest.mark.parametrize("name", ["E19/GetExchangeServer.xml"])
+def test_exchange_server_discovery(name: str) -> None:
+    [server] = parse_exchange_servers(load(name))
+    assert server.name == "SOLO-E19A" and server.fqdn == "Solo-E19A.Solo.com"
+
+
+def test_every_capture_file_is_covered() -> None:
+    if not CAPTURES.is_dir():
+        pytest.skip("captures not found")
+    covered = {
+        "GetReceiveConnector.xml",
+        "GetReceiveConnectorEmptyTlsCertificateName.xml",
+        "GetSendConnector.xml",
+        "GetSendConnectorConfiguredToRelayToM365.xml",
+        "GetAcceptedDomain.xml",
+        "GetAcceptedDomain_Bad.xml",
+        "GetAcceptedDomain_Problem.xml",
+        "GetServerComponentState.xml",
+        "GetExchangeCertificate.xml",
+        "TestServiceHealth.xml",
+        "GetExchangeServer.xml",
+        "GetExchangeServerADInformation.xml",  # parsed in test_clixml (AD information objects)
+        "GetExchangeServerADInformation2.xml",
+    }
+    assert {p.name for p in CAPTURES.rglob("*.xml")} <= covered
