@@ -86,14 +86,14 @@ def render_service_health(results: Iterable[ServiceHealthResult]) -> list[Metric
         f"1 if every service the role requires is running (RequiredServicesRunning). {POLLED}",
         labels=["server", "role"],
     )
-    stopped = GaugeMetricFamily(
-        "mailflow_service_health_service_not_running",
-        f"1 for each required service that is not running (ServicesNotRunning). {POLLED}",
+    running = GaugeMetricFamily(
+        "mailflow_service_health_service_running",
+        f"1 if the required service is running, 0 if it is listed in ServicesNotRunning. {POLLED}",
         labels=["server", "role", "service"],
     )
     for result in sorted(results, key=lambda r: r.server):
         for r in result.roles:
             required.add_metric([r.server, r.role], 1 if r.required_running else 0)
-            for service in r.not_running:
-                stopped.add_metric([r.server, r.role, service], 1)
-    return [required, stopped]
+            for service in sorted({*r.running, *r.not_running}):
+                running.add_metric([r.server, r.role, service], 0 if service in r.not_running else 1)
+    return [required, running]
