@@ -21,6 +21,22 @@ def demo_scenario_path() -> Path:
     return Path(str(resources.files("exporter.simulator") / "scenarios" / "demo.yml"))
 
 
+#: Expected connector state for the bundled demo organisation, so drift metrics show values.
+DEMO_EXPECTATIONS: dict[str, Any] = {
+    "collectors": {
+        "receive_connectors": {
+            "expect": {"EX01\\App Relay*": {"enabled": True, "remote_ip_ranges": ["10.20.30.0/24"]}}
+        },
+        "send_connectors": {
+            "expect": {
+                "Internet": {"enabled": True, "dns_routing": True},
+                "To Partner": {"smart_hosts": ["relay.partner.example"], "require_tls": True},
+            }
+        },
+    }
+}
+
+
 def demo_settings(
     sim: Any,
     scenario: Any,
@@ -77,7 +93,7 @@ def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
     sim = Simulator(scenario, host="127.0.0.1", tls=tls)
     sim.start()
     try:
-        settings = demo_settings(sim, scenario, listen_address, tls)
+        settings = demo_settings(sim, scenario, listen_address, tls, overrides=DEMO_EXPECTATIONS)
         service = Service(settings)
         host, _, port = listen_address.rpartition(":")
         shown = host.strip("[]") or "localhost"

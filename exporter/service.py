@@ -8,7 +8,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pypsrp.wsman import WSMan
 
 from exporter.collector import Collector
+from exporter.dnscheck.baseline import BaselineStore
+from exporter.dnscheck.collectors import EXECUTOR as DNS_EXECUTOR
+from exporter.dnscheck.collectors import dns_collectors
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
 from exporter.exchange.certificates import CertificateCollector
@@ -41,9 +44,13 @@ RECONCILE_SECONDS = 10.0
 
 
 def build_collectors(
-    settings: Settings, targets: ExchangeTargets, clock: Callable[[], float] = time.time
+    settings: Settings,
+    targets: ExchangeTargets,
+    clock: Callable[[], float] = time.time,
+    latest: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> list[Collector]:
-    """The enabled collectors, in a stable order."""
+    """The enabled collectors, in a stable order. ``latest(name)`` gives a collector's fresh results
+    (the DNS checks take accepted domains, send-connector IPs and MX hosts from it)."""
     collectors: list[Collector] = []
     if settings.exchange.discovery.enabled:
         collectors.append(DiscoveryCollector(targets, settings.exchange.discovery.interval))
@@ -66,7 +73,10 @@ def build_collectors(
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
-    return collectors + audit_collectors(settings, targets)
+    collectors += audit_collectors(settings, targets)
+    baselines = BaselineStore(settings.state_dir / "dns-baseline.json", settings.dns.drift_accept_after, clock)
+    collectors += dns_collectors(settings.dns, latest or (lambda _name: {}), baselines)
+    return collectors
 
 
 def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Collector]:
@@ -109,13 +119,19 @@ class Service:
             AuthBackoff(base=backoff, cap=max(900.0, backoff)),
         )
         self.targets = ExchangeTargets(settings, self.sessions)
-        self.collectors = build_collectors(settings, self.targets, clock)
+        stale = settings.scheduler.stale_after_intervals
+        self.collectors = build_collectors(
+            settings, self.targets, clock, lambda name: self.store.fresh_results(name, stale)
+        )
         self.registry = build_registry(
             MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
         )
         sched = settings.scheduler
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=sched.max_workers)},
+            executors={
+                "default": ThreadPoolExecutor(max_workers=sched.max_workers),
+                DNS_EXECUTOR: ThreadPoolExecutor(max_workers=settings.dns.concurrency),
+            },
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
@@ -226,6 +242,7 @@ class Service:
                 "interval",
                 args=(collector, target),
                 id=job_id,
+                executor=getattr(collector, "executor", "default"),
                 seconds=collector.interval(),
                 jitter=min(self.settings.scheduler.jitter, collector.interval() / 4),
                 next_run_time=now + timedelta(seconds=random.uniform(0, spread)),

@@ -12,6 +12,7 @@ its line: ``exchange.servers[1].port (line 14): Input should be less than or equ
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -292,6 +293,78 @@ class CollectorsSettings(_Model):
     service_health: SimpleCollectorSettings = Field(default_factory=SimpleCollectorSettings)
 
 
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+
+
+def _check_hostname(value: str) -> str:
+    name = value.strip().rstrip(".").lower()
+    if not name or any(not label or len(label) > 63 for label in name.split(".")) or " " in name:
+        raise ValueError(f"not a host or domain name: {value!r}")
+    return name
+
+
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
+HostName = Annotated[str, AfterValidator(_check_hostname)]
+
+
+class OutboundIp(_Model):
+    """An address Exchange sends from, and the name it says in HELO/EHLO (its PTR should match)."""
+
+    ip: IpAddress
+    helo: HostName | Literal[""] = ""
+
+
+class DomainExpectation(_Model):
+    """Expected DNS for one domain; unset fields fall back to the remembered baseline."""
+
+    mx: list[HostName] | None = None
+    spf: str | None = None
+    dmarc_policy: Literal["none", "quarantine", "reject"] | None = None
+
+
+class SmtpProbeSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+    port: int = Field(default=25, ge=1, le=65535)
+    timeout: Duration = 15.0
+    helo_name: HostName | Literal[""] = ""
+    ca_bundle: Path | None = None
+    probe_mx: bool = True
+    hosts: list[HostName] = Field(default_factory=list)
+    max_hosts: int = Field(default=50, ge=1, le=10_000)
+
+
+DEFAULT_BLOCKLISTS = (
+    "zen.spamhaus.org",
+    "bl.spamcop.net",
+    "b.barracudacentral.org",
+    "psbl.surriel.com",
+    "bl.mailspike.net",
+)
+
+
+class DnsSettings(_Model):
+    enabled: bool = True
+    interval: Duration = 300.0
+    resolvers: list[IpAddress] = Field(default_factory=list)
+    port: int = Field(default=53, ge=1, le=65535)
+    timeout: Duration = 5.0
+    concurrency: int = Field(default=8, ge=1, le=256)
+    domains: list[HostName] = Field(default_factory=list)
+    use_accepted_domains: bool = True
+    exclude_domains: list[str] = Field(default_factory=list)
+    outbound_ips: list[OutboundIp] = Field(default_factory=list)
+    use_send_connector_ips: bool = True
+    expect: dict[HostName, DomainExpectation] = Field(default_factory=dict)
+    blocklists: list[HostName] = Field(default_factory=lambda: list(DEFAULT_BLOCKLISTS))
+    drift_accept_after: Duration | Literal[0] = 86400.0
+    smtp: SmtpProbeSettings = Field(default_factory=SmtpProbeSettings)
+
+
 class SchedulerSettings(_Model):
     max_workers: int = Field(default=16, ge=1, le=256)
     jitter: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
@@ -355,6 +428,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
     secrets_dir: Path | None = None
     state_dir: Path = Path("state")
 

@@ -18,7 +18,9 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
+from exporter.exchange.cmdlet_collector import ServerCollector
 from exporter.exchange.lasterror import SmtpError, parse_smtp_error
+from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 
 log = logging.getLogger(__name__)
@@ -161,35 +163,20 @@ def parse_queues(objects: Iterable[Any], server: str, max_domains: int) -> Queue
     return aggregate(server, [parse_queue(o, server) for o in objects], max_domains)
 
 
-class QueueCollector:
+class QueueCollector(ServerCollector):
     """Polls Get-Queue per transport server."""
 
     name = "queues"
 
     def __init__(self, targets: ExchangeTargets, interval: float, max_domains: int, result_size: Any) -> None:
-        self._targets = targets
-        self._interval = interval
+        super().__init__(targets, interval)
         self._max_domains = max_domains
         self._result_size = result_size
 
-    def interval(self) -> float:
-        return self._interval
-
-    def targets(self) -> list[str]:
-        return self._targets.names()
-
-    def poll(self, target: str) -> QueueResult:
-        session = self._targets.session(target)
-        result = session.invoke("Get-Queue", {"Server": target, "ResultSize": self._result_size})
-        result.raise_for_errors(f"Get-Queue -Server {target}")
-        for warning in result.warnings:  # e.g. ResultSize truncation: the data is partial, say so
-            log.warning('cmdlet warning collector=queues target=%s warning="%s"', target, warning[:300])
-        try:
-            return parse_queues(result.objects, target, self._max_domains)
-        except ParseError:
-            raise
-        except Exception as exc:
-            raise ParseError(f"Get-Queue -Server {target}: unexpected output: {type(exc).__name__}") from None
+    def collect(self, session: ExchangeSession, server: str) -> QueueResult:
+        # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
+        params = {"Server": server, "ResultSize": self._result_size}
+        return aggregate(server, self.fetch(session, server, "Get-Queue", params, parse_queue), self._max_domains)
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,8 @@ class SendConnector:
     tls_auth_level: str
     cloud_services_mail_enabled: bool
     changed: datetime | None
+    source_ip: str = ""  # SourceIPAddress; "" when unset (0.0.0.0 / ::)
+    fqdn: str = ""  # the HELO/EHLO name the connector announces ("" = the server's FQDN)
 
     def settings(self) -> dict[str, Any]:
         """The values expectations compare against, keyed like SendConnectorExpectation."""
@@ -77,7 +80,18 @@ def parse_send_connector(obj: Any) -> SendConnector:
         tls_auth_level=str(p.get("TlsAuthLevel") or ""),
         cloud_services_mail_enabled=as_bool(p.get("CloudServicesMailEnabled")),
         changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
+        source_ip=_source_ip(p.get("SourceIPAddress")),
+        fqdn=str(p.get("Fqdn") or "").strip().lower(),
     )
+
+
+def _source_ip(value: Any) -> str:
+    text = str(value or "").strip()
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    return "" if addr.is_unspecified else str(addr)
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,11 @@ def settings_for(
     sim: Simulator, scenario: Scenario, tls: bool = False, overrides: dict[str, Any] | None = None
 ) -> Settings:
     """Exporter settings against this simulator, with short timeouts suited to tests."""
-    base: dict[str, Any] = {"exchange": {"defaults": {"call_timeout": 5, "connect_timeout": 2}}}
+    # DNS checks off unless a test turns them on: they would otherwise query the machine's resolver.
+    base: dict[str, Any] = {
+        "exchange": {"defaults": {"call_timeout": 5, "connect_timeout": 2}},
+        "dns": {"enabled": False},
+    }
     return demo_settings(sim, scenario, "127.0.0.1:0", tls, interval=30.0, overrides=deep_merge(base, overrides or {}))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from exporter.demo import demo_scenario_path
+from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_scenario_path
 from exporter.simulator import Simulator, load_scenario
 from tests.integration.conftest import settings_for
 
@@ -39,7 +39,8 @@ def demo_exposition() -> Any:
     sim.start()
     from exporter.service import Service
 
-    settings = settings_for(sim, scenario, overrides={"exchange": {"discovery": {"enabled": True}}})
+    overrides = deep_merge(DEMO_EXPECTATIONS, {"exchange": {"discovery": {"enabled": True}}})
+    settings = settings_for(sim, scenario, overrides=overrides)
     service = Service(settings)
     try:
         service.poll_all()

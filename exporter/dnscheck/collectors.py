@@ -1,0 +1,231 @@
+"""The DNS and SMTP collectors: per domain, per outbound IP, per MX host.
+
+Targets come from the configuration plus what the Exchange collectors found: accepted domains
+(``accepted_domains``) and send-connector source IPs with their HELO names (``send_connectors``),
+read from the snapshot store, so a new accepted domain is checked within one reconcile cycle. MX
+hosts found by the domain checks become SMTP probe targets. These collectors run on their own
+thread pool (``dns.concurrency``), so a thousand domains neither wait on Exchange polls nor starve
+them; each check's lookups share one per-run cache.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.dnscheck.baseline import BaselineStore, DriftState
+from exporter.dnscheck.dnsbl import DnsblResult, check_dnsbl
+from exporter.dnscheck.mx import MxResult, check_mx
+from exporter.dnscheck.policy import PolicyResult, check_policies
+from exporter.dnscheck.ptr import PtrResult, check_ptr
+from exporter.dnscheck.render import render_domains, render_ips, render_smtp
+from exporter.dnscheck.resolver import DnsClient
+from exporter.dnscheck.smtp_probe import SmtpProbeResult, probe
+from exporter.dnscheck.spf import SpfAnalysis, analyse, evaluate
+from exporter.errors import CollectorError
+from exporter.settings import DnsSettings
+
+log = logging.getLogger(__name__)
+EXECUTOR = "dns"
+
+
+@dataclass(frozen=True)
+class DomainResult:
+    """Every check of one domain."""
+
+    domain: str
+    mx: MxResult
+    spf: SpfAnalysis
+    spf_results: Mapping[str, str]  # outbound IP -> pyspf result
+    policies: PolicyResult
+    drift: Mapping[str, DriftState]  # record type -> state (MX, SPF, DMARC)
+    queries: int
+
+
+@dataclass(frozen=True)
+class IpResult:
+    """PTR and blocklist checks of one outbound IP."""
+
+    ip: str
+    ptr: PtrResult
+    dnsbl: tuple[DnsblResult, ...]
+    drift: DriftState | None
+    queries: int
+
+
+class Sources:
+    """Where the DNS collectors find their targets: settings plus the Exchange collectors' results."""
+
+    def __init__(self, settings: DnsSettings, latest: Callable[[str], Mapping[str, Any]]) -> None:
+        self._settings = settings
+        self._latest = latest  # collector name -> {target: result} of fresh, successful polls
+
+    def domains(self) -> list[str]:
+        """Configured domains plus accepted domains (not wildcards), minus excluded globs."""
+        found = set(self._settings.domains)
+        if self._settings.use_accepted_domains:
+            for result in self._latest("accepted_domains").values():
+                found.update(result.dns_domains())
+        excluded = [p.lower() for p in self._settings.exclude_domains]
+        return sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded))
+
+    def outbound(self) -> dict[str, str]:
+        """Outbound IP -> expected HELO name ("" when unknown)."""
+        out = {o.ip: o.helo for o in self._settings.outbound_ips}
+        if self._settings.use_send_connector_ips:
+            for result in self._latest("send_connectors").values():
+                for conn in result.connectors:
+                    if conn.source_ip and conn.enabled:
+                        out.setdefault(conn.source_ip, conn.fqdn)
+        return dict(sorted(out.items()))
+
+    def mx_hosts(self, cap: int) -> dict[str, str]:
+        """MX host -> an address it resolves to, from the latest domain checks (sorted, capped)."""
+        hosts: dict[str, str] = {}
+        for result in self._latest("dns_domains").values():
+            for host in result.mx.hosts:
+                if host.addresses:
+                    hosts.setdefault(host.host, host.addresses[0])
+        return dict(sorted(hosts.items())[:cap])
+
+
+class _DnsCollector:
+    executor = EXECUTOR
+
+    def __init__(self, settings: DnsSettings, sources: Sources, interval: float) -> None:
+        self._settings = settings
+        self._sources = sources
+        self._interval = interval
+        self._client = DnsClient(tuple(settings.resolvers), settings.port, settings.timeout)
+
+    def interval(self) -> float:
+        return self._interval
+
+    def client(self) -> DnsClient:
+        return self._client.fresh()
+
+
+class DomainCheckCollector(_DnsCollector):
+    """MX, SPF (record, limits, per-IP result), DMARC, MTA-STS and TLS-RPT of each domain."""
+
+    name = "dns_domains"
+
+    def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
+        super().__init__(settings, sources, settings.interval)
+        self._baselines = baselines
+
+    def targets(self) -> list[str]:
+        return self._sources.domains()
+
+    def poll(self, target: str) -> DomainResult:
+        client = self.client()
+        expect = self._settings.expect.get(target)
+        mx = check_mx(target, client, expect.mx if expect else None)
+        spf = analyse(target, client)
+        policies = check_policies(target, client)
+        spf_results = {
+            ip: evaluate(ip, target, client, helo)[0] for ip, helo in self._sources.outbound().items()
+        } if (spf.records and not spf.temp_errors) else {}  # fmt: skip
+        if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
+            raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
+        return DomainResult(
+            target, mx, spf, spf_results, policies, self._drift(target, mx, spf, policies), client.queries
+        )
+
+    def _drift(self, domain: str, mx: MxResult, spf: SpfAnalysis, policies: PolicyResult) -> dict[str, DriftState]:
+        """Observe MX hosts, the SPF record and the DMARC policy (skipping any the resolver failed)."""
+        expect = self._settings.expect.get(domain)
+        observe = self._baselines.observe
+        drift: dict[str, DriftState] = {}
+        if not mx.answer.failed:
+            hosts = [h.host for h in mx.hosts] or (["."] if mx.null_mx else [])
+            drift["MX"] = observe(domain, "MX", hosts, expect.mx if expect else None)
+        if not spf.temp_errors:
+            wanted = [expect.spf] if expect and expect.spf else None
+            drift["SPF"] = observe(domain, "SPF", [spf.record] if spf.record else [], wanted)
+        if not policies.dmarc.answer.failed:
+            wanted = [expect.dmarc_policy] if expect and expect.dmarc_policy else None
+            drift["DMARC"] = observe(domain, "DMARC", [policies.dmarc_policy] if policies.dmarc.count else [], wanted)
+        return drift
+
+    def render(self, results: Mapping[str, DomainResult]) -> Iterable[Any]:
+        return render_domains(results.values())
+
+
+class IpCheckCollector(_DnsCollector):
+    """PTR (forward-confirmed, matching HELO) and blocklists of each outbound IP."""
+
+    name = "dns_ips"
+
+    def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
+        super().__init__(settings, sources, settings.interval)
+        self._baselines = baselines
+
+    def targets(self) -> list[str]:
+        return list(self._sources.outbound())
+
+    def poll(self, target: str) -> IpResult:
+        client = self.client()
+        helo = self._sources.outbound().get(target, "")
+        ptr = check_ptr(target, client, helo, self._sources.domains())
+        listed = tuple(check_dnsbl(target, zone, client) for zone in self._settings.blocklists)
+        if ptr.answer.failed and listed and all(not r.ok for r in listed):
+            raise CollectorError(f"DNS for {target}: {ptr.answer.status} ({ptr.answer.detail})", reason="dns")
+        drift = None if ptr.answer.failed else self._baselines.observe(target, "PTR", list(ptr.names))
+        return IpResult(target, ptr, listed, drift, client.queries)
+
+    def render(self, results: Mapping[str, IpResult]) -> Iterable[Any]:
+        return render_ips(results.values())
+
+
+class SmtpProbeCollector(_DnsCollector):
+    """Banner, EHLO, STARTTLS and certificate of each MX host (and configured extra hosts)."""
+
+    name = "smtp"
+
+    def __init__(self, settings: DnsSettings, sources: Sources) -> None:
+        super().__init__(settings, sources, settings.smtp.interval)
+        self._smtp = settings.smtp
+
+    def _hosts(self) -> dict[str, str]:
+        hosts = self._sources.mx_hosts(self._smtp.max_hosts) if self._smtp.probe_mx else {}
+        for extra in self._smtp.hosts:
+            hosts.setdefault(extra, "")
+        return hosts
+
+    def targets(self) -> list[str]:
+        return sorted(self._hosts())
+
+    def poll(self, target: str) -> SmtpProbeResult:
+        address = self._hosts().get(target) or self._resolve(target)
+        s = self._smtp
+        return probe(target, address, s.port, s.timeout, s.helo_name, str(s.ca_bundle) if s.ca_bundle else None)
+
+    def _resolve(self, host: str) -> str:
+        client = self.client()
+        for answer in client.addresses(host):
+            if answer.ok:
+                return answer.records[0]
+        raise CollectorError(f"{host} does not resolve", reason="dns")
+
+    def render(self, results: Mapping[str, SmtpProbeResult]) -> Iterable[Any]:
+        return render_smtp(results.values())
+
+
+def dns_collectors(
+    settings: DnsSettings, latest: Callable[[str], Mapping[str, Any]], baselines: BaselineStore
+) -> Sequence[Any]:
+    """The enabled DNS/SMTP collectors."""
+    if not settings.enabled:
+        return []
+    sources = Sources(settings, latest)
+    out: list[Any] = [
+        DomainCheckCollector(settings, sources, baselines),
+        IpCheckCollector(settings, sources, baselines),
+    ]
+    if settings.smtp.enabled:
+        out.append(SmtpProbeCollector(settings, sources))
+    return out
