@@ -1,0 +1,113 @@
+"""DNS check pieces that need no DNS server: SPF syntax, DNSBL names, certificate names, baselines."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from exporter.dnscheck.baseline import BaselineStore, fingerprint
+from exporter.dnscheck.dnsbl import query_name
+from exporter.dnscheck.smtp_probe import name_matches
+from exporter.dnscheck.spf import check_syntax
+
+
+@pytest.mark.parametrize(
+    ("record", "problems"),
+    [
+        ("v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 include:_spf.example.com mx a:mail.example.com -all", 0),
+        ("v=spf1 redirect=_spf.example.com", 0),
+        ("v=spf1 exists:%{i}._spf.example.com -all", 0),
+        ("v=spf1 ip4:192.0.2.300 -all", 1),
+        ("v=spf1 ip4:2001:db8::1 -all", 1),
+        ("v=spf1 include -all", 1),
+        ("v=spf1 allow:everything -all", 1),
+        ("v=spf1 -all:foo", 1),
+        ("v=spf1 redirect=a.example redirect=b.example", 1),
+        ("v=spf1 a:not_a..domain -all", 1),
+    ],
+)
+def test_spf_syntax(record: str, problems: int) -> None:
+    assert len(check_syntax(record)) == problems, check_syntax(record)
+
+
+def test_dnsbl_query_names() -> None:
+    assert query_name("192.0.2.20", "zen.example") == "20.2.0.192.zen.example"
+    name = query_name("2001:db8::1", "bl.example")
+    assert name.startswith("1.0.0.0.") and name.endswith(".8.b.d.0.1.0.0.2.bl.example")
+    assert len(name.split(".")) == 32 + 2
+
+
+def cert(names: list[str], cn: str = "ignored.example") -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_certificate_name_matching_rfc6125() -> None:
+    c = cert(["mail1.contoso.sim", "*.mx.contoso.sim"])
+    assert name_matches("MAIL1.contoso.sim.", c)
+    assert name_matches("a.mx.contoso.sim", c)
+    assert not name_matches("a.b.mx.contoso.sim", c)  # a wildcard covers one label only
+    assert not name_matches("mx.contoso.sim", c)
+    assert not name_matches("mail2.contoso.sim", c)
+    assert name_matches("legacy.example", cert([], cn="legacy.example"))  # CN only without SAN
+    assert not name_matches("ignored.example", c)  # CN is ignored when SAN is present
+
+
+def test_baseline_learns_drifts_accepts_and_survives_restart(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = tmp_path / "b.json"
+    store = BaselineStore(path, accept_after=3600, clock=lambda: now[0])
+    first = store.observe("contoso.sim", "MX", ["mail1.contoso.sim", "mail2.contoso.sim"])
+    assert not first.drifted and first.last_change is None
+    now[0] += 60
+    assert not store.observe("contoso.sim", "MX", ["MAIL2.contoso.sim", "mail1.contoso.sim"]).drifted  # same set
+    now[0] += 60
+    moved = store.observe("contoso.sim", "MX", ["evil.example"])
+    assert (
+        moved.drifted and moved.last_change == 1120.0 and moved.baseline == ("mail1.contoso.sim", "mail2.contoso.sim")
+    )
+    restarted = BaselineStore(path, accept_after=3600, clock=lambda: now[0])
+    now[0] += 1800
+    assert restarted.observe("contoso.sim", "MX", ["evil.example"]).drifted  # remembered across restarts
+    now[0] += 1800
+    accepted = restarted.observe("contoso.sim", "MX", ["evil.example"])
+    assert not accepted.drifted and accepted.baseline == ("evil.example",) and accepted.last_change == 1120.0
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_baseline_with_expected_value_never_auto_accepts(tmp_path: Path) -> None:
+    now = [0.0]
+    store = BaselineStore(tmp_path / "b.json", accept_after=10, clock=lambda: now[0])
+    assert store.observe("d", "SPF", ["v=spf1 -all"], expected=["v=spf1 -all"]).drifted is False
+    assert store.observe("d", "SPF", ["v=spf1 +all"], expected=["v=spf1 -all"]).drifted
+    now[0] = 1e6
+    assert store.observe("d", "SPF", ["v=spf1 +all"], expected=["v=spf1 -all"]).drifted
+    assert fingerprint([]) == fingerprint(["  "])  # absent
+
+
+def test_unreadable_baseline_file_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text("{not json")
+    store = BaselineStore(path, accept_after=0, clock=lambda: 5.0)
+    assert not store.observe("d", "MX", ["a"]).drifted
+    assert json.loads(path.read_text())["records"]
