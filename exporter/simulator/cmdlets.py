@@ -6,11 +6,17 @@ prefixes, positional arguments, common parameters), rejects scripts (NoLanguage)
 commands, applies replays (a scenario may serve an Export-Clixml capture as a cmdlet's output) and
 the ``error_record`` fault, and streams records from one stage to the next.
 
-Adding a cmdlet (Get-ReceiveConnector, ...) means writing one function::
+Adding a cmdlet means writing one function (the configuration cmdlets are in ``cmdlets_config``)::
 
     @cmdlet("Get-Thing", "Microsoft.Exchange.Management.Tasks.GetThing", [Param("Identity", position=0)])
     def get_thing(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
-        yield Output(data=write_clixml(objects.thing(...)))
+        server = target_server(ctx, "Get-Thing", args.get("Server"))       # not found: error record
+        for thing in matching(ctx, "Get-Thing", args.get("Identity"), things, lambda t: (t.name,)):
+            yield Output(data=write_clixml(objects.thing(...)))
+
+``matching``/``target_server(s)`` raise :class:`StopCmdlet` with Exchange's not-found record, which
+the pipeline writes as a non-terminating error before ending the cmdlet; ``exclusive`` raises the
+AmbiguousParameterSet binding error for parameters of different sets.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import fnmatch
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.simulator import objects
 from exporter.simulator.clixml import (
@@ -89,6 +95,7 @@ class Param:
     name: str
     kind: str = "string"
     position: int | None = None
+    mandatory: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,16 @@ def bind(defn: CmdletDef, invocation: Invocation) -> Args:
                 )
             )
         args[param.name] = _convert(defn, param, value)
+    missing = [p.name for p in defn.params if p.mandatory and p.name not in args]
+    if missing:
+        raise CmdletError(
+            parameter_error(
+                defn.name,
+                defn.class_name,
+                "MissingMandatoryParameter",
+                f"Cannot process command because of one or more missing mandatory parameters: {' '.join(missing)}.",
+            )
+        )
     return args
 
 
@@ -302,6 +319,8 @@ def _replay_target(ctx: Context, args: Args) -> str:
 def _resolve(ctx: Context, invocation: Invocation) -> tuple[CmdletDef, Args]:
     if invocation.is_script:
         raise CmdletError(scripts_not_allowed())
+    if invocation.name.lower() in ctx.scenario.hidden_cmdlets:
+        raise CmdletError(command_not_found(invocation.name))  # RBAC: not in this user's runspace
     defn = REGISTRY.get(invocation.name.lower())
     has_replay = any(r.cmdlet.lower() == invocation.name.lower() for r in ctx.scenario.replays)
     if defn is None and not has_replay:
@@ -358,7 +377,7 @@ def run_pipeline(ctx: Context, commands: Sequence[Invocation]) -> Iterator[Recor
             if fault is not None:
                 produced = [Error(_injected_error(ctx, defn, fault.message))]
             else:
-                produced = defn.run(ctx, args, stream)
+                produced = _until_stopped(defn.run(ctx, args, stream))
             next_stream: list[Output] = []
             for record in _with_preferences(produced, args):
                 if isinstance(record, Output):
@@ -374,24 +393,88 @@ def run_pipeline(ctx: Context, commands: Sequence[Invocation]) -> Iterator[Recor
 # ---------------------------------------------------------------------------------------------
 
 
+class StopCmdlet(Exception):
+    """Raised inside a cmdlet: write ``info`` as a (non-terminating) error record and end the cmdlet."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+def _until_stopped(records: Iterable[Record]) -> Iterator[Record]:
+    try:
+        yield from records
+    except StopCmdlet as stop:
+        yield Error(stop.info)
+
+
+def has_wildcard(text: str) -> bool:
+    """Whether an -Identity value is a wildcard pattern."""
+    return any(ch in text for ch in "*?[")
+
+
 def _wildcard_match(pattern: str, *candidates: str) -> bool:
     pattern = pattern.casefold()
-    if not any(ch in pattern for ch in "*?["):
+    if not has_wildcard(pattern):
         return any(pattern == c.casefold() for c in candidates)
     return any(fnmatch.fnmatchcase(c.casefold(), pattern) for c in candidates)
 
 
-def _servers_matching(ctx: Context, identity: str | None, servers: Iterable[ServerSpec]) -> list[ServerSpec]:
-    pool = list(servers)
-    if identity is None:
-        return sorted(pool, key=lambda s: s.name.lower())
-    return [s for s in pool if _wildcard_match(identity, s.name, s.fqdn, str(s.guid))]
-
-
-def _not_found(ctx: Context, defn_name: str, class_name: str, identity: str) -> Error:
-    return Error(
-        exchange_not_found(ctx.server.name, defn_name, class_name, identity, ctx.scenario.organisation.dc_fqdn)
+def not_found(ctx: Context, cmdlet_name: str, identity: str) -> StopCmdlet:
+    """Exchange's ManagementObjectNotFoundException record for ``identity``, to raise."""
+    return StopCmdlet(
+        exchange_not_found(
+            ctx.server.name,
+            cmdlet_name,
+            REGISTRY[cmdlet_name.lower()].class_name,
+            identity,
+            ctx.scenario.organisation.dc_fqdn,
+        )
     )
+
+
+T = TypeVar("T")
+
+
+def matching(
+    ctx: Context, cmdlet_name: str, identity: str | None, items: Iterable[T], keys: Callable[[T], Iterable[str]]
+) -> list[T]:
+    """The items one of whose ``keys`` matches -Identity (all for None; wildcards allowed).
+
+    A plain identity that matches nothing raises the not-found record; a wildcard may match nothing.
+    """
+    if identity is None:
+        return list(items)
+    found = [item for item in items if _wildcard_match(identity, *keys(item))]
+    if not found and not has_wildcard(identity):
+        raise not_found(ctx, cmdlet_name, identity)
+    return found
+
+
+def target_server(ctx: Context, cmdlet_name: str, name: str | None) -> ServerSpec:
+    """The server a -Server/-Identity value names (None: the endpoint's own); raises not-found."""
+    if name is None:
+        return ctx.server
+    server = ctx.scenario.server(str(name))
+    if server is None:
+        raise not_found(ctx, cmdlet_name, str(name))
+    return server
+
+
+def target_servers(ctx: Context, cmdlet_name: str, name: str | None) -> list[ServerSpec]:
+    """The -Server value's server, or every server of the organisation when it is not given."""
+    return list(ctx.scenario.servers) if name is None else [target_server(ctx, cmdlet_name, name)]
+
+
+def exclusive(defn_name: str, args: Args, *groups: Sequence[str]) -> None:
+    """Raise AmbiguousParameterSet when parameters of more than one ``groups`` set are bound."""
+    used = [g for g in groups if any(name in args for name in g)]
+    if len(used) > 1:
+        raise _parameter_set_conflict(REGISTRY[defn_name.lower()])
+
+
+def _server_keys(server: ServerSpec) -> tuple[str, str, str]:
+    return server.name, server.fqdn, str(server.guid)
 
 
 def _server_unreachable(ctx: Context, target: ServerSpec) -> bool:
@@ -414,15 +497,11 @@ _GET_EXCHANGE_SERVER = "Microsoft.Exchange.Management.SystemConfigurationTasks.G
 )
 def get_exchange_server(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Get-ExchangeServer [-Identity <name|fqdn|wildcard>] [-Domain] [-Status]."""
-    identity = args.get("Identity")
-    found = _servers_matching(ctx, identity, ctx.scenario.servers)
+    pool = sorted(ctx.scenario.servers, key=lambda s: s.name.lower())
     domain = args.get("Domain")
     if domain:
-        found = [s for s in found if ctx.scenario.organisation.domain.lower() == str(domain).lower()]
-    if not found and identity is not None and not any(ch in identity for ch in "*?"):
-        yield _not_found(ctx, "Get-ExchangeServer", _GET_EXCHANGE_SERVER, identity)
-        return
-    for server in found:
+        pool = [s for s in pool if ctx.scenario.organisation.domain.lower() == str(domain).lower()]
+    for server in matching(ctx, "Get-ExchangeServer", args.get("Identity"), pool, _server_keys):
         yield Output(data=write_clixml(objects.exchange_server(ctx.scenario, server, ctx.timeline)))
 
 
@@ -436,13 +515,10 @@ _GET_TRANSPORT_SERVICE = "Microsoft.Exchange.Management.SystemConfigurationTasks
 )
 def get_transport_service(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Get-TransportService [-Identity <server>]: TransportServer objects of hub/edge servers."""
-    identity = args.get("Identity")
-    transport = [s for s in ctx.scenario.servers if s.is_hub_transport or s.is_edge]
-    found = _servers_matching(ctx, identity, transport)
-    if not found and identity is not None and not any(ch in identity for ch in "*?"):
-        yield _not_found(ctx, "Get-TransportService", _GET_TRANSPORT_SERVICE, identity)
-        return
-    for server in found:
+    transport = sorted(
+        (s for s in ctx.scenario.servers if s.is_hub_transport or s.is_edge), key=lambda s: s.name.lower()
+    )
+    for server in matching(ctx, "Get-TransportService", args.get("Identity"), transport, _server_keys):
         yield Output(data=write_clixml(objects.transport_server(ctx.scenario, server, ctx.timeline)))
 
 
@@ -555,17 +631,12 @@ def _sort_queues(queues: list[QueueSnapshot], order: str) -> list[QueueSnapshot]
 )
 def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Get-Queue [-Server S] [-Filter OPATH] [-ResultSize N|Unlimited] [-Include/-Exclude] | [-Identity Q]."""
-    defn = REGISTRY["get-queue"]
     identity: str | None = args.get("Identity")
-    if identity is not None and ("Server" in args or "Filter" in args):
-        raise _parameter_set_conflict(defn)
+    exclusive("Get-Queue", args, ["Identity"], ["Server", "Filter"])
     server_name = args.get("Server")
     if identity is not None and "\\" in identity and not identity.startswith("*"):
         server_name = identity.split("\\", 1)[0]
-    target = ctx.server if server_name is None else ctx.scenario.server(server_name)
-    if target is None:
-        yield _not_found(ctx, "Get-Queue", _GET_QUEUE, str(server_name))
-        return
+    target = target_server(ctx, "Get-Queue", server_name)
     if _server_unreachable(ctx, target):
         yield Error(
             exchange_error(
@@ -763,11 +834,7 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
                 target_name=str(event_id),
             )
         )
-    server_name = args.get("Server")
-    target = ctx.server if server_name is None else ctx.scenario.server(str(server_name))
-    if target is None:
-        yield _not_found(ctx, "Get-MessageTrackingLog", _GET_TRACKING, str(server_name))
-        return
+    target = target_server(ctx, "Get-MessageTrackingLog", args.get("Server"))
     if _server_unreachable(ctx, target):
         yield Error(
             exchange_error(
@@ -848,7 +915,7 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
             if data is not None:
                 yield Output(data=data)
                 continue
-        element = item.as_element()
+        element = item.live() if item.live is not None and (names is not None or expand) else item.as_element()
         if element.tag != "Obj":
             yield item
             continue
@@ -917,3 +984,7 @@ def _replay_impl(name: str) -> Impl:
         return _run_replay(ctx, name, args)
 
     return run
+
+
+# The configuration and health cmdlets live in their own module; importing it registers them.
+from exporter.simulator import cmdlets_config  # noqa: E402, F401

@@ -101,12 +101,14 @@ def _enum_class(type_name: str, members: Mapping[str, int], *, flags: bool = Fal
     return cls
 
 
-def _enum(type_name: str, members: Mapping[str, int], name: str, *, int16: bool = False) -> Any:
+def enum_value(type_name: str, members: Mapping[str, int], name: str, *, int16: bool = False) -> Any:
+    """The member ``name`` of the .NET enum ``type_name`` (serialised as Obj + TN + ToString + I32)."""
     cls = _enum_class(type_name, members, int16=int16)
     return cls["none" if name == "None" else name]  # type: ignore[index]
 
 
-def _flags(type_name: str, members: Mapping[str, int], names: Iterable[str]) -> Any:
+def flags_value(type_name: str, members: Mapping[str, int], names: Iterable[str]) -> Any:
+    """A flags enum value combining ``names`` (ToString ``A, B``; ``None`` for no flag)."""
     cls = _enum_class(type_name, members, flags=True)
     value = 0
     for name in names:
@@ -115,9 +117,12 @@ def _flags(type_name: str, members: Mapping[str, int], names: Iterable[str]) -> 
 
 
 _DELIVERY_TYPE_MEMBERS = {name: i for i, name in enumerate(DELIVERY_TYPES)}
+SERVER_ROLE_TYPE = "Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole"
+#: ServerRole flags (one class per type name: connectors' TransportRole uses FrontendTransport too).
+SERVER_ROLE_MEMBERS = {**SERVER_ROLES, "FrontendTransport": 16384}
+OBJECT_STATES = {"New": 0, "Unchanged": 1, "Changed": 2, "Deleted": 3}
 _NEXT_HOP_CATEGORY = {"Internal": 0, "External": 1}
 _RISK_LEVEL = {"Normal": 0, "Bulk": 1, "High": 2, "Low": 3}
-_OBJECT_STATE = {"New": 0, "Unchanged": 1, "Changed": 2, "Deleted": 3}
 _QUEUE_TYPE = {"Undefined": 0, "Delivery": 1, "Poison": 2, "Submission": 3, "Unreachable": 4, "Shadow": 5}
 _SERVER_EDITION = {
     "Unknown": 0,
@@ -127,6 +132,12 @@ _SERVER_EDITION = {
     "EnterpriseEvaluation": 4,
     "Coexistence": 5,
 }
+
+
+def object_state(name: str) -> Any:
+    """An ``ObjectState`` enum value (New, Unchanged, Changed, Deleted)."""
+    return enum_value("Microsoft.Exchange.Data.ObjectState", OBJECT_STATES, name)
+
 
 # ---------------------------------------------------------------------------------------------
 # Generic builders
@@ -205,11 +216,18 @@ def _domain_dn(domain: str) -> str:
     return ",".join(f"DC={part}" for part in domain.split("."))
 
 
-def ad_object_id(scenario: Scenario, dn: str, canonical: str, name: str, guid: uuid.UUID) -> PSObject:
-    """An ``ADObjectId`` (Identity, Site, ObjectCategory ...): ToString is the canonical name."""
+def ad_object_id(
+    scenario: Scenario, dn: str, canonical: str, name: str, guid: uuid.UUID, *, parent: str | None = None
+) -> PSObject:
+    """An ``ADObjectId`` (Identity, Site, ObjectCategory ...): ToString is the canonical name.
+
+    ``Parent`` is the canonical name's parent unless given (configuration objects whose ToString is
+    short, such as a server or a connector, show their container's name there).
+    """
     domain = scenario.organisation.domain
     parts = dn.split(",")
-    parent = canonical.rsplit("/", 1)[0] if "/" in canonical else ""
+    if parent is None:
+        parent = canonical.rsplit("/", 1)[0] if "/" in canonical else ""
     return ex_object(
         ["Microsoft.Exchange.Data.Directory.ADObjectId", "Microsoft.Exchange.Data.ObjectId", "System.Object"],
         [
@@ -227,6 +245,18 @@ def ad_object_id(scenario: Scenario, dn: str, canonical: str, name: str, guid: u
             ("Name", name),
         ],
         canonical,
+    )
+
+
+def schema_category(scenario: Scenario, class_name: str) -> PSObject:
+    """The ``ObjectCategory`` of an AD object: the schema class ``class_name`` (ms-Exch-...)."""
+    domain = scenario.organisation.domain
+    return ad_object_id(
+        scenario,
+        f"CN={class_name},CN=Schema,CN=Configuration,{_domain_dn(domain)}",
+        f"{domain}/Configuration/Schema/{class_name}",
+        class_name,
+        uuid.uuid5(uuid.NAMESPACE_DNS, f"schema.{class_name.lower()}.{domain}"),
     )
 
 
@@ -260,17 +290,19 @@ def enhanced_timespan(value: datetime.timedelta) -> PSObject:
     )
 
 
+_UNLIMITED_BYTES_TYPE_NAMES = [
+    "Microsoft.Exchange.Data.Unlimited`1[[Microsoft.Exchange.Data.ByteQuantifiedSize, Microsoft.Exchange.Data, "
+    "Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
+    "System.ValueType",
+    "System.Object",
+]
+
+
 def byte_quantified_size(num_bytes: int | None) -> PSObject:
     """An ``Unlimited<ByteQuantifiedSize>`` (ToString like ``10 MB (10,485,760 bytes)``)."""
     if num_bytes is None:
         return ex_object(
-            [
-                "Microsoft.Exchange.Data.Unlimited`1[[Microsoft.Exchange.Data.ByteQuantifiedSize, "
-                "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, "
-                "PublicKeyToken=31bf3856ad364e35]]",
-                "System.ValueType",
-                "System.Object",
-            ],
+            _UNLIMITED_BYTES_TYPE_NAMES,
             [("IsUnlimited", True)],
             "Unlimited",
         )
@@ -290,16 +322,36 @@ def byte_quantified_size(num_bytes: int | None) -> PSObject:
 
 
 def unlimited_int(value: int | None) -> PSObject:
-    """An ``Unlimited<int>`` (ToString is the number, or ``Unlimited``)."""
+    """An ``Unlimited<int>`` (ToString is the number, or ``Unlimited``; no ``Value`` when unlimited)."""
     return ex_object(
         [
             f"Microsoft.Exchange.Data.Unlimited`1[[System.Int32, {_MSCORLIB}]]",
             "System.ValueType",
             "System.Object",
         ],
-        [("IsUnlimited", value is None), ("Value", value)],
+        [("IsUnlimited", True)] if value is None else [("IsUnlimited", False), ("Value", value)],
         "Unlimited" if value is None else str(value),
-        serialization=False,
+    )
+
+
+def unlimited_bytes(num_bytes: int | None) -> PSObject:
+    """An ``Unlimited<ByteQuantifiedSize>`` with a limit: ``Value`` is the size's display text."""
+    if num_bytes is None:
+        return byte_quantified_size(None)
+    text = byte_quantified_size(num_bytes).PSObject.to_string
+    return ex_object(
+        _UNLIMITED_BYTES_TYPE_NAMES,
+        [("IsUnlimited", False), ("Value", text)],
+        text,
+    )
+
+
+def fqdn_object(name: str) -> PSObject:
+    """A ``Fqdn`` (ToString the name)."""
+    return ex_object(
+        ["Microsoft.Exchange.Data.Fqdn", "Microsoft.Exchange.Data.SmtpDomain", "System.Object"],
+        [("Domain", name)],
+        name,
     )
 
 
@@ -359,17 +411,35 @@ def organization_id() -> PSObject:
     )
 
 
-def _server_dn(scenario: Scenario, server: ServerSpec) -> str:
+def exchange_config_dn(scenario: Scenario, *rdns: str) -> str:
+    """A DN below ``CN=<org>,CN=Microsoft Exchange,CN=Services,CN=Configuration`` (``rdns`` innermost first)."""
     org = scenario.organisation
-    return (
-        f"CN={server.name},CN=Servers,CN={_ADMIN_GROUP},CN=Administrative Groups,CN={org.name},"
-        f"CN=Microsoft Exchange,CN=Services,CN=Configuration,{_domain_dn(org.domain)}"
-    )
+    inner = "".join(f"{rdn}," for rdn in rdns)
+    return f"{inner}CN={org.name},CN=Microsoft Exchange,CN=Services,CN=Configuration,{_domain_dn(org.domain)}"
+
+
+def admin_group_dn(scenario: Scenario, *rdns: str) -> str:
+    """A DN inside the Exchange administrative group (``rdns`` innermost first)."""
+    return exchange_config_dn(scenario, *rdns, f"CN={_ADMIN_GROUP}", "CN=Administrative Groups")
+
+
+def _server_dn(scenario: Scenario, server: ServerSpec) -> str:
+    return admin_group_dn(scenario, f"CN={server.name}", "CN=Servers")
+
+
+def server_id(scenario: Scenario, server: ServerSpec) -> PSObject:
+    """The ``ADObjectId`` of a server as other objects reference it (``Server``, ``Identity``)."""
+    return ad_object_id(scenario, _server_dn(scenario, server), server.name, server.name, server.guid, parent="Servers")
 
 
 def _created(server: ServerSpec, timeline: Timeline) -> tuple[datetime.datetime, datetime.datetime]:
     """Stable WhenCreated / WhenChanged times (derived from the server name, before the start)."""
-    seed = int.from_bytes(hashlib.sha256(server.name.encode()).digest()[:4], "big")
+    return created_times(server.name, timeline)
+
+
+def created_times(key: str, timeline: Timeline) -> tuple[datetime.datetime, datetime.datetime]:
+    """Stable WhenCreated / WhenChanged times derived from ``key``, before the scenario start."""
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
     created = timeline.start - 400 * 86400 - seed % (200 * 86400)
     changed = timeline.start - 3 * 86400 - seed % 86400
     return timeline.local(created).replace(microsecond=0), timeline.local(changed).replace(microsecond=0)
@@ -396,7 +466,7 @@ def queue_identity(q: QueueSnapshot) -> PSObject:
             "System.Object",
         ],
         [
-            ("Type", _enum("Microsoft.Exchange.Data.QueueViewer.QueueType", _QUEUE_TYPE, queue_type)),
+            ("Type", enum_value("Microsoft.Exchange.Data.QueueViewer.QueueType", _QUEUE_TYPE, queue_type)),
             ("RowId", PSInt64(q.row_id or 0)),
             ("Server", q.server),
             ("NextHopDomain", q.next_hop_domain),
@@ -415,7 +485,7 @@ def queue_info(q: QueueSnapshot) -> PSObject:
         [
             (
                 "DeliveryType",
-                _enum(
+                enum_value(
                     "Microsoft.Exchange.Data.DeliveryType",
                     _DELIVERY_TYPE_MEMBERS,
                     q.delivery_type,
@@ -425,7 +495,7 @@ def queue_info(q: QueueSnapshot) -> PSObject:
             ("NextHopDomain", q.next_hop_domain),
             ("TlsDomain", q.tls_domain),
             ("NextHopConnector", q.next_hop_connector),
-            ("Status", _enum("Microsoft.Exchange.Data.QueueViewer.QueueStatus", QUEUE_STATUSES, q.status)),
+            ("Status", enum_value("Microsoft.Exchange.Data.QueueViewer.QueueStatus", QUEUE_STATUSES, q.status)),
             ("MessageCount", q.message_count),
             ("LastError", q.last_error),
             ("RetryCount", q.retry_count),
@@ -436,11 +506,11 @@ def queue_info(q: QueueSnapshot) -> PSObject:
             ("LockedMessageCount", q.locked_message_count),
             ("MessageCountsPerPriority", int_array(q.messages_per_priority)),
             ("DeferredMessageCountsPerPriority", int_array(q.deferred_per_priority)),
-            ("RiskLevel", _enum("Microsoft.Exchange.Data.Transport.RiskLevel", _RISK_LEVEL, q.risk_level)),
+            ("RiskLevel", enum_value("Microsoft.Exchange.Data.Transport.RiskLevel", _RISK_LEVEL, q.risk_level)),
             ("OutboundIPPool", q.outbound_ip_pool),
             (
                 "NextHopCategory",
-                _enum(
+                enum_value(
                     "Microsoft.Exchange.Data.Transport.NextHopCategory",
                     _NEXT_HOP_CATEGORY,
                     q.next_hop_category,
@@ -454,7 +524,7 @@ def queue_info(q: QueueSnapshot) -> PSObject:
             ("PriorityDescriptions", string_array(["High", "Normal", "Low", "None"])),
             ("Identity", identity),  # the same object: serialised as <Ref>, as Exchange does
             ("IsValid", True),
-            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "New")),
+            ("ObjectState", object_state("New")),
         ],
         q.identity,
     )
@@ -478,13 +548,7 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
         server.site,
         uuid.uuid5(uuid.NAMESPACE_DNS, f"site.{server.site}.{org.domain}"),
     )
-    category = ad_object_id(
-        scenario,
-        f"CN=ms-Exch-Exchange-Server,CN=Schema,CN=Configuration,{_domain_dn(org.domain)}",
-        f"{config_canon}/Schema/ms-Exch-Exchange-Server",
-        "ms-Exch-Exchange-Server",
-        uuid.uuid5(uuid.NAMESPACE_DNS, f"schema.exchange-server.{org.domain}"),
-    )
+    category = schema_category(scenario, "ms-Exch-Exchange-Server")
     addresses = typed_list(
         [
             "Microsoft.Exchange.Data.NetworkAddressCollection",
@@ -526,7 +590,7 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
             ("Name", server.name),
             ("DataPath", local_long_full_path(r"C:\Program Files\Microsoft\Exchange Server\V15\Mailbox")),
             ("Domain", org.domain),
-            ("Edition", _enum("Microsoft.Exchange.Data.ServerEditionType", _SERVER_EDITION, edition)),
+            ("Edition", enum_value("Microsoft.Exchange.Data.ServerEditionType", _SERVER_EDITION, edition)),
             (
                 "ExchangeLegacyDN",
                 f"/o={org.name}/ou={_ADMIN_GROUP}/cn=Configuration/cn=Servers/cn={server.name}",
@@ -552,7 +616,7 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
             ("Site", site),
             (
                 "ServerRole",
-                _flags("Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole", SERVER_ROLES, roles),
+                flags_value(SERVER_ROLE_TYPE, SERVER_ROLE_MEMBERS, roles),
             ),
             ("ErrorReportingEnabled", False),
             ("MitigationsEnabled", True),
@@ -586,7 +650,7 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
             ("OrganizationId", organization_id()),
             ("Id", identity),
             ("OriginatingServer", org.dc_fqdn),
-            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "Unchanged")),
+            ("ObjectState", object_state("Unchanged")),
         ],
         server.name,
     )
@@ -640,7 +704,7 @@ def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline)
             ("OrganizationId", organization_id()),
             ("Id", identity),
             ("OriginatingServer", org.dc_fqdn),
-            ("ObjectState", _enum("Microsoft.Exchange.Data.ObjectState", _OBJECT_STATE, "Unchanged")),
+            ("ObjectState", object_state("Unchanged")),
         ],
         server.name,
     )
@@ -655,7 +719,7 @@ def message_latency_type(name: str) -> Any:
     """A ``MessageLatencyType`` enum value (None, LocalServer, EndToEnd)."""
     from exporter.simulator.tracking import LATENCY_TYPE_MEMBERS, LATENCY_TYPE_NAME
 
-    return _enum(LATENCY_TYPE_NAME, LATENCY_TYPE_MEMBERS, name)
+    return enum_value(LATENCY_TYPE_NAME, LATENCY_TYPE_MEMBERS, name)
 
 
 def precise_timespan(milliseconds: int) -> PSObject:

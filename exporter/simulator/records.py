@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from xml.etree import ElementTree as ET
@@ -82,6 +82,9 @@ class Output:
     #: Optional fast Select-Object: ``property_names()`` and ``select(names) -> bytes | None``
     #: (None: fall back to selecting on the parsed element).
     source: Selectable | None = None
+    #: The live object Select-Object reads on the server when it differs from what is serialised
+    #: (Get-ExchangeCertificate sends RawData only, but selects Services, NotAfter... from the model).
+    live: Callable[[], ET.Element] | None = None
 
     def as_bytes(self) -> bytes:
         """The CLIXML bytes of the object."""

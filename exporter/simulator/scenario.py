@@ -9,14 +9,26 @@ time are computed later from these immutable specs and a clock (see ``timeline.p
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from exporter.errors import ConfigError
+from exporter.simulator.fields import ScenarioError
+from exporter.simulator.orgconfig import (
+    AcceptedDomainSpec,
+    CertificateSpec,
+    ComponentSpec,
+    DatabaseCopySpec,
+    DatabaseSpec,
+    OrgConfigParser,
+    ReceiveConnectorSpec,
+    SendConnectorSpec,
+    default_certificates,
+    default_receive_connectors,
+)
 
 __all__ = [
     "DELIVERY_TYPES",
@@ -81,10 +93,6 @@ SERVER_ROLES: dict[str, int] = {
 }
 ZERO_GUID = uuid.UUID(int=0)
 DEFAULT_VERSION = "Version 15.2 (Build 1544.4)"  # Exchange 2019 CU14
-
-
-class ScenarioError(ConfigError):
-    """The scenario file or dictionary is invalid; the message names the offending field."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,27 @@ class ServerSpec:
     )
     message_tracking_log_enabled: bool = True
     tracking: TrackingSpec | None = None
+    #: None: the five default connectors (see ``effective_receive_connectors``).
+    receive_connectors: tuple[ReceiveConnectorSpec, ...] | None = None
+    components: tuple[ComponentSpec, ...] = ()
+    #: None: the self-signed, Auth and WMSvc certificates setup creates.
+    certificates: tuple[CertificateSpec, ...] | None = None
+    #: (role, services not running) overrides of Test-ServiceHealth.
+    service_health: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def effective_receive_connectors(self) -> tuple[ReceiveConnectorSpec, ...]:
+        """The server's receive connectors: the scenario's, or Exchange's five defaults."""
+        if self.receive_connectors is not None:
+            return self.receive_connectors
+        return default_receive_connectors(self.name)
+
+    @property
+    def effective_certificates(self) -> tuple[CertificateSpec, ...]:
+        """The certificates in the server's store: the scenario's, or setup's three."""
+        if self.certificates is not None:
+            return self.certificates
+        return default_certificates(self.name, self.fqdn)
 
     @property
     def version_parts(self) -> tuple[int, int, int, int]:
@@ -255,6 +284,36 @@ class Scenario:
     result_size_default: int = 1000
     replays: tuple[ReplaySpec, ...] = ()
     shell_idle_timeout_seconds: float = 900.0
+    #: None: one "Internet" connector (SMTP:*;1, DNS routing, every server as source).
+    send_connectors: tuple[SendConnectorSpec, ...] | None = None
+    #: None: the organisation domain, Authoritative and default.
+    accepted_domains: tuple[AcceptedDomainSpec, ...] | None = None
+    #: None: one database "DB-<SERVER>" mounted on each server, without other copies.
+    databases: tuple[DatabaseSpec, ...] | None = None
+    #: Cmdlets RBAC hides from the users (lower case): they do not exist in their runspace.
+    hidden_cmdlets: frozenset[str] = frozenset()
+
+    @property
+    def effective_send_connectors(self) -> tuple[SendConnectorSpec, ...]:
+        """The organisation's send connectors (the scenario's, or one DNS-routed "Internet")."""
+        if self.send_connectors is not None:
+            return self.send_connectors
+        return (SendConnectorSpec("Internet"),)
+
+    @property
+    def effective_accepted_domains(self) -> tuple[AcceptedDomainSpec, ...]:
+        """The accepted domains (the scenario's, or the organisation domain as the default)."""
+        if self.accepted_domains is not None:
+            return self.accepted_domains
+        domain = self.organisation.domain
+        return (AcceptedDomainSpec(domain, domain, "Authoritative", default=True),)
+
+    @property
+    def effective_databases(self) -> tuple[DatabaseSpec, ...]:
+        """The mailbox databases (the scenario's, or one mounted database per server)."""
+        if self.databases is not None:
+            return self.databases
+        return tuple(DatabaseSpec(f"DB-{s.name}", (DatabaseCopySpec(s.name, "Mounted"),)) for s in self.servers)
 
     def server(self, name: str) -> ServerSpec | None:
         """The server called ``name`` (case-insensitive), or None."""
@@ -369,65 +428,12 @@ def build_scenario(
     return Scenario.from_dict(data)
 
 
-class _Parser:
+class _Parser(OrgConfigParser):
     """Strict conversion of plain data into the frozen specs, with field paths in errors."""
 
     def __init__(self, base_dir: Path | None) -> None:
         self.base_dir = base_dir
         self.default_tracking: Mapping[str, Any] = {}
-
-    # -- helpers -----------------------------------------------------------------------------
-    @staticmethod
-    def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise ScenarioError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return value
-
-    @staticmethod
-    def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-        unknown = sorted(set(map(str, data)) - set(allowed))
-        if unknown:
-            raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-
-    @staticmethod
-    def _str(data: Mapping[str, Any], key: str, where: str, default: str) -> str:
-        value = data.get(key, default)
-        if value is None:
-            return default
-        if not isinstance(value, str | int | float):
-            raise ScenarioError(f"{where}.{key}: expected text")
-        return str(value)
-
-    @staticmethod
-    def _num(data: Mapping[str, Any], key: str, where: str, default: float) -> float:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ScenarioError(f"{where}.{key}: expected a number, got {value!r}")
-        return float(value)
-
-    def _int(self, data: Mapping[str, Any], key: str, where: str, default: int, minimum: int = 0) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ScenarioError(f"{where}.{key}: expected an integer, got {value!r}")
-        if value < minimum:
-            raise ScenarioError(f"{where}.{key}: must be >= {minimum}")
-        return value
-
-    @staticmethod
-    def _bool(data: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            raise ScenarioError(f"{where}.{key}: expected true or false")
-        return value
-
-    @staticmethod
-    def _guid(value: Any, where: str) -> uuid.UUID:
-        try:
-            return uuid.UUID(str(value))
-        except ValueError as exc:
-            raise ScenarioError(f"{where}: not a GUID: {value!r}") from exc
 
     # -- sections ----------------------------------------------------------------------------
     def scenario(self, data: Mapping[str, Any]) -> Scenario:
@@ -444,6 +450,7 @@ class _Parser:
                 "shell_idle_timeout_seconds",
                 "replays",
                 "tracking",
+                *self.ORG_KEYS,
             ],
             "scenario",
         )
@@ -474,6 +481,7 @@ class _Parser:
             result_size_default=self._int(top, "result_size_default", "scenario", 1000, minimum=1),
             shell_idle_timeout_seconds=max(0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)),
             replays=self.replays(top.get("replays"), {s.name.upper() for s in servers}),
+            **self.org_config(top, [s.name for s in servers]),
         )
 
     def organisation(self, data: Mapping[str, Any]) -> OrganisationSpec:
@@ -545,6 +553,7 @@ class _Parser:
                 "message_tracking_log_path",
                 "message_tracking_log_enabled",
                 "tracking",
+                *self.SERVER_KEYS,
             ],
             where,
         )
@@ -584,6 +593,7 @@ class _Parser:
             ),
             message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
             tracking=self.server_tracking(data, where),
+            **self.server_config(data, where, name, fqdns[name.upper()]),
         )
         raw_queues = data.get("queues", [])
         if not isinstance(raw_queues, list):

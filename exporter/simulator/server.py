@@ -20,7 +20,7 @@ from typing import Any
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.scenario import Scenario
 from exporter.simulator.service import EndpointService, SimState, Stats
-from exporter.simulator.timeline import Timeline
+from exporter.simulator.timeline import ServerTimeZone, Timeline
 from exporter.simulator.tls import generate_tls, server_context
 from exporter.simulator.tracking import TrackingLog, tracking_log
 from exporter.simulator.transport import Endpoint
@@ -140,6 +140,28 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Serve ``scenario``'s organisation from now on: same servers (names, in the same order).
+
+        Endpoints, open shells, faults, counters and the clock carry on; queues, connectors,
+        component states, certificates, users... come from the new scenario at the next command
+        (so a test can put HubTransport into Draining while an exporter runs). Server ports of the
+        new scenario are ignored: the endpoints keep listening where they are.
+        """
+        old = [s.name.upper() for s in self.scenario.servers]
+        new = [s.name.upper() for s in scenario.servers]
+        if old != new:
+            raise ValueError(f"set_scenario needs the same servers in the same order: {old} != {new}")
+        with self._lock:
+            self.scenario = scenario
+            self.state.scenario = scenario
+            self.state.timeline.tz = ServerTimeZone(scenario.organisation.timezone_offset_minutes)
+            self.state.timeline.culture = scenario.organisation.culture
+            for name, service in self._services.items():
+                spec = scenario.server(name)
+                assert spec is not None
+                service.server = spec
 
     # -- queries -------------------------------------------------------------------------------
     def endpoint(self, server: str) -> tuple[str, int]:

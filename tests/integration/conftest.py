@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pypsrp.powershell import RunspacePool
+from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from exporter.demo import deep_merge, demo_settings
@@ -138,3 +138,34 @@ def service_factory() -> Iterator[Callable[[Settings], Service]]:
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+def run_cmdlets(pool: RunspacePool, *commands: tuple[str, dict[str, Any]]) -> PowerShell:
+    """Run one pipeline of cmdlets, each ``(name, {parameter: value})``, and return the finished PowerShell."""
+    ps = PowerShell(pool)
+    for name, params in commands:
+        ps.add_cmdlet(name)
+        for key, value in params.items():
+            ps.add_parameter(key, value)
+    ps.invoke()
+    return ps
+
+
+ALL_COLLECTORS = (
+    "queues",
+    "tracking",
+    "receive_connectors",
+    "send_connectors",
+    "accepted_domains",
+    "components",
+    "database_copies",
+    "certificates",
+    "service_health",
+)
+
+
+def only_collectors(**enabled: dict[str, Any]) -> dict[str, Any]:
+    """``collectors`` overrides that switch every collector off except those named (with their settings)."""
+    return {
+        name: {"enabled": True, **enabled[name]} if name in enabled else {"enabled": False} for name in ALL_COLLECTORS
+    }

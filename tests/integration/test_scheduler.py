@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import SimFactory, settings_for
+from tests.integration.conftest import SimFactory, only_collectors, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -23,7 +23,7 @@ def test_polls_repeat_and_a_slow_target_never_overlaps(sim_factory: SimFactory, 
         scenario,
         overrides={
             # queues only: the per-server command counts below must come from Get-Queue alone
-            "collectors": {"queues": {"interval": 0.5}, "tracking": {"enabled": False}},
+            "collectors": only_collectors(queues={"interval": 0.5}),
             "scheduler": {"jitter": 0.05, "first_run_spread": 0.05},
         },
     )

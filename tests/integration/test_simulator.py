@@ -29,6 +29,7 @@ from exporter.simulator import (
     load_scenario,
 )
 from exporter.simulator.timeline import Timeline, snapshot_queue
+from tests.integration.conftest import run_cmdlets as invoke
 
 pytestmark = pytest.mark.integration
 
@@ -133,16 +134,6 @@ def open_pool(sim: Simulator, server: str = "EX01", **kwargs: Any) -> RunspacePo
     pool = RunspacePool(connect(sim, server, **kwargs), configuration_name="Microsoft.Exchange")
     pool.open()
     return pool
-
-
-def invoke(pool: RunspacePool, *commands: tuple[str, dict[str, Any]]) -> PowerShell:
-    ps = PowerShell(pool)
-    for name, params in commands:
-        ps.add_cmdlet(name)
-        for key, value in params.items():
-            ps.add_parameter(key, value)
-    ps.invoke()
-    return ps
 
 
 @pytest.fixture
