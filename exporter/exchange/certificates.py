@@ -36,6 +36,7 @@ SELECT = (
     "Status",
     "IsSelfSigned",
     "FriendlyName",
+    "RawData",  # a fallback when the selected fields come back empty (older builds, replays)
 )
 UNKNOWN = "unknown"
 POLLED = "Polled from Get-ExchangeCertificate on a schedule."

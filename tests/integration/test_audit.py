@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,3 +208,42 @@ def test_org_wide_collectors_fail_over_and_faults_stay_local(sim_factory: SimFac
     assert value(service, "mailflow_collector_up", collector="components", target="EX02") == 0
     sim.faults.clear()
     assert all(s.ok for s in service.poll_all())
+
+
+def test_real_captures_replayed_through_the_exporter(sim_factory: SimFactory, service_factory: Any) -> None:
+    captures = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml" / "E19"
+    if not captures.is_dir():
+        pytest.skip("reference captures not found")
+    org = small_org(("EX01",))
+    org["replays"] = {
+        "Get-ExchangeCertificate": str(captures / "GetExchangeCertificate.xml"),
+        "Get-ReceiveConnector": str(captures / "GetReceiveConnector.xml"),
+        "Get-ServerComponentState": str(captures / "GetServerComponentState.xml"),
+        "Test-ServiceHealth": str(captures / "TestServiceHealth.xml"),
+        "Get-SendConnector": str(captures / "GetSendConnector.xml"),
+        "Get-AcceptedDomain": str(captures / "GetAcceptedDomain_Bad.xml"),
+    }
+    _, service, snaps = audited(sim_factory, service_factory, org)
+    assert all(s.ok for s in snaps), [(s.collector, s.message) for s in snaps if not s.ok]
+    # Certificates arrive as RawData only: decoded from the DER, services unknown.
+    expiry = value(
+        service,
+        "mailflow_certificate_expiry_timestamp_seconds",
+        server="EX01",
+        thumbprint="C3EDCF181EF4F9B53D01768ECA99564014BCA6E7",
+        subject="CN=Microsoft Exchange Server Auth Certificate",
+        services="unknown",
+    )
+    assert expiry is not None and expiry > 1.7e9
+    front = "Default Frontend WIN-CTD3L0RGEN4"
+    assert value(service, "mailflow_receive_connector_enabled", server="EX01", connector=front) == 1
+    risk = "mailflow_receive_connector_open_relay_risk"
+    # The replayed connector's identity is unknown to this simulated org: Get-ADPermission writes a
+    # not-found error, so the anonymous relay right is unverified, never "safe".
+    assert value(service, risk, server="EX01", connector=front, reason="anonymous_relay") == 0
+    assert value(service, risk, server="EX01", connector=front, reason="anonymous_relay_unverified") == 1
+    assert value(service, "mailflow_send_connector_uses_smart_host", connector="Mail to O365") == 1
+    assert value(service, "mailflow_accepted_domain_open_relay") == 1
+    state = "mailflow_server_component_state"
+    assert value(service, state, server="EX01", component="HubTransport", state="Active") == 1
+    assert value(service, "mailflow_service_health_required_running", server="EX01", role="HubTransport") == 1
