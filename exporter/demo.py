@@ -37,6 +37,24 @@ DEMO_EXPECTATIONS: dict[str, Any] = {
 }
 
 
+def demo_dns_settings(net: Any) -> dict[str, Any]:
+    """``dns`` settings that check the demo organisation's outside world (a started ``DemoNet``)."""
+    from exporter.netsim.demo_net import DNSBL_ZONE, OUTBOUND, mx_hosts
+
+    return {
+        "dns": {
+            "enabled": True,
+            "resolvers": [net.dns_address],
+            "port": net.dns_port,
+            "timeout": 2,
+            "outbound_ips": [{"ip": o.ip, "helo": o.helo} for o in OUTBOUND],
+            "blocklists": [DNSBL_ZONE],
+            "expect": {net.domain: {"mx": list(mx_hosts(net.domain))}},
+            "smtp": {"port": net.smtp_port, "ca_bundle": str(net.ca_file), "helo_name": f"probe.{net.domain}"},
+        }
+    }
+
+
 def demo_settings(
     sim: Any,
     scenario: Any,
@@ -86,14 +104,18 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
     """Start the simulator and the exporter; serve until SIGTERM/SIGINT."""
+    from exporter.netsim.demo_net import DemoNet
     from exporter.service import Service
     from exporter.simulator import Simulator, load_scenario
 
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=tls)
+    net = DemoNet()
     sim.start()
+    net.start()
     try:
-        settings = demo_settings(sim, scenario, listen_address, tls, overrides=DEMO_EXPECTATIONS)
+        overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
+        settings = demo_settings(sim, scenario, listen_address, tls, overrides=overrides)
         service = Service(settings)
         host, _, port = listen_address.rpartition(":")
         shown = host.strip("[]") or "localhost"
@@ -107,5 +129,6 @@ def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
         )
         service.run_forever()
     finally:
+        net.stop()
         sim.stop()
     return 0

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it: lint, types, unit and integration tests.
-# Debian packages: prometheus (promtool + server for the scrape test). Python: a venv in .venv.
+# Debian packages: prometheus (promtool + server for the scrape test), nsd (DNS tests). Python: a venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# nsd: a real authoritative DNS server for the DNS check tests (tests/dnsinfra).
+command -v nsd >/dev/null 2>&1 || need_apt+=(nsd)
 # libkrb5-dev + gcc: the Dockerfile's install step builds gssapi (Kerberos); a test repeats that step.
 [ -e /usr/include/gssapi/gssapi.h ] || need_apt+=(libkrb5-dev)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)

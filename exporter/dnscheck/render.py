@@ -204,6 +204,11 @@ def render_ips(results: Iterable[IpResult]) -> list[Metric]:
         "1 if the IP's PTR names differ from the remembered baseline.",
         ["ip"],
     )
+    changed = _g(
+        "mailflow_dns_ptr_last_change_timestamp_seconds",
+        "When the IP's PTR names were last seen to change, unix time.",
+        ["ip"],
+    )
     for r in sorted(results, key=lambda x: x.ip):
         ptr_ok.add_metric([r.ip], 0 if r.ptr.answer.failed else 1)
         if not r.ptr.answer.failed:
@@ -219,7 +224,9 @@ def render_ips(results: Iterable[IpResult]) -> list[Metric]:
                 bl_error.add_metric([r.ip, b.zone, b.verdict], 1)
         if r.drift is not None:
             drift.add_metric([r.ip], _b(r.drift.drifted))
-    return [ptr_ok, ptr_records, confirmed, helo, listed, bl_ok, bl_error, drift]
+            if r.drift.last_change is not None:
+                changed.add_metric([r.ip], r.drift.last_change)
+    return [ptr_ok, ptr_records, confirmed, helo, listed, bl_ok, bl_error, drift, changed]
 
 
 def render_smtp(results: Iterable[SmtpProbeResult]) -> list[Metric]:

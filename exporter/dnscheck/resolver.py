@@ -106,6 +106,7 @@ class DnsClient:
         self._resolver.lifetime = self.timeout
         self._resolver.timeout = min(self.timeout, 2.0)  # per try; retried within the lifetime
         self._resolver.cache = None
+        self._resolver.use_edns(0, 0, 1232)  # long SPF/TXT answers in one UDP reply (no TCP retry)
 
     def fresh(self) -> DnsClient:
         """A client with the same servers and an empty cache (one per check run)."""

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_scenario_path
+from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
+from exporter.netsim.demo_net import DemoNet
 from exporter.simulator import Simulator, load_scenario
 from tests.integration.conftest import settings_for
 
@@ -38,9 +39,11 @@ def demo_exposition() -> Any:
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=False)
     sim.start()
+    net = DemoNet().start()
     from exporter.service import Service
 
-    overrides = deep_merge(DEMO_EXPECTATIONS, {"exchange": {"discovery": {"enabled": True}}})
+    overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
+    overrides = deep_merge(overrides, {"exchange": {"discovery": {"enabled": True}}})
     settings = settings_for(sim, scenario, overrides=overrides)
     service = Service(settings)
     try:
@@ -54,6 +57,7 @@ def demo_exposition() -> Any:
         yield service, generate_latest(service.registry).decode()
     finally:
         service.stop()
+        net.stop()
         sim.stop()
 
 
