@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--checkdmarc", action="store_true", help="also time checkdmarc (pip install checkdmarc)")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.dnsinfra
     from tests.dnsinfra.nsd import NsdServer
 
     domains = [f"d{i}.{ZONE}" for i in range(args.domains)]
