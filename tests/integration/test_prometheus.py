@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -96,6 +97,26 @@ def test_no_unbounded_labels(demo_exposition: Any) -> None:
     assert not re.search(r'next_hop_domain="[^"]*\\\\\d+"', text)  # no EX01\3 row identities
 
 
+ALERT_RULES = ROOT / "dashboards" / "prometheus" / "alerts.yml"
+
+
+def test_every_metric_in_rules_is_emitted(demo_exposition: Any) -> None:
+    """Alert rules (Prometheus and the generated Grafana twins) name only metrics the exporter emits."""
+    from dashboards.build_grafana_alerts import build
+
+    _, text = demo_exposition
+    emitted = {f.name for f in text_string_to_metric_families(text)} | {
+        s.name for f in text_string_to_metric_families(text) for s in f.samples
+    }
+    prometheus = [r["expr"] for g in yaml.safe_load(ALERT_RULES.read_text())["groups"] for r in g["rules"]]
+    grafana = [
+        d["model"]["expr"] for g in build()["groups"] for r in g["rules"] for d in r["data"] if "expr" in d["model"]
+    ]
+    assert prometheus == grafana  # the Grafana rules query exactly the Prometheus expressions, in order
+    named = {m for expr in prometheus for m in re.findall(r"\b(mailflow_[a-z0-9_]+)", expr)}
+    assert named and named <= emitted, named - emitted
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,7 +130,8 @@ def test_real_prometheus_scrapes_the_exporter(demo_exposition: Any, tmp_path: Pa
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ALERT_RULES}']\n"
         "scrape_configs:\n"
         "  - job_name: mailflow\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{service.web.port}']}}]\n"
@@ -145,6 +167,32 @@ def test_real_prometheus_scrapes_the_exporter(demo_exposition: Any, tmp_path: Pa
         assert result, "Prometheus never ingested the exporter's metrics"
         assert query('up{job="mailflow"}')[0]["value"][1] == "1"
         assert query("count(mailflow_collector_up == 1)")[0]["value"][1] == str(len(service.store.states()))
+
+        # The demo's planted faults drive the real rules to pending (their for: is minutes long).
+        planted = {
+            "MailflowQueueRetryingDnsFailure": {"server": "EX01"},
+            "MailflowPoisonQueueNotEmpty": {},
+            "MailflowCertificateExpiring": {"server": "EX02"},
+            "MailflowSpfFailingForOutboundIp": {"domain": "contoso.sim", "ip": "192.0.2.20", "result": "fail"},
+            "MailflowPtrMismatch": {"ip": "192.0.2.20"},
+            "MailflowOutboundIpBlocklisted": {"ip": "192.0.2.20", "zone": "bl.demo.example"},
+            "MailflowDmarcMissing": {"domain": "fabrikam.sim"},
+        }
+        active: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            active = query('ALERTS{alertstate=~"pending|firing"}')
+            names = {a["metric"]["alertname"] for a in active}
+            if set(planted) <= names:
+                break
+            time.sleep(0.5)
+        for name, labels in planted.items():
+            matching = [a for a in active if a["metric"]["alertname"] == name]
+            assert any(labels.items() <= a["metric"].items() for a in matching), (name, matching)
+        quiet = {"MailflowOpenRelayConnector", "MailflowSendConnectorDrift", "MailflowReceiveConnectorDrift",
+                 "MailflowExporterDown", "MailflowSmtpProbeFailing", "MailflowDnsRecordDrift", "MailflowMxMissing",
+                 "MailflowCollectorFailing", "MailflowExchangeUnreachable"}  # fmt: skip
+        assert not quiet & {a["metric"]["alertname"] for a in active}, active
     finally:
         proc.terminate()
         proc.wait(timeout=30)
