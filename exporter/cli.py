@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``demo``, ``validate-config``."""
+"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(listen_address=args.listen_address, tls=not args.no_tls)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Poll once, print the triage report; exit 0 healthy, 1 warnings, 2 critical, 3 could not check."""
+    from exporter.triage.report import write_json, write_text
+    from exporter.triage.run import check, check_demo
+
+    setup_logging(args.log_level or "error")
+    if args.demo:
+        report = check_demo()
+    elif args.config is None:
+        print("check needs --config FILE or --demo", file=sys.stderr)
+        return 3
+    else:
+        report = check(_load(args.config))
+    if args.format == "json":
+        write_json(report, sys.stdout)
+    else:
+        write_text(report, sys.stdout, color=sys.stdout.isatty())
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailflow-exporter", description="Prometheus exporter for Microsoft Exchange mail flow."
@@ -74,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-config", help="check a configuration file and exit")
     validate.add_argument("--config", type=Path, required=True, help="YAML configuration file")
     validate.set_defaults(func=cmd_validate)
+
+    check = sub.add_parser("check", help="poll once and print where mail is stuck and why")
+    check.add_argument("--config", type=Path, help="YAML configuration file")
+    check.add_argument("--demo", action="store_true", help="check the bundled simulated organisation instead")
+    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="run against the built-in simulated Exchange organisation")
     demo.add_argument("--listen-address", default=":10049", help="where to serve /metrics (default :10049)")

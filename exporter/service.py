@@ -188,9 +188,11 @@ class Service:
             )
         return snapshot
 
-    def poll_all(self) -> list[Snapshot]:
-        """Poll every collector and target once, in parallel (used by tests, benchmarks and `check`)."""
-        jobs = [(c, t) for c in self.collectors for t in c.targets()]
+    def poll_all(self, only_new: bool = False) -> list[Snapshot]:
+        """Poll every collector and target once, in parallel (used by tests, benchmarks and `check`).
+        ``only_new``: only targets never polled yet (e.g. DNS checks of newly found domains)."""
+        known = set(self.store.states()) if only_new else set()
+        jobs = [(c, t) for c in self.collectors for t in c.targets() if (c.name, t) not in known]
         out: list[Snapshot] = []
         lock = threading.Lock()
 
@@ -203,7 +205,9 @@ class Service:
         # Discovery first: it changes the target list of the others.
         for c, t in [j for j in jobs if j[0].name == "discovery"]:
             run(c, t)
-        jobs = [(c, t) for c in self.collectors if c.name != "discovery" for t in c.targets()]
+        jobs = [
+            (c, t) for c in self.collectors if c.name != "discovery" for t in c.targets() if (c.name, t) not in known
+        ]
         limit = threading.Semaphore(self.settings.scheduler.max_workers)
 
         def limited(c: Collector, t: str) -> None:

@@ -277,6 +277,9 @@ class TrackingResult:
     evictions: int
     skipped_seconds: float
     new_events: int  # events counted by this poll
+    window_events: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's counts
+    window_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's failures
+    window_seconds: float = 0.0  # the length of the window this poll read
 
 
 @dataclass
@@ -480,6 +483,7 @@ class TrackingCollector:
         state = self._state(server)
         opts = self._opts
         new = 0
+        before, failed_before = dict(state.events), dict(state.failures)
         for event in sorted(events, key=lambda e: e.timestamp):
             key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
             if key in state.seen:
@@ -514,7 +518,10 @@ class TrackingCollector:
         state.skipped_seconds += skipped
         ties = [(k[0], k[1]) for k, ts in state.seen.items() if ts == mark] if exact else []
         self._marks.set(server, mark, ties)
-        return self._snapshot(server, state, mark if exact else end, new)
+        window = {k: v - before.get(k, 0) for k, v in state.events.items() if v != before.get(k, 0)}
+        failed = {k: v - failed_before.get(k, 0) for k, v in state.failures.items() if v != failed_before.get(k, 0)}
+        seconds = (end - start).total_seconds()
+        return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
 
     def _count(self, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
@@ -564,7 +571,14 @@ class TrackingCollector:
             state.buckets[-1] += 1
         state.latency_sum += seconds
 
-    def _snapshot(self, server: str, state: _ServerState, end: datetime, new: int) -> TrackingResult:
+    def _snapshot(
+        self,
+        server: str,
+        state: _ServerState,
+        end: datetime,
+        new: int,
+        window: tuple[Mapping[tuple[str, str], int], Mapping[tuple[str, str], int], float] = ({}, {}, 0.0),
+    ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
         for table in (state.pending, state.received):
@@ -590,6 +604,9 @@ class TrackingCollector:
             evictions=state.evictions,
             skipped_seconds=state.skipped_seconds,
             new_events=new,
+            window_events=dict(window[0]),
+            window_failures=dict(window[1]),
+            window_seconds=window[2],
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:

@@ -1,0 +1,709 @@
+"""Triage rules: each a small function from the facts to findings, with its trigger in its docstring.
+
+Rules correlate across collectors where an expert would: a queue retrying on DNS errors while the
+exporter's own resolver fails points at DNS, not at the remote domain; a queue refused by remote
+hosts while an outbound IP is blocklisted points at the blocklisting; inbound silence with a broken
+MX points at DNS, not at Exchange; internal 5.1.1 bounces right after an accepted-domain change
+point at the recipient policy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from exporter.exchange.lasterror import CATEGORY_HINTS
+from exporter.triage.facts import Facts
+from exporter.triage.model import Finding
+
+Rule = Callable[[Facts], list[Finding]]
+RULES: list[Rule] = []
+CONNECTION = ("connection_refused", "connection_timeout", "connection_failed")
+TRANSPORT_COMPONENTS = ("ServerWideOffline", "HubTransport", "FrontendTransport")
+RECENT = 86400.0  # a configuration change this recent is a suspect
+
+
+def rule(func: Rule) -> Rule:
+    """Register a rule (the order of registration does not matter: findings are sorted)."""
+    RULES.append(func)
+    return func
+
+
+def _queues(facts: Facts) -> Iterable[Any]:
+    for result in facts.all("queues"):
+        yield from result.queues
+
+
+def _retrying(facts: Facts, categories: Iterable[str]) -> list[Any]:
+    wanted = set(categories)
+    return [
+        q
+        for q in _queues(facts)
+        if q.kind == "delivery" and q.last_error is not None and q.last_error.category in wanted and q.message_count
+    ]
+
+
+def _queue_evidence(queues: list[Any]) -> tuple[str, ...]:
+    lines = []
+    for q in sorted(queues, key=lambda q: -q.message_count)[:8]:
+        err = q.last_error.response if q.last_error else ""
+        lines.append(
+            f"{q.server}: {q.message_count} message(s) to {q.next_hop_domain or '?'} ({q.status}, "
+            f"retry {q.retry_count}): {err[:160]}"
+        )
+    return tuple(lines)
+
+
+def _severity_by_volume(messages: int, critical_at: int = 10) -> str:
+    return "critical" if messages >= critical_at else "warning"
+
+
+def _resolver_failures(facts: Facts) -> list[str]:
+    out = []
+    for result in facts.all("dns_domains"):
+        if result.mx.answer.failed:
+            out.append(f"MX {result.domain}: {result.mx.answer.status}")
+    out += [f"{target}: {msg}" for target, msg in facts.failed("dns_domains").items() if msg.startswith("dns:")]
+    return out
+
+
+def _listed_ips(facts: Facts) -> list[str]:
+    return [
+        f"{r.ip} is listed on {b.zone} ({', '.join(b.codes)}) {b.reason_text}".strip()
+        for r in facts.all("dns_ips")
+        for b in r.dnsbl
+        if b.verdict == "listed"
+    ]
+
+
+@rule
+def outbound_dns_failure(facts: Facts) -> list[Finding]:
+    """Trigger: delivery queues with messages whose LastError is ``dns_failure`` (451 4.4.0).
+    Correlated with the exporter's own DNS checks failing at the resolver."""
+    queues = _retrying(facts, ["dns_failure"])
+    if not queues:
+        return []
+    messages = sum(q.message_count for q in queues)
+    evidence = _queue_evidence(queues)
+    step = CATEGORY_HINTS["dns_failure"]
+    resolver = _resolver_failures(facts)
+    if resolver:
+        evidence += tuple(f"the exporter's resolver fails too: {r}" for r in resolver[:3])
+        step = (
+            "DNS resolution itself is failing, not one remote domain: check the DNS servers the transport servers use. "
+            + step
+        )
+    return [
+        Finding(
+            "outbound_dns_failure",
+            _severity_by_volume(messages),
+            "queues",
+            ("outbound",),
+            f"Outbound mail is retrying on DNS failures ({messages} messages)",
+            evidence,
+            step,
+            "dns_failure",
+            messages,
+        )
+    ]
+
+
+@rule
+def outbound_connection_failure(facts: Facts) -> list[Finding]:
+    """Trigger: delivery queues retrying with connection_refused/timeout/failed (421 4.2.1, socket
+    errors). Correlated with DNSBL listings of the outbound IPs."""
+    queues = _retrying(facts, CONNECTION)
+    if not queues:
+        return []
+    messages = sum(q.message_count for q in queues)
+    evidence = _queue_evidence(queues)
+    listed = _listed_ips(facts)
+    step = CATEGORY_HINTS["connection_refused"]
+    severity = _severity_by_volume(messages)
+    if listed:
+        evidence += tuple(listed)
+        step = (
+            "An outbound IP is blocklisted: remote hosts refuse it. Find the cause (open relay, compromised "
+            "mailbox), then request delisting. " + step
+        )
+        severity = "critical"
+    return [
+        Finding(
+            "outbound_connection_failure",
+            severity,
+            "queues",
+            ("outbound",),
+            f"Remote hosts do not accept connections ({messages} messages retrying)",
+            evidence,
+            step,
+            "connection_refused",
+            messages,
+        )
+    ]
+
+
+@rule
+def queues_retrying_other(facts: Facts) -> list[Finding]:
+    """Trigger: delivery queues retrying with any other LastError category (TLS, auth, rejected,
+    throttled, blocklisted...): one finding per category, with that category's runbook hint."""
+    handled = {"dns_failure", "recipient_unknown", *CONNECTION}
+    by_category: dict[str, list[Any]] = defaultdict(list)
+    for q in _queues(facts):
+        if (
+            q.kind == "delivery"
+            and q.last_error is not None
+            and q.message_count
+            and q.last_error.category not in handled
+        ):
+            by_category[q.last_error.category].append(q)
+    out = []
+    for category, queues in sorted(by_category.items()):
+        messages = sum(q.message_count for q in queues)
+        scope = "internal" if all(q.next_hop_category == "Internal" for q in queues) else "outbound"
+        out.append(
+            Finding(
+                f"queue_{category}",
+                "warning",
+                "queues",
+                (scope,),
+                f"Queues retrying with {category} ({messages} messages)",
+                _queue_evidence(queues),
+                CATEGORY_HINTS.get(category, CATEGORY_HINTS["other"]),
+                category,
+                messages,
+            )
+        )
+    return out
+
+
+@rule
+def internal_recipient_unknown(facts: Facts) -> list[Finding]:
+    """Trigger: ``recipient_unknown`` (550 5.1.1) on internal queues, or 10+ such tracking FAIL
+    recipients in the last tracking window.
+    Correlated with accepted domains changed in the last day (recipient policy)."""
+    queues = [q for q in _retrying(facts, ["recipient_unknown"]) if q.next_hop_category == "Internal"]
+    failures = sum(
+        n for r in facts.all("tracking") for (_code, cat), n in r.window_failures.items() if cat == "recipient_unknown"
+    )
+    if not queues and failures < 10:
+        return []
+    evidence = _queue_evidence(queues)
+    if failures:
+        evidence += (f"{failures} recipient(s) failed with 5.1.1 in the last message tracking window",)
+    changed = [
+        d
+        for r in facts.all("accepted_domains")
+        for d in r.domains
+        if d.changed is not None and facts.now - d.changed.timestamp() < RECENT
+    ]
+    step = CATEGORY_HINTS["recipient_unknown"]
+    if changed:
+        evidence += tuple(
+            f"accepted domain {d.domain} ({d.domain_type}) changed {d.changed:%Y-%m-%d %H:%M} UTC" for d in changed
+        )
+        step = (
+            "Accepted domains changed recently: check the accepted domains and the email address policies first. "
+            + step
+        )
+    return [
+        Finding(
+            "internal_recipient_unknown",
+            "warning",
+            "queues",
+            ("internal",),
+            "Internal recipients are rejected as unknown (550 5.1.1)",
+            evidence,
+            step,
+            "recipient_unknown",
+            len(queues) + failures,
+        )
+    ]
+
+
+@rule
+def poison_and_unreachable(facts: Facts) -> list[Finding]:
+    """Trigger: messages in a Poison or Unreachable queue."""
+    out = []
+    for kind, title, step, anchor in (
+        (
+            "poison",
+            "Poison messages",
+            "A message crashed the transport service: Get-Message -Queue <server>\\Poison, export it for analysis; "
+            "suspect a transport agent after an update.",
+            "mailflowpoisonqueuenotempty",
+        ),
+        (
+            "unreachable",
+            "Messages with no route (Unreachable queue)",
+            "Get-Queue <server>\\Unreachable | fl LastError: a deleted send connector, accepted domain or database.",
+            "mailflowunreachablequeuenotempty",
+        ),
+    ):
+        queues = [q for q in _queues(facts) if q.kind == kind and q.message_count]
+        if queues:
+            n = sum(q.message_count for q in queues)
+            evidence = tuple(f"{q.server}: {q.message_count} message(s) in {q.identity}" for q in queues)
+            out.append(
+                Finding(
+                    f"{kind}_messages",
+                    "warning",
+                    "queues",
+                    ("internal", "outbound"),
+                    f"{title} ({n})",
+                    evidence,
+                    step,
+                    anchor,
+                    n,
+                )
+            )
+    return out
+
+
+@rule
+def stuck_messages(facts: Facts) -> list[Finding]:
+    """Trigger: messages received more than ``stuck_after`` ago with no delivery or send since."""
+    stuck = [(r.server, r.stuck) for r in facts.all("tracking") if r.stuck]
+    if not stuck:
+        return []
+    total = sum(n for _s, n in stuck)
+    return [
+        Finding(
+            "stuck_messages",
+            "warning",
+            "tracking",
+            ("internal", "outbound"),
+            f"{total} message(s) received but never delivered or sent",
+            tuple(f"{s}: {n} stuck" for s, n in stuck),
+            "Get-MessageTrackingLog -Server <server> -EventId RECEIVE -Start (Get-Date).AddHours(-1), then follow "
+            "one MessageId: the last event says where it stopped.",
+            "stuck-messages",
+            total,
+        )
+    ]
+
+
+@rule
+def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
+    """Trigger: a checked domain without MX, with an unresolvable MX host, MX drift, or an MX host
+    whose SMTP probe fails. Correlated with inbound silence (no SMTP RECEIVE in the last tracking
+    window on any server): then the cause is DNS or the path to Exchange, not Exchange itself."""
+    out = []
+    silent = _inbound_silent(facts)
+    for r in facts.all("dns_domains"):
+        problems = []
+        if not r.mx.answer.failed:
+            if r.mx.records == 0 and not r.mx.null_mx:
+                problems.append(f"{r.domain} has no MX record")
+            problems += [
+                f"MX host {h.host} of {r.domain} does not resolve ({h.status})"
+                for h in r.mx.hosts
+                if not h.resolves and h.status in ("nxdomain", "nodata")
+            ]
+            if r.mx.expected_match is False:
+                problems.append(f"{r.domain} MX is {', '.join(h.host for h in r.mx.hosts)}, not the expected set")
+        if "MX" in r.drift and r.drift["MX"].drifted:
+            problems.append(
+                f"{r.domain} MX changed from {', '.join(r.drift['MX'].baseline) or 'none'} to "
+                f"{', '.join(r.drift['MX'].current) or 'none'}"
+            )
+        if problems:
+            evidence = tuple(problems) + ((silent,) if silent else ())
+            step = (
+                "Inbound mail is silent and the MX is wrong: the cause is DNS, not Exchange. " if silent else ""
+            ) + "Fix the MX records at the DNS provider (or update dns.expect if the change was planned)."
+            out.append(
+                Finding(
+                    "inbound_mx",
+                    "critical",
+                    "dns",
+                    ("inbound",),
+                    f"Inbound mail for {r.domain} is misrouted by DNS",
+                    evidence,
+                    step,
+                    "mx-missing-or-drifted",
+                    100,
+                )
+            )
+    for host, p in sorted(facts.of("smtp").items()):
+        if not p.success:
+            evidence = (f"{host} ({p.address}:{p.port}) failed at {p.error}: {p.detail[:160]}",) + (
+                (silent,) if silent else ()
+            )
+            out.append(
+                Finding(
+                    "inbound_smtp_probe",
+                    "critical",
+                    "connectors",
+                    ("inbound",),
+                    f"MX host {host} does not answer SMTP",
+                    evidence,
+                    "Check the firewall/NAT to the frontend, the filtering service in front, and the Default "
+                    "Frontend receive connector (Get-ReceiveConnector *Frontend* | fl Bindings,Enabled).",
+                    "smtp-probe-failing",
+                    50,
+                )
+            )
+        elif p.starttls_offered is False:
+            out.append(
+                Finding(
+                    "inbound_starttls",
+                    "warning",
+                    "connectors",
+                    ("inbound",),
+                    f"MX host {host} does not offer STARTTLS",
+                    (f"EHLO from {host} lists no STARTTLS",),
+                    "Bind an SMTP certificate to the frontend connector (Enable-ExchangeCertificate -Services "
+                    "SMTP; TlsCertificateName).",
+                    "smtp-probe-failing",
+                )
+            )
+    return out
+
+
+def _inbound_silent(facts: Facts) -> str:
+    results = facts.all("tracking")
+    if not results or any(r.window_seconds < 300 for r in results):
+        return ""
+    received = sum(
+        n for r in results for (event, source), n in r.window_events.items() if event == "RECEIVE" and source == "SMTP"
+    )
+    if received:
+        return ""
+    minutes = min(r.window_seconds for r in results) / 60
+    return f"no message arrived over SMTP on any server in the last {minutes:.0f} minutes"
+
+
+@rule
+def transport_components(facts: Facts) -> list[Finding]:
+    """Trigger: HubTransport, FrontendTransport or ServerWideOffline not Active on a server."""
+    out = []
+    for r in facts.all("components"):
+        down = [c for c in r.components if c.component in TRANSPORT_COMPONENTS and c.state != "Active"]
+        if down:
+            who = {k: v for c in down for k, v in c.requesters.items() if v != "Active"}
+            evidence = tuple(f"{c.server}: {c.component} is {c.state}" for c in down) + tuple(
+                f"set {state} by requester {req}" for req, state in sorted(who.items())
+            )
+            out.append(
+                Finding(
+                    "transport_component_inactive",
+                    "critical",
+                    "health",
+                    ("inbound", "outbound", "internal"),
+                    f"{r.server} is in maintenance mode: it takes no new mail",
+                    evidence,
+                    f"If the maintenance is over: Set-ServerComponentState {r.server} -Component HubTransport "
+                    f"-State Active -Requester {next(iter(who), 'Maintenance')} (and ServerWideOffline).",
+                    "transport-component-inactive",
+                    40,
+                )
+            )
+    return out
+
+
+@rule
+def databases(facts: Facts) -> list[Finding]:
+    """Trigger: a database with no Mounted copy (critical), or a copy neither Mounted nor Healthy."""
+    copies = [c for r in facts.all("database_copies") for c in r.copies]
+    out = []
+    by_db: dict[str, list[Any]] = defaultdict(list)
+    for c in copies:
+        by_db[c.database].append(c)
+    for db, cs in sorted(by_db.items()):
+        if not any(c.status == "Mounted" for c in cs):
+            out.append(
+                Finding(
+                    "database_not_mounted",
+                    "critical",
+                    "health",
+                    ("internal", "inbound"),
+                    f"Database {db} is not mounted",
+                    tuple(f"{c.server}: {c.status}" for c in cs),
+                    f"Mail to mailboxes in {db} queues until it mounts: Get-MailboxDatabaseCopyStatus {db}\\* | fl "
+                    f"Status,ErrorMessage; check disk space first, then Mount-Database {db}.",
+                    "database-copy-not-healthy",
+                    30,
+                )
+            )
+        for c in cs:
+            if c.status not in ("Mounted", "Healthy", "Dismounted"):
+                out.append(
+                    Finding(
+                        "database_copy_unhealthy",
+                        "warning",
+                        "health",
+                        ("internal",),
+                        f"Copy of {db} on {c.server} is {c.status}",
+                        (f"copy queue {c.copy_queue_length}, replay queue {c.replay_queue_length}",),
+                        "Get-MailboxDatabaseCopyStatus | fl Status,ErrorMessage; Resume-MailboxDatabaseCopy or reseed.",
+                        "database-copy-not-healthy",
+                    )
+                )
+    return out
+
+
+@rule
+def certificates(facts: Facts) -> list[Finding]:
+    """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days."""
+    out = []
+    now = facts.now
+    for r in facts.all("certificates"):
+        for c in r.certificates:
+            if not any(s in c.services for s in ("SMTP", "IIS")):
+                continue
+            days = (c.not_after.timestamp() - now) / 86400
+            if days < 30:
+                expired = days < 0
+                out.append(
+                    Finding(
+                        "certificate_expired" if expired else "certificate_expiring",
+                        "critical" if expired else "warning",
+                        "health",
+                        ("inbound", "outbound"),
+                        f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}",
+                        (
+                            f"{c.subject} ({c.thumbprint}) bound to {c.services}: "
+                            f"{'expired' if expired else 'expires'} {c.not_after:%Y-%m-%d} ({days:.0f} days)",
+                        ),
+                        "Renew, Import-ExchangeCertificate on every server, Enable-ExchangeCertificate -Services "
+                        "SMTP,IIS, and update connectors' TlsCertificateName.",
+                        "certificate-expiring",
+                        int(-days),
+                    )
+                )
+    return out
+
+
+@rule
+def services(facts: Facts) -> list[Finding]:
+    """Trigger: Test-ServiceHealth reports a required service not running."""
+    out = []
+    for r in facts.all("service_health"):
+        for role in r.roles:
+            if not role.required_running:
+                out.append(
+                    Finding(
+                        "service_stopped",
+                        "critical",
+                        "health",
+                        ("inbound", "outbound", "internal"),
+                        f"{r.server}: required {role.role} services are stopped",
+                        tuple(f"{s} is not running" for s in role.not_running),
+                        f"Start-Service {' '.join(role.not_running) or '<service>'} on {r.server}, then read the "
+                        f"Application event log for why it stopped (often disk space / back pressure).",
+                        "required-services-stopped",
+                        35,
+                    )
+                )
+    return out
+
+
+@rule
+def open_relays(facts: Facts) -> list[Finding]:
+    """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` of a relay type
+    (critical), or relay rights that could not be read (info)."""
+    out = []
+    for r in facts.all("receive_connectors"):
+        for name, risks in sorted(r.risks.items()):
+            real = [k for k, v in risks.items() if v and k != "anonymous_relay_unverified"]
+            if real:
+                out.append(
+                    Finding(
+                        "open_relay",
+                        "critical",
+                        "connectors",
+                        ("outbound",),
+                        f"Receive connector {r.server}\\{name} is an open relay",
+                        tuple(
+                            f"reason: {k}; {r.untrusted.get(name, 0):.3g} untrusted addresses may connect" for k in real
+                        ),
+                        "Narrow RemoteIPRanges to the hosts that must relay, or remove the Accept-Any-Recipient "
+                        "grant; then check the outbound IPs against blocklists.",
+                        "open-relay-risk",
+                        60,
+                    )
+                )
+            elif risks.get("anonymous_relay_unverified"):
+                out.append(
+                    Finding(
+                        "relay_unverified",
+                        "info",
+                        "connectors",
+                        ("outbound",),
+                        f"Relay rights of {r.server}\\{name} could not be checked",
+                        (
+                            "anonymous, reachable from untrusted networks; Get-ADPermission not available to the "
+                            "account",
+                        ),
+                        "Grant the monitoring account Get-ADPermission (README) or check once by hand.",
+                        "open-relay-risk",
+                    )
+                )
+    for r in facts.all("accepted_domains"):
+        for d in r.domains:
+            if d.relays_everything:
+                out.append(
+                    Finding(
+                        "accepted_domain_relay",
+                        "critical",
+                        "connectors",
+                        ("outbound",),
+                        "Accepted domain * makes Exchange relay for every domain",
+                        (f"accepted domain {d.domain} of type {d.domain_type}",),
+                        "Remove the * accepted domain (Remove-AcceptedDomain).",
+                        "open-relay-risk",
+                        60,
+                    )
+                )
+    return out
+
+
+@rule
+def connector_drift(facts: Facts) -> list[Finding]:
+    """Trigger: a connector setting differs from the configured expectation."""
+    items = [("send", d, "") for r in facts.all("send_connectors") for d in r.drift if d.drifted]
+    items += [("receive", d, r.server + "\\") for r in facts.all("receive_connectors") for d in r.drift if d.drifted]
+    if not items:
+        return []
+    evidence = tuple(f"{kind} connector {srv}{d.connector}: {d.setting} differs" for kind, d, srv in items)
+    scopes = ("outbound",) if all(k == "send" for k, _d, _s in items) else ("outbound", "inbound")
+    return [
+        Finding(
+            "connector_drift",
+            "warning",
+            "connectors",
+            scopes,
+            "Connectors differ from their expected configuration",
+            evidence,
+            "Compare with Get-SendConnector / Get-ReceiveConnector | fl and the admin audit log "
+            "(Search-AdminAuditLog).",
+            "connector-drift",
+            len(items),
+        )
+    ]
+
+
+@rule
+def outbound_reputation(facts: Facts) -> list[Finding]:
+    """Trigger: SPF not passing for an outbound IP, SPF invalid/over the limits, PTR missing or
+    mismatched, DMARC missing, or an outbound IP blocklisted."""
+    out = []
+    listed = _listed_ips(facts)
+    if listed:
+        out.append(
+            Finding(
+                "blocklisted",
+                "critical",
+                "dns",
+                ("outbound",),
+                "An outbound IP is blocklisted",
+                tuple(listed),
+                "Find why (open relay, compromised mailbox sending spam), fix it, then request delisting at the list.",
+                "outbound-ip-blocklisted",
+                20,
+            )
+        )
+    spf = [
+        (r.domain, ip, res)
+        for r in facts.all("dns_domains")
+        for ip, res in sorted(r.spf_results.items())
+        if res != "pass"
+    ]
+    if spf:
+        out.append(
+            Finding(
+                "spf_not_passing",
+                "warning",
+                "dns",
+                ("outbound",),
+                "SPF does not pass for outbound IPs",
+                tuple(f"mail from {d} sent by {ip}: SPF {res}" for d, ip, res in spf),
+                "Add the IPs (ip4:) or the sending service's include to the SPF record, or stop those servers "
+                "sending for the domain.",
+                "spf-failing-for-an-outbound-ip",
+                len(spf),
+            )
+        )
+    invalid = [r for r in facts.all("dns_domains") if r.spf.records and not r.spf.temp_errors and not r.spf.valid]
+    for r in invalid:
+        out.append(
+            Finding(
+                "spf_invalid",
+                "critical",
+                "dns",
+                ("outbound",),
+                f"SPF of {r.domain} is a permerror at every receiver",
+                (f"{r.spf.lookups} DNS lookups (limit 10), {r.spf.void_lookups} void (limit 2)", *r.spf.errors[:4]),
+                "Flatten includes, remove ptr and duplicate terms, publish exactly one v=spf1 record.",
+                "spf-over-the-lookup-limit",
+                10,
+            )
+        )
+    ptr = [
+        r
+        for r in facts.all("dns_ips")
+        if not r.ptr.answer.failed and (not r.ptr.names or not r.ptr.forward_confirmed or r.ptr.matches_helo is False)
+    ]
+    if ptr:
+        out.append(
+            Finding(
+                "ptr_mismatch",
+                "warning",
+                "dns",
+                ("outbound",),
+                "Reverse DNS of outbound IPs is missing or mismatched",
+                tuple(
+                    f"{r.ip}: PTR {', '.join(r.ptr.names) or 'none'}; forward-confirmed {r.ptr.forward_confirmed}; "
+                    f"HELO {r.ptr.expected_helo or '?'}"
+                    for r in ptr
+                ),
+                "Ask the IP's owner to set the PTR to the send connector's FQDN, and make that name resolve to the IP.",
+                "ptr-mismatch",
+                len(ptr),
+            )
+        )
+    dmarc = [
+        r.domain
+        for r in facts.all("dns_domains")
+        if not r.policies.dmarc.answer.failed and r.policies.dmarc_policy in ("missing", "invalid")
+    ]
+    if dmarc:
+        out.append(
+            Finding(
+                "dmarc_missing",
+                "info",
+                "dns",
+                ("outbound",),
+                "Domains without a valid DMARC record",
+                tuple(dmarc),
+                "Publish _dmarc TXT v=DMARC1; p=none; rua=... and tighten to quarantine/reject once reports are clean.",
+                "dmarc-missing-or-weakened",
+            )
+        )
+    return out
+
+
+def run_rules(facts: Facts, rules: Iterable[Rule] = ()) -> list[Finding]:
+    """Every rule's findings, most important first. A rule that crashes is reported, not fatal."""
+    findings: list[Finding] = []
+    for func in list(rules) or RULES:
+        try:
+            findings.extend(func(facts))
+        except Exception as exc:  # a rule bug must not hide the other findings
+            findings.append(
+                Finding(
+                    f"rule_error_{func.__name__}",
+                    "info",
+                    "monitoring",
+                    (),
+                    f"Rule {func.__name__} failed",
+                    (f"{type(exc).__name__}: {str(exc)[:200]}",),
+                    "Report this as a bug.",
+                    "",
+                )
+            )
+    return sorted(findings, key=Finding.sort_key)
+
+
+__all__ = ["RULES", "run_rules"]
