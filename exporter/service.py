@@ -306,6 +306,13 @@ class Service:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.sessions.close_all(timeout=8.0)
+        for collector in self.collectors:
+            close = getattr(collector, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing collector failed collector=%s", collector.name)
         if self.web is not None:
             self.web.stop()
         log.info("stopped")

@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     field_validator,
@@ -332,7 +333,7 @@ class SmtpProbeSettings(_Model):
     port: int = Field(default=25, ge=1, le=65535)
     timeout: Duration = 15.0
     helo_name: HostName | Literal[""] = ""
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     probe_mx: bool = True
     hosts: list[HostName] = Field(default_factory=list)
     max_hosts: int = Field(default=50, ge=1, le=10_000)
@@ -356,11 +357,13 @@ class DnsSettings(_Model):
     concurrency: int = Field(default=8, ge=1, le=256)
     domains: list[HostName] = Field(default_factory=list)
     use_accepted_domains: bool = True
-    exclude_domains: list[str] = Field(default_factory=list)
+    exclude_domains: list[str] = Field(default_factory=lambda: ["*.onmicrosoft.com", "*.local"])
     outbound_ips: list[OutboundIp] = Field(default_factory=list)
     use_send_connector_ips: bool = True
     expect: dict[HostName, DomainExpectation] = Field(default_factory=dict)
-    blocklists: list[HostName] = Field(default_factory=lambda: list(DEFAULT_BLOCKLISTS))
+    blocklists: Annotated[list[HostName], AfterValidator(lambda v: list(dict.fromkeys(v)))] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKLISTS)
+    )
     drift_accept_after: Duration | Literal[0] = 86400.0
     smtp: SmtpProbeSettings = Field(default_factory=SmtpProbeSettings)
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it: lint, types, unit and integration tests.
-# Debian packages: prometheus (promtool + server for the scrape test), nsd (DNS tests). Python: a venv in .venv.
+# Debian packages: prometheus (promtool + server for the scrape test), prometheus-alertmanager (amtool),
+# nsd (DNS tests). Python: a venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# prometheus-alertmanager: amtool (config check, route tests) and the Alertmanager binary (inhibition test).
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# docker-compose: validates deploy/compose/docker-compose.yml offline (`config -q`); no Docker engine needed.
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 # nsd: a real authoritative DNS server for the DNS check tests (tests/dnsinfra).
 command -v nsd >/dev/null 2>&1 || need_apt+=(nsd)
 # libkrb5-dev + gcc: the Dockerfile's install step builds gssapi (Kerberos); a test repeats that step.

@@ -11,6 +11,7 @@ them; each check's lookups share one per-run cache.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,13 +63,16 @@ class Sources:
     def __init__(self, settings: DnsSettings, latest: Callable[[str], Mapping[str, Any]]) -> None:
         self._settings = settings
         self._latest = latest  # collector name -> {target: result} of fresh, successful polls
+        self._last_accepted: set[str] = set()  # kept while Exchange is unreachable: DNS checks go on
 
     def domains(self) -> list[str]:
         """Configured domains plus accepted domains (not wildcards), minus excluded globs."""
         found = set(self._settings.domains)
         if self._settings.use_accepted_domains:
-            for result in self._latest("accepted_domains").values():
-                found.update(result.dns_domains())
+            accepted = {d for result in self._latest("accepted_domains").values() for d in result.dns_domains()}
+            if accepted:
+                self._last_accepted = accepted
+            found.update(self._last_accepted)
         excluded = [p.lower() for p in self._settings.exclude_domains]
         return sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded))
 
@@ -78,7 +82,8 @@ class Sources:
         if self._settings.use_send_connector_ips:
             for result in self._latest("send_connectors").values():
                 for conn in result.connectors:
-                    if conn.source_ip and conn.enabled:
+                    # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
+                    if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
                         out.setdefault(conn.source_ip, conn.fqdn)
         return dict(sorted(out.items()))
 
@@ -120,6 +125,10 @@ class DomainCheckCollector(_DnsCollector):
     def targets(self) -> list[str]:
         return self._sources.domains()
 
+    def close(self) -> None:
+        """Save the DNS baselines (called on shutdown)."""
+        self._baselines.flush()
+
     def poll(self, target: str) -> DomainResult:
         client = self.client()
         expect = self._settings.expect.get(target)
@@ -128,7 +137,7 @@ class DomainCheckCollector(_DnsCollector):
         policies = check_policies(target, client)
         spf_results = {
             ip: evaluate(ip, target, client, helo)[0] for ip, helo in self._sources.outbound().items()
-        } if (spf.records and not spf.temp_errors) else {}  # fmt: skip
+        } if (spf.records <= 1 and not spf.temp_errors) else {}  # fmt: skip
         if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
             raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
         return DomainResult(

@@ -51,7 +51,10 @@ def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = No
                 continue
             a, aaaa = client.addresses(host)
             hosts.append(MxHost(int(pref_text), host, combine_status(a, aaaa), a.records + aaaa.records))
-    hosts.sort(key=lambda h: (h.preference, h.host))
+    unique: dict[str, MxHost] = {}
+    for h in sorted(hosts, key=lambda h: (h.preference, h.host)):
+        unique.setdefault(h.host, h)  # the same host at two preferences is one host
+    hosts = list(unique.values())
     match = None
     if expected is not None and not answer.failed:
         match = {h.lower().rstrip(".") for h in expected} == {h.host for h in hosts}

@@ -20,7 +20,7 @@ class PtrResult:
     ip: str
     answer: Answer
     names: tuple[str, ...]
-    forward_confirmed: bool
+    forward_confirmed: bool | None  # None: a forward lookup failed at the resolver
     matches_helo: bool | None  # None: nothing to compare with
     expected_helo: str
 
@@ -40,8 +40,10 @@ def check_ptr(ip: str, client: DnsClient, helo: str = "", domains: Sequence[str]
     names = tuple(sorted({n.rstrip(".").lower() for n in answer.records})) if answer.ok else ()
     wanted = ipaddress.ip_address(ip)
     confirmed: list[str] = []
+    forward_failed = False
     for name in names:
         forward = client.query(name, "A" if wanted.version == 4 else "AAAA")
+        forward_failed = forward_failed or forward.failed
         if forward.ok and any(ipaddress.ip_address(a) == wanted for a in forward.records):
             confirmed.append(name)
     matches = None
@@ -50,4 +52,6 @@ def check_ptr(ip: str, client: DnsClient, helo: str = "", domains: Sequence[str]
         matches = None if all(v is None for v in verdicts) else any(bool(v) for v in verdicts)
     elif helo or domains:
         matches = False if answer.missing else None
-    return PtrResult(ip, answer, names, bool(confirmed), matches, helo)
+    # A forward lookup the resolver failed proves nothing: unknown, not "not confirmed".
+    forward_confirmed: bool | None = True if confirmed else (None if forward_failed else False)
+    return PtrResult(ip, answer, names, forward_confirmed, matches, helo)

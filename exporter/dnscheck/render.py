@@ -137,7 +137,7 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
         spf_fault = r.spf.temp_errors[0].rsplit(": ", 1)[-1] if r.spf.temp_errors else ""
         if check(d, "spf", None, spf_fault if not r.spf.records and spf_fault else ""):
             spf_records.add_metric([d], r.spf.records)
-            if r.spf.records and not r.spf.temp_errors:
+            if r.spf.records == 1 and not r.spf.temp_errors:
                 spf_lookups.add_metric([d], r.spf.lookups)
                 spf_void.add_metric([d], r.spf.void_lookups)
             if not r.spf.temp_errors:
@@ -213,7 +213,8 @@ def render_ips(results: Iterable[IpResult]) -> list[Metric]:
         ptr_ok.add_metric([r.ip], 0 if r.ptr.answer.failed else 1)
         if not r.ptr.answer.failed:
             ptr_records.add_metric([r.ip], len(r.ptr.names))
-            confirmed.add_metric([r.ip], _b(r.ptr.forward_confirmed))
+            if r.ptr.forward_confirmed is not None:
+                confirmed.add_metric([r.ip], _b(r.ptr.forward_confirmed))
             if r.ptr.matches_helo is not None:
                 helo.add_metric([r.ip], _b(r.ptr.matches_helo))
         for b in r.dnsbl:

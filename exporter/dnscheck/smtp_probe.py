@@ -9,6 +9,7 @@ left-most wildcard label) is done here, independently of trust.
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import socket
 import ssl
@@ -46,7 +47,7 @@ class SmtpProbeResult:
 def name_matches(host: str, cert: x509.Certificate) -> bool:
     """RFC 6125 host name check against the SAN DNS names (CN only when there is no SAN)."""
     host = host.lower().rstrip(".")
-    try:
+    try:  # a malformed SAN extension raises ValueError: let probe() report it
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName
         )
@@ -122,15 +123,33 @@ def _unverified_cert(probe: _Probe) -> tuple[x509.Certificate | None, str]:
             return _peer(smtp)
         finally:
             _quit(smtp)
-    except (OSError, smtplib.SMTPException, _Failed):
+    except (OSError, smtplib.SMTPException, _Failed, ValueError):
         return None, ""
+
+
+@functools.lru_cache(maxsize=1)
+def _local_fqdn() -> str:
+    return socket.getfqdn()  # may block on DNS: once per process, not per probe
 
 
 def probe(
     host: str, address: str, port: int = 25, timeout: float = 15.0, helo: str = "", ca_file: str | None = None
 ) -> SmtpProbeResult:
-    """Probe ``host`` (connecting to ``address``); never raises."""
-    p = _Probe(host, address, port, timeout, helo or socket.getfqdn())
+    """Probe ``host`` (connecting to ``address``); never raises (an unexpected error is reason ``tls``
+    with its type, e.g. a certificate cryptography cannot parse)."""
+    started = time.monotonic()
+    try:
+        return _probe(host, address, port, timeout, helo or _local_fqdn(), ca_file)
+    except Exception as err:
+        detail = f"{type(err).__name__}: {str(err)[:160]}"
+        total = {"total": time.monotonic() - started}
+        return SmtpProbeResult(
+            host=host, address=address, port=port, success=False, error="tls", detail=detail, phases=total
+        )
+
+
+def _probe(host: str, address: str, port: int, timeout: float, helo: str, ca_file: str | None) -> SmtpProbeResult:
+    p = _Probe(host, address, port, timeout, helo)
     started = time.monotonic()
 
     def result(**kw: Any) -> SmtpProbeResult:
@@ -143,7 +162,9 @@ def probe(
     except TimeoutError as err:
         return result(success=False, error="timeout", detail=str(err)[:160])
     except (OSError, smtplib.SMTPException) as err:
-        return result(success=False, error="connection", detail=f"{type(err).__name__}: {str(err)[:160]}")
+        # smtplib reports a banner that never came as a disconnect whose text says "timed out"
+        reason = "timeout" if "timed out" in str(err) else ("banner" if p.stage == "banner" else "connection")
+        return result(success=False, error=reason, detail=f"{type(err).__name__}: {str(err)[:160]}")
     try:
         p.ehlo(smtp)
         if not smtp.has_extn("starttls"):
@@ -157,8 +178,10 @@ def probe(
         try:
             smtp.starttls(context=ctx)
             p.phases["starttls"] = time.monotonic() - t0
-            cert, version = _peer(smtp)
-            _quit(smtp)
+            try:
+                cert, version = _peer(smtp)
+            finally:
+                _quit(smtp)
         except ssl.SSLCertVerificationError as err:
             p.phases["starttls"] = time.monotonic() - t0
             smtp.close()

@@ -192,6 +192,8 @@ class _Walker:
 
     def void_host(self, host: str) -> None:
         a, aaaa = self.client.addresses(host)
+        if a.ok or aaaa.ok:
+            return  # it resolves: neither void nor a fault, whatever the other family said
         if a.failed or aaaa.failed:
             self.void(a if a.failed else aaaa)
         elif a.missing and aaaa.missing:

@@ -38,8 +38,10 @@ class AcceptedDomain:
 
     @property
     def relays_everything(self) -> bool:
-        """``*`` as a relay domain: Exchange accepts and relays mail for every domain (open relay)."""
-        return self.domain == "*" and self.domain_type in ("InternalRelay", "ExternalRelay")
+        """``*`` (or a whole top-level domain such as ``*.com``) as a relay domain: Exchange accepts and
+        relays mail for every such domain (an open relay)."""
+        everything = self.domain == "*" or (self.domain.startswith("*.") and "." not in self.domain[2:])  # *, *.com
+        return everything and self.domain_type in ("InternalRelay", "ExternalRelay")
 
 
 def parse_accepted_domain(obj: Any) -> AcceptedDomain:

@@ -81,6 +81,7 @@ class ComponentResult:
 
     server: str
     components: tuple[ComponentState, ...]
+    server_wide_offline: bool = False  # from every row, not only the reported components
 
 
 class ComponentCollector(ServerCollector):
@@ -98,7 +99,10 @@ class ComponentCollector(ServerCollector):
         if not states:
             raise ParseError(f"Get-ServerComponentState -Identity {server} returned no components")
         kept = [s for s in states if self._all or s.component.lower() in self._wanted]
-        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)))
+        offline = any(
+            s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states
+        )
+        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)), offline)
 
     def render(self, results: Mapping[str, ComponentResult]) -> Iterable[Metric]:
         return render_components(results.values())
@@ -123,7 +127,7 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
         labels=["server"],
     )
     for result in sorted(results, key=lambda r: r.server):
-        offline.add_metric([result.server], 1 if any(c.server_wide_offline for c in result.components) else 0)
+        offline.add_metric([result.server], 1 if result.server_wide_offline else 0)
         for c in result.components:
             for s in STATES:
                 state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)

@@ -69,14 +69,17 @@ def connector_drift(
     A pattern that matches no connector yields ``present`` drifted under the pattern's own name;
     every matching connector yields ``present`` not drifted plus one entry per declared setting.
     """
-    out: list[ConnectorDrift] = []
+    merged: dict[tuple[str, str], bool] = {}  # overlapping patterns: one series, drifted if any says so
+
+    def add(connector: str, setting: str, drifted: bool) -> None:
+        merged[(connector, setting)] = merged.get((connector, setting), False) or drifted
+
     for pattern, name_glob, expectation in expectations:
         found = [(name, values) for name, values in connectors if matches(name_glob, name)]
         if not found:
-            out.append(ConnectorDrift(pattern, PRESENT, True))
+            add(pattern, PRESENT, True)
         for name, values in found:
-            out.append(ConnectorDrift(name, PRESENT, False))
-            out.extend(
-                ConnectorDrift(name, setting, drifted) for setting, drifted in compare(expectation, values).items()
-            )
-    return out
+            add(name, PRESENT, False)
+            for setting, drifted in compare(expectation, values).items():
+                add(name, setting, drifted)
+    return [ConnectorDrift(c, s, d) for (c, s), d in merged.items()]

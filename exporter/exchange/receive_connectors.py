@@ -101,6 +101,8 @@ def parse_receive_connector(obj: Any, server: str) -> ReceiveConnector:
         ranges = tuple(parse_ip_ranges(ranges_text))
     except ValueError as err:
         raise ParseError(f"receive connector {name}: {err}") from None
+    if not ranges:  # Exchange never stores an empty list: it was not readable, and must not look safe
+        raise ParseError(f"receive connector {name}: RemoteIPRanges empty or unreadable")
     groups, auth = p.get("PermissionGroups"), p.get("AuthMechanism")
     return ReceiveConnector(
         server=str(p.get("Server") or server).strip() or server,
@@ -187,7 +189,8 @@ class ReceiveConnectorCollector(ServerCollector):
             relay: bool | None = None
             if needs_permission_check(conn.relay_inputs, self._trusted):
                 relay = self._anonymous_relay(session, server, conn)
-                readable = (readable is not False) and relay is not None
+                if self._check_permissions:
+                    readable = (readable is not False) and relay is not None
             risks[conn.name] = assess(conn.relay_inputs, self._trusted, relay)
             untrusted[conn.name] = untrusted_addresses(conn.relay_inputs, self._trusted)
         return ReceiveConnectorResult(

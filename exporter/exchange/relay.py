@@ -60,10 +60,7 @@ def anonymous_may_relay(aces: Iterable[Any]) -> bool:
     allowed (granted by an Allow ACE and not removed by a Deny ACE)?"""
     allowed = denied = False
     for ace in aces:
-        props = flatten(ace)
-        user = str(props.get("User") or "")
-        if user and user.lower() != ANONYMOUS.lower():
-            continue
+        props = flatten(ace)  # -User already filtered server-side (a localized DC prints another name)
         rights = props.get("ExtendedRights") or []
         names = {str(r).strip().lower() for r in (rights if isinstance(rights, list) else [rights])}
         if ACCEPT_ANY_RECIPIENT in names:

@@ -159,7 +159,10 @@ def test_smtp_probe_kinds(smtp_server_factory: SmtpServerFactory) -> None:
     assert plain.success and plain.starttls_offered is False and plain.cert_not_after is None
     reset = smtp_server_factory("valid", reset_after_banner=True)
     cut = probe(MX_NAME, "127.0.0.1", reset.port, timeout=5, ca_file=ca)
-    assert not cut.success and cut.error in ("ehlo", "banner", "connection")
+    assert not cut.success and cut.error == "ehlo"  # the banner came, then the server hung up
+    silent = smtp_server_factory("valid", banner_delay=3.0)
+    mute = probe(MX_NAME, "127.0.0.1", silent.port, timeout=1, ca_file=ca)
+    assert not mute.success and mute.error == "timeout", mute
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -294,3 +297,9 @@ def test_partial_resolver_failure_is_not_a_missing_record(demo_dns: Any, tmp_pat
         assert value(r, "mailflow_dns_mx_records", domain=DOMAIN) == 2
     finally:
         service.stop()
+
+
+def test_forward_lookup_failure_is_unknown_not_unconfirmed(demo_dns: Any) -> None:
+    demo_dns.faults.set(f"ex01.{DOMAIN}", "servfail", rtype="A")
+    result = check_ptr("192.0.2.10", DnsClient((demo_dns.address,), demo_dns.port, 2.0), helo=f"ex01.{DOMAIN}")
+    assert result.names == (f"ex01.{DOMAIN}",) and result.forward_confirmed is None

@@ -152,9 +152,9 @@ def test_anonymous_may_relay_reads_allow_and_deny() -> None:
     assert not anonymous_may_relay(
         [ace(anon, "ms-Exch-SMTP-Accept-Any-Recipient"), ace(anon, "ms-Exch-SMTP-Accept-Any-Recipient", deny=True)]
     )
-    assert not anonymous_may_relay(
-        [ace("MS Exchange\\Externally Secured Servers", "ms-Exch-SMTP-Accept-Any-Recipient")]
-    )
+    # -User filters on the server, so every ACE is the anonymous principal's whatever name a localized
+    # domain controller prints: the principal's name is not compared.
+    assert anonymous_may_relay([ace("AUTORITE NT\\ANONYMOUS LOGON", "ms-Exch-SMTP-Accept-Any-Recipient")])
 
 
 def receive(name: str, **kw: object) -> ReceiveConnector:
@@ -242,3 +242,24 @@ def test_expectation_settings_are_validated() -> None:
         ReceiveConnectorExpectation(remote_ip_ranges=["10.0.0.0/40"])
     with pytest.raises(ValueError):
         SendConnectorExpectation(tls_auth_level="Sometimes")  # type: ignore[arg-type]
+
+
+def test_unreadable_remote_ip_ranges_fail_the_parse_instead_of_looking_safe() -> None:
+    from exporter.errors import ParseError
+    from exporter.exchange.receive_connectors import parse_receive_connector
+
+    obj = GenericComplexObject()
+    obj.adapted_properties = {"Name": "Broken", "RemoteIPRanges": [], "PermissionGroups": "ExchangeServers"}
+    with pytest.raises(ParseError, match="RemoteIPRanges empty or unreadable"):
+        parse_receive_connector(obj, "EX01")
+
+
+def test_overlapping_expectations_give_one_series_per_setting() -> None:
+    expect = {
+        "*": SendConnectorExpectation(enabled=True),
+        "Internet": SendConnectorExpectation(enabled=False, dns_routing=True),
+    }
+    drift = send_drift([send("Internet")], expect)
+    keys = [(d.connector, d.setting) for d in drift]
+    assert len(keys) == len(set(keys))
+    assert {(d.connector, d.setting): d.drifted for d in drift}[("Internet", "enabled")] is True  # any says drifted
