@@ -62,7 +62,10 @@ def verdicts(findings: Iterable[Finding], facts: Facts) -> tuple[Verdict, ...]:
             status = "unknown"
         else:
             status = "healthy"
-        evidence = [f.title for f in mine[:3]] or _scope_evidence(scope, facts)
+        try:
+            evidence = [f.title for f in mine[:3]] or _scope_evidence(scope, facts)
+        except Exception as exc:  # a result of an unexpected shape must not take the verdicts down
+            evidence = [f"evidence unavailable ({type(exc).__name__})"]
         out.append(Verdict(scope, status, tuple(evidence)))
     return tuple(out)
 
