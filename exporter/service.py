@@ -37,6 +37,7 @@ from exporter.exchange.tracking import TrackingCollector, TrackingOptions, Water
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
 from exporter.store import Snapshot, SnapshotStore
+from exporter.triage.model import Report
 from exporter.web import WebApp, WebServer
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,19 @@ class Service:
             settings.web.runbook_url,
             self.readiness,
             self.health,
+            triage=self.triage,
         )
         self.web: WebServer | None = None
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
         self._ready = False
+
+    def triage(self) -> Report:
+        """The triage of the latest snapshots (the status page shows it; ``check`` prints it)."""
+        from exporter.triage.run import report_for  # triage.run imports Service lazily; keep it symmetric
+
+        return report_for(self)
 
     # --- polling ------------------------------------------------------------------------------------
 

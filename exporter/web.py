@@ -1,20 +1,27 @@
-"""HTTP server: ``/metrics`` (configurable), ``/`` landing page, ``/-/healthy`` and ``/-/ready``."""
+"""HTTP server: ``/metrics`` (configurable), ``/`` status page (triage, collectors), ``/-/healthy``, ``/-/ready``."""
 
 from __future__ import annotations
 
 import html
+import logging
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
 from exporter.store import SnapshotStore
+
+if TYPE_CHECKING:
+    from exporter.triage.model import Report
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -52,6 +59,8 @@ class WebApp:
         runbook_url: str,
         ready: Callable[[], tuple[bool, str]],
         healthy: Callable[[], tuple[bool, str]] = lambda: (True, "Healthy"),
+        triage: Callable[[], Report] | None = None,
+        triage_cache_seconds: float = 5.0,
     ) -> None:
         self._metrics_app = make_wsgi_app(registry)
         self._store = store
@@ -59,6 +68,10 @@ class WebApp:
         self._runbook = runbook_url
         self._ready = ready
         self._healthy = healthy
+        self._triage = triage
+        self._triage_ttl = triage_cache_seconds
+        self._triage_lock = threading.Lock()
+        self._triage_cached: tuple[float, str] | None = None  # (monotonic time, rendered HTML)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -72,12 +85,20 @@ class WebApp:
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
         if path in ("/", "/index.html"):
             body = self.landing_page().encode("utf-8")
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-cache"),
+                ],
+            )
             return [body]
         return _text(start_response, "404 Not Found", "Not found. Try / or " + self._path + "\n")
 
     def landing_page(self) -> str:
-        """A small status page: one row per collector and target, from the latest snapshots."""
+        """The status page: the triage of the latest snapshots (verdicts, findings, what could not be
+        checked), then one row per collector and target."""
         now = self._store.now()
         rows = []
         for (collector, target), state in sorted(self._store.states().items()):
@@ -86,23 +107,106 @@ class WebApp:
             ok_age = f"{now - state.last_success.finished:.0f}s ago" if state.last_success else "never"
             rows.append(
                 "<tr><td>{}</td><td>{}</td><td class='{}'>{}</td><td>{:.2f}s</td><td>{}</td><td>{}</td></tr>".format(
-                    html.escape(collector),
-                    html.escape(target),
+                    _e(collector),
+                    _e(target),
                     "ok" if last.ok else "bad",
-                    html.escape(status),
+                    _e(status),
                     last.duration,
-                    html.escape(ok_age),
-                    html.escape(last.message),
+                    _e(ok_age),
+                    _e(last.message),
                 )
             )
         table = "\n".join(rows) or "<tr><td colspan='6'>No poll has finished yet.</td></tr>"
         return _PAGE.format(
-            version=html.escape(__version__),
-            metrics=html.escape(self._path),
-            runbook=html.escape(self._runbook),
+            version=_e(__version__),
+            metrics=_e(self._path),
+            runbook=_e(self._runbook),
+            triage=self._triage_html(),
             rows=table,
             generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
         )
+
+    def _triage_html(self) -> str:
+        """The triage sections, rendered at most once per ``triage_cache_seconds`` (a failure too, so a
+        broken rule is logged once per period, not once per request). Never raises."""
+        if self._triage is None:
+            return ""
+        with self._triage_lock:  # one build at a time; concurrent requests wait and reuse it
+            cached = self._triage_cached
+            if cached is not None and time.monotonic() - cached[0] < self._triage_ttl:
+                return cached[1]
+            try:
+                rendered = render_triage(self._triage(), self._runbook)
+            except Exception as exc:  # the page must survive a broken rule
+                log.exception("status page: triage failed")
+                rendered = (
+                    f"<p class='triage-error' role='alert'>triage failed: {_e(type(exc).__name__)} "
+                    "(see the exporter log); the collectors below are still current.</p>"
+                )
+            self._triage_cached = (time.monotonic(), rendered)
+            return rendered
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def runbook_link(runbook_url: str, anchor: str) -> str:
+    """``<runbook_url>#<anchor>`` (an anchor already in the base URL is replaced)."""
+    return runbook_url.split("#", 1)[0] + "#" + urllib.parse.quote(anchor, safe="-_.~")
+
+
+def _items(lines: Iterable[str], css: str = "evidence") -> str:
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f"<ul class='{css}'>{items}</ul>" if items else ""
+
+
+def render_triage(report: Report, runbook_url: str) -> str:
+    """The report as HTML sections: verdicts, findings, could-not-check. Every value is escaped."""
+    out = ["<section id='verdicts'><h2>Is mail flowing?</h2><ul class='verdicts'>"]
+    for v in report.verdicts:
+        out.append(
+            f"<li class='verdict' id='verdict-{_e(v.scope)}'><h3>{_e(v.scope.capitalize())}: "
+            f"<span class='badge {_e(v.status)}'>{_e(v.status)}</span></h3>{_items(v.evidence)}</li>"
+        )
+    out.append("</ul></section>")
+
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
+    checked = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.checked_at))
+    out.append(
+        f"<section id='findings'><h2>Findings ({len(report.findings)})</h2>"
+        f"<p class='meta'>{_e(counts or 'no problems found')}; from the latest snapshots at {_e(checked)}.</p>"
+    )
+    if report.findings:
+        out.append("<ol class='findings'>")
+        for i, f in enumerate(report.findings, 1):
+            where = " · ".join([*f.scopes, f.step])
+            link = ""
+            if f.runbook:
+                link = (
+                    f"<p class='runbook'><a href='{_e(runbook_link(runbook_url, f.runbook))}'>"
+                    f"Runbook: {_e(f.runbook)}</a></p>"
+                )
+            out.append(
+                f"<li class='finding {_e(f.severity)}' id='finding-{i}' data-rule='{_e(f.rule)}'>"
+                f"<h3><span class='badge {_e(f.severity)}'>{_e(f.severity)}</span> "
+                f"<span class='title'>{_e(f.title)}</span></h3>"
+                f"<p class='meta'>{_e(where)}</p>{_items(f.evidence)}"
+                f"<p class='next'><strong>Next step:</strong> {_e(f.next_step)}</p>{link}</li>"
+            )
+        out.append("</ol>")
+    else:
+        out.append("<p>No problems found.</p>")
+    out.append("</section>")
+
+    out.append(f"<section id='unchecked'><h2>Could not check ({len(report.unchecked)})</h2>")
+    if report.unchecked:
+        out.append("<p>These polls failed, so the findings above cannot cover them:</p>")
+        out.append(_items(report.unchecked, "unchecked"))
+    else:
+        out.append("<p>Nothing: every collector's last poll succeeded.</p>")
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
@@ -135,18 +239,40 @@ class WebServer:
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mailflow-exporter</title>
 <meta http-equiv="refresh" content="30">
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-.ok{{color:#17702a}}.bad{{color:#b00020;font-weight:600}}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:72em;color:#222;line-height:1.4}}
+h1{{margin-bottom:.2em}}h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.5em}}
+h3{{font-size:1.05em;margin:.2em 0}}nav a{{margin-right:.2em}}.meta{{color:#555;margin:.2em 0}}
+.badge{{display:inline-block;padding:.05em .5em;border-radius:.8em;font-size:.85em;font-weight:600;color:#fff;
+background:#666;vertical-align:baseline}}
+.healthy{{background:#17702a}}.degraded,.warning{{background:#e8a300;color:#222}}
+.failing,.critical{{background:#b00020}}.unknown{{background:#6b6b6b}}.info{{background:#1f5fa8}}
+ul.verdicts{{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.8em}}
+li.verdict{{flex:1 1 16em;border:1px solid #ddd;border-radius:.4em;padding:.5em .8em}}
+ol.findings{{padding-left:1.5em}}li.finding{{margin-bottom:1em;background:none}}
+li.finding>h3 .badge{{margin-right:.3em}}ul.evidence,ul.unchecked{{margin:.2em 0;padding-left:1.2em}}
+ul.evidence li,ul.unchecked li{{overflow-wrap:anywhere;font-size:.95em}}
+.next{{margin:.3em 0}}.runbook{{margin:.2em 0}}
+.triage-error{{color:#b00020;font-weight:600}}
+.scroll{{overflow-x:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}
+td:last-child{{overflow-wrap:anywhere;min-width:12em}}
+td.ok{{color:#17702a}}td.bad{{color:#b00020;font-weight:600}}
 </style></head><body>
-<h1>mailflow-exporter</h1>
+<header><h1>mailflow-exporter</h1>
 <p>Prometheus exporter for Microsoft Exchange mail flow, version {version}.</p>
-<p><a href="{metrics}">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a> ·
-<a href="{runbook}">Runbook</a></p>
-<h2>Collectors</h2>
-<table><tr><th>Collector</th><th>Target</th><th>Last poll</th><th>Duration</th><th>Last success</th><th>Detail</th></tr>
+<nav><a href="{metrics}">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a> ·
+<a href="{runbook}">Runbook</a></nav></header>
+<main>
+{triage}
+<section id="collectors"><h2>Collectors</h2>
+<div class="scroll"><table>
+<tr><th>Collector</th><th>Target</th><th>Last poll</th><th>Duration</th><th>Last success</th><th>Detail</th></tr>
 {rows}
-</table>
-<p><small>Generated {generated}. Values are polled on a schedule; this page refreshes every 30 s.</small></p>
+</table></div></section>
+</main>
+<footer><p><small>Generated {generated}. Values are polled on a schedule; this page refreshes every 30 s.
+</small></p></footer>
 </body></html>
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it: lint, types, unit and integration tests.
 # Debian packages: prometheus (promtool + server for the scrape test), prometheus-alertmanager (amtool),
-# nsd (DNS tests). Python: a venv in .venv.
+# nsd (DNS tests), chromium (status page). Python: a venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,8 @@ command -v nsd >/dev/null 2>&1 || need_apt+=(nsd)
 # libkrb5-dev + gcc: the Dockerfile's install step builds gssapi (Kerberos); a test repeats that step.
 [ -e /usr/include/gssapi/gssapi.h ] || need_apt+=(libkrb5-dev)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# chromium: a real headless browser loads the status page (tests/integration/test_status_page.py).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -30,7 +32,7 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 echo "== ruff"
-.venv/bin/ruff check exporter tests bench
+.venv/bin/ruff check exporter tests bench dashboards
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -212,7 +212,7 @@ def internal_recipient_unknown(facts: Facts) -> list[Finding]:
             "warning",
             "queues",
             ("internal",),
-            "Internal recipients are rejected as unknown (550 5.1.1)",
+            ("Internal recipients" if queues else "Recipients") + " are rejected as unknown (550 5.1.1)",
             evidence,
             step,
             "recipient_unknown",
