@@ -58,7 +58,12 @@ class MailflowCollector:
             labels=labels,
         )
         now = self._store.now()
+        # A shard that polls a collector only for its answers (sharding.EVERYWHERE) leaves its
+        # health to the one replica that reports it, so sums across replicas count it once.
+        silent = {c.name for c in self._collectors if getattr(c, "reports", True) is False}
         for (name, target), state in sorted(self._store.states().items()):
+            if name in silent:
+                continue
             last = state.last
             fresh = last.age(now) <= last.interval * self._stale_after
             up.add_metric([name, target], 1.0 if last.ok and fresh else 0.0)
@@ -72,7 +77,8 @@ class MailflowCollector:
             labels=["collector", "target", "reason"],
         )
         for (name, target, reason), count in sorted(self._store.errors().items()):
-            errors.add_metric([name, target, reason], count)
+            if name not in silent:
+                errors.add_metric([name, target, reason], count)
         yield from (up, duration, last_success, errors)
 
 

@@ -36,6 +36,7 @@ from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
+from exporter.sharding import ShardMetrics, shard_collectors, shard_from
 from exporter.store import Snapshot, SnapshotStore
 from exporter.triage.model import Report
 from exporter.web import WebApp, WebServer
@@ -121,12 +122,15 @@ class Service:
         )
         self.targets = ExchangeTargets(settings, self.sessions)
         stale = settings.scheduler.stale_after_intervals
-        self.collectors = build_collectors(
-            settings, self.targets, clock, lambda name: self.store.fresh_results(name, stale)
+        self.shard = shard_from(settings.sharding.index, settings.sharding.count)
+        self.collectors = shard_collectors(
+            build_collectors(settings, self.targets, clock, lambda name: self.store.fresh_results(name, stale)),
+            self.shard,
         )
         self.registry = build_registry(
             MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
         )
+        self.registry.register(ShardMetrics(self.shard, self.collectors))
         sched = settings.scheduler
         self.scheduler = BackgroundScheduler(
             executors={

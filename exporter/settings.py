@@ -368,6 +368,19 @@ class DnsSettings(_Model):
     smtp: SmtpProbeSettings = Field(default_factory=SmtpProbeSettings)
 
 
+class ShardingSettings(_Model):
+    """Several replicas sharing this configuration; each polls the targets it owns."""
+
+    count: int = Field(default=1, ge=1, le=1000)
+    index: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ShardingSettings:
+        if self.index is not None and self.index >= self.count:
+            raise ValueError(f"index {self.index} must be below count {self.count}")
+        return self
+
+
 class SchedulerSettings(_Model):
     max_workers: int = Field(default=16, ge=1, le=256)
     jitter: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
@@ -432,6 +445,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    sharding: ShardingSettings = Field(default_factory=ShardingSettings)
     secrets_dir: Path | None = None
     state_dir: Path = Path("state")
 
