@@ -32,7 +32,7 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 echo "== ruff"
-.venv/bin/ruff check exporter tests bench dashboards
+.venv/bin/ruff check exporter tests bench dashboards deploy
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
