@@ -7,27 +7,69 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from exporter import __version__
 from exporter.errors import ConfigError
 from exporter.logs import setup_logging
-from exporter.settings import Settings, load_settings
+from exporter.settings import Settings, ShardingSettings, load_settings
+from exporter.sharding import shard_from
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
 
-def _load(path: Path | None) -> Settings:
+def _load(path: Path | None, web_config_file: Path | None = None) -> Settings:
+    """The settings; ``--web.config.file`` (when given) wins over ``web.config_file``."""
     try:
-        return load_settings(path)
+        settings = load_settings(path)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if web_config_file is not None:
+        settings = settings.model_copy(update={"web": settings.web.model_copy(update={"config_file": web_config_file})})
+    return settings
+
+
+def _with_shard(settings: Settings, index: int | None, count: int | None) -> Settings:
+    """``--shard-index`` / ``--shard-count`` win over ``sharding`` in the file; checked like the file."""
+    if index is None and count is None:
+        return settings
+    data = settings.sharding.model_dump()
+    data.update({k: v for k, v in (("index", index), ("count", count)) if v is not None})
+    try:
+        sharding = ShardingSettings.model_validate(data)
+        shard_from(sharding.index, sharding.count)
+    except (ValidationError, ConfigError) as exc:
+        print(
+            f"configuration error: sharding (--shard-index/--shard-count): {str(exc).splitlines()[-1].strip()}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    return settings.model_copy(update={"sharding": sharding})
+
+
+def _load_web_config(path: Path | None) -> WebConfig | None:
+    """Validate the web configuration file (TLS, basic auth) before serving: refuse to start if invalid."""
+    if path is None:
+        return None
+    try:
+        return load_web_config(path)
+    except ConfigError as exc:
+        print(f"configuration error: web.config_file (--web.config.file): {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the file; print every problem with its field path; exit non-zero when invalid."""
-    settings = _load(args.config)
+    settings = _load(args.config, args.web_config_file)
+    web = _load_web_config(settings.web.config_file)
     servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
     print(f"{args.config}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
+    if web is not None:
+        print(f"{web.path}: OK ({web.describe()})")
+        for warning in web.warnings:
+            print(f"note: {warning}")
     if not settings.exchange.servers:
         print("note: exchange.servers is empty: `serve` needs at least one server to poll (or to seed discovery)")
     return 0
@@ -37,7 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the exporter until SIGTERM/SIGINT."""
     from exporter.service import Service
 
-    settings = _load(args.config)
+    settings = _with_shard(_load(args.config, args.web_config_file), args.shard_index, args.shard_count)
+    _load_web_config(settings.web.config_file)
     if not settings.exchange.servers:
         print(
             f"configuration error: {args.config}: exchange.servers is empty: nothing to poll. "
@@ -56,7 +99,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
     setup_logging(args.log_level or "info")
-    return run_demo(listen_address=args.listen_address, tls=not args.no_tls)
+    _load_web_config(args.web_config_file)
+    return run_demo(listen_address=args.listen_address, tls=not args.no_tls, web_config_file=args.web_config_file)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -88,11 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the exporter")
     serve.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    serve.add_argument(
+        "--shard-index", type=int, help="this replica's shard (default: sharding.index or the pod ordinal)"
+    )
+    serve.add_argument("--shard-count", type=int, help="how many replicas share the configuration (sharding.count)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="FILE",
+        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate-config", help="check a configuration file and exit")
     validate.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    validate.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="FILE",
+        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
+    )
     validate.set_defaults(func=cmd_validate)
 
     check = sub.add_parser("check", help="poll once and print where mail is stuck and why")
@@ -106,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen-address", default=":10049", help="where to serve /metrics (default :10049)")
     demo.add_argument("--no-tls", action="store_true", help="talk to the simulator over plain HTTP")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        metavar="FILE",
+        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -102,11 +102,13 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
-    """Start the simulator and the exporter; serve until SIGTERM/SIGINT."""
+def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
+    through the exporter-toolkit web configuration (TLS, basic auth)."""
     from exporter.netsim.demo_net import DemoNet
     from exporter.service import Service
     from exporter.simulator import Simulator, load_scenario
+    from exporter.webconfig import load_web_config
 
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=tls)
@@ -115,14 +117,19 @@ def run_demo(listen_address: str = ":10049", tls: bool = True) -> int:
     net.start()
     try:
         overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
+        if web_config_file is not None:
+            overrides = deep_merge(overrides, {"web": {"config_file": str(web_config_file)}})
         settings = demo_settings(sim, scenario, listen_address, tls, overrides=overrides)
         service = Service(settings)
         host, _, port = listen_address.rpartition(":")
         shown = host.strip("[]") or "localhost"
+        scheme = "https" if web_config_file is not None and load_web_config(web_config_file).tls else "http"
         log.info(
-            "demo running: metrics at http://%s:%s/metrics, status at http://%s:%s/ (simulated servers: %s)",
+            "demo running: metrics at %s://%s:%s/metrics, status at %s://%s:%s/ (simulated servers: %s)",
+            scheme,
             shown,
             port,
+            scheme,
             shown,
             port,
             ", ".join(s.name for s in scenario.servers),

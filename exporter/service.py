@@ -296,9 +296,10 @@ class Service:
     def start(self, serve_http: bool = True) -> None:
         """Start the HTTP server and the scheduler."""
         if serve_http:
-            self.web = WebServer(self._app, self.settings.web.listen_address)
+            web = self.settings.web
+            self.web = WebServer(self._app, web.listen_address, web.config_file)
             self.web.start()
-            log.info("listening address=%s path=%s", self.settings.web.listen_address, self.settings.web.telemetry_path)
+            log.info("listening address=%s path=%s scheme=%s", web.listen_address, web.telemetry_path, self.web.scheme)
         self.scheduler.start()
         self.reconcile()
         self.scheduler.add_job(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -84,6 +85,9 @@ class ConnectionSettings(_Model):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    # Kerberos from a keytab (the client keys of ``username``, or of the keytab's first principal)
+    # instead of a password; kerberos/negotiate only.
+    keytab: Path | None = None
     verify_tls: bool | None = None
     ca_bundle: Path | None = None
     negotiate_service: str | None = None
@@ -393,6 +397,9 @@ class WebSettings(_Model):
     listen_address: str = ":10049"
     telemetry_path: str = "/metrics"
     runbook_url: str = "https://github.com/mailflow-exporter/mailflow-exporter/blob/main/docs/runbook.md"
+    # An exporter-toolkit web configuration file (TLS, client certificates, basic auth), as
+    # ``--web.config.file`` (which wins); validated at startup, re-read when it changes.
+    config_file: Path | None = None
 
     @field_validator("listen_address")
     @classmethod
@@ -480,6 +487,7 @@ class ResolvedServer(BaseModel):
     call_timeout: float
     via: str | None = None  # poll through this server's session instead of connecting directly
     password_file: Path | None = None  # where the password came from, re-read before each logon
+    keytab: Path | None = None  # Kerberos client keytab (then no password)
 
     def current_password(self) -> str | None:
         """The password as it is now: re-read from its file (a rotated secret needs no restart)."""
@@ -522,11 +530,14 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         raise ConfigError(f"server {server.name}: auth {auth} needs a username")
     password = pick("password")
     password_file = pick("password_file")
+    keytab = pick("keytab")
+    if keytab is not None:
+        _check_keytab(server.name, auth, keytab, password is not None or password_file is not None)
     source: Path | None = None
     if password is None and password_file is not None:
         password = SecretStr(_read_secret(password_file, f"exchange.servers[{server.name}].password_file"))
         source = password_file
-    if password is None and settings.secrets_dir is not None:
+    if password is None and keytab is None and settings.secrets_dir is not None:
         for candidate in (f"{server.name.lower()}_password", "exchange_password"):
             path = settings.secrets_dir / candidate
             if path.is_file():
@@ -542,12 +553,22 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         username=pick("username"),
         password=password,
         password_file=source,
+        keytab=keytab,
         verify_tls=pick("verify_tls"),
         ca_bundle=pick("ca_bundle"),
         negotiate_service=pick("negotiate_service"),
         connect_timeout=pick("connect_timeout"),
         call_timeout=pick("call_timeout"),
     )
+
+
+def _check_keytab(server: str, auth: str, keytab: Path, has_password: bool) -> None:
+    if auth not in ("kerberos", "negotiate"):
+        raise ConfigError(f"server {server}: keytab works with auth kerberos or negotiate, not {auth}")
+    if has_password:
+        raise ConfigError(f"server {server}: set either keytab or password/password_file, not both")
+    if not keytab.is_file():
+        raise ConfigError(f"server {server}: keytab {keytab} does not exist or is not a file")
 
 
 def resolved_servers(settings: Settings) -> list[ResolvedServer]:
@@ -568,24 +589,35 @@ def _read_secret(path: Path, what: str) -> str:
 # --- loading with line numbers --------------------------------------------------------------------
 
 
+_KEY_LINE = "\0key"  # path suffix under which _line_map keeps a key's own line (its value may start lower)
+
+
 def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
-            out[(*path, key)] = key_node.start_mark.line + 1
+            out[(*path, key)] = out[(*path, key, _KEY_LINE)] = key_node.start_mark.line + 1
             _line_map(value_node, (*path, key), out)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _line_map(item, (*path, index), out)
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
-    """Parse the YAML file once; return the data and a map from field path to line number."""
+def read_yaml(
+    path: Path,
+    top_level: str = "a mapping of sections (exchange, collectors, web, ...)",
+    unique_keys: bool = False,
+) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """Parse the YAML file once; return the data and a map from field path to line number.
+    ``top_level`` names what the document must be; ``unique_keys`` rejects a key repeated in a mapping."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start + 1}): save it as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -596,11 +628,27 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (exchange, collectors, web, ...)")
+        raise ConfigError(f"{path}: the top level must be {top_level}")
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _line_map(node, (), lines)
+        if unique_keys:
+            _reject_repeated_keys(path, node, ())
     return data, lines
+
+
+def _reject_repeated_keys(path: Path, node: yaml.Node, loc: tuple[Any, ...]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            if key_node.value in seen:
+                where = _format_loc((*loc, key_node.value))
+                raise ConfigError(f"{path}: {where} (line {key_node.start_mark.line + 1}): key repeated in a mapping")
+            seen.add(key_node.value)
+            _reject_repeated_keys(path, value_node, (*loc, key_node.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_repeated_keys(path, item, (*loc, index))
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -624,14 +672,15 @@ def _describe_errors(
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in ("function-after[_check_targets()]",))
         field = _format_loc(loc)
-        line = None
-        for cut in range(len(loc), -1, -1):
-            if loc[:cut] in lines:
-                line = lines[loc[:cut]]
-                break
+        line = lines.get((*loc, _KEY_LINE)) if err["type"] == "extra_forbidden" else None  # the key's line
+        if line is None:
+            line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), None)
         env_keys = {k.upper() for k in environ}
-        if any(_env_name(loc[:cut]) in env_keys for cut in range(1, len(loc) + 1)):
-            where = f" (from environment {_env_name(loc)})"
+        variable = next(
+            (_env_name(loc[:cut]) for cut in range(len(loc), 0, -1) if _env_name(loc[:cut]) in env_keys), None
+        )
+        if variable is not None:  # the variable that is set (a whole list may come from one variable)
+            where = f" (from environment {variable})"
         elif line is not None:
             where = f" (line {line})"
         else:
@@ -639,22 +688,60 @@ def _describe_errors(
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling against config/example.yml)"
+        elif err["type"] in ("model_type", "dict_type"):  # not "instance of ExchangeSettings"
+            message = f"expected a mapping (indented 'key: value' lines), got {_kind(err['input'])}"
+        elif err["type"] == "list_type":
+            message = f"expected a list ('- item' lines, or [a, b]), got {_kind(err['input'])}"
+        elif err["type"] == "path_not_file":
+            message = f"no such file: {err['input']}"
         problems.append(f"  {field}{where}: {message}")
     noun = "problem" if len(problems) == 1 else "problems"
     return f"{source}: {len(problems)} {noun}:\n" + "\n".join(problems)
 
 
+def _kind(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _bad_json_variables(exc: SettingsError, environ: Mapping[str, str]) -> list[str]:
+    """The MAILFLOW_* variables under the field pydantic-settings names that hold malformed JSON."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    prefix = (ENV_PREFIX + (found[1] if found else "")).upper()
+    bad = []
+    for key, value in environ.items():
+        if key.upper().startswith(prefix) and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError as err:
+                bad.append(f"{key.upper()} is not valid JSON ({err})")
+    return sorted(bad)
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the configuration; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
-    data, lines = read_yaml(path) if path is not None else ({}, {})
+    data, lines = read_yaml(path, unique_keys=True) if path is not None else ({}, {})
     token = _yaml_data.set(data)
     try:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(_describe_errors(exc, str(path) if path else "configuration", lines, environ)) from None
     except SettingsError as exc:  # e.g. a MAILFLOW_* variable holding malformed JSON
-        raise ConfigError(f"{path or 'configuration'}: environment: {exc}") from None
+        bad = _bad_json_variables(exc, environ)
+        detail = "; ".join(bad) + "; lists and mappings in the environment are JSON" if bad else str(exc)
+        raise ConfigError(f"{path or 'configuration'}: environment: {detail}") from None
     finally:
         _yaml_data.reset(token)
     try:

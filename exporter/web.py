@@ -1,14 +1,22 @@
-"""HTTP server: ``/metrics`` (configurable), ``/`` status page (triage, collectors), ``/-/healthy``, ``/-/ready``."""
+"""HTTP server: ``/metrics`` (configurable), ``/`` status page (triage, collectors), ``/-/healthy``, ``/-/ready``.
+
+With a web configuration file (``--web.config.file``, the exporter-toolkit format; see
+``exporter.webconfig``) every path is served over TLS and/or behind basic auth, as in the Go toolkit.
+"""
 
 from __future__ import annotations
 
 import html
 import logging
+import selectors
 import socket
+import ssl
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -17,6 +25,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
 from exporter.store import SnapshotStore
+from exporter.webconfig import BasicAuth, RateLimiter, WebConfigReloader, peer_sans
 
 if TYPE_CHECKING:
     from exporter.triage.model import Report
@@ -30,15 +39,132 @@ Environ = dict[str, Any]
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    web_config: WebConfigReloader | None = None  # set when serving HTTPS
+    handshake_timeout = 10.0
+    request_timeout = 30.0
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """One connection, on its own thread: the TLS handshake happens here, not in the accept loop, so
+        a slow or silent client delays nobody else."""
+        conn = request
+        try:
+            if self.web_config is not None:
+                secured = self._tls_accept(request, client_address)
+                if secured is None:
+                    return
+                conn = secured
+            self.finish_request(conn, client_address)
+        except Exception:
+            self.handle_error(conn, client_address)
+        finally:
+            self.shutdown_request(conn)
+            if conn is not request:
+                self.close_request(request)
+
+    def _tls_accept(self, sock: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
+        """Handshake within ``handshake_timeout`` (in total) with the current configuration; check the
+        client certificate's SANs if the file lists allowed ones. None: the connection was dropped."""
+        assert self.web_config is not None
+        config = self.web_config.current()
+        assert config.ssl_context is not None
+        conn = config.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            _handshake(conn, self.handshake_timeout)
+            if config.allowed_sans is not None:
+                der = conn.getpeercert(binary_form=True)
+                if not der or not peer_sans(der) & config.allowed_sans:
+                    raise ssl.SSLError("the client certificate has none of client_allowed_sans")
+        except (OSError, ValueError) as exc:
+            log.debug("TLS handshake failed client=%s error=%s", client_address[0], exc)
+            conn.close()
+            return None
+        conn.settimeout(self.request_timeout)
+        return conn
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # a client that went away or timed out: not our problem
+            log.debug("connection error client=%s error=%s", client_address[0], exc)
+            return
+        super().handle_error(request, client_address)
 
 
 class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
+def _handshake(conn: ssl.SSLSocket, timeout: float) -> None:
+    conn.setblocking(False)
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        while True:
+            try:
+                conn.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                events = selectors.EVENT_READ
+            except ssl.SSLWantWriteError:
+                events = selectors.EVENT_WRITE
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no TLS handshake within {timeout:g}s")
+            sel.register(conn, events)
+            ready = sel.select(remaining)
+            sel.unregister(conn)
+            if not ready:
+                raise TimeoutError(f"no TLS handshake within {timeout:g}s")
+    conn.setblocking(True)
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs are noise for an exporter scraped every 15 s."""
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        if isinstance(self.connection, ssl.SSLSocket):
+            env["HTTPS"] = "on"  # wsgi.url_scheme: https
+        return env
+
+
+class _Guard:
+    """What the web configuration file asks of every request, on every path (as the exporter-toolkit
+    does: ``/-/healthy`` and ``/-/ready`` too): the rate limit (429), the extra response headers, and
+    basic auth (401 with ``WWW-Authenticate: Basic``)."""
+
+    def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], config: WebConfigReloader) -> None:
+        self._app = app
+        self._config = config
+        self._auth = BasicAuth()
+        self._limiter = RateLimiter()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        config = self._config.current()
+        extra = list(config.headers)
+        names = {name.lower() for name, _ in extra}
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            kept = [h for h in headers if h[0].lower() not in names]
+            return start_response(status, kept + extra, exc_info) if exc_info else start_response(status, kept + extra)
+
+        if not self._limiter.allow(config.rate_interval, config.rate_burst):
+            return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
+        if config.users:
+            ok, user = self._auth.check(config.users, environ.get("HTTP_AUTHORIZATION"))
+            if not ok:
+                if user:
+                    log.debug("basic auth failed user=%s client=%s", user, environ.get("REMOTE_ADDR", ""))
+                body = b"Unauthorized\n"
+                respond(
+                    "401 Unauthorized",
+                    [
+                        ("WWW-Authenticate", "Basic"),
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
+                return [body]
+        return self._app(environ, respond)
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
@@ -216,17 +342,44 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
 
 
 class WebServer:
-    """Serves the app on a background thread until ``stop``."""
+    """Serves the app on a background thread until ``stop``. With ``web_config_file`` (the exporter-toolkit
+    format) it serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it is
+    invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds."""
 
-    def __init__(self, app: WebApp, listen_address: str) -> None:
+    def __init__(
+        self,
+        app: WebApp,
+        listen_address: str,
+        web_config_file: Path | None = None,
+        *,
+        reload_interval: float = 1.0,
+        handshake_timeout: float = 10.0,
+    ) -> None:
         host, port = split_listen_address(listen_address)
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-        self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        self.web_config: WebConfigReloader | None = None
+        wsgi_app: Any = app
+        if web_config_file is not None:
+            self.web_config = WebConfigReloader(Path(web_config_file), reload_interval)
+            wsgi_app = _Guard(app, self.web_config)
+        self._httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
+        if self.web_config is not None:
+            config = self.web_config.current()
+            if config.tls:
+                self._httpd.web_config = self.web_config
+                self._httpd.handshake_timeout = handshake_timeout
+            log.info("web config loaded path=%s %s", web_config_file, config.describe())
+            for warning in config.warnings:
+                log.warning("web config: %s", warning)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="web", daemon=True)
 
     @property
     def port(self) -> int:
         return int(self._httpd.server_address[1])
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._httpd.web_config is not None else "http"
 
     def start(self) -> None:
         self._thread.start()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it: lint, types, unit and integration tests.
 # Debian packages: prometheus (promtool + server for the scrape test), prometheus-alertmanager (amtool),
-# nsd (DNS tests), chromium (status page). Python: a venv in .venv.
+# nsd (DNS tests), chromium (status page), krb5-kdc/krb5-admin-server/krb5-user (Kerberos tests).
+# Python: a venv in .venv, with the test and kerberos extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,12 @@ command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 # nsd: a real authoritative DNS server for the DNS check tests (tests/dnsinfra).
 command -v nsd >/dev/null 2>&1 || need_apt+=(nsd)
-# libkrb5-dev + gcc: the Dockerfile's install step builds gssapi (Kerberos); a test repeats that step.
+# libkrb5-dev + gcc: gssapi (the kerberos extra) compiles against them; the Dockerfile test repeats that step.
 [ -e /usr/include/gssapi/gssapi.h ] || need_apt+=(libkrb5-dev)
+# An MIT KDC on loopback for the Kerberos tests (tests/kdc): krb5kdc, kdb5_util, kadmin.local, kinit.
+# krb5kdc and kadmin.local live in /usr/sbin, which a non-root PATH may lack.
+{ command -v krb5kdc || [ -x /usr/sbin/krb5kdc ]; } >/dev/null 2>&1 || need_apt+=(krb5-kdc krb5-admin-server)
+command -v kinit >/dev/null 2>&1 || need_apt+=(krb5-user)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 # chromium: a real headless browser loads the status page (tests/integration/test_status_page.py).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -29,7 +34,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# kerberos: gssapi for the Kerberos tests (the simulator's acceptor, the exporter's keytab/ticket cache).
+.venv/bin/python -m pip install -q -e '.[test,kerberos]'
 
 echo "== ruff"
 .venv/bin/ruff check exporter tests bench dashboards deploy

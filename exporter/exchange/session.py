@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
+import urllib3.exceptions
 from pypsrp.exceptions import (
     AuthenticationError,
     SerializationError,
@@ -155,7 +156,43 @@ def classify_exception(exc: BaseException) -> str:
         return "parse"
     if isinstance(exc, WinRMError):
         return "protocol"
+    kerberos = _kerberos_reason(exc)
+    if kerberos is not None:
+        return kerberos
     return "other"
+
+
+# Kerberos failures surface from pyspnego/gssapi/krb5 (the optional ``kerberos`` extra) while the HTTP
+# 401 is answered; matched by module so those libraries need not be importable here.
+_KERBEROS_MODULES = ("spnego", "gssapi", "krb5")
+_KDC_UNREACHABLE = ("Cannot contact any KDC", "Cannot find KDC", "Cannot resolve network address for KDC")
+_KERBEROS_HINTS = (
+    ("Decrypt integrity check failed", "the password or keytab does not match the account's key"),
+    ("Preauthentication failed", "the password or keytab does not match the account's key"),
+    ("not found in Kerberos database", "no such service principal: check the host name and negotiate_service"),
+    ("No Kerberos credentials available", "no ticket: run kinit (KRB5CCNAME), or set a password or keytab"),
+    ("No credentials cache found", "no ticket: run kinit (KRB5CCNAME), or set a password or keytab"),
+    ("in cache collection", "no ticket: run kinit (KRB5CCNAME), or set a password or keytab"),
+    ("Ticket expired", "the ticket cache has expired: renew it (kinit, k5start) or use a keytab"),
+    ("Clock skew too great", "the clocks of this host and the KDC differ by more than 5 minutes"),
+    ("Cannot contact any KDC", "no KDC of the realm answered (krb5.conf, DNS SRV records, firewall)"),
+)
+
+
+def _kerberos_reason(exc: BaseException) -> str | None:
+    if isinstance(exc, ImportError) and "gssapi" in str(exc):
+        return "config"  # auth kerberos without the 'kerberos' extra installed
+    if not type(exc).__module__.startswith(_KERBEROS_MODULES):
+        return None
+    return "connection" if any(marker in str(exc) for marker in _KDC_UNREACHABLE) else "auth"
+
+
+def _describe_kerberos(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if "Client '" in text and "not found in Kerberos database" in text:
+        return f"Kerberos: the KDC does not know this user principal ({text})"
+    hint = next((h for marker, h in _KERBEROS_HINTS if marker in text), None)
+    return f"Kerberos: {hint} ({text})" if hint else f"Kerberos: {text}"
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -171,11 +208,27 @@ def describe_exception(exc: BaseException) -> str:
         return f"cannot connect: {type(inner).__name__}: {inner}"
     if isinstance(exc, AuthenticationError):
         return f"authentication failed: {exc}"
+    if _kerberos_reason(exc) == "config":
+        return "auth kerberos/negotiate needs the 'kerberos' extra (pip install 'mailflow-exporter[kerberos]')"
+    if _kerberos_reason(exc) is not None:
+        return _describe_kerberos(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
 def _shell_gone(exc: BaseException) -> bool:
     return isinstance(exc, WSManFaultError) and exc.code in _SHELL_GONE_CODES
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True if the request never reached the server (connect refused, unreachable or timed out).
+
+    The pool's shell is then still open on the server: discarding the pool would orphan it there
+    (counted against PowerShellMaxConcurrency until IIS's idle timeout), since its close cannot be
+    delivered either. Kept, it is reused once the server answers (or reopened if the shell is gone).
+    """
+    if not isinstance(exc, requests.exceptions.ConnectionError) or not exc.args:
+        return False
+    return isinstance(getattr(exc.args[0], "reason", None), urllib3.exceptions.ConnectTimeoutError)
 
 
 def _record_text(record: Any) -> str:
@@ -232,6 +285,17 @@ class AuthBackoff:
 
 def _fingerprint(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode()).hexdigest()
+
+
+def _credential_fingerprint(server: ResolvedServer) -> str:
+    """Changes when the credential does: the password (re-read from its file), or the keytab file."""
+    if server.keytab is not None:
+        try:
+            stat = server.keytab.stat()
+        except OSError:
+            return _fingerprint(f"keytab:{server.keytab}:missing")
+        return _fingerprint(f"keytab:{server.keytab}:{stat.st_mtime_ns}:{stat.st_size}")
+    return _fingerprint(server.current_password())
 
 
 class ExchangeSession:
@@ -291,13 +355,14 @@ class ExchangeSession:
                     raise CollectorError(_clip(redact(str(exc), self._secrets())), exc.reason) from None
                 except Exception as exc:
                     reason = classify_exception(exc)
-                    self._discard(reason)
+                    if not _never_sent(exc):  # a refused connect leaves the shell intact: keep using it
+                        self._discard(reason)
                     if attempt == 1 and reused and _shell_gone(exc):
                         # IIS recycled or the shell expired: open a fresh pool and try once more.
                         log.info("shell gone, reopening server=%s", self.server.name)
                         continue
                     if reason == "auth":
-                        self._auth.failed(self.server.account, _fingerprint(self.server.current_password()))
+                        self._auth.failed(self.server.account, _credential_fingerprint(self.server))
                     message = _clip(redact(describe_exception(exc), self._secrets()))
                     raise CollectorError(message, reason) from None
         raise AssertionError("unreachable")
@@ -329,7 +394,7 @@ class ExchangeSession:
                 raise CollectorError("the exporter is shutting down", reason="shutdown")
             if self._pool is not None:
                 return self._pool
-        self._auth.check(self.server.account, _fingerprint(self.server.current_password()))
+        self._auth.check(self.server.account, _credential_fingerprint(self.server))
         self._limiter.acquire(self.server.account, self._endpoint_key)
         try:
             wsman = self._wsman_factory(self.server)
@@ -376,8 +441,15 @@ class ExchangeSession:
         if select:
             ps.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         started = time.monotonic()
+
+        def call() -> list[Any]:
+            try:
+                return ps.invoke()
+            finally:  # pypsrp forgets a pipeline (and its output) only on close(), which costs a round trip
+                pool.pipelines.pop(ps.id, None)
+
         try:
-            output = run_with_deadline(ps.invoke, max(0.1, deadline - started), f"call-{self.server.name}")
+            output = run_with_deadline(call, max(0.1, deadline - started), f"call-{self.server.name}")
         except _DECODE_ERRORS as exc:
             # pypsrp failed to deserialise the output (broken CLIXML, a dangling RefId/TNRef).
             raise CollectorError(
@@ -421,6 +493,9 @@ class ExchangeSession:
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
         finally:
+            # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
+            with contextlib.suppress(Exception):
+                pool.connection.close()
             self._limiter.release(self.server.account, self._endpoint_key)
 
     def close(self, wait: float = 5.0) -> None:
@@ -454,15 +529,25 @@ def build_wsman(server: ResolvedServer) -> WSMan:
     if server.auth in ("kerberos", "negotiate", "ntlm"):
         kwargs["negotiate_service"] = server.negotiate_service
     # Basic over plain HTTP needs "never"; settings only allow it with allow_insecure_basic.
+    # Kerberos/Negotiate over HTTP: "auto" seals every message (WinRM message encryption).
     encryption = "never" if server.auth == "basic" and not server.tls else "auto"
+    username: Any = server.username
+    password = server.current_password()
+    if server.keytab is not None:
+        # pypsrp hands username/password to pyspnego, which also takes a credential object: a
+        # KerberosKeytab gets a ticket for the principal (None: the keytab's first) from the keytab.
+        import spnego
+
+        username = spnego.KerberosKeytab(keytab=str(server.keytab), principal=server.username)
+        password = None
     return WSMan(
         server.host,
         port=server.port,
         ssl=server.tls,
         path=ENDPOINT_PATH,
         auth=server.auth,
-        username=server.username,
-        password=server.current_password(),
+        username=username,
+        password=password,
         cert_validation=cert_validation,  # type: ignore[arg-type]  # pypsrp also accepts a CA path
         connection_timeout=int(max(1, server.connect_timeout)),
         read_timeout=operation_timeout + 10,

@@ -89,12 +89,16 @@ def parse_event(obj: Any) -> TrackingEvent | None:
     if isinstance(status, str):
         status = [status]
     latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
+    def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
+        value = props.get(name)
+        return "" if value is None else str(value)
+
     return TrackingEvent(
         timestamp=ts,
-        event_id=str(props.get("EventId") or "").upper(),
-        source=str(props.get("Source") or "").upper(),
-        internal_id=str(props.get("InternalMessageId") or ""),
-        message_id=str(props.get("MessageId") or ""),
+        event_id=text("EventId").upper(),
+        source=text("Source").upper(),
+        internal_id=text("InternalMessageId"),
+        message_id=text("MessageId"),
         recipient_status=tuple(str(s) for s in (status or []) if s),
         latency=latency,
     )

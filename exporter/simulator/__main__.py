@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", help="PEM private key for --cert-file")
     parser.add_argument("--port-base", type=int, default=None, help="server i listens on port-base + i")
     parser.add_argument("--control-port", type=int, default=None, help="serve the JSON control API on this port")
+    parser.add_argument(
+        "--kerberos-keytab",
+        help="also accept Kerberos (Negotiate) with the service keys in this keytab (needs the kerberos extra)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -45,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             cert_file=args.cert_file,
             key_file=args.key_file,
             control_port=args.control_port,
+            kerberos_keytab=args.kerberos_keytab,
         )
         sim.start()
-    except (MailflowError, OSError) as exc:
+    except (MailflowError, OSError, RuntimeError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
     done = threading.Event()
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "ca_file": sim.ca_file,
         "control_url": sim.control_url,
         "users": sorted(scenario.users),
+        "kerberos": sim.kerberos is not None,
         "resource_uri": "http://schemas.microsoft.com/powershell/Microsoft.Exchange",
     }
     print(json.dumps(info, indent=2), flush=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.simulator.faults import FaultInjector, FaultKind
+from exporter.simulator.kerberos import KerberosAcceptor, channel_binding_data
 from exporter.simulator.scenario import Scenario
 from exporter.simulator.service import EndpointService, SimState, Stats
 from exporter.simulator.timeline import ServerTimeZone, Timeline
@@ -35,6 +36,8 @@ class Simulator:
     scenario fixes its port; otherwise ports are ephemeral (port 0). ``tls``: HTTPS with a generated
     CA and certificate (``ca_file`` is the CA to trust), or ``cert_file``/``key_file`` to use your own.
     ``control_port``: also serve the JSON control API (``/sim/...``) on that port (0 = ephemeral).
+    ``kerberos_keytab``: also accept Kerberos (HTTP ``Negotiate``, with WinRM message encryption over
+    HTTP) for the scenario's users, with the service keys in this keytab; Basic keeps working.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class Simulator:
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
         control_port: int | None = None,
+        kerberos_keytab: str | Path | None = None,
     ) -> None:
         self.scenario = scenario
         self.host = host
@@ -59,6 +63,7 @@ class Simulator:
         self._cert_file = Path(cert_file) if cert_file else None
         self._key_file = Path(key_file) if key_file else None
         self._control_port = control_port
+        self.kerberos = KerberosAcceptor(kerberos_keytab) if kerberos_keytab is not None else None
         self._tmpdir: Path | None = None
         self._ca_file: Path | None = None
         self._endpoints: dict[str, Endpoint] = {}
@@ -80,16 +85,21 @@ class Simulator:
             if self._started:
                 return
             context = None
+            binding = None
             if self.tls:
                 if self._cert_file and self._key_file:
                     context = server_context(self._cert_file, self._key_file)
                     self._ca_file = self._cert_file
+                    cert_file = self._cert_file
                 else:
                     self._tmpdir = Path(tempfile.mkdtemp(prefix="mailflow-sim-tls-"))
                     names = [n for s in self.scenario.servers for n in (s.fqdn, s.name.lower())]
                     files = generate_tls(self._tmpdir, names)
                     context = server_context(files.cert_file, files.key_file)
                     self._ca_file = files.ca_file
+                    cert_file = files.cert_file
+                if self.kerberos is not None:
+                    binding = channel_binding_data(cert_file)
             try:
                 for index, server in enumerate(self.scenario.servers):
                     port = (
@@ -98,7 +108,9 @@ class Simulator:
                         else (self._port_base + index if self._port_base is not None else 0)
                     )
                     service = EndpointService(self.state, server)
-                    endpoint = Endpoint(server.name, server.fqdn, self.state, service, self.host, port, context)
+                    endpoint = Endpoint(
+                        server.name, server.fqdn, self.state, service, self.host, port, context, self.kerberos, binding
+                    )
                     self._services[server.name] = service
                     self._endpoints[server.name] = endpoint
                     endpoint.start()

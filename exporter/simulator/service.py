@@ -55,6 +55,8 @@ class Stats:
         self.commands_by_server: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.auth_failures: Counter[str] = Counter()
+        self.kerberos_logons: Counter[str] = Counter()  # security contexts established (one per connection)
+        self.encrypted_messages: Counter[str] = Counter()  # requests that arrived sealed (message encryption)
         self.open_shells: dict[str, int] = dict.fromkeys(servers, 0)
 
     def add(self, counter: str, server: str, amount: int = 1) -> None:
@@ -87,6 +89,8 @@ class Stats:
                     "commands": self.commands_by_server[s],
                     "requests": self.requests[s],
                     "auth_failures": self.auth_failures[s],
+                    "kerberos_logons": self.kerberos_logons[s],
+                    "encrypted_messages": self.encrypted_messages[s],
                 }
                 for s in self.servers
             }
@@ -99,6 +103,8 @@ class Stats:
                 "commands": dict(self.commands),
                 "requests": sum(self.requests.values()),
                 "auth_failures": sum(self.auth_failures.values()),
+                "kerberos_logons": sum(self.kerberos_logons.values()),
+                "encrypted_messages": sum(self.encrypted_messages.values()),
                 "servers": per_server,
             }
 

@@ -2,8 +2,10 @@
 
 Each endpoint is a ``ThreadingHTTPServer`` (daemon threads, HTTP/1.1 keep-alive) on its own port.
 The handler checks the path, applies the endpoint-wide transport faults (hang, latency, HTTP 401/500,
-WSMan fault), checks HTTP Basic credentials, parses the WSMan envelope and hands it to the
-:class:`~exporter.simulator.service.EndpointService`. ``refused`` is implemented by closing the
+WSMan fault), authenticates the caller (HTTP Basic, and Kerberos through ``Negotiate`` when the endpoint
+has a keytab: see :mod:`exporter.simulator.kerberos`; the security context lives as long as the TCP
+connection, and sealed bodies are unsealed and answers sealed), parses the WSMan envelope and hands it
+to the :class:`~exporter.simulator.service.EndpointService`. ``refused`` is implemented by closing the
 listening socket (and cutting open connections) and listening again on the same port when healed.
 Passwords are never logged.
 """
@@ -18,11 +20,21 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.simulator import wsman
 from exporter.simulator.faults import FaultKind
+from exporter.simulator.kerberos import (
+    EncryptionError,
+    GssConnection,
+    KerberosAcceptor,
+    KerberosRejected,
+    encrypted_protocol,
+    unwrap_message,
+    wrap_message,
+)
 from exporter.simulator.service import EndpointService, HttpFault, SimState, injected_wsman_fault
 from exporter.simulator.wsman import WSManFault
 
@@ -34,6 +46,8 @@ _IIS_404 = b"The resource you are looking for has been removed, had its name cha
 _IIS_500 = b"The page cannot be displayed because an internal server error has occurred."
 _IIS_401 = b"401 - Unauthorized: Access is denied due to invalid credentials."
 _MAX_BODY = 64 * 1024 * 1024
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -84,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
+        self._gss: GssConnection | None = None  # this connection's Kerberos context, once authenticated
+        self._gss_pending: Any = None  # a context waiting for the client's next token (multi-leg)
         super().setup()
         if isinstance(self.request, ssl.SSLSocket):
             self.request.settimeout(30)
@@ -93,9 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("simulator %s: %s", self.server.endpoint.name, format % args)
 
-    def _send(
-        self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str = "text/html"
-    ) -> None:
+    def _send(self, status: int, body: bytes, headers: Headers | None = None, content_type: str = "text/html") -> None:
         endpoint = self.server.endpoint
         latency = endpoint.state.faults.find(endpoint.name, FaultKind.LATENCY)
         if latency is not None and latency.seconds:
@@ -104,13 +118,84 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Powered-By", "ASP.NET")
-        for key, value in (headers or {}).items():
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+        for key, value in pairs:
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
 
-    def _soap(self, status: int, body: bytes) -> None:
-        self._send(status, body, content_type="application/soap+xml;charset=UTF-8")
+    def _soap(self, status: int, body: bytes, headers: Headers | None = None, sealed: str | None = None) -> None:
+        """Send a SOAP envelope; ``sealed`` (a session-encryption protocol) seals it with the connection's context."""
+        if sealed and self._gss is not None:
+            content_type, body = wrap_message(self._gss.context, body, sealed)
+            self._send(status, body, headers, content_type=content_type)
+            return
+        self._send(status, body, headers, content_type="application/soap+xml;charset=UTF-8")
+
+    def _challenge(self) -> list[tuple[str, str]]:
+        endpoint = self.server.endpoint
+        offers = [("WWW-Authenticate", "Negotiate")] if endpoint.kerberos is not None else []
+        return [*offers, ("WWW-Authenticate", f'Basic realm="{endpoint.fqdn}"')]
+
+    def _refuse(self, why: str) -> None:
+        endpoint = self.server.endpoint
+        endpoint.state.stats.add("auth_failures", endpoint.name)
+        log.info("simulator %s: rejected credentials from %s: %s", endpoint.name, self.client_address[0], why)
+        self._send(401, _IIS_401, self._challenge())
+
+    def _authenticate(self) -> tuple[str, list[tuple[str, str]]] | None:
+        """The caller's scenario user and headers for the answer, or None once a 401 has been sent.
+
+        Basic: checked on every request. Negotiate/Kerberos: a token starts (or continues) a security
+        context for this connection; requests without ``Authorization`` on an authenticated connection
+        are that context's user. No header and no context: the 401 challenge.
+        """
+        endpoint = self.server.endpoint
+        header = self.headers.get("Authorization") or ""
+        scheme, _, token = header.strip().partition(" ")
+        if endpoint.kerberos is not None and scheme.lower() in ("negotiate", "kerberos"):
+            return self._authenticate_kerberos(endpoint.kerberos, scheme, token)
+        if scheme.lower() == "basic":
+            user = self._user()
+            if user is None:
+                self._refuse("bad Basic credentials")
+                return None
+            return user, []
+        if not header and self._gss is not None:
+            return self._gss.user, []
+        if header:
+            self._refuse(f"unsupported scheme {scheme[:20]!r}")
+        else:  # the usual first request of Negotiate: not a failure, just the challenge
+            self._send(401, _IIS_401, self._challenge())
+        return None
+
+    def _authenticate_kerberos(
+        self, acceptor: KerberosAcceptor, scheme: str, token: str
+    ) -> tuple[str, list[tuple[str, str]]] | None:
+        endpoint = self.server.endpoint
+        self._gss = None  # a new token restarts authentication on this connection
+        context, self._gss_pending = self._gss_pending, None
+        try:
+            if context is None:
+                context = acceptor.new_context()
+            out = acceptor.step(context, token, endpoint.channel_binding)
+        except KerberosRejected as exc:
+            self._refuse(f"Kerberos: {exc}")
+            return None
+        answer = [("WWW-Authenticate", f"{scheme} {base64.b64encode(out).decode()}")] if out else []
+        if not context.complete:
+            self._gss_pending = context
+            self._send(401, _IIS_401, answer or self._challenge())
+            return None
+        principal = context.client_principal
+        user = acceptor.user_for(principal, endpoint.state.scenario.users)
+        if user is None:
+            self._refuse(f"Kerberos principal {principal!r} is not a user of this organisation")
+            return None
+        endpoint.state.stats.add("kerberos_logons", endpoint.name)
+        log.debug("simulator %s: Kerberos logon of %s", endpoint.name, principal)
+        self._gss = GssConnection(context, user, scheme)
+        return user, answer
 
     def do_GET(self) -> None:
         self._read_body()
@@ -163,16 +248,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
         if (fault := faults.find(endpoint.name, FaultKind.HTTP401)) is not None:
-            self._send(401, _IIS_401, {"WWW-Authenticate": f'Basic realm="{endpoint.fqdn}"'})
+            self._send(401, _IIS_401, self._challenge())
             return
         if (fault := faults.find(endpoint.name, FaultKind.HTTP500)) is not None:
             self._send(500, (fault.message or "").encode() or _IIS_500)
             return
-        user = self._user()
-        if user is None:
-            state.stats.add("auth_failures", endpoint.name)
-            log.info("simulator %s: rejected credentials from %s", endpoint.name, self.client_address[0])
-            self._send(401, _IIS_401, {"WWW-Authenticate": f'Basic realm="{endpoint.fqdn}"'})
+        authenticated = self._authenticate()
+        if authenticated is None:
+            return
+        user, auth_headers = authenticated
+        sealed = encrypted_protocol(self.headers.get("Content-Type") or "")
+        if sealed is not None:
+            if self._gss is None or not sealed:
+                self._refuse("an encrypted body without a Kerberos context (or an unknown protocol)")
+                return
+            try:
+                body = unwrap_message(self._gss.context, body, self.headers.get("Content-Type") or "")
+            except EncryptionError as exc:
+                log.info("simulator %s: undecryptable body: %s", endpoint.name, exc)
+                self._send(400, b"400 - Bad Request", auth_headers)
+                return
+            state.stats.add("encrypted_messages", endpoint.name)
+        if not body and self._gss is not None:  # pypsrp's empty POST that sets up the context for sealing
+            self._send(200, b"", auth_headers)
             return
         request = None
         try:
@@ -184,15 +282,15 @@ class _Handler(BaseHTTPRequestHandler):
             response = endpoint.service.handle(request, user, self.client_address[0], address)
         except WSManFault as exc:
             relates = request.message_id if request is not None else None
-            self._soap(exc.http_status, exc.envelope(relates, endpoint.fqdn))
+            self._soap(exc.http_status, exc.envelope(relates, endpoint.fqdn), auth_headers, sealed)
             return
         except HttpFault as exc:
             if faults.stopping:
                 self.close_connection = True
                 return
-            self._send(exc.status, exc.body, exc.headers)
+            self._send(exc.status, exc.body, [*exc.headers.items(), *auth_headers])
             return
-        self._soap(200, response)
+        self._soap(200, response, auth_headers, sealed)
 
 
 class Endpoint:
@@ -207,6 +305,8 @@ class Endpoint:
         host: str,
         port: int,
         ssl_context: ssl.SSLContext | None,
+        kerberos: KerberosAcceptor | None = None,
+        channel_binding: bytes | None = None,
     ) -> None:
         self.name = name
         self.fqdn = fqdn
@@ -215,6 +315,8 @@ class Endpoint:
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.kerberos = kerberos  # accept Negotiate/Kerberos with this keytab (None: Basic only)
+        self.channel_binding = channel_binding  # tls-server-end-point data checked over HTTPS
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()

@@ -45,3 +45,16 @@ def test_index_from_statefulset_ordinal() -> None:
         shard_from(None, 3, hostname="mailflow")
     with pytest.raises(ConfigError, match=r"outside 0\.\.2"):
         shard_from(None, 3, hostname="mailflow-exporter-3")
+
+
+def test_cli_flags_override_the_file_and_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli import _with_shard
+    from exporter.settings import load_settings
+
+    settings = load_settings(None)
+    sharded = _with_shard(settings, 1, 3)
+    assert (sharded.sharding.index, sharded.sharding.count) == (1, 3)
+    assert _with_shard(settings, None, None) is settings
+    with pytest.raises(SystemExit) as exit_info:
+        _with_shard(settings, 5, 3)
+    assert exit_info.value.code == 2 and "sharding (--shard-index/--shard-count)" in capsys.readouterr().err

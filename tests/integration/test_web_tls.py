@@ -1,0 +1,489 @@
+"""The secured endpoint over real sockets: HTTPS with basic auth, client certificates (missing, expired,
+untrusted, wrong SAN), TLS versions, reloading the web config file without a restart, a slow client, the
+rate limit, the real ``serve`` command, and a real Prometheus scraping over HTTPS with basic auth and mTLS."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exporter.metrics import MailflowCollector, build_registry
+from exporter.netsim.tls_certs import CertificateAuthority, create_ca, issue_server_certificate
+from exporter.service import Service
+from exporter.store import SnapshotStore
+from exporter.web import WebApp, WebServer
+from tests.integration.conftest import PASSWORD as SIM_PASSWORD
+from tests.integration.conftest import USER as SIM_USER
+from tests.integration.conftest import SimFactory, settings_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+PASSWORD = "correct horse battery staple"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+NEW_PASSWORD = "rotated-Pa55"
+NEW_HASH = bcrypt.hashpw(NEW_PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    cert_file: Path
+    key_file: Path
+
+
+def issue_client_certificate(
+    ca: CertificateAuthority, directory: Path, name: str, *, expired: bool = False, sans: tuple[str, ...] = ()
+) -> ClientCert:
+    """A TLS client certificate (clientAuth) for ``name``, with DNS SANs ``sans``; ``expired``: ended yesterday."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    start, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired else (
+        now - datetime.timedelta(hours=1),
+        now + datetime.timedelta(days=30),
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    out = ClientCert(directory / f"{name}.pem", directory / f"{name}-key.pem")
+    out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out.key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class Pki:
+    dir: Path
+    ca_file: Path
+    client: ClientCert
+    expired: ClientCert
+    untrusted: ClientCert  # from another CA
+    scraper: ClientCert  # SAN prometheus.example
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("web-tls")
+    ca = create_ca(directory)
+    issue_server_certificate(ca, directory, ["localhost"])  # server.pem (chain) and server-key.pem
+    issue_server_certificate(ca, directory, ["localhost"], stem="renewed")
+    other = create_ca(directory / "other", common_name="someone else's CA")
+    return Pki(
+        directory,
+        ca.ca_file,
+        issue_client_certificate(ca, directory, "client"),
+        issue_client_certificate(ca, directory, "expired", expired=True),
+        issue_client_certificate(other, directory, "untrusted"),
+        issue_client_certificate(ca, directory, "scraper", sans=("prometheus.example",)),
+    )
+
+
+def web_config(pki: Pki, directory: Path, **tls: Any) -> dict[str, Any]:
+    """A config with server certificate paths relative to ``directory`` (the files are copied there)."""
+    for name in ("server.pem", "server-key.pem", "renewed.pem", "renewed-key.pem", "ca.pem"):
+        shutil.copy(pki.dir / name, directory / name)
+    return {"tls_server_config": {"cert_file": "server.pem", "key_file": "server-key.pem", **tls}}
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Ready:
+    def __call__(self) -> tuple[bool, str]:
+        return True, "Ready"
+
+
+Serve = Callable[..., WebServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """Start a real WebServer (the app as in production, on 127.0.0.1:0) with a web config file."""
+    started: list[WebServer] = []
+
+    def start(config_file: Path, **kwargs: Any) -> WebServer:
+        store = SnapshotStore()
+        app = WebApp(build_registry(MailflowCollector(store, [], 3.0)), store, "/metrics", "https://x.invalid", Ready())
+        server = WebServer(app, "127.0.0.1:0", config_file, **kwargs)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def client_context(pki: Pki, cert: ClientCert | None = None, **versions: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+    for attr, value in versions.items():
+        setattr(ctx, attr, value)
+    return ctx
+
+
+def get(
+    port: int, path: str, ctx: ssl.SSLContext, auth: tuple[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=5)
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def refused(port: int, ctx: ssl.SSLContext) -> str:
+    """Connect, handshake and read without sending anything: what the server's refusal looks like to a client
+    (the alert is read cleanly because no unread request data makes the server's close a reset)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as conn:
+                data = conn.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            return str(exc)
+    return f"closed without an alert (read {data!r})"
+
+
+# --- basic auth over HTTPS ---------------------------------------------------------------------------
+
+
+def test_https_with_basic_auth(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path)
+    config["basic_auth_users"] = {"prometheus": HASH}
+    config["http_server_config"] = {"headers": {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"}}
+    server = serve(write_config(tmp_path / "web.yml", config))
+    assert server.scheme == "https"
+    ctx = client_context(pki)
+
+    status, headers, body = get(server.port, "/metrics", ctx, ("prometheus", PASSWORD))
+    assert status == 200 and "process_cpu_seconds_total" in body
+    assert headers["X-Frame-Options"] == "deny" and headers["Strict-Transport-Security"] == "max-age=60"
+    for auth in [("prometheus", "wrong"), None, ("nobody", PASSWORD), ("prometheus", "")]:
+        status, headers, body = get(server.port, "/metrics", ctx, auth)
+        assert (status, headers.get("WWW-Authenticate"), body) == (401, "Basic", "Unauthorized\n"), auth
+        assert headers["X-Frame-Options"] == "deny"  # the configured headers go on refusals too
+    for path in ("/", "/-/healthy", "/-/ready", "/nope"):  # every path, as in the exporter-toolkit
+        assert get(server.port, path, ctx)[0] == 401, path
+    assert get(server.port, "/-/healthy", ctx, ("prometheus", PASSWORD))[0] == 200
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:  # plain HTTP to the TLS port
+        raw.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        try:
+            answer = raw.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+        assert b"process_cpu_seconds_total" not in answer
+
+
+def test_untrusted_server_certificate_is_refused_by_clients(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    server = serve(write_config(tmp_path / "web.yml", web_config(pki, tmp_path)))
+    assert "certificate verify failed" in refused(server.port, ssl.create_default_context())
+    assert get(server.port, "/-/healthy", client_context(pki))[0] == 200  # no users: no auth
+
+
+# --- client certificates -----------------------------------------------------------------------------
+
+
+def test_require_and_verify_client_cert(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.pem")
+    server = serve(write_config(tmp_path / "web.yml", config))
+    assert "alert certificate required" in refused(server.port, client_context(pki))
+    assert "alert certificate expired" in refused(server.port, client_context(pki, pki.expired))
+    assert "alert unknown ca" in refused(server.port, client_context(pki, pki.untrusted))
+    status, _, body = get(server.port, "/metrics", client_context(pki, pki.client))
+    assert status == 200 and "process_cpu_seconds_total" in body
+    # over TLS 1.2 too (the certificate is checked inside the handshake there)
+    tls12 = {"maximum_version": ssl.TLSVersion.TLSv1_2}
+    assert "alert handshake failure" in refused(server.port, client_context(pki, **tls12))
+    assert "alert certificate expired" in refused(server.port, client_context(pki, pki.expired, **tls12))
+    assert get(server.port, "/metrics", client_context(pki, pki.client, **tls12))[0] == 200
+
+
+def test_verify_client_cert_if_given(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path, client_auth_type="VerifyClientCertIfGiven", client_ca_file="ca.pem")
+    server = serve(write_config(tmp_path / "web.yml", config))
+    assert get(server.port, "/metrics", client_context(pki))[0] == 200
+    assert get(server.port, "/metrics", client_context(pki, pki.client))[0] == 200
+    assert "alert certificate expired" in refused(server.port, client_context(pki, pki.expired))
+
+
+def test_require_any_client_cert_still_needs_one(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path, client_auth_type="RequireAnyClientCert", client_ca_file="ca.pem")
+    server = serve(write_config(tmp_path / "web.yml", config))
+    assert "alert certificate required" in refused(server.port, client_context(pki))
+    assert get(server.port, "/metrics", client_context(pki, pki.client))[0] == 200
+
+
+def test_client_allowed_sans(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(
+        pki,
+        tmp_path,
+        client_auth_type="RequireAndVerifyClientCert",
+        client_ca_file="ca.pem",
+        client_allowed_sans=["prometheus.example"],
+    )
+    server = serve(write_config(tmp_path / "web.yml", config))
+    assert get(server.port, "/metrics", client_context(pki, pki.scraper))[0] == 200
+    outcome = refused(server.port, client_context(pki, pki.client))  # trusted, but without the SAN
+    assert "closed without an alert (read b'')" in outcome or "EOF" in outcome, outcome
+
+
+# --- TLS versions --------------------------------------------------------------------------------------
+
+
+def test_min_version_tls13_refuses_a_tls12_client(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    server = serve(write_config(tmp_path / "web.yml", web_config(pki, tmp_path, min_version="TLS13")))
+    tls12_only = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    assert "alert protocol version" in refused(server.port, tls12_only)
+    assert get(server.port, "/-/healthy", client_context(pki))[0] == 200
+
+
+def test_max_version_tls12_refuses_a_tls13_client(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    server = serve(write_config(tmp_path / "web.yml", web_config(pki, tmp_path, max_version="TLS12")))
+    tls13_only = client_context(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    assert "alert protocol version" in refused(server.port, tls13_only)
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as conn,
+    ):
+        assert conn.version() == "TLSv1.2"
+
+
+# --- reloading -----------------------------------------------------------------------------------------
+
+
+def test_changes_apply_without_restart_and_invalid_edits_keep_the_last_good(
+    pki: Pki, tmp_path: Path, serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "web.yml"
+    config = web_config(pki, tmp_path)
+    config["basic_auth_users"] = {"prometheus": HASH}
+    server = serve(write_config(path, config), reload_interval=0.0)
+    ctx = client_context(pki)
+    assert get(server.port, "/metrics", ctx, ("prometheus", PASSWORD))[0] == 200
+
+    config["basic_auth_users"] = {"prometheus": NEW_HASH}
+    write_config(path, config)
+    assert get(server.port, "/metrics", ctx, ("prometheus", NEW_PASSWORD))[0] == 200
+    assert get(server.port, "/metrics", ctx, ("prometheus", PASSWORD))[0] == 401
+
+    path.write_text(path.read_text().replace("basic_auth_users:", "basic_auth_user:"))  # a typo
+    assert get(server.port, "/metrics", ctx, ("prometheus", NEW_PASSWORD))[0] == 200
+    assert get(server.port, "/metrics", ctx)[0] == 401  # still protected
+    assert any(
+        "web config reload failed, keeping the previous configuration" in r.getMessage()
+        and "basic_auth_user (line 2): unknown key" in r.getMessage()
+        for r in caplog.records
+    )
+
+    # Certificate renewal: the same file names, new contents; new connections get the new certificate.
+    def serial() -> int:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            der = conn.getpeercert(binary_form=True)
+        assert der is not None
+        return int(x509.load_der_x509_certificate(der).serial_number)
+
+    write_config(path, config)  # fixed again
+    old = serial()
+    shutil.copy(tmp_path / "renewed.pem", tmp_path / "server.pem")
+    shutil.copy(tmp_path / "renewed-key.pem", tmp_path / "server-key.pem")
+    assert serial() != old
+    assert get(server.port, "/metrics", ctx, ("prometheus", NEW_PASSWORD))[0] == 200
+
+
+# --- robustness ----------------------------------------------------------------------------------------
+
+
+def test_a_silent_client_blocks_nobody_and_is_dropped(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    server = serve(write_config(tmp_path / "web.yml", web_config(pki, tmp_path)), handshake_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as silent:
+        started = time.monotonic()
+        assert get(server.port, "/-/healthy", client_context(pki))[0] == 200  # while the silent one waits
+        assert time.monotonic() - started < 1.0
+        assert silent.recv(1) == b""  # dropped after the handshake timeout
+        assert 0.8 < time.monotonic() - started < 4.0
+
+
+def test_rate_limit_answers_429(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path)
+    config["rate_limit"] = {"interval": "1m", "burst": 2}
+    server = serve(write_config(tmp_path / "web.yml", config))
+    ctx = client_context(pki)
+    assert [get(server.port, "/-/healthy", ctx)[0] for _ in range(3)] == [200, 200, 429]
+
+
+# --- the real command and a real Prometheus ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_command_with_web_config_flag(pki: Pki, tmp_path: Path, sim_factory: SimFactory) -> None:
+    sim, scenario = sim_factory()
+    port = free_port()
+    web = web_config(pki, tmp_path)
+    web["basic_auth_users"] = {"prometheus": HASH}
+    write_config(tmp_path / "web.yml", web)
+    (tmp_path / "pw").write_text(SIM_PASSWORD)
+    servers = [
+        {"name": s.name, "host": sim.endpoint(s.name)[0], "port": sim.endpoint(s.name)[1]} for s in scenario.servers
+    ]
+    main = write_config(
+        tmp_path / "mailflow.yml",
+        {
+            "exchange": {
+                "defaults": {"auth": "basic", "username": SIM_USER, "password_file": str(tmp_path / "pw"),
+                             "allow_insecure_basic": True, "call_timeout": "5s"},
+                "servers": servers,
+            },
+            "dns": {"enabled": False},
+            "scheduler": {"first_run_spread": "100ms", "jitter": "100ms"},
+            "state_dir": str(tmp_path / "state"),
+            "web": {"listen_address": f"127.0.0.1:{port}", "config_file": "ignored-the-flag-wins.yml"},
+        },
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--config",
+            str(main),
+            "--web.config.file",
+            str(tmp_path / "web.yml"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ctx = client_context(pki)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, body = get(port, "/metrics", ctx, ("prometheus", PASSWORD))
+                if status == 200 and 'mailflow_collector_up{collector="queues",target="EX01"} 1.0' in body:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the exporter never served metrics over HTTPS"
+            time.sleep(0.2)
+        assert get(port, "/metrics", ctx, ("prometheus", "nope"))[0] == 401
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"listening address=127.0.0.1:{port} path=/metrics scheme=https" in err
+    assert PASSWORD not in err
+
+
+def test_real_prometheus_scrapes_over_https_with_basic_auth_and_client_cert(
+    pki: Pki, tmp_path: Path, sim_factory: SimFactory
+) -> None:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.fail("prometheus is missing: scripts/test.sh installs Debian's prometheus package")
+    sim, scenario = sim_factory()
+    web = web_config(pki, tmp_path, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.pem")
+    web["basic_auth_users"] = {"prometheus": HASH}
+    web_file = write_config(tmp_path / "w.yml", web)
+    settings = settings_for(sim, scenario, overrides={"web": {"config_file": str(web_file)}})
+    service = Service(settings)
+    service.poll_all()
+    service.start()
+    assert service.web is not None and service.web.scheme == "https"
+    target = f"127.0.0.1:{service.web.port}"
+    tls = {"ca_file": str(pki.ca_file), "cert_file": str(pki.client.cert_file), "key_file": str(pki.client.key_file)}
+    good = {"username": "prometheus", "password": PASSWORD}
+    jobs: list[dict[str, Any]] = [
+        {"job_name": "mailflow", "basic_auth": good, "tls_config": tls},
+        {"job_name": "wrong-password", "basic_auth": {**good, "password": "x"}, "tls_config": tls},
+        {"job_name": "no-client-cert", "basic_auth": good, "tls_config": {"ca_file": str(pki.ca_file)}},
+    ]
+    for job in jobs:
+        job.update(scheme="https", static_configs=[{"targets": [target]}])
+    config = write_config(
+        tmp_path / "prometheus.yml",
+        {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": jobs},
+    )
+    prom_port = free_port()
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def up() -> dict[str, str]:
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": "up"})
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return {r["metric"]["job"]: r["value"][1] for r in json.load(resp)["data"]["result"]}
+
+    try:
+        deadline = time.monotonic() + 30
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                seen = up()
+            except OSError:
+                seen = {}
+            if len(seen) == 3:
+                break
+            time.sleep(0.3)
+        assert seen == {"mailflow": "1", "wrong-password": "0", "no-client-cert": "0"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        service.stop()

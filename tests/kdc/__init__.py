@@ -1,0 +1,1 @@
+"""Kerberos test infrastructure: a throwaway MIT KDC on loopback (``mitkdc.py``)."""
