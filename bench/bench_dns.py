@@ -160,6 +160,14 @@ def main() -> None:
     for name, n, elapsed, queries in rows:
         per = f"{queries / n:.1f}" if queries else "-"
         print(f"{name:42} {n:>8} {elapsed:>9.2f} {n / elapsed:>10.1f} {per:>15}")
+    results = [f"dns_domains={args.domains}", f"dns_concurrency={args.concurrency}"]
+    keys = ("dns_1_thread", "dns_n_threads", "dns_checkdmarc")
+    for (_name, n, elapsed, _queries), key in zip(rows, keys, strict=False):
+        results.append(f"{key}_per_s={n / elapsed:.1f}")
+    if args.checkdmarc and len(rows) < 3:
+        print("checkdmarc is not installed (pip install checkdmarc): its row is left out")
+        results.append("dns_checkdmarc_per_s=missing")
+    print("RESULT " + " ".join(results))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ def main() -> None:
     print(f"generate_latest in-process median: {floor * 1000:.1f} ms")
     print(f"GET /metrics (identity) median:    {plain * 1000:.1f} ms  ratio {plain / floor:.2f}x")
     print(f"GET /metrics (gzip) median:        {gz * 1000:.1f} ms  ratio {gz / floor:.2f}x")
+    print(
+        f"RESULT scrape_samples={samples} scrape_floor_ms={floor * 1000:.1f} scrape_identity_ms={plain * 1000:.1f} "
+        f"scrape_gzip_ms={gz * 1000:.1f} scrape_identity_ratio={plain / floor:.2f} scrape_gzip_ratio={gz / floor:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""Run every benchmark, each in its own process, and print one summary table.
+
+    python bench/run_all.py [--quick] [--only scrape,fanout,...] [--verbose]
+
+Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll cycle), tracking
+(events per second of client CPU, fast path), dns (domain checks per second vs checkdmarc; needs NSD;
+checkdmarc is optional: ``pip install checkdmarc``), soak (1,000 poll cycles with faults toggling:
+sessions, threads, fds, RSS), load (20 concurrent scrapers for 60 s). ``--quick`` shrinks every size
+for a smoke run (about a minute); the full run takes about 8-9 minutes on two cores.
+
+Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
+own output is shown with ``--verbose`` (or when it fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    script: str
+    full: tuple[str, ...]
+    quick: tuple[str, ...]
+    summary: Callable[[dict[str, str], bool], list[tuple[str, str, str]]]  # (what, measured, reference)
+    needs: str = ""  # an executable that must be installed
+
+
+def _scrape(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"scrape /metrics ({int(r['scrape_samples']):,} samples)",
+            f"gzip {r['scrape_gzip_ms']} ms ({r['scrape_gzip_ratio']}x), identity {r['scrape_identity_ms']} ms "
+            f"({r['scrape_identity_ratio']}x) vs floor {r['scrape_floor_ms']} ms",
+            "identity <= 1.5x generate_latest()",
+        )
+    ]
+
+
+def _fanout(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"poll fan-out, {r['fanout_servers']} servers, 150 ms/cmdlet" if not quick else "poll fan-out (quick)",
+            f"{r['fanout_warm_s']} s per warm cycle (first {r['fanout_first_s']} s), "
+            f"client CPU {r['fanout_cpu_s']} s, {r['fanout_shells']} shells",
+            "< 3 s per cycle",
+        )
+    ]
+
+
+def _tracking(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "tracking, fast path + Select-Object",
+            f"{int(r['tracking_fast_select_events_per_s']):,} events/s of client CPU "
+            f"({int(r['tracking_fast_select_events']):,} events)",
+            ">= 10,000 events/s",
+        ),
+        (
+            "tracking, fast path, full objects",
+            f"{int(r['tracking_fast_full_events_per_s']):,} events/s",
+            "",
+        ),
+    ]
+
+
+def _dns(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    rows = [
+        (
+            f"DNS checks, {r['dns_domains']} domains (NSD, loopback)",
+            f"{r['dns_1_thread_per_s']} domains/s (1 thread), {r['dns_n_threads_per_s']} "
+            f"({r['dns_concurrency']} threads)",
+            "3.3 domains/s = 1,000 domains per 5 min",
+        )
+    ]
+    cd = r.get("dns_checkdmarc_per_s", "missing")
+    rows.append(
+        (
+            "checkdmarc check_domains, same domains",
+            f"{cd} domains/s" if cd != "missing" else "skipped: checkdmarc not installed (pip install checkdmarc)",
+            "sequential, skip_tls",
+        )
+    )
+    return rows
+
+
+def _soak(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"soak, {int(r['soak_cycles']):,} poll cycles with faults toggling",
+            f"RSS {r['soak_rss_start_mib']} -> {r['soak_rss_end_mib']} MiB; simulator shells {r['soak_shells']}, "
+            f"sessions {r['soak_sessions']}, threads {r['soak_threads']}, fds {r['soak_fds']} (start -> end)",
+            "no growth",
+        )
+    ]
+
+
+def _load(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"load, {r['load_clients']} scrapers x {r['load_seconds']} s, {r['load_servers']} servers",
+            f"{r['load_requests']} requests, {r['load_errors']} errors; p50 {r['load_p50_ms']} / p90 "
+            f"{r['load_p90_ms']} / p99 {r['load_p99_ms']} / max {r['load_max_ms']} ms",
+            "zero errors",
+        )
+    ]
+
+
+BENCHES = [
+    Bench("scrape", "bench_scrape.py", (), ("--servers", "10", "--runs", "5"), _scrape),
+    Bench("fanout", "bench_fanout.py", (), ("--servers", "10", "--cycles", "2", "--latency", "0.05"), _fanout),
+    Bench(
+        "tracking",
+        "bench_tracking.py",
+        ("--fast-only", "--repeat", "2"),
+        ("--fast-only", "--repeat", "1", "--per-minute", "100", "--minutes", "3"),
+        _tracking,
+    ),
+    Bench("dns", "bench_dns.py", ("--checkdmarc",), ("--checkdmarc", "--domains", "100"), _dns, needs="nsd"),
+    Bench("soak", "bench_soak.py", (), ("--cycles", "100"), _soak),
+    Bench(
+        "load",
+        "bench_load.py",
+        (),
+        ("--servers", "10", "--queues", "10", "--clients", "5", "--seconds", "5"),
+        _load,
+    ),
+]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0])
+        ram = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, IndexError, ValueError):
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}){ram}, Python {platform.python_version()}, {platform.system()}"
+
+
+def parse_results(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            out.update(re.findall(r"(\w+)=(\S+)", line))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", default="", help="comma-separated subset: " + ",".join(b.name for b in BENCHES))
+    parser.add_argument("--verbose", action="store_true", help="show each benchmark's own output")
+    args = parser.parse_args()
+    wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = wanted - {b.name for b in BENCHES}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+
+    print(f"machine: {machine()}")
+    print(f"mode: {'quick (smoke sizes)' if args.quick else 'full'}\n")
+    rows: list[tuple[str, str, str, str]] = []
+    failures = 0
+    for bench in BENCHES:
+        if wanted and bench.name not in wanted:
+            continue
+        if bench.needs and shutil.which(bench.needs) is None and not Path(f"/usr/sbin/{bench.needs}").exists():
+            rows.append((bench.name, f"skipped: {bench.needs} not installed", "", ""))
+            continue
+        extra = bench.quick if args.quick else bench.full
+        command = [sys.executable, str(HERE / bench.script), *extra]
+        print(f"== {bench.name}: {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, check=False, cwd=HERE.parent)
+        elapsed = time.perf_counter() - started
+        results = parse_results(proc.stdout)
+        if args.verbose or proc.returncode != 0:
+            print(proc.stdout.rstrip())
+            if proc.returncode != 0:
+                print(proc.stderr.rstrip()[-3000:])
+        print(
+            f"   {'ok' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in {elapsed:.0f}s", flush=True
+        )
+        if proc.returncode != 0:
+            failures += 1
+            rows.append((bench.name, f"FAILED (exit {proc.returncode})", "", f"{elapsed:.0f}s"))
+            continue
+        try:
+            for what, measured, reference in bench.summary(results, args.quick):
+                rows.append((what, measured, reference, f"{elapsed:.0f}s"))
+        except KeyError as missing:
+            failures += 1
+            rows.append((bench.name, f"no result {missing} in its output", "", f"{elapsed:.0f}s"))
+
+    print(f"\nSummary ({'quick' if args.quick else 'full'} run; {machine()})\n")
+    print("| benchmark | measured | target / note | took |")
+    print("|---|---|---|---|")
+    for what, measured, reference, took in rows:
+        print(f"| {what} | {measured} | {reference} | {took} |")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
