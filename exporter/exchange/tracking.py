@@ -89,6 +89,7 @@ def parse_event(obj: Any) -> TrackingEvent | None:
     if isinstance(status, str):
         status = [status]
     latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
+
     def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
         value = props.get(name)
         return "" if value is None else str(value)
