@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -102,13 +104,14 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
-    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
-    through the exporter-toolkit web configuration (TLS, basic auth)."""
+@contextmanager
+def demo_organisation(
+    listen_address: str, tls: bool, overrides: dict[str, Any] | None = None
+) -> Iterator[tuple[Any, Settings]]:
+    """The bundled demo organisation (simulator) and its outside world (DemoNet) running, with
+    exporter settings that poll both; stopped on exit. Yields (scenario, settings)."""
     from exporter.netsim.demo_net import DemoNet
-    from exporter.service import Service
     from exporter.simulator import Simulator, load_scenario
-    from exporter.webconfig import load_web_config
 
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=tls)
@@ -116,10 +119,21 @@ def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: 
     sim.start()
     net.start()
     try:
-        overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
-        if web_config_file is not None:
-            overrides = deep_merge(overrides, {"web": {"config_file": str(web_config_file)}})
-        settings = demo_settings(sim, scenario, listen_address, tls, overrides=overrides)
+        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net)), overrides or {})
+        yield scenario, demo_settings(sim, scenario, listen_address, tls, overrides=merged)
+    finally:
+        net.stop()
+        sim.stop()
+
+
+def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
+    through the exporter-toolkit web configuration (TLS, basic auth)."""
+    from exporter.service import Service
+    from exporter.webconfig import load_web_config
+
+    web = {"web": {"config_file": str(web_config_file)}} if web_config_file is not None else None
+    with demo_organisation(listen_address, tls, web) as (scenario, settings):
         service = Service(settings)
         host, _, port = listen_address.rpartition(":")
         shown = host.strip("[]") or "localhost"
@@ -135,7 +149,4 @@ def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: 
             ", ".join(s.name for s in scenario.servers),
         )
         service.run_forever()
-    finally:
-        net.stop()
-        sim.stop()
     return 0

@@ -34,19 +34,7 @@ def check(settings: Settings) -> Report:
 
 def check_demo() -> Report:
     """``check`` against the bundled demo organisation and its outside world, all in-process."""
-    from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path, demo_settings
-    from exporter.netsim.demo_net import DemoNet
-    from exporter.simulator import Simulator, load_scenario
+    from exporter.demo import demo_organisation
 
-    scenario = load_scenario(demo_scenario_path())
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    net = DemoNet()
-    sim.start()
-    net.start()
-    try:
-        overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
-        settings = demo_settings(sim, scenario, "127.0.0.1:0", tls=False, overrides=overrides)
+    with demo_organisation("127.0.0.1:0", tls=False) as (_scenario, settings):
         return check(settings)
-    finally:
-        net.stop()
-        sim.stop()

@@ -27,7 +27,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-__all__ = ["NsdError", "NsdServer", "find_nsd", "free_port"]
+__all__ = ["NsdError", "NsdServer", "find_nsd", "find_program", "free_port"]
 
 _SBIN = ("/usr/sbin", "/usr/local/sbin")
 _BROKEN_ZONE_TEXT = "; deliberately unloadable: no SOA, and a line that is no record\nthis is not a zone file\n"
@@ -37,11 +37,12 @@ class NsdError(RuntimeError):
     """NSD could not be configured or started; the message carries its output."""
 
 
-def _which(program: str) -> str | None:
+def find_program(program: str, directories: tuple[str, ...] = _SBIN) -> str | None:
+    """``program`` on PATH or in ``directories`` (daemons live in sbin, which a non-root PATH may lack)."""
     found = shutil.which(program)
     if found:
         return found
-    for directory in _SBIN:
+    for directory in directories:
         candidate = Path(directory) / program
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
@@ -50,7 +51,7 @@ def _which(program: str) -> str | None:
 
 def find_nsd() -> str | None:
     """Path of the ``nsd`` binary (also looked for in the sbin directories), or None."""
-    return _which("nsd")
+    return find_program("nsd")
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -103,7 +104,7 @@ class NsdServer:
         self.start_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
         nsd = find_nsd()
-        checkzone = _which("nsd-checkzone")
+        checkzone = find_program("nsd-checkzone")
         if nsd is None or checkzone is None:
             raise NsdError("nsd is not installed (Debian: apt-get install nsd)")
         self._nsd, self._checkzone = nsd, checkzone

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,3 +173,38 @@ def only_collectors(**enabled: dict[str, Any]) -> dict[str, Any]:
     return {
         name: {"enabled": True, **enabled[name]} if name in enabled else {"enabled": False} for name in ALL_COLLECTORS
     }
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """A Debian tool the suite needs (scripts/test.sh installs it): missing is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: scripts/test.sh installs Debian's prometheus package")
+    return path
+
+
+def start_prometheus(
+    config: Path, directory: Path, stderr: Any = subprocess.DEVNULL
+) -> tuple[subprocess.Popen[str], int]:
+    """A real Prometheus (Debian) with ``config`` and its TSDB under ``directory``, on a free loopback
+    port; the caller terminates it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+    return proc, port

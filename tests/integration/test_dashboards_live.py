@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +23,7 @@ import pytest
 from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
 from exporter.netsim.demo_net import DemoNet
 from exporter.simulator import Simulator, load_scenario
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import settings_for, start_prometheus
 from tests.unit.test_dashboards import (
     all_queries,
     iter_panels,
@@ -46,19 +44,6 @@ EMPTY_ON_DEMO = {
 }
 #: Series Prometheus adds to every scrape target itself (not in the exposition).
 PROMETHEUS_SERIES = {"up"}
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: scripts/test.sh installs Debian's prometheus package")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prom:
@@ -112,18 +97,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, str, 
             "  - job_name: mailflow\n"
             f"    static_configs: [{{targets: ['{target}']}}]\n"
         )
-        prom = Prom(free_port())
-        proc = subprocess.Popen(
-            [
-                tool("prometheus"),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom.port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        proc, port = start_prometheus(config, tmp)
+        prom = Prom(port)
         # rate() needs two samples in its window: a few scrapes, then one more poll (new tracking events,
         # latency observations) so the counters move inside the window, then a few more scrapes.
         wait_for_scrapes(prom, 3)

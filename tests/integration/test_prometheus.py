@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -21,17 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
 from exporter.netsim.demo_net import DemoNet
 from exporter.simulator import Simulator, load_scenario
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import settings_for, start_prometheus, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: scripts/test.sh installs Debian's prometheus package")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -117,17 +108,10 @@ def test_every_metric_in_rules_is_emitted(demo_exposition: Any) -> None:
     assert named and named <= emitted, named - emitted
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_real_prometheus_scrapes_the_exporter(demo_exposition: Any, tmp_path: Path) -> None:
     service, _ = demo_exposition
     service.start()  # HTTP server on an ephemeral port (the polls already ran)
     assert service.web is not None
-    prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
@@ -136,17 +120,7 @@ def test_real_prometheus_scrapes_the_exporter(demo_exposition: Any, tmp_path: Pa
         "  - job_name: mailflow\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{service.web.port}']}}]\n"
     )
-    proc = subprocess.Popen(
-        [
-            tool("prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, prom_port = start_prometheus(config, tmp_path, stderr=subprocess.PIPE)
 
     def query(expr: str) -> list[Any]:
         url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})

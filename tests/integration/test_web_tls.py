@@ -36,7 +36,7 @@ from exporter.store import SnapshotStore
 from exporter.web import WebApp, WebServer
 from tests.integration.conftest import PASSWORD as SIM_PASSWORD
 from tests.integration.conftest import USER as SIM_USER
-from tests.integration.conftest import SimFactory, settings_for
+from tests.integration.conftest import SimFactory, free_port, settings_for, start_prometheus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -359,12 +359,6 @@ def test_rate_limit_answers_429(pki: Pki, tmp_path: Path, serve: Serve) -> None:
 # --- the real command and a real Prometheus ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_command_with_web_config_flag(pki: Pki, tmp_path: Path, sim_factory: SimFactory) -> None:
     sim, scenario = sim_factory()
     port = free_port()
@@ -428,9 +422,6 @@ def test_serve_command_with_web_config_flag(pki: Pki, tmp_path: Path, sim_factor
 def test_real_prometheus_scrapes_over_https_with_basic_auth_and_client_cert(
     pki: Pki, tmp_path: Path, sim_factory: SimFactory
 ) -> None:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.fail("prometheus is missing: scripts/test.sh installs Debian's prometheus package")
     sim, scenario = sim_factory()
     web = web_config(pki, tmp_path, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.pem")
     web["basic_auth_users"] = {"prometheus": HASH}
@@ -454,17 +445,7 @@ def test_real_prometheus_scrapes_over_https_with_basic_auth_and_client_cert(
         tmp_path / "prometheus.yml",
         {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": jobs},
     )
-    prom_port = free_port()
-    proc = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, prom_port = start_prometheus(config, tmp_path)
 
     def up() -> dict[str, str]:
         url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": "up"})

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.dnsinfra.nsd import free_port
+from tests.dnsinfra.nsd import find_program, free_port
 
 __all__ = ["KdcError", "MitKdc", "find_kdc"]
 
@@ -37,20 +36,9 @@ class KdcError(RuntimeError):
     """The KDC could not be configured or started, or a kadmin/kinit command failed (with its output)."""
 
 
-def _which(program: str) -> str | None:
-    found = shutil.which(program)
-    if found:
-        return found
-    for directory in _SBIN:
-        candidate = Path(directory) / program
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
 def find_kdc() -> dict[str, str] | None:
     """Paths of krb5kdc, kdb5_util, kadmin.local and kinit (sbin included), or None if one is missing."""
-    found = {name: _which(name) for name in _PROGRAMS}
+    found = {name: find_program(name, _SBIN) for name in _PROGRAMS}
     if any(path is None for path in found.values()):
         return None
     return {name: path for name, path in found.items() if path is not None}
