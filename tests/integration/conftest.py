@@ -6,6 +6,8 @@ import logging
 import shutil
 import socket
 import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -191,20 +193,38 @@ def tool(name: str) -> str:
 
 
 def start_prometheus(
-    config: Path, directory: Path, stderr: Any = subprocess.DEVNULL
+    config: Path, directory: Path, stderr: Any = subprocess.DEVNULL, ready_timeout: float = 60
 ) -> tuple[subprocess.Popen[str], int]:
     """A real Prometheus (Debian) with ``config`` and its TSDB under ``directory``, on a free loopback
-    port; the caller terminates it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            tool("prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        text=True,
-    )
-    return proc, port
+    port, returned once ``/-/ready`` answers 200; the caller terminates it.
+
+    Before it is ready Prometheus answers its API with a plain-text 503, which is not a test result; a
+    process that exits at once (most often another process took the port between ``free_port()`` and
+    the bind) is started again on a new port."""
+    for _attempt in range(3):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                tool("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+        deadline = time.monotonic() + ready_timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        return proc, port
+            except OSError:  # refused while starting, or 503 while the TSDB opens
+                pass
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+            pytest.fail(f"Prometheus on port {port} was not ready within {ready_timeout:.0f} s")
+    pytest.fail(f"Prometheus exited at start three times (last exit code {proc.returncode})")
