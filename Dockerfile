@@ -28,7 +28,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
 USER 10049:10049
 WORKDIR /var/lib/mailflow
 EXPOSE 10049
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:10049/-/healthy', timeout=4); sys.exit(0)"]
+# healthcheck follows the endpoint: plain HTTP, or TLS and basic auth from --web.config.file.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+  CMD ["mailflow-exporter", "healthcheck", "--timeout", "4"]
 ENTRYPOINT ["mailflow-exporter"]
 CMD ["serve", "--config", "/etc/mailflow-exporter/config.yml"]

@@ -169,7 +169,9 @@ def main() -> None:
             target=run_clients, args=(url, args.clients, args.seconds, not args.identity, load_child), daemon=True
         )
         load_proc.start()
+        renders_before = service.app.metrics_renders
         latencies, errors, sizes = load_end.recv()
+        renders = service.app.metrics_renders - renders_before
         load_proc.join(timeout=30)
     finally:
         service.stop()
@@ -188,12 +190,13 @@ def main() -> None:
     p50, p90, p99 = (percentile(latencies, p) * 1000 for p in (50, 90, 99))
     top = max(latencies, default=float("nan")) * 1000
     print(f"{n:>9} {len(errors):>7} {n / args.seconds:>7.1f} {p50:>8.0f} {p90:>8.0f} {p99:>8.0f} {top:>8.0f}")
+    print(f"{renders} renders served {n} requests ({n / max(renders, 1):.1f} requests per render)")
     if errors:
         print("errors, e.g.: " + "; ".join(sorted(set(errors))[:3]))
     print(
         f"RESULT load_servers={args.servers} load_clients={args.clients} load_seconds={args.seconds:g} "
         f"load_requests={n} load_errors={len(errors)} load_p50_ms={p50:.0f} load_p90_ms={p90:.0f} "
-        f"load_p99_ms={p99:.0f} load_max_ms={top:.0f}"
+        f"load_p99_ms={p99:.0f} load_max_ms={top:.0f} load_renders={renders}"
     )
     if errors:
         raise SystemExit(1)

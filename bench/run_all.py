@@ -4,9 +4,10 @@
 
 Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll cycle), tracking
 (events per second of client CPU, fast path), dns (domain checks per second vs checkdmarc; needs NSD;
-checkdmarc is optional: ``pip install checkdmarc``), soak (1,000 poll cycles with faults toggling:
-sessions, threads, fds, RSS), load (20 concurrent scrapers for 60 s). ``--quick`` shrinks every size
-for a smoke run (about a minute); the full run takes about 8-9 minutes on two cores.
+checkdmarc is optional: ``pip install checkdmarc``), status (the triage report and status page),
+soak (1,000 poll cycles with faults toggling: sessions, threads, fds, RSS), load (20 concurrent
+scrapers for 60 s). ``--quick`` shrinks every size for a smoke run (about a minute); the full run
+takes about 8-9 minutes on two cores.
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
@@ -97,6 +98,16 @@ def _dns(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _status(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"status page, demo org ({r['status_findings']} findings)",
+            f"triage report {r['status_report_ms']} ms, page {r['status_page_ms']} ms (median, cache off)",
+            "report < 100 ms, page < 200 ms",
+        )
+    ]
+
+
 def _soak(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
     return [
         (
@@ -113,7 +124,8 @@ def _load(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
         (
             f"load, {r['load_clients']} scrapers x {r['load_seconds']} s, {r['load_servers']} servers",
             f"{r['load_requests']} requests, {r['load_errors']} errors; p50 {r['load_p50_ms']} / p90 "
-            f"{r['load_p90_ms']} / p99 {r['load_p99_ms']} / max {r['load_max_ms']} ms",
+            f"{r['load_p90_ms']} / p99 {r['load_p99_ms']} / max {r['load_max_ms']} ms; "
+            f"{r.get('load_renders', '?')} renders",
             "zero errors",
         )
     ]
@@ -130,6 +142,7 @@ BENCHES = [
         _tracking,
     ),
     Bench("dns", "bench_dns.py", ("--checkdmarc",), ("--checkdmarc", "--domains", "100"), _dns, needs="nsd"),
+    Bench("status", "bench_status.py", (), ("--runs", "5"), _status),
     Bench("soak", "bench_soak.py", (), ("--cycles", "100"), _soak),
     Bench(
         "load",

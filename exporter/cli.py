@@ -123,6 +123,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Probe the local exporter's /-/healthy whatever its web config; exit 0 healthy, 1 not."""
+    from exporter.healthcheck import check as probe
+
+    health = probe(args.address, timeout=args.timeout)
+    print(health.detail, file=sys.stdout if health.ok else sys.stderr)
+    return 0 if health.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailflow-exporter", description="Prometheus exporter for Microsoft Exchange mail flow."
@@ -176,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
     )
     demo.set_defaults(func=cmd_demo)
+
+    from exporter.healthcheck import default_address
+
+    health = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the exporter on this host is serving (for container health checks; works with TLS/auth)",
+    )
+    health.add_argument(
+        "--address",
+        default=default_address(),
+        help="the exporter's listen address (default: $MAILFLOW_WEB__LISTEN_ADDRESS or 127.0.0.1:10049)",
+    )
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds per attempt (default 4)")
+    health.set_defaults(func=cmd_healthcheck)
     return parser
 
 

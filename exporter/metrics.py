@@ -84,7 +84,9 @@ class MailflowCollector:
 
 def build_registry(collector: MailflowCollector, process_metrics: bool = True) -> CollectorRegistry:
     """A private registry: our collector plus the standard process/platform/GC collectors."""
-    registry = CollectorRegistry(auto_describe=False)
+    # Our collectors describe nothing up front; without support for that, a ``name[]`` filtered
+    # scrape would leave every mailflow_ family out.
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(collector)
     if process_metrics:
         ProcessCollector(registry=registry)

@@ -140,7 +140,7 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
-        self._app = WebApp(
+        self.app = WebApp(
             self.registry,
             self.store,
             settings.web.telemetry_path,
@@ -297,7 +297,7 @@ class Service:
         """Start the HTTP server and the scheduler."""
         if serve_http:
             web = self.settings.web
-            self.web = WebServer(self._app, web.listen_address, web.config_file)
+            self.web = WebServer(self.app, web.listen_address, web.config_file)
             self.web.start()
             log.info("listening address=%s path=%s scheme=%s", web.listen_address, web.telemetry_path, self.web.scheme)
         self.scheduler.start()

@@ -12,6 +12,7 @@ its line: ``exchange.servers[1].port (line 14): Input should be less than or equ
 from __future__ import annotations
 
 import contextvars
+import difflib
 import ipaddress
 import json
 import os
@@ -729,9 +730,36 @@ def _bad_json_variables(exc: SettingsError, environ: Mapping[str, str]) -> list[
     return sorted(bad)
 
 
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``MAILFLOW_*`` variables that name no top-level setting. pydantic-settings reads only the
+    variables of known fields, so a misspelt one (``MAILFLOW_EXCHANGE_SERVERS``, one underscore) would
+    otherwise be ignored without a word; unknown keys below a known one are caught by validation."""
+    known = sorted(Settings.model_fields)
+    problems = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == ENV_PREFIX:
+            continue
+        top = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
+        if top not in known:
+            rest = upper.removeprefix(ENV_PREFIX)
+            split = [f"{f.upper()}__{rest[len(f) + 1 :]}" for f in known if top.startswith(f + "_")]
+            hint = split or [h.upper() for h in difflib.get_close_matches(top, known, n=1)]
+            also = f"; did you mean {ENV_PREFIX}{hint[0]}?" if hint else ""
+            problems.append(
+                f"  environment {upper}: unknown setting '{top}' (settings are {', '.join(known)}; "
+                f"'__' separates levels){also}"
+            )
+    return problems
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the configuration; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
+    unknown = _unknown_variables(environ)
+    if unknown:
+        noun = "problem" if len(unknown) == 1 else "problems"
+        raise ConfigError(f"{path or 'configuration'}: {len(unknown)} {noun}:\n" + "\n".join(unknown))
     data, lines = read_yaml(path, unique_keys=True) if path is not None else ({}, {})
     token = _yaml_data.set(data)
     try:

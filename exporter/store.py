@@ -47,6 +47,7 @@ class SnapshotStore:
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], TargetState] = {}
         self._errors: dict[tuple[str, str, str], int] = {}
+        self._generation = 0
 
     def put(self, snapshot: Snapshot) -> None:
         """Record a finished poll."""
@@ -55,6 +56,7 @@ class SnapshotStore:
             previous = self._states.get(key)
             success = snapshot if snapshot.ok else (previous.last_success if previous else None)
             self._states[key] = TargetState(last=snapshot, last_success=success)
+            self._generation += 1
             if not snapshot.ok:
                 err_key = (snapshot.collector, snapshot.target, snapshot.reason or "other")
                 self._errors[err_key] = self._errors.get(err_key, 0) + 1
@@ -83,8 +85,14 @@ class SnapshotStore:
         """Drop a target that is no longer polled (e.g. removed by discovery)."""
         with self._lock:
             self._states.pop((collector, target), None)
+            self._generation += 1
             for key in [k for k in self._errors if k[:2] == (collector, target)]:
                 del self._errors[key]
+
+    def generation(self) -> int:
+        """A counter that moves on every change to the store (a finished poll or a forgotten target)."""
+        with self._lock:
+            return self._generation
 
     def now(self) -> float:
         return self._clock()

@@ -21,9 +21,10 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.exposition import SharedRenderApp
 from exporter.store import SnapshotStore
 from exporter.webconfig import BasicAuth, RateLimiter, WebConfigReloader, peer_sans
 
@@ -187,8 +188,9 @@ class WebApp:
         healthy: Callable[[], tuple[bool, str]] = lambda: (True, "Healthy"),
         triage: Callable[[], Report] | None = None,
         triage_cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._metrics_app = make_wsgi_app(registry)
+        self._metrics_app = SharedRenderApp(registry, store.generation)
         self._store = store
         self._path = telemetry_path
         self._runbook = runbook_url
@@ -198,6 +200,7 @@ class WebApp:
         self._triage_ttl = triage_cache_seconds
         self._triage_lock = threading.Lock()
         self._triage_cached: tuple[float, str] | None = None  # (monotonic time, rendered HTML)
+        self._clock = clock
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -221,6 +224,11 @@ class WebApp:
             )
             return [body]
         return _text(start_response, "404 Not Found", "Not found. Try / or " + self._path + "\n")
+
+    @property
+    def metrics_renders(self) -> int:
+        """How many times /metrics was rendered (concurrent scrapes share renders)."""
+        return self._metrics_app.renders
 
     def landing_page(self) -> str:
         """The status page: the triage of the latest snapshots (verdicts, findings, what could not be
@@ -259,7 +267,7 @@ class WebApp:
             return ""
         with self._triage_lock:  # one build at a time; concurrent requests wait and reuse it
             cached = self._triage_cached
-            if cached is not None and time.monotonic() - cached[0] < self._triage_ttl:
+            if cached is not None and self._clock() - cached[0] < self._triage_ttl:
                 return cached[1]
             try:
                 rendered = render_triage(self._triage(), self._runbook)
@@ -269,7 +277,7 @@ class WebApp:
                     f"<p class='triage-error' role='alert'>triage failed: {_e(type(exc).__name__)} "
                     "(see the exporter log); the collectors below are still current.</p>"
                 )
-            self._triage_cached = (time.monotonic(), rendered)
+            self._triage_cached = (self._clock(), rendered)
             return rendered
 
 

@@ -96,6 +96,11 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
         "1 for the domain's DMARC policy (none, quarantine, reject, invalid, missing).",
         ["domain", "policy"],
     )
+    dmarc_inherited = _g(
+        "mailflow_dns_dmarc_inherited",
+        "1 if the domain has no DMARC record of its own and its organizational domain's record covers it.",
+        ["domain"],
+    )
     mta_sts = _g(
         "mailflow_dns_mta_sts_present",
         "1 if the domain publishes an MTA-STS TXT record (_mta-sts).",
@@ -149,6 +154,7 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
             policy = r.policies.dmarc_policy
             for value in (*DMARC_POLICIES, "invalid", "missing"):
                 dmarc.add_metric([d, value], _b(policy == value))
+            dmarc_inherited.add_metric([d], _b(bool(r.policies.dmarc_inherited_from)))
         if check(d, "mta_sts", r.policies.mta_sts.answer):
             mta_sts.add_metric([d], _b(r.policies.mta_sts.present))
         if check(d, "tls_rpt", r.policies.tls_rpt.answer):
@@ -158,7 +164,7 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
             if state.last_change is not None:
                 changed.add_metric([d, rtype], state.last_change)
     return [success, error, mx_records, mx_null, mx_host, mx_match, spf_records, spf_lookups, spf_void,
-            spf_valid, spf_result, dmarc, mta_sts, tls_rpt, drift, changed]  # fmt: skip
+            spf_valid, spf_result, dmarc, dmarc_inherited, mta_sts, tls_rpt, drift, changed]  # fmt: skip
 
 
 def render_ips(results: Iterable[IpResult]) -> list[Metric]:

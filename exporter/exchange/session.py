@@ -46,6 +46,8 @@ CONFIGURATION_NAME = "Microsoft.Exchange"
 ENDPOINT_PATH = "PowerShell"
 SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
+_ORPHAN_LIMIT = 8  # shells per session whose rejected close is retried (PowerShellMaxConcurrency is 18)
+_ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the server's idle timeout
 _T = TypeVar("_T")
 _DECODE_ERRORS = (ET.ParseError, SerializationError, KeyError, ValueError, TypeError, AttributeError, IndexError)
 
@@ -317,6 +319,10 @@ class ExchangeSession:
         self._pool_lock = threading.Lock()  # guards _pool/_closed; never held during network I/O
         self._closed = False
         self.opened = 0  # pools opened over this session's life (a reuse measure)
+        # Pools whose close the server rejected (401, 500, a WSMan fault): their shells are still open
+        # there, counted against PowerShellMaxConcurrency until IIS's idle timeout. Closed again once
+        # the server lets a new session open. (pool, attempts so far)
+        self._orphans: list[tuple[RunspacePool, int]] = []
         self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
 
@@ -421,6 +427,8 @@ class ExchangeSession:
             self._pool = pool
         self.opened += 1
         log.info("session opened server=%s endpoint=%s", self.server.name, self.server.endpoint)
+        if self._orphans:  # the server answers again: retry the closes it rejected
+            start_thread(self._close_orphans, f"orphans-{self.server.name}")
         return pool
 
     def _run(
@@ -484,19 +492,39 @@ class ExchangeSession:
             opening.result(timeout=self._teardown_wait())
         self._close_pool(pool, self._teardown_wait())
 
-    def _close_pool(self, pool: RunspacePool, wait: float) -> None:
+    def _close_pool(self, pool: RunspacePool, wait: float, attempts: int = 0) -> None:
         """Close a pool, waiting up to ``wait`` s, then free its session slot (the slot counts
-        sessions until their close has finished or given up)."""
+        sessions until their close has finished or given up). A close the server answered with an
+        error leaves the shell open there: the pool is kept to be closed again later."""
         try:
             closing = start_thread(pool.close, f"closing-{self.server.name}")
             closing.result(timeout=wait)
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
+            self._keep_orphan(pool, exc, attempts + 1)
         finally:
             # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
             with contextlib.suppress(Exception):
                 pool.connection.close()
-            self._limiter.release(self.server.account, self._endpoint_key)
+            if attempts == 0:
+                self._limiter.release(self.server.account, self._endpoint_key)
+
+    def _keep_orphan(self, pool: RunspacePool, exc: BaseException, attempts: int) -> None:
+        rejected = isinstance(exc, WSManFaultError | WinRMTransportError | AuthenticationError)
+        if not rejected or _shell_gone(exc) or not getattr(pool.shell, "opened", False):
+            return  # never reached the server, or the shell is gone: nothing left to close
+        with self._pool_lock:
+            if attempts <= _ORPHAN_ATTEMPTS and len(self._orphans) < _ORPHAN_LIMIT:
+                self._orphans.append((pool, attempts))
+
+    def _close_orphans(self) -> None:
+        """Close the shells whose close the server rejected earlier (each at most a few times)."""
+        with self._pool_lock:
+            orphans, self._orphans = self._orphans, []
+        for pool, attempts in orphans:
+            self._close_pool(pool, self._teardown_wait(), attempts)
+            if not getattr(pool.shell, "opened", True):
+                log.info("closed a shell left open by a rejected close server=%s", self.server.name)
 
     def close(self, wait: float = 5.0) -> None:
         """Close the pool for good (shutdown, or the server left the inventory), within ``wait`` s.
@@ -509,6 +537,11 @@ class ExchangeSession:
         if pool is not None:
             self._close_pool(pool, wait)
             log.info("session closed server=%s", self.server.name)
+        with self._pool_lock:
+            orphans, self._orphans = self._orphans, []
+        for orphan, _ in orphans:  # one last try each; the server's idle timeout ends the rest
+            with contextlib.suppress(Exception):
+                orphan.connection.close()
 
 
 def _clip(text: str, limit: int = 400) -> str:

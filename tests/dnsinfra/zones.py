@@ -30,6 +30,7 @@ from exporter.netsim.dns_server import split_txt
 __all__ = [
     "BROKEN_ZONES",
     "DMARC_CASES",
+    "DMARC_EFFECTIVE",
     "DNSBL_CASES",
     "DNSBL_ZONE",
     "DOMAIN",
@@ -150,6 +151,19 @@ DMARC_CASES: dict[str, str] = {
     DOMAIN: "ok",
     f"baddmarc.{DOMAIN}": "malformed",
     f"nodmarc.{DOMAIN}": "missing",
+}
+
+#: The DMARC policy a receiver applies to each domain, and the organizational domain it inherits from
+#: ("" for the domain's own record): RFC 7489 6.6.3, organizational domains from the Public Suffix List.
+DMARC_EFFECTIVE: dict[str, tuple[str, str]] = {
+    DOMAIN: ("reject", ""),
+    f"baddmarc.{DOMAIN}": ("invalid", ""),  # a broken own record is what receivers see: no fallback
+    f"nodmarc.{DOMAIN}": ("reject", DOMAIN),  # no sp= at the parent: its p= applies
+    "orgdmarc.test": ("reject", ""),
+    "eu.orgdmarc.test": ("quarantine", "orgdmarc.test"),  # the parent's sp=
+    "own.orgdmarc.test": ("none", ""),  # its own record wins over the parent's
+    "nodmarc.test": ("missing", ""),
+    "eu.nodmarc.test": ("missing", ""),  # neither it nor its organizational domain has one
 }
 
 DMARC_RECORD = f"v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}; adkim=s; aspf=s"
@@ -294,8 +308,29 @@ def _dnsbl() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _orgdmarc() -> str:
+    lines = [
+        "$ORIGIN orgdmarc.test.",
+        "$TTL 300",
+        _SOA,
+        f"@ IN MX 10 mx1.{DOMAIN}.",
+        f"_dmarc IN TXT {_q('v=DMARC1; p=reject; sp=quarantine; rua=mailto:dmarc@orgdmarc.test')}",
+        f"eu IN MX 10 mx1.{DOMAIN}.",
+        f"own IN MX 10 mx1.{DOMAIN}.",
+        f"_dmarc.own IN TXT {_q('v=DMARC1; p=none')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _nodmarc() -> str:
+    lines = ["$ORIGIN nodmarc.test.", "$TTL 300", _SOA, f"@ IN MX 10 mx1.{DOMAIN}.", f"eu IN MX 10 mx1.{DOMAIN}."]
+    return "\n".join(lines) + "\n"
+
+
 TEST_ZONES: dict[str, str] = {
     DOMAIN: _mailflow(),
+    "orgdmarc.test": _orgdmarc(),
+    "nodmarc.test": _nodmarc(),
     "2.0.192.in-addr.arpa": _reverse_192(),
     "100.51.198.in-addr.arpa": _reverse_198(),
     DNSBL_ZONE: _dnsbl(),

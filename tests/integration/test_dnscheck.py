@@ -12,7 +12,7 @@ from prometheus_client.core import CollectorRegistry
 
 from exporter.dnscheck.dnsbl import check_dnsbl
 from exporter.dnscheck.mx import check_mx
-from exporter.dnscheck.policy import check_policies
+from exporter.dnscheck.policy import check_policies, organizational_domain
 from exporter.dnscheck.ptr import check_ptr
 from exporter.dnscheck.resolver import NODATA, NXDOMAIN, OK, SERVFAIL, TIMEOUT, DnsClient
 from exporter.dnscheck.smtp_probe import probe
@@ -21,7 +21,16 @@ from exporter.service import Service
 from exporter.settings import Settings
 from tests.dnsinfra.nsd import NsdServer, free_port
 from tests.dnsinfra.smtp import EXPIRING_DAYS, MX_NAME, SmtpServerFactory
-from tests.dnsinfra.zones import DMARC_CASES, DNSBL_CASES, DNSBL_ZONE, DOMAIN, MX_CASES, PTR_CASES, SPF_CASES
+from tests.dnsinfra.zones import (
+    DMARC_CASES,
+    DMARC_EFFECTIVE,
+    DNSBL_CASES,
+    DNSBL_ZONE,
+    DOMAIN,
+    MX_CASES,
+    PTR_CASES,
+    SPF_CASES,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -130,9 +139,24 @@ def test_policies(nsd_server: NsdServer) -> None:
     c = client_for(nsd_server)
     main = check_policies(DOMAIN, c.fresh())
     assert main.dmarc_policy == "reject" and main.mta_sts.present and main.tls_rpt.present
-    assert check_policies(f"baddmarc.{DOMAIN}", c.fresh()).dmarc_policy == "invalid"
-    assert check_policies(f"nodmarc.{DOMAIN}", c.fresh()).dmarc_policy == "missing"
     assert set(DMARC_CASES.values()) == {"ok", "malformed", "missing"}
+    for domain, (policy, parent) in DMARC_EFFECTIVE.items():
+        result = check_policies(domain, c.fresh())
+        assert (result.dmarc_policy, result.dmarc_inherited_from) == (policy, parent), domain
+
+
+def test_dmarc_fallback_is_not_taken_on_a_resolver_fault(nsd_server: NsdServer) -> None:
+    """A SERVFAIL for the domain's own _dmarc is a failed check, not an absence to inherit over."""
+    result = check_policies("eu.servfail.test", client_for(nsd_server))
+    assert result.dmarc.answer.failed and not result.dmarc_inherited_from
+
+
+def test_organizational_domains() -> None:
+    assert organizational_domain("mail.contoso.com") == "contoso.com"
+    assert organizational_domain("a.b.Example.CO.UK.") == "example.co.uk"
+    assert organizational_domain("contoso.com") == "contoso.com"
+    assert organizational_domain("co.uk") == "co.uk"  # a public suffix stays itself: nothing to fall back to
+    assert organizational_domain("eu.orgdmarc.test") == "orgdmarc.test"  # unknown TLD: the default "*" rule
 
 
 def test_smtp_probe_kinds(smtp_server_factory: SmtpServerFactory) -> None:

@@ -152,9 +152,6 @@ class Case:
     cmdlet: str | None = None
     seconds: float | None = None
     family: str = "exchange"  # exchange | dns | smtp
-    # Shells the exporter cannot close: when the endpoint rejects every request, the close of the session
-    # that was open when the fault began is rejected too; that shell stays until IIS's idle timeout.
-    orphans: int = 0
 
 
 CASES = [
@@ -162,9 +159,9 @@ CASES = [
     Case("hang", "timeout"),  # every request of the endpoint accepted and never answered
     Case("latency", "timeout", seconds=0.6),  # slow responses: a call is >= 2 requests > call_timeout
     Case("cmdlet_latency", "timeout", cmdlet="Get-Queue", seconds=1.6),  # a slow cmdlet
-    Case("http401", "auth", orphans=1),
-    Case("http500", "http_error", orphans=1),
-    Case("wsman_fault", "wsman_fault", orphans=1),
+    Case("http401", "auth"),
+    Case("http500", "http_error"),
+    Case("wsman_fault", "wsman_fault"),
     Case("session_limit", "session_limit"),  # the 18-session PowerShellMaxConcurrency throttle
     Case("malformed_clixml", "parse", cmdlet="Get-Queue"),
     Case("error_record", "cmdlet_error", cmdlet="Get-Queue"),
@@ -269,7 +266,7 @@ def exchange_env(case: Case, sim_factory: SimFactory) -> Env:
     def sessions_settled() -> bool:
         in_use = sessions_in_use()
         shells = sim.stats()["shells_open"]
-        return in_use == len(SERVERS) and shells == in_use + case.orphans and not retained_pipelines()
+        return in_use == len(SERVERS) and shells == in_use and not retained_pipelines()
 
     def sessions_detail() -> Any:
         return {

@@ -421,7 +421,7 @@ def test_fault_latency(sim: Simulator, pool: RunspacePool) -> None:
     sim.faults.clear("EX01")
     started = time.monotonic()
     invoke(pool, ("Get-Queue", {"Identity": "EX01\\3"}))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # no longer delayed (the delayed call took >= 1.0 s)
 
 
 @pytest.mark.timeout(30)
@@ -434,7 +434,7 @@ def test_fault_cmdlet_latency(sim: Simulator) -> None:
         assert time.monotonic() - started >= 1.5
         started = time.monotonic()
         invoke(p, ("Get-ExchangeServer", {}))  # other cmdlets are not delayed
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5  # not delayed: the delayed cmdlet took >= 1.5 s
     finally:
         p.close()
 

@@ -8,6 +8,7 @@ import base64
 import datetime
 import http.client
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -29,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exporter.healthcheck import Health
+from exporter.healthcheck import check as healthcheck
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.netsim.tls_certs import CertificateAuthority, create_ca, issue_server_certificate
 from exporter.service import Service
@@ -468,3 +471,79 @@ def test_real_prometheus_scrapes_over_https_with_basic_auth_and_client_cert(
         proc.terminate()
         proc.wait(timeout=30)
         service.stop()
+
+
+# --- the container health check follows the endpoint ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "detail"),
+    [
+        ("plain", "healthy (http)"),
+        ("plain+auth", "alive (http, behind basic auth)"),
+        ("tls", "healthy (https)"),
+        ("tls+auth", "alive (https, behind basic auth)"),
+        ("tls+client-cert", "alive (https, requires a client certificate)"),
+        ("tls1.2+client-cert", "alive (https, requires a client certificate)"),
+    ],
+)
+def test_healthcheck_follows_the_web_config(pki: Pki, tmp_path: Path, serve: Serve, setup: str, detail: str) -> None:
+    if setup.startswith("plain"):
+        config: dict[str, Any] = {}
+    elif "client-cert" in setup:
+        extra = {"max_version": "TLS12"} if setup.startswith("tls1.2") else {}
+        config = web_config(
+            pki, tmp_path, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.pem", **extra
+        )
+    else:
+        config = web_config(pki, tmp_path)
+    if setup.endswith("+auth"):
+        config["basic_auth_users"] = {"prometheus": HASH}
+    server = serve(write_config(tmp_path / "web.yml", config))
+    for _ in range(5):  # TLS 1.3's post-handshake refusal races the request: every outcome must be "alive"
+        result = healthcheck(f"127.0.0.1:{server.port}")
+        assert result.ok, result
+        if "client-cert" in setup and "closed the request after the handshake" in result.detail:
+            continue
+        assert result.detail == detail
+
+
+def test_healthcheck_reports_an_unhealthy_or_absent_exporter(pki: Pki, tmp_path: Path) -> None:
+    store = SnapshotStore()
+    app = WebApp(
+        build_registry(MailflowCollector(store, [], 3.0)),
+        store,
+        "/metrics",
+        "https://x.invalid",
+        Ready(),
+        healthy=lambda: (False, "scheduler not running"),
+    )
+    server = WebServer(app, "127.0.0.1:0", write_config(tmp_path / "web.yml", web_config(pki, tmp_path)))
+    server.start()
+    try:
+        result = healthcheck(f"127.0.0.1:{server.port}")
+        assert result == Health(False, "unhealthy: /-/healthy answered HTTP 503 (https)")
+    finally:
+        server.stop()
+    gone = healthcheck(f"127.0.0.1:{server.port}", timeout=2)
+    assert not gone.ok and gone.detail.startswith("unreachable: 127.0.0.1:")
+    assert healthcheck("nonsense") == Health(False, "listen address 'nonsense' is not host:port")
+
+
+def test_healthcheck_command_exit_codes(pki: Pki, tmp_path: Path, serve: Serve) -> None:
+    config = web_config(pki, tmp_path)
+    config["basic_auth_users"] = {"prometheus": HASH}
+    server = serve(write_config(tmp_path / "web.yml", config))
+    env = {**os.environ, "MAILFLOW_WEB__LISTEN_ADDRESS": f":{server.port}"}  # as the container sets it
+    ok = subprocess.run(
+        [sys.executable, "-m", "exporter", "healthcheck"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (ok.returncode, ok.stdout.strip()) == (0, "alive (https, behind basic auth)")
+    port = free_port()
+    down = subprocess.run(
+        [sys.executable, "-m", "exporter", "healthcheck", "--address", f"127.0.0.1:{port}", "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1 and "unreachable" in down.stderr

@@ -336,3 +336,39 @@ def test_bad_environment_value_names_the_variable(
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == expected(message, path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "MAILFLOW_EXCHANGE_SERVERS",  # one underscore: would be ignored by pydantic-settings
+            "{cfg}: 1 problem:\n  environment MAILFLOW_EXCHANGE_SERVERS: unknown setting 'exchange_servers' "
+            "(settings are collectors, dns, exchange, log, scheduler, secrets_dir, sharding, state_dir, web; "
+            "'__' separates levels); did you mean MAILFLOW_EXCHANGE__SERVERS?",
+        ),
+        (
+            "MAILFLOW_SCHEDULAR__MAX_WORKERS",
+            "{cfg}: 1 problem:\n  environment MAILFLOW_SCHEDULAR__MAX_WORKERS: unknown setting 'schedular' "
+            "(settings are collectors, dns, exchange, log, scheduler, secrets_dir, sharding, state_dir, web; "
+            "'__' separates levels); did you mean MAILFLOW_SCHEDULER?",
+        ),
+    ],
+)
+def test_unknown_top_level_variable_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    path = write(tmp_path, "exchange:\n  defaults:\n    call_timeout: 30s\n")
+    monkeypatch.setenv(variable, "4")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == expected(message, path)
+
+
+def test_known_variables_and_other_prefixes_are_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "exchange:\n  defaults:\n    call_timeout: 30s\n")
+    monkeypatch.setenv("MAILFLOW_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("MAILFLOWX_UNRELATED", "1")
+    monkeypatch.setenv("mailflow_log__level", "debug")  # variables are case-insensitive, as for the fields
+    settings = load_settings(path)
+    assert settings.state_dir == tmp_path and settings.log.level == "debug"

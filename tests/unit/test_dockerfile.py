@@ -32,7 +32,10 @@ def test_runtime_stage_promises() -> None:
     user = [line for line in final.splitlines() if line.startswith("USER ")]
     assert user and not user[-1].split()[1].startswith(("0", "root"))
     assert "EXPOSE 10049" in final
-    assert "HEALTHCHECK" in final and "/-/healthy" in final
+    # The health check must keep working once --web.config.file adds TLS or basic auth: it runs the
+    # healthcheck command (tests/integration/test_web_tls.py proves it against each web config).
+    health = final.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0].split("CMD", 1)[1].split("\n", 1)[0]
+    assert json.loads(health)[:2] == ["mailflow-exporter", "healthcheck"]
     entry = [line for line in final.splitlines() if line.startswith("ENTRYPOINT")]
     assert entry and json.loads(entry[0].split(" ", 1)[1]) == ["mailflow-exporter"]
 

@@ -1,0 +1,108 @@
+"""The /metrics WSGI app: one render shared by concurrent scrapes.
+
+prometheus_client's ``make_wsgi_app`` renders the whole registry for every request. For a large
+organisation that is about half a second of CPU under the GIL, so N concurrent scrapers each wait
+for N renders. Here a request is answered by a render that is at least as new as the request:
+
+* the cached render, if the store has not changed since it began and it is at most ``max_age``
+  seconds old (only process metrics and staleness move without a store change), or
+* the first render that *began after the request arrived*: concurrent requests queue behind one
+  render instead of each rendering, and every request that waited for it is answered by it.
+
+So data is never older than the request, and concurrent scrapers cost about one render each round
+instead of one per scraper. ``name[]`` filtered requests and non-GET methods are not cached.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import choose_encoder
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class _Render:
+    generation: int
+    began: float  # monotonic time the render began
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _gzip_accepted(accept_encoding: str) -> bool:
+    return any(part.split(";")[0].strip().lower() == "gzip" for part in accept_encoding.split(","))
+
+
+class SharedRenderApp:
+    """WSGI app serving ``registry`` with renders shared between concurrent scrapes."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        generation: Callable[[], int],
+        max_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._generation = generation
+        self._max_age = max_age
+        self._clock = clock
+        self._fallback = make_wsgi_app(registry)
+        self._locks: dict[tuple[str, bool], threading.Lock] = {}
+        self._cache: dict[tuple[str, bool], _Render] = {}
+        self._guard = threading.Lock()
+        self.renders = 0  # how many renders this app did (benchmarks and tests read it)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "GET" or "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
+            return self._fallback(environ, start_response)  # type: ignore[no-any-return,unused-ignore]
+        arrived = self._clock()
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
+        compress = _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or "")
+        key = (content_type, compress)
+        render = self._usable(key, arrived)
+        if render is None:
+            with self._guard:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
+                render = self._usable(key, arrived)
+                if render is None:
+                    render = self._render(key, encoder, content_type, compress)
+        start_response("200 OK", list(render.headers))
+        return [render.body]
+
+    def _usable(self, key: tuple[str, bool], arrived: float) -> _Render | None:
+        render = self._cache.get(key)
+        if render is None:
+            return None
+        if render.began >= arrived:
+            return render  # began after this request arrived: as new as a render of its own
+        if render.generation == self._generation() and arrived - render.began <= self._max_age:
+            return render
+        return None
+
+    def _render(
+        self, key: tuple[str, bool], encoder: Callable[[CollectorRegistry], bytes], content_type: str, compress: bool
+    ) -> _Render:
+        # Read the generation before rendering: a poll that lands mid-render makes this render
+        # look older than it is (re-rendered next time), never newer.
+        generation = self._generation()
+        began = self._clock()
+        body = encoder(self._registry)
+        headers = [("Content-Type", content_type)]
+        if compress:
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        render = _Render(generation, began, tuple(headers), body)
+        self._cache[key] = render
+        self.renders += 1
+        return render

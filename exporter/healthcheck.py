@@ -1,0 +1,118 @@
+"""``mailflow-exporter healthcheck``: is the exporter on this host serving? For container health checks.
+
+A plain ``GET http://127.0.0.1:10049/-/healthy`` stops working the moment the endpoint is secured with
+``--web.config.file``: over TLS the plain request is dropped, with basic auth it gets 401, with
+client certificates required the handshake is refused. This check follows the endpoint instead:
+
+* it asks ``/-/healthy`` over HTTP, then (if the port speaks TLS) over HTTPS without verifying the
+  certificate: it checks liveness of a local process, not the identity of a remote one;
+* ``200`` is healthy and ``503`` (the scheduler died) is not;
+* ``401`` (basic auth) and a TLS refusal for want of a client certificate are "alive": the exporter's
+  HTTP server accepted the connection and answered, which is all a client without credentials can see.
+
+Connection refused, a timeout or any other answer is unhealthy. Exit code 0 healthy, 1 not.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+
+DEFAULT_ADDRESS = "127.0.0.1:10049"
+
+
+@dataclass(frozen=True)
+class Health:
+    """The outcome: ``ok`` for the exit code, ``detail`` for the one line printed."""
+
+    ok: bool
+    detail: str
+
+
+def local_address(listen_address: str) -> tuple[str, int]:
+    """Where to reach a server listening on ``listen_address`` from this host (``:10049``,
+    ``0.0.0.0:10049`` and ``[::]:10049`` are reached over loopback)."""
+    host, sep, port = listen_address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {listen_address!r} is not host:port")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, int(port)
+
+
+def _get(host: str, port: int, timeout: float, context: ssl.SSLContext | None) -> int:
+    conn: http.client.HTTPConnection
+    if context is None:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    try:
+        conn.connect()  # over TLS: the handshake, whose failures the caller tells apart from later ones
+        try:
+            conn.request("GET", "/-/healthy", headers={"User-Agent": "mailflow-exporter-healthcheck"})
+            return conn.getresponse().status
+        except (http.client.HTTPException, OSError) as exc:
+            if context is None:
+                raise
+            raise _ClosedAfterHandshake(exc) from exc
+    finally:
+        conn.close()
+
+
+class _ClosedAfterHandshake(Exception):
+    """The TLS handshake completed, then the server refused the request (an alert, a reset or EOF)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _verdict(status: int, scheme: str) -> Health:
+    if status == 200:
+        return Health(True, f"healthy ({scheme})")
+    if status == 401:
+        return Health(True, f"alive ({scheme}, behind basic auth)")
+    return Health(False, f"unhealthy: /-/healthy answered HTTP {status} ({scheme})")
+
+
+def check(listen_address: str, timeout: float = 4.0) -> Health:
+    """Probe the exporter listening on ``listen_address``. Never raises."""
+    try:
+        host, port = local_address(listen_address)
+    except ValueError as exc:
+        return Health(False, str(exc))
+    try:
+        return _verdict(_get(host, port, timeout, None), "http")
+    except (ConnectionRefusedError, TimeoutError, socket.gaierror) as exc:
+        return Health(False, f"unreachable: {host}:{port}: {exc}")
+    except (http.client.HTTPException, ConnectionError, OSError):
+        pass  # a TLS listener drops or garbles a plain-text request: try TLS
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # liveness of our own local process, not its identity
+    try:
+        return _verdict(_get(host, port, timeout, context), "https")
+    except _ClosedAfterHandshake as exc:
+        # TLS 1.3 sends "certificate required" after the handshake; racing our request, it may reach us
+        # as that alert, a reset or an EOF. The server completed a handshake either way: it is serving.
+        if isinstance(exc.cause, ssl.SSLError) and "CERTIFICATE_REQUIRED" in (exc.cause.reason or "").upper():
+            return Health(True, "alive (https, requires a client certificate)")
+        return Health(True, f"alive (https, closed the request after the handshake: {type(exc.cause).__name__})")
+    except ssl.SSLError as exc:
+        reason = (exc.reason or "").upper()
+        if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
+            return Health(True, "alive (https, requires a client certificate)")
+        return Health(False, f"unhealthy: TLS error {exc.reason or exc}")
+    except (http.client.HTTPException, OSError) as exc:
+        return Health(False, f"unhealthy: {type(exc).__name__}: {exc}")
+
+
+def default_address() -> str:
+    """``MAILFLOW_WEB__LISTEN_ADDRESS`` when set (as the exporter itself reads it), else :10049."""
+    return os.environ.get("MAILFLOW_WEB__LISTEN_ADDRESS") or DEFAULT_ADDRESS
