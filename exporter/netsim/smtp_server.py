@@ -19,7 +19,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from exporter.netsim.tls_certs import server_tls_context
+from exporter.pki import server_tls_context
 
 __all__ = ["REJECT_REPLY", "DemoSMTP"]
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.netsim.smtp_server import DemoSMTP
-from exporter.netsim.tls_certs import create_ca, expired_certificate, issue_server_certificate
-from exporter.simulator.tls import TlsFiles
+from exporter.pki import TlsFiles, create_ca, expired_certificate, issue_server_certificate
 
 __all__ = ["CERT_KINDS", "MX_NAME", "SmtpServerFactory", "SmtpTo"]
 

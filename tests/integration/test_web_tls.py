@@ -5,7 +5,6 @@ rate limit, the real ``serve`` command, and a real Prometheus scraping over HTTP
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
 import json
 import os
@@ -26,14 +25,11 @@ import bcrypt
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exporter.healthcheck import Health
 from exporter.healthcheck import check as healthcheck
 from exporter.metrics import MailflowCollector, build_registry
-from exporter.netsim.tls_certs import CertificateAuthority, create_ca, issue_server_certificate
+from exporter.pki import ClientCert, create_ca, issue_client_certificate, issue_server_certificate
 from exporter.service import Service
 from exporter.store import SnapshotStore
 from exporter.web import WebApp, WebServer
@@ -47,44 +43,6 @@ PASSWORD = "correct horse battery staple"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
 NEW_PASSWORD = "rotated-Pa55"
 NEW_HASH = bcrypt.hashpw(NEW_PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-
-
-@dataclass(frozen=True)
-class ClientCert:
-    cert_file: Path
-    key_file: Path
-
-
-def issue_client_certificate(
-    ca: CertificateAuthority, directory: Path, name: str, *, expired: bool = False, sans: tuple[str, ...] = ()
-) -> ClientCert:
-    """A TLS client certificate (clientAuth) for ``name``, with DNS SANs ``sans``; ``expired``: ended yesterday."""
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    start, end = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired else (
-        now - datetime.timedelta(hours=1),
-        now + datetime.timedelta(days=30),
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
-    cert = builder.sign(ca.key, hashes.SHA256())
-    out = ClientCert(directory / f"{name}.pem", directory / f"{name}-key.pem")
-    out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return out
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import yaml
 from exporter import webconfig
 from exporter.cli import _load
 from exporter.errors import ConfigError
-from exporter.netsim.tls_certs import create_ca, issue_server_certificate
+from exporter.pki import create_ca, issue_server_certificate
 from exporter.webconfig import (
     BasicAuth,
     RateLimiter,

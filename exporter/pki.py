@@ -1,8 +1,8 @@
-"""Certificates for the simulated SMTP endpoints: a CA of our own, and server certificates from it that are
-valid, about to expire, already expired, or issued for the wrong name.
+"""Throw-away TLS material for the simulator, the demo's SMTP endpoints and the tests: a CA of our own
+and server or client certificates from it, valid, about to expire, expired or for the wrong name.
 
-``exporter.simulator.tls.generate_tls`` makes a CA and one certificate valid from now; the SMTP probe tests
-need more control over validity and names, which is what ``issue_server_certificate`` gives.
+One implementation for every HTTPS/STARTTLS endpoint the project simulates; nothing here is used to
+talk to a real Exchange server.
 """
 
 from __future__ import annotations
@@ -19,31 +19,36 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exporter.simulator.tls import TlsFiles
-
 __all__ = [
     "CertificateAuthority",
+    "ClientCert",
+    "TlsFiles",
     "create_ca",
     "expired_certificate",
+    "issue_client_certificate",
     "issue_server_certificate",
     "not_after",
     "server_tls_context",
 ]
 
-_ORG = "mailflow-exporter netsim"
+DEFAULT_ORG = "mailflow-exporter netsim"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the PEM files: the CA to trust, and the server's certificate chain and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+@dataclass(frozen=True)
+class ClientCert:
+    """A client certificate and its key (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
 
 
 @dataclass(frozen=True)
@@ -55,11 +60,50 @@ class CertificateAuthority:
     ca_file: Path
 
 
-def create_ca(directory: Path, days: int = 3650, common_name: str = f"{_ORG} CA") -> CertificateAuthority:
+def _name(common_name: str, organization: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not cert_sign,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.chmod(0o600)
+
+
+def create_ca(
+    directory: Path,
+    days: float = 3650,
+    common_name: str = f"{DEFAULT_ORG} CA",
+    organization: str = DEFAULT_ORG,
+) -> CertificateAuthority:
     """A self-signed CA valid from a day ago for ``days`` days, written to ``directory/ca.pem``."""
     now = _now()
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(common_name)
+    name = _name(common_name, organization)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -69,20 +113,7 @@ def create_ca(directory: Path, days: int = 3650, common_name: str = f"{_ORG} CA"
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -110,7 +141,8 @@ def issue_server_certificate(
     ``<stem>.pem`` (certificate + CA) and ``<stem>-key.pem``; ``TlsFiles.ca_file`` is the CA's file.
     """
     dns_names = [n for n in dict.fromkeys(names) if n]
-    if not dns_names and not ip_addresses:
+    addresses = list(ip_addresses)
+    if not dns_names and not addresses:
         raise ValueError("a server certificate needs at least one name or address")
     now = _now()
     start = not_before or now - datetime.timedelta(hours=1)
@@ -119,10 +151,11 @@ def issue_server_certificate(
         raise ValueError("not_after must be later than not_before")
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0] if dns_names else next(iter(ip_addresses))))
+        .subject_name(_name(dns_names[0] if dns_names else addresses[0], str(organization[0].value)))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -131,10 +164,8 @@ def issue_server_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
@@ -143,11 +174,39 @@ def issue_server_certificate(
     files.cert_file.write_bytes(
         cert.public_bytes(serialization.Encoding.PEM) + ca.certificate.public_bytes(serialization.Encoding.PEM)
     )
-    files.key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    files.key_file.chmod(0o600)
+    _write_key(files.key_file, key)
     return files
+
+
+def issue_client_certificate(
+    ca: CertificateAuthority, directory: Path, name: str, *, expired: bool = False, sans: tuple[str, ...] = ()
+) -> ClientCert:
+    """A TLS client certificate (clientAuth) for ``name``, with DNS SANs ``sans``; ``expired``: ended yesterday."""
+    now = _now()
+    if expired:
+        start, end = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+    else:
+        start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    directory.mkdir(parents=True, exist_ok=True)
+    out = ClientCert(directory / f"{name}.pem", directory / f"{name}-key.pem")
+    out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(out.key_file, key)
+    return out
 
 
 def expired_certificate(
