@@ -715,6 +715,21 @@ def overview() -> Dashboard:
         ),
         row("Mail flow"),
         timeseries(
+            "Is mail flowing? Inbound, outbound, internal",
+            "Messages per minute by direction, counted once where each is handed on (message tracking): "
+            "inbound and internal are mailbox deliveries of mail from outside or inside the organisation, "
+            "outbound is mail sent over a send connector (Internet, smart host, Edge, partner). Arrived from "
+            "outside: SMTP arrivals of outside mail (on every server it passes). A line at zero while the others "
+            "move is the direction that stopped.",
+            [
+                Target(per_minute("direction", "mailflow_tracking_messages_total", SRV), "{{direction}}"),
+                Target(per_minute("", "mailflow_tracking_received_from_outside_total", SRV), "arrived from outside"),
+            ],
+            "cpm",
+            w=24,
+            links=[("Message tracking", TRACKING)],
+        ),
+        timeseries(
             "Messages per minute",
             FLOW_HELP + " Failed: recipients of FAIL events.",
             flow_targets(),

@@ -47,7 +47,12 @@ SELECT_PROPERTIES = (
     "RecipientStatus",
     "MessageLatency",
     "MessageLatencyType",
+    "Directionality",
+    "ConnectorId",
 )
+#: The send connector Exchange uses between its own servers (and to Mailbox Transport Delivery).
+INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
+DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
 EVENT_IDS = frozenset(
     "AGENTINFO BADMAIL CLIENTSUBMISSION DEFER DELIVER DELIVERFAIL DROP DSN DUPLICATEDELIVER DUPLICATEEXPAND "
     "DUPLICATEREDIRECT EXPAND FAIL HADISCARD HARECEIVE HAREDIRECT HAREDIRECTFAIL INITMESSAGECREATED LOAD "
@@ -77,6 +82,37 @@ class TrackingEvent:
     message_id: str
     recipient_status: tuple[str, ...]
     latency: float | None  # MessageLatency in seconds, when Exchange recorded it
+    directionality: str = ""  # Incoming (from outside the organisation), Originating, Undefined
+    connector_id: str = ""  # the receive or send connector of SMTP events
+
+
+def flow_direction(event: TrackingEvent) -> str | None:
+    """Where a message went, for events that hand it on; None for every other event.
+
+    * ``inbound``/``internal``: a mailbox delivery (DELIVER from STOREDRIVER) of a message from
+      outside the organisation (Directionality Incoming) or from inside it (Originating);
+      ``unknown`` when Exchange logged no directionality.
+    * ``outbound``: a message sent over SMTP through a send connector other than the one between
+      Exchange servers, i.e. to the internet, a smart host, an Edge server or a partner.
+
+    Each message is delivered or sent out once per destination, on one server, so sums across
+    servers count messages, not hops (a RECEIVE is logged on every server a message passes).
+    """
+    if event.event_id == "DELIVER" and event.source == "STOREDRIVER":
+        direction = event.directionality.lower()
+        return "inbound" if direction == "incoming" else "internal" if direction == "originating" else "unknown"
+    if event.event_id == "SEND" and event.source == "SMTP":
+        connector = event.connector_id.strip()
+        if connector and connector.lower() != INTRA_ORG_CONNECTOR.lower():
+            return "outbound"
+    return None
+
+
+def received_from_outside(event: TrackingEvent) -> bool:
+    """A RECEIVE over SMTP of a message not known to originate inside the organisation (Directionality
+    Incoming, or not logged: then every SMTP arrival counts, as before Exchange logged it); logged on
+    every server the message passes."""
+    return event.event_id == "RECEIVE" and event.source == "SMTP" and event.directionality.lower() != "originating"
 
 
 def parse_event(obj: Any) -> TrackingEvent | None:
@@ -102,6 +138,8 @@ def parse_event(obj: Any) -> TrackingEvent | None:
         message_id=text("MessageId"),
         recipient_status=tuple(str(s) for s in (status or []) if s),
         latency=latency,
+        directionality=text("Directionality"),
+        connector_id=text("ConnectorId"),
     )
 
 
@@ -110,11 +148,16 @@ _NUMBER_TAGS = frozenset({"I16", "I32", "I64", "U16", "U32", "U64"})
 
 
 _SCALAR = re.compile(
-    r'<(?P<tag>S|DT|I64|I32|U64|U32)\s+N="(?P<name>Timestamp|EventId|Source|InternalMessageId|MessageId)"\s*>'
-    r"(?P<text>[^<]*)</(?P=tag)>"
+    r'<(?P<tag>S|DT|I64|I32|U64|U32)\s+N="(?P<name>Timestamp|EventId|Source|InternalMessageId|MessageId'
+    r'|Directionality|ConnectorId)"\s*(?:/>|>(?P<text>[^<]*)</(?P=tag)>)'  # <S N="X" /> is an empty string
 )
-_SCALAR_NAMES = frozenset({"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId"})
-_NAMED = re.compile(r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency)"')
+_SCALAR_NAMES = frozenset(
+    {"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"}
+)
+_NAMED = re.compile(
+    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency|Directionality'
+    r'|ConnectorId)"'
+)
 _STATUS = re.compile(
     r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
 )
@@ -157,7 +200,7 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
         name = match["name"]
         if name in fields:
             raise ValueError(f"{name} appears twice")
-        fields[name], tags[name] = match["text"], match["tag"]
+        fields[name], tags[name] = match["text"] or "", match["tag"]
     if tags.get("Timestamp") != "DT":
         raise ValueError("no DateTime Timestamp")
     named = _NAMED.findall(xml)  # a field in another form (an object, a reference) is not guessed at
@@ -191,6 +234,8 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
         message_id=_xml_text(fields.get("MessageId", "")),
         recipient_status=status,
         latency=latency,
+        directionality=_xml_text(fields.get("Directionality", "")),
+        connector_id=_xml_text(fields.get("ConnectorId", "")),
     )
 
 
@@ -241,6 +286,8 @@ def decode_event_xml(xml: str) -> TrackingEvent | None:
         message_id=_field_text(found.get("MessageId")),
         recipient_status=_string_list(found.get("RecipientStatus")),
         latency=latency,
+        directionality=_field_text(found.get("Directionality")),
+        connector_id=_field_text(found.get("ConnectorId")),
     )
 
 
@@ -285,6 +332,10 @@ class TrackingResult:
     window_events: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's counts
     window_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's failures
     window_seconds: float = 0.0  # the length of the window this poll read
+    flow: Mapping[str, int] = field(default_factory=dict)  # direction -> messages handed on
+    received_inbound: int = 0  # RECEIVEs over SMTP of mail from outside (a relayed message on each server)
+    window_flow: Mapping[str, int] = field(default_factory=dict)  # this poll's flow
+    window_received_inbound: int = 0  # this poll's RECEIVEs from outside
 
 
 @dataclass
@@ -304,6 +355,8 @@ class _ServerState:
     completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # latency already observed
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    flow: dict[str, int] = field(default_factory=dict)
+    received_inbound: int = 0
     buckets: list[int] = field(default_factory=list)
     latency_sum: float = 0.0
     last_event: float | None = None
@@ -489,6 +542,7 @@ class TrackingCollector:
         opts = self._opts
         new = 0
         before, failed_before = dict(state.events), dict(state.failures)
+        flow_before, inbound_before = dict(state.flow), state.received_inbound
         for event in sorted(events, key=lambda e: e.timestamp):
             key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
             if key in state.seen:
@@ -526,13 +580,26 @@ class TrackingCollector:
         window = {k: v - before.get(k, 0) for k, v in state.events.items() if v != before.get(k, 0)}
         failed = {k: v - failed_before.get(k, 0) for k, v in state.failures.items() if v != failed_before.get(k, 0)}
         seconds = (end - start).total_seconds()
-        return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
+        flowed = {k: v - flow_before.get(k, 0) for k, v in state.flow.items() if v != flow_before.get(k, 0)}
+        return self._snapshot(
+            server,
+            state,
+            mark if exact else end,
+            new,
+            (window, failed, seconds),
+            (flowed, state.received_inbound - inbound_before),
+        )
 
     def _count(self, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
         state.events[ev_key] = state.events.get(ev_key, 0) + 1
         ts = event.timestamp.timestamp()
         state.last_event = ts if state.last_event is None else max(state.last_event, ts)
+        direction = flow_direction(event)
+        if direction is not None:
+            state.flow[direction] = state.flow.get(direction, 0) + 1
+        elif received_from_outside(event):
+            state.received_inbound += 1
         if event.event_id == "FAIL":
             for text in event.recipient_status or ("",):
                 err = parse_smtp_error(text)
@@ -583,6 +650,7 @@ class TrackingCollector:
         end: datetime,
         new: int,
         window: tuple[Mapping[tuple[str, str], int], Mapping[tuple[str, str], int], float] = ({}, {}, 0.0),
+        window_flow: tuple[Mapping[str, int], int] = ({}, 0),
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
@@ -612,6 +680,10 @@ class TrackingCollector:
             window_events=dict(window[0]),
             window_failures=dict(window[1]),
             window_seconds=window[2],
+            flow=dict(state.flow),
+            received_inbound=state.received_inbound,
+            window_flow=dict(window_flow[0]),
+            window_received_inbound=window_flow[1],
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
@@ -629,6 +701,19 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         "mailflow_tracking_failures",
         f"Recipients of FAIL events by enhanced status code and classified category. {POLLED}",
         labels=["server", "enhanced_code", "category"],
+    )
+    flow = CounterMetricFamily(
+        "mailflow_tracking_messages",
+        "Messages handed on, by direction: inbound and internal are mailbox deliveries of mail from outside "
+        "or inside the organisation, outbound are sends over a send connector other than the intra-organisation "
+        f"one; unknown is a delivery without directionality. {POLLED}",
+        labels=["server", "direction"],
+    )
+    received_inbound = CounterMetricFamily(
+        "mailflow_tracking_received_from_outside",
+        "RECEIVE events over SMTP of mail not originating inside the organisation (Directionality Incoming or "
+        f"not logged; a message relayed between servers counts on each). {POLLED}",
+        labels=["server"],
     )
     latency = HistogramMetricFamily(
         "mailflow_tracking_delivery_latency_seconds",
@@ -665,6 +750,9 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
             events.add_metric([r.server, event_id, source], count)
         for (code, category), count in sorted(r.failures.items()):
             failures.add_metric([r.server, code, category], count)
+        for direction in DIRECTIONS:  # every direction from the start, so rate() sees the first message
+            flow.add_metric([r.server, direction], r.flow.get(direction, 0))
+        received_inbound.add_metric([r.server], r.received_inbound)
         bounds = [*(_bound(b) for b in buckets), "+Inf"]
         latency.add_metric([r.server], list(zip(bounds, r.latency_buckets, strict=True)), r.latency_sum)
         stuck.add_metric([r.server], r.stuck)
@@ -673,7 +761,7 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         truncated.add_metric([r.server], r.truncated_polls)
         evicted.add_metric([r.server], r.evictions)
         skipped.add_metric([r.server], r.skipped_seconds)
-    return [events, failures, latency, stuck, last, truncated, evicted, skipped]
+    return [events, failures, flow, received_inbound, latency, stuck, last, truncated, evicted, skipped]
 
 
 def _bound(value: float) -> str:

@@ -38,13 +38,13 @@ def _scope_evidence(scope: str, facts: Facts) -> list[str]:
         mounted = {c.database for r in facts.all("database_copies") for c in r.copies if c.status == "Mounted"}
         return [f"{sum(q.message_count for q in internal)} messages in internal/submission queues",
                 f"{len(mounted)} database(s) mounted"]  # fmt: skip
-    received = sum(
-        n for r in facts.all("tracking") for (e, s), n in r.window_events.items() if e == "RECEIVE" and s == "SMTP"
-    )
+    tracking = facts.all("tracking")
+    received = sum(r.window_received_inbound for r in tracking)
+    delivered = sum(r.window_flow.get("inbound", 0) for r in tracking)
     probes = facts.all("smtp")
     ok = sum(1 for p in probes if p.success)
-    return [f"{received} message(s) received over SMTP in the last tracking window",
-            f"{ok}/{len(probes)} MX host(s) answer SMTP"]  # fmt: skip
+    return [f"{received} arrival(s) from outside and {delivered} inbound mailbox deliveries in the last tracking "
+            "window", f"{ok}/{len(probes)} MX host(s) answer SMTP"]  # fmt: skip
 
 
 def verdicts(findings: Iterable[Finding], facts: Facts) -> tuple[Verdict, ...]:

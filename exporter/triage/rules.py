@@ -286,8 +286,9 @@ def stuck_messages(facts: Facts) -> list[Finding]:
 @rule
 def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
     """Trigger: a checked domain without MX, with an unresolvable MX host, MX drift, or an MX host
-    whose SMTP probe fails. Correlated with inbound silence (no SMTP RECEIVE in the last tracking
-    window on any server): then the cause is DNS or the path to Exchange, not Exchange itself."""
+    whose SMTP probe fails. Correlated with inbound silence (no arrival from outside the organisation
+    in the last tracking window on any server; internal RECEIVEs do not count): then the cause is DNS
+    or the path to Exchange, not Exchange itself."""
     out = []
     silent = _inbound_silent(facts)
     for r in facts.all("dns_domains"):
@@ -365,13 +366,13 @@ def _inbound_silent(facts: Facts) -> str:
     results = facts.all("tracking")
     if not results or any(r.window_seconds < 300 for r in results):
         return ""
-    received = sum(
-        n for r in results for (event, source), n in r.window_events.items() if event == "RECEIVE" and source == "SMTP"
-    )
+    # Arrivals from outside, not any SMTP RECEIVE: internal submissions and hops between servers are
+    # logged as RECEIVE over SMTP too, and would hide an inbound outage while internal mail flows.
+    received = sum(r.window_received_inbound + r.window_flow.get("inbound", 0) for r in results)
     if received:
         return ""
     minutes = min(r.window_seconds for r in results) / 60
-    return f"no message arrived over SMTP on any server in the last {minutes:.0f} minutes"
+    return f"no message arrived from outside the organisation on any server in the last {minutes:.0f} minutes"
 
 
 @rule

@@ -220,7 +220,7 @@ EVIL = "<script>alert('x')</script>"
 def fake_report() -> Report:
     return Report(
         verdicts=(
-            Verdict("inbound", "healthy", ("3 message(s) received over SMTP",)),
+            Verdict("inbound", "healthy", ("3 arrival(s) from outside",)),
             Verdict("outbound", "failing", (f"queue said {EVIL}",)),
             Verdict("internal", "unknown", ()),
         ),

@@ -101,6 +101,42 @@ def test_counts_match_and_overlapping_polls_never_double_count(sim_factory: SimF
         sim.stop()
 
 
+def flow(service: Service) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for metric in service.registry.collect():
+        if metric.name == "mailflow_tracking_messages":
+            out |= {s.labels["direction"]: int(s.value) for s in metric.samples if s.name.endswith("_total")}
+        if metric.name == "mailflow_tracking_received_from_outside":
+            out["arrived"] = int(sum(s.value for s in metric.samples if s.name.endswith("_total")))
+    return out
+
+
+def test_mail_flow_by_direction(sim_factory: SimFactory, tmp_path: Path) -> None:
+    """Inbound, internal and outbound counts equal a plain count of the raw events: mailbox deliveries by
+    Directionality, sends over a connector other than the intra-organisation one, arrivals from outside."""
+    clock = Clock(START)
+    sim, service = make(sim_factory, tmp_path, clock)
+    try:
+        service.poll_all()
+        clock.now += 300
+        assert all(s.ok for s in service.poll_all())
+        raw = ground_truth(sim, datetime.fromtimestamp(START - 600, UTC), datetime.fromtimestamp(clock.now, UTC))
+        expected = Counter[str]()
+        for e in raw:
+            event, source, direction = str(e["EventId"]), str(e["Source"]), str(e["Directionality"])
+            if event == "DELIVER" and source == "STOREDRIVER":
+                expected["inbound" if direction == "Incoming" else "internal"] += 1
+            elif event == "SEND" and source == "SMTP" and e["ConnectorId"] != "Intra-Organization SMTP Send Connector":
+                expected["outbound"] += 1
+            elif event == "RECEIVE" and source == "SMTP" and direction == "Incoming":
+                expected["arrived"] += 1
+        assert min(expected["inbound"], expected["internal"], expected["outbound"], expected["arrived"]) > 5
+        assert flow(service) == {"unknown": 0, **expected}
+    finally:
+        service.stop()
+        sim.stop()
+
+
 def test_restart_from_the_state_file_neither_loses_nor_repeats(sim_factory: SimFactory, tmp_path: Path) -> None:
     clock = Clock(START)
     sim, first = make(sim_factory, tmp_path, clock)

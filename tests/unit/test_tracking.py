@@ -14,6 +14,7 @@ from exporter.exchange.tracking import (
     TrackingEvent,
     TrackingOptions,
     WatermarkStore,
+    flow_direction,
     parse_event,
     render_tracking,
 )
@@ -345,3 +346,50 @@ def test_text_decoder_leaves_other_field_forms_to_the_xml_parser() -> None:
     assert decoded is not None and decoded.event_id == "DELIVER"
     with pytest.raises(ValueError, match="character references"):
         decode_event_text(SELECTED.format(status="", latency="").replace("ROUTING", "ROUT&#73;NG"))
+
+
+def flowing(
+    seconds: float, event_id: str, source: str, directionality: str = "", connector: str = "", msg: str = "m1"
+) -> TrackingEvent:
+    base = ev(seconds, event_id, msg, source)
+    return TrackingEvent(**{**base.__dict__, "directionality": directionality, "connector_id": connector})
+
+
+@pytest.mark.parametrize(
+    ("event", "direction"),
+    [
+        (("DELIVER", "STOREDRIVER", "Incoming"), "inbound"),
+        (("DELIVER", "STOREDRIVER", "Originating"), "internal"),
+        (("DELIVER", "STOREDRIVER", "Undefined"), "unknown"),
+        (("DELIVER", "STOREDRIVER", ""), "unknown"),
+        (("SEND", "SMTP", "Originating", "Outbound to Internet"), "outbound"),
+        (("SEND", "SMTP", "Incoming", "EdgeSync - Default-First-Site-Name to Internet"), "outbound"),
+        (("SEND", "SMTP", "Originating", "Intra-Organization SMTP Send Connector"), None),
+        (("SEND", "SMTP", "Originating", "intra-organization smtp send connector"), None),
+        (("SEND", "SMTP", "Originating", ""), None),  # no connector logged: not known to leave
+        (("RECEIVE", "SMTP", "Incoming", "EX01\\Default Frontend EX01"), None),
+        (("SEND", "STOREDRIVER", "Originating"), None),
+        (("FAIL", "SMTP", "Incoming"), None),
+    ],
+)
+def test_flow_direction(event: tuple[str, ...], direction: str | None) -> None:
+    assert flow_direction(flowing(0, *event)) == direction
+
+
+def test_flow_and_arrivals_are_counted_once_and_per_window(tmp_path: Path) -> None:
+    c = collector(tmp_path)
+    first = [
+        flowing(0, "RECEIVE", "SMTP", "Incoming", "EX01\\Default Frontend EX01", msg="in"),
+        flowing(1, "RECEIVE", "SMTP", "Originating", "EX01\\Default EX01", msg="out"),  # a submission: not arrived
+        flowing(2, "DELIVER", "STOREDRIVER", "Incoming", msg="in"),
+        flowing(3, "SEND", "SMTP", "Originating", "Outbound to Internet", msg="out"),
+    ]
+    r1 = c.ingest("EX01", first, T0 - timedelta(minutes=1), T0 + timedelta(seconds=10))
+    assert (r1.flow, r1.received_inbound) == ({"inbound": 1, "outbound": 1}, 1)
+    more = [flowing(20, "DELIVER", "STOREDRIVER", "Originating", msg="int")]
+    r2 = c.ingest("EX01", [*first, *more], T0, T0 + timedelta(seconds=30))  # overlapping window
+    assert (r2.flow, r2.received_inbound) == ({"inbound": 1, "outbound": 1, "internal": 1}, 1)
+    assert (r2.window_flow, r2.window_received_inbound) == ({"internal": 1}, 0)
+    families = {m.name: m for m in render_tracking([r2], opts().buckets)}
+    samples = {s.labels["direction"]: s.value for s in families["mailflow_tracking_messages"].samples}
+    assert samples == {"inbound": 1, "outbound": 1, "internal": 1, "unknown": 0}

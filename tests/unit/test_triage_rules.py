@@ -44,12 +44,14 @@ def domain(
     return DomainResult(name, mx, spf, {}, policies, states, 5)
 
 
-def tracking(received: int, failures: int = 0) -> TrackingResult:
+def tracking(received: int, failures: int = 0, internal: int = 0) -> TrackingResult:
+    """``received`` messages from outside and ``internal`` ones from inside (each a RECEIVE over SMTP)."""
     return TrackingResult(
         server="EX01", events={}, failures={}, latency_buckets=(0,), latency_sum=0.0, stuck=0, last_event=None,
-        truncated_polls=0, evictions=0, skipped_seconds=0.0, new_events=received,
-        window_events={("RECEIVE", "SMTP"): received} if received else {},
+        truncated_polls=0, evictions=0, skipped_seconds=0.0, new_events=received + internal,
+        window_events={("RECEIVE", "SMTP"): received + internal} if received + internal else {},
         window_failures={("5.1.1", "recipient_unknown"): failures} if failures else {}, window_seconds=600.0,
+        window_flow={"internal": internal} if internal else {}, window_received_inbound=received,
     )  # fmt: skip
 
 
@@ -86,9 +88,12 @@ def test_inbound_silence_plus_mx_drift_points_at_dns() -> None:
     drifted = {"contoso.sim": domain("contoso.sim", hosts=("mx.hijacked.example",), drift=True)}
     [finding] = inbound_dns_and_smtp(facts(dns_domains=drifted, tracking={"EX01": tracking(0)}))
     assert finding.rule == "inbound_mx" and finding.next_step.startswith("Inbound mail is silent and the MX is wrong")
-    assert any("no message arrived over SMTP" in e for e in finding.evidence)
+    assert any("no message arrived from outside the organisation" in e for e in finding.evidence)
     [busy] = inbound_dns_and_smtp(facts(dns_domains=drifted, tracking={"EX01": tracking(40)}))
     assert not busy.next_step.startswith("Inbound mail is silent")
+    # Internal mail is received over SMTP too (submission, hops between servers): it must not hide the silence.
+    [internal_only] = inbound_dns_and_smtp(facts(dns_domains=drifted, tracking={"EX01": tracking(0, internal=60)}))
+    assert internal_only.next_step.startswith("Inbound mail is silent and the MX is wrong")
     assert inbound_dns_and_smtp(facts(dns_domains={"contoso.sim": domain("contoso.sim")})) == []
 
 
