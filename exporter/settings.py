@@ -104,7 +104,9 @@ class ExchangeDefaults(ConnectionSettings):
     tls: bool = False
     auth: Literal["kerberos", "negotiate", "ntlm", "basic"] = "kerberos"
     verify_tls: bool = True
-    negotiate_service: str = "WSMAN"
+    # HTTP: what Windows' own WinRM client asks for, what IIS hosting /PowerShell answers for, and the
+    # only class registered for a load-balanced namespace's Alternate Service Account.
+    negotiate_service: str = "HTTP"
     allow_insecure_basic: bool = False
     connect_timeout: Duration = 10.0
     call_timeout: Duration = 60.0

@@ -12,7 +12,6 @@ ids are used only as in-memory pairing keys, never as labels; that memory is bou
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -181,7 +180,12 @@ def _timestamp(text: str | None) -> datetime | None:
 
 
 def _xml_text(raw: str) -> str:
-    return unescape_clixml(html.unescape(raw) if "&" in raw else raw)
+    """Element text as XML delivers it: the five predefined entities (character references never
+    reach here), then CLIXML's ``_xHHHH_`` escapes."""
+    if "&" in raw:
+        raw = raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
+        raw = raw.replace("&amp;", "&")  # last: "&amp;lt;" is the text "&lt;"
+    return unescape_clixml(raw) if "_x" in raw else raw
 
 
 def decode_event_text(xml: str) -> TrackingEvent | None:
@@ -194,17 +198,15 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
     """
     if "&#" in xml:
         raise ValueError("character references: leave them to the XML parser")
-    fields: dict[str, str] = {}
-    tags: dict[str, str] = {}
-    for match in _SCALAR.finditer(xml):
-        name = match["name"]
-        if name in fields:
-            raise ValueError(f"{name} appears twice")
-        fields[name], tags[name] = match["text"] or "", match["tag"]
-    if tags.get("Timestamp") != "DT":
+    scalars = _SCALAR.findall(xml)  # (tag, name, text) in C: no match objects
+    fields = {name: text for _tag, name, text in scalars}
+    if len(fields) != len(scalars):
+        raise ValueError("a field appears twice")
+    if "Timestamp" not in fields or '<DT N="Timestamp"' not in xml:
         raise ValueError("no DateTime Timestamp")
     named = _NAMED.findall(xml)  # a field in another form (an object, a reference) is not guessed at
-    if len(named) != len(set(named)) or any(name not in fields for name in named if name in _SCALAR_NAMES):
+    unique = set(named)
+    if len(named) != len(unique) or not unique.isdisjoint(_SCALAR_NAMES - fields.keys()):
         raise ValueError("a field in an unexpected form")
     status: tuple[str, ...] = ()
     found = _STATUS.search(xml)

@@ -102,7 +102,11 @@ def services() -> Iterator[list[Service]]:
 
 
 def kerberos_settings(
-    sim: Simulator, defaults: dict[str, Any], tls: bool = False, per_server: dict[str, dict[str, Any]] | None = None
+    sim: Simulator,
+    defaults: dict[str, Any],
+    tls: bool = False,
+    per_server: dict[str, dict[str, Any]] | None = None,
+    default_service: bool = False,
 ) -> Settings:
     """Exporter settings: Kerberos to ``localhost`` for every server (``per_server`` overrides one)."""
     servers = []
@@ -116,6 +120,8 @@ def kerberos_settings(
         "negotiate_service": "HTTP",
         "allow_insecure_basic": False,
     }
+    if default_service:
+        del base["negotiate_service"]
     overrides = {
         "exchange": {"defaults": {**base, **defaults}, "servers": servers},
         "collectors": only_collectors(queues={}),
@@ -156,13 +162,14 @@ def assert_polled(service: Service, snaps: list[Any]) -> None:
 
 @pytest.mark.parametrize(
     ("auth", "service_class"),
-    [("kerberos", "HTTP"), ("negotiate", "WSMAN")],  # WSMAN: the exporter's default negotiate_service
+    [("kerberos", None), ("negotiate", "WSMAN")],  # None: the default negotiate_service (HTTP)
 )
 def test_password_over_http_is_sealed(
-    krb_sim: Simulator, services: list[Service], auth: str, service_class: str, caplog: pytest.LogCaptureFixture
+    krb_sim: Simulator, services: list[Service], auth: str, service_class: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = kerberos_settings(krb_sim, {"auth": auth, "password": PASSWORD, "negotiate_service": service_class})
+    chosen = {"negotiate_service": service_class} if service_class else {}
+    settings = kerberos_settings(krb_sim, {"auth": auth, "password": PASSWORD, **chosen}, default_service=not chosen)
     service, snaps = poll(services, settings)
     assert_polled(service, snaps)
     stats = krb_sim.stats()
