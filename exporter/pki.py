@@ -87,6 +87,26 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
+def _leaf(
+    ca: CertificateAuthority,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate issued by ``ca``, before its usage extensions."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+
+
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -153,15 +173,9 @@ def issue_server_certificate(
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    subject = _name(dns_names[0] if dns_names else addresses[0], str(organization[0].value))
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0] if dns_names else addresses[0], str(organization[0].value)))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        _leaf(ca, subject, key, start, end)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(_key_usage(cert_sign=False), critical=True)
@@ -188,16 +202,9 @@ def issue_client_certificate(
     else:
         start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30)
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = _leaf(ca, subject, key, start, end).add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
