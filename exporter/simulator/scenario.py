@@ -164,6 +164,8 @@ class TrackingSpec:
     failure_ratio: float = 0.0
     stuck_ratio: float = 0.0
     external_ratio: float = 0.3
+    # Of the messages that are not outbound: the share from outside the organisation (0: an inbound outage).
+    inbound_ratio: float = 0.3
     defer_ratio: float = 0.05
     latency_min_seconds: float = 0.5
     latency_max_seconds: float = 30.0
@@ -182,6 +184,7 @@ TRACKING_KEYS = (
     "failure_ratio",
     "stuck_ratio",
     "external_ratio",
+    "inbound_ratio",
     "defer_ratio",
     "latency_seconds",
     "latency_field_ratio",
@@ -646,6 +649,7 @@ class _Parser(OrgConfigParser):
             failure_ratio=failure,
             stuck_ratio=stuck,
             external_ratio=ratio("external_ratio", 0.3),
+            inbound_ratio=ratio("inbound_ratio", 0.3),
             defer_ratio=ratio("defer_ratio", 0.05),
             latency_min_seconds=low,
             latency_max_seconds=high,

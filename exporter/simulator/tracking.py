@@ -468,7 +468,7 @@ def _generate(
     elif rnd() < spec.external_ratio:
         kind = "outbound"
     else:
-        kind = "internal" if rnd() < 0.7 else "inbound"
+        kind = "internal" if rnd() < 1 - spec.inbound_ratio else "inbound"
     latency_ms = max(10, round(rng.uniform(spec.latency_min_seconds, spec.latency_max_seconds) * 1000))
     domain = model.domain
     fqdn = model.fqdn

@@ -178,6 +178,30 @@ def test_inbound_mx_drift_points_at_dns_not_exchange(sim_factory: SimFactory) ->
     assert any("not the expected set" in e for e in first.evidence)
 
 
+@pytest.mark.parametrize("inbound_ratio", [0.0, 0.3])
+def test_inbound_silence_while_internal_mail_flows_plus_mx_drift(sim_factory: SimFactory, inbound_ratio: float) -> None:
+    """Message tracking on: internal and outbound mail flows (RECEIVE over SMTP on every server), but with
+    inbound_ratio 0 nothing arrives from outside. With the MX drifted, the report calls inbound silent."""
+    org = healthy_org()
+    traffic = {"messages_per_minute": 20, "failure_ratio": 0.0, "stuck_ratio": 0.0, "inbound_ratio": inbound_ratio}
+    org["servers"] = [{**server, "tracking": traffic} for server in org["servers"]]
+    with DemoNet() as net:
+        zones = demo_zones(DOMAIN, "127.0.0.1")
+        zones[DOMAIN] = zones[DOMAIN].replace("mail2", "mx.hijacked.example.")
+        net.dns.set_zones(zones)
+        extra = deep_merge(
+            demo_dns_settings(net),
+            {"dns": {"smtp": {"enabled": False}}, "collectors": {"tracking": {"enabled": True}}},
+        )
+        report = run(sim_factory, org, extra)
+    first = report.findings[0]
+    assert first.rule == "inbound_mx", [(f.rule, f.severity) for f in report.findings]
+    silent = first.next_step.startswith("Inbound mail is silent and the MX is wrong")
+    assert silent == (inbound_ratio == 0.0), (first.next_step, first.evidence)
+    if silent:
+        assert any("no message arrived from outside the organisation" in e for e in first.evidence)
+
+
 def test_unreachable_server_means_could_not_check(sim_factory: SimFactory) -> None:
     sim, scenario = sim_factory(healthy_org())
     sim.faults.set("EX02", "refused")
