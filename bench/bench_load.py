@@ -19,7 +19,6 @@ import gzip
 import multiprocessing as mp
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -29,31 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COLLECTORS = (
-    "queues",
-    "receive_connectors",
-    "send_connectors",
-    "accepted_domains",
-    "components",
-    "database_copies",
-    "certificates",
-    "service_health",
-)
+from bench.simorg import AUDIT_COLLECTORS, exchange_settings, start_org
 
 
 def run_simulator(servers: int, queues: int, conn: Connection) -> None:
-    from exporter.simulator import Simulator
-    from exporter.simulator.scenario import build_scenario
-
-    scenario = build_scenario(servers, queues, moving=True)
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    sim.start()
-    conn.send(
-        {
-            "endpoints": {s.name: sim.endpoint(s.name) for s in scenario.servers},
-            "user": next(iter(scenario.users.items())),
-        }
-    )
+    sim, info = start_org(servers, queues)
+    conn.send(info)
     conn.recv()
     sim.stop()
 
@@ -128,21 +108,15 @@ def main() -> None:
     sim_proc = ctx.Process(target=run_simulator, args=(args.servers, args.queues, sim_child), daemon=True)
     sim_proc.start()
     info: dict[str, Any] = sim_end.recv()
-    user, password = info["user"]
     polling = args.poll_interval > 0
     interval = args.poll_interval if polling else 86400.0
     settings = Settings.model_validate(
         {
-            "state_dir": tempfile.mkdtemp(prefix="mailflow-load-"),
-            "exchange": {
-                "defaults": {"auth": "basic", "username": user, "password": password, "allow_insecure_basic": True},
-                "servers": [{"name": n, "host": h, "port": p} for n, (h, p) in info["endpoints"].items()],
-            },
+            **exchange_settings(info, "load"),
             "collectors": {
                 "tracking": {"enabled": False},
-                **{name: {"interval": interval} for name in COLLECTORS},
+                **{name: {"interval": interval} for name in AUDIT_COLLECTORS},
             },
-            "dns": {"enabled": False},
             # without polling, the scheduler's first runs are far beyond the end of the load
             "scheduler": {"first_run_spread": 1.0 if polling else 86400.0},
             "web": {"listen_address": "127.0.0.1:0"},

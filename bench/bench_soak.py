@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.simorg import AUDIT_COLLECTORS, exchange_settings, start_org
 
 # kind -> (cmdlet, seconds): what one planted fault looks like
 FAULTS: dict[str, tuple[str | None, float | None]] = {
@@ -49,18 +50,8 @@ FAULTS: dict[str, tuple[str | None, float | None]] = {
 
 
 def run_simulator(servers: int, queues: int, conn: Connection) -> None:
-    from exporter.simulator import Simulator
-    from exporter.simulator.scenario import build_scenario
-
-    scenario = build_scenario(servers, queues, moving=True)
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    sim.start()
-    conn.send(
-        {
-            "endpoints": {s.name: sim.endpoint(s.name) for s in scenario.servers},
-            "user": next(iter(scenario.users.items())),
-        }
-    )
+    sim, info = start_org(servers, queues)
+    conn.send(info)
     while True:
         op, args = conn.recv()
         if op == "set":
@@ -115,42 +106,17 @@ def main() -> None:
         parent.send((op, payload))
         return parent.recv()
 
-    user, password = info["user"]
     names = list(info["endpoints"])
+    base = exchange_settings(info, "soak", call_timeout=args.call_timeout, connect_timeout=1)
     settings = Settings.model_validate(
         {
-            "state_dir": tempfile.mkdtemp(prefix="mailflow-soak-"),
-            "exchange": {
-                "defaults": {
-                    "auth": "basic",
-                    "username": user,
-                    "password": password,
-                    "allow_insecure_basic": True,
-                    "call_timeout": args.call_timeout,
-                    "connect_timeout": 1,
-                },
-                "servers": [{"name": n, "host": h, "port": p} for n, (h, p) in info["endpoints"].items()],
-                "auth_failure_backoff": "50ms",
-            },
-            "collectors": {
-                name: {"enabled": name == "queues"}
-                for name in (
-                    "queues",
-                    "tracking",
-                    "receive_connectors",
-                    "send_connectors",
-                    "accepted_domains",
-                    "components",
-                    "database_copies",
-                    "certificates",
-                    "service_health",
-                )
-            },
-            "dns": {"enabled": False},
+            **base,
+            "exchange": {**base["exchange"], "auth_failure_backoff": "50ms"},
+            "collectors": {name: {"enabled": name == "queues"} for name in ("tracking", *AUDIT_COLLECTORS)},
         }
     )
     service = Service(settings)
-    account = user.lower()
+    account = info["user"][0].lower()
     endpoints = [f"{h}:{p}" for h, p in info["endpoints"].values()]
 
     def in_use() -> int:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.exchange.clixml import ALLOWED_SERVICES  # Exchange's flag values: one table for both sides
 from exporter.simulator.fields import FieldReader, ScenarioError
 
 __all__ = [
@@ -150,17 +151,6 @@ CONTENT_INDEX_STATES: dict[str, int] = {
     "Disabled": 7,
     "AutoSuspended": 8,
     "HealthyAndUpgrading": 9,
-}
-#: Get-ExchangeCertificate ``Services`` (``AllowedServices`` flags).
-ALLOWED_SERVICES: dict[str, int] = {
-    "None": 0,
-    "IMAP": 1,
-    "POP": 2,
-    "UM": 4,
-    "IIS": 8,
-    "SMTP": 16,
-    "Federation": 32,
-    "UMCallRouter": 64,
 }
 ACCEPTED_DOMAIN_TYPES: dict[str, int] = {"Authoritative": 0, "ExternalRelay": 1, "InternalRelay": 2}
 #: ``Microsoft.Exchange.Data.TlsAuthLevel`` (CertificateValidation = 2 is in a capture; others inferred).
