@@ -16,16 +16,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-OTHER_COLLECTORS = (
-    "tracking",
-    "receive_connectors",
-    "send_connectors",
-    "accepted_domains",
-    "components",
-    "database_copies",
-    "certificates",
-    "service_health",
-)
+from exporter.settings import COLLECTOR_NAMES
+
+OTHER_COLLECTORS = tuple(name for name in COLLECTOR_NAMES if name != "queues")
 
 
 def run_simulator(servers: int, queues: int, latency: float, mode: str, conn: Connection) -> None:

@@ -17,16 +17,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-OTHER_COLLECTORS = (
-    "queues",
-    "receive_connectors",
-    "send_connectors",
-    "accepted_domains",
-    "components",
-    "database_copies",
-    "certificates",
-    "service_health",
-)
+from exporter.settings import COLLECTOR_NAMES
+
+OTHER_COLLECTORS = tuple(name for name in COLLECTOR_NAMES if name != "tracking")
 
 
 def run_simulator(per_minute: int, minutes: int, conn: Connection) -> None:

@@ -301,6 +301,10 @@ class CollectorsSettings(_Model):
     service_health: SimpleCollectorSettings = Field(default_factory=SimpleCollectorSettings)
 
 
+#: Every Exchange collector, by its ``collectors.<name>`` key.
+COLLECTOR_NAMES: tuple[str, ...] = tuple(CollectorsSettings.model_fields)
+
+
 def _check_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip()))

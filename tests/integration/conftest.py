@@ -18,7 +18,7 @@ from pypsrp.wsman import WSMan
 
 from exporter.demo import deep_merge, demo_settings
 from exporter.service import Service
-from exporter.settings import Settings
+from exporter.settings import COLLECTOR_NAMES, Settings
 from exporter.simulator import Scenario, Simulator
 
 USER = "svc-mailflow@contoso.sim"
@@ -157,17 +157,7 @@ def run_cmdlets(pool: RunspacePool, *commands: tuple[str, dict[str, Any]]) -> Po
     return ps
 
 
-ALL_COLLECTORS = (
-    "queues",
-    "tracking",
-    "receive_connectors",
-    "send_connectors",
-    "accepted_domains",
-    "components",
-    "database_copies",
-    "certificates",
-    "service_health",
-)
+ALL_COLLECTORS = COLLECTOR_NAMES
 
 
 def only_collectors(**enabled: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from exporter.dnscheck.resolver import NODATA, NXDOMAIN, OK, SERVFAIL, TIMEOUT, 
 from exporter.dnscheck.smtp_probe import probe
 from exporter.dnscheck.spf import analyse, evaluate
 from exporter.service import Service
-from exporter.settings import Settings
+from exporter.settings import COLLECTOR_NAMES, Settings
 from tests.dnsinfra.nsd import NsdServer, free_port
 from tests.dnsinfra.smtp import EXPIRING_DAYS, MX_NAME, SmtpServerFactory
 from tests.dnsinfra.zones import (
@@ -220,15 +220,7 @@ def dns_settings(nsd: NsdServer, tmp_path: Path, smtp: Any = None, ca: str | Non
             },
         },
     }
-    for name in (
-        "receive_connectors",
-        "send_connectors",
-        "accepted_domains",
-        "components",
-        "database_copies",
-        "certificates",
-        "service_health",
-    ):
+    for name in set(COLLECTOR_NAMES) - {"queues", "tracking"}:
         data["collectors"][name] = {"enabled": False}
     return Settings.model_validate(data)
 
