@@ -362,6 +362,35 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
     return out
 
 
+@rule
+def inbound_silence(facts: Facts) -> list[Finding]:
+    """Trigger: no arrival from outside the organisation in the last tracking window (at least 5
+    minutes, on every server) while at least 20 internal and outbound messages were handed on in it,
+    and no MX or SMTP-probe problem explains it (inbound_dns_and_smtp names that cause instead)."""
+    silent = _inbound_silent(facts)
+    if not silent:
+        return []
+    flowing = sum(r.window_flow.get("internal", 0) + r.window_flow.get("outbound", 0) for r in facts.all("tracking"))
+    if flowing < 20 or any(f.rule in ("inbound_mx", "inbound_smtp_probe") for f in inbound_dns_and_smtp(facts)):
+        return []
+    return [
+        Finding(
+            "inbound_silence",
+            "critical",
+            "tracking",
+            ("inbound",),
+            "No mail arrives from outside the organisation",
+            (silent, f"{flowing} internal and outbound messages were delivered or sent out meanwhile"),
+            "Exchange delivers internal mail, so the path in is broken: check the firewall/NAT rule for port 25, "
+            "the filtering service or Edge server in front (its queue to you), the Default Frontend receive "
+            "connector (Get-ReceiveConnector *Frontend* | fl Bindings,Enabled,PermissionGroups) and "
+            "FrontendTransport's component state.",
+            "mailflowinboundmailstopped",
+            80,
+        )
+    ]
+
+
 def _inbound_silent(facts: Facts) -> str:
     results = facts.all("tracking")
     if not results or any(r.window_seconds < 300 for r in results):

@@ -178,13 +178,19 @@ def test_inbound_mx_drift_points_at_dns_not_exchange(sim_factory: SimFactory) ->
     assert any("not the expected set" in e for e in first.evidence)
 
 
+def traffic_org(inbound_ratio: float) -> dict[str, Any]:
+    """healthy_org with message tracking: 20 messages a minute per server, ``inbound_ratio`` from outside."""
+    org = healthy_org()
+    traffic = {"messages_per_minute": 20, "failure_ratio": 0.0, "stuck_ratio": 0.0, "inbound_ratio": inbound_ratio}
+    org["servers"] = [{**server, "tracking": traffic} for server in org["servers"]]
+    return org
+
+
 @pytest.mark.parametrize("inbound_ratio", [0.0, 0.3])
 def test_inbound_silence_while_internal_mail_flows_plus_mx_drift(sim_factory: SimFactory, inbound_ratio: float) -> None:
     """Message tracking on: internal and outbound mail flows (RECEIVE over SMTP on every server), but with
     inbound_ratio 0 nothing arrives from outside. With the MX drifted, the report calls inbound silent."""
-    org = healthy_org()
-    traffic = {"messages_per_minute": 20, "failure_ratio": 0.0, "stuck_ratio": 0.0, "inbound_ratio": inbound_ratio}
-    org["servers"] = [{**server, "tracking": traffic} for server in org["servers"]]
+    org = traffic_org(inbound_ratio)
     with DemoNet() as net:
         zones = demo_zones(DOMAIN, "127.0.0.1")
         zones[DOMAIN] = zones[DOMAIN].replace("mail2", "mx.hijacked.example.")
@@ -200,6 +206,25 @@ def test_inbound_silence_while_internal_mail_flows_plus_mx_drift(sim_factory: Si
     assert silent == (inbound_ratio == 0.0), (first.next_step, first.evidence)
     if silent:
         assert any("no message arrived from outside the organisation" in e for e in first.evidence)
+
+
+@pytest.mark.parametrize("inbound_ratio", [0.0, 0.3])
+def test_inbound_silence_with_dns_in_order(sim_factory: SimFactory, inbound_ratio: float) -> None:
+    """Nothing arrives from outside while internal mail flows and the MX is right: the path in is broken."""
+    with DemoNet() as net:
+        extra = deep_merge(
+            demo_dns_settings(net),
+            {"dns": {"smtp": {"enabled": False}}, "collectors": {"tracking": {"enabled": True}}},
+        )
+        report = run(sim_factory, traffic_org(inbound_ratio), extra)
+    rules = [f.rule for f in report.findings]
+    if inbound_ratio == 0.0:
+        assert rules[0] == "inbound_silence", rules
+        assert {v.scope: v.status for v in report.verdicts}["inbound"] == "failing"
+        assert report.exit_code == 2
+    else:
+        assert "inbound_silence" not in rules
+        assert {v.scope: v.status for v in report.verdicts}["inbound"] != "failing", rules
 
 
 def test_unreachable_server_means_could_not_check(sim_factory: SimFactory) -> None:

@@ -17,7 +17,12 @@ from exporter.exchange.tracking import TrackingResult
 from exporter.triage.facts import Facts
 from exporter.triage.model import Report
 from exporter.triage.report import build_report
-from exporter.triage.rules import inbound_dns_and_smtp, internal_recipient_unknown, outbound_dns_failure
+from exporter.triage.rules import (
+    inbound_dns_and_smtp,
+    inbound_silence,
+    internal_recipient_unknown,
+    outbound_dns_failure,
+)
 
 NOW = 1_800_000_000.0
 
@@ -109,3 +114,14 @@ def test_a_crashing_rule_is_reported_not_fatal() -> None:
     bad = facts(queues={"EX01": object()})  # not a QueueResult: the queue rules crash on it
     report: Report = build_report(bad)
     assert any(f.rule.startswith("rule_error_") and f.severity == "info" for f in report.findings)
+
+
+def test_inbound_silence_while_the_rest_flows() -> None:
+    [finding] = inbound_silence(facts(tracking={"EX01": tracking(0, internal=60)}))
+    assert finding.severity == "critical" and finding.scopes == ("inbound",)
+    assert "60 internal and outbound messages" in finding.evidence[1]
+    assert inbound_silence(facts(tracking={"EX01": tracking(0, internal=10)})) == []  # a quiet night
+    assert inbound_silence(facts(tracking={"EX01": tracking(3, internal=60)})) == []  # outside mail arrives
+    drifted = {"contoso.sim": domain("contoso.sim", hosts=("mx.hijacked.example",), drift=True)}
+    # The MX explains the silence: inbound_dns_and_smtp names it, this rule stays out of the way.
+    assert inbound_silence(facts(dns_domains=drifted, tracking={"EX01": tracking(0, internal=60)})) == []
