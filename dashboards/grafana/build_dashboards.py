@@ -1044,6 +1044,25 @@ def tracking() -> Dashboard:
         ),
         timeseries("Mail flow per server", FLOW_HELP, flow_targets("server"), "cpm", w=24),
         timeseries(
+            "Messages by direction per server",
+            "Messages per minute handed on by each server: inbound and internal mailbox deliveries (by the "
+            "tracking log's Directionality), outbound sends over a send connector, and arrivals from outside. "
+            "Deliveries happen where the mailbox database is mounted, sends where the send connector's source "
+            "servers are: a server whose line stops while its peers carry on is the one to look at.",
+            [
+                Target(
+                    f"sum by (server, direction) ({rate('mailflow_tracking_messages_total', SRV)}) * 60",
+                    "{{server}} {{direction}}",
+                ),
+                Target(
+                    per_minute("server", "mailflow_tracking_received_from_outside_total", SRV),
+                    "{{server}} arrived from outside",
+                ),
+            ],
+            "cpm",
+            w=24,
+        ),
+        timeseries(
             "Events per minute by event",
             "Every tracking event type per minute (RECEIVE, SUBMIT, SEND, DELIVER, HAREDIRECT, AGENTINFO, DEFER, "
             "DSN, FAIL, ...).",
