@@ -30,6 +30,6 @@ WORKDIR /var/lib/mailflow
 EXPOSE 10049
 # healthcheck follows the endpoint: plain HTTP, or TLS and basic auth from --web.config.file.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["mailflow-exporter", "healthcheck", "--timeout", "4"]
+  CMD ["mailflow-exporter", "healthcheck", "--config", "/etc/mailflow-exporter/config.yml", "--timeout", "4"]
 ENTRYPOINT ["mailflow-exporter"]
 CMD ["serve", "--config", "/etc/mailflow-exporter/config.yml"]

@@ -126,8 +126,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """Probe the local exporter's /-/healthy whatever its web config; exit 0 healthy, 1 not."""
     from exporter.healthcheck import check as probe
+    from exporter.healthcheck import listen_address
 
-    health = probe(args.address, timeout=args.timeout)
+    health = probe(args.address or listen_address(args.config), timeout=args.timeout)
     print(health.detail, file=sys.stdout if health.ok else sys.stderr)
     return 0 if health.ok else 1
 
@@ -186,17 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    from exporter.healthcheck import default_address
-
     health = sub.add_parser(
         "healthcheck",
         help="exit 0 if the exporter on this host is serving (for container health checks; works with TLS/auth)",
     )
     health.add_argument(
         "--address",
-        default=default_address(),
-        help="the exporter's listen address (default: $MAILFLOW_WEB__LISTEN_ADDRESS or 127.0.0.1:10049)",
+        help="the exporter's listen address (default: $MAILFLOW_WEB__LISTEN_ADDRESS, else web.listen_address "
+        "in --config, else 127.0.0.1:10049)",
     )
+    health.add_argument("--config", type=Path, help="the exporter's YAML configuration, for web.listen_address")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds per attempt (default 4)")
     health.set_defaults(func=cmd_healthcheck)
     return parser

@@ -7,8 +7,9 @@ client certificates required the handshake is refused. This check follows the en
 * it asks ``/-/healthy`` over HTTP, then (if the port speaks TLS) over HTTPS without verifying the
   certificate: it checks liveness of a local process, not the identity of a remote one;
 * ``200`` is healthy and ``503`` (the scheduler died) is not;
-* ``401`` (basic auth) and a TLS refusal for want of a client certificate are "alive": the exporter's
-  HTTP server accepted the connection and answered, which is all a client without credentials can see.
+* ``401`` (basic auth), ``429`` (rate limit) and a TLS refusal for want of a client certificate are
+  "alive": the exporter's HTTP server accepted the connection and answered, which is all a client
+  without credentials can see; a server that completes a handshake and then never answers is not.
 
 Connection refused, a timeout or any other answer is unhealthy. Exit code 0 healthy, 1 not.
 """
@@ -20,6 +21,9 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 DEFAULT_ADDRESS = "127.0.0.1:10049"
 
@@ -78,6 +82,8 @@ def _verdict(status: int, scheme: str) -> Health:
         return Health(True, f"healthy ({scheme})")
     if status == 401:
         return Health(True, f"alive ({scheme}, behind basic auth)")
+    if status == 429:
+        return Health(True, f"alive ({scheme}, rate limited)")
     return Health(False, f"unhealthy: /-/healthy answered HTTP {status} ({scheme})")
 
 
@@ -100,10 +106,16 @@ def check(listen_address: str, timeout: float = 4.0) -> Health:
         return _verdict(_get(host, port, timeout, context), "https")
     except _ClosedAfterHandshake as exc:
         # TLS 1.3 sends "certificate required" after the handshake; racing our request, it may reach us
-        # as that alert, a reset or an EOF. The server completed a handshake either way: it is serving.
-        if isinstance(exc.cause, ssl.SSLError) and "CERTIFICATE_REQUIRED" in (exc.cause.reason or "").upper():
+        # as that alert, a reset or an EOF: the server refused us, so it is serving. A server that
+        # completes the handshake and then never answers is hung.
+        cause = exc.cause
+        if isinstance(cause, TimeoutError | socket.timeout):
+            return Health(False, f"unhealthy: no answer within {timeout:g} s after the TLS handshake")
+        if isinstance(cause, ssl.SSLError) and "CERTIFICATE_REQUIRED" in (cause.reason or "").upper():
             return Health(True, "alive (https, requires a client certificate)")
-        return Health(True, f"alive (https, closed the request after the handshake: {type(exc.cause).__name__})")
+        if isinstance(cause, ssl.SSLError | ConnectionError | http.client.RemoteDisconnected):
+            return Health(True, f"alive (https, closed the request after the handshake: {type(cause).__name__})")
+        return Health(False, f"unhealthy: {type(cause).__name__}: {cause}")
     except ssl.SSLError as exc:
         reason = (exc.reason or "").upper()
         if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason:
@@ -113,6 +125,18 @@ def check(listen_address: str, timeout: float = 4.0) -> Health:
         return Health(False, f"unhealthy: {type(exc).__name__}: {exc}")
 
 
-def default_address() -> str:
-    """``MAILFLOW_WEB__LISTEN_ADDRESS`` when set (as the exporter itself reads it), else :10049."""
-    return os.environ.get("MAILFLOW_WEB__LISTEN_ADDRESS") or DEFAULT_ADDRESS
+def listen_address(config: Path | None) -> str:
+    """Where the exporter listens, as it decides: ``MAILFLOW_WEB__LISTEN_ADDRESS``, else
+    ``web.listen_address`` in the configuration file (if it can be read), else :10049."""
+    from_env = os.environ.get("MAILFLOW_WEB__LISTEN_ADDRESS")
+    if from_env:
+        return from_env
+    if config is not None:
+        try:
+            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+            value = data["web"]["listen_address"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            value = None  # the exporter reports a broken config itself; probe the default then
+        if isinstance(value, str) and value:
+            return value
+    return DEFAULT_ADDRESS

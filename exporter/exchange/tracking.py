@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +67,7 @@ SOURCES = frozenset(
 TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
 LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
 STATE_VERSION = 2
+RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
 
 
@@ -336,8 +337,11 @@ class TrackingResult:
     window_seconds: float = 0.0  # the length of the window this poll read
     flow: Mapping[str, int] = field(default_factory=dict)  # direction -> messages handed on
     received_inbound: int = 0  # RECEIVEs over SMTP of mail from outside (a relayed message on each server)
-    window_flow: Mapping[str, int] = field(default_factory=dict)  # this poll's flow
-    window_received_inbound: int = 0  # this poll's RECEIVEs from outside
+    # The last RECENT_SECONDS of log read (several polls: one poll's new time is about one interval):
+    # how much log time that was, and the flow and arrivals in it. Triage judges silence from it.
+    recent_seconds: float = 0.0
+    recent_flow: Mapping[str, int] = field(default_factory=dict)
+    recent_received_inbound: int = 0
 
 
 @dataclass
@@ -359,6 +363,8 @@ class _ServerState:
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     flow: dict[str, int] = field(default_factory=dict)
     received_inbound: int = 0
+    # Per poll, newest last: (watermark after it, new log seconds it read, its flow, its arrivals).
+    recent: deque[tuple[datetime, float, dict[str, int], int]] = field(default_factory=deque)
     buckets: list[int] = field(default_factory=list)
     latency_sum: float = 0.0
     last_event: float | None = None
@@ -438,6 +444,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _utc_key(ts: datetime) -> timedelta:
     """The same instant always gives the same (exact) key, whatever offset the server printed."""
     return ts - _EPOCH
+
+
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -545,6 +559,7 @@ class TrackingCollector:
         new = 0
         before, failed_before = dict(state.events), dict(state.failures)
         flow_before, inbound_before = dict(state.flow), state.received_inbound
+        previous = state.watermark
         for event in sorted(events, key=lambda e: e.timestamp):
             key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
             if key in state.seen:
@@ -583,14 +598,15 @@ class TrackingCollector:
         failed = {k: v - failed_before.get(k, 0) for k, v in state.failures.items() if v != failed_before.get(k, 0)}
         seconds = (end - start).total_seconds()
         flowed = {k: v - flow_before.get(k, 0) for k, v in state.flow.items() if v != flow_before.get(k, 0)}
-        return self._snapshot(
-            server,
-            state,
-            mark if exact else end,
-            new,
-            (window, failed, seconds),
-            (flowed, state.received_inbound - inbound_before),
+        # New log time this poll read: from where the previous poll stopped (the overlap re-reads
+        # counted time) or, on the first poll, from the window start; skipped time was not read.
+        read_from = max(start, previous) if previous is not None else start
+        state.recent.append(
+            (mark, max(0.0, (mark - read_from).total_seconds()), flowed, state.received_inbound - inbound_before)
         )
+        while state.recent and state.recent[0][0] < mark - timedelta(seconds=RECENT_SECONDS):
+            state.recent.popleft()
+        return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
 
     def _count(self, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
@@ -652,7 +668,6 @@ class TrackingCollector:
         end: datetime,
         new: int,
         window: tuple[Mapping[tuple[str, str], int], Mapping[tuple[str, str], int], float] = ({}, {}, 0.0),
-        window_flow: tuple[Mapping[str, int], int] = ({}, 0),
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
@@ -684,8 +699,9 @@ class TrackingCollector:
             window_seconds=window[2],
             flow=dict(state.flow),
             received_inbound=state.received_inbound,
-            window_flow=dict(window_flow[0]),
-            window_received_inbound=window_flow[1],
+            recent_seconds=sum(seconds for _, seconds, _, _ in state.recent),
+            recent_flow=_summed(flow for _, _, flow, _ in state.recent),
+            recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:

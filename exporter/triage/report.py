@@ -39,12 +39,13 @@ def _scope_evidence(scope: str, facts: Facts) -> list[str]:
         return [f"{sum(q.message_count for q in internal)} messages in internal/submission queues",
                 f"{len(mounted)} database(s) mounted"]  # fmt: skip
     tracking = facts.all("tracking")
-    received = sum(r.window_received_inbound for r in tracking)
-    delivered = sum(r.window_flow.get("inbound", 0) for r in tracking)
+    received = sum(r.recent_received_inbound for r in tracking)
+    delivered = sum(r.recent_flow.get("inbound", 0) for r in tracking)
+    minutes = min((r.recent_seconds for r in tracking), default=0.0) / 60
     probes = facts.all("smtp")
     ok = sum(1 for p in probes if p.success)
-    return [f"{received} arrival(s) from outside and {delivered} inbound mailbox deliveries in the last tracking "
-            "window", f"{ok}/{len(probes)} MX host(s) answer SMTP"]  # fmt: skip
+    return [f"{received} arrival(s) from outside and {delivered} inbound mailbox deliveries in the last "
+            f"{minutes:.0f} minutes of tracking log", f"{ok}/{len(probes)} MX host(s) answer SMTP"]  # fmt: skip
 
 
 def verdicts(findings: Iterable[Finding], facts: Facts) -> tuple[Verdict, ...]:

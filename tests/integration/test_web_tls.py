@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from exporter.healthcheck import Health
+from exporter.healthcheck import Health, listen_address
 from exporter.healthcheck import check as healthcheck
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.pki import ClientCert, create_ca, issue_client_certificate, issue_server_certificate
@@ -505,3 +506,61 @@ def test_healthcheck_command_exit_codes(pki: Pki, tmp_path: Path, serve: Serve) 
         timeout=60,
     )
     assert down.returncode == 1 and "unreachable" in down.stderr
+    # The port from the configuration file, as the image's HEALTHCHECK passes it (no variable set).
+    mailflow_yml = tmp_path / "mailflow.yml"
+    mailflow_yml.write_text(f"web:\n  listen_address: '0.0.0.0:{server.port}'\n")
+    clean = {k: v for k, v in os.environ.items() if k != "MAILFLOW_WEB__LISTEN_ADDRESS"}
+    by_config = subprocess.run(
+        [sys.executable, "-m", "exporter", "healthcheck", "--config", str(mailflow_yml)],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+    )
+    assert (by_config.returncode, by_config.stdout.strip()) == (0, "alive (https, behind basic auth)")
+
+
+def test_healthcheck_listen_address_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILFLOW_WEB__LISTEN_ADDRESS", raising=False)
+    config = tmp_path / "mailflow.yml"
+    config.write_text("web:\n  listen_address: ':9999'\n")
+    assert listen_address(config) == ":9999"
+    assert listen_address(None) == "127.0.0.1:10049"
+    assert listen_address(tmp_path / "missing.yml") == "127.0.0.1:10049"
+    config.write_text("web: [not, a, mapping\n")
+    assert listen_address(config) == "127.0.0.1:10049"  # the exporter reports its broken config itself
+    monkeypatch.setenv("MAILFLOW_WEB__LISTEN_ADDRESS", "127.0.0.1:8080")
+    assert listen_address(config) == "127.0.0.1:8080"  # the variable wins, as in the exporter
+
+
+def test_healthcheck_calls_a_hung_tls_server_unhealthy(pki: Pki) -> None:
+    """A server that completes the TLS handshake and never answers is hung, not alive."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(pki.dir / "server.pem"), str(pki.dir / "server-key.pem"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve_forever() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                held.append(context.wrap_socket(conn, server_side=True))  # handshake, then silence
+            except (ssl.SSLError, OSError):
+                conn.close()  # the plain-HTTP attempt
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = healthcheck(f"127.0.0.1:{listener.getsockname()[1]}", timeout=1)
+        assert result == Health(False, "unhealthy: no answer within 1 s after the TLS handshake")
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()

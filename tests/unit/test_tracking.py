@@ -389,7 +389,26 @@ def test_flow_and_arrivals_are_counted_once_and_per_window(tmp_path: Path) -> No
     more = [flowing(20, "DELIVER", "STOREDRIVER", "Originating", msg="int")]
     r2 = c.ingest("EX01", [*first, *more], T0, T0 + timedelta(seconds=30))  # overlapping window
     assert (r2.flow, r2.received_inbound) == ({"inbound": 1, "outbound": 1, "internal": 1}, 1)
-    assert (r2.window_flow, r2.window_received_inbound) == ({"internal": 1}, 0)
+    assert (r2.recent_flow, r2.recent_received_inbound) == ({"inbound": 1, "outbound": 1, "internal": 1}, 1)
     families = {m.name: m for m in render_tracking([r2], opts().buckets)}
     samples = {s.labels["direction"]: s.value for s in families["mailflow_tracking_messages"].samples}
     assert samples == {"inbound": 1, "outbound": 1, "internal": 1, "unknown": 0}
+
+
+def test_recent_flow_covers_the_new_log_time_of_several_polls(tmp_path: Path) -> None:
+    """The daemon polls every minute with a 2-minute overlap: each poll reads about one minute of new log,
+    so silence is judged over the recent polls together (up to 15 minutes), not over one poll."""
+    c = collector(tmp_path)
+    arrived = flowing(10, "RECEIVE", "SMTP", "Incoming", "EX01\\Default Frontend EX01", msg="in")
+    first = c.ingest("EX01", [], T0 - timedelta(minutes=5), T0)
+    assert (first.recent_seconds, first.recent_received_inbound) == (300.0, 0)
+    results = {}
+    for minute in range(1, 20):
+        end = T0 + timedelta(minutes=minute)
+        events = [arrived] if minute == 1 else []  # at T0+10s: read by the poll ending at T0+1m
+        results[minute] = c.ingest("EX01", events, end - timedelta(minutes=3), end)
+    assert (results[1].recent_seconds, results[1].recent_received_inbound) == (360.0, 1)
+    assert results[10].recent_seconds == 900.0  # 5 + 10 minutes read, none of it twice
+    assert results[16].recent_received_inbound == 1  # the poll that read it is 15 minutes old
+    assert results[17].recent_received_inbound == 0  # aged out: 15 minutes without an arrival
+    assert results[19].recent_seconds == 960.0  # the polls of the last 15 minutes, both ends included

@@ -56,7 +56,8 @@ def tracking(received: int, failures: int = 0, internal: int = 0) -> TrackingRes
         truncated_polls=0, evictions=0, skipped_seconds=0.0, new_events=received + internal,
         window_events={("RECEIVE", "SMTP"): received + internal} if received + internal else {},
         window_failures={("5.1.1", "recipient_unknown"): failures} if failures else {}, window_seconds=600.0,
-        window_flow={"internal": internal} if internal else {}, window_received_inbound=received,
+        recent_seconds=600.0, recent_flow={"internal": internal} if internal else {},
+        recent_received_inbound=received,
     )  # fmt: skip
 
 
@@ -125,3 +126,6 @@ def test_inbound_silence_while_the_rest_flows() -> None:
     drifted = {"contoso.sim": domain("contoso.sim", hosts=("mx.hijacked.example",), drift=True)}
     # The MX explains the silence: inbound_dns_and_smtp names it, this rule stays out of the way.
     assert inbound_silence(facts(dns_domains=drifted, tracking={"EX01": tracking(0, internal=60)})) == []
+    # A server whose log could not be read may be the one that receives from outside: no verdict.
+    partial = Facts({"tracking": {"EX02": tracking(0, internal=60)}}, {"tracking": {"EX01": "timeout: ..."}}, NOW)
+    assert inbound_silence(partial) == []
