@@ -10,7 +10,8 @@ for N renders. Here a request is answered by a render that is at least as new as
   render instead of each rendering, and every request that waited for it is answered by it.
 
 So data is never older than the request, and concurrent scrapers cost about one render each round
-instead of one per scraper. ``name[]`` filtered requests and non-GET methods are not cached.
+instead of one per scraper. ``name[]`` filtered requests and non-GET methods are not cached, and
+at most a few (content type, encoding) variants are: the client picks the Accept header.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 
+_MAX_FORMATS = 8  # cached (content type, gzip) variants; any further Accept header is rendered uncached
+
+
 @dataclass(frozen=True)
 class _Render:
+    number: int  # renders begun before this one, plus one: orders renders against arrivals exactly
     generation: int
     began: float  # monotonic time the render began
     headers: tuple[tuple[str, str], ...]
@@ -60,31 +65,36 @@ class SharedRenderApp:
         self._locks: dict[tuple[str, bool], threading.Lock] = {}
         self._cache: dict[tuple[str, bool], _Render] = {}
         self._guard = threading.Lock()
+        self._begun = 0  # renders begun so far (read on arrival, bumped under _guard)
         self.renders = 0  # how many renders this app did (benchmarks and tests read it)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "GET" or "name[]" in parse_qs(environ.get("QUERY_STRING", "")):
             return self._fallback(environ, start_response)  # type: ignore[no-any-return,unused-ignore]
-        arrived = self._clock()
+        arrived, seen = self._clock(), self._begun
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
         compress = _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or "")
         key = (content_type, compress)
-        render = self._usable(key, arrived)
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) >= _MAX_FORMATS:  # the client chooses the Accept header: bound the cache
+                    return self._fallback(environ, start_response)  # type: ignore[no-any-return,unused-ignore]
+                lock = self._locks[key] = threading.Lock()
+        render = self._usable(key, arrived, seen)
         if render is None:
-            with self._guard:
-                lock = self._locks.setdefault(key, threading.Lock())
             with lock:
-                render = self._usable(key, arrived)
+                render = self._usable(key, arrived, seen)
                 if render is None:
                     render = self._render(key, encoder, content_type, compress)
         start_response("200 OK", list(render.headers))
         return [render.body]
 
-    def _usable(self, key: tuple[str, bool], arrived: float) -> _Render | None:
+    def _usable(self, key: tuple[str, bool], arrived: float, seen: int) -> _Render | None:
         render = self._cache.get(key)
         if render is None:
             return None
-        if render.began >= arrived:
+        if render.number > seen:
             return render  # began after this request arrived: as new as a render of its own
         if render.generation == self._generation() and arrived - render.began <= self._max_age:
             return render
@@ -95,6 +105,9 @@ class SharedRenderApp:
     ) -> _Render:
         # Read the generation before rendering: a poll that lands mid-render makes this render
         # look older than it is (re-rendered next time), never newer.
+        with self._guard:
+            self._begun += 1
+            number = self._begun
         generation = self._generation()
         began = self._clock()
         body = encoder(self._registry)
@@ -102,7 +115,7 @@ class SharedRenderApp:
         if compress:
             body = gzip.compress(body)
             headers.append(("Content-Encoding", "gzip"))
-        render = _Render(generation, began, tuple(headers), body)
+        render = _Render(number, generation, began, tuple(headers), body)
         self._cache[key] = render
         self.renders += 1
         return render

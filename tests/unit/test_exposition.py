@@ -158,3 +158,23 @@ def test_the_exporter_registry_answers_name_filters() -> None:
     assert [line for line in body.splitlines() if not line.startswith("#")] == [
         f'mailflow_build_info{{version="{__version__}"}} 1.0'
     ]
+
+
+def test_a_coarse_clock_never_serves_a_render_older_than_the_scrape() -> None:
+    """Freshness is decided by render order, not clock readings (Windows' monotonic clock ticks 15.6 ms)."""
+    source = Source()
+    app = app_for(source, max_age=60, clock=lambda: 5.0)
+    get(app)
+    source.value, source.generation = 9.0, 1  # a poll lands within the same clock tick
+    assert 'demo_value{name="a"} 9.0' in get(app)[2]
+    assert source.collects == 2
+
+
+def test_clients_cannot_grow_the_cache_with_accept_headers() -> None:
+    source = Source()
+    app = app_for(source, max_age=60)
+    for minor in range(40):
+        status, _, body = get(app, accept=f"application/openmetrics-text; version=1.0.{minor}")
+        assert status == "200 OK" and body.endswith("# EOF\n")
+    assert len(app._locks) <= 8 and len(app._cache) <= 8
+    assert source.collects == 40  # beyond the cached variants each request renders, as without the cache
