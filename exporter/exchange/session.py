@@ -514,7 +514,7 @@ class ExchangeSession:
         if not rejected or _shell_gone(exc) or not getattr(pool.shell, "opened", False):
             return  # never reached the server, or the shell is gone: nothing left to close
         with self._pool_lock:
-            if attempts <= _ORPHAN_ATTEMPTS and len(self._orphans) < _ORPHAN_LIMIT:
+            if attempts < _ORPHAN_ATTEMPTS and len(self._orphans) < _ORPHAN_LIMIT:
                 self._orphans.append((pool, attempts))
 
     def _close_orphans(self) -> None:
@@ -522,6 +522,13 @@ class ExchangeSession:
         with self._pool_lock:
             orphans, self._orphans = self._orphans, []
         for pool, attempts in orphans:
+            # Its HTTP session was closed with the failed close; with message encryption (Kerberos or
+            # NTLM over HTTP) the old security context does not carry over to a new connection, so
+            # start the transport afresh: pypsrp then authenticates and sets up encryption again.
+            transport = getattr(pool.connection, "transport", None)
+            if transport is not None:
+                transport.session = None
+                transport.encryption = None
             self._close_pool(pool, self._teardown_wait(), attempts)
             if not getattr(pool.shell, "opened", True):
                 log.info("closed a shell left open by a rejected close server=%s", self.server.name)
@@ -539,7 +546,7 @@ class ExchangeSession:
             log.info("session closed server=%s", self.server.name)
         with self._pool_lock:
             orphans, self._orphans = self._orphans, []
-        for orphan, _ in orphans:  # one last try each; the server's idle timeout ends the rest
+        for orphan, _ in orphans:  # no time for more tries at shutdown: the server's idle timeout ends them
             with contextlib.suppress(Exception):
                 orphan.connection.close()
 

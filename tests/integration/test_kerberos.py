@@ -19,6 +19,7 @@ import base64
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,26 @@ def test_keytab_option(krb_sim: Simulator, services: list[Service], realm: Realm
     service, snaps = poll(services, settings)
     assert_polled(service, snaps)
     assert krb_sim.stats()["encrypted_messages"] > 0
+
+
+def test_a_shell_whose_close_was_rejected_is_closed_over_a_fresh_sealed_connection(
+    krb_sim: Simulator, services: list[Service]
+) -> None:
+    """Kerberos over HTTP seals every message with the connection's security context. A close the
+    server rejected (HTTP 500) is retried after it heals on a new connection, which needs a new context:
+    the exporter must start the transport afresh, or the retried close is undecryptable."""
+    service, snaps = poll(services, kerberos_settings(krb_sim, {"password": PASSWORD}))
+    assert_polled(service, snaps)
+    opened = krb_sim.stats()["shells_open"]
+    krb_sim.faults.set("EX01", "http500")
+    service.poll_all()  # EX01 fails: its session is discarded and its close is rejected with the rest
+    assert krb_sim.stats()["shells_open"] == opened  # the shell is still open on the server
+    krb_sim.faults.clear()
+    assert all(s.ok for s in service.poll_all())  # a new session on EX01, then the old shell's close again
+    deadline = time.monotonic() + 20
+    while krb_sim.stats()["shells_open"] != opened and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert krb_sim.stats()["shells_open"] == opened, krb_sim.stats()["servers"]["EX01"]
 
 
 def test_client_keytab_from_environment(
