@@ -23,6 +23,7 @@ import base64
 import contextlib
 import functools
 import html
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
@@ -377,7 +378,7 @@ def tracking_events(draw: Any) -> str:
     if draw(st.integers(0, 5)):  # now and then no Timestamp at all
         tag = draw(st.sampled_from(["DT", "DT", "DT", "S"]))
         fields.append(f'<{tag} N="Timestamp">{html.escape(draw(STAMPS), quote=False)}</{tag}>')
-    for name in ("EventId", "Source", "InternalMessageId", "MessageId"):
+    for name in ("EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"):
         form = draw(st.sampled_from(["S", "S", "S", "Nil", "absent", "I64"]))
         if form == "Nil":
             fields.append(f'<Nil N="{name}" />')
@@ -406,10 +407,19 @@ def tracking_events(draw: Any) -> str:
         fields.append('<Nil N="MessageLatency" />')
     fields = draw(st.permutations(fields))
     section = draw(st.sampled_from(["MS", "Props"]))
+    body = "".join(fields)
+    # Legal XML PowerShell never writes: the text path must decline it, not misread it.
+    quoting = draw(st.sampled_from(["double", "double", "double", "single", "spaced", "tab"]))
+    if quoting == "single":
+        body = re.sub(r'N="([^"]*)"', r"N='\1'", body, count=draw(st.integers(1, 3)))
+    elif quoting == "spaced":
+        body = body.replace(' N="', ' N = "', draw(st.integers(1, 3)))
+    elif quoting == "tab":
+        body = body.replace(' N="', ' N=\t"', draw(st.integers(1, 3)))
     return (
         '<Obj RefId="0"><TN RefId="0"><T>Selected.Microsoft.Exchange.Management.TransportLogSearchTasks.'
         "MessageTrackingEvent</T><T>System.Management.Automation.PSCustomObject</T><T>System.Object</T></TN>"
-        f"<ToString>@{{...}}</ToString><{section}>{''.join(fields)}</{section}></Obj>"
+        f"<ToString>@{{...}}</ToString><{section}>{body}</{section}></Obj>"
     )
 
 

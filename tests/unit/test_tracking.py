@@ -412,3 +412,29 @@ def test_recent_flow_covers_the_new_log_time_of_several_polls(tmp_path: Path) ->
     assert results[16].recent_received_inbound == 1  # the poll that read it is 15 minutes old
     assert results[17].recent_received_inbound == 0  # aged out: 15 minutes without an arrival
     assert results[19].recent_seconds == 960.0  # the polls of the last 15 minutes, both ends included
+
+
+@pytest.mark.parametrize(
+    "field",
+    ['<Nil N="ConnectorId" />', '<S N="ConnectorId" />', '<S N="ConnectorId">EX01\\Default EX01</S>'],
+)
+def test_text_decoder_reads_direction_fields_in_every_form(field: str) -> None:
+    """Real Select-Object output writes a null string as Nil: the text path must take it, not fall back."""
+    from exporter.exchange.tracking import decode_event_text, decode_event_xml
+
+    xml = SELECTED.format(status="", latency='<S N="Directionality">Incoming</S>' + field)
+    fast = decode_event_text(xml)
+    assert fast == decode_event_xml(xml)
+    assert fast is not None and fast.directionality == "Incoming"
+    assert fast.connector_id == ("EX01\\Default EX01" if "Default" in field else "")
+
+
+@pytest.mark.parametrize("odd", ["<S N='EventId'>SEND</S>", '<S N ="EventId">SEND</S>', '<S N= "EventId">SEND</S>'])
+def test_text_decoder_declines_unusual_attribute_forms(odd: str) -> None:
+    from exporter.exchange.tracking import decode_event, decode_event_text, decode_event_xml
+
+    xml = SELECTED.format(status="", latency="").replace('<S N="EventId">FAIL</S>', odd)
+    with pytest.raises(ValueError, match="unusual form"):
+        decode_event_text(xml)
+    event = decode_event(xml)
+    assert event == decode_event_xml(xml) and event is not None and event.event_id == "SEND"
