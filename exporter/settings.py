@@ -736,6 +736,10 @@ def _bad_json_variables(exc: SettingsError, environ: Mapping[str, str]) -> list[
     return sorted(bad)
 
 
+# Kubernetes injects these for every Service whose name starts like ours (service links).
+_SERVICE_LINK = re.compile(r"_SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)$|_PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?$")
+
+
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``MAILFLOW_*`` variables that name no top-level setting. pydantic-settings reads only the
     variables of known fields, so a misspelt one (``MAILFLOW_EXCHANGE_SERVERS``, one underscore) would
@@ -744,7 +748,7 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     problems = []
     for key in sorted(environ):
         upper = key.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == ENV_PREFIX:
+        if not upper.startswith(ENV_PREFIX) or upper == ENV_PREFIX or _SERVICE_LINK.search(upper):
             continue
         top = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
         if top not in known:

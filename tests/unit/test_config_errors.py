@@ -370,5 +370,9 @@ def test_known_variables_and_other_prefixes_are_fine(tmp_path: Path, monkeypatch
     monkeypatch.setenv("MAILFLOW_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("MAILFLOWX_UNRELATED", "1")
     monkeypatch.setenv("mailflow_log__level", "debug")  # variables are case-insensitive, as for the fields
+    # Kubernetes service links of a Service named mailflow-exporter are not settings, nor mistakes.
+    for link in ("SERVICE_HOST", "SERVICE_PORT", "SERVICE_PORT_METRICS", "PORT", "PORT_10049_TCP",
+                 "PORT_10049_TCP_PROTO", "PORT_10049_TCP_PORT", "PORT_10049_TCP_ADDR"):  # fmt: skip
+        monkeypatch.setenv(f"MAILFLOW_EXPORTER_{link}", "10.0.0.1")
     settings = load_settings(path)
     assert settings.state_dir == tmp_path and settings.log.level == "debug"
