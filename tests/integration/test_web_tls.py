@@ -556,8 +556,8 @@ def test_healthcheck_calls_a_hung_tls_server_unhealthy(pki: Pki) -> None:
     thread = threading.Thread(target=serve_forever, daemon=True)
     thread.start()
     try:
-        result = healthcheck(f"127.0.0.1:{listener.getsockname()[1]}", timeout=1)
-        assert result == Health(False, "unhealthy: no answer within 1 s after the TLS handshake")
+        result = healthcheck(f"127.0.0.1:{listener.getsockname()[1]}", timeout=2)
+        assert result == Health(False, "unhealthy: no answer within 2 s after the TLS handshake")
     finally:
         stop.set()
         thread.join(5)
