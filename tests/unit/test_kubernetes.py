@@ -3,7 +3,6 @@ Kubernetes OpenAPI schemas (kubernetes-validate), rules by promtool, the config 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,19 +13,11 @@ import pytest
 import yaml
 
 from exporter.settings import load_settings
+from tests.tools import ci_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 K8S_VERSION = "1.30"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"{name} is not installed; scripts/test.sh installs it")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -126,7 +117,7 @@ def test_prometheus_rule_is_the_alerts_file_and_passes_promtool(tmp_path: Path) 
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(rule["spec"]))
     result = subprocess.run(
-        [tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [ci_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     count = sum(len(group["rules"]) for group in rule["spec"]["groups"])
     assert count >= 38  # every alert of alerts.yml, none lost on the way

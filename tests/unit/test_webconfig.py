@@ -30,18 +30,12 @@ from exporter.webconfig import (
     parse_basic_auth,
     parse_go_duration,
 )
+from tests.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config").glob("web-config*.yml"))
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
 OTHER_HASH = bcrypt.hashpw(b"other", bcrypt.gensalt(4)).decode()
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is missing: scripts/test.sh installs Debian's prometheus package")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +305,7 @@ NEWER = {
 
 def promtool_accepts(path: Path) -> tuple[bool, str]:
     result = subprocess.run(
-        [promtool(), "check", "web-config", path.name],
+        [tool("promtool"), "check", "web-config", path.name],
         capture_output=True,
         text=True,
         check=False,
