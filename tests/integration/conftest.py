@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import subprocess
@@ -15,10 +16,12 @@ import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from exporter.demo import deep_merge, demo_settings
+from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path, demo_settings
+from exporter.netsim.demo_net import DemoNet
 from exporter.service import Service
 from exporter.settings import COLLECTOR_NAMES, Settings
-from exporter.simulator import Scenario, Simulator
+from exporter.simulator import Scenario, Simulator, load_scenario
+from exporter.store import Snapshot
 from tests.tools import tool
 
 USER = "svc-mailflow@contoso.sim"
@@ -123,6 +126,35 @@ def settings_for(
         "dns": {"enabled": False},
     }
     return demo_settings(sim, scenario, "127.0.0.1:0", tls, interval=30.0, overrides=deep_merge(base, overrides or {}))
+
+
+@contextlib.contextmanager
+def demo_org(overrides: dict[str, Any] | None = None) -> Iterator[tuple[Simulator, Scenario, Settings]]:
+    """The bundled demo organisation (simulator) and its outside world (DemoNet), with test settings
+    polling both: the demo's expectations and DNS, then ``overrides``. Stop any Service first."""
+    scenario = load_scenario(demo_scenario_path())
+    sim = Simulator(scenario, host="127.0.0.1", tls=False)
+    sim.start()
+    net = DemoNet().start()
+    try:
+        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net)), overrides or {})
+        yield sim, scenario, settings_for(sim, scenario, overrides=merged)
+    finally:
+        net.stop()
+        sim.stop()
+
+
+def poll_demo_with_a_healed_fault(service: Service, sim: Simulator, scenario: Scenario) -> list[Snapshot]:
+    """Poll 1 finds the accepted domains, poll 2 their MX hosts, poll 3 probes those hosts. One transient
+    cmdlet error in between, healed, so the poll error counter exists as it would after any hiccup; the
+    last poll must leave every target healthy."""
+    service.poll_all()
+    sim.faults.set(scenario.servers[-1].name, "error_record", cmdlet="Get-Queue", message="transient")
+    service.poll_all()
+    sim.faults.clear()
+    snaps = service.poll_all()
+    assert all(s.ok for s in snaps), [(s.collector, s.target, s.message) for s in snaps]
+    return snaps
 
 
 @pytest.fixture

@@ -20,10 +20,7 @@ from typing import Any
 
 import pytest
 
-from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
-from exporter.netsim.demo_net import DemoNet
-from exporter.simulator import Simulator, load_scenario
-from tests.integration.conftest import settings_for, start_prometheus
+from tests.integration.conftest import demo_org, poll_demo_with_a_healed_fault, start_prometheus
 from tests.unit.test_dashboards import (
     all_queries,
     iter_panels,
@@ -63,55 +60,41 @@ class Prom:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prom, str, str]]:
     """(Prometheus, the exporter's host:port, its /metrics text) with a few scrapes ingested."""
-    scenario = load_scenario(demo_scenario_path())
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    sim.start()
-    net = DemoNet().start()
     from exporter.service import Service
 
-    overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
-    overrides = deep_merge(overrides, {"exchange": {"discovery": {"enabled": True}}})
-    service = Service(settings_for(sim, scenario, overrides=overrides))
-    proc: subprocess.Popen[str] | None = None
-    try:
-        # Poll 1 finds the accepted domains, poll 2 their MX hosts, poll 3 probes those hosts. One transient
-        # cmdlet error in between, healed, so the poll error counter exists as it would after any hiccup.
-        service.poll_all()
-        sim.faults.set(scenario.servers[-1].name, "error_record", cmdlet="Get-Queue", message="transient")
-        service.poll_all()
-        sim.faults.clear()
-        snaps = service.poll_all()
-        assert all(s.ok for s in snaps), [(s.collector, s.target, s.message) for s in snaps]
-        assert {s.collector for s in snaps} >= {"queues", "tracking", "dns_domains", "dns_ips", "smtp"}
-        service.start()  # HTTP on an ephemeral port; scheduled polls keep the counters moving
-        assert service.web is not None
-        target = f"127.0.0.1:{service.web.port}"
-        with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as resp:
-            exposition = resp.read().decode()
+    with demo_org({"exchange": {"discovery": {"enabled": True}}}) as (sim, scenario, settings):
+        service = Service(settings)
+        proc: subprocess.Popen[str] | None = None
+        try:
+            snaps = poll_demo_with_a_healed_fault(service, sim, scenario)
+            assert {s.collector for s in snaps} >= {"queues", "tracking", "dns_domains", "dns_ips", "smtp"}
+            service.start()  # HTTP on an ephemeral port; scheduled polls keep the counters moving
+            assert service.web is not None
+            target = f"127.0.0.1:{service.web.port}"
+            with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as resp:
+                exposition = resp.read().decode()
 
-        tmp = tmp_path_factory.mktemp("prometheus")
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: mailflow\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n"
-        )
-        proc, port = start_prometheus(config, tmp)
-        prom = Prom(port)
-        # rate() needs two samples in its window: a few scrapes, then one more poll (new tracking events,
-        # latency observations) so the counters move inside the window, then a few more scrapes.
-        wait_for_scrapes(prom, 3)
-        service.poll_all()
-        wait_for_scrapes(prom, 6)
-        yield prom, target, exposition
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        service.stop()
-        net.stop()
-        sim.stop()
+            tmp = tmp_path_factory.mktemp("prometheus")
+            config = tmp / "prometheus.yml"
+            config.write_text(
+                "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+                "scrape_configs:\n"
+                "  - job_name: mailflow\n"
+                f"    static_configs: [{{targets: ['{target}']}}]\n"
+            )
+            proc, port = start_prometheus(config, tmp)
+            prom = Prom(port)
+            # rate() needs two samples in its window: a few scrapes, then one more poll (new tracking events,
+            # latency observations) so the counters move inside the window, then a few more scrapes.
+            wait_for_scrapes(prom, 3)
+            service.poll_all()
+            wait_for_scrapes(prom, 6)
+            yield prom, target, exposition
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            service.stop()
 
 
 def wait_for_scrapes(prom: Prom, count: int, timeout: float = 30) -> None:

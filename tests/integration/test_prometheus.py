@@ -16,10 +16,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
-from exporter.netsim.demo_net import DemoNet
-from exporter.simulator import Simulator, load_scenario
-from tests.integration.conftest import settings_for, start_prometheus, tool
+from tests.integration.conftest import demo_org, poll_demo_with_a_healed_fault, start_prometheus, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,29 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def demo_exposition() -> Any:
     """The exporter's full output against the bundled demo organisation, discovery on."""
-    scenario = load_scenario(demo_scenario_path())
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    sim.start()
-    net = DemoNet().start()
     from exporter.service import Service
 
-    overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
-    overrides = deep_merge(overrides, {"exchange": {"discovery": {"enabled": True}}})
-    settings = settings_for(sim, scenario, overrides=overrides)
-    service = Service(settings)
-    try:
-        service.poll_all()
-        # One failed poll, healed, so the error counter exists and every target ends up healthy.
-        sim.faults.set(scenario.servers[-1].name, "error_record", cmdlet="Get-Queue", message="transient")
-        service.poll_all()
-        sim.faults.clear()
-        snaps = service.poll_all()
-        assert all(s.ok for s in snaps), [(s.collector, s.target, s.message) for s in snaps]
-        yield service, generate_latest(service.registry).decode()
-    finally:
-        service.stop()
-        net.stop()
-        sim.stop()
+    with demo_org({"exchange": {"discovery": {"enabled": True}}}) as (sim, scenario, settings):
+        service = Service(settings)
+        try:
+            poll_demo_with_a_healed_fault(service, sim, scenario)
+            yield service, generate_latest(service.registry).decode()
+        finally:
+            service.stop()
 
 
 def test_promtool_check_metrics_has_no_findings(demo_exposition: Any) -> None:

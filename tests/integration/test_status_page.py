@@ -18,16 +18,13 @@ from typing import Any
 
 import pytest
 
-from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path
 from exporter.metrics import MailflowCollector, build_registry
-from exporter.netsim.demo_net import DemoNet
 from exporter.service import Service
-from exporter.simulator import Simulator, load_scenario
 from exporter.store import Snapshot, SnapshotStore
 from exporter.triage.model import Finding, Report, Verdict
 from exporter.triage.run import report_for
 from exporter.web import WebApp, runbook_link
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import demo_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -141,25 +138,18 @@ def check_page(dom: Node, report: Report, runbook_url: str) -> None:
 def demo_service() -> Iterator[Service]:
     """The demo organisation polled to completion (domains -> DNS checks -> MX hosts -> SMTP probes),
     then served over HTTP on an ephemeral port."""
-    scenario = load_scenario(demo_scenario_path())
-    sim = Simulator(scenario, host="127.0.0.1", tls=False)
-    sim.start()
-    net = DemoNet().start()
-    overrides = deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net))
-    settings = settings_for(sim, scenario, overrides=deep_merge(overrides, {"web": {"runbook_url": RUNBOOK}}))
-    service = Service(settings)
-    try:
-        service.poll_all()
-        service.poll_all(only_new=True)
-        service.poll_all(only_new=True)
-        service.start()
-        # The page is compared with report_for(service): keep the snapshots still while we look.
-        service.scheduler.pause()
-        yield service
-    finally:
-        service.stop()
-        net.stop()
-        sim.stop()
+    with demo_org({"web": {"runbook_url": RUNBOOK}}) as (_, _, settings):
+        service = Service(settings)
+        try:
+            service.poll_all()
+            service.poll_all(only_new=True)
+            service.poll_all(only_new=True)
+            service.start()
+            # The page is compared with report_for(service): keep the snapshots still while we look.
+            service.scheduler.pause()
+            yield service
+        finally:
+            service.stop()
 
 
 def get(url: str) -> tuple[int, dict[str, str], str]:
