@@ -204,7 +204,6 @@ class Service:
         """Poll every collector and target once, in parallel (used by tests, benchmarks and `check`).
         ``only_new``: only targets never polled yet (e.g. DNS checks of newly found domains)."""
         known = set(self.store.states()) if only_new else set()
-        jobs = [(c, t) for c in self.collectors for t in c.targets() if (c.name, t) not in known]
         out: list[Snapshot] = []
         lock = threading.Lock()
 
@@ -214,12 +213,19 @@ class Service:
                 with lock:
                     out.append(snap)
 
-        # Discovery first: it changes the target list of the others.
-        for c, t in [j for j in jobs if j[0].name == "discovery"]:
+        def jobs_of(discovery: bool) -> list[tuple[Collector, str]]:
+            return [
+                (c, t)
+                for c in self.collectors
+                if (c.name == "discovery") == discovery
+                for t in c.targets()
+                if (c.name, t) not in known
+            ]
+
+        # Discovery first: it changes the target list of the others, which are listed after it.
+        for c, t in jobs_of(discovery=True):
             run(c, t)
-        jobs = [
-            (c, t) for c in self.collectors if c.name != "discovery" for t in c.targets() if (c.name, t) not in known
-        ]
+        jobs = jobs_of(discovery=False)
         limit = threading.Semaphore(self.settings.scheduler.max_workers)
 
         def limited(c: Collector, t: str) -> None:
