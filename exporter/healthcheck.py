@@ -23,7 +23,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from exporter.errors import ConfigError
+from exporter.settings import read_yaml
 
 DEFAULT_ADDRESS = "127.0.0.1:10049"
 
@@ -133,9 +134,9 @@ def listen_address(config: Path | None) -> str:
         return from_env
     if config is not None:
         try:
-            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+            data, _ = read_yaml(config)
             value = data["web"]["listen_address"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
+        except (ConfigError, KeyError, TypeError):
             value = None  # the exporter reports a broken config itself; probe the default then
         if isinstance(value, str) and value:
             return value
