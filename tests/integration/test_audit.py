@@ -222,6 +222,31 @@ def test_hidden_get_adpermission_reports_unverified_not_safe(sim_factory: SimFac
     # the externally secured relay needs no AD permission to be recognised
     assert value(service, risk, server="EX01", connector="Partner Relay EX01", reason="externally_secured") == 1
     assert value(service, "mailflow_receive_connector_permissions_readable", server="EX01") == 0
+    unverified = [f for f in service.triage().findings if f.rule == "relay_unverified"]
+    assert unverified and all(
+        "Get-ADPermission not available to the account (RBAC)" in f.evidence[0] for f in unverified
+    )
+
+
+def test_a_failing_get_adpermission_call_is_unverified_but_not_blamed_on_rbac(
+    sim_factory: SimFactory, service_factory: Any
+) -> None:
+    sim, scenario = sim_factory(faulty_org())
+    sim.faults.set("EX01", "error_record", cmdlet="Get-ADPermission", message="A directory error occurred")
+    overrides = {"collectors": {**QUIET, **EXPECT}}
+    service = service_factory(settings_for(sim, scenario, overrides=overrides))
+    service.poll_all()
+    risk = "mailflow_receive_connector_open_relay_risk"
+    connector = "Anonymous Relay EX01"
+    assert value(service, risk, server="EX01", connector=connector, reason="anonymous_relay_unverified") == 1
+    assert value(service, risk, server="EX01", connector=connector, reason="anonymous_relay") == 0
+    assert value(service, risk, server="EX02", connector="Default Frontend EX02", reason="anonymous_relay") == 0
+    assert (
+        value(service, risk, server="EX02", connector="Default Frontend EX02", reason="anonymous_relay_unverified") == 0
+    )
+    [finding] = [f for f in service.triage().findings if f.rule == "relay_unverified" and connector in f.title]
+    assert "call failed" in finding.evidence[0] and "RBAC" not in finding.evidence[0]
+    assert "Grant" not in finding.next_step and "Get-ADPermission -User" in finding.next_step
 
 
 def test_org_wide_collectors_fail_over_and_faults_stay_local(sim_factory: SimFactory, service_factory: Any) -> None:

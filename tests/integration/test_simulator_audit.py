@@ -297,7 +297,9 @@ def test_ad_permission(pool: RunspacePool) -> None:
     assert all(r["User"] == anonymous and r["Identity"] == "EX01\\App Relay EX01" for r in relay)
     # the same object by its DN in other case, by its objectGUID, and by its unique name
     for identity in (relay_dn.upper(), str(ex01["App Relay EX01"]["Guid"]), "app relay ex01"):
-        assert rows(pool, ("Get-ADPermission", {"Identity": identity, "User": "nt authority\\anonymous logon"})) == relay
+        assert (
+            rows(pool, ("Get-ADPermission", {"Identity": identity, "User": "nt authority\\anonymous logon"})) == relay
+        )
     frontend_dn = ex01["Default Frontend EX01"]["DistinguishedName"]
     frontend = rows(pool, ("Get-ADPermission", {"Identity": frontend_dn, "User": anonymous}))
     assert sorted(r for row in frontend for r in row["ExtendedRights"]) == [
