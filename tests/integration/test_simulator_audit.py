@@ -318,7 +318,7 @@ def test_ad_permission(pool: RunspacePool) -> None:
 
 @pytest.mark.timeout(30)
 def test_ad_permission_rejects_what_adrawentryidparameter_does_not_resolve(pool: RunspacePool) -> None:
-    # Get-ReceiveConnector's Identity (SERVER\\Name) is not an ADRawEntryIdParameter form: not found,
+    # Get-ReceiveConnector's Identity (SERVER\Name) is not an ADRawEntryIdParameter form: not found,
     # and so are a DN of no object, a wildcard and a GUID no object has.
     dn = rows(pool, ("Get-ReceiveConnector", {"Identity": "EX01\\Default Frontend EX01"}))[0]["DistinguishedName"]
     for identity in (
@@ -334,7 +334,7 @@ def test_ad_permission_rejects_what_adrawentryidparameter_does_not_resolve(pool:
         assert str(ps.streams.error[0]) == (
             f"The operation couldn't be performed because object '{identity}' couldn't be found on '{dc}'."
         )
-    # A principal not in DOMAIN\\name form does not resolve: an error, never an empty "no ACE" answer.
+    # A principal not in DOMAIN\name form does not resolve: an error, never an empty "no ACE" answer.
     ps = run(pool, ("Get-ADPermission", {"Identity": dn, "User": "ANONYMOUS LOGON"}))
     assert not ps.output
     (error,) = ps.streams.error
