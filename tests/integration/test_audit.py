@@ -180,7 +180,7 @@ def test_planted_faults_yield_the_right_metrics(sim_factory: SimFactory, service
 def test_internet_facing_anonymous_relay_is_detected_through_its_distinguished_name(
     sim_factory: SimFactory, service_factory: Any
 ) -> None:
-    # Get-ADPermission resolves a DN, GUID or unique name, never Get-ReceiveConnector's SERVER\\Name:
+    # Get-ADPermission resolves a DN, GUID or unique name, never Get-ReceiveConnector's SERVER\Name:
     # the classic open relay (AnonymousUsers from anywhere plus the anonymous Accept-Any-Recipient
     # grant) must be found as such, not reported as "could not be checked".
     org = small_org()
