@@ -1343,8 +1343,8 @@ def config_health() -> Dashboard:
         ),
         stat(
             "Get-ADPermission readable",
-            "Whether the monitoring account may run Get-ADPermission on every server (needed to tell a scoped "
-            "anonymous relay from an open one).",
+            "Whether Get-ADPermission answered for every anonymous connector on every server (needed to tell a "
+            "scoped anonymous relay from an open one); no: the account may not run it, or the call failed.",
             f"min({sel('mailflow_receive_connector_permissions_readable', SRV)})",
             mappings=yes_no(),
             thresholds=steps((None, RED), (1, GREEN)),

@@ -1,17 +1,20 @@
 """Receive connectors per server: enabled state, settings, open-relay risk and expected-state drift.
 
 ``Get-ReceiveConnector -Server EX01`` gives the connectors; for each enabled connector that takes
-anonymous mail from beyond the trusted networks, ``Get-ADPermission -Identity "EX01\\<name>" -User
-"NT AUTHORITY\\ANONYMOUS LOGON"`` tells whether anonymous senders may relay (see ``relay.py``). If
-the account may not run Get-ADPermission (it needs a role beyond View-Only Organization
-Management), the answer is recorded as unknown, once per poll, without failing the collector.
+anonymous mail from beyond the trusted networks, ``Get-ADPermission -Identity <DistinguishedName>
+-User "NT AUTHORITY\\ANONYMOUS LOGON"`` tells whether anonymous senders may relay (see ``relay.py``).
+Get-ADPermission's -Identity is an ADRawEntryIdParameter (a DN, an objectGUID or a unique name), not
+the ``EX01\\<name>`` Identity Get-ReceiveConnector prints, so the connector's DistinguishedName (or
+else its Guid) from the Get-ReceiveConnector output is passed. If the account may not run
+Get-ADPermission (it needs a role beyond View-Only Organization Management) or the call fails, the
+answer is recorded as unknown, with the reason (``UNVERIFIED``), without failing the collector.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +41,11 @@ from exporter.settings import ReceiveConnectorExpectation
 
 log = logging.getLogger(__name__)
 POLLED = "Polled from Get-ReceiveConnector on a schedule."
+
+# Why an anonymous connector's relay right is unverified: the check is switched off, RBAC hides
+# Get-ADPermission from the account, the connector came without DistinguishedName and Guid, or the
+# call wrote an error (object not found, a directory error ...).
+UNVERIFIED = ("check_disabled", "cmdlet_unavailable", "no_identity", "call_failed")
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -71,6 +79,8 @@ class ReceiveConnector:
     require_tls: bool
     fqdn: str
     changed: datetime | None
+    distinguished_name: str = ""
+    guid: str = ""
 
     @property
     def relay_inputs(self) -> RelayInputs:
@@ -120,6 +130,8 @@ def parse_receive_connector(obj: Any, server: str) -> ReceiveConnector:
         require_tls=as_bool(p.get("RequireTLS")),
         fqdn=str(p.get("Fqdn") or ""),
         changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
+        distinguished_name=str(p.get("DistinguishedName") or "").strip(),
+        guid=str(p.get("Guid") or "").strip(),
     )
 
 
@@ -133,6 +145,7 @@ class ReceiveConnectorResult:
     untrusted: Mapping[str, int]  # connector name -> addresses outside the trusted networks
     permissions_readable: bool | None  # None: no connector needed the check
     drift: tuple[ConnectorDrift, ...]
+    unverified: Mapping[str, str] = field(default_factory=dict)  # connector name -> one of UNVERIFIED
 
 
 def _applies(pattern: str, server: str) -> tuple[bool, str]:
@@ -184,11 +197,14 @@ class ReceiveConnectorCollector(ServerCollector):
         connectors.sort(key=lambda c: c.name.lower())
         risks: dict[str, Mapping[str, bool]] = {}
         untrusted: dict[str, int] = {}
+        unverified: dict[str, str] = {}
         readable: bool | None = None
         for conn in connectors:
             relay: bool | None = None
             if needs_permission_check(conn.relay_inputs, self._trusted):
-                relay = self._anonymous_relay(session, server, conn)
+                relay, why = self._anonymous_relay(session, server, conn)
+                if relay is None:
+                    unverified[conn.name] = why
                 if self._check_permissions:
                     readable = (readable is not False) and relay is not None
             risks[conn.name] = assess(conn.relay_inputs, self._trusted, relay)
@@ -200,13 +216,26 @@ class ReceiveConnectorCollector(ServerCollector):
             untrusted=untrusted,
             permissions_readable=readable,
             drift=tuple(receive_drift(server, connectors, self._expect)),
+            unverified=unverified,
         )
 
-    def _anonymous_relay(self, session: ExchangeSession, server: str, conn: ReceiveConnector) -> bool | None:
-        """Get-ADPermission answer for the anonymous principal, or None when it cannot be read."""
-        if not self._check_permissions or server in self._permission_cmdlet_missing:
-            return None
-        identity = f"{conn.server}\\{conn.name}"
+    def _anonymous_relay(
+        self, session: ExchangeSession, server: str, conn: ReceiveConnector
+    ) -> tuple[bool | None, str]:
+        """Get-ADPermission answer for the anonymous principal, or None and why it could not be read."""
+        if not self._check_permissions:
+            return None, "check_disabled"
+        if server in self._permission_cmdlet_missing:
+            return None, "cmdlet_unavailable"
+        identity = conn.distinguished_name or conn.guid
+        if not identity:
+            log.warning(
+                'Get-ReceiveConnector gave neither DistinguishedName nor Guid server=%s connector="%s"; '
+                "anonymous relay rights are reported as unverified",
+                server,
+                conn.name,
+            )
+            return None, "no_identity"
         try:
             result = self.run(session, server, "Get-ADPermission", {"Identity": identity, "User": ANONYMOUS})
         except CollectorError as exc:
@@ -217,12 +246,18 @@ class ReceiveConnectorCollector(ServerCollector):
                     server,
                 )
                 self._permission_cmdlet_missing.add(server)
-                return None
+                return None, "cmdlet_unavailable"
             if exc.reason == "cmdlet_error":
-                log.warning('Get-ADPermission failed server=%s connector="%s" error="%s"', server, conn.name, exc)
-                return None
+                log.warning(
+                    "Get-ADPermission call failed; anonymous relay rights are reported as "
+                    'unverified server=%s connector="%s" error="%s"',
+                    server,
+                    conn.name,
+                    exc,
+                )
+                return None, "call_failed"
             raise
-        return anonymous_may_relay(result.objects)
+        return anonymous_may_relay(result.objects), ""
 
     def render(self, results: Mapping[str, ReceiveConnectorResult]) -> Iterable[Metric]:
         return render_receive_connectors(results.values())
@@ -257,7 +292,7 @@ def render_receive_connectors(results: Iterable[ReceiveConnectorResult]) -> list
     )
     readable = GaugeMetricFamily(
         "mailflow_receive_connector_permissions_readable",
-        "1 if Get-ADPermission answered for every connector that needed it, 0 if not (RBAC); "
+        "1 if Get-ADPermission answered for every connector that needed it, 0 if not (RBAC, or the call failed); "
         f"absent when no connector needed it. {POLLED}",
         labels=["server"],
     )

@@ -9,6 +9,7 @@ Identity/Server resolution and not-found records come from the shared helpers in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -19,6 +20,7 @@ from exporter.simulator.cmdlets import (
     Args,
     Context,
     Param,
+    StopCmdlet,
     cmdlet,
     exclusive,
     has_wildcard,
@@ -28,13 +30,14 @@ from exporter.simulator.cmdlets import (
     target_servers,
 )
 from exporter.simulator.orgconfig import SERVICE_HEALTH_ROLES, DatabaseCopySpec, DatabaseSpec, ReceiveConnectorSpec
-from exporter.simulator.records import Output, Record
+from exporter.simulator.records import Output, Record, exchange_error
 from exporter.simulator.scenario import ServerSpec
 
 __all__: list[str] = []
 
 _SYSTEM_TASKS = "Microsoft.Exchange.Management.SystemConfigurationTasks"
 _DC = Param("DomainController")
+_GET_AD_PERMISSION = "Microsoft.Exchange.Management.RecipientTasks.GetADPermission"
 
 Connector = tuple[ServerSpec, ReceiveConnectorSpec]
 
@@ -199,21 +202,95 @@ def test_service_health(ctx: Context, args: Args, stream: list[Output]) -> Itera
 
 @cmdlet(
     "Get-ADPermission",
-    "Microsoft.Exchange.Management.RecipientTasks.GetADPermission",
+    _GET_AD_PERMISSION,
     [Param("Identity", position=0, mandatory=True), Param("User"), Param("Owner", "switch"), _DC],
 )
 def get_ad_permission(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
-    """Get-ADPermission -Identity SERVER\\Connector [-User principal]: the connector's extended-right ACEs."""
-    connectors = _connectors(ctx, list(ctx.scenario.servers))
+    """Get-ADPermission -Identity DN|GUID|Name [-User DOMAIN\\principal]: a receive connector's extended-right ACEs.
+
+    -Identity is an ``ADRawEntryIdParameter``: it does not know the ``SERVER\\Name`` identity that
+    Get-ReceiveConnector prints, so that form is not found (see ``_ad_entry``).
+    """
+    server, spec = _ad_entry(ctx, str(args["Identity"]))
     user = args.get("User")
-    for server, spec in matching(ctx, "Get-ADPermission", args["Identity"], connectors, _connector_keys):
-        identity = objects_config.receive_connector_id(ctx.scenario, server, spec)
-        for principal, right in objects_config.connector_permissions(spec):
-            if user is None or _same_principal(user, principal):
-                yield Output(data=write_clixml(objects_config.ad_permission(identity, principal, right)))
+    wanted = None if user is None else _principal(ctx, str(user))
+    identity = objects_config.receive_connector_id(ctx.scenario, server, spec)
+    for principal, right in objects_config.connector_permissions(spec):
+        if wanted is None or principal == wanted:
+            yield Output(data=write_clixml(objects_config.ad_permission(identity, principal, right)))
 
 
-def _same_principal(wanted: str, principal: str) -> bool:
-    """``NT AUTHORITY\\ANONYMOUS LOGON`` matches itself or ``ANONYMOUS LOGON`` (case-insensitive)."""
-    wanted = wanted.strip().casefold()
-    return wanted in (principal.casefold(), principal.rpartition("\\")[2].casefold())
+_GUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def _ad_entry(ctx: Context, text: str) -> Connector:
+    """The receive connector an ``ADRawEntryIdParameter`` value names, or Exchange's error record.
+
+    Accepted, following the Get-/Add-/Remove-ADPermission docs ("the distinguished name (DN) of the
+    object or the object's name if it's unique"; Microsoft's anonymous-relay article checks
+    ``Get-ADPermission "Anonymous Relay"``): the DistinguishedName as Get-ReceiveConnector reports it
+    (case-insensitive, as AD compares DNs), the objectGUID (its ``Guid``, 36-character form), or the
+    bare connector name when exactly one connector of the organisation carries it. Inferred and kept
+    strict: no wildcards (the docs: "Accept wildcard characters: False"), no canonical names and no
+    other GUID spellings (the docs name neither), no trimming of blanks. A name shared with a send
+    connector or a server is ambiguous too (only receive connectors' ACLs are modelled; a real
+    directory can hold still other objects of that name).
+    ``SERVER\\Name`` is none of these: not found, as third-party write-ups report for remote sessions
+    and as ExchangeDsc works around by passing only the part after the backslash.
+    """
+    connectors = _connectors(ctx, list(ctx.scenario.servers))
+    scenario, wanted = ctx.scenario, text.casefold()
+    for server, spec in connectors:
+        if objects_config.receive_connector_dn(scenario, server, spec).casefold() == wanted:
+            return server, spec
+    if _GUID_TEXT.match(wanted):
+        for server, spec in connectors:
+            if str(objects_config.receive_connector_guid(scenario, server, spec)) == wanted:
+                return server, spec
+    named = [(server, spec) for server, spec in connectors if spec.name.casefold() == wanted]
+    others = [s.name for s in scenario.effective_send_connectors] + [s.name for s in scenario.servers]
+    if len(named) > 1 or (named and wanted in {name.casefold() for name in others}):
+        raise StopCmdlet(
+            exchange_error(
+                ctx.server.name,
+                "Get-ADPermission",
+                _GET_AD_PERMISSION,
+                "ManagementObjectAmbiguousException",
+                f"The operation couldn't be performed because '{text}' matches multiple entries.",
+                target_name=text,
+            )
+        )
+    if not named:
+        raise not_found(ctx, "Get-ADPermission", text)
+    return named[0]
+
+
+_PRINCIPALS = (objects_config.ANONYMOUS_LOGON, objects_config.AUTHENTICATED_USERS, objects_config.EXTERNALLY_SECURED)
+
+
+def _principal(ctx: Context, text: str) -> str:
+    """The principal a -User value (``SecurityPrincipalIdParameter``) names, or the not-found record.
+
+    Only the ``DOMAIN\\name`` form of the well-known principals on connectors resolves
+    (case-insensitive); the simulated directory holds no users or groups. Inferred and strict: of the
+    documented forms (Name, Alias, DN, Domain\\Username, GUID, UPN ...) only Domain\\Username fits a
+    well-known principal, which is no directory object with a name or alias of its own, so neither
+    ``ANONYMOUS LOGON`` alone nor a SID resolves here; and an unresolved principal must not look like
+    "no ACE" (a client would read that as "no relay right"). The error text is Exchange's for a
+    referenced object that does not exist (inferred for -User).
+    """
+    wanted = text.casefold()
+    for principal in _PRINCIPALS:
+        if principal.casefold() == wanted:
+            return principal
+    raise StopCmdlet(
+        exchange_error(
+            ctx.server.name,
+            "Get-ADPermission",
+            _GET_AD_PERMISSION,
+            "ManagementObjectNotFoundException",
+            f'Couldn\'t find object "{text}". Please make sure that it was spelled correctly or specify a '
+            "different object.",
+            target_name=text,
+        )
+    )

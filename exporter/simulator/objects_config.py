@@ -71,6 +71,9 @@ __all__ = [
     "ip_address",
     "ip_range",
     "receive_connector",
+    "receive_connector_dn",
+    "receive_connector_guid",
+    "receive_connector_id",
     "send_connector",
 ]
 
@@ -251,6 +254,11 @@ def receive_connector_dn(scenario: Scenario, server: ServerSpec, spec: ReceiveCo
     )
 
 
+def receive_connector_guid(scenario: Scenario, server: ServerSpec, spec: ReceiveConnectorSpec) -> uuid.UUID:
+    """The connector's objectGUID, its ``Guid`` property (stable for a scenario)."""
+    return _guid("receive-connector", server.name, spec.name, scenario.organisation.domain)
+
+
 def receive_connector_id(scenario: Scenario, server: ServerSpec, spec: ReceiveConnectorSpec) -> PSObject:
     """The connector's ``ADObjectId`` (ToString ``SERVER\\Name``), as its Identity and in its ACEs."""
     return ad_object_id(
@@ -258,7 +266,7 @@ def receive_connector_id(scenario: Scenario, server: ServerSpec, spec: ReceiveCo
         receive_connector_dn(scenario, server, spec),
         spec.identity(server.name),
         spec.name,
-        _guid("receive-connector", server.name, spec.name, scenario.organisation.domain),
+        receive_connector_guid(scenario, server, spec),
         parent="SMTP Receive Connectors",
     )
 
@@ -269,7 +277,7 @@ def receive_connector(
     """A Get-ReceiveConnector result shaped like the Exchange 2019 capture."""
     identity = receive_connector_id(scenario, server, spec)
     dn = receive_connector_dn(scenario, server, spec)
-    guid = _guid("receive-connector", server.name, spec.name, scenario.organisation.domain)
+    guid = receive_connector_guid(scenario, server, spec)
     seconds = datetime.timedelta(seconds=1)
     return ex_object(
         RECEIVE_CONNECTOR_TYPE_NAMES,

@@ -532,6 +532,24 @@ def services(facts: Facts) -> list[Finding]:
     return out
 
 
+# Why a relay right is unverified (receive_connectors.UNVERIFIED) -> (evidence, what to do).
+_UNVERIFIED_RELAY = {
+    "cmdlet_unavailable": (
+        "Get-ADPermission not available to the account (RBAC)",
+        "Grant the monitoring account Get-ADPermission (README)",
+    ),
+    "check_disabled": (
+        "the check is switched off (check_ad_permissions: false)",
+        "Set collectors.receive_connectors.check_ad_permissions: true",
+    ),
+    "no_identity": (
+        "Get-ReceiveConnector gave no DistinguishedName or Guid to ask Get-ADPermission with",
+        "Read the exporter log",
+    ),
+    "call_failed": ("the Get-ADPermission call failed (an error, not a missing role)", "Read the exporter log"),
+}
+
+
 @rule
 def open_relays(facts: Facts) -> list[Finding]:
     """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` of a relay type
@@ -558,6 +576,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                     )
                 )
             elif risks.get("anonymous_relay_unverified"):
+                why, fix = _UNVERIFIED_RELAY.get(r.unverified.get(name, ""), _UNVERIFIED_RELAY["call_failed"])
                 out.append(
                     Finding(
                         "relay_unverified",
@@ -565,11 +584,9 @@ def open_relays(facts: Facts) -> list[Finding]:
                         "connectors",
                         ("outbound",),
                         f"Relay rights of {r.server}\\{name} could not be checked",
-                        (
-                            "anonymous, reachable from untrusted networks; Get-ADPermission not available to the "
-                            "account",
-                        ),
-                        "Grant the monitoring account Get-ADPermission (README) or check once by hand.",
+                        (f"anonymous, reachable from untrusted networks; {why}",),
+                        f'{fix} or check once by hand: Get-ReceiveConnector "{r.server}\\{name}" | '
+                        'Get-ADPermission -User "NT AUTHORITY\\ANONYMOUS LOGON".',
                         "open-relay-risk",
                     )
                 )

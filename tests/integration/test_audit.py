@@ -177,6 +177,35 @@ def test_planted_faults_yield_the_right_metrics(sim_factory: SimFactory, service
     assert value(service, "mailflow_accepted_domain_open_relay") == 0
 
 
+def test_internet_facing_anonymous_relay_is_detected_through_its_distinguished_name(
+    sim_factory: SimFactory, service_factory: Any
+) -> None:
+    # Get-ADPermission resolves a DN, GUID or unique name, never Get-ReceiveConnector's SERVER\Name:
+    # the classic open relay (AnonymousUsers from anywhere plus the anonymous Accept-Any-Recipient
+    # grant) must be found as such, not reported as "could not be checked".
+    org = small_org()
+    org["servers"][0]["receive_connectors"] = [
+        {
+            "name": "Internet Relay",
+            "transport_role": "FrontendTransport",
+            "bindings": ["0.0.0.0:25"],
+            "remote_ip_ranges": ["0.0.0.0-255.255.255.255"],
+            "permission_groups": ["AnonymousUsers"],
+            "auth_mechanism": ["Tls"],
+            "anonymous_accept_any_recipient": True,
+        }
+    ]
+    _, service, snaps = audited(sim_factory, service_factory, org)
+    assert all(s.ok for s in snaps), [(s.collector, s.message) for s in snaps if not s.ok]
+    risk = "mailflow_receive_connector_open_relay_risk"
+    assert value(service, risk, server="EX01", connector="Internet Relay", reason="anonymous_relay") == 1
+    assert value(service, risk, server="EX01", connector="Internet Relay", reason="anonymous_relay_unverified") == 0
+    for server in ("EX01", "EX02"):
+        for reason in ("anonymous_relay", "anonymous_relay_unverified"):
+            assert value(service, risk, server=server, connector=f"Default Frontend {server}", reason=reason) == 0
+        assert value(service, "mailflow_receive_connector_permissions_readable", server=server) == 1
+
+
 def test_hidden_get_adpermission_reports_unverified_not_safe(sim_factory: SimFactory, service_factory: Any) -> None:
     org = faulty_org()
     org["rbac"] = {"hidden_cmdlets": ["Get-ADPermission"]}
@@ -193,6 +222,31 @@ def test_hidden_get_adpermission_reports_unverified_not_safe(sim_factory: SimFac
     # the externally secured relay needs no AD permission to be recognised
     assert value(service, risk, server="EX01", connector="Partner Relay EX01", reason="externally_secured") == 1
     assert value(service, "mailflow_receive_connector_permissions_readable", server="EX01") == 0
+    unverified = [f for f in service.triage().findings if f.rule == "relay_unverified"]
+    assert unverified and all(
+        "Get-ADPermission not available to the account (RBAC)" in f.evidence[0] for f in unverified
+    )
+
+
+def test_a_failing_get_adpermission_call_is_unverified_but_not_blamed_on_rbac(
+    sim_factory: SimFactory, service_factory: Any
+) -> None:
+    sim, scenario = sim_factory(faulty_org())
+    sim.faults.set("EX01", "error_record", cmdlet="Get-ADPermission", message="A directory error occurred")
+    overrides = {"collectors": {**QUIET, **EXPECT}}
+    service = service_factory(settings_for(sim, scenario, overrides=overrides))
+    service.poll_all()
+    risk = "mailflow_receive_connector_open_relay_risk"
+    connector = "Anonymous Relay EX01"
+    assert value(service, risk, server="EX01", connector=connector, reason="anonymous_relay_unverified") == 1
+    assert value(service, risk, server="EX01", connector=connector, reason="anonymous_relay") == 0
+    assert value(service, risk, server="EX02", connector="Default Frontend EX02", reason="anonymous_relay") == 0
+    assert (
+        value(service, risk, server="EX02", connector="Default Frontend EX02", reason="anonymous_relay_unverified") == 0
+    )
+    [finding] = [f for f in service.triage().findings if f.rule == "relay_unverified" and connector in f.title]
+    assert "call failed" in finding.evidence[0] and "RBAC" not in finding.evidence[0]
+    assert "Grant" not in finding.next_step and "Get-ADPermission -User" in finding.next_step
 
 
 def test_org_wide_collectors_fail_over_and_faults_stay_local(sim_factory: SimFactory, service_factory: Any) -> None:

@@ -288,24 +288,80 @@ def test_service_health(pool: RunspacePool) -> None:
 @pytest.mark.timeout(30)
 def test_ad_permission(pool: RunspacePool) -> None:
     anonymous = "NT AUTHORITY\\ANONYMOUS LOGON"
-    relay = rows(pool, ("Get-ADPermission", {"Identity": "EX01\\App Relay EX01", "User": anonymous}))
+    ex01 = {r["Name"]: r for r in rows(pool, ("Get-ReceiveConnector", {"Server": "EX01"}))}
+    relay_dn = ex01["App Relay EX01"]["DistinguishedName"]
+    assert relay_dn.startswith("CN=App Relay EX01,CN=SMTP Receive Connectors,CN=Protocols,CN=EX01,CN=Servers,")
+    relay = rows(pool, ("Get-ADPermission", {"Identity": relay_dn, "User": anonymous}))
     rights = [r for row in relay for r in row["ExtendedRights"]]
     assert "ms-Exch-SMTP-Accept-Any-Recipient" in rights and "ms-Exch-SMTP-Submit" in rights
     assert all(r["User"] == anonymous and r["Identity"] == "EX01\\App Relay EX01" for r in relay)
-    frontend = rows(pool, ("Get-ADPermission", {"Identity": "EX01\\Default Frontend EX01", "User": "anonymous logon"}))
+    # the same object by its DN in other case, by its objectGUID, and by its unique name
+    for identity in (relay_dn.upper(), str(ex01["App Relay EX01"]["Guid"]), "app relay ex01"):
+        assert (
+            rows(pool, ("Get-ADPermission", {"Identity": identity, "User": "nt authority\\anonymous logon"})) == relay
+        )
+    frontend_dn = ex01["Default Frontend EX01"]["DistinguishedName"]
+    frontend = rows(pool, ("Get-ADPermission", {"Identity": frontend_dn, "User": anonymous}))
     assert sorted(r for row in frontend for r in row["ExtendedRights"]) == [
         "ms-Exch-Accept-Headers-Routing",
         "ms-Exch-SMTP-Accept-Any-Sender",
         "ms-Exch-SMTP-Accept-Authoritative-Domain-Sender",
         "ms-Exch-SMTP-Submit",
     ]
-    partner = rows(pool, ("Get-ADPermission", {"Identity": "EX01\\Partner EX01"}))
+    partner = rows(pool, ("Get-ADPermission", {"Identity": ex01["Partner EX01"]["DistinguishedName"]}))
     assert {r["User"] for r in partner} == {"MS Exchange\\Externally Secured Servers"}
     assert "ms-Exch-SMTP-Accept-Any-Recipient" in [r for row in partner for r in row["ExtendedRights"]]
-    client = rows(pool, ("Get-ADPermission", {"Identity": "EX02\\Client Frontend EX02"}))
+    client = rows(pool, ("Get-ADPermission", {"Identity": "Client Frontend EX02"}))
     assert {r["User"] for r in client} == {"NT AUTHORITY\\Authenticated Users"}
-    assert rows(pool, ("Get-ADPermission", {"Identity": "EX02\\Client Frontend EX02", "User": anonymous})) == []
-    not_found(run(pool, ("Get-ADPermission", {"Identity": "EX01\\Nope"})), "EX01\\Nope")
+    assert rows(pool, ("Get-ADPermission", {"Identity": "Client Frontend EX02", "User": anonymous})) == []
+
+
+@pytest.mark.timeout(30)
+def test_ad_permission_rejects_what_adrawentryidparameter_does_not_resolve(pool: RunspacePool) -> None:
+    # Get-ReceiveConnector's Identity (SERVER\Name) is not an ADRawEntryIdParameter form: not found,
+    # and so are a DN of no object, a wildcard and a GUID no object has.
+    dn = rows(pool, ("Get-ReceiveConnector", {"Identity": "EX01\\Default Frontend EX01"}))[0]["DistinguishedName"]
+    for identity in (
+        "EX01\\Default Frontend EX01",
+        "EX01\\App Relay EX01",
+        dn.replace("CN=EX01,", "CN=EX09,"),
+        "Default Frontend*",
+        "00000000-0000-0000-0000-000000000000",
+    ):
+        ps = run(pool, ("Get-ADPermission", {"Identity": identity, "User": "NT AUTHORITY\\ANONYMOUS LOGON"}))
+        not_found(ps, identity)
+        dc = "DC01.contoso.sim"
+        assert str(ps.streams.error[0]) == (
+            f"The operation couldn't be performed because object '{identity}' couldn't be found on '{dc}'."
+        )
+    # A principal not in DOMAIN\name form does not resolve: an error, never an empty "no ACE" answer.
+    ps = run(pool, ("Get-ADPermission", {"Identity": dn, "User": "ANONYMOUS LOGON"}))
+    assert not ps.output
+    (error,) = ps.streams.error
+    assert "FailureCategory=Cmdlet-ManagementObjectNotFoundException" in error.fq_error
+    assert str(error) == (
+        'Couldn\'t find object "ANONYMOUS LOGON". Please make sure that it was spelled correctly or specify a '
+        "different object."
+    )
+
+
+@pytest.mark.timeout(30)
+def test_ad_permission_name_shared_by_two_connectors_is_ambiguous(sim_factory: SimFactory) -> None:
+    org = small_org()
+    relay = {"name": "Relay", "remote_ip_ranges": ["10.1.2.3"], "permission_groups": ["AnonymousUsers"]}
+    for server in org["servers"]:
+        server["receive_connectors"] = [dict(relay)]
+    sim, _ = sim_factory(org)
+    pool = open_pool(sim)
+    try:
+        (error,) = run(pool, ("Get-ADPermission", {"Identity": "Relay"})).streams.error
+        assert "FailureCategory=Cmdlet-ManagementObjectAmbiguousException" in error.fq_error
+        assert str(error) == "The operation couldn't be performed because 'Relay' matches multiple entries."
+        ex02 = rows(pool, ("Get-ReceiveConnector", {"Identity": "EX02\\Relay"}))[0]
+        aces = rows(pool, ("Get-ADPermission", {"Identity": ex02["DistinguishedName"]}))
+        assert aces and {r["Identity"] for r in aces} == {"EX02\\Relay"}
+    finally:
+        pool.close()
 
 
 # ---------------------------------------------------------------------------------------------

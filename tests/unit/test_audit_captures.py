@@ -56,6 +56,12 @@ def test_receive_connectors(name: str, changed: datetime) -> None:
     assert front.remote_ip_ranges == ("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "0.0.0.0-255.255.255.255")
     assert sum(r.size for r in front.ranges) == 2**128 + 2**32
     assert front.identity == f"{server}\\Default Frontend {server}"
+    # What Get-ADPermission -Identity resolves (an ADRawEntryIdParameter): the DN, else the objectGUID.
+    assert front.distinguished_name.startswith(
+        f"CN=Default Frontend {server},CN=SMTP Receive Connectors,CN=Protocols,CN={server},CN=Servers,"
+    )
+    assert front.distinguished_name.endswith(",CN=Configuration,DC=exlab,DC=dom")
+    assert len(front.guid) == 36 and front.guid.count("-") == 4
     assert front.changed == changed  # WhenChangedUTC
     assert front.fqdn == "WIN-CTD3L0RGEN4.exlab.dom"
     assert conns[f"Client Frontend {server}"].bindings == ("[::]:587", "0.0.0.0:587")
