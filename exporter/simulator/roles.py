@@ -52,6 +52,7 @@ __all__ = [
     "check_server",
     "components_for",
     "copy_status_role_error",
+    "hosted_transport_roles",
     "is_client_access_only",
     "is_exchange_2013",
     "normalise_version",
@@ -162,16 +163,18 @@ def is_client_access_only(server: ServerSpec) -> bool:
     return not (server.is_hub_transport or server.is_mailbox or server.is_edge)
 
 
-def transport_roles(server: ServerSpec) -> frozenset[str]:
-    """The connector TransportRole values the server hosts (an Edge server: unchanged, both)."""
-    if server.is_edge:
+def hosted_transport_roles(hub_transport: bool, frontend_transport: bool, edge: bool) -> frozenset[str]:
+    """The receive connector TransportRole values a server hosts (an Edge server: both, as before)."""
+    if edge:
         return frozenset({"HubTransport", "FrontendTransport"})
-    roles = set()
-    if server.is_hub_transport:
-        roles.add("HubTransport")
-    if server.is_frontend_transport:
-        roles.add("FrontendTransport")
-    return frozenset(roles)
+    return frozenset(
+        role for role, runs in (("HubTransport", hub_transport), ("FrontendTransport", frontend_transport)) if runs
+    )
+
+
+def transport_roles(server: ServerSpec) -> frozenset[str]:
+    """The receive connector TransportRole values ``server`` hosts."""
+    return hosted_transport_roles(server.is_hub_transport, server.is_frontend_transport, server.is_edge)
 
 
 def restrict_connectors(
@@ -179,7 +182,7 @@ def restrict_connectors(
 ) -> tuple[ReceiveConnectorSpec, ...]:
     """The connectors of a server's transport roles: setup's defaults of a role the server lacks are
     dropped; a connector the scenario lists for such a role is an error (New-ReceiveConnector refuses
-    a TransportRole the server does not run)."""
+    a TransportRole the server does not run; [I] for the exact check)."""
     hosted = transport_roles(server)
     named = {n.lower() for n in listed}
     out = []

@@ -565,7 +565,9 @@ class _Parser(OrgConfigParser):
         edge = self._bool(data, "edge", where, "Edge" in roles)
         version = server_roles.normalise_version(self._str(data, "version", where, DEFAULT_VERSION), where)
         server_roles.check_roles(roles, version, where)
-        flags = server_roles.role_defaults(roles, version, edge)
+        defaults = server_roles.role_defaults(roles, version, edge)
+        flags = {key: self._bool(data, key, where, default) for key, default in defaults.items()}
+        hosted = server_roles.hosted_transport_roles(flags["hub_transport"], flags["frontend_transport"], edge)
         guid = (
             self._guid(data["guid"], f"{where}.guid")
             if "guid" in data
@@ -581,10 +583,10 @@ class _Parser(OrgConfigParser):
             edition=self._str(data, "edition", where, "Standard"),
             site=self._str(data, "site", where, "Default-First-Site-Name"),
             server_role=roles,
-            is_hub_transport=self._bool(data, "hub_transport", where, flags["hub_transport"]),
-            is_mailbox=self._bool(data, "mailbox", where, flags["mailbox"]),
-            is_client_access=self._bool(data, "client_access", where, flags["client_access"]),
-            is_frontend_transport=self._bool(data, "frontend_transport", where, flags["frontend_transport"]),
+            is_hub_transport=flags["hub_transport"],
+            is_mailbox=flags["mailbox"],
+            is_client_access=flags["client_access"],
+            is_frontend_transport=flags["frontend_transport"],
             is_edge=edge,
             guid=guid,
             port=port,
@@ -593,7 +595,7 @@ class _Parser(OrgConfigParser):
             ),
             message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
             tracking=self.server_tracking(data, where),
-            **self.server_config(data, where, name, fqdns[name.upper()]),
+            **self.server_config(data, where, name, fqdns[name.upper()], hosted),
         )
         raw_queues = data.get("queues", [])
         if not isinstance(raw_queues, list):
