@@ -1,9 +1,11 @@
 """Shared plumbing of collectors that run one Exchange cmdlet per poll and parse its objects.
 
 Per-server collectors (``Get-ServerComponentState -Identity EX01``...) poll every transport
-server. Organisation-wide collectors (``Get-SendConnector``, ``Get-AcceptedDomain``) return the
-same answer from any server, so they poll once per interval under the target ``organization``,
-through the seed server's session, and fail over to the next server when that one cannot be reached.
+server; those whose cmdlet needs the hub Transport service or mailboxes (``needs_hub_transport``)
+skip the Exchange 2013 Client Access servers discovery found. Organisation-wide collectors
+(``Get-SendConnector``, ``Get-AcceptedDomain``) return the same answer from any server, so they poll
+once per interval under the target ``organization``, through the seed server's session, and fail
+over to the next server when that one cannot be reached.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class ServerCollector:
     """Base of collectors that poll each transport server; subclasses implement ``collect``."""
 
     name = "override"
+    #: True when the cmdlet has nothing to ask a server without the hub Transport service (an
+    #: Exchange 2013 Client Access server): such servers are then not targets at all.
+    needs_hub_transport = False
 
     def __init__(self, targets: ExchangeTargets, interval: float) -> None:
         self._targets = targets
@@ -68,7 +73,7 @@ class ServerCollector:
         return self._interval
 
     def targets(self) -> list[str]:
-        return self._targets.names()
+        return self._targets.hub_transport_names() if self.needs_hub_transport else self._targets.names()
 
     def poll(self, target: str) -> Any:
         return self.collect(self._targets.session(target), target)

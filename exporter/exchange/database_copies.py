@@ -89,6 +89,7 @@ class DatabaseCopyCollector(ServerCollector):
     """Polls Get-MailboxDatabaseCopyStatus per server."""
 
     name = "database_copies"
+    needs_hub_transport = True  # mailbox databases live on Mailbox (hub transport) servers
 
     def collect(self, session: ExchangeSession, server: str) -> DatabaseCopyResult:
         copies = self.fetch(session, server, "Get-MailboxDatabaseCopyStatus", {"Server": server}, parse_database_copy)

@@ -1,4 +1,10 @@
-"""Discovery: find transport servers with Get-ExchangeServer through the seed server's session."""
+"""Discovery: find transport servers with Get-ExchangeServer through the seed server's session.
+
+A transport server runs the hub Transport service (a Mailbox server: queues, message tracking) or the
+Front End Transport service (the port-25 Frontend receive connectors). Exchange 2016 and later run
+both on every Mailbox server; an Exchange 2013 Client Access server runs only the second, so it is
+audited (connectors, components, certificates) but never asked for queues or tracking logs.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def parse_exchange_servers(objects: Iterable[Any]) -> list[DiscoveredServer]:
-    """Transport servers (Mailbox role with hub transport; not Edge) from Get-ExchangeServer output."""
+    """Transport servers (hub or Front End Transport; not Edge) from Get-ExchangeServer output."""
     servers = []
     for obj in objects:
         props = flatten(obj)
         name = str(props.get("Name") or "").strip()
-        if not name or as_bool(props.get("IsEdgeServer")) or not as_bool(props.get("IsHubTransportServer")):
+        hub, frontend = as_bool(props.get("IsHubTransportServer")), as_bool(props.get("IsFrontendTransportServer"))
+        if not name or as_bool(props.get("IsEdgeServer")) or not (hub or frontend):
             continue
         servers.append(
             DiscoveredServer(
@@ -30,6 +37,8 @@ def parse_exchange_servers(objects: Iterable[Any]) -> list[DiscoveredServer]:
                 version=str(props.get("AdminDisplayVersion") or ""),
                 site=str(props.get("Site") or "").rsplit("/", 1)[-1],
                 roles=str(props.get("ServerRole") or ""),
+                hub_transport=hub,
+                frontend_transport=frontend,
             )
         )
     return sorted(servers, key=lambda s: s.name.lower())
@@ -61,7 +70,7 @@ class DiscoveryCollector:
     def render(self, results: Mapping[str, tuple[DiscoveredServer, ...]]) -> Iterable[Metric]:
         info = GaugeMetricFamily(
             "mailflow_exchange_server_info",
-            "Transport servers reported by Get-ExchangeServer (discovery), polled on a schedule.",
+            "Transport servers (hub or Front End Transport) reported by Get-ExchangeServer (discovery).",
             labels=["server", "fqdn", "version", "site"],
         )
         seen = set()

@@ -167,6 +167,7 @@ class QueueCollector(ServerCollector):
     """Polls Get-Queue per transport server."""
 
     name = "queues"
+    needs_hub_transport = True  # Get-Queue asks the Transport service
 
     def __init__(self, targets: ExchangeTargets, interval: float, max_domains: int, result_size: Any) -> None:
         super().__init__(targets, interval)

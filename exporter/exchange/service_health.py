@@ -70,6 +70,8 @@ class ServiceHealthCollector(ServerCollector):
     """Polls Test-ServiceHealth per server."""
 
     name = "service_health"
+    # Test-ServiceHealth does not support Exchange 2013 Client Access servers (cmdlet docs).
+    needs_hub_transport = True
 
     def collect(self, session: ExchangeSession, server: str) -> ServiceHealthResult:
         roles = self.fetch(session, server, "Test-ServiceHealth", {"Server": server}, parse_role_services)

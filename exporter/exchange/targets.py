@@ -15,13 +15,20 @@ from exporter.settings import ResolvedServer, ServerSettings, Settings, resolve_
 
 @dataclass(frozen=True)
 class DiscoveredServer:
-    """A transport server reported by Get-ExchangeServer."""
+    """A transport server reported by Get-ExchangeServer.
+
+    ``hub_transport``: it runs the Transport service (a Mailbox server): queues, message tracking,
+    databases. False for an Exchange 2013 Client Access server, which runs only the Front End
+    Transport service (the port-25 Frontend receive connectors).
+    """
 
     name: str
     fqdn: str
     version: str
     site: str
     roles: str
+    hub_transport: bool = True
+    frontend_transport: bool = False
 
 
 class ExchangeTargets:
@@ -33,12 +40,25 @@ class ExchangeTargets:
         self._lock = threading.Lock()
         self._explicit = {s.name.upper(): s for s in resolved_servers(settings)}
         self._discovered: dict[str, ResolvedServer] = {}
+        # Keys of the servers discovery reported without the hub Transport service (name, FQDN, host).
+        self._frontend_only: frozenset[str] = frozenset()
         sessions.sync(list(self._explicit.values()))
 
     def names(self) -> list[str]:
         """Every server name to poll, sorted."""
         with self._lock:
             return sorted({s.name for s in self._explicit.values()} | {s.name for s in self._discovered.values()})
+
+    def hub_transport_names(self) -> list[str]:
+        """The servers that run the hub Transport service, sorted: every server but those discovery
+        reported as Client Access only (a configured server discovery never saw keeps polling)."""
+        with self._lock:
+            explicit, discovered = list(self._explicit.values()), list(self._discovered.values())
+            frontend_only = self._frontend_only
+        # A discovered server's host may be the seed's (connect: via_seed): match it by name only.
+        keep = {s.name for s in explicit if not _keys(s.name, s.host) & frontend_only}
+        keep |= {s.name for s in discovered if s.name.upper() not in frontend_only}
+        return sorted(keep)
 
     def server(self, name: str) -> ResolvedServer:
         with self._lock:
@@ -95,7 +115,14 @@ class ExchangeTargets:
                 skipped.append(f"{item.name}: {str(exc).splitlines()[-1].strip()}")
                 continue
             resolved[item.name.upper()] = server
+        frontend_only = frozenset(k for item in found if not item.hub_transport for k in _keys(item.name, item.fqdn))
         with self._lock:
             self._discovered = resolved
+            self._frontend_only = frontend_only
         self._sessions.sync([*self._explicit.values(), *resolved.values()])
         return skipped
+
+
+def _keys(name: str, host: str) -> set[str]:
+    """How a server may be named: its name, its host or FQDN, and that host's first label (upper case)."""
+    return {name.upper(), host.upper(), host.split(".")[0].upper()}

@@ -491,7 +491,8 @@ class TrackingCollector:
         return self._opts.interval
 
     def targets(self) -> list[str]:
-        return self._targets.names()
+        # Get-MessageTrackingLog refuses a server without the hub Transport service or mailboxes.
+        return self._targets.hub_transport_names()
 
     def _state(self, server: str) -> _ServerState:
         with self._lock:

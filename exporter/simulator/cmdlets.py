@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.simulator import objects
+from exporter.simulator import objects, roles
 from exporter.simulator.clixml import (
     CaptureError,
     expand_property,
@@ -637,6 +637,10 @@ def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record
     if identity is not None and "\\" in identity and not identity.startswith("*"):
         server_name = identity.split("\\", 1)[0]
     target = target_server(ctx, "Get-Queue", server_name)
+    no_transport = roles.queue_viewer_error(ctx.server.name, target)  # a 2013 Client Access server
+    if no_transport is not None:
+        yield Error(no_transport)
+        return
     if _server_unreachable(ctx, target):
         yield Error(
             exchange_error(
@@ -835,6 +839,9 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
             )
         )
     target = target_server(ctx, "Get-MessageTrackingLog", args.get("Server"))
+    not_transport = roles.tracking_role_error(ctx.server.name, target)  # checked before any RPC
+    if not_transport is not None:
+        raise CmdletError(not_transport)
     if _server_unreachable(ctx, target):
         yield Error(
             exchange_error(

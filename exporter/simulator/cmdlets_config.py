@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from exporter.simulator import certificates, objects_config, objects_health
+from exporter.simulator import certificates, objects_config, objects_health, roles
 from exporter.simulator.clixml import write_clixml
 from exporter.simulator.cmdlets import (
     Args,
@@ -29,7 +29,13 @@ from exporter.simulator.cmdlets import (
     target_server,
     target_servers,
 )
-from exporter.simulator.orgconfig import SERVICE_HEALTH_ROLES, DatabaseCopySpec, DatabaseSpec, ReceiveConnectorSpec
+from exporter.simulator.orgconfig import (
+    COMPONENTS,
+    SERVICE_HEALTH_ROLES,
+    DatabaseCopySpec,
+    DatabaseSpec,
+    ReceiveConnectorSpec,
+)
 from exporter.simulator.records import Output, Record, exchange_error
 from exporter.simulator.scenario import ServerSpec
 
@@ -119,7 +125,7 @@ def get_server_component_state(ctx: Context, args: Args, stream: list[Output]) -
     """Get-ServerComponentState -Identity SERVER [-Component Name]."""
     server = target_server(ctx, "Get-ServerComponentState", args["Identity"])
     wanted = args.get("Component")
-    for state in objects_health.component_states(server):
+    for state in objects_health.component_states(server, roles.components_for(ctx.server, COMPONENTS)):
         if wanted is None or state.component.lower() == str(wanted).lower():
             data = _static(
                 ("component", state.component, server.components, *_server_key(ctx, server)),
@@ -146,6 +152,9 @@ def get_mailbox_database_copy_status(ctx: Context, args: Args, stream: list[Outp
     copies: list[DatabaseCopy] = [(db, c) for db in ctx.scenario.effective_databases for c in db.copies]
     if args.get("Server") is not None:
         server = target_server(ctx, "Get-MailboxDatabaseCopyStatus", args["Server"])
+        not_mailbox = roles.copy_status_role_error(ctx.server.name, server)
+        if not_mailbox is not None:
+            raise StopCmdlet(not_mailbox)
         copies = [(db, c) for db, c in copies if c.server == server.name]
     if args.get("Local"):
         copies = [(db, c) for db, c in copies if c.server == ctx.server.name]
@@ -195,6 +204,9 @@ def get_exchange_certificate(ctx: Context, args: Args, stream: list[Output]) -> 
 def test_service_health(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Test-ServiceHealth [-Server S] (default: the endpoint's server): one object per server role."""
     server = target_server(ctx, "Test-ServiceHealth", args.get("Server"))
+    unsupported = roles.service_health_error(ctx.server.name, server)  # a 2013 Client Access server
+    if unsupported is not None:
+        raise StopCmdlet(unsupported)
     down = dict(server.service_health)
     for role in SERVICE_HEALTH_ROLES:
         yield Output(data=write_clixml(objects_health.services_status(role, down.get(role, ()))))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from psrpcore.types import PSInt64, PSObject
@@ -93,8 +94,9 @@ def _seed(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:4], "big")
 
 
-def component_states(server: ServerSpec) -> list[ComponentState]:
-    """The 34 components of a server with the scenario's overrides and ServerWideOffline applied.
+def component_states(server: ServerSpec, names: Sequence[str] = COMPONENTS) -> list[ComponentState]:
+    """A server's components (``names``: the 34 of Exchange 2019 by default, the list of the build that
+    runs the cmdlet) with the scenario's overrides and ServerWideOffline applied.
 
     A healthy server has ForwardSyncDaemon and ProvisioningRps Inactive and a Functional/Active
     requester entry on ServerWideOffline, Monitoring and RecoveryActionsEnabled. An override adds
@@ -107,7 +109,7 @@ def component_states(server: ServerSpec) -> list[ComponentState]:
     offline = offline_spec is not None and offline_spec.state == "Inactive"
     install_age = 400 * 86400.0 + _seed(server.name) % (30 * 86400)
     out: list[ComponentState] = []
-    for component in COMPONENTS:
+    for component in names:
         override = overrides.get(component)
         state = "Inactive" if component in NORMALLY_INACTIVE else "Active"
         requesters: list[Requester] = []

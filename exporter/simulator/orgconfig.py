@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,10 +508,13 @@ class OrgConfigParser(FieldReader):
     ORG_KEYS = ("send_connectors", "accepted_domains", "databases", "rbac")
 
     # -- per server ------------------------------------------------------------------------
-    def server_config(self, data: Mapping[str, Any], where: str, name: str, fqdn: str) -> dict[str, Any]:
-        """The ServerSpec fields of the server-level keys (``None`` = Exchange defaults, built lazily)."""
+    def server_config(
+        self, data: Mapping[str, Any], where: str, name: str, fqdn: str, transport_roles: Collection[str]
+    ) -> dict[str, Any]:
+        """The ServerSpec fields of the server-level keys (``None`` = Exchange defaults, built lazily);
+        ``transport_roles``: the TransportRole values whose setup connectors the server has."""
         out: dict[str, Any] = {
-            "receive_connectors": self.receive_connectors(data, where, name),
+            "receive_connectors": self.receive_connectors(data, where, name, transport_roles),
             "components": self.components(data.get("components"), f"{where}.components"),
             "service_health": self.service_health(data.get("service_health"), f"{where}.service_health"),
             "certificates": None,
@@ -523,13 +526,14 @@ class OrgConfigParser(FieldReader):
         return out
 
     def receive_connectors(
-        self, data: Mapping[str, Any], where: str, server: str
+        self, data: Mapping[str, Any], where: str, server: str, transport_roles: Collection[str]
     ) -> tuple[ReceiveConnectorSpec, ...] | None:
         with_defaults = self._bool(data, "default_receive_connectors", where, True)
         raw = data.get("receive_connectors")
         if raw is None and with_defaults:
             return None
-        specs = list(default_receive_connectors(server)) if with_defaults else []
+        defaults = (s for s in default_receive_connectors(server) if s.transport_role in transport_roles)
+        specs = list(defaults) if with_defaults else []
         for at, entry in self._entries(raw or [], f"{where}.receive_connectors", RECEIVE_CONNECTOR_KEYS):
             conn_name = self._name(entry, at)
             fields = self._connector_fields(entry, at)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from exporter.simulator import roles as server_roles
 from exporter.simulator.fields import ScenarioError
 from exporter.simulator.orgconfig import (
     AcceptedDomainSpec,
@@ -83,14 +84,7 @@ QUEUE_STATUSES: dict[str, int] = {
 }
 QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
 PATTERN_KINDS = ("constant", "grow", "drain", "wave")
-SERVER_ROLES: dict[str, int] = {
-    "None": 0,
-    "Mailbox": 2,
-    "ClientAccess": 4,
-    "UnifiedMessaging": 16,
-    "HubTransport": 32,
-    "Edge": 64,
-}
+SERVER_ROLES = server_roles.SERVER_ROLES
 ZERO_GUID = uuid.UUID(int=0)
 DEFAULT_VERSION = "Version 15.2 (Build 1544.4)"  # Exchange 2019 CU14
 
@@ -226,10 +220,10 @@ class ServerSpec:
 
     @property
     def effective_receive_connectors(self) -> tuple[ReceiveConnectorSpec, ...]:
-        """The server's receive connectors: the scenario's, or Exchange's five defaults."""
+        """The server's receive connectors: the scenario's, or setup's defaults of its transport roles."""
         if self.receive_connectors is not None:
             return self.receive_connectors
-        return default_receive_connectors(self.name)
+        return server_roles.restrict_connectors(self, default_receive_connectors(self.name), (), "")
 
     @property
     def effective_certificates(self) -> tuple[CertificateSpec, ...]:
@@ -313,10 +307,11 @@ class Scenario:
 
     @property
     def effective_databases(self) -> tuple[DatabaseSpec, ...]:
-        """The mailbox databases (the scenario's, or one mounted database per server)."""
+        """The mailbox databases (the scenario's, or one mounted database per Mailbox server)."""
         if self.databases is not None:
             return self.databases
-        return tuple(DatabaseSpec(f"DB-{s.name}", (DatabaseCopySpec(s.name, "Mounted"),)) for s in self.servers)
+        mailbox = (s for s in self.servers if s.is_mailbox)
+        return tuple(DatabaseSpec(f"DB-{s.name}", (DatabaseCopySpec(s.name, "Mounted"),)) for s in mailbox)
 
     def server(self, name: str) -> ServerSpec | None:
         """The server called ``name`` (case-insensitive), or None."""
@@ -476,6 +471,8 @@ class _Parser(OrgConfigParser):
             if server.name.upper() in seen:
                 raise ScenarioError(f"servers: duplicate server name {server.name}")
             seen.add(server.name.upper())
+        config = self.org_config(top, [s.name for s in servers])
+        server_roles.check_databases(config.get("databases") or (), {s.name.upper(): s for s in servers})
         return Scenario(
             organisation=org,
             servers=servers,
@@ -484,7 +481,7 @@ class _Parser(OrgConfigParser):
             result_size_default=self._int(top, "result_size_default", "scenario", 1000, minimum=1),
             shell_idle_timeout_seconds=max(0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)),
             replays=self.replays(top.get("replays"), {s.name.upper() for s in servers}),
-            **self.org_config(top, [s.name for s in servers]),
+            **config,
         )
 
     def organisation(self, data: Mapping[str, Any]) -> OrganisationSpec:
@@ -565,10 +562,12 @@ class _Parser(OrgConfigParser):
             raise ScenarioError(f"{where}.name: a server needs a simple name such as EX01")
         raw_roles = data.get("server_role", data.get("roles", ["Mailbox"]))
         roles = tuple(str(r) for r in (raw_roles if isinstance(raw_roles, list) else [raw_roles]))
-        for role in roles:
-            if role not in SERVER_ROLES:
-                raise ScenarioError(f"{where}.server_role: unknown role {role}; known: {', '.join(SERVER_ROLES)}")
         edge = self._bool(data, "edge", where, "Edge" in roles)
+        version = server_roles.normalise_version(self._str(data, "version", where, DEFAULT_VERSION), where)
+        server_roles.check_roles(roles, version, where)
+        defaults = server_roles.role_defaults(roles, version, edge)
+        flags = {key: self._bool(data, key, where, default) for key, default in defaults.items()}
+        hosted = server_roles.hosted_transport_roles(flags["hub_transport"], flags["frontend_transport"], edge)
         guid = (
             self._guid(data["guid"], f"{where}.guid")
             if "guid" in data
@@ -580,14 +579,14 @@ class _Parser(OrgConfigParser):
         spec = ServerSpec(
             name=name,
             fqdn=fqdns[name.upper()],
-            version=self._str(data, "version", where, DEFAULT_VERSION),
+            version=version,
             edition=self._str(data, "edition", where, "Standard"),
             site=self._str(data, "site", where, "Default-First-Site-Name"),
             server_role=roles,
-            is_hub_transport=self._bool(data, "hub_transport", where, not edge),
-            is_mailbox=self._bool(data, "mailbox", where, "Mailbox" in roles),
-            is_client_access=self._bool(data, "client_access", where, not edge),
-            is_frontend_transport=self._bool(data, "frontend_transport", where, not edge),
+            is_hub_transport=flags["hub_transport"],
+            is_mailbox=flags["mailbox"],
+            is_client_access=flags["client_access"],
+            is_frontend_transport=flags["frontend_transport"],
             is_edge=edge,
             guid=guid,
             port=port,
@@ -596,13 +595,13 @@ class _Parser(OrgConfigParser):
             ),
             message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
             tracking=self.server_tracking(data, where),
-            **self.server_config(data, where, name, fqdns[name.upper()]),
+            **self.server_config(data, where, name, fqdns[name.upper()], hosted),
         )
         raw_queues = data.get("queues", [])
         if not isinstance(raw_queues, list):
             raise ScenarioError(f"{where}.queues: expected a list")
         queues = self.queues(raw_queues, f"{where}.queues", fqdns)
-        return ServerSpec(**{**spec.__dict__, "queues": queues})
+        return server_roles.check_server(ServerSpec(**{**spec.__dict__, "queues": queues}), data, where)
 
     def server_tracking(self, data: Mapping[str, Any], where: str) -> TrackingSpec | None:
         """The server's ``tracking:`` merged key by key over the organisation-wide default."""
