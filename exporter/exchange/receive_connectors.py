@@ -169,8 +169,8 @@ def receive_drift(
 
 
 def _is_missing_cmdlet(error: CollectorError) -> bool:
-    text = str(error)
-    return error.reason == "cmdlet_error" and ("is not recognized" in text or "CommandNotFound" in text)
+    """Whether the account's session lacks the cmdlet (its RBAC roles do not grant it)."""
+    return error.reason == "permission"
 
 
 class ReceiveConnectorCollector(ServerCollector):

@@ -37,7 +37,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
 from exporter.errors import CollectorError
-from exporter.exchange import wire
+from exporter.exchange import permissions, wire
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
 _ORPHAN_LIMIT = 8  # shells per session whose rejected close is retried (PowerShellMaxConcurrency is 18)
 _ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the server's idle timeout
+# Exchange builds a session's commands from the account's roles when the session opens: after a
+# permission failure the session is reopened, at most this often, so a role granted meanwhile counts.
+PERMISSION_REOPEN_SECONDS = 600.0
 _T = TypeVar("_T")
 _DECODE_ERRORS = (ET.ParseError, SerializationError, KeyError, ValueError, TypeError, AttributeError, IndexError)
 
@@ -61,9 +64,14 @@ class CallResult:
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
     failed: bool = False  # the pipeline ended in the Failed state (a terminating error)
+    missing: tuple[str, ...] = ()  # commands the session does not have (its roles do not grant them)
+    account: str = ""  # the account the session runs as, named in a permission failure
 
     def raise_for_errors(self, command: str) -> None:
-        """Raise CollectorError(reason="cmdlet_error") if the cmdlet wrote an error record or failed."""
+        """Raise CollectorError if the cmdlet wrote an error record or failed: reason "permission" when
+        the session does not have the cmdlet (RBAC), "cmdlet_error" otherwise."""
+        if self.missing:
+            raise CollectorError(permissions.missing_message(self.missing[0], self.account), reason="permission")
         if self.errors or self.failed:
             detail = self.errors[0] if self.errors else "pipeline failed"
             raise CollectorError(f"{command}: {detail[:300]}", reason="cmdlet_error")
@@ -233,6 +241,14 @@ def _never_sent(exc: BaseException) -> bool:
     return isinstance(getattr(exc.args[0], "reason", None), urllib3.exceptions.ConnectTimeoutError)
 
 
+def _missing_command(record: Any, sent: Sequence[str]) -> str | None:
+    """The command an error record says the session does not have, if it is one this pipeline sent."""
+    if getattr(record, "fq_error", None) != permissions.COMMAND_NOT_FOUND:
+        return None
+    name = str(getattr(record, "target_name", None) or "")
+    return next((c for c in sent if c.lower() == name.lower()), None)
+
+
 def _record_text(record: Any) -> str:
     for attr in ("exception", "message"):
         value = getattr(record, attr, None)
@@ -325,6 +341,7 @@ class ExchangeSession:
         self._orphans: list[tuple[RunspacePool, int]] = []
         self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
+        self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
 
     def _secrets(self) -> list[str]:
         values = [self.server.password.get_secret_value()] if self.server.password else []
@@ -354,7 +371,10 @@ class ExchangeSession:
             for attempt in (1, 2):
                 reused = self._pool is not None
                 try:
-                    return self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
+                    result = self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
+                    if result.missing:
+                        self._reopen_for_permissions()
+                    return result
                 except CollectorError as exc:
                     if exc.reason not in ("auth", "shutdown", "session_limit"):
                         self._discard(exc.reason)
@@ -463,13 +483,26 @@ class ExchangeSession:
             raise CollectorError(
                 f"{cmdlet}: output could not be decoded ({type(exc).__name__}: {exc})", "parse"
             ) from None
+        sent = [cmdlet, "Select-Object"] if select else [cmdlet]
+        missing = [m for m in (_missing_command(r, sent) for r in ps.streams.error) if m is not None]
         return CallResult(
             objects=list(output or []),
             errors=[_record_text(r) for r in ps.streams.error],
             warnings=[_record_text(w) for w in ps.streams.warning],
             duration=time.monotonic() - started,
             failed=bool(ps.had_errors),
+            missing=tuple(dict.fromkeys(missing)),
+            account=self.server.account,
         )
+
+    def _reopen_for_permissions(self) -> None:
+        """After a permission failure, drop the pool (at most every PERMISSION_REOPEN_SECONDS) so the
+        next call opens a session with the account's current roles."""
+        now = time.monotonic()
+        if self._permission_reopened is not None and now - self._permission_reopened < PERMISSION_REOPEN_SECONDS:
+            return
+        self._permission_reopened = now
+        self._discard("permission")
 
     def _discard(self, reason: str) -> None:
         """Drop a pool after a failure so the next call opens a fresh one; close it in the background."""

@@ -39,6 +39,7 @@ from exporter.simulator.clixml import (
 )
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.opath import FilterError, compile_filter
+from exporter.simulator.rbac import Runspace, runspace
 from exporter.simulator.records import (
     CmdletError,
     Error,
@@ -50,6 +51,7 @@ from exporter.simulator.records import (
     command_not_found,
     exchange_error,
     exchange_not_found,
+    not_simulated,
     parameter_error,
     parameter_not_found,
     scripts_not_allowed,
@@ -117,6 +119,13 @@ class Context:
     server: ServerSpec
     user: str = ""
     faults: FaultInjector | None = None
+    #: The RBAC roles of the session (fixed when the shell opened); None: the user's current roles.
+    roles: tuple[str, ...] | None = None
+
+    @property
+    def runspace(self) -> Runspace:
+        """The commands this session has (its roles' cmdlets plus the seven PowerShell commands)."""
+        return runspace(self.roles if self.roles is not None else self.scenario.roles_of(self.user))
 
     def fault(self, kind: FaultKind, cmdlet_name: str) -> Any:
         """The active fault of ``kind`` matching ``cmdlet_name`` on this endpoint, or None."""
@@ -319,12 +328,14 @@ def _replay_target(ctx: Context, args: Args) -> str:
 def _resolve(ctx: Context, invocation: Invocation) -> tuple[CmdletDef, Args]:
     if invocation.is_script:
         raise CmdletError(scripts_not_allowed())
-    if invocation.name.lower() in ctx.scenario.hidden_cmdlets:
-        raise CmdletError(command_not_found(invocation.name))  # RBAC: not in this user's runspace
-    defn = REGISTRY.get(invocation.name.lower())
-    has_replay = any(r.cmdlet.lower() == invocation.name.lower() for r in ctx.scenario.replays)
-    if defn is None and not has_replay:
+    key = invocation.name.lower()
+    if not ctx.runspace.has(key) or key in ctx.scenario.hidden_cmdlets:
+        # Not in this user's runspace (RBAC, or a private PowerShell command): an unknown command.
         raise CmdletError(command_not_found(invocation.name))
+    defn = REGISTRY.get(key)
+    has_replay = any(r.cmdlet.lower() == key for r in ctx.scenario.replays)
+    if defn is None and not has_replay:
+        raise CmdletError(not_simulated(invocation.name))  # granted, but the simulator lacks it
     if defn is None:
         defn = CmdletDef(invocation.name, f"Microsoft.Exchange.Management.{invocation.name}", (), _no_output, True)
     args = bind(defn, invocation)
@@ -993,5 +1004,6 @@ def _replay_impl(name: str) -> Impl:
     return run
 
 
-# The configuration and health cmdlets live in their own module; importing it registers them.
-from exporter.simulator import cmdlets_config  # noqa: E402, F401
+# The configuration and health cmdlets, and the PowerShell commands of every session, live in their
+# own modules; importing them registers them.
+from exporter.simulator import cmdlets_config, cmdlets_core  # noqa: E402, F401

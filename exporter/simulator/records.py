@@ -28,6 +28,7 @@ __all__ = [
     "command_not_found",
     "exchange_error",
     "exchange_not_found",
+    "not_simulated",
     "parameter_error",
     "parameter_not_found",
     "scripts_not_allowed",
@@ -145,6 +146,23 @@ def command_not_found(name: str) -> ErrorInfo:
         reason="CommandNotFoundException",
         target_name=name,
         target_type="String",
+    )
+
+
+def not_simulated(name: str, what: str = "") -> ErrorInfo:
+    """The simulator's own error for something real Exchange would do that it does not model.
+
+    Not an Exchange record: a client must not mistake a gap of the simulator for an Exchange answer.
+    """
+    detail = f" ({what})" if what else ""
+    return ErrorInfo(
+        message=f"The Exchange simulator does not implement {name}{detail}; real Exchange would run it.",
+        exception_type="System.NotImplementedException",
+        fqid="SimulatorNotImplemented",
+        category="NotImplemented",
+        reason="NotImplementedException",
+        target_name=name,
+        activity=name,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from exporter.simulator import rbac
 from exporter.simulator import roles as server_roles
 from exporter.simulator.fields import ScenarioError
 from exporter.simulator.orgconfig import (
@@ -277,6 +278,8 @@ class Scenario:
     organisation: OrganisationSpec
     servers: tuple[ServerSpec, ...]
     users: Mapping[str, str] = field(default_factory=dict)
+    #: Lower-case user name -> the RBAC roles of its sessions (a user not listed: rbac.DEFAULT_ROLES).
+    user_roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     session_limit: int = 18
     result_size_default: int = 1000
     replays: tuple[ReplaySpec, ...] = ()
@@ -312,6 +315,10 @@ class Scenario:
             return self.databases
         mailbox = (s for s in self.servers if s.is_mailbox)
         return tuple(DatabaseSpec(f"DB-{s.name}", (DatabaseCopySpec(s.name, "Mounted"),)) for s in mailbox)
+
+    def roles_of(self, user: str) -> tuple[str, ...]:
+        """The management roles of ``user``'s sessions (case-insensitive name)."""
+        return self.user_roles.get(user.lower(), rbac.DEFAULT_ROLES)
 
     def server(self, name: str) -> ServerSpec | None:
         """The server called ``name`` (case-insensitive), or None."""
@@ -466,6 +473,7 @@ class _Parser(OrgConfigParser):
             for n, s in zip(names, raw_servers, strict=True)
         }
         servers = tuple(self.server(s, f"servers[{i}]", org, fqdns) for i, s in enumerate(raw_servers))
+        passwords, user_roles = rbac.parse_users(top.get("users"))
         seen: set[str] = set()
         for server in servers:
             if server.name.upper() in seen:
@@ -476,7 +484,8 @@ class _Parser(OrgConfigParser):
         return Scenario(
             organisation=org,
             servers=servers,
-            users=self.users(top.get("users")),
+            users=passwords,
+            user_roles=user_roles,
             session_limit=self._int(top, "session_limit", "scenario", 18, minimum=1),
             result_size_default=self._int(top, "result_size_default", "scenario", 1000, minimum=1),
             shell_idle_timeout_seconds=max(0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)),
@@ -494,24 +503,6 @@ class _Parser(OrgConfigParser):
             timezone_offset_minutes=int(self._num(data, "timezone_offset_minutes", where, 0)),
             culture=self._str(data, "culture", where, "en-US"),
         )
-
-    def users(self, data: Any) -> dict[str, str]:
-        users: dict[str, str] = {}
-        if data is None:
-            return users
-        if isinstance(data, Mapping):
-            for name, password in data.items():
-                users[str(name)] = str(password)
-        elif isinstance(data, list):
-            for i, entry in enumerate(data):
-                item = self._mapping(entry, f"users[{i}]")
-                self._check_keys(item, ["username", "password"], f"users[{i}]")
-                if "username" not in item or "password" not in item:
-                    raise ScenarioError(f"users[{i}]: needs username and password")
-                users[str(item["username"])] = str(item["password"])
-        else:
-            raise ScenarioError("users: expected a mapping username -> password or a list")
-        return users
 
     def replays(self, data: Any, servers: set[str]) -> tuple[ReplaySpec, ...]:
         replays: list[ReplaySpec] = []

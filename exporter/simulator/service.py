@@ -272,6 +272,7 @@ class EndpointService:
                 output_streams,
                 client_ip,
             )
+            shell.roles = self.state.scenario.roles_of(user)
             shell.touch(self.state.timeline.now())
             self._shells[shell_id] = shell  # reserve the slot while the pool opens
             self._update_open()
@@ -330,7 +331,9 @@ class EndpointService:
         command = shell.create_command(command_id, arguments)
         self._apply_command_faults(shell, command)
         self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
-        ctx = Context(self.state.scenario, self.state.timeline, self.server, shell.user, self.state.faults)
+        ctx = Context(
+            self.state.scenario, self.state.timeline, self.server, shell.user, self.state.faults, roles=shell.roles
+        )
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)
         malformed_fault = faults.find(self.server.name, FaultKind.MALFORMED_CLIXML, command.names)

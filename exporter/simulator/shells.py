@@ -237,6 +237,8 @@ class Shell:
         self.input_streams = input_streams
         self.output_streams = output_streams
         self.client_ip = client_ip
+        #: The user's RBAC roles when the shell opened: Exchange builds the runspace then (set by the service).
+        self.roles: tuple[str, ...] | None = None
         self.created = time.time()
         self.last_activity = 0.0  # set by the service with the scenario clock
         self.pool = SimRunspacePool()

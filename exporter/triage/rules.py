@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.exchange.lasterror import CATEGORY_HINTS
+from exporter.exchange.permissions import parse_missing
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
 
@@ -536,7 +537,7 @@ def services(facts: Facts) -> list[Finding]:
 _UNVERIFIED_RELAY = {
     "cmdlet_unavailable": (
         "Get-ADPermission not available to the account (RBAC)",
-        "Grant the monitoring account Get-ADPermission (README)",
+        "Give the monitoring account the View-Only Configuration role, which holds Get-ADPermission (README)",
     ),
     "check_disabled": (
         "the check is switched off (check_ad_permissions: false)",
@@ -729,6 +730,40 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
                 tuple(dmarc),
                 "Publish _dmarc TXT v=DMARC1; p=none; rua=... and tighten to quarantine/reject once reports are clean.",
                 "dmarc-missing-or-weakened",
+            )
+        )
+    return out
+
+
+@rule
+def missing_role(facts: Facts) -> list[Finding]:
+    """Trigger: a poll failed with reason permission: the account's Exchange session does not have
+    the cmdlet, because none of its RBAC roles grants it (one finding per role)."""
+    by_role: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for collector, failed in sorted(facts.failures.items()):
+        for target, message in sorted(failed.items()):
+            reason, _, text = message.partition(": ")
+            parsed = parse_missing(text) if reason == "permission" else None
+            if parsed is not None:
+                cmdlet, _account, role = parsed
+                by_role[role or ""].append((cmdlet, f"{collector} {target}: {text}"))
+    out = []
+    for role, items in sorted(by_role.items()):
+        cmdlets = ", ".join(dict.fromkeys(c for c, _ in items))
+        lacks = f"the {role} role" if role else "a role granting it"
+        grant = f'-Role "{role}"' if role else "-Role <a role holding the cmdlet>"
+        out.append(
+            Finding(
+                "missing_role",
+                "warning",
+                "monitoring",
+                (),
+                f"The monitoring account lacks {lacks} ({cmdlets})",
+                tuple(e for _, e in items),
+                f"Add the role to the account's role group: New-ManagementRoleAssignment -SecurityGroup \"Mailflow "
+                f'Exporter" {grant} (README, permissions). The exporter opens a new session within 10 minutes.',
+                "missing-rbac-role",
+                len(items),
             )
         )
     return out
