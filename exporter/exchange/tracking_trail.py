@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -69,12 +68,14 @@ class MessageTrails:
         self.cap = cap
         self.lock = threading.RLock()  # held by a server's ingest: other servers' tables are read
         self._servers: dict[str, ServerTrail] = {}
+        self._others: dict[str, tuple[ServerTrail, ...]] = {}  # server -> every other server's trail
 
     def server(self, name: str) -> ServerTrail:
         """The trail of ``name`` (created empty)."""
         trail = self._servers.get(name)
         if trail is None:
             trail = self._servers[name] = ServerTrail()
+            self._others = {n: tuple(t for m, t in self._servers.items() if m != n) for n in self._servers}
         return trail
 
     def observe(self, server: str, event: _Event) -> float | None:
@@ -143,13 +144,10 @@ class MessageTrails:
                 del table[msg]
 
     # -- across servers ------------------------------------------------------------------------
-    def _others(self, server: str) -> Iterable[ServerTrail]:
-        return (trail for name, trail in self._servers.items() if name != server)
-
     def _moved_here(self, server: str, msg: str, at: datetime) -> None:
         """``server`` logged a RECEIVE or terminal event of ``msg`` at ``at``: other servers that
         handed it off, or received it no later than that, no longer carry it."""
-        for other in self._others(server):
+        for other in self._others[server]:
             other.handed_off.pop(msg, None)
             since = other.pending.get(msg)
             if since is not None and since <= at:
@@ -157,7 +155,7 @@ class MessageTrails:
 
     def _went_on(self, server: str, msg: str, at: datetime) -> bool:
         """Whether another server already logged ``msg`` received or finished at or after ``at``."""
-        for other in self._others(server):
+        for other in self._others[server]:
             for table in (other.pending, other.received, other.completed):
                 seen = table.get(msg)
                 if seen is not None and seen >= at:
@@ -166,7 +164,7 @@ class MessageTrails:
 
     def _held_elsewhere(self, server: str, msg: str) -> bool:
         """Whether another server already logged ``msg`` received or finished (at any time)."""
-        return any(msg in o.pending or msg in o.received or msg in o.completed for o in self._others(server))
+        return any(msg in o.pending or msg in o.received or msg in o.completed for o in self._others[server])
 
     def _put(
         self, trail: ServerTrail, table: OrderedDict[str, datetime], msg: str, at: datetime, count: bool = False
