@@ -754,7 +754,8 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
     )
     evicted = CounterMetricFamily(
         "mailflow_tracking_pairing_evictions",
-        "Messages dropped from the bounded RECEIVE-pairing memory before a terminal event.",
+        "Messages dropped from the bounded pairing memory (received, or handed off to another server) before "
+        "a terminal event.",
         labels=["server"],
     )
     skipped = CounterMetricFamily(
