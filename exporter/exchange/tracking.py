@@ -6,8 +6,11 @@ never double count. The watermark survives restarts in a small JSON state file. 
 counters by event id and source, failures by enhanced status code and category, a delivery
 latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired with the first
 DELIVER/SEND of the same message id on the same server), and the number of messages received
-more than ``stuck_after`` ago with no terminal event. Senders, recipients, subjects and message
-ids are used only as in-memory pairing keys, never as labels; that memory is bounded.
+more than ``stuck_after`` ago with no terminal event, judged across the polled servers by message
+id (``tracking_trail``: a message handed to another server's Transport service is followed there;
+one whose continuation no polled server shows is counted as unfollowed, not stuck). Senders,
+recipients, subjects and message ids are used only as in-memory pairing keys, never as labels;
+that memory is bounded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +36,7 @@ from exporter.errors import ParseError
 from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
+from exporter.exchange.tracking_trail import MessageTrails
 from exporter.exchange.wire import unescape_clixml
 
 log = logging.getLogger(__name__)
@@ -63,9 +67,6 @@ SOURCES = frozenset(
     "ADMIN AGENT APPROVAL BOOTLOADER DNS DSN GATEWAY MAILBOXRULE MEETINGMESSAGEPROCESSOR ORAR PICKUP "
     "POISONMESSAGE PUBLICFOLDER QUEUE REDUNDANCY RESOLVER ROUTING SAFETYNET SMTP STOREDRIVER".split()
 )
-# A message that reached one of these on a server has left that server's pipeline.
-TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
-LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
 STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
@@ -352,6 +353,9 @@ class TrackingResult:
     recent_seconds: float = 0.0
     recent_flow: Mapping[str, int] = field(default_factory=dict)
     recent_received_inbound: int = 0
+    # Submitted (SUBMIT) longer ago than stuck_after to a Transport service whose log no polled
+    # server shows: fate unknown, not stuck.
+    unfollowed: int = 0
 
 
 @dataclass
@@ -366,9 +370,6 @@ class _ServerState:
     # before it, so no window of this process starts earlier (its dedupe keys are gone).
     floor: datetime | None = None
     seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
-    pending: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # message id -> RECEIVE time
-    received: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # for latency pairing
-    completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # latency already observed
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     flow: dict[str, int] = field(default_factory=dict)
@@ -379,7 +380,6 @@ class _ServerState:
     latency_sum: float = 0.0
     last_event: float | None = None
     truncated_polls: int = 0
-    evictions: int = 0
     skipped_seconds: float = 0.0
 
 
@@ -486,6 +486,8 @@ class TrackingCollector:
         self._clock = clock
         self._states: dict[str, _ServerState] = {}
         self._lock = threading.Lock()
+        # Pairing and stuck detection, shared by the servers' poll jobs (under trails.lock).
+        self._trails = MessageTrails(options.max_tracked_messages)
 
     def interval(self) -> float:
         return self._opts.interval
@@ -565,6 +567,18 @@ class TrackingCollector:
         skipped: float = 0.0,
     ) -> TrackingResult:
         """Fold one window's events into the server's aggregates and advance its watermark."""
+        with self._trails.lock:  # other servers' trails are read and trimmed too
+            return self._ingest(server, events, start, end, truncated, skipped)
+
+    def _ingest(
+        self,
+        server: str,
+        events: Sequence[TrackingEvent],
+        start: datetime,
+        end: datetime,
+        truncated: bool,
+        skipped: float,
+    ) -> TrackingResult:
         state = self._state(server)
         opts = self._opts
         new = 0
@@ -577,13 +591,11 @@ class TrackingCollector:
                 continue
             state.seen[key] = event.timestamp
             new += 1
-            self._count(state, event)
+            self._count(server, state, event)
         if skipped:
             # Messages received before the gap may have finished inside it: we cannot know, so stop
             # carrying them rather than report them stuck for a day.
-            for table in (state.pending, state.received):
-                for msg in [m for m, ts in table.items() if ts < start]:
-                    del table[msg]
+            self._trails.drop_before(server, start)
         mark = end
         if truncated and events:
             state.truncated_polls += 1
@@ -619,7 +631,7 @@ class TrackingCollector:
             state.recent.popleft()
         return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
 
-    def _count(self, state: _ServerState, event: TrackingEvent) -> None:
+    def _count(self, server: str, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
         state.events[ev_key] = state.events.get(ev_key, 0) + 1
         ts = event.timestamp.timestamp()
@@ -634,32 +646,7 @@ class TrackingCollector:
                 err = parse_smtp_error(text)
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
-        msg = event.message_id or event.internal_id
-        cap = self._opts.max_tracked_messages
-        if event.event_id == "RECEIVE":
-            if msg not in state.completed and msg not in state.received:
-                state.pending[msg] = event.timestamp
-                state.received[msg] = event.timestamp
-                if len(state.pending) > cap:
-                    state.pending.popitem(last=False)
-                    state.evictions += 1
-                if len(state.received) > cap:
-                    state.received.popitem(last=False)
-            return
-        if event.event_id not in TERMINAL_EVENTS:
-            return
-        state.pending.pop(msg, None)  # any terminal event: the message is not stuck here
-        if event.event_id not in LATENCY_EVENTS or msg in state.completed:
-            return
-        # The first DELIVER or SEND of a message on this server gives its one latency observation
-        # (a SEND followed by a DELIVER on the same server is not counted twice).
-        received = state.received.pop(msg, None)
-        state.completed[msg] = None
-        if len(state.completed) > cap:
-            state.completed.popitem(last=False)
-        latency = event.latency
-        if latency is None and received is not None:
-            latency = (event.timestamp - received).total_seconds()
+        latency = self._trails.observe(server, event)
         if latency is not None:
             self._observe(state, max(0.0, latency))
 
@@ -682,13 +669,7 @@ class TrackingCollector:
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
-        for table in (state.pending, state.received):
-            for msg, received in list(table.items()):
-                if received < forget_before:
-                    del table[msg]  # older than anyone waits: stop carrying it
-                else:
-                    break  # in arrival order
-        stuck = sum(1 for received in state.pending.values() if received <= stuck_before)
+        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before)
         cumulative, running = [], 0
         for count in state.buckets:
             running += count
@@ -702,7 +683,7 @@ class TrackingCollector:
             stuck=stuck,
             last_event=state.last_event,
             truncated_polls=state.truncated_polls,
-            evictions=state.evictions,
+            evictions=evictions,
             skipped_seconds=state.skipped_seconds,
             new_events=new,
             window_events=dict(window[0]),
@@ -713,6 +694,7 @@ class TrackingCollector:
             recent_seconds=sum(seconds for _, seconds, _, _ in state.recent),
             recent_flow=_summed(flow for _, _, flow, _ in state.recent),
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
+            unfollowed=unfollowed,
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
@@ -751,7 +733,14 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
     )
     stuck = GaugeMetricFamily(
         "mailflow_tracking_stuck_messages",
-        f"Messages received longer ago than stuck_after with no DELIVER, SEND, TRANSFER or FAIL. {POLLED}",
+        "Messages received longer ago than stuck_after with no DELIVER, SEND, TRANSFER or FAIL since, on that "
+        f"server or (same message id) on another polled server. {POLLED}",
+        labels=["server"],
+    )
+    unfollowed = GaugeMetricFamily(
+        "mailflow_tracking_unfollowed_messages",
+        "Messages submitted (SUBMIT) longer ago than stuck_after to another server's Transport service whose "
+        f"log no polled server shows: fate unknown (not polled, poll failed), not counted as stuck. {POLLED}",
         labels=["server"],
     )
     last = GaugeMetricFamily(
@@ -766,7 +755,8 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
     )
     evicted = CounterMetricFamily(
         "mailflow_tracking_pairing_evictions",
-        "Messages dropped from the bounded RECEIVE-pairing memory before a terminal event.",
+        "Messages dropped from the bounded pairing memory (received, or handed off to another server) before "
+        "a terminal event.",
         labels=["server"],
     )
     skipped = CounterMetricFamily(
@@ -785,12 +775,13 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         bounds = [*(_bound(b) for b in buckets), "+Inf"]
         latency.add_metric([r.server], list(zip(bounds, r.latency_buckets, strict=True)), r.latency_sum)
         stuck.add_metric([r.server], r.stuck)
+        unfollowed.add_metric([r.server], r.unfollowed)
         if r.last_event is not None:
             last.add_metric([r.server], r.last_event)
         truncated.add_metric([r.server], r.truncated_polls)
         evicted.add_metric([r.server], r.evictions)
         skipped.add_metric([r.server], r.skipped_seconds)
-    return [events, failures, flow, received_inbound, latency, stuck, last, truncated, evicted, skipped]
+    return [events, failures, flow, received_inbound, latency, stuck, unfollowed, last, truncated, evicted, skipped]
 
 
 def _bound(value: float) -> str:

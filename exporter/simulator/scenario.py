@@ -167,6 +167,10 @@ class TrackingSpec:
     latency_field_ratio: float = 0.5
     history_minutes: float = 120.0
     seed: int = 0
+    # Of the messages submitted from this server's mailboxes (internal, outbound): the share the
+    # Mailbox Transport Submission service hands to the Transport service of another Mailbox server
+    # (a DAG member, else a server of the same AD site), which logs the rest of the message.
+    cross_server_submission: float = 0.8
 
     @property
     def enabled(self) -> bool:
@@ -185,6 +189,7 @@ TRACKING_KEYS = (
     "latency_field_ratio",
     "history_minutes",
     "seed",
+    "cross_server_submission",
 )
 
 
@@ -646,6 +651,7 @@ class _Parser(OrgConfigParser):
             latency_field_ratio=ratio("latency_field_ratio", 0.5),
             history_minutes=history,
             seed=self._int(data, "seed", where, 0),
+            cross_server_submission=ratio("cross_server_submission", 0.8),
         )
 
     def queues(self, raw: list[Any], where: str, fqdns: Mapping[str, str]) -> tuple[QueueSpec, ...]:

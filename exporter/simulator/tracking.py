@@ -15,6 +15,11 @@ HAREDIRECT, RECEIVE/SMTP, AGENTINFO, SEND, DELIVER) and ``inbound`` (RECEIVE/SMT
 AGENTINFO, SEND, DELIVER). Use :meth:`TrackingLog.expected_messages` and :meth:`TrackingLog.events`
 to compute what a window must contain.
 
+Cross-server submission (``tracking_routes``): an internal or outbound message may be handed by the
+submitting server to the Transport service of a partner server; the submitting server's log then
+holds NOTIFYMAPI, RECEIVE (STOREDRIVER) and SUBMIT, the partner's log the rest, under the same
+MessageId, the partner's own InternalMessageId and later timestamps.
+
 Objects are written by :func:`event_clixml`, a dedicated writer producing exactly what
 ``clixml.write_clixml(objects.message_tracking_event(...))`` produces, ten times faster.
 """
@@ -30,12 +35,13 @@ import random
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from exporter.simulator.clixml import _datetime_text, clixml_string
 from exporter.simulator.scenario import Scenario, ServerSpec, TrackingSpec
 from exporter.simulator.timeline import Timeline, format_culture_datetime
+from exporter.simulator.tracking_routes import continuation_internal_id, partner_index, submission_partners
 
 __all__ = [
     "EVENT_IDS",
@@ -172,20 +178,32 @@ class TrackingEvent(NamedTuple):
 
 
 class TrackedMessage(NamedTuple):
-    """Message *k* on one server and every event it will ever log there."""
+    """Message *k* of one server (where it arrived) and every event it will ever log, there and on
+    the partner server that continues it after a cross-server submission (``event.server``)."""
 
     server: str
     message_index: int
     kind: str  # internal, inbound, outbound, failed, stuck
     arrival_ms: int
     message_id: str
-    internal_message_id: str
+    internal_message_id: str  # on ``server``
     events: tuple[TrackingEvent, ...]
+    partner: str = ""  # the server whose Transport service took it from ``server``; "" when none did
+    handoff: int = 0  # events[handoff:] are in the partner's log (only with a partner)
 
     @property
     def arrival(self) -> float:
         """Arrival (first event) time in seconds since the epoch."""
         return self.arrival_ms / 1000.0
+
+    def events_on(self, server: str) -> tuple[TrackingEvent, ...]:
+        """The message's events in ``server``'s log (in time order)."""
+        wanted = server.upper()
+        if not self.partner:
+            return self.events if wanted == self.server.upper() else ()
+        if wanted == self.server.upper():
+            return self.events[: self.handoff]
+        return self.events[self.handoff :] if wanted == self.partner.upper() else ()
 
 
 def timespan_text(ticks: int) -> str:
@@ -225,6 +243,11 @@ class _ServerModel:
         self.default_connector = f"{server.name}\\Default {server.name}"
         self.frontend_connector = f"{server.name}\\Default Frontend {server.name}"
         self.mailbox_database = _MAILBOX_DATABASES[position % len(_MAILBOX_DATABASES)]
+        self.position = position
+        self.servers = len(scenario.servers)
+        self.share = spec.cross_server_submission
+        self.logged = server.message_tracking_log_enabled
+        self.partners: tuple[_ServerModel, ...] = ()  # see tracking_routes.submission_partners
 
 
 class TrackingLog:
@@ -239,12 +262,21 @@ class TrackingLog:
         self.scenario = scenario
         self.timeline = timeline
         self.tz = timeline.tz
-        self._models: dict[str, _ServerModel] = {}
+        # Every server with traffic takes part in routing; only those with their log enabled serve it.
+        modelled: dict[str, _ServerModel] = {}
         for position, server in enumerate(scenario.servers):
-            if server.tracking is not None and server.tracking.enabled and server.message_tracking_log_enabled:
-                self._models[server.name.upper()] = _ServerModel(scenario, server, position, server.tracking)
+            if server.tracking is not None and server.tracking.enabled:
+                modelled[server.name.upper()] = _ServerModel(scenario, server, position, server.tracking)
+        for model in modelled.values():
+            model.partners = tuple(modelled[n] for n in submission_partners(scenario, model.name, modelled))
+        self._models = {name: model for name, model in modelled.items() if model.logged}
+        #: server -> the servers that hand it submissions (their messages continue in its log)
+        self._feeders = {
+            name: tuple(m for m in modelled.values() if any(p is model for p in m.partners))
+            for name, model in self._models.items()
+        }
         self._cache: dict[tuple[str, int], TrackedMessage] = {}
-        self._bytes: dict[tuple[str, int, int], bytes] = {}
+        self._bytes: dict[tuple[str, str, int], bytes] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -294,8 +326,13 @@ class TrackingLog:
         return self._indices(model, start * 1000.0, end * 1000.0)
 
     def expected_messages(self, server: str, start: float, end: float) -> int:
-        """How many messages arrive at ``server`` (first event) in [start, end)."""
-        return len(self.message_indices(server, start, end))
+        """How many messages have their first event in ``server``'s log in [start, end): those arriving
+        there and those other servers submitted to it (``messages``; DSNs are not counted)."""
+        model = self._model(server)
+        if model is None:
+            return 0
+        own = len(self._indices(model, start * 1000.0, end * 1000.0))
+        return own + sum(1 for _ in self._continuations(model, start * 1000.0, end * 1000.0))
 
     def message(self, server: str, k: int) -> TrackedMessage:
         """Message ``k`` of ``server`` with all its events (including those still in the future)."""
@@ -305,11 +342,29 @@ class TrackingLog:
         return self._message(model, k)
 
     def messages(self, server: str, start: float, end: float) -> list[TrackedMessage]:
-        """The messages arriving at ``server`` in [start, end)."""
+        """The messages whose first event in ``server``'s log lies in [start, end), in that order:
+        those arriving at ``server`` (``message.server``) and those another server submitted to it
+        (``message.partner``). ``message.events_on(server)`` are its events in that log."""
         model = self._model(server)
         if model is None:
             return []
-        return [self._message(model, k) for k in self._indices(model, start * 1000.0, end * 1000.0)]
+        own = [self._message(model, k) for k in self._indices(model, start * 1000.0, end * 1000.0)]
+        taken = list(self._continuations(model, start * 1000.0, end * 1000.0))
+        if not taken:
+            return own
+        return sorted([*own, *taken], key=lambda m: m.events_on(model.name)[0].ts_ms)
+
+    def _continuations(self, model: _ServerModel, start_ms: float, end_ms: float) -> Iterator[TrackedMessage]:
+        """Messages other servers submitted to ``model``'s server whose first event there is in the window."""
+        for feeder in self._feeders.get(model.name.upper(), ()):
+            lo = max(self._first(feeder), math.floor((start_ms - feeder.max_span_ms) / feeder.slot_ms) - 1)
+            for k in range(lo, math.ceil(end_ms / feeder.slot_ms) + 1):
+                digest = self._digest(feeder, k)
+                if self._partner(feeder, digest) is not model:
+                    continue
+                message = self._message(feeder, k, digest)
+                if message.partner == model.name and start_ms <= message.events[message.handoff].ts_ms < end_ms:
+                    yield message
 
     def events(
         self,
@@ -332,27 +387,52 @@ class TrackingLog:
         if model is None:
             return []
         now_ms = (self.timeline.now() if now is None else now) * 1000.0
-        first = self._first(model)
         start_ms = -math.inf if start is None else start * 1000.0
         end_ms = math.inf if end is None else end * 1000.0
         end_ms = min(end_ms, math.floor(now_ms) + 1)  # Timestamp <= now
         if end_ms <= start_ms:
             return []
-        lo = first if start is None else max(first, math.floor((start_ms - model.max_span_ms) / model.slot_ms) - 1)
-        hi = math.ceil(end_ms / model.slot_ms) + 1
         found: list[TrackingEvent] = []
-        for k in range(lo, hi):
-            message = self._message(model, k)
-            if message.arrival_ms >= end_ms:
-                continue
-            if limit is not None and len(found) > limit and k % 64 == 0:
-                found.sort(key=_order)
-                del found[limit + 1 :]
-                if message.arrival_ms > found[-1].ts_ms:
-                    break  # later messages only have later events
-            for event in message.events:
-                if start_ms <= event.ts_ms < end_ms and (predicate is None or predicate(event)):
-                    found.append(event)
+        # This server's own messages, then (one stream per feeding server) those submitted to it.
+        for stream in (model, *self._feeders.get(model.name.upper(), ())):
+            own = stream is model
+            lo = self._first(stream)
+            if start is not None:
+                lo = max(lo, math.floor((start_ms - stream.max_span_ms) / stream.slot_ms) - 1)
+            for k in range(lo, math.ceil(end_ms / stream.slot_ms) + 1):
+                if own:
+                    message = self._message(model, k)
+                    arrival = message.arrival_ms
+                else:
+                    cached = self._cache.get((stream.name, k))
+                    if cached is not None:
+                        if cached.partner != model.name or cached.arrival_ms >= end_ms:
+                            continue
+                        arrival = cached.arrival_ms
+                    else:
+                        digest = self._digest(stream, k)
+                        arrival = self._arrival_ms(stream, k, digest)
+                if arrival >= end_ms:
+                    continue
+                if limit is not None and len(found) > limit and k % 64 == 0:
+                    found.sort(key=_order)
+                    del found[limit + 1 :]
+                    if arrival > found[-1].ts_ms:
+                        break  # later messages of this stream only have later events
+                if own:
+                    events = message.events[: message.handoff] if message.partner else message.events
+                elif cached is not None:
+                    events = cached.events[cached.handoff :]
+                else:
+                    if self._partner(stream, digest) is not model:
+                        continue
+                    message = self._message(stream, k, digest)
+                    if message.partner != model.name:
+                        continue  # submitted locally after all (not an internal or outbound message)
+                    events = message.events[message.handoff :]
+                for event in events:
+                    if start_ms <= event.ts_ms < end_ms and (predicate is None or predicate(event)):
+                        found.append(event)
         found.sort(key=_order)
         if limit is not None:
             del found[limit + 1 :]
@@ -366,7 +446,7 @@ class TrackingLog:
 
     def clixml(self, event: TrackingEvent) -> bytes:
         """The event's CLIXML (cached)."""
-        key = (event.server, event.message_index, event.seq)
+        key = (event.server, event.internal_message_id, event.seq)
         data = self._bytes.get(key)
         if data is None:
             data = event_clixml(event, self.tz, self.scenario.organisation.culture)
@@ -377,12 +457,18 @@ class TrackingLog:
         return data
 
     # -- generation ------------------------------------------------------------------------
-    def _message(self, model: _ServerModel, k: int) -> TrackedMessage:
+    def _partner(self, model: _ServerModel, digest: bytes) -> _ServerModel | None:
+        """The server whose Transport service would take a mailbox submission with this hash."""
+        index = partner_index(digest, model.share, len(model.partners))
+        return None if index < 0 else model.partners[index]
+
+    def _message(self, model: _ServerModel, k: int, digest: bytes | None = None) -> TrackedMessage:
         key = (model.name, k)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        message = _generate(model, k, self._digest(model, k), self.tz)
+        digest = digest or self._digest(model, k)
+        message = _generate(model, k, digest, self.tz, self._partner(model, digest))
         with self._lock:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
@@ -454,6 +540,7 @@ def _generate(
     k: int,
     digest: bytes,
     tz: datetime.tzinfo,
+    partner: _ServerModel | None = None,
 ) -> TrackedMessage:
     spec = model.spec
     jitter = int.from_bytes(digest[:6], "big") / 2.0**48
@@ -473,6 +560,10 @@ def _generate(
     domain = model.domain
     fqdn = model.fqdn
     internal_id = str(model.id_base + 2 * k)
+    # The Transport service that takes a mailbox submission (internal and outbound messages): this
+    # server's own, or the partner's, which then logs everything after SUBMIT (tracking_routes).
+    hub = partner if partner is not None and kind in ("internal", "outbound") else model
+    log_name, log_id, log_schema = model.name, internal_id, model.schema
     guid = f"{rng.getrandbits(128):032x}"
     network_id = (
         f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
@@ -535,9 +626,9 @@ def _generate(
         events.append(
             TrackingEvent(
                 ts, client_ip, client_hostname, server_ip, server_hostname, source_context, connector_id, source,
-                event_id, internal_id, message_id, network_id, recipients, recipient_status, total_bytes, count,
+                event_id, log_id, message_id, network_id, recipients, recipient_status, total_bytes, count,
                 related, None, subject, sender, return_path, directionality, "", original_client_ip, message_info,
-                latency, latency_type, event_data, "Email", model.schema, model.name, k, len(events),
+                latency, latency_type, event_data, "Email", log_schema, log_name, k, len(events),
             )
         )  # fmt: skip
 
@@ -552,32 +643,36 @@ def _generate(
     )
 
     def submission(ts: list[int]) -> None:
-        """NOTIFYMAPI, RECEIVE (STOREDRIVER), SUBMIT, HAREDIRECT, RECEIVE (SMTP), AGENTINFO."""
+        """NOTIFYMAPI, RECEIVE (STOREDRIVER), SUBMIT here; HAREDIRECT, RECEIVE (SMTP), AGENTINFO on the hub."""
+        nonlocal log_name, log_id, log_schema
         add(ts[0], "STOREDRIVER", "NOTIFYMAPI", server_hostname=model.name, source_context=mapi_context,
             total_bytes=None, event_data=())  # fmt: skip
         add(ts[1], "STOREDRIVER", "RECEIVE", server_ip=model.ip, server_hostname=fqdn, source_context=mapi_context,
             recipient_status=headers, event_data=(("MailboxDatabaseGuid", _guid(rng)), *base_data))  # fmt: skip
         add(ts[2], "STOREDRIVER", "SUBMIT", client_ip=model.ip, client_hostname=fqdn, server_hostname=fqdn,
             source_context=mapi_context, event_data=())  # fmt: skip
-        add(ts[3], "SMTP", "HAREDIRECT", client_ip=model.ip, client_hostname=fqdn, server_ip=model.ip,
-            server_hostname=model.name, connector_id=model.default_connector,
+        if hub is not model:  # the rest is in the hub's log, under its own InternalMessageId
+            log_name, log_schema = hub.name, hub.schema
+            log_id = continuation_internal_id(hub.id_base, k, model.position, model.servers)
+        add(ts[3], "SMTP", "HAREDIRECT", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
+            server_hostname=hub.name, connector_id=hub.default_connector,
             source_context=f"{session};{_iso_utc(ts[3])};0", event_data=())  # fmt: skip
-        add(ts[4], "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=model.ip,
-            server_hostname=model.name, connector_id=model.default_connector,
+        add(ts[4], "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
+            server_hostname=hub.name, connector_id=hub.default_connector,
             source_context=f"{session};{_iso_utc(ts[4])};0", recipient_status=headers, message_info="0cI:",
-            event_data=(("FirstForestHop", fqdn), *base_data))  # fmt: skip
+            event_data=(("FirstForestHop", hub.fqdn), *base_data))  # fmt: skip
         add(ts[5], "AGENT", "AGENTINFO", source_context="Transport Rule Agent",
             event_data=(("CompCost", "|ETR=0"), *base_data))  # fmt: skip
 
     if kind == "internal":
         ts = _steps(rng, arrival_ms, latency_ms, _INTERNAL_PROFILE)
         submission(ts)
-        add(ts[6], "SMTP", "SEND", client_ip=model.ip, client_hostname=model.name, server_ip=model.ip,
-            server_hostname=fqdn, connector_id="Intra-Organization SMTP Send Connector",
+        add(ts[6], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.name, server_ip=hub.ip,
+            server_hostname=hub.fqdn, connector_id="Intra-Organization SMTP Send Connector",
             source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms),
             event_data=(("E2ELatency", f"{(ts[6] - arrival_ms) / 1000:.3f}"), *base_data))  # fmt: skip
-        _deliver(add, model, rng, ts[7], arrival_ms, local_text, base_data)
+        _deliver(add, hub, rng, ts[7], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
     elif kind == "inbound":
         ts = _steps(rng, arrival_ms, latency_ms, _INBOUND_PROFILE)
         host = f"mail.{external_domain}"
@@ -592,7 +687,7 @@ def _generate(
             server_hostname=fqdn, connector_id="Intra-Organization SMTP Send Connector",
             source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms))  # fmt: skip
-        _deliver(add, model, rng, ts[3], arrival_ms, local_text, base_data)
+        _deliver(add, model, rng, ts[3], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
     elif kind == "outbound":
         defer = rnd() < spec.defer_ratio
         ts = _steps(rng, arrival_ms, latency_ms, _OUTBOUND_DEFER_PROFILE if defer else _OUTBOUND_PROFILE)
@@ -606,7 +701,7 @@ def _generate(
                 recipient_status=(text,) * count, message_info=local_text(arrival_ms),
                 event_data=(("ToEntity", "Internet"), *base_data))  # fmt: skip
         queued = f"OK {ts[-1] // 1000} {rng.getrandbits(40):010x} - queued"
-        add(ts[-1], "SMTP", "SEND", client_ip=model.ip, client_hostname=fqdn, server_ip=remote_ip,
+        add(ts[-1], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=remote_ip,
             server_hostname=remote_host, connector_id="Outbound to Internet",
             source_context=f"{session};250 2.0.0 {queued};ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=(f"250 2.0.0 {queued}",) * count, message_info=local_text(arrival_ms),
@@ -650,6 +745,8 @@ def _generate(
                 len(events),
             )
         )  # fmt: skip
+    if hub is not model:
+        return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events), hub.name, 3)
     return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events))
 
 
@@ -666,13 +763,16 @@ def _deliver(
     arrival_ms: int,
     local_text: object,
     base_data: tuple[tuple[str, str], ...],
+    submitted_on: str,
+    field_ratio: float,
 ) -> None:
+    """DELIVER on ``model``'s server of a message that entered on ``submitted_on`` (an FQDN)."""
     latency = ts - arrival_ms
-    with_field = rng.random() < model.spec.latency_field_ratio
+    with_field = rng.random() < field_ratio
     if with_field:
         hub = latency * 0.6 / 1000
         info = (
-            f"{_iso_utc(arrival_ms)};SRV={model.fqdn}:TOTAL-SUB={latency * 0.2 / 1000:.3f}|SA=0.020|MTSS=0.010;"
+            f"{_iso_utc(arrival_ms)};SRV={submitted_on}:TOTAL-SUB={latency * 0.2 / 1000:.3f}|SA=0.020|MTSS=0.010;"
             f"SRV={model.fqdn}:TOTAL-HUB={hub:.3f}|SMR=0.020|CAT=0.010|QD=0.005|DSMTP={hub * 0.5:.3f};"
             f"SRV={model.fqdn}:TOTAL-DEL={latency * 0.2 / 1000:.3f}|SMR=0.010|RD=0.020"
         )
