@@ -124,7 +124,7 @@ def component_states(server: ServerSpec) -> list[ComponentState]:
 
 def _requester_details(component: str, entry: Requester, timeline: Timeline) -> PSObject:
     requester, state, age = entry
-    stamp = datetime.datetime.fromtimestamp(timeline.start - age, tz=datetime.UTC)
+    stamp = datetime.datetime.fromtimestamp(timeline.origin.start - age, tz=datetime.UTC)
     shown = format_culture_datetime(stamp, timeline.culture)
     return ex_object(
         [_REQUESTER_DETAILS, "System.Object"],
@@ -167,12 +167,20 @@ def server_component_state(
 # ---------------------------------------------------------------------------------------------
 
 
-def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Timeline) -> PSObject:
-    """A ``DatabaseCopyStatusEntry`` for one copy; log counters follow the clock (one log per 30 s)."""
+def database_copy_status(
+    db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Timeline, error_message: str | None = None
+) -> PSObject:
+    """A ``DatabaseCopyStatusEntry`` for one copy; log counters follow the clock (one log per 30 s).
+
+    ``error_message`` replaces the generic ErrorMessage of a failed copy (no ErrorEventId then: the
+    text is the exception of a failed RPC, such as a ServiceDown copy's replication service).
+    """
     now = timeline.now()
+    origin = timeline.origin
     active_server = db.active_server
     active = copy.server == active_server
-    generation = 100_000 + _seed(db.name) % 500_000 + int(now // LOG_INTERVAL) - int(timeline.start // LOG_INTERVAL)
+    logs = int(origin.now() // LOG_INTERVAL) - int(origin.start // LOG_INTERVAL)
+    generation = 100_000 + _seed(db.name) % 500_000 + logs
     copied = generation - copy.copy_queue_length
     replayed = copied - copy.replay_queue_length
 
@@ -209,8 +217,8 @@ def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Tim
             ("WorkerProcessId", 4000 + _seed(identity_text) % 4000),
             ("ActivationSuspended", copy.activation_suspended),
             ("ActionInitiator", "Unknown"),
-            ("ErrorMessage", "The copy reported a failure (simulated)." if failed else None),
-            ("ErrorEventId", 4087 if failed else None),
+            ("ErrorMessage", error_message or ("The copy reported a failure (simulated)." if failed else None)),
+            ("ErrorEventId", 4087 if failed and error_message is None else None),
             ("ExtendedErrorInfo", None),
             ("SuspendComment", None),
             ("RequiredLogsPresent", None),
