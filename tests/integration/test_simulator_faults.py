@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -21,7 +21,10 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
+from exporter.service import Service
+from exporter.settings import Settings
 from exporter.simulator import Scenario, ScenarioError, Simulator
+from tests.integration.conftest import only_collectors, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -256,6 +259,31 @@ def test_down_from_the_scenario_and_the_control_api(clock: list[float]) -> None:
             assert fault["kind"] == "down" and fault["since"] == T0 and fault["rate_per_minute"] == 12
             clock[0] = T0 + 300
             assert queue(ex01, "EX01\\Shadow\\12")["MessageCount"] == 4 + 60
+
+
+@pytest.mark.timeout(60)
+def test_the_exporter_polls_the_consequences_of_a_down_server(
+    clock: list[float], service_factory: Callable[[Settings], Service]
+) -> None:
+    with running(_org(), clock) as sim:
+        collectors = only_collectors(queues={"interval": 30}, database_copies={"interval": 30})
+        service = service_factory(settings_for(sim, sim.scenario, overrides={"collectors": collectors}))
+        assert all(s.ok for s in service.poll_all())
+        value = service.registry.get_sample_value
+        assert value("mailflow_database_copy_active", {"database": "DB1", "server": "EX02"}) == 1
+        sim.faults.set("EX02", "down", rate_per_minute=6)
+        clock[0] = T0 + 600
+        failed = {(s.collector, s.target, s.reason) for s in service.poll_all() if not s.ok}
+        assert failed == {("queues", "EX02", "connection"), ("database_copies", "EX02", "connection")}
+        assert value("mailflow_database_copy_active", {"database": "DB1", "server": "EX01"}) == 1
+        shadow = {
+            "server": "EX01",
+            "queue_kind": "shadow",
+            "delivery_type": "ShadowRedundancy",
+            "next_hop_category": "Internal",
+            "next_hop_domain": "ex02.contoso.sim",
+        }
+        assert value("mailflow_queue_messages", shadow) == 64
 
 
 # ----------------------------------------------------------------------------------------------
