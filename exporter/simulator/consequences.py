@@ -26,7 +26,8 @@ ended, :meth:`FaultInjector.history`) and the simulator's clock, like everything
   activation-suspended, which reports Mounted (Active Manager's best-copy selection also weighs
   copy and replay queues and content index state: not modelled; the failover is immediate). Every
   copy on the down server reports ``ServiceDown`` with the replication service RPC error as
-  ErrorMessage, as Get-MailboxDatabaseCopyStatus does when the replication service of a copy's
+  ErrorMessage (and, inferred, none of the figures the RPC would have returned), as
+  Get-MailboxDatabaseCopyStatus does when the replication service of a copy's
   server cannot be reached (status per "Monitor database availability groups"; the cmdlet turns
   a ReplayServiceDownException into ServiceDown entries in exchange_diff; the message text is the
   one quoted in Microsoft Q&A 1189054). When the server comes back, the copies return to the

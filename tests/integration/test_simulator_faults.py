@@ -81,7 +81,7 @@ def _org(**overrides: Any) -> dict[str, Any]:
         "shadow_redundancy": {"heartbeat_frequency_seconds": 120, "resubmit_seconds": 1800},
         "databases": [
             {"name": "DB1", "copies": [{"server": "EX02"}, {"server": "EX01"}, {"server": "EX03"}]},
-            {"name": "DB2", "copies": [{"server": "EX01"}, {"server": "EX02"}]},
+            {"name": "DB2", "copies": [{"server": "EX01"}, {"server": "EX02", "copy_queue_length": 7}]},
             {
                 "name": "DB3",
                 "copies": [
@@ -214,6 +214,7 @@ def test_down_fails_database_copies_over_by_activation_preference(clock: list[fl
     with running(_org(), clock) as sim, session(sim, "EX01") as ex01:
         db1 = copies(ex01, "DB1")
         assert str(db1["EX02"]["Status"]) == "Mounted" and db1["EX01"]["ActiveDatabaseCopy"] == "ex02"
+        assert copies(ex01, "DB2")["EX02"]["CopyQueueLength"] == 7
         sim.faults.set("EX02", "down")
         db1 = copies(ex01, "DB1")
         assert str(db1["EX01"]["Status"]) == "Mounted" and db1["EX01"]["ActiveCopy"] is True
@@ -229,6 +230,9 @@ def test_down_fails_database_copies_over_by_activation_preference(clock: list[fl
         # DB2 stays where it is; its passive copy on EX02 is unreachable.
         db2 = copies(ex01, "DB2")
         assert str(db2["EX01"]["Status"]) == "Mounted" and str(db2["EX02"]["Status"]) == "ServiceDown"
+        # Nothing came back from EX02's replication service: no queue lengths, times or index state.
+        assert db2["EX02"]["CopyQueueLength"] == 0 and db2["EX02"]["LastCopiedLogTime"] is None
+        assert db2["EX02"]["InstanceStartTime"] is None and str(db2["EX02"]["ContentIndexState"]) == "Unknown"
         on_ex02 = run(ex01, "Get-MailboxDatabaseCopyStatus", Server="EX02")
         assert {str(o.adapted_properties["Status"]) for o in on_ex02.output} == {"ServiceDown"}
         assert len(on_ex02.output) == 3 and not on_ex02.streams.error
