@@ -215,6 +215,9 @@ def test_down_fails_database_copies_over_by_activation_preference(clock: list[fl
         db1 = copies(ex01, "DB1")
         assert str(db1["EX02"]["Status"]) == "Mounted" and db1["EX01"]["ActiveDatabaseCopy"] == "ex02"
         assert copies(ex01, "DB2")["EX02"]["CopyQueueLength"] == 7
+        sim.faults.set("EX02", "refused")  # only its remote PowerShell endpoint: the DAG does not notice
+        assert str(copies(ex01, "DB1")["EX02"]["Status"]) == "Mounted"
+        sim.faults.clear("EX02")
         sim.faults.set("EX02", "down")
         db1 = copies(ex01, "DB1")
         assert str(db1["EX01"]["Status"]) == "Mounted" and db1["EX01"]["ActiveCopy"] is True
