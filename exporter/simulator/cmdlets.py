@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.simulator import objects, roles
+from exporter.simulator import clocks, consequences, objects, roles
 from exporter.simulator.clixml import (
     CaptureError,
     expand_property,
@@ -57,8 +57,8 @@ from exporter.simulator.records import (
     scripts_not_allowed,
 )
 from exporter.simulator.scenario import DELIVERY_TYPES, Scenario, ServerSpec
-from exporter.simulator.timeline import QueueSnapshot, Timeline, snapshot_queue
-from exporter.simulator.tracking import EVENT_IDS, SelectableEvent, TrackingEvent, tracking_log
+from exporter.simulator.timeline import QueueSnapshot, Timeline
+from exporter.simulator.tracking import EVENT_IDS, TrackingEvent, tracking_log
 
 __all__ = [
     "REGISTRY",
@@ -489,10 +489,12 @@ def _server_keys(server: ServerSpec) -> tuple[str, str, str]:
 
 
 def _server_unreachable(ctx: Context, target: ServerSpec) -> bool:
-    """A server whose endpoint is refused or hung is treated as down by cross-server cmdlets."""
+    """A server whose endpoint is refused or hung, or that is down, is unreachable for cross-server cmdlets."""
     if ctx.faults is None or target.name == ctx.server.name:
         return False
-    return any(ctx.faults.find(target.name, kind) is not None for kind in (FaultKind.REFUSED, FaultKind.HANG))
+    return any(
+        ctx.faults.find(target.name, kind) is not None for kind in (FaultKind.REFUSED, FaultKind.HANG, FaultKind.DOWN)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,7 +683,7 @@ def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record
                     f'"{text}" at position {exc.position + 1}."',
                 )
             ) from None
-    queues = [snapshot_queue(target, spec, ctx.timeline) for spec in target.queues]
+    queues = consequences.queue_snapshots(ctx, target, clocks.target_timeline(ctx, target))
     queues = [q for q in queues if q.listed]
     if identity is not None:
         queues = [q for q in queues if _queue_matches_identity(q, identity)]
@@ -870,14 +872,15 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
     tz, culture = ctx.timeline.tz, ctx.scenario.organisation.culture
     start = None if args.get("Start") is None else _tracking_time(args["Start"], "Start", tz, culture)
     end = None if args.get("End") is None else _tracking_time(args["End"], "End", tz, culture)
-    log = tracking_log(ctx.scenario, ctx.timeline)
+    view = clocks.target_timeline(ctx, target)  # the log holds the target's clock; Start/End: the session's zone
+    log = tracking_log(ctx.scenario, view)
     limit = args.get("ResultSize", ctx.scenario.result_size_default)
-    events = log.events(target.name, start, end, predicate=_tracking_filter(args), limit=limit)
+    events = consequences.tracking_sources(ctx, target, log, view, (start, end), _tracking_filter(args), limit)
     truncated = limit is not None and len(events) > limit
     if limit is not None:
         events = events[:limit]
     for event in events:
-        yield Output(source=SelectableEvent(event, log))
+        yield Output(source=event)
     if truncated:
         yield Warning(RESULT_SIZE_WARNING)
 
@@ -1004,6 +1007,6 @@ def _replay_impl(name: str) -> Impl:
     return run
 
 
-# The configuration and health cmdlets, and the PowerShell commands of every session, live in their
-# own modules; importing them registers them.
-from exporter.simulator import cmdlets_config, cmdlets_core  # noqa: E402, F401
+# The configuration, health and diagnostics cmdlets, and the PowerShell commands of every session, live
+# in their own modules; importing them registers them.
+from exporter.simulator import cmdlets_config, cmdlets_core, diagnostics  # noqa: E402, F401

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from exporter.simulator import certificates, objects_config, objects_health, roles
+from exporter.simulator import certificates, clocks, consequences, objects_config, objects_health, roles
 from exporter.simulator.clixml import write_clixml
 from exporter.simulator.cmdlets import (
     Args,
@@ -149,7 +149,8 @@ def _copy_keys(item: DatabaseCopy) -> tuple[str]:
 def get_mailbox_database_copy_status(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Get-MailboxDatabaseCopyStatus [-Identity DB[\\SERVER]] | [-Server S] | [-Local] [-Active]."""
     exclusive("Get-MailboxDatabaseCopyStatus", args, ["Identity"], ["Server"], ["Local"])
-    copies: list[DatabaseCopy] = [(db, c) for db in ctx.scenario.effective_databases for c in db.copies]
+    databases = consequences.effective_databases(ctx)  # a down server's copies fail over / ServiceDown
+    copies: list[DatabaseCopy] = [(db, c) for db in databases for c in db.copies]
     if args.get("Server") is not None:
         server = target_server(ctx, "Get-MailboxDatabaseCopyStatus", args["Server"])
         not_mailbox = roles.copy_status_role_error(ctx.server.name, server)
@@ -162,12 +163,16 @@ def get_mailbox_database_copy_status(ctx: Context, args: Args, stream: list[Outp
         copies = [(db, c) for db, c in copies if c.server == db.active_server]
     identity = args.get("Identity")
     if identity is not None and "\\" not in identity:
-        names = {db.name.lower() for db in ctx.scenario.effective_databases}
+        names = {db.name.lower() for db in databases}
         if identity.lower() not in names and not has_wildcard(identity):
             raise not_found(ctx, "Get-MailboxDatabaseCopyStatus", identity)
         identity = f"{identity}\\*"  # a database name: all its copies
     for db, copy in matching(ctx, "Get-MailboxDatabaseCopyStatus", identity, copies, _copy_keys):
-        yield Output(data=write_clixml(objects_health.database_copy_status(db, copy, ctx.timeline)))
+        host = ctx.scenario.server(copy.server)
+        assert host is not None
+        error = consequences.service_down_message(host.fqdn) if copy.status == "ServiceDown" else None
+        view = clocks.target_timeline(ctx, host)  # the copy's replication service reports in its clock
+        yield Output(data=write_clixml(objects_health.database_copy_status(db, copy, view, error)))
 
 
 @cmdlet(
@@ -190,14 +195,15 @@ def get_exchange_certificate(ctx: Context, args: Args, stream: list[Output]) -> 
         lambda c: (c.thumbprint,),
     )
     domains = {d.lower() for d in args.get("DomainName") or []}
+    view = clocks.target_timeline(ctx, server)  # Status by the server's clock
     for cert in found:
         if domains and not domains & {d.lower() for d in cert.spec.domains}:
             continue
 
         def live(cert: certificates.IssuedCertificate = cert) -> ET.Element:
-            return ET.fromstring(write_clixml(certificates.certificate_model(server, cert, ctx.timeline)))
+            return ET.fromstring(write_clixml(certificates.certificate_model(server, cert, view)))
 
-        yield Output(data=write_clixml(certificates.certificate_wire(cert, ctx.timeline)), live=live)
+        yield Output(data=write_clixml(certificates.certificate_wire(cert, view)), live=live)
 
 
 @cmdlet("Test-ServiceHealth", "Microsoft.Exchange.Monitoring.TestServiceHealth", [Param("Server", position=0), _DC])

@@ -440,8 +440,8 @@ def _created(server: ServerSpec, timeline: Timeline) -> tuple[datetime.datetime,
 def created_times(key: str, timeline: Timeline) -> tuple[datetime.datetime, datetime.datetime]:
     """Stable WhenCreated / WhenChanged times derived from ``key``, before the scenario start."""
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
-    created = timeline.start - 400 * 86400 - seed % (200 * 86400)
-    changed = timeline.start - 3 * 86400 - seed % 86400
+    created = timeline.origin.start - 400 * 86400 - seed % (200 * 86400)
+    changed = timeline.origin.start - 3 * 86400 - seed % 86400
     return timeline.local(created).replace(microsecond=0), timeline.local(changed).replace(microsecond=0)
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from exporter.simulator import rbac
 from exporter.simulator import roles as server_roles
+from exporter.simulator.faultspec import BackPressureSpec, DownSpec, FaultSpecParser, ShadowRedundancySpec
 from exporter.simulator.fields import ScenarioError
 from exporter.simulator.orgconfig import (
     AcceptedDomainSpec,
@@ -223,6 +224,12 @@ class ServerSpec:
     certificates: tuple[CertificateSpec, ...] | None = None
     #: (role, services not running) overrides of Test-ServiceHealth.
     service_health: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Faults with consequences declared by the scenario (applied as faults at start; faultspec.py).
+    down: DownSpec | None = None
+    back_pressure: BackPressureSpec | None = None
+    #: The server's clock: seconds ahead of the simulator's clock, and its time zone (None: the organisation's).
+    clock_skew_seconds: float = 0.0
+    time_zone: str | None = None
 
     @property
     def effective_receive_connectors(self) -> tuple[ReceiveConnectorSpec, ...]:
@@ -297,6 +304,8 @@ class Scenario:
     databases: tuple[DatabaseSpec, ...] | None = None
     #: Cmdlets RBAC hides from the users (lower case): they do not exist in their runspace.
     hidden_cmdlets: frozenset[str] = frozenset()
+    #: ShadowHeartbeatFrequency and ShadowResubmitTimeSpan (Set-TransportConfig).
+    shadow_redundancy: ShadowRedundancySpec = field(default_factory=ShadowRedundancySpec)
 
     @property
     def effective_send_connectors(self) -> tuple[SendConnectorSpec, ...]:
@@ -438,7 +447,7 @@ def build_scenario(
     return Scenario.from_dict(data)
 
 
-class _Parser(OrgConfigParser):
+class _Parser(OrgConfigParser, FaultSpecParser):
     """Strict conversion of plain data into the frozen specs, with field paths in errors."""
 
     def __init__(self, base_dir: Path | None) -> None:
@@ -461,6 +470,7 @@ class _Parser(OrgConfigParser):
                 "replays",
                 "tracking",
                 *self.ORG_KEYS,
+                *self.ORG_FAULT_KEYS,
             ],
             "scenario",
         )
@@ -496,6 +506,7 @@ class _Parser(OrgConfigParser):
             shell_idle_timeout_seconds=max(0.0, self._num(top, "shell_idle_timeout_seconds", "scenario", 900.0)),
             replays=self.replays(top.get("replays"), {s.name.upper() for s in servers}),
             **config,
+            **self.org_faults(top),
         )
 
     def organisation(self, data: Mapping[str, Any]) -> OrganisationSpec:
@@ -550,6 +561,7 @@ class _Parser(OrgConfigParser):
                 "message_tracking_log_enabled",
                 "tracking",
                 *self.SERVER_KEYS,
+                *self.SERVER_FAULT_KEYS,
             ],
             where,
         )
@@ -592,6 +604,7 @@ class _Parser(OrgConfigParser):
             message_tracking_log_enabled=self._bool(data, "message_tracking_log_enabled", where, True),
             tracking=self.server_tracking(data, where),
             **self.server_config(data, where, name, fqdns[name.upper()], hosted),
+            **self.server_faults(data, where),
         )
         raw_queues = data.get("queues", [])
         if not isinstance(raw_queues, list):
