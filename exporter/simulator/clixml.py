@@ -232,8 +232,7 @@ class _Writer:
         meta = value.PSObject
         is_list = isinstance(value, list)
         to_string = meta.to_string
-        if depth < UNLIMITED:  # PowerShell's types.ps1xml SerializationDepth
-            depth = type_depth(meta.type_names) or depth
+        depth = type_depth(meta.type_names, depth)  # PowerShell's types.ps1xml SerializationDepth
         if depth <= 0 and not is_list:  # beyond the depth: its ToString, and no RefId
             text = to_string if to_string is not None else (meta.type_names[0] if meta.type_names else "")
             self.parts.append(f"<S{n}>{clixml_string(text)}</S>" if text else f"<S{n} />")

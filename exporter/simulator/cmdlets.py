@@ -980,7 +980,7 @@ def _run_replay(ctx: Context, name: str, args: Args) -> Iterator[Record]:
             )
         ) from None
     for element in elements:  # an Export-Clixml capture is two levels deep: cut to what remoting sends
-        yield emit_element(element)
+        yield emit_element(element, capture=True)
 
 
 def _replay_impl(name: str) -> Impl:

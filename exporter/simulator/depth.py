@@ -70,13 +70,16 @@ _CONTAINERS = ("LST", "IE", "DCT", "QUE", "STK")
 _HEAD = ("TN", "TNRef", "ToString")
 
 
-def type_depth(type_names: Iterable[str]) -> int | None:
-    """The types.ps1xml SerializationDepth of an object with these type names, or None."""
+def type_depth(type_names: Iterable[str], depth: int) -> int:
+    """The depth an object with these type names is written at: its types.ps1xml SerializationDepth
+    if it has one (``GetDepthOfSerialization``), else ``depth``. Never applied under ``UNLIMITED``."""
+    if depth >= UNLIMITED >> 1:  # UNLIMITED, or what is left of it a few levels down
+        return depth
     for name in type_names:
         found = TYPE_DEPTHS.get(name)
         if found is not None:
             return found
-    return None
+    return depth
 
 
 def is_property_bag(type_names: Iterable[str], has_to_string: bool) -> bool:
@@ -148,8 +151,7 @@ class _Cutter:
         if own_id is not None and own_id in self.written:
             return _ref(el, self.written[own_id])
         names = self.names_of(el)
-        if depth < UNLIMITED:
-            depth = type_depth(names) or depth
+        depth = type_depth(names, depth)
         to_string = el.find("ToString")
         container = next((c for c in el if c.tag in _CONTAINERS), None)
         members = [c for c in el if c.tag not in _HEAD and c.tag not in _CONTAINERS and c.tag not in ("Props", "MS")]

@@ -121,12 +121,13 @@ def emit(value: Any) -> Output:
     return Output(data=write_clixml(value), live=functools.partial(_whole, value))
 
 
-def emit_element(element: ET.Element, *, whole: ET.Element | None = None) -> Output:
+def emit_element(element: ET.Element, *, whole: ET.Element | None = None, capture: bool = False) -> Output:
     """The record of an object given as a CLIXML element (a replayed capture, a Select-Object
     result): ``element`` cut to remoting depth for the wire; ``whole`` (default: ``element``
-    renumbered, without client notes) for a Select-Object further down the pipeline."""
-    full = whole if whole is not None else cut(element, UNLIMITED)
-    return Output(element=cut(element, REMOTING_DEPTH), live=lambda: full)
+    renumbered) for a Select-Object further down the pipeline. ``capture``: ``element`` comes from
+    an Export-Clixml file, whose PowerShell client added notes no server sends: they are dropped."""
+    full = whole if whole is not None else cut(element, UNLIMITED, drop_client_notes=capture)
+    return Output(element=cut(element, REMOTING_DEPTH, drop_client_notes=capture), live=lambda: full)
 
 
 @dataclass(frozen=True)
