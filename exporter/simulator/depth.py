@@ -210,10 +210,12 @@ class _Cutter:
         """ToString of an object that carries none: ``@{a=1; b=2}`` for a property bag, else its type."""
         if not bag:
             return names[0] if names else ""
-        shown = []
-        for section in ("Props", "MS"):
-            for prop in el.find(section) if el.find(section) is not None else ():  # type: ignore[union-attr]
-                shown.append(f"{prop.attrib.get('N', '')}={self.text(prop)}")
+        shown = [
+            f"{prop.attrib.get('N', '')}={self.text(prop)}"
+            for section in (el.find("Props"), el.find("MS"))
+            if section is not None
+            for prop in section
+        ]
         return "@{" + "; ".join(shown) + "}"
 
     def text(self, el: ET.Element) -> str:
