@@ -171,8 +171,11 @@ _STATUS = re.compile(
     r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
 )
 _STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
+# MessageLatency is an EnhancedTimeSpan object where Select-Object put it (its notes are written at
+# depth 1) and its ToString text in Get-MessageTrackingLog's own output (remoting depth 1).
 _LATENCY = re.compile(
     r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
+    r'|S N="MessageLatency">(?P<text>[^<]+)</S>'
     r'|(?P<nil>Nil) N="MessageLatency"\s*/>)',
     re.S,
 )
@@ -235,8 +238,8 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
     if found is None:
         if ' N="MessageLatency"' in xml:
             raise ValueError("MessageLatency in an unexpected form")
-    elif found["shown"] is not None:
-        latency = parse_timespan(_xml_text(found["shown"]))
+    elif found["nil"] is None:
+        latency = parse_timespan(_xml_text(found["shown"] if found["shown"] is not None else found["text"]))
     timestamp = _timestamp(fields["Timestamp"])
     if timestamp is None:
         return None

@@ -12,7 +12,7 @@ Adding a cmdlet means writing one function (the configuration cmdlets are in ``c
     def get_thing(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
         server = target_server(ctx, "Get-Thing", args.get("Server"))       # not found: error record
         for thing in matching(ctx, "Get-Thing", args.get("Identity"), things, lambda t: (t.name,)):
-            yield Output(data=write_clixml(objects.thing(...)))
+            yield emit(objects.thing(...))   # cut to remoting depth on the wire
 
 ``matching``/``target_server(s)`` raise :class:`StopCmdlet` with Exchange's not-found record, which
 the pipeline writes as a non-terminating error before ending the cmdlet; ``exclusive`` raises the
@@ -35,7 +35,6 @@ from exporter.simulator.clixml import (
     load_capture,
     property_names,
     select_object,
-    write_clixml,
 )
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.opath import FilterError, compile_filter
@@ -49,6 +48,8 @@ from exporter.simulator.records import (
     Warning,
     ambiguous_parameter,
     command_not_found,
+    emit,
+    emit_element,
     exchange_error,
     exchange_not_found,
     not_simulated,
@@ -515,7 +516,7 @@ def get_exchange_server(ctx: Context, args: Args, stream: list[Output]) -> Itera
     if domain:
         pool = [s for s in pool if ctx.scenario.organisation.domain.lower() == str(domain).lower()]
     for server in matching(ctx, "Get-ExchangeServer", args.get("Identity"), pool, _server_keys):
-        yield Output(data=write_clixml(objects.exchange_server(ctx.scenario, server, ctx.timeline)))
+        yield emit(objects.exchange_server(ctx.scenario, server, ctx.timeline))
 
 
 _GET_TRANSPORT_SERVICE = "Microsoft.Exchange.Management.SystemConfigurationTasks.GetTransportService"
@@ -532,7 +533,7 @@ def get_transport_service(ctx: Context, args: Args, stream: list[Output]) -> Ite
         (s for s in ctx.scenario.servers if s.is_hub_transport or s.is_edge), key=lambda s: s.name.lower()
     )
     for server in matching(ctx, "Get-TransportService", args.get("Identity"), transport, _server_keys):
-        yield Output(data=write_clixml(objects.transport_server(ctx.scenario, server, ctx.timeline)))
+        yield emit(objects.transport_server(ctx.scenario, server, ctx.timeline))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -725,7 +726,7 @@ def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record
     if limit is not None:
         queues = queues[:limit]
     for q in queues:
-        yield Output(data=write_clixml(objects.queue_info(q)))
+        yield emit(objects.queue_info(q))
     if truncated:
         yield Warning(RESULT_SIZE_WARNING)
 
@@ -880,7 +881,7 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
     if limit is not None:
         events = events[:limit]
     for event in events:
-        yield Output(source=event)
+        yield Output(source=event, live=event.live)
     if truncated:
         yield Warning(RESULT_SIZE_WARNING)
 
@@ -936,15 +937,16 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
             if data is not None:
                 yield Output(data=data)
                 continue
-        element = item.live() if item.live is not None and (names is not None or expand) else item.as_element()
+        # Select-Object runs on the server's object, not on what the wire would carry of it.
+        element = item.live() if item.live is not None else item.as_element()
         if element.tag != "Obj":
             yield item
             continue
         if names is not None:
             element = select_object(element, _choose(names, property_names(element), excluded))
         if expand:
-            value = expand_property(element, expand)
-            if value is None:
+            expanded = expand_property(element, expand)
+            if expanded is None:
                 yield Error(
                     ErrorInfo(
                         message=f'Property "{expand}" cannot be found.',
@@ -956,9 +958,10 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
                     )
                 )
                 continue
-            yield Output(element=value)
+            for value in expanded:  # each one a top-level object of its own, at remoting depth
+                yield emit_element(value, whole=value)
         elif names is not None:
-            yield Output(element=element)
+            yield emit_element(element, whole=element)
         else:
             yield item
 
@@ -996,8 +999,8 @@ def _run_replay(ctx: Context, name: str, args: Args) -> Iterator[Record]:
                 activity=name,
             )
         ) from None
-    for element in elements:
-        yield Output(element=element)
+    for element in elements:  # an Export-Clixml capture is two levels deep: cut to what remoting sends
+        yield emit_element(element, capture=True)
 
 
 def _replay_impl(name: str) -> Impl:

@@ -10,7 +10,9 @@ EnhancedTimeSpan, ...) are objects whose ToString is the display text; multi-val
 
 The property lists follow the real Exchange 2019 captures (Get-ExchangeServer) and the Get-Queue
 reference (``reference/exchange-cmdlets.md`` §1.1/§1.7). Items not seen in a capture (QueueIdentity
-props, QueueType values) are inferred and documented as such in ``docs``.
+props, QueueType values) are inferred and documented as such in ``docs``; Get-Queue and
+Get-MessageTrackingLog objects have no capture at all (inferred shapes). These are the objects the
+server holds: what a remote session sends of them is their cut to serialization depth 1 (``depth.py``).
 """
 
 from __future__ import annotations

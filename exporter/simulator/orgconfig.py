@@ -73,7 +73,10 @@ AUTH_MECHANISMS: dict[str, int] = {
 TRANSPORT_ROLES: dict[str, int] = {"HubTransport": 32, "FrontendTransport": 16384}
 #: ``Microsoft.Exchange.Data.ServiceState`` (Draining's value is inferred).
 SERVICE_STATES: dict[str, int] = {"Inactive": 0, "Active": 1, "Draining": 2}
-REQUESTERS = ("HealthAPI", "Maintenance", "Sidelined", "Functional", "Deployment")
+#: ``ServerComponentRequest`` names as Exchange stores and returns them: Managed Availability is
+#: ``HealthApi`` (real E16 capture in CSS-Exchange; the docs spell the -Requester input "HealthAPI",
+#: which Exchange accepts in any case). A scenario may spell them in any case.
+REQUESTERS = ("HealthApi", "Maintenance", "Sidelined", "Functional", "Deployment")
 #: The 34 components of an Exchange 2019 Mailbox server, in Get-ServerComponentState order.
 COMPONENTS = (
     "ServerWideOffline",

@@ -37,8 +37,10 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
+from xml.etree import ElementTree as ET
 
-from exporter.simulator.clixml import _datetime_text, clixml_string
+from exporter.simulator.clixml import _datetime_text, clixml_string, write_clixml
+from exporter.simulator.depth import UNLIMITED
 from exporter.simulator.scenario import Scenario, ServerSpec, TrackingSpec
 from exporter.simulator.timeline import Timeline, format_culture_datetime
 from exporter.simulator.tracking_routes import continuation_internal_id, partner_index, submission_partners
@@ -1029,16 +1031,16 @@ def _refs_at(objs: int, tns: Sequence[Sequence[str]]) -> _Refs:
 
 
 _TNS_BASE = (MESSAGE_TRACKING_TYPE_NAMES, STRING_ARRAY_TYPE_NAMES)
-_TNS_LATENCY = (*_TNS_BASE, ENHANCED_TIMESPAN_TYPE_NAMES)
 
 
 def event_clixml(event: TrackingEvent, tz: datetime.tzinfo, culture: str = "en-US") -> bytes:
-    """CLIXML of one MessageTrackingEvent (texts are pre-rendered; ``culture`` is for symmetry).
+    """CLIXML of one MessageTrackingEvent at remoting depth (texts are pre-rendered; ``culture`` is
+    for symmetry): equal to ``write_clixml(objects.message_tracking_event(...))``.
 
-    RefIds are computed from the shape (Obj 0 the event, 1 Recipients, 2 RecipientStatus, then the
-    optional Reference and MessageLatency, MessageLatencyType, EventData and its pairs; TN 0 the
-    event, 1 String[], then EnhancedTimeSpan when present, MessageLatencyType, the pair array and
-    the pair), so fragments are cached by value and position.
+    At depth 1 the string arrays stay lists of strings, while MessageLatency, MessageLatencyType
+    and each EventData pair are written as their ToString (see ``depth.py``). RefIds follow from
+    the shape (Obj 0 the event, 1 Recipients, 2 RecipientStatus, then the optional Reference and
+    EventData; TN 0 the event, 1 String[], 2 the pair array), so fragments are cached by value.
     """
     e = event
     status = _cached(
@@ -1053,21 +1055,14 @@ def event_clixml(event: TrackingEvent, tz: datetime.tzinfo, culture: str = "en-U
             ("reference", e.reference), lambda: _str_array(_refs_at(3, _TNS_BASE), "Reference", e.reference or ())
         )
         objs = 4
-    tns: tuple[Sequence[str], ...] = _TNS_BASE
-    if e.latency_ms is None:
-        latency = '<Nil N="MessageLatency" />'
-    else:
-        latency = _timespan_text_xml(_refs_at(objs, _TNS_BASE), e.latency_ms)
-        objs += 1
-        tns = _TNS_LATENCY
-    at = objs
-    latency_type = _cached(
-        ("ltype", e.latency_type, at, len(tns)), lambda: _latency_type_xml(_refs_at(at, tns), e.latency_type)
+    latency = (
+        '<Nil N="MessageLatency" />'
+        if e.latency_ms is None
+        else f'<S N="MessageLatency">{timespan_text(e.latency_ms * 10_000)}</S>'
     )
-    objs += 1
-    tns_ed = (*tns, _LATENCY_TN or _latency_type_names())
+    at = objs
     event_data = _cached(
-        ("data", e.event_data, objs, len(tns_ed)), lambda: _event_data_xml(_refs_at(objs, tns_ed), e.event_data)
+        ("pairs", e.event_data, at), lambda: _event_data_strings(_refs_at(at, _TNS_BASE), e.event_data)
     )
     total = '<Nil N="TotalBytes" />' if e.total_bytes is None else f'<I32 N="TotalBytes">{e.total_bytes}</I32>'
     count = (
@@ -1087,31 +1082,21 @@ def event_clixml(event: TrackingEvent, tz: datetime.tzinfo, culture: str = "en-U
         f"{status}{total}{count}{_sv('RelatedRecipientAddress', e.related_recipient_address)}{reference}"
         f"{fragment(('people', e.message_subject, e.sender, e.return_path, e.directionality, e.tenant_id))}"
         f"{_sv('OriginalClientIp', e.original_client_ip)}{_sv('MessageInfo', e.message_info)}"
-        f"{latency}{latency_type}{event_data}"
+        f"{latency}{_sv('MessageLatencyType', e.latency_type)}{event_data}"
         f"{fragment(('tail', e.transport_traffic_type, e.schema_version))}"
         f'</Props><MS><BA N="SerializationData">{_top_serialization()}</BA></MS></Obj>'
     ).encode()
 
 
+def _event_data_strings(refs: _Refs, items: Sequence[tuple[str, str]]) -> str:
+    """EventData at depth 0: the pair array (a list keeps its shape), each pair its ``[Key, Value]``."""
+    head = f'<Obj N="EventData" RefId="{refs.obj()}">{refs.tn(KEY_VALUE_ARRAY_TYPE_NAMES)}<LST>'
+    return head + "".join([f"<S>{_esc(f'[{key}, {value}]')}</S>" for key, value in items]) + "</LST></Obj>"
+
+
 _TOP_HEAD = (
     f'<Obj RefId="0">{_tn(MESSAGE_TRACKING_TYPE_NAMES, 0)}<ToString>{MESSAGE_TRACKING_TYPE_NAMES[0]}</ToString><Props>'
 )
-
-
-def _element_text(event: TrackingEvent, name: str, tz: datetime.tzinfo) -> str:
-    """How ``clixml.element_text`` renders a property (the ``@{...}`` ToString of Select-Object)."""
-    value: object = getattr(event, _ATTRS[name]) if name in _ATTRS else None
-    if name == "Timestamp":
-        return _dt_text(event.ts_ms, tz)
-    if name in ("Recipients", "RecipientStatus", "Reference"):
-        return "" if value is None else "{" + ", ".join(value) + "}"  # type: ignore[arg-type]
-    if name == "MessageLatency":
-        return "" if event.latency_ms is None else timespan_text(event.latency_ms * 10_000)
-    if name == "EventData":
-        return "{" + ", ".join(f"[{k}, {v}]" for k, v in event.event_data) + "}"
-    if value is None:
-        return ""
-    return str(value)
 
 
 _ATTRS = {
@@ -1146,7 +1131,9 @@ _ATTRS = {
 
 
 def select_clixml(event: TrackingEvent, names: Sequence[str], tz: datetime.tzinfo) -> bytes:
-    """``Select-Object -Property names`` of one event, equal to ``clixml.select_object`` on its element.
+    """``Select-Object -Property names`` of one event as sent: equal to ``depth.cut`` of
+    ``clixml.select_object`` on the whole event (its notes are written at depth 1, so nested
+    objects keep their properties; a property bag has no ToString on the wire).
 
     ``names`` are already resolved to the wire spelling; unknown names become ``Nil``.
     """
@@ -1159,20 +1146,11 @@ def select_clixml(event: TrackingEvent, names: Sequence[str], tz: datetime.tzinf
         ]
     )
     # Render only the selected properties, in the selected order (RefIds follow that order).
-    wanted = list(names)
-    rendered: list[str] = []
-    shown: list[str] = []
-    for name in wanted:
-        if name not in PROPERTY_NAMES:
-            rendered.append(f'<Nil N="{clixml_string(name)}" />')
-            shown.append(f"{name}=")
-            continue
-        rendered.append(_one_property(event, name, tz, refs))
-        shown.append(f"{name}={_element_text(event, name, tz)}")
-    to_string = "@{" + "; ".join(shown) + "}"
-    return (f"{head}<ToString>{clixml_string(to_string)}</ToString><MS>" + "".join(rendered) + "</MS></Obj>").encode(
-        "utf-8"
-    )
+    rendered = [
+        _one_property(event, name, tz, refs) if name in PROPERTY_NAMES else f'<Nil N="{clixml_string(name)}" />'
+        for name in names
+    ]
+    return (f"{head}<MS>" + "".join(rendered) + "</MS></Obj>").encode("utf-8")
 
 
 def _one_property(event: TrackingEvent, name: str, tz: datetime.tzinfo, refs: _Refs) -> str:
@@ -1205,8 +1183,14 @@ class SelectableEvent:
         self.tz = log.tz
 
     def clixml(self) -> bytes:
-        """The MessageTrackingEvent's CLIXML (cached by the log)."""
+        """The MessageTrackingEvent's CLIXML at remoting depth (cached by the log)."""
         return self.log.clixml(self.event)
+
+    def live(self) -> ET.Element:
+        """The whole MessageTrackingEvent (what Select-Object reads on the server)."""
+        from exporter.simulator.objects import message_tracking_event
+
+        return ET.fromstring(write_clixml(message_tracking_event(self.event, self.tz), UNLIMITED))
 
     def property_names(self) -> list[str]:
         """Wire order: the adapted properties, then SerializationData."""
