@@ -38,8 +38,9 @@ proxy_failure       ``Proxy session setup failed``, ``proxy session/connection .
                     next hop said to the frontend; the admin must fix the frontend -> target hop
                     first, and ``try again later`` here is not a throttle.
 recipient_restricted ``RESOLVER.RST.*`` but the size limits (``AuthRequired``, ``NotAuthorized``,
-                    ``SenderNotAuthenticatedForGroup``...), codes 5.7.12, 5.7.13, 5.7.124,
-                    5.7.133-5.7.136: the recipient accepts only authenticated or listed senders.
+                    ``SenderNotAuthenticatedForGroup``...), codes 5.7.124 and 5.7.133-5.7.136,
+                    ``Sender was not authenticated by/for ...`` (5.7.12, 5.7.13), ``not in allowed-
+                    senders list``: the recipient accepts only authenticated or listed senders.
 dns_failure         ``SMTPSEND.DNS.*``, ``DNS query/lookup/resolution ... failed/error/timed out``
                     (not "reverse DNS"), ``nonexistent domain``, ``domain does not exist``,
                     ``SERVFAIL``, ``no MX record``, codes 5.4.4, 4.4.310-312 / 5.4.310-312.
@@ -58,7 +59,8 @@ tls_failure         ``STARTTLS``, ``TLS/SSL negotiation|handshake``, ``TLS ... f
 auth_failure        5.7.57, 5.7.139, x.7.8, x.7.9, ``not authenticated``, ``authentication
                     unsuccessful/failed/required/...``, ``Cannot achieve Exchange Server
                     authentication``, ``SmtpClientAuthentication``, ``Require basic
-                    authentication``, basic code 530/534/535 at the start.
+                    authentication``, ``password transition is needed`` (4.7.12), basic code
+                    530/534/535 at the start.
 blocklisted         Spamhaus/SpamCop/Barracuda/SORBS/UCEPROTECT/SURBL, ``RBL``/``DNSBL``,
                     ``blocked using``, ``listed at``, ``block list``/``blacklist``/``denylist``,
                     ``Client host [x] blocked``, ``Service unavailable; Client host``,
@@ -153,7 +155,13 @@ _RULE_SOURCE: tuple[tuple[str, str], ...] = (
     # authenticated senders only, allowed-senders lists), not connector credentials. Size limits
     # share the RESOLVER.RST prefix and stay message_too_large.
     (r"\bRESOLVER\.RST\.(?!\w*SizeLimit)\w+", "recipient_restricted"),
-    (_code(r"5\.7\.(?:12|13|124|133|134|135|136)"), "recipient_restricted"),
+    # Exchange Online's codes for the same (NDR table); 5.7.12/5.7.13 only with their text, as other
+    # servers use those codes for SMTP AUTH (RFC 4954 password transition, RFC 5248 user account disabled).
+    (_code(r"5\.7\.(?:124|13[3-6])"), "recipient_restricted"),
+    (
+        r"\bsender (?:was )?not authenticated (?:by|for)\b|\bnot in (?:the )?allowed[- ]senders list\b",
+        "recipient_restricted",
+    ),
     # --- dns_failure
     (r"\bSMTPSEND\.DNS\.", "dns_failure"),
     (
@@ -207,7 +215,7 @@ _RULE_SOURCE: tuple[tuple[str, str], ...] = (
         "auth_failure",
     ),
     (r"\bCannot achieve Exchange Server authentication\b|\bSmtpClientAuthentication\b", "auth_failure"),
-    (r"\bRequire basic authentication\b", "auth_failure"),
+    (r"\bRequire basic authentication\b|\bpassword transition is needed\b", "auth_failure"),
     (r"^\s*53[045](?!\d)", "auth_failure"),
     # --- blocklisted
     (r"\bspamhaus\b|\bspamcop\b|\bbarracuda\w*|\bsorbs\b|\buceprotect\b|\bsurbl\b", "blocklisted"),

@@ -89,10 +89,15 @@ CORPUS: list[tuple[str, str]] = [
     ("451 5.7.3 Cannot achieve Exchange Server authentication", "auth_failure"),
     ("535 5.7.3 Authentication unsuccessful", "auth_failure"),
     ("451 5.7.3 Require basic authentication", "auth_failure"),
+    # RFC 4954 section 6 (not Exchange): x.7.12 is SMTP AUTH, not Exchange Online's recipient restriction 5.7.12
+    ("432 4.7.12 A password transition is needed", "auth_failure"),
+    # NDR table 5.7.12 and 5.7.124 (the table's wording; the 550 basic code is added)
+    ("550 5.7.12 Sender was not authenticated by organization", "recipient_restricted"),
+    ("550 5.7.124 Sender not in allowed-senders list", "recipient_restricted"),
     # SmtpResponse.cs StartTlsTempReject and MessageRateLimitExceeded: rate limits, not TLS or a dropped link
     ("454 4.7.0 Cannot accept TLS as maximum TLS rate exceeded for server", "throttled"),
     ("421 4.4.2 Message submission rate for this client has exceeded the configured limit", "throttled"),
-    # --- Microsoft 365 tenant and IP blocks (NDR table, 5.7.7xx page)
+    # --- Microsoft 365 tenant and IP blocks (NDR table, 5.7.7xx page: "error codes 550 5.7.700 through 5.7.750")
     ("550 5.7.705 Access denied, tenant has exceeded threshold", "blocklisted"),
     ("550 5.7.708 Access denied, traffic not accepted from this IP", "blocklisted"),
     ("550 5.7.750 Service unavailable. Client blocked from sending from unregistered domains", "blocklisted"),
