@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.exchange.lasterror import CATEGORY_HINTS
+from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
@@ -69,6 +70,23 @@ def _resolver_failures(facts: Facts) -> list[str]:
     return out
 
 
+def _smart_host(facts: Facts, queue: Any) -> str | None:
+    """The organisation's own smart host a delivery queue sends to, or None for a remote next hop.
+
+    A queue to a smart host has DeliveryType ``SmartHostConnectorDelivery``, or a NextHopDomain that is
+    one of the send connectors' SmartHosts (``[192.0.2.5]`` or a name). Its name: that smart host, else
+    the host the LastError names, else the NextHopDomain."""
+    hop = queue.next_hop_domain.strip().strip("[]").lower()
+    hosts = [h for r in facts.all("send_connectors") for c in r.connectors for h in c.smart_hosts]
+    for host in hosts:
+        if host.strip().strip("[]").lower() == hop and hop:
+            return host.strip()
+    if queue.delivery_type != "SmartHostConnectorDelivery":
+        return None
+    err = queue.last_error
+    return (err.fqdn or err.ip if err else None) or queue.next_hop_domain or "(unnamed)"
+
+
 def _listed_ips(facts: Facts) -> list[str]:
     return [
         f"{r.ip} is listed on {b.zone} ({', '.join(b.codes)}) {b.reason_text}".strip()
@@ -113,14 +131,24 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
 @rule
 def outbound_connection_failure(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with connection_refused/timeout/failed (421 4.2.1, socket
-    errors). Correlated with DNSBL listings of the outbound IPs."""
+    errors). Correlated with DNSBL listings of the outbound IPs. The hint follows the Winsock code
+    (10061 refused, 10060 timed out, 10051/10065 unreachable) and names the organisation's own smart
+    host when the queues deliver to one."""
     queues = _retrying(facts, CONNECTION)
     if not queues:
         return []
     messages = sum(q.message_count for q in queues)
     evidence = _queue_evidence(queues)
-    listed = _listed_ips(facts)
-    step = CATEGORY_HINTS["connection_refused"]
+    smart = {q.identity: _smart_host(facts, q) for q in queues}
+    top = max(queues, key=lambda q: q.message_count)
+    step = hint_for(top.last_error, smart_host=smart[top.identity])
+    own = ", ".join(sorted({h for h in smart.values() if h})[:3])
+    who = f"Your smart host {own} does" if all(smart.values()) else "Remote hosts do"
+    if own and not all(smart.values()):
+        who = f"Remote hosts and your smart host {own} do"
+    title = f"{who} not accept connections ({messages} messages retrying)"
+    # A blocklisting explains remote MX hosts refusing us, not our own smart host.
+    listed = _listed_ips(facts) if not all(smart.values()) else []
     severity = _severity_by_volume(messages)
     if listed:
         evidence += tuple(listed)
@@ -135,10 +163,10 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
             severity,
             "queues",
             ("outbound",),
-            f"Remote hosts do not accept connections ({messages} messages retrying)",
+            title,
             evidence,
             step,
-            "connection_refused",
+            top.last_error.category if top.last_error else "connection_failed",
             messages,
         )
     ]
@@ -147,7 +175,9 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
 @rule
 def queues_retrying_other(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with any other LastError category (TLS, auth, rejected,
-    throttled, blocklisted...): one finding per category, with that category's runbook hint."""
+    throttled, blocklisted...): one finding per category, with that category's runbook hint refined
+    by its largest queue's text (the PRX code of a proxy failure, a Microsoft 365 block, the cause of
+    an expiry)."""
     handled = {"dns_failure", "recipient_unknown", *CONNECTION}
     by_category: dict[str, list[Any]] = defaultdict(list)
     for q in _queues(facts):
@@ -161,6 +191,7 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
     out = []
     for category, queues in sorted(by_category.items()):
         messages = sum(q.message_count for q in queues)
+        top = max(queues, key=lambda q: q.message_count)
         scope = "internal" if all(q.next_hop_category == "Internal" for q in queues) else "outbound"
         out.append(
             Finding(
@@ -170,7 +201,7 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
                 (scope,),
                 f"Queues retrying with {category} ({messages} messages)",
                 _queue_evidence(queues),
-                CATEGORY_HINTS.get(category, CATEGORY_HINTS["other"]),
+                hint_for(top.last_error, smart_host=_smart_host(facts, top)),
                 category,
                 messages,
             )
