@@ -70,14 +70,8 @@ from exporter.simulator.objects_health import component_states
 from exporter.simulator.orgconfig import DatabaseSpec
 from exporter.simulator.scenario import QueueSpec, ServerSpec
 from exporter.simulator.timeline import QueueSnapshot, Timeline, pattern_value, snapshot_queue
-from exporter.simulator.tracking import (
-    PROPERTY_NAMES,
-    SelectableEvent,
-    TrackingEvent,
-    TrackingLog,
-    event_clixml,
-    select_clixml,
-)
+from exporter.simulator.tracking import TrackingEvent, TrackingLog
+from exporter.simulator.tracking_wire import PROPERTY_NAMES, SelectableEvent, event_clixml, select_clixml
 
 if TYPE_CHECKING:
     from exporter.simulator.cmdlets import Context

@@ -32,7 +32,8 @@ from exporter.simulator import (
 from exporter.simulator.clixml import select_object, write_clixml
 from exporter.simulator.depth import UNLIMITED, cut
 from exporter.simulator.timeline import Timeline
-from exporter.simulator.tracking import TrackedMessage, TrackingLog, event_clixml, select_clixml
+from exporter.simulator.tracking import TrackedMessage, TrackingLog
+from exporter.simulator.tracking_wire import event_clixml, select_clixml
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from pypsrp.serializer import Serializer
 
-from exporter.simulator import objects
+from exporter.simulator import objects, objects_server
 from exporter.simulator.clixml import load_capture, relink, select_object, to_element, write_clixml
 from exporter.simulator.depth import UNLIMITED, cut
 from exporter.simulator.opath import FilterError, compile_filter
@@ -33,8 +33,8 @@ def _objects() -> list[object]:
     server = scenario.servers[0]
     built: list[object] = [objects.queue_info(snapshot_queue(server, q, timeline)) for q in server.queues]
     built += [
-        objects.exchange_server(scenario, server, timeline),
-        objects.transport_server(scenario, server, timeline),
+        objects_server.exchange_server(scenario, server, timeline),
+        objects_server.transport_server(scenario, server, timeline),
     ]
     return built
 
@@ -112,7 +112,7 @@ def test_select_object_keeps_enum_shapes() -> None:
 
 @pytest.mark.timeout(30)
 def test_break_clixml_variants() -> None:
-    data = write_clixml(objects.exchange_server(*_server_args()))
+    data = write_clixml(objects_server.exchange_server(*_server_args()))
     dangling = break_clixml(data, None)
     ET.fromstring(dangling)  # still well-formed XML
     with pytest.raises(KeyError):

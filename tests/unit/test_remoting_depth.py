@@ -21,7 +21,7 @@ from pypsrp.serializer import Serializer
 
 from exporter.exchange.clixml import flatten
 from exporter.exchange.components import parse_component
-from exporter.simulator import Scenario, build_scenario, objects
+from exporter.simulator import Scenario, build_scenario, objects, objects_server
 from exporter.simulator import certificates as certs
 from exporter.simulator import objects_config as oc
 from exporter.simulator import objects_health as oh
@@ -217,8 +217,8 @@ def _builders() -> Iterator[tuple[str, Any]]:
     cert = certs.server_certificates(scenario, server, tl)[0]
     copy = scenario.effective_databases[0]
     yield "queue", objects.queue_info(snapshot_queue(server, server.queues[0], tl))
-    yield "exchange server", objects.exchange_server(scenario, server, tl)
-    yield "transport server", objects.transport_server(scenario, server, tl)
+    yield "exchange server", objects_server.exchange_server(scenario, server, tl)
+    yield "transport server", objects_server.transport_server(scenario, server, tl)
     log = TrackingLog(scenario, tl)
     for event in log.events("EX01", START - 300, START)[:12]:
         yield f"tracking {event.event_id}", objects.message_tracking_event(event, log.tz)

@@ -29,7 +29,7 @@ from pypsrp.serializer import Serializer
 
 from exporter.exchange.clixml import decode_mvp, flatten
 from exporter.exchange.wire import FastOutputSerializer
-from exporter.simulator import Scenario, ScenarioError, build_scenario, objects
+from exporter.simulator import Scenario, ScenarioError, build_scenario, objects_server
 from exporter.simulator import certificates as certs
 from exporter.simulator import objects_config as oc
 from exporter.simulator import objects_health as oh
@@ -359,7 +359,7 @@ def test_send_connector_smart_host_ips_and_dns_routing() -> None:
 def test_exchange_server_matches_the_capture() -> None:
     (real,) = _capture("E19/GetExchangeServer.xml")
     scenario = _org()
-    obj = objects.exchange_server(scenario, scenario.servers[0], _timeline(scenario))
+    obj = objects_server.exchange_server(scenario, scenario.servers[0], _timeline(scenario))
     assert _shape_diff(real, _element(obj)) == []
     wire = _wire_like_capture(real, obj)
     # remoting depth: the version, site, role and ids are text; NetworkAddress stays a list
