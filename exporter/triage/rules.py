@@ -17,6 +17,7 @@ from exporter.exchange.lasterror import CATEGORY_HINTS
 from exporter.exchange.permissions import parse_missing
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
 RULES: list[Rule] = []
@@ -98,7 +99,7 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "outbound_dns_failure",
-            _severity_by_volume(messages),
+            severity("outbound_dns_failure", messages),
             "queues",
             ("outbound",),
             f"Outbound mail is retrying on DNS failures ({messages} messages)",
@@ -121,18 +122,18 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
     evidence = _queue_evidence(queues)
     listed = _listed_ips(facts)
     step = CATEGORY_HINTS["connection_refused"]
-    severity = _severity_by_volume(messages)
+    level = severity("outbound_connection_failure", messages)
     if listed:
         evidence += tuple(listed)
         step = (
             "An outbound IP is blocklisted: remote hosts refuse it. Find the cause (open relay, compromised "
             "mailbox), then request delisting. " + step
         )
-        severity = "critical"
+        level = severity("blocklisted")  # the listing explains the refusals: its severity
     return [
         Finding(
             "outbound_connection_failure",
-            severity,
+            level,
             "queues",
             ("outbound",),
             f"Remote hosts do not accept connections ({messages} messages retrying)",
@@ -165,7 +166,7 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 f"queue_{category}",
-                "warning",
+                category_fault(category).severity_at(messages),
                 "queues",
                 (scope,),
                 f"Queues retrying with {category} ({messages} messages)",
@@ -210,7 +211,7 @@ def internal_recipient_unknown(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "internal_recipient_unknown",
-            "warning",
+            severity("internal_recipient_unknown"),
             "queues",
             ("internal",),
             ("Internal recipients" if queues else "Recipients") + " are rejected as unknown (550 5.1.1)",
@@ -248,7 +249,7 @@ def poison_and_unreachable(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     f"{kind}_messages",
-                    "warning",
+                    severity(f"{kind}_messages", n),
                     "queues",
                     ("internal", "outbound"),
                     f"{title} ({n})",
@@ -271,7 +272,7 @@ def stuck_messages(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "stuck_messages",
-            "warning",
+            severity("stuck_messages", max(n for _s, n in stuck)),
             "tracking",
             ("internal", "outbound"),
             f"{total} message(s) received but never delivered or sent",
@@ -317,7 +318,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_mx",
-                    "critical",
+                    severity("inbound_mx"),
                     "dns",
                     ("inbound",),
                     f"Inbound mail for {r.domain} is misrouted by DNS",
@@ -335,7 +336,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_smtp_probe",
-                    "critical",
+                    severity("inbound_smtp_probe"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not answer SMTP",
@@ -350,7 +351,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_starttls",
-                    "warning",
+                    severity("inbound_starttls"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not offer STARTTLS",
@@ -380,7 +381,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "inbound_silence",
-            "critical",
+            severity("inbound_silence"),
             "tracking",
             ("inbound",),
             "No mail arrives from outside the organisation",
@@ -422,7 +423,7 @@ def transport_components(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "transport_component_inactive",
-                    "critical",
+                    severity("transport_component_inactive"),
                     "health",
                     ("inbound", "outbound", "internal"),
                     f"{r.server} is in maintenance mode: it takes no new mail",
@@ -449,7 +450,7 @@ def databases(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "database_not_mounted",
-                    "critical",
+                    severity("database_not_mounted"),
                     "health",
                     ("internal", "inbound"),
                     f"Database {db} is not mounted",
@@ -465,7 +466,7 @@ def databases(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "database_copy_unhealthy",
-                        "warning",
+                        severity("database_copy_unhealthy"),
                         "health",
                         ("internal",),
                         f"Copy of {db} on {c.server} is {c.status}",
@@ -492,7 +493,7 @@ def certificates(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "certificate_expired" if expired else "certificate_expiring",
-                        "critical" if expired else "warning",
+                        severity("certificate_expired" if expired else "certificate_expiring"),
                         "health",
                         ("inbound", "outbound"),
                         f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}",
@@ -519,7 +520,7 @@ def services(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "service_stopped",
-                        "critical",
+                        severity("service_stopped"),
                         "health",
                         ("inbound", "outbound", "internal"),
                         f"{r.server}: required {role.role} services are stopped",
@@ -563,7 +564,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "open_relay",
-                        "critical",
+                        severity("open_relay"),
                         "connectors",
                         ("outbound",),
                         f"Receive connector {r.server}\\{name} is an open relay",
@@ -581,7 +582,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "relay_unverified",
-                        "info",
+                        severity("relay_unverified"),
                         "connectors",
                         ("outbound",),
                         f"Relay rights of {r.server}\\{name} could not be checked",
@@ -597,7 +598,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "accepted_domain_relay",
-                        "critical",
+                        severity("accepted_domain_relay"),
                         "connectors",
                         ("outbound",),
                         "Accepted domain * makes Exchange relay for every domain",
@@ -622,7 +623,7 @@ def connector_drift(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "connector_drift",
-            "warning",
+            severity("connector_drift"),
             "connectors",
             scopes,
             "Connectors differ from their expected configuration",
@@ -645,7 +646,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "blocklisted",
-                "critical",
+                severity("blocklisted"),
                 "dns",
                 ("outbound",),
                 "An outbound IP is blocklisted",
@@ -665,7 +666,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_not_passing",
-                "warning",
+                severity("spf_not_passing"),
                 "dns",
                 ("outbound",),
                 "SPF does not pass for outbound IPs",
@@ -681,7 +682,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_invalid",
-                "critical",
+                severity("spf_invalid"),
                 "dns",
                 ("outbound",),
                 f"SPF of {r.domain} is a permerror at every receiver",
@@ -700,7 +701,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "ptr_mismatch",
-                "warning",
+                severity("ptr_mismatch"),
                 "dns",
                 ("outbound",),
                 "Reverse DNS of outbound IPs is missing or mismatched",
@@ -723,7 +724,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "dmarc_missing",
-                "info",
+                severity("dmarc_missing"),
                 "dns",
                 ("outbound",),
                 "Domains without a valid DMARC record",
@@ -755,7 +756,7 @@ def missing_role(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "missing_role",
-                "warning",
+                severity("missing_role"),
                 "monitoring",
                 (),
                 f"The monitoring account lacks {lacks} ({cmdlets})",
