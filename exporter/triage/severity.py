@@ -12,10 +12,14 @@ its ``categories``, summed over every server the exporter polls (the alert sums
 ``mailflow_queue_last_error_messages`` by job and instance); a fault with ``per_server`` counts the
 largest single server instead. A constant fault (no ``critical_at``) ignores volume.
 
-To add a LastError category: add one :class:`Fault` to :data:`FAULTS` below (section "LastError
-categories"). With alert :data:`RETRYING` it joins the generic ``MailflowQueueRetrying`` alert
-(which covers every category without an alert of its own, so a new category is never silent) and
-its triage finding ``queue_<category>``; give it its own alert only when its thresholds differ.
+To add a LastError category ``x``: add ``_queue("queue_x", RETRYING, "x")`` to :data:`FAULTS` below
+(section "LastError categories"). Its triage finding is ``queue_x`` (rules.queues_retrying_other)
+and its alert the generic ``MailflowQueueRetrying``, which already selects every category without
+an alert of its own, so alerts.yml needs no change. Other thresholds need an alert of their own
+(faults sharing an alert share its tiers). A category that folds into an existing fault instead (a
+new kind of connection failure, say) goes into that entry's categories, that alert's
+``category=~`` list and ``MailflowQueueRetrying``'s ``category!~`` list. tests/unit/test_severity.py
+says what is missing.
 
 This module imports nothing from the exporter: triage, the CLI and the web layer can all use it.
 """
@@ -26,7 +30,6 @@ from dataclasses import dataclass
 
 __all__ = ["FAULTS", "RETRYING", "Fault", "category_fault", "fault", "severity"]
 
-SEVERITIES = ("critical", "warning", "info")
 #: The generic alert for LastError categories without an alert of their own.
 RETRYING = "MailflowQueueRetrying"
 #: Messages from which a queue fault that means "mail is not leaving" pages (was triage's 10).
