@@ -18,6 +18,7 @@ from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
 RULES: list[Rule] = []
@@ -116,7 +117,7 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "outbound_dns_failure",
-            _severity_by_volume(messages),
+            severity("outbound_dns_failure", messages),
             "queues",
             ("outbound",),
             f"Outbound mail is retrying on DNS failures ({messages} messages)",
@@ -149,18 +150,18 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
     title = f"{who} not accept connections ({messages} messages retrying)"
     # A blocklisting explains remote MX hosts refusing us, not our own smart host.
     listed = _listed_ips(facts) if not all(smart.values()) else []
-    severity = _severity_by_volume(messages)
+    level = severity("outbound_connection_failure", messages)
     if listed:
         evidence += tuple(listed)
         step = (
             "An outbound IP is blocklisted: remote hosts refuse it. Find the cause (open relay, compromised "
             "mailbox), then request delisting. " + step
         )
-        severity = "critical"
+        level = severity("blocklisted")  # the listing explains the refusals: its severity
     return [
         Finding(
             "outbound_connection_failure",
-            severity,
+            level,
             "queues",
             ("outbound",),
             title,
@@ -196,7 +197,7 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 f"queue_{category}",
-                "warning",
+                category_fault(category).severity_at(messages),
                 "queues",
                 (scope,),
                 f"Queues retrying with {category} ({messages} messages)",
@@ -241,7 +242,7 @@ def internal_recipient_unknown(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "internal_recipient_unknown",
-            "warning",
+            severity("internal_recipient_unknown"),
             "queues",
             ("internal",),
             ("Internal recipients" if queues else "Recipients") + " are rejected as unknown (550 5.1.1)",
@@ -279,7 +280,7 @@ def poison_and_unreachable(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     f"{kind}_messages",
-                    "warning",
+                    severity(f"{kind}_messages", n),
                     "queues",
                     ("internal", "outbound"),
                     f"{title} ({n})",
@@ -302,7 +303,7 @@ def stuck_messages(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "stuck_messages",
-            "warning",
+            severity("stuck_messages", max(n for _s, n in stuck)),
             "tracking",
             ("internal", "outbound"),
             f"{total} message(s) received but never delivered or sent",
@@ -348,7 +349,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_mx",
-                    "critical",
+                    severity("inbound_mx"),
                     "dns",
                     ("inbound",),
                     f"Inbound mail for {r.domain} is misrouted by DNS",
@@ -366,7 +367,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_smtp_probe",
-                    "critical",
+                    severity("inbound_smtp_probe"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not answer SMTP",
@@ -381,7 +382,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_starttls",
-                    "warning",
+                    severity("inbound_starttls"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not offer STARTTLS",
@@ -411,7 +412,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "inbound_silence",
-            "critical",
+            severity("inbound_silence"),
             "tracking",
             ("inbound",),
             "No mail arrives from outside the organisation",
@@ -453,7 +454,7 @@ def transport_components(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "transport_component_inactive",
-                    "critical",
+                    severity("transport_component_inactive"),
                     "health",
                     ("inbound", "outbound", "internal"),
                     f"{r.server} is in maintenance mode: it takes no new mail",
@@ -480,7 +481,7 @@ def databases(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "database_not_mounted",
-                    "critical",
+                    severity("database_not_mounted"),
                     "health",
                     ("internal", "inbound"),
                     f"Database {db} is not mounted",
@@ -496,7 +497,7 @@ def databases(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "database_copy_unhealthy",
-                        "warning",
+                        severity("database_copy_unhealthy"),
                         "health",
                         ("internal",),
                         f"Copy of {db} on {c.server} is {c.status}",
@@ -523,7 +524,7 @@ def certificates(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "certificate_expired" if expired else "certificate_expiring",
-                        "critical" if expired else "warning",
+                        severity("certificate_expired" if expired else "certificate_expiring"),
                         "health",
                         ("inbound", "outbound"),
                         f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}",
@@ -550,7 +551,7 @@ def services(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "service_stopped",
-                        "critical",
+                        severity("service_stopped"),
                         "health",
                         ("inbound", "outbound", "internal"),
                         f"{r.server}: required {role.role} services are stopped",
@@ -594,7 +595,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "open_relay",
-                        "critical",
+                        severity("open_relay"),
                         "connectors",
                         ("outbound",),
                         f"Receive connector {r.server}\\{name} is an open relay",
@@ -612,7 +613,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "relay_unverified",
-                        "info",
+                        severity("relay_unverified"),
                         "connectors",
                         ("outbound",),
                         f"Relay rights of {r.server}\\{name} could not be checked",
@@ -628,7 +629,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "accepted_domain_relay",
-                        "critical",
+                        severity("accepted_domain_relay"),
                         "connectors",
                         ("outbound",),
                         "Accepted domain * makes Exchange relay for every domain",
@@ -653,7 +654,7 @@ def connector_drift(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "connector_drift",
-            "warning",
+            severity("connector_drift"),
             "connectors",
             scopes,
             "Connectors differ from their expected configuration",
@@ -676,7 +677,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "blocklisted",
-                "critical",
+                severity("blocklisted"),
                 "dns",
                 ("outbound",),
                 "An outbound IP is blocklisted",
@@ -696,7 +697,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_not_passing",
-                "warning",
+                severity("spf_not_passing"),
                 "dns",
                 ("outbound",),
                 "SPF does not pass for outbound IPs",
@@ -712,7 +713,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_invalid",
-                "critical",
+                severity("spf_invalid"),
                 "dns",
                 ("outbound",),
                 f"SPF of {r.domain} is a permerror at every receiver",
@@ -731,7 +732,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "ptr_mismatch",
-                "warning",
+                severity("ptr_mismatch"),
                 "dns",
                 ("outbound",),
                 "Reverse DNS of outbound IPs is missing or mismatched",
@@ -754,7 +755,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "dmarc_missing",
-                "info",
+                severity("dmarc_missing"),
                 "dns",
                 ("outbound",),
                 "Domains without a valid DMARC record",
@@ -786,7 +787,7 @@ def missing_role(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "missing_role",
-                "warning",
+                severity("missing_role"),
                 "monitoring",
                 (),
                 f"The monitoring account lacks {lacks} ({cmdlets})",
