@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from exporter.check import check
 from exporter.demo import deep_merge, demo_dns_settings
 from exporter.netsim.demo_net import DOMAIN, DemoNet, demo_zones
 from exporter.triage.model import Report
 from exporter.triage.report import write_json, write_text
-from exporter.triage.run import check
 from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
