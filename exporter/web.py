@@ -248,7 +248,7 @@ class WebApp:
                     _e(status),
                     last.duration,
                     _e(ok_age),
-                    _e(last.message),
+                    _e(f"{last.message} at {last.endpoint}" if last.endpoint else last.message),
                 )
             )
         table = "\n".join(rows) or "<tr><td colspan='6'>No poll has finished yet.</td></tr>"

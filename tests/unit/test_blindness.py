@@ -88,7 +88,7 @@ def _wrapped(inner: BaseException, outer: type[requests.exceptions.RequestExcept
     ("exc", "text"),
     [
         (
-            _wrapped(urllib3.exceptions.NameResolutionError("ex02", None, socket.gaierror(-2, "Name or service not known")),  # type: ignore[arg-type]
+            _wrapped(urllib3.exceptions.NameResolutionError("ex02", None, socket.gaierror(-2, "Name not known")),  # type: ignore[arg-type]
                      requests.exceptions.ConnectionError),
             "host name does not resolve",
         ),
@@ -113,7 +113,8 @@ def _wrapped(inner: BaseException, outer: type[requests.exceptions.RequestExcept
                          "Microsoft.Exchange", "", ""),
          "WSMan fault 2150858819: The WS-Management service cannot process the request"),
         (WSManFaultError(2150859173, "ex02", "", "Microsoft.Exchange", "",
-                         "The user has exceeded the maximum number of connections allowed"), "session limit reached: Exchange refuses more PowerShell sessions for svc@contoso.com"),
+                         "The user has exceeded the maximum number of connections allowed"),
+         "session limit reached: Exchange refuses more PowerShell sessions for svc@contoso.com"),
         (ConnectionResetError(104, "Connection reset by peer"), "connection reset by the server"),
     ],
 )  # fmt: skip

@@ -13,8 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "exporter"
-FORBIDDEN = ("exporter.demo", "exporter.service", "exporter.web", "exporter.cli", "exporter.check", "exporter.simulator",
-             "exporter.netsim")  # fmt: skip
+FORBIDDEN = ("exporter.demo", "exporter.service", "exporter.web", "exporter.cli", "exporter.check",
+             "exporter.simulator", "exporter.netsim")  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -84,7 +84,7 @@ def test_the_cycle_finder_finds_one() -> None:
 def test_importing_triage_loads_no_service_demo_or_web() -> None:
     code = (
         "import sys, exporter.triage.report, exporter.triage.blindness; "
-        "print(sorted(m for m in sys.modules if m.startswith(%r)))" % (FORBIDDEN,)
+        f"print(sorted(m for m in sys.modules if m.startswith({FORBIDDEN!r})))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
