@@ -192,7 +192,9 @@ class Service:
             result, ok, reason, message = None, False, exc.reason, str(exc)
             endpoint, server = exc.endpoint, exc.server
         except Exception as exc:  # a bug must not kill the job; it becomes data
-            log.exception("poll crashed collector=%s target=%s", collector.name, target)
+            # One line at error; the stack trace (which may hold a library's raw text) at debug only.
+            log.error("poll crashed collector=%s target=%s error=%s", collector.name, target, type(exc).__name__)
+            log.debug("poll crashed collector=%s target=%s", collector.name, target, exc_info=exc)
             result, ok, reason, message = None, False, "other", f"{type(exc).__name__}: internal error"
         duration = time.monotonic() - started
         if self._stopped.is_set() or target not in collector.targets():

@@ -104,7 +104,7 @@ _COLLECTOR_STEPS = {
     "scheduler stopped; read its log and /-/healthy.",
     "config": "A target the configuration no longer has (often just after discovery changed): it clears itself.",
 }
-_OTHER_STEP = "Read the exporter log (an internal error is logged with its stack trace) and report it."
+_OTHER_STEP = "An internal error: run the exporter with --log-level debug to log its stack trace, and report it."
 
 
 def _host_port(endpoint: str) -> tuple[str, str]:
