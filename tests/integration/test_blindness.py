@@ -29,7 +29,7 @@ from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
 from exporter.triage.report import write_json, write_text
 from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for
-from tests.integration.test_status_page import parse
+from tests.integration.test_status_page import check_page, parse
 from tests.integration.test_triage import healthy_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -228,6 +228,7 @@ def test_status_page_says_still_polling_until_every_first_poll_finished(sim_fact
         pending = [li.text() for ul in dom.by_id("unchecked").find_all("ul", "pending") for li in ul.find_all("li")]
         assert "queues EX02" in pending and len(pending) == 6
         assert "No problems found" not in body and "every collector's last poll succeeded" not in body
+        check_page(dom, service.triage(), settings.web.runbook_url)  # the page says what the report says
         assert get(base + "/-/ready")[0] == 503
 
         sim.faults.clear("EX02")  # the hung open is answered: the first polls of EX02 finish

@@ -125,8 +125,11 @@ def check_page(dom: Node, report: Report, runbook_url: str) -> None:
         assert " ".join(f.next_step.split()) in node.text()
         links = [a.attrs["href"] for a in node.find_all("a")]
         assert links == ([runbook_link(runbook_url, f.runbook)] if f.runbook else []), links
-    unchecked = [li.text() for li in dom.by_id("unchecked").find_all("li")]
+    lists = dom.by_id("unchecked")
+    unchecked = [li.text() for ul in lists.find_all("ul", "unchecked") for li in ul.find_all("li")]
     assert unchecked == [" ".join(u.split()) for u in report.unchecked]
+    pending = [li.text() for ul in lists.find_all("ul", "pending") for li in ul.find_all("li")]
+    assert pending == list(report.pending)
     assert dom.by_id("collectors").find_all("td"), "the collectors table is still there"
 
 
