@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FAULTS", "RETRYING", "Fault", "category_fault", "fault", "severity"]
+__all__ = ["FAULTS", "RETRYING", "TRIAGE_ONLY", "Fault", "category_fault", "fault", "severity"]
 
 #: The generic alert for LastError categories without an alert of their own.
 RETRYING = "MailflowQueueRetrying"
@@ -118,9 +118,19 @@ FAULTS: tuple[Fault, ...] = (
     Fault("ptr_mismatch", ("MailflowPtrMismatch",), "warning"),
     Fault("dmarc_missing", ("MailflowDmarcMissing",), "warning"),
     Fault("missing_role", ("MailflowCollectorFailing",), "warning"),
+    # ---- blindness: what the exporter could not see (exporter/triage/blindness.py)
+    Fault("server_unreachable", ("MailflowExchangeUnreachable",), "critical"),
+    Fault("collector_failed", ("MailflowCollectorFailing",), "warning"),
 )  # fmt: skip
 
-_BY_FINDING = {f.finding: f for f in FAULTS}
+#: Findings no alert can see (the server answered some polls; the `check` run itself timed out):
+#: triage-only severities, still from this table.
+TRIAGE_ONLY: tuple[Fault, ...] = (
+    Fault("server_partly_unreachable", (), "warning"),
+    Fault("check_timeout", (), "warning"),
+)
+
+_BY_FINDING = {f.finding: f for f in (*FAULTS, *TRIAGE_ONLY)}
 _BY_CATEGORY = {c: f for f in FAULTS for c in f.categories}
 
 

@@ -21,7 +21,6 @@ import pytest
 from exporter.service import Service
 from exporter.settings import Settings
 from exporter.triage.model import Report
-from exporter.triage.run import report_for
 from exporter.web import WebServer
 from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for
 from tests.promtool_alerts import firing_alerts, scrape_series
@@ -87,7 +86,7 @@ def scrape_and_triage(
     finally:
         web.stop()
     alerts = firing_alerts(scrape_series(exposition, f"127.0.0.1:{web.port}", scraped_at))
-    return alerts, report_for(service)
+    return alerts, service.triage()
 
 
 def names(alerts: list[dict[str, str]]) -> set[tuple[str, str]]:
