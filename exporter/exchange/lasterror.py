@@ -238,7 +238,8 @@ _RULE_SOURCE: tuple[tuple[str, str], ...] = (
     ),
     (r"\b(?:mailbox|recipient|user|address) (?:does not|doesn't) exist\b", "recipient_unknown"),
     (r"\brecipient (?:not found|unknown)\b", "recipient_unknown"),
-    (r"(?<![\d.])5\.4\.1 Recipient address rejected: Access denied", "recipient_unknown"),
+    # Directory-based edge blocking, with or without the recipient in brackets before the colon.
+    (r"(?<![\d.])5\.4\.1 (?:\[[^\]\s]*\]:? )?Recipient address rejected: Access denied", "recipient_unknown"),
     # --- mailbox_full
     (_code(r"[45]\.2\.2"), "mailbox_full"),
     (r"\bmailbox (?:is )?full\b|\bover ?quota\b|\bquota (?:exceeded|full)\b|QuotaExceeded", "mailbox_full"),

@@ -37,6 +37,12 @@ EDGESYNC_NDR = (
 )
 
 CORPUS: list[tuple[str, str]] = [
+    # NDR table (5.4.1, directory-based edge blocking): Exchange Online puts the recipient in brackets
+    (
+        "550 5.4.1 [finance@fabrikam.com]: Recipient address rejected: Access denied. AS(201806281) "
+        "[DM6NAM12FT057.eop-nam12.prod.protection.outlook.com]",
+        "recipient_unknown",
+    ),
     # --- the Front End's encoded proxy failures: the hop to the Mailbox Transport service, not a throttle
     # SmtpResponse.cs EncodedProxyFailureResponseNoDestinations .. Shutdown (note the trailing blank)
     ("451 4.7.0 Temporary server error. Please try again later. PRX1 ", "proxy_failure"),
