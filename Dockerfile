@@ -6,8 +6,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc=4:* libc6-dev=2.* libkrb5-dev=1.* \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
+# exporter/example.yml links here: the wheel carries it for `mailflow-exporter example-config`.
+COPY config/example.yml ./config/example.yml
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".[kerberos]"
 
@@ -22,6 +24,8 @@ RUN apt-get update \
  && groupadd --system --gid 10049 mailflow \
  && useradd --system --uid 10049 --gid mailflow --home-dir /var/lib/mailflow --create-home mailflow
 COPY --from=build /opt/venv /opt/venv
+# Every option with its default, to start a config.yml from (also printed by `mailflow-exporter example-config`).
+COPY config/example.yml /etc/mailflow-exporter/example.yml
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     MAILFLOW_STATE_DIR=/var/lib/mailflow

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``."""
+"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -158,6 +159,17 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if health.ok else 1
 
 
+def example_config() -> str:
+    """The annotated example configuration shipped in the package (config/example.yml in the source)."""
+    return resources.files("exporter").joinpath("example.yml").read_text(encoding="utf-8")
+
+
+def cmd_example_config(_args: argparse.Namespace) -> int:
+    """Print the example configuration: every option with its default and what it does."""
+    sys.stdout.write(example_config())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailflow-exporter", description="Prometheus exporter for Microsoft Exchange mail flow."
@@ -231,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--config", type=Path, help="the exporter's YAML configuration, for web.listen_address")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds per attempt (default 4)")
     health.set_defaults(func=cmd_healthcheck)
+
+    example = sub.add_parser(
+        "example-config",
+        help="print the example configuration: every option with its default",
+        description="Print the annotated example configuration (every option, its default and what it does; "
+        "config/example.yml in the source, /etc/mailflow-exporter/example.yml in the image). "
+        "Example: mailflow-exporter example-config > mailflow.yml",
+    )
+    example.set_defaults(func=cmd_example_config)
     return parser
 
 

@@ -694,7 +694,7 @@ def _describe_errors(
             where = ""
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling against config/example.yml)"
+            message = "unknown setting (check the spelling against the example: mailflow-exporter example-config)"
         elif err["type"] in ("model_type", "dict_type"):  # not "instance of ExchangeSettings"
             message = f"expected a mapping (indented 'key: value' lines), got {_kind(err['input'])}"
         elif err["type"] == "list_type":

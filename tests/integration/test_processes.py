@@ -52,15 +52,28 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def test_demo_serves_live_metrics_within_seconds() -> None:
+def wait_for_line(path: Path, needle: str, timeout: float) -> str:
+    """The text of ``path`` once it contains ``needle`` (a process's log being written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text()
+        if needle in text:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} not logged within {timeout}s; log so far: {path.read_text()[-2000:]}")
+
+
+def test_demo_serves_live_metrics_within_seconds(tmp_path: Path) -> None:
     port = free_port()
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--listen-address", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log_file = tmp_path / "demo.log"
+    with log_file.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "demo", "--listen-address", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
     try:
         wanted = ['category="dns_failure"', 'queue_kind="poison"'] + [
             f'mailflow_collector_up{{collector="queues",target="{s}"}} 1.0' for s in ("EX01", "EX02", "EX03")
@@ -70,9 +83,25 @@ def test_demo_serves_live_metrics_within_seconds() -> None:
         page = wait_for(f"http://127.0.0.1:{port}/", "EX02", timeout=5)
         assert "queues" in page
         print(f"demo served queue metrics {took:.1f}s after start")
+        # once every target was polled, the log tells the triage's findings
+        wait_for_line(log_file, "every target polled: mail flow", timeout=60)
     finally:
-        code, err = stop(proc)
-    assert code == 0, err[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    log = log_file.read_text()
+    assert code == 0, log[-2000:]
+    # the banner: where to look
+    for needle in (
+        f"metrics:      http://127.0.0.1:{port}/metrics",
+        f"status page:  http://127.0.0.1:{port}/",
+        "Exchange:     EX01 https://127.0.0.1:",
+        "Ctrl-C stops",
+    ):
+        assert needle in log
+    assert "finding critical: Outbound mail is retrying on DNS failures" in log
+    # not the fake SMTP server's connection chatter (aiosmtpd's mail.log), and never the demo password
+    assert "logger=mail.log" not in log and "handling connection" not in log
+    assert "Demo-Passw0rd!" not in log
 
 
 def test_serve_closes_sessions_on_sigterm(sim_factory: SimFactory, tmp_path: Path) -> None:

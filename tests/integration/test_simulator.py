@@ -29,6 +29,7 @@ from exporter.simulator import (
     load_scenario,
 )
 from exporter.simulator.timeline import Timeline, snapshot_queue
+from tests.fixtures.captures import E19
 from tests.integration.conftest import run_cmdlets as invoke
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.integration
 USER = "svc-mailflow@contoso.sim"
 PASSWORD = "S1mulated-Password"
 LIMIT_USER = "svc-limits@contoso.sim"
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 RECEIVE_CONNECTORS = CAPTURES / "GetReceiveConnector.xml"
 QUEUE_TYPES = [
     "Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
@@ -590,7 +591,6 @@ def test_control_api() -> None:
 # Replays and scenarios
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not RECEIVE_CONNECTORS.exists(), reason="reference captures not available")
 def test_replay_receive_connectors_keeps_flag_enums(pool: RunspacePool) -> None:
     ps = invoke(pool, ("Get-ReceiveConnector", {"Server": "EX01"}))
     assert len(ps.output) == 5 and not ps.streams.error

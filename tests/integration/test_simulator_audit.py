@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +21,13 @@ from exporter.exchange import wire
 from exporter.exchange.clixml import flatten
 from exporter.exchange.components import ComponentResult, parse_component, render_components
 from exporter.simulator import Scenario, Simulator
+from tests.fixtures.captures import E19
 from tests.integration.conftest import SimFactory, raw_pool, small_org
 from tests.integration.conftest import run_cmdlets as run
 
 pytestmark = pytest.mark.integration
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 CLOCK = [1_800_000_000.0]
 
 
@@ -429,7 +429,6 @@ def test_rbac_hides_get_adpermission(sim_factory: SimFactory) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not CAPTURES.exists(), reason="reference captures not available")
 def test_replays_of_real_connector_captures(sim_factory: SimFactory) -> None:
     org = audit_org()
     org["replays"] = {

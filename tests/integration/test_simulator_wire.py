@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -16,8 +15,9 @@ from exporter.simulator.opath import FilterError, compile_filter
 from exporter.simulator.scenario import Pattern, Scenario, build_scenario
 from exporter.simulator.shells import break_clixml
 from exporter.simulator.timeline import Timeline, pattern_value, snapshot_queue
+from tests.fixtures.captures import E19
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 
 
 def _canonical(xml: bytes | str) -> str:
@@ -59,7 +59,6 @@ def test_generated_objects_deserialise_in_pypsrp() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not CAPTURES.exists(), reason="reference captures not available")
 def test_capture_elements_are_self_contained() -> None:
     for name in ("GetReceiveConnector.xml", "GetExchangeServer.xml", "GetServerComponentState.xml"):
         elements = load_capture(CAPTURES / name)

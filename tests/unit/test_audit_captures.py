@@ -1,4 +1,4 @@
-"""The configuration and health parsers on every real Exchange 2019 capture in ../shared/reference.
+"""The configuration and health parsers on every real Exchange 2019 capture in tests/fixtures/exchange-clixml.
 
 Each capture is read twice: as Export-Clixml wrote it (depth 2) and cut to what a remote session
 sends (remoting depth 1, PowerShell's rule in ``exporter.simulator.depth.cut``), decoded by the
@@ -8,7 +8,6 @@ exporter's own pypsrp decoder. The parsers must give the same answers from both.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -27,8 +26,8 @@ from exporter.exchange.service_health import parse_role_services
 from exporter.exchange.wire import FastOutputSerializer
 from exporter.simulator.clixml import load_capture
 from exporter.simulator.depth import cut
+from tests.fixtures.captures import CAPTURES
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 TRUSTED = parse_ip_ranges(PRIVATE_NETWORKS)
 
 
@@ -40,8 +39,6 @@ def form(request: pytest.FixtureRequest) -> str:
 
 def load(name: str, form: str = "export-clixml") -> list[Any]:
     path = CAPTURES / name
-    if not path.is_file():
-        pytest.skip(f"reference capture {path} not found")
     if form == "export-clixml":
         return load_clixml(path.read_bytes())
     return [FastOutputSerializer().deserialize(ET.tostring(cut(el), encoding="unicode")) for el in load_capture(path)]
@@ -191,8 +188,6 @@ def test_exchange_server_discovery(name: str, form: str) -> None:
 
 
 def test_every_capture_file_is_covered() -> None:
-    if not CAPTURES.is_dir():
-        pytest.skip("captures not found")
     covered = {
         "GetReceiveConnector.xml",
         "GetReceiveConnectorEmptyTlsCertificateName.xml",
@@ -208,4 +203,4 @@ def test_every_capture_file_is_covered() -> None:
         "GetExchangeServerADInformation.xml",  # parsed in test_clixml (AD information objects)
         "GetExchangeServerADInformation2.xml",
     }
-    assert {p.name for p in CAPTURES.rglob("*.xml")} <= covered
+    assert {p.name for p in CAPTURES.rglob("*.xml")} == covered

@@ -8,6 +8,8 @@ message that gets worse (or a mistake that starts being accepted) shows up here.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -121,19 +123,20 @@ ROWS: list[tuple[str, str, str]] = [
     (
         "unknown-section",
         "exchnage:\n  servers: []\n",
-        "{cfg}: 1 problem:\n  exchnage (line 1): unknown setting (check the spelling against config/example.yml)",
+        "{cfg}: 1 problem:\n  exchnage (line 1): unknown setting (check the spelling against the example: "
+        "mailflow-exporter example-config)",
     ),
     (
         "unknown-key-in-defaults",
         "exchange:\n  defaults:\n    passwrod: secret\n",
         "{cfg}: 1 problem:\n  exchange.defaults.passwrod (line 3): unknown setting (check the spelling against "
-        "config/example.yml)",
+        "the example: mailflow-exporter example-config)",
     ),
     (
         "unknown-key-in-a-list-item",
         "exchange:\n  servers:\n    - name: EX01\n    - name: EX02\n      hots: ex02.contoso.com\n",
         "{cfg}: 1 problem:\n  exchange.servers[1].hots (line 5): unknown setting (check the spelling against "
-        "config/example.yml)",
+        "the example: mailflow-exporter example-config)",
     ),
     (
         "repeated-section",  # YAML would silently keep only the last one
@@ -251,17 +254,58 @@ def test_directory_instead_of_a_file(tmp_path: Path) -> None:
     assert str(info.value) == f"{tmp_path}: cannot read configuration file: Is a directory"
 
 
+def _load_error(path: Path) -> str:
+    """What load_settings says about ``path`` (it must refuse it)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return str(info.value)
+
+
+def _as_nobody(path: Path) -> str:
+    """``_load_error(path)`` in a forked child that dropped root for uid/gid 65534 (nobody): chmod 000
+    does not stop root from reading, and CI runs the suite as root."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = _load_error(path)
+            status = 0
+        except BaseException as exc:
+            answer = f"child failed: {exc!r}"
+        os.write(write_end, answer.encode())
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading (the directory row covers EISDIR)")
-    path = write(tmp_path, "web: {}\n")
-    path.chmod(0)
-    try:
-        with pytest.raises(ConfigError) as info:
-            load_settings(path)
-    finally:
-        path.chmod(0o600)
-    assert str(info.value) == f"{path}: cannot read configuration file: Permission denied"
+    if os.geteuid() != 0:
+        path = write(tmp_path, "web: {}\n")
+        path.chmod(0)
+        try:
+            message = _load_error(path)
+        finally:
+            path.chmod(0o600)
+    else:
+        # a directory anyone may enter, so that the file's own mode is what refuses nobody
+        directory = Path(tempfile.mkdtemp(prefix="mailflow-unreadable-"))
+        try:
+            directory.chmod(0o755)
+            path = write(directory, "web: {}\n")
+            path.chmod(0)
+            message = _as_nobody(path)
+        finally:
+            shutil.rmtree(directory)
+    assert message == f"{path}: cannot read configuration file: Permission denied"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -310,7 +354,7 @@ ENV_ROWS = [
         "MAILFLOW_EXCHANGE__DEFAULTS__PASSWROD",
         "secret",
         "{cfg}: 1 problem:\n  exchange.defaults.passwrod (from environment MAILFLOW_EXCHANGE__DEFAULTS__PASSWROD): "
-        "unknown setting (check the spelling against config/example.yml)",
+        "unknown setting (check the spelling against the example: mailflow-exporter example-config)",
     ),
     (
         "MAILFLOW_EXCHANGE__SERVERS",  # a whole list from one variable: that variable is named

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-import pytest
 from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.serializer import Serializer
 
@@ -31,8 +30,8 @@ from exporter.simulator.depth import EXPORT_CLIXML_DEPTH, REMOTING_DEPTH, UNLIMI
 from exporter.simulator.records import Output
 from exporter.simulator.timeline import Timeline, snapshot_queue
 from exporter.simulator.tracking import TrackingLog
+from tests.fixtures.captures import CAPTURES
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 START = 1_800_000_000.0
 
 
@@ -170,9 +169,9 @@ def test_cut_property_bags_containers_and_references_to_strings() -> None:
 
 
 def _captures() -> list[Path]:
-    if not CAPTURES.is_dir():
-        pytest.skip(f"real Exchange CLIXML captures not available at {CAPTURES}")
-    return sorted(CAPTURES.rglob("*.xml"))
+    found = sorted(CAPTURES.rglob("*.xml"))
+    assert found, f"no captures under {CAPTURES}"
+    return found
 
 
 def test_every_capture_is_a_fixed_point_of_the_cut_at_export_clixml_depth() -> None:
@@ -319,8 +318,6 @@ def test_cmdlet_output_is_cut_to_remoting_depth() -> None:
 
 def test_replays_are_cut_to_remoting_depth() -> None:
     path = CAPTURES / "E19" / "GetServerComponentState.xml"
-    if not path.is_file():
-        pytest.skip(f"capture not available at {path}")
     scenario = Scenario.from_dict({"servers": [{"name": "EX01"}], "replays": {"Get-ServerComponentState": str(path)}})
     sent = _run(scenario, ("Get-ServerComponentState", {"Identity": "EX01"}))
     captured = load_capture(path)
