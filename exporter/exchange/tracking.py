@@ -44,6 +44,7 @@ SELECT_PROPERTIES = (
     "InternalMessageId",
     "MessageId",
     "RecipientStatus",
+    "Recipients",  # parallel to RecipientStatus: the domain of each recipient a FAIL rejected
     "MessageLatency",
     "MessageLatencyType",
     "Directionality",
@@ -68,6 +69,8 @@ TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DEL
 LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
 STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
+MAX_UNKNOWN_KEYS = 64  # (code, recipient domain) pairs kept per poll for triage
+OTHER_DOMAIN = "(other)"
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
 
 
@@ -84,6 +87,7 @@ class TrackingEvent:
     latency: float | None  # MessageLatency in seconds, when Exchange recorded it
     directionality: str = ""  # Incoming (from outside the organisation), Originating, Undefined
     connector_id: str = ""  # the receive or send connector of SMTP events
+    recipients: tuple[str, ...] = ()  # one per RecipientStatus entry; only their domains are kept
 
 
 def flow_direction(event: TrackingEvent) -> str | None:
@@ -108,6 +112,11 @@ def flow_direction(event: TrackingEvent) -> str | None:
     return None
 
 
+def _domain(address: str) -> str:
+    """The domain of a recipient address, lower case ("" when it has none)."""
+    return address.rpartition("@")[2].strip().strip(">").lower() if "@" in address else ""
+
+
 def received_from_outside(event: TrackingEvent) -> bool:
     """A RECEIVE over SMTP of a message not known to originate inside the organisation (Directionality
     Incoming, or not logged: then every SMTP arrival counts, as before Exchange logged it); logged on
@@ -124,6 +133,9 @@ def parse_event(obj: Any) -> TrackingEvent | None:
     status = props.get("RecipientStatus")
     if isinstance(status, str):
         status = [status]
+    recipients = props.get("Recipients")
+    if isinstance(recipients, str):
+        recipients = [recipients]
     latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
 
     def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
@@ -140,6 +152,7 @@ def parse_event(obj: Any) -> TrackingEvent | None:
         latency=latency,
         directionality=text("Directionality"),
         connector_id=text("ConnectorId"),
+        recipients=tuple(str(r) for r in (recipients or []) if r),
     )
 
 
@@ -163,12 +176,13 @@ _SCALAR_NAMES = frozenset(
     {"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"}
 )
 _NAMED = re.compile(
-    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency|Directionality'
-    r'|ConnectorId)"'
+    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|Recipients|MessageLatency'
+    r'|Directionality|ConnectorId)"'
 )
 _STATUS = re.compile(
     r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
 )
+_RECIPIENTS = re.compile(r'<(?:Obj N="Recipients"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="Recipients"\s*/>)', re.S)
 _STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
 _LATENCY = re.compile(
     r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
@@ -219,16 +233,8 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
     unique = set(named)
     if len(named) != len(unique) or not unique.isdisjoint(_SCALAR_NAMES - fields.keys()):
         raise ValueError("a field in an unexpected form")
-    status: tuple[str, ...] = ()
-    found = _STATUS.search(xml)
-    if found is None:
-        if ' N="RecipientStatus"' in xml:
-            raise ValueError("RecipientStatus in an unexpected form")
-    elif found["obj"] is not None:
-        body = found["obj"]
-        if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
-            raise ValueError("RecipientStatus is not a list of strings")
-        status = tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
+    status = _text_list(xml, _STATUS, "RecipientStatus")
+    recipients = _text_list(xml, _RECIPIENTS, "Recipients")
     latency = None
     found = _LATENCY.search(xml)
     if found is None:
@@ -249,7 +255,23 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
         latency=latency,
         directionality=_xml_text(fields.get("Directionality", "")),
         connector_id=_xml_text(fields.get("ConnectorId", "")),
+        recipients=recipients,
     )
+
+
+def _text_list(xml: str, pattern: re.Pattern[str], name: str) -> tuple[str, ...]:
+    """A ``string[]`` property (``<Obj N="name"><LST><S>..``) from the CLIXML text; raises on any other form."""
+    found = pattern.search(xml)
+    if found is None:
+        if f' N="{name}"' in xml:
+            raise ValueError(f"{name} in an unexpected form")
+        return ()
+    if found["obj"] is None:
+        return ()
+    body = found["obj"]
+    if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
+        raise ValueError(f"{name} is not a list of strings")
+    return tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
 
 
 def decode_event(xml: str) -> TrackingEvent | None:
@@ -301,6 +323,7 @@ def decode_event_xml(xml: str) -> TrackingEvent | None:
         latency=latency,
         directionality=_field_text(found.get("Directionality")),
         connector_id=_field_text(found.get("ConnectorId")),
+        recipients=_string_list(found.get("Recipients")),
     )
 
 
@@ -323,7 +346,7 @@ def _string_list(el: ET.Element | None) -> tuple[str, ...]:
         return (unescape_clixml(el.text),) if el.text else ()
     items = el.find("LST") if el.tag == "Obj" else None
     if items is None or any(item.tag != "S" for item in items):
-        raise ValueError("RecipientStatus is not a list of strings")
+        raise ValueError("a string list property is not a list of strings")
     return tuple(text for text in (unescape_clixml(item.text) for item in items) if text)
 
 
@@ -344,6 +367,9 @@ class TrackingResult:
     new_events: int  # events counted by this poll
     window_events: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's counts
     window_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's failures
+    # This poll's recipients rejected as unknown (category recipient_unknown), by (enhanced code,
+    # recipient domain); at most MAX_UNKNOWN_KEYS keys, the rest under the domain "(other)". Triage only.
+    window_unknown_recipients: Mapping[tuple[str, str], int] = field(default_factory=dict)
     window_seconds: float = 0.0  # the length of the window this poll read
     flow: Mapping[str, int] = field(default_factory=dict)  # direction -> messages handed on
     received_inbound: int = 0  # RECEIVEs over SMTP of mail from outside (a relayed message on each server)
@@ -371,6 +397,7 @@ class _ServerState:
     completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # latency already observed
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    window_unknown: dict[tuple[str, str], int] = field(default_factory=dict)  # reset by every fold
     flow: dict[str, int] = field(default_factory=dict)
     received_inbound: int = 0
     # Per poll, newest last: (watermark after it, new log seconds it read, its flow, its arrivals).
@@ -569,6 +596,7 @@ class TrackingCollector:
         opts = self._opts
         new = 0
         before, failed_before = dict(state.events), dict(state.failures)
+        state.window_unknown = {}
         flow_before, inbound_before = dict(state.flow), state.received_inbound
         previous = state.watermark
         for event in sorted(events, key=lambda e: e.timestamp):
@@ -630,10 +658,18 @@ class TrackingCollector:
         elif received_from_outside(event):
             state.received_inbound += 1
         if event.event_id == "FAIL":
-            for text in event.recipient_status or ("",):
+            statuses = event.recipient_status or ("",)
+            # RecipientStatus has one entry per recipient, in the order of Recipients.
+            domains = [_domain(r) for r in event.recipients] if len(event.recipients) == len(statuses) else []
+            for i, text in enumerate(statuses):
                 err = parse_smtp_error(text)
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
+                if f_key[1] == "recipient_unknown":
+                    u_key = (f_key[0], domains[i] if domains else "")
+                    if u_key not in state.window_unknown and len(state.window_unknown) >= MAX_UNKNOWN_KEYS:
+                        u_key = (f_key[0], OTHER_DOMAIN)
+                    state.window_unknown[u_key] = state.window_unknown.get(u_key, 0) + 1
         msg = event.message_id or event.internal_id
         cap = self._opts.max_tracked_messages
         if event.event_id == "RECEIVE":
@@ -707,6 +743,7 @@ class TrackingCollector:
             new_events=new,
             window_events=dict(window[0]),
             window_failures=dict(window[1]),
+            window_unknown_recipients=dict(state.window_unknown),
             window_seconds=window[2],
             flow=dict(state.flow),
             received_inbound=state.received_inbound,

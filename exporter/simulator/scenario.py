@@ -167,6 +167,12 @@ class TrackingSpec:
     latency_field_ratio: float = 0.5
     history_minutes: float = 120.0
     seed: int = 0
+    # FAIL events only with these enhanced status codes (from tracking.FAILURES, their real texts);
+    # empty: every kind of failure.
+    failure_codes: tuple[str, ...] = ()
+    # The accepted domains the organisation's recipients are in (one drawn per message); empty: the
+    # organisation domain.
+    recipient_domains: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -185,6 +191,8 @@ TRACKING_KEYS = (
     "latency_field_ratio",
     "history_minutes",
     "seed",
+    "failure_codes",
+    "recipient_domains",
 )
 
 
@@ -481,6 +489,14 @@ class _Parser(OrgConfigParser):
             seen.add(server.name.upper())
         config = self.org_config(top, [s.name for s in servers])
         server_roles.check_databases(config.get("databases") or (), {s.name.upper(): s for s in servers})
+        accepted = {d.domain.lower() for d in (config.get("accepted_domains") or ())} or {org.domain.lower()}
+        for server in servers:
+            strange = [d for d in (server.tracking.recipient_domains if server.tracking else ()) if d not in accepted]
+            if strange:
+                raise ScenarioError(
+                    f"servers {server.name}.tracking.recipient_domains: {', '.join(strange)} is not an accepted "
+                    "domain of the organisation (Exchange delivers only to its accepted domains)"
+                )
         return Scenario(
             organisation=org,
             servers=servers,
@@ -646,7 +662,21 @@ class _Parser(OrgConfigParser):
             latency_field_ratio=ratio("latency_field_ratio", 0.5),
             history_minutes=history,
             seed=self._int(data, "seed", where, 0),
+            failure_codes=self._failure_codes(data, where),
+            recipient_domains=tuple(d.lower() for d in self._strs(data, "recipient_domains", where)),
         )
+
+    def _failure_codes(self, data: Mapping[str, Any], where: str) -> tuple[str, ...]:
+        from exporter.simulator.tracking import FAILURE_CODES  # tracking imports this module
+
+        codes = self._strs(data, "failure_codes", where)
+        unknown = [c for c in codes if c not in FAILURE_CODES]
+        if unknown:
+            raise ScenarioError(
+                f"{where}.failure_codes: no real failure text with {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(set(FAILURE_CODES)))}"
+            )
+        return codes
 
     def queues(self, raw: list[Any], where: str, fqdns: Mapping[str, str]) -> tuple[QueueSpec, ...]:
         explicit = {

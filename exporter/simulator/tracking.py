@@ -100,6 +100,10 @@ FAILURES: tuple[tuple[str, str, str, str], ...] = (
     ("554 5.4.14 Hop count exceeded - possible mail loop", "ROUTING", "", "Incoming"),
     ("552 5.2.2 mailbox full", "SMTP", "", "Originating"),
 )
+#: The enhanced status code of each FAILURES entry (what ``tracking.failure_codes`` selects by).
+FAILURE_CODES: tuple[str, ...] = tuple(
+    m.group(0) if (m := re.search(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])", f[0])) else "" for f in FAILURES
+)
 #: RecipientStatus of DEFER events (transient 4.x.x failures before a later SEND).
 DEFERS: tuple[str, ...] = (
     '451 4.4.0 Primary target IP address responded with: "421 4.2.1 Unable to connect." Attempted failover '
@@ -225,6 +229,8 @@ class _ServerModel:
         self.default_connector = f"{server.name}\\Default {server.name}"
         self.frontend_connector = f"{server.name}\\Default Frontend {server.name}"
         self.mailbox_database = _MAILBOX_DATABASES[position % len(_MAILBOX_DATABASES)]
+        wanted = set(spec.failure_codes)
+        self.failures = tuple(f for f, code in zip(FAILURES, FAILURE_CODES, strict=True) if code in wanted) or FAILURES
 
 
 class TrackingLog:
@@ -493,11 +499,14 @@ def _generate(
     session = f"08DC{rng.getrandbits(28):07X}"
     headers = ("To", "Cc", "Bcc")[:count]
 
-    failure = FAILURES[int(rnd() * len(FAILURES))] if kind == "failed" else None
+    failure = model.failures[int(rnd() * len(model.failures))] if kind == "failed" else None
+    rcpt_domain = domain
+    if spec.recipient_domains:  # drawn only then: scenarios without it keep every message as it was
+        rcpt_domain = spec.recipient_domains[int(rnd() * len(spec.recipient_domains))]
     incoming = kind in ("inbound", "stuck") if failure is None else failure[3] == "Incoming"
     if incoming:
         sender = f"{person}@{external_domain}"
-        recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+        recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@mail.{external_domain}>"
         directionality = "Incoming"
     else:
@@ -505,7 +514,7 @@ def _generate(
         if kind == "outbound" or (failure is not None and failure[0].startswith(("550 5.4.1", "552"))):
             recipients = tuple(f"{p}@{external_domain}" for p in rcpt_people)
         else:
-            recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+            recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@{fqdn}>"
         directionality = "Originating"
     return_path = sender

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from exporter.triage.facts import Facts
+from exporter.triage.hints import unchecked_blocklists
 from exporter.triage.model import SCOPES, Finding, Report, Verdict
 from exporter.triage.rules import run_rules
 
@@ -78,7 +79,7 @@ def build_report(facts: Facts) -> Report:
         f"{collector} {target}: {message}"
         for collector, failed in sorted(facts.failures.items())
         for target, message in sorted(failed.items())
-    )
+    ) + unchecked_blocklists(facts)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("critical", "warning", "info")}
     return Report(verdicts(findings, facts), tuple(findings), unchecked, facts.now, counts)
 
