@@ -168,6 +168,10 @@ def _codes_text(by_code: Mapping[str, int]) -> str:
     return ", ".join(f"{n} with {code or 'no code'}" for code, n in sorted(by_code.items(), key=lambda kv: -kv[1]))
 
 
+def _who(recipients: int) -> str:
+    return "Recipients in our domains" if recipients else "Messages to internal recipients"
+
+
 def _ago(seconds: float) -> str:
     minutes = max(0, round(seconds / 60))
     return f"{minutes} minutes ago" if minutes < 120 else f"{minutes / 60:.0f} hours ago"
@@ -216,8 +220,8 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
     for code, n in sorted(by_code.items(), key=lambda kv: -kv[1]):
         meaning = UNKNOWN_CODES.get(code, "recipient unknown")
         evidence.append(
-            f"{n} recipient(s) rejected with {code or 'no code'} ({meaning}) in the last tracking window "
-            f"({window:.0f} minutes)"
+            f"{n} recipient(s) rejected with {code or 'no code'} in the last {window:.0f} minutes of tracking log: "
+            f"{meaning}"
         )
     for domain, codes in sorted(ours.items(), key=lambda kv: -sum(kv[1].values())):
         evidence.append(f"{domain or 'recipient domain not logged'}: {sum(codes.values())} ({_codes_text(codes)})")
@@ -244,7 +248,8 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
             f"accepted domain {d.domain} ({d.domain_type}) changed {d.changed:%Y-%m-%d %H:%M} UTC, "
             f"{_ago(facts.now - d.changed.timestamp())}: {why}"
         )
-    breakdown = _codes_text({c: by_code.get(c, 0) + queued.get(c, 0) for c in {*by_code, *queued}})
+    # The title counts one thing: recipients when tracking saw them, else the queued messages.
+    breakdown = _codes_text(by_code) if recipients else _codes_text(queued).replace(" with ", " queued with ")
     step = hint
     if hit:
         names = ", ".join(d.domain for d in hit)
@@ -258,13 +263,13 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
             + hint
         )
     elif changed:
-        title = f"Recipients in our domains are rejected as unknown ({breakdown})"
+        title = f"{_who(recipients)} are rejected as unknown ({breakdown})"
         step = (
             f"Accepted domains changed recently ({', '.join(d.domain for d in changed)}): check them and the email "
             "address policies first. " + hint
         )
     else:
-        title = f"Recipients in our domains are rejected as unknown ({breakdown})"
+        title = f"{_who(recipients)} are rejected as unknown ({breakdown})"
     return [
         Finding(
             "internal_recipient_unknown",

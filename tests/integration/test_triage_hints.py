@@ -114,7 +114,9 @@ def test_unknown_recipients_are_counted_per_code_and_the_changed_domain_is_named
         f"Recipients in fabrikam.sim are rejected as unknown since the accepted domain changed ({breakdown})"
     )
     for code, n in ours.items():
-        assert any(e.startswith(f"{n} recipient(s) rejected with {code} (") for e in first.evidence), first.evidence
+        assert any(e.startswith(f"{n} recipient(s) rejected with {code} in the last") for e in first.evidence), (
+            first.evidence
+        )
     assert f"fabrikam.sim: {sum(ours.values())} ({breakdown})" in first.evidence
     assert f"not counted: {theirs} recipient(s) outside the accepted domains (refused by their servers)" in (
         first.evidence
@@ -343,6 +345,7 @@ def dns_only(net: DemoNet, blocklists: list[str]) -> dict[str, Any]:
         ),
         (None, f"nobl.{DOMAIN}", "test_point_not_listed", "it does not list its test address", "RFC 5782"),
     ],
+    ids=["public_resolver", "rate_limited", "bad_answer", "test_point_not_listed"],
 )
 def test_unusable_blocklist_is_could_not_check(
     sim_factory: SimFactory, plant: dict[str, str] | None, blocklist: str, reason: str, title: str, explained: str

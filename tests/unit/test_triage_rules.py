@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
 
 from exporter.dnscheck.baseline import DriftState
 from exporter.dnscheck.collectors import DomainResult, IpResult
@@ -109,8 +113,12 @@ def test_internal_511_after_an_accepted_domain_change_points_at_recipient_policy
         "(20 with 5.1.1, 5 with 5.1.10)"
     )
     assert finding.weight == 25  # recipients in our own domains only: the partner's 5.4.1 is not ours
-    assert "20 recipient(s) rejected with 5.1.1" in finding.evidence[0]
-    assert "5 recipient(s) rejected with 5.1.10" in finding.evidence[1] and "SMTP address lookup" in finding.evidence[1]
+    assert finding.evidence[0] == (
+        "20 recipient(s) rejected with 5.1.1 in the last 10 minutes of tracking log: recipient not found "
+        "(RESOLVER.ADR.RecipNotFound / ExRecipNotFound, User unknown)"
+    )
+    assert finding.evidence[1].startswith("5 recipient(s) rejected with 5.1.10 in the last 10 minutes")
+    assert finding.evidence[1].endswith("recipient not found by SMTP address lookup (RESOLVER.ADR.RecipientNotFound)")
     assert "not counted: 7 recipient(s) outside the accepted domains" in " ".join(finding.evidence)
     assert any(e.startswith("accepted domain fabrikam.sim (Authoritative) changed") and "40 minutes ago" in e
                and e.endswith("its recipients are rejected") for e in finding.evidence)  # fmt: skip
@@ -236,3 +244,31 @@ def test_unusable_blocklists_are_one_finding_per_list_and_could_not_check_lines(
         "public/open resolver) (not checked: 192.0.2.10, 192.0.2.20)",
     )
     assert report.exit_code == 3 and not any(f.rule == "blocklisted" for f in report.findings)
+
+
+def test_queued_recipient_unknown_counts_messages_per_code() -> None:
+    lookup = "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"
+    queues = [
+        queue("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", 12, internal=True),
+        queue(lookup, 3, internal=True),
+        queue("550 5.1.1 User unknown", 40),  # an external next hop: not internal
+    ]
+    [finding] = internal_recipient_unknown(facts(queues={"EX01": aggregate("EX01", queues, 20)}))
+    assert finding.title == (
+        "Messages to internal recipients are rejected as unknown (12 queued with 5.1.1, 3 queued with 5.1.10)"
+    )
+    assert "12 message(s) in internal queues whose LastError is 5.1.1" in finding.evidence
+    assert finding.weight == 15
+
+
+def test_certificate_alert_matcher_and_triage_agree_on_every_binding() -> None:
+    """The services matcher of MailflowCertificateExpiring selects exactly the certificates triage reports."""
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "dashboards/prometheus/alerts.yml").read_text())
+    expr = next(
+        r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "MailflowCertificateExpiring"
+    )
+    matcher = re.compile(re.search(r'services=~"([^"]*)"', expr).group(1))  # type: ignore[union-attr]
+    for value in (None, 0, 1, 2, 4, 8, 16, 24, 31, 32, 64, 127, "IMAP, POP", "UM, UMCallRouter", "Federation"):
+        services = services_text(value)
+        reported = cert(services, 5).carries_mail is not False
+        assert bool(matcher.fullmatch(services)) == reported, services
