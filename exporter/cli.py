@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -104,23 +106,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Poll once, print the triage report; exit 0 healthy, 1 warnings, 2 critical, 3 could not check."""
-    from exporter.triage.report import write_json, write_text
-    from exporter.triage.run import check, check_demo
+    """Poll once, print the triage report; exit 0 healthy, 1 warnings, 2 critical, 3 could not check,
+    4 did not finish within --timeout."""
+    from exporter.check import check, check_demo
+    from exporter.triage.report import status_line, write_json, write_text
 
     setup_logging(args.log_level or "error")
-    if args.demo:
-        report = check_demo()
-    elif args.config is None:
+    if args.timeout is not None and args.timeout <= 0:
+        print("check: --timeout must be a positive number of seconds", file=sys.stderr)
+        return 3
+    if not args.demo and args.config is None:
         print("check needs --config FILE or --demo", file=sys.stderr)
         return 3
-    else:
-        report = check(_load(args.config))
+    settings = None if args.demo else _load(args.config)
+    with _progress_on_terminal() as progress:
+        report = check_demo(args.timeout, progress) if settings is None else check(settings, args.timeout, progress)
+    if report.timeout is not None:
+        print(f"check: {status_line(report)}", file=sys.stderr)
     if args.format == "json":
         write_json(report, sys.stdout)
     else:
         write_text(report, sys.stdout, color=sys.stdout.isatty())
     return report.exit_code
+
+
+@contextlib.contextmanager
+def _progress_on_terminal() -> Iterator[Callable[[int, int, list[str]], None] | None]:
+    """A progress line on stderr while ``check`` polls, when stderr is a terminal (nothing when piped)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    with console.status("polling...") as status:
+
+        def show(done: int, total: int, running: list[str]) -> None:
+            waiting = ", ".join(running[:4]) + (f" (+{len(running) - 4})" if len(running) > 4 else "")
+            status.update(f"polled {done}/{total}" + (f"; waiting for {waiting}" if waiting else ""))
+
+        yield show
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
@@ -171,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="YAML configuration file")
     check.add_argument("--demo", action="store_true", help="check the bundled simulated organisation instead")
     check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long: the report then lists the polls that did not finish (exit code 4 unless "
+        "something critical was found). Default: no limit (each call is bounded by call_timeout)",
+    )
     check.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     check.set_defaults(func=cmd_check)
 

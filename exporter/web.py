@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.exposition import SharedRenderApp
 from exporter.store import SnapshotStore
+from exporter.triage.report import no_findings_line, status_line
 from exporter.webconfig import BasicAuth, RateLimiter, WebConfigReloader, peer_sans
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class WebApp:
                     _e(status),
                     last.duration,
                     _e(ok_age),
-                    _e(last.message),
+                    _e(f"{last.message} at {last.endpoint}" if last.endpoint else last.message),
                 )
             )
         table = "\n".join(rows) or "<tr><td colspan='6'>No poll has finished yet.</td></tr>"
@@ -296,8 +297,12 @@ def _items(lines: Iterable[str], css: str = "evidence") -> str:
 
 
 def render_triage(report: Report, runbook_url: str) -> str:
-    """The report as HTML sections: verdicts, findings, could-not-check. Every value is escaped."""
-    out = ["<section id='verdicts'><h2>Is mail flowing?</h2><ul class='verdicts'>"]
+    """The report as HTML sections: verdicts, findings, could-not-check (and what is still being polled).
+    Every value is escaped. "No problems found" only when every collector's last poll succeeded."""
+    out = ["<section id='verdicts'><h2>Is mail flowing?</h2>"]
+    if status_line(report):
+        out.append(f"<p class='pending-note' role='status'>{_e(status_line(report))}</p>")
+    out.append("<ul class='verdicts'>")
     for v in report.verdicts:
         out.append(
             f"<li class='verdict' id='verdict-{_e(v.scope)}'><h3>{_e(v.scope.capitalize())}: "
@@ -307,9 +312,10 @@ def render_triage(report: Report, runbook_url: str) -> str:
 
     counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
     checked = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.checked_at))
+    summary = counts or no_findings_line(report).rstrip(".").lower()
     out.append(
         f"<section id='findings'><h2>Findings ({len(report.findings)})</h2>"
-        f"<p class='meta'>{_e(counts or 'no problems found')}; from the latest snapshots at {_e(checked)}.</p>"
+        f"<p class='meta'>{_e(summary)}; from the latest snapshots at {_e(checked)}.</p>"
     )
     if report.findings:
         out.append("<ol class='findings'>")
@@ -330,14 +336,18 @@ def render_triage(report: Report, runbook_url: str) -> str:
             )
         out.append("</ol>")
     else:
-        out.append("<p>No problems found.</p>")
+        out.append(f"<p>{_e(no_findings_line(report))}</p>")
     out.append("</section>")
 
-    out.append(f"<section id='unchecked'><h2>Could not check ({len(report.unchecked)})</h2>")
+    out.append(f"<section id='unchecked'><h2>Could not check ({len(report.unchecked) + len(report.pending)})</h2>")
     if report.unchecked:
         out.append("<p>These polls failed, so the findings above cannot cover them:</p>")
         out.append(_items(report.unchecked, "unchecked"))
-    else:
+    if report.pending:
+        done = "did not finish" if report.timeout is not None else "have not finished their first poll yet"
+        out.append(f"<p>These {_e(done)}:</p>")
+        out.append(_items(report.pending, "pending"))
+    if report.complete:
         out.append("<p>Nothing: every collector's last poll succeeded.</p>")
     out.append("</section>")
     return "\n".join(out)
@@ -409,11 +419,12 @@ h3{{font-size:1.05em;margin:.2em 0}}nav a{{margin-right:.2em}}.meta{{color:#555;
 background:#666;vertical-align:baseline}}
 .healthy{{background:#17702a}}.degraded,.warning{{background:#e8a300;color:#222}}
 .failing,.critical{{background:#b00020}}.unknown{{background:#6b6b6b}}.info{{background:#1f5fa8}}
+.polling{{background:#3d5a80}}.pending-note{{font-weight:600;color:#3d5a80}}
 ul.verdicts{{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.8em}}
 li.verdict{{flex:1 1 16em;border:1px solid #ddd;border-radius:.4em;padding:.5em .8em}}
 ol.findings{{padding-left:1.5em}}li.finding{{margin-bottom:1em;background:none}}
-li.finding>h3 .badge{{margin-right:.3em}}ul.evidence,ul.unchecked{{margin:.2em 0;padding-left:1.2em}}
-ul.evidence li,ul.unchecked li{{overflow-wrap:anywhere;font-size:.95em}}
+li.finding>h3 .badge{{margin-right:.3em}}ul.evidence,ul.unchecked,ul.pending{{margin:.2em 0;padding-left:1.2em}}
+ul.evidence li,ul.unchecked li,ul.pending li{{overflow-wrap:anywhere;font-size:.95em}}
 .next{{margin:.3em 0}}.runbook{{margin:.2em 0}}
 .triage-error{{color:#b00020;font-weight:600}}
 .scroll{{overflow-x:auto}}table{{border-collapse:collapse}}

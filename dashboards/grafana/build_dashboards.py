@@ -1315,7 +1315,7 @@ def config_health() -> Dashboard:
         ),
         table(
             "Who set the state",
-            "The state each requester (Maintenance, HealthAPI, Functional, Sidelined, Deployment) last set on "
+            "The state each requester (Maintenance, HealthApi, Functional, Sidelined, Deployment) last set on "
             "a component: an admin's maintenance run, or Managed Availability.",
             [(f"{sel('mailflow_server_component_requester_state', SRV)} == 1", Column("Value", hidden=True))],
             {"server": "Server", "component": "Component", "requester": "Requester", "state": "State"},

@@ -2,8 +2,14 @@
 
 A server in maintenance has ``HubTransport`` Draining or Inactive (and often ``ServerWideOffline``
 Inactive): it accepts no new mail, yet every service runs, so nothing else notices. The requester
-(Maintenance, HealthAPI, Functional, Sidelined, Deployment) says who set the state: an admin's
+(Maintenance, HealthApi, Functional, Sidelined, Deployment) says who set the state: an admin's
 maintenance script, or Managed Availability taking the component down itself.
+
+Over remote PowerShell (serialization depth 1) ``LocalStates``/``RemoteStates`` arrive as lists of
+each RequesterDetails' ToString, ``Requestor:HealthApi; State:Inactive; Timestamp:<culture-formatted
+time>``; a capture or a deeper serializer gives the objects themselves. Both are read. Requester
+names are matched case-insensitively (Exchange returns ``HealthApi``, its docs write ``HealthAPI``)
+and reported as Exchange spells them.
 """
 
 from __future__ import annotations
@@ -23,10 +29,21 @@ from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 
 STATES = ("Active", "Inactive", "Draining")
-REQUESTERS = ("Maintenance", "HealthAPI", "Functional", "Sidelined", "Deployment")
+#: Spelled as Exchange returns them (``ServerComponentRequest``; a real capture shows ``HealthApi``).
+REQUESTERS = ("Maintenance", "HealthApi", "Functional", "Sidelined", "Deployment")
 POLLED = "Polled from Get-ServerComponentState on a schedule."
 _REQUESTER_TEXT = re.compile(r"Request[eo]r\s*:\s*([A-Za-z]+)\s*;\s*State\s*:\s*([A-Za-z]+)", re.I)
 _CANONICAL = {s.lower(): s for s in STATES}
+_REQUESTER_NAMES = {r.lower(): r for r in REQUESTERS}
+
+
+def _requester(name: str) -> str:
+    """A requester name in Exchange's spelling (unknown names are kept as given)."""
+    return _REQUESTER_NAMES.get(name.strip().lower(), name.strip())
+
+
+def _state(name: str) -> str:
+    return _CANONICAL.get(name.strip().lower(), name.strip())
 
 
 @dataclass(frozen=True)
@@ -41,18 +58,23 @@ class ComponentState:
 
 
 def _requesters(raw: Any, value: Any) -> dict[str, str]:
-    """Requester -> state from LocalStates/RemoteStates (items' ToString, or their properties)."""
+    """Requester -> state from LocalStates/RemoteStates: each item's text (``Requestor:X; State:Y;
+    ...``, which is all remoting sends), else the items' Requester/State properties."""
     out: dict[str, str] = {}
     texts = value if isinstance(value, list) else []
-    for text in texts:
-        m = _REQUESTER_TEXT.search(str(text))
+    for item in texts:
+        if isinstance(item, dict):  # a list the client decoded into objects without a ToString
+            if item.get("Requester") and item.get("State"):
+                out[_requester(str(item["Requester"]))] = _state(str(item["State"]))
+            continue
+        m = _REQUESTER_TEXT.search(item if isinstance(item, str) else str(item))
         if m:
-            out[m.group(1)] = _CANONICAL.get(m.group(2).lower(), m.group(2))
+            out[_requester(m.group(1))] = _state(m.group(2))
     if not out and is_mvp(raw):
         for item in decode_mvp_objects(raw):
             p = flatten(item)
             if p.get("Requester") and p.get("State"):
-                out[str(p["Requester"])] = str(p["State"])
+                out[_requester(str(p["Requester"]))] = _state(str(p["State"]))
     return out
 
 
@@ -117,7 +139,7 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
     )
     requester = GaugeMetricFamily(
         "mailflow_server_component_requester_state",
-        "1 for the state a requester (Maintenance, HealthAPI, Functional, Sidelined, Deployment) last set "
+        "1 for the state a requester (Maintenance, HealthApi, Functional, Sidelined, Deployment) last set "
         f"on the component; who put it in maintenance. {POLLED}",
         labels=["server", "component", "requester", "state"],
     )

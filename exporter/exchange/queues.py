@@ -107,6 +107,7 @@ class QueueGroup:
     next_retry: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    error_messages: dict[str, int] = field(default_factory=dict)  # LastError category -> messages
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> Que
         if q.last_error is not None:
             err = (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category)
             group.errors[err] = group.errors.get(err, 0) + 1
+            category = q.last_error.category
+            group.error_messages[category] = group.error_messages.get(category, 0) + q.message_count
     return QueueResult(
         server=server, queues=tuple(queues), groups=groups, folded_domains=max(0, len(ranked) - max_domains)
     )
@@ -224,6 +227,13 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
         f"Queues whose LastError has this SMTP code, enhanced code and category. {POLLED}",
         labels=[*labels, "smtp_code", "enhanced_code", "category"],
     )
+    # Messages per LastError category, exact even when queues of several categories fold into one
+    # label set: the alert rules scale severity by it (exporter/triage/severity.py).
+    error_messages = GaugeMetricFamily(
+        "mailflow_queue_last_error_messages",
+        f"Messages in the queues whose LastError has this category. {POLLED}",
+        labels=[*labels, "category"],
+    )
     folded = GaugeMetricFamily(
         "mailflow_queue_next_hop_domains_folded",
         f'Distinct next-hop domains folded into next_hop_domain="other" by the cardinality cap. {POLLED}',
@@ -245,4 +255,6 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
                 status.add_metric([*values, state], g.statuses.get(state, 0))
             for (code, enhanced, category), count in sorted(g.errors.items()):
                 last_error.add_metric([*values, code, enhanced, category], count)
-    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, folded]
+            for category, count in sorted(g.error_messages.items()):
+                error_messages.add_metric([*values, category], count)
+    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, error_messages, folded]

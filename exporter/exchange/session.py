@@ -17,6 +17,7 @@ import hashlib
 import logging
 import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -38,13 +39,13 @@ from pypsrp.wsman import WSMan
 
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
+from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
 
 CONFIGURATION_NAME = "Microsoft.Exchange"
 ENDPOINT_PATH = "PowerShell"
-SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
 _ORPHAN_LIMIT = 8  # shells per session whose rejected close is retried (PowerShellMaxConcurrency is 18)
 _ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the server's idle timeout
@@ -53,6 +54,9 @@ _ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the ser
 PERMISSION_REOPEN_SECONDS = 600.0
 _T = TypeVar("_T")
 _DECODE_ERRORS = (ET.ParseError, SerializationError, KeyError, ValueError, TypeError, AttributeError, IndexError)
+# Failures to open a session that the calls queued behind the attempt share instead of each waiting out
+# its own call_timeout: a hung or refusing server then costs one timeout, not one per collector.
+_SHARED_OPEN_FAILURES = frozenset({"timeout", "connection", "tls", "http_error", "wsman_fault", "protocol"})
 
 
 @dataclass(frozen=True)
@@ -205,24 +209,20 @@ def _describe_kerberos(exc: BaseException) -> str:
     return f"Kerberos: {hint} ({text})" if hint else f"Kerberos: {text}"
 
 
-def describe_exception(exc: BaseException) -> str:
-    """A user-facing description of a failure; callers redact secrets, then truncate."""
+def describe_exception(exc: BaseException, server: ResolvedServer | None = None) -> str:
+    """A plain-language description of a failure (``failures.plain_reason``: connection refused, host
+    name does not resolve, TLS certificate not accepted...), never a library's repr; callers redact
+    secrets, then truncate. Kerberos failures keep the library's text after the hint (it names the
+    principal or the realm, which the admin needs)."""
     if isinstance(exc, CollectorError):
         return str(exc)
-    if isinstance(exc, WinRMTransportError):
-        return f"HTTP {exc.code} from the PowerShell endpoint"
-    if isinstance(exc, WSManFaultError):
-        return f"WSMan fault {exc.code}: {(exc.reason or exc.message or '').strip()}"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        inner = exc.args[0] if exc.args else exc
-        return f"cannot connect: {type(inner).__name__}: {inner}"
-    if isinstance(exc, AuthenticationError):
-        return f"authentication failed: {exc}"
     if _kerberos_reason(exc) == "config":
         return "auth kerberos/negotiate needs the 'kerberos' extra (pip install 'mailflow-exporter[kerberos]')"
     if _kerberos_reason(exc) is not None:
         return _describe_kerberos(exc)
-    return f"{type(exc).__name__}: {exc}"
+    if server is None:
+        return plain_reason(exc)
+    return plain_reason(exc, server.account, server.connect_timeout, _operation_timeout(server) + 10)
 
 
 def _shell_gone(exc: BaseException) -> bool:
@@ -342,6 +342,7 @@ class ExchangeSession:
         self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
         self.select_supported: bool | None = None
         self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
+        self._open_failure: tuple[float, CollectorError] | None = None  # (monotonic end, error) of the last open
 
     def _secrets(self) -> list[str]:
         values = [self.server.password.get_secret_value()] if self.server.password else []
@@ -366,10 +367,16 @@ class ExchangeSession:
         budget. Raises CollectorError with a bounded ``reason`` on transport, protocol or timeout
         failure.
         """
+        queued = time.monotonic()
         with self._lock:
+            shared = self._open_failure
+            if shared is not None and shared[0] >= queued and self._pool is None:
+                # This call waited while an open failed: the server was just tried. Say so at once.
+                raise self._error(str(shared[1]), shared[1].reason)
             deadline = time.monotonic() + (timeout or self.server.call_timeout)
             for attempt in (1, 2):
                 reused = self._pool is not None
+                opened = self.opened
                 try:
                     result = self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
                     if result.missing:
@@ -378,7 +385,8 @@ class ExchangeSession:
                 except CollectorError as exc:
                     if exc.reason not in ("auth", "shutdown", "session_limit"):
                         self._discard(exc.reason)
-                    raise CollectorError(_clip(redact(str(exc), self._secrets())), exc.reason) from None
+                    error = self._error(_clip(redact(str(exc), self._secrets())), exc.reason)
+                    raise self._failed(error, not reused and self.opened == opened) from None
                 except Exception as exc:
                     reason = classify_exception(exc)
                     if not _never_sent(exc):  # a refused connect leaves the shell intact: keep using it
@@ -389,9 +397,29 @@ class ExchangeSession:
                         continue
                     if reason == "auth":
                         self._auth.failed(self.server.account, _credential_fingerprint(self.server))
-                    message = _clip(redact(describe_exception(exc), self._secrets()))
-                    raise CollectorError(message, reason) from None
+                    message = _clip(redact(describe_exception(exc, self.server), self._secrets()))
+                    self._log_detail(exc, reason)
+                    raise self._failed(self._error(message, reason), not reused and self.opened == opened) from None
         raise AssertionError("unreachable")
+
+    def _error(self, message: str, reason: str) -> CollectorError:
+        """A failure of this session, naming its endpoint and server."""
+        return CollectorError(message, reason, endpoint=self.server.endpoint, server=self.server.name)
+
+    def _failed(self, error: CollectorError, opening: bool) -> CollectorError:
+        """Remember a failure to open a session (``opening``: the attempt had no pool and opened none),
+        for the calls queued behind it (see ``invoke``)."""
+        if opening and error.reason in _SHARED_OPEN_FAILURES:
+            self._open_failure = (time.monotonic(), error)
+        return error
+
+    def _log_detail(self, exc: BaseException, reason: str) -> None:
+        """The library's own text and traceback, at debug only (redacted): the one warning line per
+        failed poll carries the plain reason."""
+        if log.isEnabledFor(logging.DEBUG):
+            detail = redact("".join(traceback.format_exception(exc)), self._secrets())
+            log.debug("call failed server=%s endpoint=%s reason=%s detail=%s", self.server.name,
+                      self.server.endpoint, reason, detail)  # fmt: skip
 
     def _invoke_locked(
         self,
@@ -430,16 +458,18 @@ class ExchangeSession:
             self._limiter.release(self.server.account, self._endpoint_key)
             raise
         opening = start_thread(pool.open, f"open-{self.server.name}")
+        budget = max(0.1, deadline - time.monotonic())
         try:
-            opening.result(timeout=max(0.1, deadline - time.monotonic()))
+            opening.result(timeout=budget)
         except FutureTimeout:
             # The server may still finish creating the shell: close it when it does, then free the slot.
             start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
-            raise CollectorError("opening the session took longer than call_timeout", reason="timeout") from None
+            raise CollectorError(f"no answer within {budget:.0f}s while opening the session", "timeout") from None
         except BaseException:
             start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
             raise
         self._auth.succeeded(self.server.account)
+        self._open_failure = None
         with self._pool_lock:
             if self._closed:  # shutdown began while we were opening: do not keep it
                 start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")

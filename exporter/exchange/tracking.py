@@ -6,8 +6,11 @@ never double count. The watermark survives restarts in a small JSON state file. 
 counters by event id and source, failures by enhanced status code and category, a delivery
 latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired with the first
 DELIVER/SEND of the same message id on the same server), and the number of messages received
-more than ``stuck_after`` ago with no terminal event. Senders, recipients, subjects and message
-ids are used only as in-memory pairing keys, never as labels; that memory is bounded.
+more than ``stuck_after`` ago with no terminal event, judged across the polled servers by message
+id (``tracking_trail``: a message handed to another server's Transport service is followed there;
+one whose continuation no polled server shows is counted as unfollowed, not stuck). Senders,
+recipients, subjects and message ids are used only as in-memory pairing keys, never as labels;
+that memory is bounded.
 """
 
 from __future__ import annotations
@@ -15,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
-import xml.etree.ElementTree as ET
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,26 +31,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from exporter.errors import ParseError
-from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
+from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
-from exporter.exchange.wire import unescape_clixml
+
+# The event record and its decoders live in tracking_events; re-exported here for existing callers.
+from exporter.exchange.tracking_events import SELECT_PROPERTIES as SELECT_PROPERTIES
+from exporter.exchange.tracking_events import TrackingEvent as TrackingEvent
+from exporter.exchange.tracking_events import decode_event as decode_event
+from exporter.exchange.tracking_events import decode_event_text as decode_event_text
+from exporter.exchange.tracking_events import decode_event_xml as decode_event_xml
+from exporter.exchange.tracking_events import parse_event as parse_event
+from exporter.exchange.tracking_trail import MessageTrails
 
 log = logging.getLogger(__name__)
 
-SELECT_PROPERTIES = (
-    "Timestamp",
-    "EventId",
-    "Source",
-    "InternalMessageId",
-    "MessageId",
-    "RecipientStatus",
-    "Recipients",  # parallel to RecipientStatus: the domain of each recipient a FAIL rejected
-    "MessageLatency",
-    "MessageLatencyType",
-    "Directionality",
-    "ConnectorId",
-)
 #: The send connector Exchange uses between its own servers (and to Mailbox Transport Delivery).
 INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
 DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
@@ -64,30 +60,11 @@ SOURCES = frozenset(
     "ADMIN AGENT APPROVAL BOOTLOADER DNS DSN GATEWAY MAILBOXRULE MEETINGMESSAGEPROCESSOR ORAR PICKUP "
     "POISONMESSAGE PUBLICFOLDER QUEUE REDUNDANCY RESOLVER ROUTING SAFETYNET SMTP STOREDRIVER".split()
 )
-# A message that reached one of these on a server has left that server's pipeline.
-TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
-LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
 STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
 MAX_UNKNOWN_KEYS = 64  # (code, recipient domain) pairs kept per poll for triage
 OTHER_DOMAIN = "(other)"
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
-
-
-@dataclass(frozen=True)
-class TrackingEvent:
-    """The fields of one tracking event that the collector uses."""
-
-    timestamp: datetime
-    event_id: str
-    source: str
-    internal_id: str
-    message_id: str
-    recipient_status: tuple[str, ...]
-    latency: float | None  # MessageLatency in seconds, when Exchange recorded it
-    directionality: str = ""  # Incoming (from outside the organisation), Originating, Undefined
-    connector_id: str = ""  # the receive or send connector of SMTP events
-    recipients: tuple[str, ...] = ()  # one per RecipientStatus entry; only their domains are kept
 
 
 def flow_direction(event: TrackingEvent) -> str | None:
@@ -124,232 +101,6 @@ def received_from_outside(event: TrackingEvent) -> bool:
     return event.event_id == "RECEIVE" and event.source == "SMTP" and event.directionality.lower() != "originating"
 
 
-def parse_event(obj: Any) -> TrackingEvent | None:
-    """One output object to a TrackingEvent; None when it has no usable timestamp."""
-    props = flatten(obj)
-    ts = parse_datetime(props.get("Timestamp"))
-    if ts is None:
-        return None
-    status = props.get("RecipientStatus")
-    if isinstance(status, str):
-        status = [status]
-    recipients = props.get("Recipients")
-    if isinstance(recipients, str):
-        recipients = [recipients]
-    latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
-
-    def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
-        value = props.get(name)
-        return "" if value is None else str(value)
-
-    return TrackingEvent(
-        timestamp=ts,
-        event_id=text("EventId").upper(),
-        source=text("Source").upper(),
-        internal_id=text("InternalMessageId"),
-        message_id=text("MessageId"),
-        recipient_status=tuple(str(s) for s in (status or []) if s),
-        latency=latency,
-        directionality=text("Directionality"),
-        connector_id=text("ConnectorId"),
-        recipients=tuple(str(r) for r in (recipients or []) if r),
-    )
-
-
-_WANTED = frozenset(SELECT_PROPERTIES)
-_NUMBER_TAGS = frozenset({"I16", "I32", "I64", "U16", "U32", "U64"})
-
-
-_SCALAR = re.compile(
-    r'<(?P<tag>S|DT|I64|I32|U64|U32|Nil)\s+N="(?P<name>Timestamp|EventId|Source|InternalMessageId|MessageId'
-    r'|Directionality|ConnectorId)"\s*(?:/>|>(?P<text>[^<]*)</(?P=tag)>)'  # <S N="X" />, <Nil N="X" />: ""
-)
-
-
-# An N attribute written other than N="..." (single quotes, whitespace around "=") is legal XML the
-# patterns above would misread: such a message goes to the XML parser. (A literal first character
-# keeps this scan at about 3 us per event; an alternation starting "&#|" made it 13 us.)
-_UNUSUAL_NAME = re.compile(r"N(?:\s+=|=\s|\s*=\s*')")
-
-
-_SCALAR_NAMES = frozenset(
-    {"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"}
-)
-_NAMED = re.compile(
-    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|Recipients|MessageLatency'
-    r'|Directionality|ConnectorId)"'
-)
-_STATUS = re.compile(
-    r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
-)
-_RECIPIENTS = re.compile(r'<(?:Obj N="Recipients"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="Recipients"\s*/>)', re.S)
-_STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
-_LATENCY = re.compile(
-    r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
-    r'|(?P<nil>Nil) N="MessageLatency"\s*/>)',
-    re.S,
-)
-
-
-def _timestamp(text: str | None) -> datetime | None:
-    """ISO 8601 as pypsrp delivers DateTime (fast), else the tolerant parser; naive means UTC."""
-    if text:
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            return parse_datetime(text)
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return None
-
-
-def _xml_text(raw: str) -> str:
-    """Element text as XML delivers it: the five predefined entities (character references never
-    reach here), then CLIXML's ``_xHHHH_`` escapes."""
-    if "&" in raw:
-        raw = raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
-        raw = raw.replace("&amp;", "&")  # last: "&amp;lt;" is the text "&lt;"
-    return unescape_clixml(raw) if "_x" in raw else raw
-
-
-def decode_event_text(xml: str) -> TrackingEvent | None:
-    """Fastest path: the fields straight from the CLIXML text of one tracking event.
-
-    CLIXML is a fixed, machine-written grammar; each field is matched by its element and ``N``
-    name. Anything ambiguous (a field present twice, missing, or in an unexpected form) raises,
-    and ``decode_event_xml`` parses the message with a real XML parser instead; a test checks the
-    two agree on every event the simulator produces.
-    """
-    if "&#" in xml:
-        raise ValueError("character references: leave them to the XML parser")
-    if _UNUSUAL_NAME.search(xml):
-        raise ValueError("an N attribute in an unusual form: leave it to the XML parser")
-    scalars = _SCALAR.findall(xml)  # (tag, name, text) in C: no match objects
-    fields = {name: text for _tag, name, text in scalars}
-    if len(fields) != len(scalars):
-        raise ValueError("a field appears twice")
-    if "Timestamp" not in fields or '<DT N="Timestamp"' not in xml:
-        raise ValueError("no DateTime Timestamp")
-    named = _NAMED.findall(xml)  # a field in another form (an object, a reference) is not guessed at
-    unique = set(named)
-    if len(named) != len(unique) or not unique.isdisjoint(_SCALAR_NAMES - fields.keys()):
-        raise ValueError("a field in an unexpected form")
-    status = _text_list(xml, _STATUS, "RecipientStatus")
-    recipients = _text_list(xml, _RECIPIENTS, "Recipients")
-    latency = None
-    found = _LATENCY.search(xml)
-    if found is None:
-        if ' N="MessageLatency"' in xml:
-            raise ValueError("MessageLatency in an unexpected form")
-    elif found["shown"] is not None:
-        latency = parse_timespan(_xml_text(found["shown"]))
-    timestamp = _timestamp(fields["Timestamp"])
-    if timestamp is None:
-        return None
-    return TrackingEvent(
-        timestamp=timestamp,
-        event_id=_xml_text(fields.get("EventId", "")).upper(),
-        source=_xml_text(fields.get("Source", "")).upper(),
-        internal_id=_xml_text(fields.get("InternalMessageId", "")),
-        message_id=_xml_text(fields.get("MessageId", "")),
-        recipient_status=status,
-        latency=latency,
-        directionality=_xml_text(fields.get("Directionality", "")),
-        connector_id=_xml_text(fields.get("ConnectorId", "")),
-        recipients=recipients,
-    )
-
-
-def _text_list(xml: str, pattern: re.Pattern[str], name: str) -> tuple[str, ...]:
-    """A ``string[]`` property (``<Obj N="name"><LST><S>..``) from the CLIXML text; raises on any other form."""
-    found = pattern.search(xml)
-    if found is None:
-        if f' N="{name}"' in xml:
-            raise ValueError(f"{name} in an unexpected form")
-        return ()
-    if found["obj"] is None:
-        return ()
-    body = found["obj"]
-    if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
-        raise ValueError(f"{name} is not a list of strings")
-    return tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
-
-
-def decode_event(xml: str) -> TrackingEvent | None:
-    """The collector's output decoder: text fast path, then a real XML parse; raises if neither fits."""
-    try:
-        return decode_event_text(xml)
-    except ValueError:
-        return decode_event_xml(xml)
-
-
-def decode_event_xml(xml: str) -> TrackingEvent | None:
-    """Fast path: one output message's CLIXML straight to a TrackingEvent.
-
-    Reads only the fields the collector uses, from the same XML pypsrp would decode (``<Props>``
-    of a full MessageTrackingEvent or ``<MS>`` of a Select-Object result). Raises on any shape it
-    does not expect, and the generic decoder then handles the message.
-    """
-    root = ET.fromstring(xml)
-    if root.tag != "Obj":
-        raise ValueError("not an object")
-    found: dict[str, ET.Element] = {}
-    for tag in ("Props", "MS"):  # adapted properties win over extended ones, as in clixml.flatten
-        container = root.find(tag)
-        if container is not None:
-            for child in container:
-                name = child.get("N")
-                if name in _WANTED and name not in found:
-                    found[name] = child
-    stamp = found.get("Timestamp")
-    if stamp is None or stamp.tag != "DT":
-        raise ValueError("no Timestamp")
-    timestamp = _timestamp(stamp.text)
-    if timestamp is None:
-        return None
-    latency_el = found.get("MessageLatency")
-    latency = None
-    if latency_el is not None and latency_el.tag != "Nil":
-        shown = latency_el.find("ToString") if latency_el.tag == "Obj" else latency_el
-        if shown is None:
-            raise ValueError("MessageLatency without a display value")
-        latency = parse_timespan(shown.text)
-    return TrackingEvent(
-        timestamp=timestamp,
-        event_id=_field_text(found.get("EventId")).upper(),
-        source=_field_text(found.get("Source")).upper(),
-        internal_id=_field_text(found.get("InternalMessageId")),
-        message_id=_field_text(found.get("MessageId")),
-        recipient_status=_string_list(found.get("RecipientStatus")),
-        latency=latency,
-        directionality=_field_text(found.get("Directionality")),
-        connector_id=_field_text(found.get("ConnectorId")),
-        recipients=_string_list(found.get("Recipients")),
-    )
-
-
-def _field_text(el: ET.Element | None) -> str:
-    if el is None or el.tag == "Nil":
-        return ""
-    if el.tag == "S" or el.tag in _NUMBER_TAGS:
-        return unescape_clixml(el.text)
-    if el.tag == "Obj":  # an enum or value type: its display text
-        shown = el.find("ToString")
-        if shown is not None:
-            return unescape_clixml(shown.text)
-    raise ValueError(f"unexpected <{el.tag}>")
-
-
-def _string_list(el: ET.Element | None) -> tuple[str, ...]:
-    if el is None or el.tag == "Nil":
-        return ()
-    if el.tag == "S":
-        return (unescape_clixml(el.text),) if el.text else ()
-    items = el.find("LST") if el.tag == "Obj" else None
-    if items is None or any(item.tag != "S" for item in items):
-        raise ValueError("a string list property is not a list of strings")
-    return tuple(text for text in (unescape_clixml(item.text) for item in items) if text)
-
-
 @dataclass(frozen=True)
 class TrackingResult:
     """One server's cumulative tracking aggregates at the end of a poll (immutable copies)."""
@@ -378,6 +129,9 @@ class TrackingResult:
     recent_seconds: float = 0.0
     recent_flow: Mapping[str, int] = field(default_factory=dict)
     recent_received_inbound: int = 0
+    # Submitted (SUBMIT) longer ago than stuck_after to a Transport service whose log no polled
+    # server shows: fate unknown, not stuck.
+    unfollowed: int = 0
 
 
 @dataclass
@@ -392,9 +146,6 @@ class _ServerState:
     # before it, so no window of this process starts earlier (its dedupe keys are gone).
     floor: datetime | None = None
     seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
-    pending: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # message id -> RECEIVE time
-    received: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # for latency pairing
-    completed: OrderedDict[str, None] = field(default_factory=OrderedDict)  # latency already observed
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     window_unknown: dict[tuple[str, str], int] = field(default_factory=dict)  # reset by every fold
@@ -406,7 +157,6 @@ class _ServerState:
     latency_sum: float = 0.0
     last_event: float | None = None
     truncated_polls: int = 0
-    evictions: int = 0
     skipped_seconds: float = 0.0
 
 
@@ -513,6 +263,8 @@ class TrackingCollector:
         self._clock = clock
         self._states: dict[str, _ServerState] = {}
         self._lock = threading.Lock()
+        # Pairing and stuck detection, shared by the servers' poll jobs (under trails.lock).
+        self._trails = MessageTrails(options.max_tracked_messages)
 
     def interval(self) -> float:
         return self._opts.interval
@@ -592,6 +344,18 @@ class TrackingCollector:
         skipped: float = 0.0,
     ) -> TrackingResult:
         """Fold one window's events into the server's aggregates and advance its watermark."""
+        with self._trails.lock:  # other servers' trails are read and trimmed too
+            return self._ingest(server, events, start, end, truncated, skipped)
+
+    def _ingest(
+        self,
+        server: str,
+        events: Sequence[TrackingEvent],
+        start: datetime,
+        end: datetime,
+        truncated: bool,
+        skipped: float,
+    ) -> TrackingResult:
         state = self._state(server)
         opts = self._opts
         new = 0
@@ -605,13 +369,11 @@ class TrackingCollector:
                 continue
             state.seen[key] = event.timestamp
             new += 1
-            self._count(state, event)
+            self._count(server, state, event)
         if skipped:
             # Messages received before the gap may have finished inside it: we cannot know, so stop
             # carrying them rather than report them stuck for a day.
-            for table in (state.pending, state.received):
-                for msg in [m for m, ts in table.items() if ts < start]:
-                    del table[msg]
+            self._trails.drop_before(server, start)
         mark = end
         if truncated and events:
             state.truncated_polls += 1
@@ -647,7 +409,7 @@ class TrackingCollector:
             state.recent.popleft()
         return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
 
-    def _count(self, state: _ServerState, event: TrackingEvent) -> None:
+    def _count(self, server: str, state: _ServerState, event: TrackingEvent) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
         state.events[ev_key] = state.events.get(ev_key, 0) + 1
         ts = event.timestamp.timestamp()
@@ -670,32 +432,7 @@ class TrackingCollector:
                     if u_key not in state.window_unknown and len(state.window_unknown) >= MAX_UNKNOWN_KEYS:
                         u_key = (f_key[0], OTHER_DOMAIN)
                     state.window_unknown[u_key] = state.window_unknown.get(u_key, 0) + 1
-        msg = event.message_id or event.internal_id
-        cap = self._opts.max_tracked_messages
-        if event.event_id == "RECEIVE":
-            if msg not in state.completed and msg not in state.received:
-                state.pending[msg] = event.timestamp
-                state.received[msg] = event.timestamp
-                if len(state.pending) > cap:
-                    state.pending.popitem(last=False)
-                    state.evictions += 1
-                if len(state.received) > cap:
-                    state.received.popitem(last=False)
-            return
-        if event.event_id not in TERMINAL_EVENTS:
-            return
-        state.pending.pop(msg, None)  # any terminal event: the message is not stuck here
-        if event.event_id not in LATENCY_EVENTS or msg in state.completed:
-            return
-        # The first DELIVER or SEND of a message on this server gives its one latency observation
-        # (a SEND followed by a DELIVER on the same server is not counted twice).
-        received = state.received.pop(msg, None)
-        state.completed[msg] = None
-        if len(state.completed) > cap:
-            state.completed.popitem(last=False)
-        latency = event.latency
-        if latency is None and received is not None:
-            latency = (event.timestamp - received).total_seconds()
+        latency = self._trails.observe(server, event)
         if latency is not None:
             self._observe(state, max(0.0, latency))
 
@@ -718,13 +455,7 @@ class TrackingCollector:
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
-        for table in (state.pending, state.received):
-            for msg, received in list(table.items()):
-                if received < forget_before:
-                    del table[msg]  # older than anyone waits: stop carrying it
-                else:
-                    break  # in arrival order
-        stuck = sum(1 for received in state.pending.values() if received <= stuck_before)
+        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before)
         cumulative, running = [], 0
         for count in state.buckets:
             running += count
@@ -738,7 +469,7 @@ class TrackingCollector:
             stuck=stuck,
             last_event=state.last_event,
             truncated_polls=state.truncated_polls,
-            evictions=state.evictions,
+            evictions=evictions,
             skipped_seconds=state.skipped_seconds,
             new_events=new,
             window_events=dict(window[0]),
@@ -750,6 +481,7 @@ class TrackingCollector:
             recent_seconds=sum(seconds for _, seconds, _, _ in state.recent),
             recent_flow=_summed(flow for _, _, flow, _ in state.recent),
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
+            unfollowed=unfollowed,
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
@@ -788,7 +520,14 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
     )
     stuck = GaugeMetricFamily(
         "mailflow_tracking_stuck_messages",
-        f"Messages received longer ago than stuck_after with no DELIVER, SEND, TRANSFER or FAIL. {POLLED}",
+        "Messages received longer ago than stuck_after with no DELIVER, SEND, TRANSFER or FAIL since, on that "
+        f"server or (same message id) on another polled server. {POLLED}",
+        labels=["server"],
+    )
+    unfollowed = GaugeMetricFamily(
+        "mailflow_tracking_unfollowed_messages",
+        "Messages submitted (SUBMIT) longer ago than stuck_after to another server's Transport service whose "
+        f"log no polled server shows: fate unknown (not polled, poll failed), not counted as stuck. {POLLED}",
         labels=["server"],
     )
     last = GaugeMetricFamily(
@@ -803,7 +542,8 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
     )
     evicted = CounterMetricFamily(
         "mailflow_tracking_pairing_evictions",
-        "Messages dropped from the bounded RECEIVE-pairing memory before a terminal event.",
+        "Messages dropped from the bounded pairing memory (received, or handed off to another server) before "
+        "a terminal event.",
         labels=["server"],
     )
     skipped = CounterMetricFamily(
@@ -822,12 +562,13 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         bounds = [*(_bound(b) for b in buckets), "+Inf"]
         latency.add_metric([r.server], list(zip(bounds, r.latency_buckets, strict=True)), r.latency_sum)
         stuck.add_metric([r.server], r.stuck)
+        unfollowed.add_metric([r.server], r.unfollowed)
         if r.last_event is not None:
             last.add_metric([r.server], r.last_event)
         truncated.add_metric([r.server], r.truncated_polls)
         evicted.add_metric([r.server], r.evictions)
         skipped.add_metric([r.server], r.skipped_seconds)
-    return [events, failures, flow, received_inbound, latency, stuck, last, truncated, evicted, skipped]
+    return [events, failures, flow, received_inbound, latency, stuck, unfollowed, last, truncated, evicted, skipped]
 
 
 def _bound(value: float) -> str:

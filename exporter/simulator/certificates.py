@@ -138,7 +138,7 @@ def issue(organisation: str, server: str, spec: CertificateSpec, start: float) -
 def server_certificates(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> list[IssuedCertificate]:
     """Every certificate in ``server``'s store, generated on first use."""
     org = scenario.organisation.name
-    return [issue(org, server.name, spec, timeline.start) for spec in server.effective_certificates]
+    return [issue(org, server.name, spec, timeline.origin.start) for spec in server.effective_certificates]
 
 
 def _x509_text(cert: IssuedCertificate, timeline: Timeline) -> str:

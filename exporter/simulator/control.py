@@ -1,7 +1,8 @@
 """JSON control API for a simulator running in another process.
 
 ``GET /sim/stats``, ``GET /sim/endpoints``, ``GET /sim/faults``, ``POST /sim/faults`` with
-``{"server": "EX01", "kind": "hang", "cmdlet": null, "seconds": null, "message": null}``, and
+``{"server": "EX01", "kind": "hang", "cmdlet": null, "seconds": null, "message": null}`` (``down`` and
+``back_pressure`` also take ``rate_per_minute``, ``back_pressure`` ``level`` and ``resource``), and
 ``DELETE /sim/faults?server=EX01`` (no ``server``: heal all; ``kind=...`` to heal one kind).
 Bind it to loopback: it has no authentication.
 """
@@ -75,12 +76,16 @@ class _ControlHandler(BaseHTTPRequestHandler):
             if not isinstance(data, dict) or "server" not in data or "kind" not in data:
                 raise ValueError("expected a JSON object with server and kind")
             seconds = data.get("seconds")
+            rate = data.get("rate_per_minute")
             self.server.simulator.faults.set(
                 str(data["server"]),
                 str(data["kind"]),
                 cmdlet=data.get("cmdlet"),
                 seconds=None if seconds is None else float(seconds),
                 message=data.get("message"),
+                level=data.get("level"),
+                rate_per_minute=None if rate is None else float(rate),
+                resource=data.get("resource"),
             )
         except (ValueError, TypeError) as exc:
             self._json(400, {"error": str(exc)})

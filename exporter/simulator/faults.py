@@ -23,18 +23,30 @@ Kinds (what each does is implemented in ``transport.py``, ``service.py`` and ``s
 ``error_record``      the matching cmdlet writes one error record (``message``) and no output.
 ``shell_expiry``      one-shot: the endpoint forgets its shells now; their next request gets the
                       WSMan fault for an unknown ShellId (2150858843). Not kept as an active fault.
+``down``              the whole server is down: its endpoint is refused (as ``refused``) and the rest of
+                      the organisation sees the consequences (``consequences.py``): partners' shadow
+                      queues for it, database copy failover. ``rate_per_minute``: shadow messages the
+                      partners gain per minute (default 0).
+``back_pressure``     the Transport service is under resource pressure (``level`` Medium or High, the
+                      ``resource`` meter, ``rate_per_minute`` Submission queue growth): see
+                      ``consequences.py`` and ``diagnostics.py``.
+
+``since`` is the fault's start on the simulator's (injectable) clock; the consequences are a
+function of it. Faults that are cleared or replaced stay in :meth:`FaultInjector.history` with the
+time they ended, so what a server logged while it was faulted does not change afterwards.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Fault", "FaultInjector", "FaultKind"]
+__all__ = ["BACK_PRESSURE_LEVELS", "BACK_PRESSURE_RESOURCES", "Fault", "FaultInjector", "FaultKind"]
 
 
 class FaultKind(StrEnum):
@@ -50,6 +62,8 @@ class FaultKind(StrEnum):
     MALFORMED_CLIXML = "malformed_clixml"
     ERROR_RECORD = "error_record"
     SHELL_EXPIRY = "shell_expiry"
+    DOWN = "down"
+    BACK_PRESSURE = "back_pressure"
 
 
 #: Kinds that act on the HTTP exchange; with a cmdlet they act on that cmdlet's Command request.
@@ -57,6 +71,19 @@ TRANSPORT_KINDS = frozenset(
     {FaultKind.LATENCY, FaultKind.HANG, FaultKind.HTTP401, FaultKind.HTTP500, FaultKind.WSMAN_FAULT}
 )
 _NEEDS_SECONDS = frozenset({FaultKind.LATENCY, FaultKind.CMDLET_LATENCY})
+#: Back pressure levels as ResourceThrottling reports them (Low is no pressure: clear the fault).
+BACK_PRESSURE_LEVELS = ("Medium", "High")
+#: The resource meters of an Exchange 2019 Transport service (the E19 ResourceThrottling capture).
+BACK_PRESSURE_RESOURCES = (
+    "PrivateBytes",
+    "SystemMemory",
+    "UsedVersionBuckets",
+    "JetSessions",
+    "CheckpointDepth",
+    "DatabaseUsedSpace",
+    "UsedDiskSpace",
+)
+_HISTORY = 1000  # ended faults remembered (a soak test toggles faults thousands of times)
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,9 @@ class Fault:
     seconds: float | None = None
     message: str | None = None
     since: float = 0.0
+    level: str | None = None
+    rate_per_minute: float | None = None
+    resource: str | None = None
 
     def matches_cmdlet(self, names: Iterable[str]) -> bool:
         """True if the fault has no cmdlet, or one of ``names`` is its cmdlet (case-insensitive)."""
@@ -90,9 +120,11 @@ Listener = Callable[[str, FaultKind, bool], None]
 class FaultInjector:
     """The thread-safe registry of active faults for a set of servers."""
 
-    def __init__(self, servers: Iterable[str]) -> None:
+    def __init__(self, servers: Iterable[str], clock: Callable[[], float] = time.time) -> None:
         self._servers = {s.upper(): s for s in servers}
+        self._clock = clock
         self._faults: dict[tuple[str, FaultKind, str | None], Fault] = {}
+        self._history: deque[tuple[Fault, float]] = deque(maxlen=_HISTORY)
         self._cond = threading.Condition()
         self._listeners: list[Listener] = []
         self._stopping = False
@@ -106,10 +138,18 @@ class FaultInjector:
         cmdlet: str | None = None,
         seconds: float | None = None,
         message: str | None = None,
+        *,
+        level: str | None = None,
+        rate_per_minute: float | None = None,
+        resource: str | None = None,
+        since: float | None = None,
     ) -> None:
         """Activate a fault on ``server`` (a server name, or ``*`` for every server).
 
-        Raises ``ValueError`` for an unknown server or kind, or a missing/negative ``seconds``
+        ``level``/``resource`` apply to ``back_pressure`` (default High on UsedVersionBuckets),
+        ``rate_per_minute`` to ``down`` and ``back_pressure``; ``since`` (default: now on the
+        simulator's clock) back-dates the fault. Raises ``ValueError`` for an unknown server, kind,
+        level or resource, a parameter the kind does not take, or a missing/negative ``seconds``
         where the kind needs one (latency, cmdlet_latency).
         """
         fault_kind = FaultKind(kind) if not isinstance(kind, FaultKind) else kind
@@ -117,15 +157,23 @@ class FaultInjector:
             raise ValueError(f"fault {fault_kind.value} needs seconds >= 0")
         if seconds is not None and seconds < 0:
             raise ValueError("seconds must be >= 0")
+        level, resource = _consequence_params(fault_kind, level, rate_per_minute, resource)
         names = self._resolve(server)
         if fault_kind is FaultKind.SHELL_EXPIRY:
             for name in names:
                 self._notify(name, fault_kind, True)
             return
+        start = self._clock() if since is None else since
         with self._cond:
+            now = self._clock()
             for name in names:
                 key = (name, fault_kind, cmdlet.lower() if cmdlet else None)
-                self._faults[key] = Fault(name, fault_kind, cmdlet, seconds, message, time.time())
+                replaced = self._faults.get(key)
+                if replaced is not None:
+                    self._history.append((replaced, now))
+                self._faults[key] = Fault(
+                    name, fault_kind, cmdlet, seconds, message, start, level, rate_per_minute, resource
+                )
             self._generation += 1
             self._cond.notify_all()
         for name in names:
@@ -137,9 +185,11 @@ class FaultInjector:
         wanted = None if kind is None else FaultKind(kind)
         removed: list[Fault] = []
         with self._cond:
+            now = self._clock()
             for key, fault in list(self._faults.items()):
                 if key[0] in names and (wanted is None or fault.kind is wanted):
                     removed.append(self._faults.pop(key))
+                    self._history.append((fault, now))
             self._generation += 1
             self._cond.notify_all()
         for fault in removed:
@@ -154,6 +204,15 @@ class FaultInjector:
             return faults
         key = server.upper()
         return [f for f in faults if f.server.upper() == key]
+
+    def history(self, server: str | None = None) -> list[tuple[Fault, float]]:
+        """Faults that ended (cleared or replaced), with the clock time they ended, oldest first."""
+        with self._cond:
+            ended = list(self._history)
+        if server is None:
+            return ended
+        key = server.upper()
+        return [(f, until) for f, until in ended if f.server.upper() == key]
 
     def find(self, server: str, kind: FaultKind, cmdlets: Iterable[str] | None = None) -> Fault | None:
         """The active fault of ``kind`` on ``server`` that applies, or None.
@@ -225,3 +284,26 @@ class FaultInjector:
     def _notify(self, server: str, kind: FaultKind, active: bool) -> None:
         for listener in list(self._listeners):
             listener(server, kind, active)
+
+
+def _consequence_params(
+    kind: FaultKind, level: str | None, rate: float | None, resource: str | None
+) -> tuple[str | None, str | None]:
+    """Validate the parameters of ``down``/``back_pressure``; returns (level, resource) normalised."""
+    if kind not in (FaultKind.DOWN, FaultKind.BACK_PRESSURE):
+        if level is not None or rate is not None or resource is not None:
+            raise ValueError(f"fault {kind.value} takes no level, rate_per_minute or resource")
+        return None, None
+    if rate is not None and rate < 0:
+        raise ValueError("rate_per_minute must be >= 0")
+    if kind is FaultKind.DOWN:
+        if level is not None or resource is not None:
+            raise ValueError("fault down takes no level or resource")
+        return None, None
+    chosen_level = next((v for v in BACK_PRESSURE_LEVELS if v.lower() == (level or "High").lower()), None)
+    if chosen_level is None:
+        raise ValueError(f"back_pressure level must be one of {', '.join(BACK_PRESSURE_LEVELS)}")
+    chosen = next((r for r in BACK_PRESSURE_RESOURCES if r.lower() == (resource or "UsedVersionBuckets").lower()), None)
+    if chosen is None:
+        raise ValueError(f"back_pressure resource must be one of {', '.join(BACK_PRESSURE_RESOURCES)}")
+    return chosen_level, chosen

@@ -220,7 +220,7 @@ def _ad_tail(
     (WhenChanged ``changed_minutes_ago`` before the scenario start when given)."""
     created, changed = created_times(dn, timeline)
     if changed_minutes_ago is not None:
-        changed = timeline.local(timeline.start - changed_minutes_ago * 60).replace(microsecond=0)
+        changed = timeline.local(timeline.origin.start - changed_minutes_ago * 60).replace(microsecond=0)
     return [
         ("AdminDisplayName", ""),
         ("ExchangeVersion", exchange_object_version(version)),

@@ -126,11 +126,17 @@ def component_states(server: ServerSpec, names: Sequence[str] = COMPONENTS) -> l
 
 def _requester_details(component: str, entry: Requester, timeline: Timeline) -> PSObject:
     requester, state, age = entry
-    stamp = datetime.datetime.fromtimestamp(timeline.start - age, tz=datetime.UTC)
+    stamp = datetime.datetime.fromtimestamp(timeline.origin.start - age, tz=datetime.UTC)
     shown = format_culture_datetime(stamp, timeline.culture)
+    # State is a ServiceState (a string in the captures only because Export-Clixml cut it at depth 2).
     return ex_object(
         [_REQUESTER_DETAILS, "System.Object"],
-        [("Requester", requester), ("State", state), ("Timestamp", stamp), ("Component", component)],
+        [
+            ("Requester", requester),
+            ("State", enum_value("Microsoft.Exchange.Data.ServiceState", SERVICE_STATES, state)),
+            ("Timestamp", stamp),
+            ("Component", component),
+        ],
         f"Requestor:{requester}; State:{state}; Timestamp:{shown}",
         serialization=False,
     )
@@ -169,17 +175,29 @@ def server_component_state(
 # ---------------------------------------------------------------------------------------------
 
 
-def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Timeline) -> PSObject:
-    """A ``DatabaseCopyStatusEntry`` for one copy; log counters follow the clock (one log per 30 s)."""
+def database_copy_status(
+    db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Timeline, error_message: str | None = None
+) -> PSObject:
+    """A ``DatabaseCopyStatusEntry`` for one copy; log counters follow the clock (one log per 30 s).
+
+    ``error_message``: the copy's replication service did not answer the status RPC (a ServiceDown
+    copy). The entry then carries that text as ErrorMessage (no ErrorEventId) and only what is known
+    without the RPC: no times, zero queue lengths and log counters, ContentIndexState Unknown
+    (inferred: the cmdlet fills the entries it could not query with the exception only).
+    """
     now = timeline.now()
+    origin = timeline.origin
     active_server = db.active_server
     active = copy.server == active_server
-    generation = 100_000 + _seed(db.name) % 500_000 + int(now // LOG_INTERVAL) - int(timeline.start // LOG_INTERVAL)
+    logs = int(origin.now() // LOG_INTERVAL) - int(origin.start // LOG_INTERVAL)
+    generation = 100_000 + _seed(db.name) % 500_000 + logs
+    unreachable = error_message is not None
+    quiet = active or unreachable  # no copy or replay figures: the active copy has none, an unreachable one sent none
     copied = generation - copy.copy_queue_length
     replayed = copied - copy.replay_queue_length
 
     def log_time(gen: int) -> datetime.datetime | None:
-        if active:
+        if quiet:
             return None  # the active copy neither copies nor replays logs
         seconds = now - (generation - gen) * LOG_INTERVAL
         return timeline.local(seconds).replace(microsecond=0)
@@ -190,7 +208,11 @@ def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Tim
         [],
         identity_text,
     )
-    started = timeline.local(timeline.start - 3 * 86400 - _seed(identity_text) % 86400).replace(microsecond=0)
+    started = (
+        None
+        if unreachable
+        else timeline.local(timeline.start - 3 * 86400 - _seed(identity_text) % 86400).replace(microsecond=0)
+    )
     status = copy.status
     failed = status in ("Failed", "FailedAndSuspended", "ServiceDown")
     return ex_object(
@@ -208,18 +230,22 @@ def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Tim
             ("ActiveCopy", active),
             ("ActivationPreference", copy.activation_preference),
             ("StatusRetrievedTime", timeline.local(now).replace(microsecond=0)),
-            ("WorkerProcessId", 4000 + _seed(identity_text) % 4000),
+            ("WorkerProcessId", 0 if unreachable else 4000 + _seed(identity_text) % 4000),
             ("ActivationSuspended", copy.activation_suspended),
             ("ActionInitiator", "Unknown"),
-            ("ErrorMessage", "The copy reported a failure (simulated)." if failed else None),
-            ("ErrorEventId", 4087 if failed else None),
+            ("ErrorMessage", error_message or ("The copy reported a failure (simulated)." if failed else None)),
+            ("ErrorEventId", 4087 if failed and error_message is None else None),
             ("ExtendedErrorInfo", None),
             ("SuspendComment", None),
             ("RequiredLogsPresent", None),
             ("SinglePageRestore", 0),
             (
                 "ContentIndexState",
-                enum_value(f"{_TASKS}.ContentIndexStatusType", CONTENT_INDEX_STATES, copy.content_index_state),
+                enum_value(
+                    f"{_TASKS}.ContentIndexStatusType",
+                    CONTENT_INDEX_STATES,
+                    "Unknown" if unreachable else copy.content_index_state,
+                ),
             ),
             ("ContentIndexErrorMessage", None),
             ("ContentIndexErrorCode", None),
@@ -229,8 +255,8 @@ def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Tim
             ("ContentIndexMailboxesToCrawl", None),
             ("ContentIndexSeedingPercent", None),
             ("ContentIndexSeedingSource", None),
-            ("CopyQueueLength", PSInt64(0 if active else copy.copy_queue_length)),
-            ("ReplayQueueLength", PSInt64(0 if active else copy.replay_queue_length)),
+            ("CopyQueueLength", PSInt64(0 if quiet else copy.copy_queue_length)),
+            ("ReplayQueueLength", PSInt64(0 if quiet else copy.replay_queue_length)),
             ("ReplaySuspended", status in ("Suspended", "FailedAndSuspended")),
             ("ResumeBlocked", False),
             ("ReseedBlocked", False),
@@ -239,11 +265,11 @@ def database_copy_status(db: DatabaseSpec, copy: DatabaseCopySpec, timeline: Tim
             ("LastCopiedLogTime", log_time(copied)),
             ("LastInspectedLogTime", log_time(copied)),
             ("LastReplayedLogTime", log_time(replayed)),
-            ("LastLogGenerated", PSInt64(generation)),
-            ("LastLogCopyNotified", PSInt64(0 if active else generation)),
-            ("LastLogCopied", PSInt64(0 if active else copied)),
-            ("LastLogInspected", PSInt64(0 if active else copied)),
-            ("LastLogReplayed", PSInt64(0 if active else replayed)),
+            ("LastLogGenerated", PSInt64(0 if unreachable else generation)),
+            ("LastLogCopyNotified", PSInt64(0 if quiet else generation)),
+            ("LastLogCopied", PSInt64(0 if quiet else copied)),
+            ("LastLogInspected", PSInt64(0 if quiet else copied)),
+            ("LastLogReplayed", PSInt64(0 if quiet else replayed)),
             ("LogsReplayedSinceInstanceStart", PSInt64(0)),
             ("LogsCopiedSinceInstanceStart", PSInt64(0)),
             ("LatestFullBackupTime", None),

@@ -56,7 +56,7 @@ class Simulator:
         self.scenario = scenario
         self.host = host
         self.tls = tls
-        self.faults = FaultInjector(s.name for s in scenario.servers)
+        self.faults = FaultInjector((s.name for s in scenario.servers), clock=clock)
         self.stats_counters = Stats([s.name for s in scenario.servers])
         self.state = SimState(scenario, Timeline(scenario.organisation, clock), self.faults, self.stats_counters)
         self._port_base = port_base
@@ -123,6 +123,29 @@ class Simulator:
                 self._teardown()
                 raise
             self._started = True
+        self._apply_scenario_faults()
+
+    def _apply_scenario_faults(self) -> None:
+        """The scenario's ``down``/``back_pressure`` servers, as faults dated from the scenario start."""
+        start = self.state.timeline.start
+        for server in self.scenario.servers:
+            if server.down is not None:
+                self.faults.set(
+                    server.name,
+                    FaultKind.DOWN,
+                    rate_per_minute=server.down.shadow_per_minute,
+                    since=start + server.down.since_seconds,
+                )
+            if server.back_pressure is not None:
+                spec = server.back_pressure
+                self.faults.set(
+                    server.name,
+                    FaultKind.BACK_PRESSURE,
+                    level=spec.level,
+                    resource=spec.resource,
+                    rate_per_minute=spec.submission_per_minute,
+                    since=start + spec.since_seconds,
+                )
 
     def stop(self) -> None:
         """Close listeners and shells, release hung requests, remove generated TLS files."""
@@ -226,11 +249,11 @@ class Simulator:
             service = self._services.get(server)
             if service is not None:
                 service.expire_shells()
-        elif kind is FaultKind.REFUSED:
+        elif kind in (FaultKind.REFUSED, FaultKind.DOWN):  # a down server refuses connections too
             endpoint = self._endpoints.get(server)
             if endpoint is None:
                 return
             if active:
                 endpoint.stop()
-            else:
+            elif not any(self.faults.find(server, k) for k in (FaultKind.REFUSED, FaultKind.DOWN)):
                 endpoint.start()

@@ -18,6 +18,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from exporter.simulator import wsman
+from exporter.simulator.clocks import server_timeline
 from exporter.simulator.cmdlets import Context
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.scenario import Scenario, ServerSpec
@@ -331,8 +332,9 @@ class EndpointService:
         command = shell.create_command(command_id, arguments)
         self._apply_command_faults(shell, command)
         self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
+        timeline = server_timeline(self.state.timeline, self.server)  # the session server's clock and zone
         ctx = Context(
-            self.state.scenario, self.state.timeline, self.server, shell.user, self.state.faults, roles=shell.roles
+            self.state.scenario, timeline, self.server, shell.user, self.state.faults, roles=shell.roles
         )
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)

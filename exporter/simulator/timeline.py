@@ -78,6 +78,15 @@ class Timeline:
         self.tz = ServerTimeZone(org.timezone_offset_minutes)
         self.culture = org.culture
 
+    @property
+    def origin(self) -> Timeline:
+        """The organisation's timeline (a server's skewed view answers its base; see ``clocks.py``).
+
+        Values that are the same instant wherever they are read (certificate validity, AD creation
+        times) are anchored on ``origin.start``, not on a server clock's reading of it.
+        """
+        return self
+
     def now(self) -> float:
         """Current clock value (seconds since the epoch)."""
         return self.clock()

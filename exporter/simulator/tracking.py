@@ -15,121 +15,47 @@ HAREDIRECT, RECEIVE/SMTP, AGENTINFO, SEND, DELIVER) and ``inbound`` (RECEIVE/SMT
 AGENTINFO, SEND, DELIVER). Use :meth:`TrackingLog.expected_messages` and :meth:`TrackingLog.events`
 to compute what a window must contain.
 
-Objects are written by :func:`event_clixml`, a dedicated writer producing exactly what
+Cross-server submission (``tracking_routes``): an internal or outbound message may be handed by the
+submitting server to the Transport service of a partner server; the submitting server's log then
+holds NOTIFYMAPI, RECEIVE (STOREDRIVER) and SUBMIT, the partner's log the rest, under the same
+MessageId, the partner's own InternalMessageId and later timestamps.
+
+Objects are written by ``tracking_wire.event_clixml``, a dedicated writer producing exactly what
 ``clixml.write_clixml(objects.message_tracking_event(...))`` produces, ten times faster.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
-import functools
 import hashlib
 import math
 import random
-import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from exporter.simulator.clixml import _datetime_text, clixml_string
 from exporter.simulator.scenario import Scenario, ServerSpec, TrackingSpec
 from exporter.simulator.timeline import Timeline, format_culture_datetime
+from exporter.simulator.tracking_routes import continuation_internal_id, partner_index, submission_partners
+from exporter.simulator.tracking_texts import (
+    DEFERS,
+    EXTERNAL_DOMAINS,
+    FAILURE_CODES,
+    FAILURES,
+    MAILBOX_DATABASES,
+    NDR_SENDER_LOCAL,
+    PEOPLE,
+    SUBJECTS,
+)
+from exporter.simulator.tracking_wire import event_clixml
 
 __all__ = [
-    "EVENT_IDS",
-    "LATENCY_TYPE_MEMBERS",
-    "MESSAGE_TRACKING_TYPE_NAMES",
     "TrackedMessage",
     "TrackingEvent",
     "TrackingLog",
-    "event_clixml",
-    "select_clixml",
-    "timespan_text",
     "tracking_log",
 ]
-
-#: The MessageTrackingEvent enum names Get-MessageTrackingLog validates ``-EventId`` against.
-EVENT_IDS: tuple[str, ...] = (
-    "AGENTINFO", "BADMAIL", "CLIENTSUBMISSION", "DEFER", "DELIVER", "DELIVERFAIL", "DROP", "DSN",
-    "DUPLICATEDELIVER", "DUPLICATEEXPAND", "DUPLICATEREDIRECT", "EXPAND", "FAIL", "HADISCARD",
-    "HARECEIVE", "HAREDIRECT", "HAREDIRECTFAIL", "INITMESSAGECREATED", "LOAD", "MODERATIONEXPIRE",
-    "MODERATORAPPROVE", "MODERATORREJECT", "MODERATORSALLNDR", "NOTIFYMAPI", "NOTIFYSHADOW",
-    "POISONMESSAGE", "PROCESS", "PROCESSMEETINGMESSAGE", "RECEIVE", "REDIRECT", "RESOLVE", "RESUBMIT",
-    "RESUBMITDEFER", "RESUBMITFAIL", "SEND", "SUBMIT", "SUBMITDEFER", "SUBMITFAIL", "SUPPRESSED",
-    "THROTTLE", "TRANSFER",
-)  # fmt: skip
-MESSAGE_TRACKING_TYPE_NAMES = [
-    "Microsoft.Exchange.Management.TransportLogSearchTasks.MessageTrackingEvent",
-    "System.Object",
-]
-LATENCY_TYPE_NAME = "Microsoft.Exchange.Management.TransportLogSearchTasks.MessageLatencyType"
-LATENCY_TYPE_MEMBERS = {"None": 0, "LocalServer": 1, "EndToEnd": 2}
-ENHANCED_TIMESPAN_TYPE_NAMES = ["Microsoft.Exchange.Data.EnhancedTimeSpan", "System.ValueType", "System.Object"]
-STRING_ARRAY_TYPE_NAMES = ["System.String[]", "System.Array", "System.Object"]
-_MSCORLIB = "mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089"
-_KVP = f"System.Collections.Generic.KeyValuePair`2[[System.String, {_MSCORLIB}],[System.Object, {_MSCORLIB}]]"
-KEY_VALUE_PAIR_TYPE_NAMES = [_KVP, "System.ValueType", "System.Object"]
-KEY_VALUE_ARRAY_TYPE_NAMES = [f"{_KVP}[]", "System.Array", "System.Object"]
-NDR_SENDER_LOCAL = "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e"
-
-#: (RecipientStatus, Source, SourceContext, Directionality) of FAIL events: real Exchange texts.
-FAILURES: tuple[tuple[str, str, str, str], ...] = (
-    ("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", "ROUTING", "", "Incoming"),
-    (
-        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
-        "RESOLVER",
-        "",
-        "Incoming",
-    ),
-    (
-        "[{LED=550 5.7.1 TRANSPORT.RULES.RejectMessage; the message was rejected by organization policy};"
-        "{MSG=};{FQDN=};{IP=};{LRT=}]",
-        "SMTP",
-        "Transport Rule Agent",
-        "Originating",
-    ),
-    (
-        "[{LED=550 5.7.1 Sender ID (PRA) Not Permitted};{MSG=};{FQDN=};{IP=%CLIENT_IP%};{LRT=}]",
-        "SMTP",
-        "Sender Id Agent",
-        "Incoming",
-    ),
-    ("550 5.4.1 Recipient address rejected: Access denied", "SMTP", "", "Originating"),
-    ("554 5.4.14 Hop count exceeded - possible mail loop", "ROUTING", "", "Incoming"),
-    ("552 5.2.2 mailbox full", "SMTP", "", "Originating"),
-)
-#: The enhanced status code of each FAILURES entry (what ``tracking.failure_codes`` selects by).
-FAILURE_CODES: tuple[str, ...] = tuple(
-    m.group(0) if (m := re.search(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])", f[0])) else "" for f in FAILURES
-)
-#: RecipientStatus of DEFER events (transient 4.x.x failures before a later SEND).
-DEFERS: tuple[str, ...] = (
-    '451 4.4.0 Primary target IP address responded with: "421 4.2.1 Unable to connect." Attempted failover '
-    "to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery failed to "
-    "all alternate hosts. The last endpoint attempted was %REMOTE_IP%:25",
-    "[{LRT=};{LED=451 4.4.397 Error communicating with target host. -> 421 4.4.2 Connection dropped due to "
-    "SocketError};{FQDN=%REMOTE_HOST%};{IP=%REMOTE_IP%}]",
-    "451 4.7.0 Temporary server error. Please try again later. PRX4",
-    "421 4.7.66 TLS is required but the remote host does not offer it",
-)
-_EXTERNAL_DOMAINS = (
-    "fabrikam.example", "adatum.example", "tailspin.example", "northwind.example", "woodgrove.example",
-    "litware.example", "proseware.example", "wingtiptoys.example", "example.com", "example.net",
-)  # fmt: skip
-_PEOPLE = (
-    "adele.vance", "alex.wilber", "diego.siciliani", "grady.archie", "isaiah.langer", "johanna.lorenz",
-    "lee.gu", "lidia.holloway", "lynne.robbins", "megan.bowen", "miriam.graham", "nestor.wilke",
-    "patti.fernandez", "pradeep.gupta", "joni.sherman", "christie.cline",
-)  # fmt: skip
-_SUBJECTS = (
-    "Quarterly report", "Meeting notes", "Invoice 2024-0412", "Project status update", "Lunch on Friday?",
-    "Contract draft for review", "Travel itinerary", "Weekly newsletter", "Your order has shipped",
-    "Password expiry notice", "Budget approval", "Thanks for your request", "Team offsite agenda",
-    "Support case 118204", "Holiday schedule", "Shared document: roadmap.xlsx",
-)  # fmt: skip
-_MAILBOX_DATABASES = ("Mailbox Database 0471695037", "Mailbox Database 1839204716")
 
 
 class TrackingEvent(NamedTuple):
@@ -176,32 +102,32 @@ class TrackingEvent(NamedTuple):
 
 
 class TrackedMessage(NamedTuple):
-    """Message *k* on one server and every event it will ever log there."""
+    """Message *k* of one server (where it arrived) and every event it will ever log, there and on
+    the partner server that continues it after a cross-server submission (``event.server``)."""
 
     server: str
     message_index: int
     kind: str  # internal, inbound, outbound, failed, stuck
     arrival_ms: int
     message_id: str
-    internal_message_id: str
+    internal_message_id: str  # on ``server``
     events: tuple[TrackingEvent, ...]
+    partner: str = ""  # the server whose Transport service took it from ``server``; "" when none did
+    handoff: int = 0  # events[handoff:] are in the partner's log (only with a partner)
 
     @property
     def arrival(self) -> float:
         """Arrival (first event) time in seconds since the epoch."""
         return self.arrival_ms / 1000.0
 
-
-def timespan_text(ticks: int) -> str:
-    """.NET ``TimeSpan.ToString()`` (``[-][d.]hh:mm:ss[.fffffff]``)."""
-    sign = "-" if ticks < 0 else ""
-    ticks = abs(ticks)
-    seconds, fraction = divmod(ticks, 10_000_000)
-    minutes, secs = divmod(seconds, 60)
-    hours, mins = divmod(minutes, 60)
-    days, hrs = divmod(hours, 24)
-    text = f"{sign}{f'{days}.' if days else ''}{hrs:02d}:{mins:02d}:{secs:02d}"
-    return f"{text}.{fraction:07d}" if fraction else text
+    def events_on(self, server: str) -> tuple[TrackingEvent, ...]:
+        """The message's events in ``server``'s log (in time order)."""
+        wanted = server.upper()
+        if not self.partner:
+            return self.events if wanted == self.server.upper() else ()
+        if wanted == self.server.upper():
+            return self.events[: self.handoff]
+        return self.events[self.handoff :] if wanted == self.partner.upper() else ()
 
 
 def _schema_version(server: ServerSpec) -> str:
@@ -228,9 +154,14 @@ class _ServerModel:
         self.max_span_ms = int(spec.latency_max_seconds * 1000) + 2_000  # DSN and minimum steps included
         self.default_connector = f"{server.name}\\Default {server.name}"
         self.frontend_connector = f"{server.name}\\Default Frontend {server.name}"
-        self.mailbox_database = _MAILBOX_DATABASES[position % len(_MAILBOX_DATABASES)]
+        self.mailbox_database = MAILBOX_DATABASES[position % len(MAILBOX_DATABASES)]
         wanted = set(spec.failure_codes)
         self.failures = tuple(f for f, code in zip(FAILURES, FAILURE_CODES, strict=True) if code in wanted) or FAILURES
+        self.position = position
+        self.servers = len(scenario.servers)
+        self.share = spec.cross_server_submission
+        self.logged = server.message_tracking_log_enabled
+        self.partners: tuple[_ServerModel, ...] = ()  # see tracking_routes.submission_partners
 
 
 class TrackingLog:
@@ -245,12 +176,21 @@ class TrackingLog:
         self.scenario = scenario
         self.timeline = timeline
         self.tz = timeline.tz
-        self._models: dict[str, _ServerModel] = {}
+        # Every server with traffic takes part in routing; only those with their log enabled serve it.
+        modelled: dict[str, _ServerModel] = {}
         for position, server in enumerate(scenario.servers):
-            if server.tracking is not None and server.tracking.enabled and server.message_tracking_log_enabled:
-                self._models[server.name.upper()] = _ServerModel(scenario, server, position, server.tracking)
+            if server.tracking is not None and server.tracking.enabled:
+                modelled[server.name.upper()] = _ServerModel(scenario, server, position, server.tracking)
+        for model in modelled.values():
+            model.partners = tuple(modelled[n] for n in submission_partners(scenario, model.name, modelled))
+        self._models = {name: model for name, model in modelled.items() if model.logged}
+        #: server -> the servers that hand it submissions (their messages continue in its log)
+        self._feeders = {
+            name: tuple(m for m in modelled.values() if any(p is model for p in m.partners))
+            for name, model in self._models.items()
+        }
         self._cache: dict[tuple[str, int], TrackedMessage] = {}
-        self._bytes: dict[tuple[str, int, int], bytes] = {}
+        self._bytes: dict[tuple[str, str, int], bytes] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -300,8 +240,13 @@ class TrackingLog:
         return self._indices(model, start * 1000.0, end * 1000.0)
 
     def expected_messages(self, server: str, start: float, end: float) -> int:
-        """How many messages arrive at ``server`` (first event) in [start, end)."""
-        return len(self.message_indices(server, start, end))
+        """How many messages have their first event in ``server``'s log in [start, end): those arriving
+        there and those other servers submitted to it (``messages``; DSNs are not counted)."""
+        model = self._model(server)
+        if model is None:
+            return 0
+        own = len(self._indices(model, start * 1000.0, end * 1000.0))
+        return own + sum(1 for _ in self._continuations(model, start * 1000.0, end * 1000.0))
 
     def message(self, server: str, k: int) -> TrackedMessage:
         """Message ``k`` of ``server`` with all its events (including those still in the future)."""
@@ -311,11 +256,29 @@ class TrackingLog:
         return self._message(model, k)
 
     def messages(self, server: str, start: float, end: float) -> list[TrackedMessage]:
-        """The messages arriving at ``server`` in [start, end)."""
+        """The messages whose first event in ``server``'s log lies in [start, end), in that order:
+        those arriving at ``server`` (``message.server``) and those another server submitted to it
+        (``message.partner``). ``message.events_on(server)`` are its events in that log."""
         model = self._model(server)
         if model is None:
             return []
-        return [self._message(model, k) for k in self._indices(model, start * 1000.0, end * 1000.0)]
+        own = [self._message(model, k) for k in self._indices(model, start * 1000.0, end * 1000.0)]
+        taken = list(self._continuations(model, start * 1000.0, end * 1000.0))
+        if not taken:
+            return own
+        return sorted([*own, *taken], key=lambda m: m.events_on(model.name)[0].ts_ms)
+
+    def _continuations(self, model: _ServerModel, start_ms: float, end_ms: float) -> Iterator[TrackedMessage]:
+        """Messages other servers submitted to ``model``'s server whose first event there is in the window."""
+        for feeder in self._feeders.get(model.name.upper(), ()):
+            lo = max(self._first(feeder), math.floor((start_ms - feeder.max_span_ms) / feeder.slot_ms) - 1)
+            for k in range(lo, math.ceil(end_ms / feeder.slot_ms) + 1):
+                digest = self._digest(feeder, k)
+                if self._partner(feeder, digest) is not model:
+                    continue
+                message = self._message(feeder, k, digest)
+                if message.partner == model.name and start_ms <= message.events[message.handoff].ts_ms < end_ms:
+                    yield message
 
     def events(
         self,
@@ -338,27 +301,52 @@ class TrackingLog:
         if model is None:
             return []
         now_ms = (self.timeline.now() if now is None else now) * 1000.0
-        first = self._first(model)
         start_ms = -math.inf if start is None else start * 1000.0
         end_ms = math.inf if end is None else end * 1000.0
         end_ms = min(end_ms, math.floor(now_ms) + 1)  # Timestamp <= now
         if end_ms <= start_ms:
             return []
-        lo = first if start is None else max(first, math.floor((start_ms - model.max_span_ms) / model.slot_ms) - 1)
-        hi = math.ceil(end_ms / model.slot_ms) + 1
         found: list[TrackingEvent] = []
-        for k in range(lo, hi):
-            message = self._message(model, k)
-            if message.arrival_ms >= end_ms:
-                continue
-            if limit is not None and len(found) > limit and k % 64 == 0:
-                found.sort(key=_order)
-                del found[limit + 1 :]
-                if message.arrival_ms > found[-1].ts_ms:
-                    break  # later messages only have later events
-            for event in message.events:
-                if start_ms <= event.ts_ms < end_ms and (predicate is None or predicate(event)):
-                    found.append(event)
+        # This server's own messages, then (one stream per feeding server) those submitted to it.
+        for stream in (model, *self._feeders.get(model.name.upper(), ())):
+            own = stream is model
+            lo = self._first(stream)
+            if start is not None:
+                lo = max(lo, math.floor((start_ms - stream.max_span_ms) / stream.slot_ms) - 1)
+            for k in range(lo, math.ceil(end_ms / stream.slot_ms) + 1):
+                if own:
+                    message = self._message(model, k)
+                    arrival = message.arrival_ms
+                else:
+                    cached = self._cache.get((stream.name, k))
+                    if cached is not None:
+                        if cached.partner != model.name or cached.arrival_ms >= end_ms:
+                            continue
+                        arrival = cached.arrival_ms
+                    else:
+                        digest = self._digest(stream, k)
+                        arrival = self._arrival_ms(stream, k, digest)
+                if arrival >= end_ms:
+                    continue
+                if limit is not None and len(found) > limit and k % 64 == 0:
+                    found.sort(key=_order)
+                    del found[limit + 1 :]
+                    if arrival > found[-1].ts_ms:
+                        break  # later messages of this stream only have later events
+                if own:
+                    events = message.events[: message.handoff] if message.partner else message.events
+                elif cached is not None:
+                    events = cached.events[cached.handoff :]
+                else:
+                    if self._partner(stream, digest) is not model:
+                        continue
+                    message = self._message(stream, k, digest)
+                    if message.partner != model.name:
+                        continue  # submitted locally after all (not an internal or outbound message)
+                    events = message.events[message.handoff :]
+                for event in events:
+                    if start_ms <= event.ts_ms < end_ms and (predicate is None or predicate(event)):
+                        found.append(event)
         found.sort(key=_order)
         if limit is not None:
             del found[limit + 1 :]
@@ -372,7 +360,7 @@ class TrackingLog:
 
     def clixml(self, event: TrackingEvent) -> bytes:
         """The event's CLIXML (cached)."""
-        key = (event.server, event.message_index, event.seq)
+        key = (event.server, event.internal_message_id, event.seq)
         data = self._bytes.get(key)
         if data is None:
             data = event_clixml(event, self.tz, self.scenario.organisation.culture)
@@ -383,12 +371,18 @@ class TrackingLog:
         return data
 
     # -- generation ------------------------------------------------------------------------
-    def _message(self, model: _ServerModel, k: int) -> TrackedMessage:
+    def _partner(self, model: _ServerModel, digest: bytes) -> _ServerModel | None:
+        """The server whose Transport service would take a mailbox submission with this hash."""
+        index = partner_index(digest, model.share, len(model.partners))
+        return None if index < 0 else model.partners[index]
+
+    def _message(self, model: _ServerModel, k: int, digest: bytes | None = None) -> TrackedMessage:
         key = (model.name, k)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        message = _generate(model, k, self._digest(model, k), self.tz)
+        digest = digest or self._digest(model, k)
+        message = _generate(model, k, digest, self.tz, self._partner(model, digest))
         with self._lock:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
@@ -460,6 +454,7 @@ def _generate(
     k: int,
     digest: bytes,
     tz: datetime.tzinfo,
+    partner: _ServerModel | None = None,
 ) -> TrackedMessage:
     spec = model.spec
     jitter = int.from_bytes(digest[:6], "big") / 2.0**48
@@ -479,16 +474,20 @@ def _generate(
     domain = model.domain
     fqdn = model.fqdn
     internal_id = str(model.id_base + 2 * k)
+    # The Transport service that takes a mailbox submission (internal and outbound messages): this
+    # server's own, or the partner's, which then logs everything after SUBMIT (tracking_routes).
+    hub = partner if partner is not None and kind in ("internal", "outbound") else model
+    log_name, log_id, log_schema = model.name, internal_id, model.schema
     guid = f"{rng.getrandbits(128):032x}"
     network_id = (
         f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
         f"{rng.getrandbits(16):04x}-08dc{rng.getrandbits(32):08x}"
     )
-    external_domain = _EXTERNAL_DOMAINS[int(rnd() * len(_EXTERNAL_DOMAINS))]
-    person = _PEOPLE[int(rnd() * len(_PEOPLE))]
+    external_domain = EXTERNAL_DOMAINS[int(rnd() * len(EXTERNAL_DOMAINS))]
+    person = PEOPLE[int(rnd() * len(PEOPLE))]
     count = 1 if (r := rnd()) < 0.7 else (2 if r < 0.9 else 3)
-    rcpt_people = [_PEOPLE[int(rnd() * len(_PEOPLE))] for _ in range(count)]
-    subject = _SUBJECTS[int(rnd() * len(_SUBJECTS))]
+    rcpt_people = [PEOPLE[int(rnd() * len(PEOPLE))] for _ in range(count)]
+    subject = SUBJECTS[int(rnd() * len(SUBJECTS))]
     if (r := rnd()) < 0.2:
         subject = "RE: " + subject
     elif r < 0.3:
@@ -544,9 +543,9 @@ def _generate(
         events.append(
             TrackingEvent(
                 ts, client_ip, client_hostname, server_ip, server_hostname, source_context, connector_id, source,
-                event_id, internal_id, message_id, network_id, recipients, recipient_status, total_bytes, count,
+                event_id, log_id, message_id, network_id, recipients, recipient_status, total_bytes, count,
                 related, None, subject, sender, return_path, directionality, "", original_client_ip, message_info,
-                latency, latency_type, event_data, "Email", model.schema, model.name, k, len(events),
+                latency, latency_type, event_data, "Email", log_schema, log_name, k, len(events),
             )
         )  # fmt: skip
 
@@ -561,32 +560,36 @@ def _generate(
     )
 
     def submission(ts: list[int]) -> None:
-        """NOTIFYMAPI, RECEIVE (STOREDRIVER), SUBMIT, HAREDIRECT, RECEIVE (SMTP), AGENTINFO."""
+        """NOTIFYMAPI, RECEIVE (STOREDRIVER), SUBMIT here; HAREDIRECT, RECEIVE (SMTP), AGENTINFO on the hub."""
+        nonlocal log_name, log_id, log_schema
         add(ts[0], "STOREDRIVER", "NOTIFYMAPI", server_hostname=model.name, source_context=mapi_context,
             total_bytes=None, event_data=())  # fmt: skip
         add(ts[1], "STOREDRIVER", "RECEIVE", server_ip=model.ip, server_hostname=fqdn, source_context=mapi_context,
             recipient_status=headers, event_data=(("MailboxDatabaseGuid", _guid(rng)), *base_data))  # fmt: skip
         add(ts[2], "STOREDRIVER", "SUBMIT", client_ip=model.ip, client_hostname=fqdn, server_hostname=fqdn,
             source_context=mapi_context, event_data=())  # fmt: skip
-        add(ts[3], "SMTP", "HAREDIRECT", client_ip=model.ip, client_hostname=fqdn, server_ip=model.ip,
-            server_hostname=model.name, connector_id=model.default_connector,
+        if hub is not model:  # the rest is in the hub's log, under its own InternalMessageId
+            log_name, log_schema = hub.name, hub.schema
+            log_id = continuation_internal_id(hub.id_base, k, model.position, model.servers)
+        add(ts[3], "SMTP", "HAREDIRECT", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
+            server_hostname=hub.name, connector_id=hub.default_connector,
             source_context=f"{session};{_iso_utc(ts[3])};0", event_data=())  # fmt: skip
-        add(ts[4], "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=model.ip,
-            server_hostname=model.name, connector_id=model.default_connector,
+        add(ts[4], "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
+            server_hostname=hub.name, connector_id=hub.default_connector,
             source_context=f"{session};{_iso_utc(ts[4])};0", recipient_status=headers, message_info="0cI:",
-            event_data=(("FirstForestHop", fqdn), *base_data))  # fmt: skip
+            event_data=(("FirstForestHop", hub.fqdn), *base_data))  # fmt: skip
         add(ts[5], "AGENT", "AGENTINFO", source_context="Transport Rule Agent",
             event_data=(("CompCost", "|ETR=0"), *base_data))  # fmt: skip
 
     if kind == "internal":
         ts = _steps(rng, arrival_ms, latency_ms, _INTERNAL_PROFILE)
         submission(ts)
-        add(ts[6], "SMTP", "SEND", client_ip=model.ip, client_hostname=model.name, server_ip=model.ip,
-            server_hostname=fqdn, connector_id="Intra-Organization SMTP Send Connector",
+        add(ts[6], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.name, server_ip=hub.ip,
+            server_hostname=hub.fqdn, connector_id="Intra-Organization SMTP Send Connector",
             source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms),
             event_data=(("E2ELatency", f"{(ts[6] - arrival_ms) / 1000:.3f}"), *base_data))  # fmt: skip
-        _deliver(add, model, rng, ts[7], arrival_ms, local_text, base_data)
+        _deliver(add, hub, rng, ts[7], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
     elif kind == "inbound":
         ts = _steps(rng, arrival_ms, latency_ms, _INBOUND_PROFILE)
         host = f"mail.{external_domain}"
@@ -601,7 +604,7 @@ def _generate(
             server_hostname=fqdn, connector_id="Intra-Organization SMTP Send Connector",
             source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms))  # fmt: skip
-        _deliver(add, model, rng, ts[3], arrival_ms, local_text, base_data)
+        _deliver(add, model, rng, ts[3], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
     elif kind == "outbound":
         defer = rnd() < spec.defer_ratio
         ts = _steps(rng, arrival_ms, latency_ms, _OUTBOUND_DEFER_PROFILE if defer else _OUTBOUND_PROFILE)
@@ -615,7 +618,7 @@ def _generate(
                 recipient_status=(text,) * count, message_info=local_text(arrival_ms),
                 event_data=(("ToEntity", "Internet"), *base_data))  # fmt: skip
         queued = f"OK {ts[-1] // 1000} {rng.getrandbits(40):010x} - queued"
-        add(ts[-1], "SMTP", "SEND", client_ip=model.ip, client_hostname=fqdn, server_ip=remote_ip,
+        add(ts[-1], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=remote_ip,
             server_hostname=remote_host, connector_id="Outbound to Internet",
             source_context=f"{session};250 2.0.0 {queued};ClientSubmitTime:{_iso_utc(arrival_ms)}",
             recipient_status=(f"250 2.0.0 {queued}",) * count, message_info=local_text(arrival_ms),
@@ -659,6 +662,8 @@ def _generate(
                 len(events),
             )
         )  # fmt: skip
+    if hub is not model:
+        return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events), hub.name, 3)
     return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events))
 
 
@@ -675,13 +680,16 @@ def _deliver(
     arrival_ms: int,
     local_text: object,
     base_data: tuple[tuple[str, str], ...],
+    submitted_on: str,
+    field_ratio: float,
 ) -> None:
+    """DELIVER on ``model``'s server of a message that entered on ``submitted_on`` (an FQDN)."""
     latency = ts - arrival_ms
-    with_field = rng.random() < model.spec.latency_field_ratio
+    with_field = rng.random() < field_ratio
     if with_field:
         hub = latency * 0.6 / 1000
         info = (
-            f"{_iso_utc(arrival_ms)};SRV={model.fqdn}:TOTAL-SUB={latency * 0.2 / 1000:.3f}|SA=0.020|MTSS=0.010;"
+            f"{_iso_utc(arrival_ms)};SRV={submitted_on}:TOTAL-SUB={latency * 0.2 / 1000:.3f}|SA=0.020|MTSS=0.010;"
             f"SRV={model.fqdn}:TOTAL-HUB={hub:.3f}|SMR=0.020|CAT=0.010|QD=0.005|DSMTP={hub * 0.5:.3f};"
             f"SRV={model.fqdn}:TOTAL-DEL={latency * 0.2 / 1000:.3f}|SMR=0.010|RD=0.020"
         )
@@ -719,410 +727,3 @@ def tracking_log(scenario: Scenario, timeline: Timeline) -> TrackingLog:
         if log is None or log.scenario is not scenario:
             log = _LOGS[timeline] = TrackingLog(scenario, timeline)
         return log
-
-
-# ---------------------------------------------------------------------------------------------
-# Fast CLIXML writer (equal to write_clixml(objects.message_tracking_event(...)))
-# ---------------------------------------------------------------------------------------------
-
-
-def _tn(names: Sequence[str], ref: int) -> str:
-    return f'<TN RefId="{ref}">' + "".join(f"<T>{clixml_string(n)}</T>" for n in names) + "</TN>"
-
-
-@functools.lru_cache(maxsize=4)
-def _top_serialization() -> str:
-    from exporter.simulator.objects import serialization_data
-
-    name = MESSAGE_TRACKING_TYPE_NAMES[0]
-    return base64.b64encode(serialization_data(name, name)).decode()
-
-
-@functools.lru_cache(maxsize=4096)
-def _timespan_serialization(text: str) -> str:
-    from exporter.simulator.objects import serialization_data
-
-    return base64.b64encode(serialization_data(ENHANCED_TIMESPAN_TYPE_NAMES[0], text)).decode()
-
-
-def _latency_type_names() -> list[str]:
-    from exporter.simulator.objects import message_latency_type
-
-    return list(type(message_latency_type("None")).PSObject.type_names)
-
-
-_TN_TEXT: dict[str, str] = {}
-
-
-def _db(value: float) -> str:
-    return str(float(value)).upper()
-
-
-def local_datetime(ts_ms: int, tz: datetime.tzinfo) -> datetime.datetime:
-    """The event time as a server-local datetime (millisecond precision)."""
-    return datetime.datetime.fromtimestamp(ts_ms // 1000, tz).replace(microsecond=(ts_ms % 1000) * 1000)
-
-
-PROPERTY_NAMES: tuple[str, ...] = (
-    "Timestamp", "ClientIp", "ClientHostname", "ServerIp", "ServerHostname", "SourceContext", "ConnectorId",
-    "Source", "EventId", "InternalMessageId", "MessageId", "NetworkMessageId", "Recipients", "RecipientStatus",
-    "TotalBytes", "RecipientCount", "RelatedRecipientAddress", "Reference", "MessageSubject", "Sender",
-    "ReturnPath", "Directionality", "TenantId", "OriginalClientIp", "MessageInfo", "MessageLatency",
-    "MessageLatencyType", "EventData", "TransportTrafficType", "SchemaVersion",
-)  # fmt: skip
-
-_LATENCY_TN: list[str] = []
-
-
-_NEEDS_ESCAPE = re.compile('[&<>"_\u0000-\u001f\u007f-\u009f\ud800-\udfff\U00010000-\U0010ffff]')
-
-
-def _esc(value: str) -> str:
-    """``clixml_string`` with a fast path for the (usual) strings that need no escaping."""
-    return clixml_string(value) if _NEEDS_ESCAPE.search(value) else value
-
-
-def _sv(name: str, value: str) -> str:
-    return f'<S N="{name}">{_esc(value)}</S>' if value else f'<S N="{name}" />'
-
-
-_SECOND_TEXT: dict[tuple[int, int], str] = {}
-
-
-def _dt_text(ts_ms: int, tz: datetime.tzinfo) -> str:
-    """``clixml._datetime_text(local_datetime(ts_ms, tz))`` with a per-second cache."""
-    offset = tz.utcoffset(None)
-    minutes = 0 if offset is None else int(offset.total_seconds() // 60)
-    key = (ts_ms // 1000, minutes)
-    text = _SECOND_TEXT.get(key)
-    if text is None:
-        if len(_SECOND_TEXT) > 100_000:
-            _SECOND_TEXT.clear()
-        local = datetime.datetime.fromtimestamp(key[0], tz)
-        zone = _datetime_text(local)[19:]
-        text = _SECOND_TEXT[key] = local.strftime("%Y-%m-%dT%H:%M:%S") + "\0" + zone
-    fraction = ts_ms % 1000
-    if fraction:
-        return text.replace("\0", f".{fraction:03d}000")
-    return text.replace("\0", "")
-
-
-_TN_CACHE: dict[tuple[str, int], str] = {}
-
-
-class _Refs:
-    """RefId counters of one object graph (Obj and TN ids in order of first appearance)."""
-
-    __slots__ = ("objs", "tns")
-
-    def __init__(self) -> None:
-        self.objs = 0
-        self.tns: dict[str, int] = {}
-
-    @classmethod
-    def after_top(cls) -> _Refs:
-        """The counters after the top-level MessageTrackingEvent (Obj 0, TN 0)."""
-        refs = cls()
-        refs.objs = 1
-        refs.tns[MESSAGE_TRACKING_TYPE_NAMES[0]] = 0
-        return refs
-
-    def obj(self) -> int:
-        self.objs += 1
-        return self.objs - 1
-
-    def tn(self, names: Sequence[str]) -> str:
-        first = names[0]
-        ref = self.tns.get(first)
-        if ref is not None:
-            return f'<TNRef RefId="{ref}" />'
-        ref = self.tns[first] = len(self.tns)
-        key = (first, ref)
-        text = _TN_CACHE.get(key)
-        if text is None:
-            text = _TN_CACHE[key] = _tn(names, ref)
-        return text
-
-
-def _str_array(refs: _Refs, name: str, values: Sequence[str]) -> str:
-    items = "".join([f"<S>{_esc(v)}</S>" if v else "<S />" for v in values])
-    return f'<Obj N="{name}" RefId="{refs.obj()}">{refs.tn(STRING_ARRAY_TYPE_NAMES)}<LST>{items}</LST></Obj>'
-
-
-def _timespan_text_xml(refs: _Refs, ms: int) -> str:
-    ticks = ms * 10_000
-    text = timespan_text(ticks)
-    total = ticks / 10_000_000
-    seconds, frac_ms = divmod(abs(ms), 1000)
-    minutes, secs = divmod(seconds, 60)
-    hours, mins = divmod(minutes, 60)
-    days, hrs = divmod(hours, 24)
-    sign = (ms > 0) - (ms < 0)
-    return (
-        f'<Obj N="MessageLatency" RefId="{refs.obj()}">{refs.tn(ENHANCED_TIMESPAN_TYPE_NAMES)}'
-        f"<ToString>{text}</ToString><Props>"
-        f'<I32 N="Days">{days}</I32><I32 N="Hours">{hrs}</I32><I32 N="Milliseconds">{frac_ms}</I32>'
-        f'<I32 N="Minutes">{mins}</I32><I32 N="Seconds">{secs}</I32><I64 N="Ticks">{ticks}</I64>'
-        f'<Db N="TotalDays">{_db(total / 86400)}</Db><Db N="TotalHours">{_db(total / 3600)}</Db>'
-        f'<Db N="TotalMilliseconds">{_db(float(ms))}</Db><Db N="TotalMinutes">{_db(total / 60)}</Db>'
-        f'<Db N="TotalSeconds">{_db(total)}</Db><I32 N="Sign">{sign}</I32></Props>'
-        f'<MS><BA N="SerializationData">{_timespan_serialization(text)}</BA></MS></Obj>'
-    )
-
-
-def _latency_type_xml(refs: _Refs, name: str) -> str:
-    if not _LATENCY_TN:
-        _LATENCY_TN.extend(_latency_type_names())
-    return (
-        f'<Obj N="MessageLatencyType" RefId="{refs.obj()}">{refs.tn(_LATENCY_TN)}'
-        f"<ToString>{name}</ToString><I32>{LATENCY_TYPE_MEMBERS[name]}</I32></Obj>"
-    )
-
-
-def _event_data_xml(refs: _Refs, items: Sequence[tuple[str, str]]) -> str:
-    head = f'<Obj N="EventData" RefId="{refs.obj()}">{refs.tn(KEY_VALUE_ARRAY_TYPE_NAMES)}<LST>'
-    body = "".join(
-        [
-            f'<Obj RefId="{refs.obj()}">{refs.tn(KEY_VALUE_PAIR_TYPE_NAMES)}'
-            f"<ToString>{_esc(f'[{key}, {value}]')}</ToString>"
-            f"<Props>{_sv('Key', key)}{_sv('Value', value)}</Props></Obj>"
-            for key, value in items
-        ]
-    )
-    return f"{head}{body}</LST></Obj>"
-
-
-_FRAGMENTS: dict[tuple[object, ...], str] = {}
-
-
-def _fragment(key: tuple[object, ...]) -> str:
-    """Cached CLIXML of a group of plain properties; ``key`` is (group, *values)."""
-    text = _FRAGMENTS.get(key)
-    if text is None:
-        if len(_FRAGMENTS) > 200_000:
-            _FRAGMENTS.clear()
-        names = _GROUPS[key[0]]  # type: ignore[index]
-        if key[0] == "recipients":  # always the first nested object: RefId 1, TN 1
-            text = _str_array(_Refs.after_top(), "Recipients", key[1])  # type: ignore[arg-type]
-        else:
-            text = "".join(_sv(name, value) for name, value in zip(names, key[1:], strict=True))  # type: ignore[arg-type]
-        _FRAGMENTS[key] = text
-    return text
-
-
-_GROUPS: dict[str, tuple[str, ...]] = {
-    "hosts": ("ClientIp", "ClientHostname", "ServerIp", "ServerHostname"),
-    "kind": ("ConnectorId", "Source", "EventId"),
-    "ids": ("InternalMessageId", "MessageId", "NetworkMessageId"),
-    "recipients": ("Recipients",),
-    "people": ("MessageSubject", "Sender", "ReturnPath", "Directionality", "TenantId"),
-    "tail": ("TransportTrafficType", "SchemaVersion"),
-}
-
-
-def _cached(key: tuple[object, ...], build: Callable[[], str]) -> str:
-    text = _FRAGMENTS.get(key)
-    if text is None:
-        if len(_FRAGMENTS) > 200_000:
-            _FRAGMENTS.clear()
-        text = _FRAGMENTS[key] = build()
-    return text
-
-
-def _refs_at(objs: int, tns: Sequence[Sequence[str]]) -> _Refs:
-    refs = _Refs()
-    refs.objs = objs
-    for index, names in enumerate(tns):
-        refs.tns[names[0]] = index
-    return refs
-
-
-_TNS_BASE = (MESSAGE_TRACKING_TYPE_NAMES, STRING_ARRAY_TYPE_NAMES)
-_TNS_LATENCY = (*_TNS_BASE, ENHANCED_TIMESPAN_TYPE_NAMES)
-
-
-def event_clixml(event: TrackingEvent, tz: datetime.tzinfo, culture: str = "en-US") -> bytes:
-    """CLIXML of one MessageTrackingEvent (texts are pre-rendered; ``culture`` is for symmetry).
-
-    RefIds are computed from the shape (Obj 0 the event, 1 Recipients, 2 RecipientStatus, then the
-    optional Reference and MessageLatency, MessageLatencyType, EventData and its pairs; TN 0 the
-    event, 1 String[], then EnhancedTimeSpan when present, MessageLatencyType, the pair array and
-    the pair), so fragments are cached by value and position.
-    """
-    e = event
-    status = _cached(
-        ("status", e.recipient_status),
-        lambda: _str_array(_refs_at(2, _TNS_BASE), "RecipientStatus", e.recipient_status),
-    )
-    objs = 3
-    if e.reference is None:
-        reference = '<Nil N="Reference" />'
-    else:
-        reference = _cached(
-            ("reference", e.reference), lambda: _str_array(_refs_at(3, _TNS_BASE), "Reference", e.reference or ())
-        )
-        objs = 4
-    tns: tuple[Sequence[str], ...] = _TNS_BASE
-    if e.latency_ms is None:
-        latency = '<Nil N="MessageLatency" />'
-    else:
-        latency = _timespan_text_xml(_refs_at(objs, _TNS_BASE), e.latency_ms)
-        objs += 1
-        tns = _TNS_LATENCY
-    at = objs
-    latency_type = _cached(
-        ("ltype", e.latency_type, at, len(tns)), lambda: _latency_type_xml(_refs_at(at, tns), e.latency_type)
-    )
-    objs += 1
-    tns_ed = (*tns, _LATENCY_TN or _latency_type_names())
-    event_data = _cached(
-        ("data", e.event_data, objs, len(tns_ed)), lambda: _event_data_xml(_refs_at(objs, tns_ed), e.event_data)
-    )
-    total = '<Nil N="TotalBytes" />' if e.total_bytes is None else f'<I32 N="TotalBytes">{e.total_bytes}</I32>'
-    count = (
-        '<Nil N="RecipientCount" />'
-        if e.recipient_count is None
-        else f'<I32 N="RecipientCount">{e.recipient_count}</I32>'
-    )
-    fragment = _fragment
-    return (
-        f"{_TOP_HEAD}"
-        f'<DT N="Timestamp">{_dt_text(e.ts_ms, tz)}</DT>'
-        f"{fragment(('hosts', e.client_ip, e.client_hostname, e.server_ip, e.server_hostname))}"
-        f"{_sv('SourceContext', e.source_context)}"
-        f"{fragment(('kind', e.connector_id, e.source, e.event_id))}"
-        f"{fragment(('ids', e.internal_message_id, e.message_id, e.network_message_id))}"
-        f"{fragment(('recipients', e.recipients))}"
-        f"{status}{total}{count}{_sv('RelatedRecipientAddress', e.related_recipient_address)}{reference}"
-        f"{fragment(('people', e.message_subject, e.sender, e.return_path, e.directionality, e.tenant_id))}"
-        f"{_sv('OriginalClientIp', e.original_client_ip)}{_sv('MessageInfo', e.message_info)}"
-        f"{latency}{latency_type}{event_data}"
-        f"{fragment(('tail', e.transport_traffic_type, e.schema_version))}"
-        f'</Props><MS><BA N="SerializationData">{_top_serialization()}</BA></MS></Obj>'
-    ).encode()
-
-
-_TOP_HEAD = (
-    f'<Obj RefId="0">{_tn(MESSAGE_TRACKING_TYPE_NAMES, 0)}<ToString>{MESSAGE_TRACKING_TYPE_NAMES[0]}</ToString><Props>'
-)
-
-
-def _element_text(event: TrackingEvent, name: str, tz: datetime.tzinfo) -> str:
-    """How ``clixml.element_text`` renders a property (the ``@{...}`` ToString of Select-Object)."""
-    value: object = getattr(event, _ATTRS[name]) if name in _ATTRS else None
-    if name == "Timestamp":
-        return _dt_text(event.ts_ms, tz)
-    if name in ("Recipients", "RecipientStatus", "Reference"):
-        return "" if value is None else "{" + ", ".join(value) + "}"  # type: ignore[arg-type]
-    if name == "MessageLatency":
-        return "" if event.latency_ms is None else timespan_text(event.latency_ms * 10_000)
-    if name == "EventData":
-        return "{" + ", ".join(f"[{k}, {v}]" for k, v in event.event_data) + "}"
-    if value is None:
-        return ""
-    return str(value)
-
-
-_ATTRS = {
-    "ClientIp": "client_ip",
-    "ClientHostname": "client_hostname",
-    "ServerIp": "server_ip",
-    "ServerHostname": "server_hostname",
-    "SourceContext": "source_context",
-    "ConnectorId": "connector_id",
-    "Source": "source",
-    "EventId": "event_id",
-    "InternalMessageId": "internal_message_id",
-    "MessageId": "message_id",
-    "NetworkMessageId": "network_message_id",
-    "Recipients": "recipients",
-    "RecipientStatus": "recipient_status",
-    "TotalBytes": "total_bytes",
-    "RecipientCount": "recipient_count",
-    "RelatedRecipientAddress": "related_recipient_address",
-    "Reference": "reference",
-    "MessageSubject": "message_subject",
-    "Sender": "sender",
-    "ReturnPath": "return_path",
-    "Directionality": "directionality",
-    "TenantId": "tenant_id",
-    "OriginalClientIp": "original_client_ip",
-    "MessageInfo": "message_info",
-    "MessageLatencyType": "latency_type",
-    "TransportTrafficType": "transport_traffic_type",
-    "SchemaVersion": "schema_version",
-}
-
-
-def select_clixml(event: TrackingEvent, names: Sequence[str], tz: datetime.tzinfo) -> bytes:
-    """``Select-Object -Property names`` of one event, equal to ``clixml.select_object`` on its element.
-
-    ``names`` are already resolved to the wire spelling; unknown names become ``Nil``.
-    """
-    refs = _Refs()
-    head = f'<Obj RefId="{refs.obj()}">' + refs.tn(
-        [
-            f"Selected.{MESSAGE_TRACKING_TYPE_NAMES[0]}",
-            "System.Management.Automation.PSCustomObject",
-            "System.Object",
-        ]
-    )
-    # Render only the selected properties, in the selected order (RefIds follow that order).
-    wanted = list(names)
-    rendered: list[str] = []
-    shown: list[str] = []
-    for name in wanted:
-        if name not in PROPERTY_NAMES:
-            rendered.append(f'<Nil N="{clixml_string(name)}" />')
-            shown.append(f"{name}=")
-            continue
-        rendered.append(_one_property(event, name, tz, refs))
-        shown.append(f"{name}={_element_text(event, name, tz)}")
-    to_string = "@{" + "; ".join(shown) + "}"
-    return (f"{head}<ToString>{clixml_string(to_string)}</ToString><MS>" + "".join(rendered) + "</MS></Obj>").encode(
-        "utf-8"
-    )
-
-
-def _one_property(event: TrackingEvent, name: str, tz: datetime.tzinfo, refs: _Refs) -> str:
-    e = event
-    if name == "Timestamp":
-        return f'<DT N="Timestamp">{_dt_text(e.ts_ms, tz)}</DT>'
-    if name in ("Recipients", "RecipientStatus", "Reference"):
-        values = getattr(e, _ATTRS[name])
-        return f'<Nil N="{name}" />' if values is None else _str_array(refs, name, values)
-    if name in ("TotalBytes", "RecipientCount"):
-        number = getattr(e, _ATTRS[name])
-        return f'<Nil N="{name}" />' if number is None else f'<I32 N="{name}">{number}</I32>'
-    if name == "MessageLatency":
-        return '<Nil N="MessageLatency" />' if e.latency_ms is None else _timespan_text_xml(refs, e.latency_ms)
-    if name == "MessageLatencyType":
-        return _latency_type_xml(refs, e.latency_type)
-    if name == "EventData":
-        return _event_data_xml(refs, e.event_data)
-    return _sv(name, getattr(e, _ATTRS[name]))
-
-
-class SelectableEvent:
-    """An event's output record source: its CLIXML on demand, and Select-Object without parsing it."""
-
-    __slots__ = ("event", "log", "tz")
-
-    def __init__(self, event: TrackingEvent, log: TrackingLog) -> None:
-        self.event = event
-        self.log = log
-        self.tz = log.tz
-
-    def clixml(self) -> bytes:
-        """The MessageTrackingEvent's CLIXML (cached by the log)."""
-        return self.log.clixml(self.event)
-
-    def property_names(self) -> list[str]:
-        """Wire order: the adapted properties, then SerializationData."""
-        return [*PROPERTY_NAMES, "SerializationData"]
-
-    def select(self, names: Sequence[str]) -> bytes | None:
-        """The Select-Object result, or None when SerializationData is asked for (generic path)."""
-        if "SerializationData" in names:
-            return None
-        return select_clixml(self.event, names, self.tz)

@@ -4,7 +4,8 @@ accepted domains that just changed).
 
 The functions here build the findings; ``rules.py`` registers them (its rule functions carry the
 triggers in their docstrings, which docs/triage.md repeats). This module imports only the model and
-the facts, so the triage package has no import circle.
+the facts (and the severity table, where every severity comes from), so the triage package has no
+import circle.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import severity
 
 #: A blocklist answer that cannot be used, grouped per zone and reason: the fix is the same for every IP.
 _RESOLVER_FIX = (
@@ -71,7 +73,8 @@ def certificate_findings(facts: Facts) -> list[Finding]:
             evidence: tuple[str, ...]
             if mail is None:
                 # An old certificate left in the store is common; one still bound to SMTP stops TLS. Not
-                # knowing which, report it as a warning and say how to find out.
+                # knowing which, report it as MailflowCertificateExpiring does (the table's severity for
+                # expiring or expired, as for a bound one) and say how to find out.
                 evidence = (
                     f"{c.subject} ({c.thumbprint}): {when}",
                     "services unknown: Get-ExchangeCertificate returned only the certificate (RawData), not "
@@ -82,15 +85,16 @@ def certificate_findings(facts: Facts) -> list[Finding]:
                     "| fl Services,NotAfter. Bound to SMTP or IIS: " + renew + " Bound to nothing: remove it "
                     "(Remove-ExchangeCertificate) so it stops alerting."
                 )
-                severity, suffix = "warning", " (services unknown)"
+                suffix = " (services unknown)"
             else:
                 evidence = (f"{c.subject} ({c.thumbprint}) bound to {c.services}: {when}",)
                 step = renew
-                severity, suffix = ("critical" if expired else "warning"), ""
+                suffix = ""
+            finding = "certificate_expired" if expired else "certificate_expiring"
             out.append(
                 Finding(
-                    "certificate_expired" if expired else "certificate_expiring",
-                    severity,
+                    finding,
+                    severity(finding),
                     "health",
                     ("inbound", "outbound"),
                     f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}{suffix}",
@@ -130,7 +134,7 @@ def blocklist_findings(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "blocklist_unusable",
-                "warning",
+                severity("blocklist_unusable"),
                 "monitoring",
                 (),
                 f"Blocklist {zone} could not be checked: {_TITLES.get(reason, 'the resolver could not query it')}",
@@ -273,7 +277,7 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
     return [
         Finding(
             "internal_recipient_unknown",
-            "warning",
+            severity("internal_recipient_unknown"),
             "queues",
             ("internal",),
             title,

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.exchange.lasterror import CATEGORY_HINTS
+from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
 from exporter.triage import hints
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
 RULES: list[Rule] = []
@@ -70,6 +72,23 @@ def _resolver_failures(facts: Facts) -> list[str]:
     return out
 
 
+def _smart_host(facts: Facts, queue: Any) -> str | None:
+    """The organisation's own smart host a delivery queue sends to, or None for a remote next hop.
+
+    A queue to a smart host has DeliveryType ``SmartHostConnectorDelivery``, or a NextHopDomain that is
+    one of the send connectors' SmartHosts (``[192.0.2.5]`` or a name). Its name: that smart host, else
+    the host the LastError names, else the NextHopDomain."""
+    hop = queue.next_hop_domain.strip().strip("[]").lower()
+    hosts = [h for r in facts.all("send_connectors") for c in r.connectors for h in c.smart_hosts]
+    for host in hosts:
+        if host.strip().strip("[]").lower() == hop and hop:
+            return host.strip()
+    if queue.delivery_type != "SmartHostConnectorDelivery":
+        return None
+    err = queue.last_error
+    return (err.fqdn or err.ip if err else None) or queue.next_hop_domain or "(unnamed)"
+
+
 def _listed_ips(facts: Facts) -> list[str]:
     return [
         f"{r.ip} is listed on {b.zone} ({', '.join(b.codes)}) {b.reason_text}".strip()
@@ -99,7 +118,7 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "outbound_dns_failure",
-            _severity_by_volume(messages),
+            severity("outbound_dns_failure", messages),
             "queues",
             ("outbound",),
             f"Outbound mail is retrying on DNS failures ({messages} messages)",
@@ -114,32 +133,42 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
 @rule
 def outbound_connection_failure(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with connection_refused/timeout/failed (421 4.2.1, socket
-    errors). Correlated with DNSBL listings of the outbound IPs."""
+    errors). Correlated with DNSBL listings of the outbound IPs. The hint follows the Winsock code
+    (10061 refused, 10060 timed out, 10051/10065 unreachable) and names the organisation's own smart
+    host when the queues deliver to one."""
     queues = _retrying(facts, CONNECTION)
     if not queues:
         return []
     messages = sum(q.message_count for q in queues)
     evidence = _queue_evidence(queues)
-    listed = _listed_ips(facts)
-    step = CATEGORY_HINTS["connection_refused"]
-    severity = _severity_by_volume(messages)
+    smart = {q.identity: _smart_host(facts, q) for q in queues}
+    top = max(queues, key=lambda q: q.message_count)
+    step = hint_for(top.last_error, smart_host=smart[top.identity])
+    own = ", ".join(sorted({h for h in smart.values() if h})[:3])
+    who = f"Your smart host {own} does" if all(smart.values()) else "Remote hosts do"
+    if own and not all(smart.values()):
+        who = f"Remote hosts and your smart host {own} do"
+    title = f"{who} not accept connections ({messages} messages retrying)"
+    # A blocklisting explains remote MX hosts refusing us, not our own smart host.
+    listed = _listed_ips(facts) if not all(smart.values()) else []
+    level = severity("outbound_connection_failure", messages)
     if listed:
         evidence += tuple(listed)
         step = (
             "An outbound IP is blocklisted: remote hosts refuse it. Find the cause (open relay, compromised "
             "mailbox), then request delisting. " + step
         )
-        severity = "critical"
+        level = severity("blocklisted")  # the listing explains the refusals: its severity
     return [
         Finding(
             "outbound_connection_failure",
-            severity,
+            level,
             "queues",
             ("outbound",),
-            f"Remote hosts do not accept connections ({messages} messages retrying)",
+            title,
             evidence,
             step,
-            "connection_refused",
+            top.last_error.category if top.last_error else "connection_failed",
             messages,
         )
     ]
@@ -148,7 +177,9 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
 @rule
 def queues_retrying_other(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with any other LastError category (TLS, auth, rejected,
-    throttled, blocklisted...): one finding per category, with that category's runbook hint."""
+    throttled, blocklisted...): one finding per category, with that category's runbook hint refined
+    by its largest queue's text (the PRX code of a proxy failure, a Microsoft 365 block, the cause of
+    an expiry)."""
     handled = {"dns_failure", "recipient_unknown", *CONNECTION}
     by_category: dict[str, list[Any]] = defaultdict(list)
     for q in _queues(facts):
@@ -162,16 +193,17 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
     out = []
     for category, queues in sorted(by_category.items()):
         messages = sum(q.message_count for q in queues)
+        top = max(queues, key=lambda q: q.message_count)
         scope = "internal" if all(q.next_hop_category == "Internal" for q in queues) else "outbound"
         out.append(
             Finding(
                 f"queue_{category}",
-                "warning",
+                category_fault(category).severity_at(messages),
                 "queues",
                 (scope,),
                 f"Queues retrying with {category} ({messages} messages)",
                 _queue_evidence(queues),
-                CATEGORY_HINTS.get(category, CATEGORY_HINTS["other"]),
+                hint_for(top.last_error, smart_host=_smart_host(facts, top)),
                 category,
                 messages,
             )
@@ -215,7 +247,7 @@ def poison_and_unreachable(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     f"{kind}_messages",
-                    "warning",
+                    severity(f"{kind}_messages", n),
                     "queues",
                     ("internal", "outbound"),
                     f"{title} ({n})",
@@ -238,7 +270,7 @@ def stuck_messages(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "stuck_messages",
-            "warning",
+            severity("stuck_messages", max(n for _s, n in stuck)),
             "tracking",
             ("internal", "outbound"),
             f"{total} message(s) received but never delivered or sent",
@@ -284,7 +316,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_mx",
-                    "critical",
+                    severity("inbound_mx"),
                     "dns",
                     ("inbound",),
                     f"Inbound mail for {r.domain} is misrouted by DNS",
@@ -302,7 +334,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_smtp_probe",
-                    "critical",
+                    severity("inbound_smtp_probe"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not answer SMTP",
@@ -317,7 +349,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_starttls",
-                    "warning",
+                    severity("inbound_starttls"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not offer STARTTLS",
@@ -347,7 +379,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "inbound_silence",
-            "critical",
+            severity("inbound_silence"),
             "tracking",
             ("inbound",),
             "No mail arrives from outside the organisation",
@@ -389,7 +421,7 @@ def transport_components(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "transport_component_inactive",
-                    "critical",
+                    severity("transport_component_inactive"),
                     "health",
                     ("inbound", "outbound", "internal"),
                     f"{r.server} is in maintenance mode: it takes no new mail",
@@ -416,7 +448,7 @@ def databases(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "database_not_mounted",
-                    "critical",
+                    severity("database_not_mounted"),
                     "health",
                     ("internal", "inbound"),
                     f"Database {db} is not mounted",
@@ -432,7 +464,7 @@ def databases(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "database_copy_unhealthy",
-                        "warning",
+                        severity("database_copy_unhealthy"),
                         "health",
                         ("internal",),
                         f"Copy of {db} on {c.server} is {c.status}",
@@ -447,9 +479,9 @@ def databases(facts: Facts) -> list[Finding]:
 @rule
 def certificates(facts: Facts) -> list[Finding]:
     """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days
-    (warning), or one whose services are unknown (only its RawData arrived) within the same 30 days
-    (warning, the title says "services unknown"), as MailflowCertificateExpiring fires for both. One
-    bound to nothing (Services None) or only to IMAP/POP is no finding."""
+    (warning), or one whose services are unknown (only its RawData arrived) on the same terms (the
+    title says "services unknown"), as MailflowCertificateExpiring fires for both. One bound to nothing
+    (Services None) or only to IMAP/POP is no finding."""
     return hints.certificate_findings(facts)
 
 
@@ -463,7 +495,7 @@ def services(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "service_stopped",
-                        "critical",
+                        severity("service_stopped"),
                         "health",
                         ("inbound", "outbound", "internal"),
                         f"{r.server}: required {role.role} services are stopped",
@@ -508,7 +540,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "open_relay",
-                        "critical",
+                        severity("open_relay"),
                         "connectors",
                         ("outbound",),
                         f"Receive connector {r.server}\\{name} is an open relay",
@@ -526,7 +558,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "relay_unverified",
-                        "info",
+                        severity("relay_unverified"),
                         "connectors",
                         ("outbound",),
                         f"Relay rights of {r.server}\\{name} could not be checked",
@@ -542,7 +574,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "accepted_domain_relay",
-                        "critical",
+                        severity("accepted_domain_relay"),
                         "connectors",
                         ("outbound",),
                         f"Accepted domain {d.domain} makes Exchange relay mail for {d.relay_scope}",
@@ -572,7 +604,7 @@ def connector_drift(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "connector_drift",
-            "warning",
+            severity("connector_drift"),
             "connectors",
             scopes,
             "Connectors differ from their expected configuration",
@@ -595,7 +627,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "blocklisted",
-                "critical",
+                severity("blocklisted"),
                 "dns",
                 ("outbound",),
                 "An outbound IP is blocklisted",
@@ -615,7 +647,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_not_passing",
-                "warning",
+                severity("spf_not_passing"),
                 "dns",
                 ("outbound",),
                 "SPF does not pass for outbound IPs",
@@ -631,7 +663,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_invalid",
-                "critical",
+                severity("spf_invalid"),
                 "dns",
                 ("outbound",),
                 f"SPF of {r.domain} is a permerror at every receiver",
@@ -650,7 +682,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "ptr_mismatch",
-                "warning",
+                severity("ptr_mismatch"),
                 "dns",
                 ("outbound",),
                 "Reverse DNS of outbound IPs is missing or mismatched",
@@ -673,7 +705,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "dmarc_missing",
-                "info",
+                severity("dmarc_missing"),
                 "dns",
                 ("outbound",),
                 "Domains without a valid DMARC record",
@@ -715,7 +747,7 @@ def missing_role(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "missing_role",
-                "warning",
+                severity("missing_role"),
                 "monitoring",
                 (),
                 f"The monitoring account lacks {lacks} ({cmdlets})",

@@ -156,6 +156,7 @@ class Case:
 
 CASES = [
     Case("refused", "connection"),
+    Case("down", "connection"),  # the whole server: refused like above, plus consequences for the others
     Case("hang", "timeout"),  # every request of the endpoint accepted and never answered
     Case("latency", "timeout", seconds=0.6),  # slow responses: a call is >= 2 requests > call_timeout
     Case("cmdlet_latency", "timeout", cmdlet="Get-Queue", seconds=1.6),  # a slow cmdlet

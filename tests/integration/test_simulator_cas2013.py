@@ -101,7 +101,12 @@ def test_default_receive_connectors_follow_the_transport_roles(pool: RunspacePoo
     ]
     assert names("MBX13") == ["Default MBX13", "Client Proxy MBX13"]
     assert len(names("EX01")) == 5
-    perms = rows(pool, "Get-ADPermission", {"Identity": "CAS01\\Default Frontend CAS01", "User": "ANONYMOUS LOGON"})
+    (frontend,) = rows(pool, "Get-ReceiveConnector", {"Identity": "CAS01\\Default Frontend CAS01"})
+    perms = rows(
+        pool,
+        "Get-ADPermission",
+        {"Identity": frontend["DistinguishedName"], "User": "NT AUTHORITY\\ANONYMOUS LOGON"},
+    )
     assert {p["ExtendedRights"][0] for p in perms} >= {"ms-Exch-SMTP-Submit"}
 
 

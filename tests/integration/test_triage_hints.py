@@ -22,7 +22,6 @@ from exporter.service import Service
 from exporter.settings import Settings
 from exporter.simulator import Scenario, Simulator
 from exporter.triage.model import Report
-from exporter.triage.run import report_for
 from tests.integration.conftest import SimFactory, settings_for
 from tests.integration.test_triage import healthy_org
 from tests.tools import ci_tool
@@ -42,7 +41,7 @@ def run(settings: Settings) -> tuple[Report, CollectorRegistry]:
         for _ in range(2):
             if not service.poll_all(only_new=True):
                 break
-        return report_for(service), service.registry
+        return service.triage(), service.registry
     finally:
         service.stop()
 

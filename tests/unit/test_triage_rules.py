@@ -190,13 +190,14 @@ def cert(services: str, days: float) -> Certificate:
 
 def test_certificates_report_what_the_alert_reports() -> None:
     """SMTP/IIS or unknown bindings under 30 days are findings (as the alert fires for them); None and
-    IMAP/POP-only are not; an expired certificate with unknown bindings stays a warning."""
+    IMAP/POP-only are not; an expired certificate with unknown bindings is critical, as the alert's
+    critical tier (it may be bound to SMTP)."""
     certs = (cert("IIS, SMTP", 10), cert("SMTP", -2), cert("unknown", 5), cert("unknown", -40), cert("None", 3),
              cert("IMAP, POP", 3), cert("IIS, SMTP", 45))  # fmt: skip
     found = certificates(facts(certificates={"EX01": CertificateResult("EX01", certs)}))
     assert sorted((f.title, f.severity) for f in found) == [
         ("Expired certificate on EX01: CN=SMTP", "critical"),
-        ("Expired certificate on EX01: CN=unknown (services unknown)", "warning"),
+        ("Expired certificate on EX01: CN=unknown (services unknown)", "critical"),
         ("Expiring certificate on EX01: CN=IIS, SMTP", "warning"),
         ("Expiring certificate on EX01: CN=unknown (services unknown)", "warning"),
     ]

@@ -15,7 +15,8 @@ from pypsrp.serializer import Serializer
 from exporter.exchange.clixml import deserialize_linked, flatten
 from exporter.exchange.wire import FastOutputSerializer, decode_output
 from exporter.simulator.clixml import load_capture, write_clixml
-from exporter.simulator.objects import exchange_server, queue_info
+from exporter.simulator.objects import queue_info
+from exporter.simulator.objects_server import exchange_server
 from exporter.simulator.scenario import build_scenario
 from exporter.simulator.timeline import Timeline, snapshot_queue
 from tests.fixtures.queue_clixml import queue_xml
