@@ -6,6 +6,7 @@ They matter twice: a domain that vanished or changed type (Authoritative -> Inte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from publicsuffixlist import PublicSuffixList
 
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, flatten, parse_datetime
@@ -20,6 +22,18 @@ from exporter.exchange.cmdlet_collector import OrgCollector, parse_all
 from exporter.exchange.session import ExchangeSession
 
 POLLED = "Polled from Get-AcceptedDomain on a schedule."
+RELAY_TYPES = ("InternalRelay", "ExternalRelay")
+
+
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList(accept_unknown=False)  # ICANN and private sections; unknown TLDs are not suffixes
+
+
+def _public_suffix(name: str) -> bool:
+    """Whether ``name`` is a public suffix (``com``, ``co.uk``, ``github.io``): domains under it belong
+    to many unrelated owners."""
+    return bool(name) and _suffixes().is_public(name.lower().rstrip("."))
 
 
 @dataclass(frozen=True)
@@ -31,17 +45,30 @@ class AcceptedDomain:
     default: bool
     match_subdomains: bool
     changed: datetime | None
+    name: str = ""  # the accepted domain object's Name (its identity: "Wild .com"), not the domain
 
     @property
     def is_wildcard(self) -> bool:
         return self.domain.startswith("*")
 
     @property
+    def relay_scope(self) -> str | None:
+        """The namespace no single organisation owns that this wildcard covers: ``"every domain"`` for
+        ``*``, ``"every .com domain"`` for ``*.com`` (any public suffix: ``*.co.uk``, ``*.github.io``);
+        None for an ordinary domain or a wildcard below a registrable domain (``*.contoso.com``) or
+        below a suffix the Public Suffix List does not know (``*.local``, ``*.contoso.local``)."""
+        if self.domain == "*":
+            return "every domain"
+        if self.domain.startswith("*.") and _public_suffix(self.domain[2:]):
+            return f"every .{self.domain[2:]} domain"
+        return None
+
+    @property
     def relays_everything(self) -> bool:
-        """``*`` (or a whole top-level domain such as ``*.com``) as a relay domain: Exchange accepts and
-        relays mail for every such domain (an open relay)."""
-        everything = self.domain == "*" or (self.domain.startswith("*.") and "." not in self.domain[2:])  # *, *.com
-        return everything and self.domain_type in ("InternalRelay", "ExternalRelay")
+        """``*`` or ``*.<public suffix>`` (``*.com``) as a relay domain (InternalRelay/ExternalRelay):
+        Exchange accepts mail for every such domain from anyone and relays it on (an open relay for
+        that namespace). Authoritative wildcards are not relays: unknown recipients get 5.1.1."""
+        return self.relay_scope is not None and self.domain_type in RELAY_TYPES
 
 
 def parse_accepted_domain(obj: Any) -> AcceptedDomain:
@@ -56,6 +83,7 @@ def parse_accepted_domain(obj: Any) -> AcceptedDomain:
         default=as_bool(p.get("Default")),
         match_subdomains=as_bool(p.get("MatchSubDomains")),
         changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
+        name=str(p.get("Name") or "").strip(),
     )
 
 
@@ -96,7 +124,8 @@ def render_accepted_domains(results: Iterable[AcceptedDomainResult]) -> list[Met
     )
     open_relay = GaugeMetricFamily(
         "mailflow_accepted_domain_open_relay",
-        f'1 if an accepted domain "*" of a relay type makes Exchange relay mail for every domain. {POLLED}',
+        f'1 if an accepted domain "*" or "*.<public suffix>" (such as "*.com") of a relay type makes Exchange '
+        f"relay mail for every domain (under that suffix). {POLLED}",
     )
     changed = GaugeMetricFamily(
         "mailflow_accepted_domain_changed_timestamp_seconds",

@@ -60,6 +60,30 @@ class Certificate:
     def serves_smtp(self) -> bool:
         return "SMTP" in parse_flags(self.services, ALLOWED_SERVICES)
 
+    @property
+    def services_known(self) -> bool:
+        """False when only RawData arrived: the certificate may or may not be bound to SMTP or IIS."""
+        return self.services != UNKNOWN
+
+    @property
+    def carries_mail(self) -> bool | None:
+        """Bound to SMTP or IIS (mail transport, OWA/EWS/ActiveSync/Autodiscover); None when unknown.
+        A certificate bound to nothing (``None``) or only to IMAP/POP is not mail flow's business."""
+        if not self.services_known:
+            return None
+        return bool(parse_flags(self.services, ALLOWED_SERVICES) & {"SMTP", "IIS"})
+
+
+def services_text(value: Any) -> str:
+    """``Services`` as Exchange displays the AllowedServices flags (``IMAP, POP, IIS, SMTP``, in the
+    enum's order), ``None`` for none, ``unknown`` when the property did not arrive. A replayed capture
+    may hold the number (24) instead of the names: both give the same label."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return UNKNOWN
+    flags = parse_flags(value, ALLOWED_SERVICES)
+    names = [n for n in ALLOWED_SERVICES if n in flags] + sorted(flags - set(ALLOWED_SERVICES))
+    return ", ".join(names) or "None"
+
 
 def _name(name: x509.Name) -> str:
     """X.500 name the way Exchange/.NET prints it: most specific first, ``, `` separated."""
@@ -103,7 +127,7 @@ def parse_certificate(obj: Any, server: str) -> Certificate:
         issuer=str(p.get("Issuer") or ""),
         not_before=parse_datetime(p.get("NotBefore")),
         not_after=not_after,
-        services=str(services).strip() if services not in (None, "") else UNKNOWN,
+        services=services_text(services),
         status=status,
         self_signed=as_bool(p.get("IsSelfSigned")),
     )

@@ -403,6 +403,9 @@ class AcceptedDomainSpec:
     default: bool = False
     match_subdomains: bool = False
     address_book_enabled: bool = True
+    # WhenChanged this many minutes before the scenario start (a recent Set-AcceptedDomain); None:
+    # the stable default of every configuration object, days before the start.
+    changed_minutes_ago: float | None = None
 
 
 @dataclass(frozen=True)

@@ -278,9 +278,18 @@ class OrgConfigParser(FieldReader):
             if folded.count(name.lower()) > 1:
                 raise ScenarioError(f"{where}: duplicate name {name}")
 
+    def _changed(self, entry: Mapping[str, Any], at: str) -> float | None:
+        if entry.get("changed_minutes_ago") is None:
+            return None
+        minutes = self._num(entry, "changed_minutes_ago", at, 0.0)
+        if not 0 <= minutes <= 60 * 24 * 365:
+            raise ScenarioError(f"{at}.changed_minutes_ago: must be between 0 and 525600")
+        return minutes
+
     def accepted_domains(self, raw: Any) -> tuple[AcceptedDomainSpec, ...]:
         specs: list[AcceptedDomainSpec] = []
         keys = ["name", "domain", "type", "default", "match_subdomains", "address_book_enabled"]
+        keys.append("changed_minutes_ago")
         for at, entry in self._entries(raw, "accepted_domains", keys):
             domain = self._str(entry, "domain", at, "").strip()
             if not domain or " " in domain:
@@ -296,6 +305,7 @@ class OrgConfigParser(FieldReader):
                     default=self._bool(entry, "default", at, False),
                     match_subdomains=self._bool(entry, "match_subdomains", at, False),
                     address_book_enabled=self._bool(entry, "address_book_enabled", at, kind == "Authoritative"),
+                    changed_minutes_ago=self._changed(entry, at),
                 )
             )
         if not specs:

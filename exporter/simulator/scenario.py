@@ -46,6 +46,7 @@ from exporter.simulator.scenario_specs import (
     ServerSpec,
     TrackingSpec,
 )
+from exporter.simulator.tracking_texts import FAILURE_CODES
 
 # The specs live in ``scenario_specs``; they are re-exported here, where the rest of the simulator imports them.
 __all__ = [
@@ -280,6 +281,14 @@ class _Parser(OrgConfigParser, FaultSpecParser):
             seen.add(server.name.upper())
         config = self.org_config(top, [s.name for s in servers])
         server_roles.check_databases(config.get("databases") or (), {s.name.upper(): s for s in servers})
+        accepted = {d.domain.lower() for d in (config.get("accepted_domains") or ())} or {org.domain.lower()}
+        for server in servers:
+            strange = [d for d in (server.tracking.recipient_domains if server.tracking else ()) if d not in accepted]
+            if strange:
+                raise ScenarioError(
+                    f"servers {server.name}.tracking.recipient_domains: {', '.join(strange)} is not an accepted "
+                    "domain of the organisation (Exchange delivers only to its accepted domains)"
+                )
         return Scenario(
             organisation=org,
             servers=servers,
@@ -448,8 +457,20 @@ class _Parser(OrgConfigParser, FaultSpecParser):
             latency_field_ratio=ratio("latency_field_ratio", 0.5),
             history_minutes=history,
             seed=self._int(data, "seed", where, 0),
+            failure_codes=self._failure_codes(data, where),
+            recipient_domains=tuple(d.lower() for d in self._strs(data, "recipient_domains", where)),
             cross_server_submission=ratio("cross_server_submission", 0.8),
         )
+
+    def _failure_codes(self, data: Mapping[str, Any], where: str) -> tuple[str, ...]:
+        codes = self._strs(data, "failure_codes", where)
+        unknown = [c for c in codes if c not in FAILURE_CODES]
+        if unknown:
+            raise ScenarioError(
+                f"{where}.failure_codes: no real failure text with {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(set(FAILURE_CODES)))}"
+            )
+        return codes
 
     def queues(self, raw: list[Any], where: str, fqdns: Mapping[str, str]) -> tuple[QueueSpec, ...]:
         explicit = {

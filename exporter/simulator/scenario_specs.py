@@ -161,6 +161,12 @@ class TrackingSpec:
     # Mailbox Transport Submission service hands to the Transport service of another Mailbox server
     # (a DAG member, else a server of the same AD site), which logs the rest of the message.
     cross_server_submission: float = 0.8
+    # FAIL events only with these enhanced status codes (from tracking_texts.FAILURES, their real
+    # texts); empty: every kind of failure.
+    failure_codes: tuple[str, ...] = ()
+    # The accepted domains the organisation's recipients are in (one drawn per message); empty: the
+    # organisation domain.
+    recipient_domains: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -180,6 +186,8 @@ TRACKING_KEYS = (
     "history_minutes",
     "seed",
     "cross_server_submission",
+    "failure_codes",
+    "recipient_domains",
 )
 
 

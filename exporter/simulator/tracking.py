@@ -41,6 +41,7 @@ from exporter.simulator.tracking_routes import continuation_internal_id, partner
 from exporter.simulator.tracking_texts import (
     DEFERS,
     EXTERNAL_DOMAINS,
+    FAILURE_CODES,
     FAILURES,
     MAILBOX_DATABASES,
     NDR_SENDER_LOCAL,
@@ -154,6 +155,8 @@ class _ServerModel:
         self.default_connector = f"{server.name}\\Default {server.name}"
         self.frontend_connector = f"{server.name}\\Default Frontend {server.name}"
         self.mailbox_database = MAILBOX_DATABASES[position % len(MAILBOX_DATABASES)]
+        wanted = set(spec.failure_codes)
+        self.failures = tuple(f for f, code in zip(FAILURES, FAILURE_CODES, strict=True) if code in wanted) or FAILURES
         self.position = position
         self.servers = len(scenario.servers)
         self.share = spec.cross_server_submission
@@ -495,11 +498,14 @@ def _generate(
     session = f"08DC{rng.getrandbits(28):07X}"
     headers = ("To", "Cc", "Bcc")[:count]
 
-    failure = FAILURES[int(rnd() * len(FAILURES))] if kind == "failed" else None
+    failure = model.failures[int(rnd() * len(model.failures))] if kind == "failed" else None
+    rcpt_domain = domain
+    if spec.recipient_domains:  # drawn only then: scenarios without it keep every message as it was
+        rcpt_domain = spec.recipient_domains[int(rnd() * len(spec.recipient_domains))]
     incoming = kind in ("inbound", "stuck") if failure is None else failure[3] == "Incoming"
     if incoming:
         sender = f"{person}@{external_domain}"
-        recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+        recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@mail.{external_domain}>"
         directionality = "Incoming"
     else:
@@ -507,7 +513,7 @@ def _generate(
         if kind == "outbound" or (failure is not None and failure[0].startswith(("550 5.4.1", "552"))):
             recipients = tuple(f"{p}@{external_domain}" for p in rcpt_people)
         else:
-            recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+            recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@{fqdn}>"
         directionality = "Originating"
     return_path = sender

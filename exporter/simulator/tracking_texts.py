@@ -8,11 +8,14 @@ against :data:`EVENT_IDS`.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DEFERS",
     "EVENT_IDS",
     "EXTERNAL_DOMAINS",
     "FAILURES",
+    "FAILURE_CODES",
     "MAILBOX_DATABASES",
     "NDR_SENDER_LOCAL",
     "PEOPLE",
@@ -56,6 +59,10 @@ FAILURES: tuple[tuple[str, str, str, str], ...] = (
     ("550 5.4.1 Recipient address rejected: Access denied", "SMTP", "", "Originating"),
     ("554 5.4.14 Hop count exceeded - possible mail loop", "ROUTING", "", "Incoming"),
     ("552 5.2.2 mailbox full", "SMTP", "", "Originating"),
+)
+#: The enhanced status code of each FAILURES entry (what ``tracking.failure_codes`` selects by).
+FAILURE_CODES: tuple[str, ...] = tuple(
+    m.group(0) if (m := re.search(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])", f[0])) else "" for f in FAILURES
 )
 #: RecipientStatus of DEFER events (transient 4.x.x failures before a later SEND).
 DEFERS: tuple[str, ...] = (

@@ -13,6 +13,7 @@ from rich.text import Text
 from exporter.triage import blindness
 from exporter.triage.blindness import BLIND_RULES, CHECKS, COLLECTOR_SCOPES
 from exporter.triage.facts import Facts
+from exporter.triage.hints import unchecked_blocklists
 from exporter.triage.model import EXIT_CODES, SCOPES, Finding, Report, Verdict
 from exporter.triage.rules import run_rules
 
@@ -107,7 +108,8 @@ def verdicts(findings: Iterable[Finding], facts: Facts) -> tuple[Verdict, ...]:
 def build_report(facts: Facts) -> Report:
     """Run every rule (the blindness rules too) and judge each scope."""
     findings = sorted(run_rules(facts) + run_rules(facts, blindness.RULES), key=Finding.sort_key)
-    unchecked = tuple(f"{p.collector} {p.target}: {p.why()}" for p in facts.failed_polls())
+    failed = tuple(f"{p.collector} {p.target}: {p.why()}" for p in facts.failed_polls())
+    unchecked = failed + unchecked_blocklists(facts)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("critical", "warning", "info")}
     pending = tuple(f"{c} {t}" for c, t in facts.pending)
     return Report(verdicts(findings, facts), tuple(findings), unchecked, facts.now, counts, pending, facts.timeout)

@@ -16,6 +16,7 @@ from typing import Any
 from exporter.exchange.lasterror import CATEGORY_HINTS
 from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
+from exporter.triage import hints
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
 from exporter.triage.severity import category_fault, severity
@@ -212,46 +213,12 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
 
 @rule
 def internal_recipient_unknown(facts: Facts) -> list[Finding]:
-    """Trigger: ``recipient_unknown`` (550 5.1.1) on internal queues, or 10+ such tracking FAIL
-    recipients in the last tracking window.
-    Correlated with accepted domains changed in the last day (recipient policy)."""
-    queues = [q for q in _retrying(facts, ["recipient_unknown"]) if q.next_hop_category == "Internal"]
-    failures = sum(
-        n for r in facts.all("tracking") for (_code, cat), n in r.window_failures.items() if cat == "recipient_unknown"
-    )
-    if not queues and failures < 10:
-        return []
-    evidence = _queue_evidence(queues)
-    if failures:
-        evidence += (f"{failures} recipient(s) failed with 5.1.1 in the last message tracking window",)
-    changed = [
-        d
-        for r in facts.all("accepted_domains")
-        for d in r.domains
-        if d.changed is not None and facts.now - d.changed.timestamp() < RECENT
-    ]
-    step = CATEGORY_HINTS["recipient_unknown"]
-    if changed:
-        evidence += tuple(
-            f"accepted domain {d.domain} ({d.domain_type}) changed {d.changed:%Y-%m-%d %H:%M} UTC" for d in changed
-        )
-        step = (
-            "Accepted domains changed recently: check the accepted domains and the email address policies first. "
-            + step
-        )
-    return [
-        Finding(
-            "internal_recipient_unknown",
-            severity("internal_recipient_unknown"),
-            "queues",
-            ("internal",),
-            ("Internal recipients" if queues else "Recipients") + " are rejected as unknown (550 5.1.1)",
-            evidence,
-            step,
-            "recipient_unknown",
-            len(queues) + failures,
-        )
-    ]
+    """Trigger: internal queues whose LastError is ``recipient_unknown``, or 10+ recipients in the
+    organisation's accepted domains rejected as unknown in the last tracking window (5.1.1, 5.1.10,
+    5.4.1 Access denied...; counted per code and per recipient domain, recipients of other domains
+    apart). Correlated with accepted domains changed in the last day: the one the rejected
+    recipients are in is named in the title and the next step."""
+    return hints.recipient_unknown_findings(facts, RECENT, CATEGORY_HINTS["recipient_unknown"])
 
 
 @rule
@@ -511,34 +478,11 @@ def databases(facts: Facts) -> list[Finding]:
 
 @rule
 def certificates(facts: Facts) -> list[Finding]:
-    """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days."""
-    out = []
-    now = facts.now
-    for r in facts.all("certificates"):
-        for c in r.certificates:
-            if not any(s in c.services for s in ("SMTP", "IIS")):
-                continue
-            days = (c.not_after.timestamp() - now) / 86400
-            if days < 30:
-                expired = days < 0
-                out.append(
-                    Finding(
-                        "certificate_expired" if expired else "certificate_expiring",
-                        severity("certificate_expired" if expired else "certificate_expiring"),
-                        "health",
-                        ("inbound", "outbound"),
-                        f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}",
-                        (
-                            f"{c.subject} ({c.thumbprint}) bound to {c.services}: "
-                            f"{'expired' if expired else 'expires'} {c.not_after:%Y-%m-%d} ({days:.0f} days)",
-                        ),
-                        "Renew, Import-ExchangeCertificate on every server, Enable-ExchangeCertificate -Services "
-                        "SMTP,IIS, and update connectors' TlsCertificateName.",
-                        "certificate-expiring",
-                        int(-days),
-                    )
-                )
-    return out
+    """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days
+    (warning), or one whose services are unknown (only its RawData arrived) on the same terms (the
+    title says "services unknown"), as MailflowCertificateExpiring fires for both. One bound to nothing
+    (Services None) or only to IMAP/POP is no finding."""
+    return hints.certificate_findings(facts)
 
 
 @rule
@@ -585,8 +529,9 @@ _UNVERIFIED_RELAY = {
 
 @rule
 def open_relays(facts: Facts) -> list[Finding]:
-    """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` of a relay type
-    (critical), or relay rights that could not be read (info)."""
+    """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` or ``*.<public suffix>``
+    (such as ``*.com``) of a relay type (critical, titled with the domain), or relay rights that could
+    not be read (info)."""
     out = []
     for r in facts.all("receive_connectors"):
         for name, risks in sorted(r.risks.items()):
@@ -632,9 +577,14 @@ def open_relays(facts: Facts) -> list[Finding]:
                         severity("accepted_domain_relay"),
                         "connectors",
                         ("outbound",),
-                        "Accepted domain * makes Exchange relay for every domain",
-                        (f"accepted domain {d.domain} of type {d.domain_type}",),
-                        "Remove the * accepted domain (Remove-AcceptedDomain).",
+                        f"Accepted domain {d.domain} makes Exchange relay mail for {d.relay_scope}",
+                        (
+                            f"accepted domain {d.domain} is of type {d.domain_type}: Exchange accepts mail for "
+                            f"{d.relay_scope} from anyone who can reach it and relays it on",
+                        ),
+                        f'Remove it (Remove-AcceptedDomain "{d.name or d.domain}") and add the domains you really '
+                        "relay for one by one, unless a smart host in front that filters recipients is the only way "
+                        "in.",
                         "open-relay-risk",
                         60,
                     )
@@ -765,6 +715,16 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
             )
         )
     return out
+
+
+@rule
+def blocklists_unusable(facts: Facts) -> list[Finding]:
+    """Trigger: a blocklist whose answer for an outbound IP cannot be used: an error code instead of a
+    listing (Spamhaus 127.255.255.252/254/255 and the rest of 127.255.255.0/24, DBL 127.0.1.255, URIBL
+    127.0.0.1), an answer outside 127.0.0.0/8, a zone that does not list its RFC 5782 test address
+    127.0.0.2 or lists 127.0.0.1, or a resolver failure (warning, one per list and reason; the IPs are
+    also under "could not check", never "listed" or "not listed")."""
+    return hints.blocklist_findings(facts)
 
 
 @rule

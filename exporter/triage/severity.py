@@ -113,6 +113,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("inbound_smtp_probe", ("MailflowSmtpProbeFailing",), "critical"),
     Fault("inbound_starttls", ("MailflowSmtpStarttlsMissing",), "warning"),
     Fault("blocklisted", ("MailflowOutboundIpBlocklisted",), "critical"),
+    # A list that refuses our resolver (or answers nonsense): its IPs are neither listed nor clean.
+    Fault("blocklist_unusable", ("MailflowBlocklistUnusable",), "warning"),
     Fault("spf_not_passing", ("MailflowSpfFailingForOutboundIp",), "warning"),
     Fault("spf_invalid", ("MailflowSpfInvalid", "MailflowSpfLookupLimit"), "critical"),
     Fault("ptr_mismatch", ("MailflowPtrMismatch",), "warning"),

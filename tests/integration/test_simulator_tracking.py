@@ -404,6 +404,65 @@ def _log(rate: float = 300.0) -> TrackingLog:
 
 
 @pytest.mark.timeout(20)
+def test_failure_codes_and_recipient_domains() -> None:
+    """``failure_codes`` picks FAIL texts by code (real texts only), ``recipient_domains`` the accepted
+    domains the organisation's recipients are in; a scenario without them keeps every message."""
+    accepted = [{"domain": "contoso.sim"}, {"domain": "fabrikam.sim"}]
+    traffic = {"messages_per_minute": 300, "failure_ratio": 0.5, "history_minutes": 10}
+    org = {"organisation": {"domain": "contoso.sim"}, "accepted_domains": accepted}
+    planted = Scenario.from_dict(
+        {**org, "servers": [{"name": "EX01", "tracking": {
+            **traffic, "failure_codes": ["5.1.1", "5.1.10"], "recipient_domains": ["fabrikam.sim"]}}]}
+    )  # fmt: skip
+    events = TrackingLog(planted, Timeline(planted.organisation, lambda: T0)).events("EX01", T0 - 600, T0)
+    fails = [e for e in events if e.event_id == "FAIL"]
+    assert len(fails) > 100
+    assert {s.split(" ")[1] for e in fails for s in e.recipient_status} == {"5.1.1", "5.1.10"}
+    assert {r.rpartition("@")[2] for e in fails for r in e.recipients} == {"fabrikam.sim"}
+    assert all(len(e.recipients) == len(e.recipient_status) for e in fails)
+    assert {
+        e.sender.rpartition("@")[2] for e in events if e.event_id == "RECEIVE" and e.directionality == "Originating"
+    } <= {"contoso.sim"}  # senders stay in the organisation domain
+    plain = Scenario.from_dict({**org, "servers": [{"name": "EX01", "tracking": traffic}]})
+    before = TrackingLog(plain, Timeline(plain.organisation, lambda: T0)).events("EX01", T0 - 600, T0)
+    codes = {
+        s.split(" ")[1] if s[0] != "[" else "x" for e in before if e.event_id == "FAIL" for s in e.recipient_status
+    }
+    assert {"5.1.1", "5.1.10", "5.4.1", "5.2.2"} <= codes
+    with pytest.raises(ScenarioError, match=r"failure_codes: no real failure text with 5\.1\.6"):
+        Scenario.from_dict({"servers": [{"name": "EX01", "tracking": {**traffic, "failure_codes": ["5.1.6"]}}]})
+    with pytest.raises(ScenarioError, match=r"recipient_domains: tailspin\.sim is not an accepted domain"):
+        Scenario.from_dict(
+            {**org, "servers": [{"name": "EX01", "tracking": {**traffic, "recipient_domains": ["tailspin.sim"]}}]}
+        )
+
+
+@pytest.mark.timeout(60)
+def test_accepted_domain_changed_recently_over_the_wire(sim_factory: Any) -> None:
+    """``changed_minutes_ago`` moves WhenChanged/WhenChangedUTC (as pypsrp reads them); the others keep
+    the configuration objects' stable date, days before the start."""
+    from tests.integration import conftest
+
+    accepted = [{"domain": "contoso.sim"}, {"name": "Fabrikam", "domain": "fabrikam.sim", "changed_minutes_ago": 40}]
+    org = {"accepted_domains": accepted, "servers": [{"name": "EX01"}], "users": {conftest.USER: conftest.PASSWORD}}
+    sim, _ = sim_factory(org)
+    with conftest.raw_pool(sim) as pool:
+        ps = conftest.run_cmdlets(pool, ("Get-AcceptedDomain", {}))
+    changed = {
+        str(o.adapted_properties["Name"]): datetime.datetime.fromisoformat(str(o.adapted_properties["WhenChangedUTC"]))
+        for o in ps.output
+    }
+    start = sim.tracking.timeline.start
+    assert abs(changed["Fabrikam"].timestamp() - (start - 2400)) < 1
+    assert changed["Fabrikam"].utcoffset() == datetime.timedelta(0)  # WhenChangedUTC is UTC, as captured
+    assert start - changed["contoso.sim"].timestamp() > 2 * 86400
+    with pytest.raises(ScenarioError, match="changed_minutes_ago: must be between"):
+        Scenario.from_dict(
+            {"accepted_domains": [{"domain": "a.sim", "changed_minutes_ago": -1}], "servers": [{"name": "EX01"}]}
+        )
+
+
+@pytest.mark.timeout(20)
 def test_fast_writer_and_select_match_the_generic_paths() -> None:
     log = _log()
     events = log.events("EX01", T0 - 600, T0)

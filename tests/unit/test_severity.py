@@ -230,9 +230,9 @@ def _tracking(server: str, stuck: int) -> TrackingResult:
                           new_events=0)  # fmt: skip
 
 
-def _certificate(days: float) -> dict[str, Any]:
+def _certificate(days: float, services: str = "IIS, SMTP") -> dict[str, Any]:
     cert = Certificate("EX01", "5A1C0E9D3B7F2A4C6E8D0B1F3A5C7E9D1B3F5A7C", "CN=mail.contoso.sim", "CN=Contoso CA",
-                       None, datetime.fromtimestamp(NOW + days * 86400, UTC), "IIS, SMTP", "Valid", False)  # fmt: skip
+                       None, datetime.fromtimestamp(NOW + days * 86400, UTC), services, "Valid", False)  # fmt: skip
     return {"certificates": {"EX01": CertificateResult("EX01", (cert,))}}
 
 
@@ -263,12 +263,13 @@ def _domain(
     return {"dns_domains": {name: result}}
 
 
-def _ip(listed: bool = False, ptr: bool = True) -> dict[str, Any]:
+def _ip(listed: bool = False, ptr: bool = True, unusable: str = "") -> dict[str, Any]:
     ip = "192.0.2.20"
     names = ("mail.contoso.sim",) if ptr else ()
     answer = Answer("20.2.0.192.in-addr.arpa", "PTR", OK if ptr else NXDOMAIN, tuple(f"{n}." for n in names))
-    verdict = "listed" if listed else "not_listed"
-    dnsbl = DnsblResult(ip, "bl.example.net", verdict, ("127.0.0.2",) if listed else (), "")
+    verdict = unusable or ("listed" if listed else "not_listed")
+    codes = ("127.255.255.254",) if unusable else ("127.0.0.2",) if listed else ()
+    dnsbl = DnsblResult(ip, "bl.example.net", verdict, codes, "")
     ptr_result = PtrResult(ip, answer, names, True if ptr else None, True if ptr else None, "mail.contoso.sim")
     return {"dns_ips": {ip: IpResult(ip, ptr_result, (dnsbl,), None, 2)}}
 
@@ -305,6 +306,10 @@ def other_cases() -> list[Case]:
                                                              "EX02": DatabaseCopyResult("EX02", (failed,))}}),
         _one("certificate_expiring", _certificate(10)),
         _one("certificate_expired", _certificate(-3)),
+        # Bindings unknown (only RawData arrived): it may be bound to SMTP, so both sides report it alike.
+        Case("certificate_expiring: services unknown", _certificate(10, "unknown"), {"certificate_expiring": 1}),
+        Case("certificate_expired: services unknown", _certificate(-3, "unknown"), {"certificate_expired": 1}),
+        Case("certificate_expired: bound to nothing", _certificate(-3, "None"), {"certificate_expired": 0}),
         _one("service_stopped", {"service_health": {"EX01": ServiceHealthResult("EX01", (stopped,))}}),
         _one("open_relay", _receive("anonymous_relay")),
         _one("relay_unverified", _receive("anonymous_relay_unverified", "cmdlet_unavailable")),
@@ -314,6 +319,7 @@ def other_cases() -> list[Case]:
         _one("inbound_smtp_probe", _probe(False, None)),
         _one("inbound_starttls", _probe(True, False)),
         _one("blocklisted", _ip(listed=True)),
+        _one("blocklist_unusable", _ip(unusable="public_resolver")),
         _one("spf_not_passing", _domain(spf_results={"192.0.2.20": "fail"})),
         _one("spf_invalid", _domain(spf=SpfAnalysis("contoso.sim", records=2, record="v=spf1 -all", lookups=0,
                                                     errors=["2 v=spf1 records"]))),
