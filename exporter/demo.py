@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -126,26 +126,33 @@ def demo_organisation(
         sim.stop()
 
 
-def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
-    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
-    through the exporter-toolkit web configuration (TLS, basic auth)."""
+def run_demo(
+    listen_address: str | Sequence[str] = ":10049",
+    tls: bool = True,
+    web_config_file: Path | None = None,
+    telemetry_path: str = "/metrics",
+) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``listen_address``: one address or
+    several (each listener serves the same paths); ``web_config_file``: serve through the exporter-toolkit
+    web configuration (TLS, basic auth)."""
     from exporter.service import Service
     from exporter.webconfig import load_web_config
 
-    web = {"web": {"config_file": str(web_config_file)}} if web_config_file is not None else None
-    with demo_organisation(listen_address, tls, web) as (scenario, settings):
+    addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+    web: dict[str, Any] = {"listen_address": addresses, "telemetry_path": telemetry_path}
+    if web_config_file is not None:
+        web["config_file"] = str(web_config_file)
+    with demo_organisation(addresses[0], tls, {"web": web}) as (scenario, settings):
         service = Service(settings)
-        host, _, port = listen_address.rpartition(":")
-        shown = host.strip("[]") or "localhost"
         scheme = "https" if web_config_file is not None and load_web_config(web_config_file).tls else "http"
+        bases = []
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            bases.append(f"{scheme}://{host or 'localhost'}:{port}")  # an IPv6 host keeps its brackets
         log.info(
-            "demo running: metrics at %s://%s:%s/metrics, status at %s://%s:%s/ (simulated servers: %s)",
-            scheme,
-            shown,
-            port,
-            scheme,
-            shown,
-            port,
+            "demo running: metrics at %s, status at %s (simulated servers: %s)",
+            ", ".join(base + telemetry_path for base in bases),
+            ", ".join(base + "/" for base in bases),
             ", ".join(s.name for s in scenario.servers),
         )
         service.run_forever()
