@@ -417,8 +417,8 @@ class WebServer:
         """Every listener's bound address as ``host:port`` (``[host]:port`` for IPv6)."""
         out = []
         for httpd in self._servers:
-            host, port = httpd.server_address[:2]
-            out.append(f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
+            host, port = str(httpd.server_address[0]), int(httpd.server_address[1])  # (host, port[, flow, scope])
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         return out
 
     @property
