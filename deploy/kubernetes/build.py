@@ -45,7 +45,7 @@ def prometheus_rule(
     """The PrometheusRule resource carrying the alert rules; with ``selector`` added to every vector
     selector, ``runbook_url`` in place of the shipped runbook's address, and extra ``labels``."""
     spec = yaml.safe_load(ALERTS.read_text())
-    matchers = parse_matchers(selector) if selector else None
+    matchers = parse_matchers(selector) if selector is not None else None
     for group in spec["groups"]:
         for rule in group["rules"]:
             if matchers is not None:
