@@ -60,9 +60,9 @@ def test_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     assert pip.returncode == 0, pip.stderr[-3000:]
     cli = str(venv / "bin" / "mailflow-exporter")
     version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=True)
-    assert version.stdout.startswith("mailflow-exporter ")
+    assert version.stdout.startswith("mailflow-exporter, version ")
     check = subprocess.run(
-        [cli, "validate-config", "--config", str(ROOT / "config" / "example.yml")],
+        [cli, "validate-config", "--config.file", str(ROOT / "config" / "example.yml")],
         capture_output=True,
         text=True,
         check=False,
