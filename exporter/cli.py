@@ -25,6 +25,7 @@ from exporter.flags import (
 from exporter.logs import setup_logging
 from exporter.settings import LogSettings, Settings, ShardingSettings, WebSettings, load_settings
 from exporter.sharding import shard_from
+from exporter.web import ListenError
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -118,7 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         info.build_user,
         info.build_date,
     )
-    Service(settings).run_forever()
+    try:
+        Service(settings).run_forever()
+    except ListenError as exc:
+        log.error("%s", exc.strerror)
+        return 1
     return 0
 
 
@@ -131,12 +136,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     warn_deprecated(args)
     web = web_from_flags(WebSettings(), args)
     _load_web_config(web.config_file)
-    return run_demo(
-        listen_address=web.listen_addresses,
-        tls=not args.no_tls,
-        web_config_file=web.config_file,
-        telemetry_path=web.telemetry_path,
-    )
+    try:
+        return run_demo(
+            listen_address=web.listen_addresses,
+            tls=not args.no_tls,
+            web_config_file=web.config_file,
+            telemetry_path=web.telemetry_path,
+        )
+    except ListenError as exc:
+        log.error("%s", exc.strerror)
+        return 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -283,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flag(check)
     check.add_argument("--demo", action="store_true", help="check the bundled simulated organisation instead")
     check.add_argument("--format", choices=["text", "json"], default="text", help="report format (default text)")
-    add_log_flags(check, default_level="error")
+    add_log_flags(check, default_level="error", from_file=False)
     check.set_defaults(func=cmd_check)
 
     demo = _parser(
@@ -291,11 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "run against the built-in simulated Exchange organisation",
         _DEMO_EPILOG,
-        description="Run the exporter against the built-in simulated Exchange organisation (no Exchange "
-        "needed; everything stays on loopback).",
+        description="Run the exporter against the built-in simulated Exchange organisation.\n"
+        "No Exchange needed: the simulator and its DNS and SMTP servers stay on loopback.",
     )
-    add_web_flags(demo, listen_alias=True)
-    add_log_flags(demo)
+    add_web_flags(demo, listen_alias=True, from_file=False)
+    add_log_flags(demo, from_file=False)
     demo.add_argument("--no-tls", action="store_true", help="talk to the simulator over plain HTTP")
     demo.set_defaults(func=cmd_demo)
 

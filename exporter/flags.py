@@ -88,16 +88,21 @@ def add_config_flag(parser: argparse.ArgumentParser, help: str = "the YAML confi
     )
 
 
-def add_web_flags(parser: argparse.ArgumentParser, *, listen_alias: bool = False) -> None:
-    """``--web.listen-address`` (repeatable), ``--web.telemetry-path``, ``--web.config.file``."""
+def add_web_flags(parser: argparse.ArgumentParser, *, listen_alias: bool = False, from_file: bool = True) -> None:
+    """``--web.listen-address`` (repeatable), ``--web.telemetry-path``, ``--web.config.file``; ``from_file``:
+    the command reads a configuration file whose ``web`` settings the flags override."""
+
+    def default(setting: str, value: str) -> str:
+        return f"(default: {setting}, else {value})" if from_file else f"(default: {value})"
+
     parser.add_argument(
         "--web.listen-address",
         dest="listen_addresses",
         action="append",
         metavar="[HOST]:PORT",
         help="address to serve metrics, the status page and /-/healthy on; repeat it to listen on several "
-        f"(each with the same --web.config.file). Examples: :10049, 127.0.0.1:10049, [::1]:10049 "
-        f"(default: web.listen_address, else {DEFAULT_LISTEN_ADDRESS})",
+        "(each with the same --web.config.file). Examples: :10049, 127.0.0.1:10049, [::1]:10049 "
+        + default("web.listen_address", DEFAULT_LISTEN_ADDRESS),
     )
     if listen_alias:
         parser.add_argument(
@@ -112,32 +117,34 @@ def add_web_flags(parser: argparse.ArgumentParser, *, listen_alias: bool = False
         "--web.telemetry-path",
         dest="telemetry_path",
         metavar="PATH",
-        help="path under which to expose metrics (default: web.telemetry_path, else /metrics)",
+        help="path under which to expose metrics " + default("web.telemetry_path", "/metrics"),
     )
     parser.add_argument(
         "--web.config.file",
         dest="web_config_file",
         type=Path,
         metavar="FILE",
-        help=WEB_CONFIG_HELP + " (default: web.config_file)",
+        help=WEB_CONFIG_HELP + " " + default("web.config_file", "none"),
     )
 
 
-def add_log_flags(parser: argparse.ArgumentParser, default_level: str = "info") -> None:
+def add_log_flags(parser: argparse.ArgumentParser, default_level: str = "info", from_file: bool = True) -> None:
     """``--log.level``, ``--log.format`` and the deprecated ``--log-level``."""
+    level_default = f"log.level, else {default_level}" if from_file else default_level
+    format_default = "log.format, else logfmt" if from_file else "logfmt"
     parser.add_argument(
         "--log.level",
         dest="log_level",
         type=log_level,
         choices=LOG_LEVELS,
         metavar="{" + ",".join(LOG_LEVELS) + "}",
-        help=f"only log messages with this severity or above (default: log.level, else {default_level})",
+        help=f"only log messages with this severity or above (default: {level_default})",
     )
     parser.add_argument(
         "--log.format",
         dest="log_format",
         choices=LOG_FORMATS,
-        help="output format of log messages on stderr (default: log.format, else logfmt)",
+        help=f"output format of log messages on stderr (default: {format_default})",
     )
     parser.add_argument(
         "--log-level",

@@ -349,13 +349,17 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [data]
 
 
+class ListenError(OSError):
+    """An address to listen on could not be bound (in use, not local, no permission)."""
+
+
 class WebServer:
     """Serves the app on background threads until ``stop``: one listener per address in ``listen_address``
     (a ``[host]:port`` or a sequence of them, as ``--web.listen-address`` repeated), each with the same
     web configuration, as the exporter-toolkit does. With ``web_config_file`` (the exporter-toolkit format)
     every listener serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it
     is invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds. An address
-    that cannot be bound raises OSError naming it, after closing the listeners already bound."""
+    that cannot be bound raises ListenError naming it, after closing the listeners already bound."""
 
     def __init__(
         self,
@@ -382,7 +386,7 @@ class WebServer:
         except OSError as exc:
             for httpd in self._servers:
                 httpd.server_close()
-            raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from exc
+            raise ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from exc
         if self.web_config is not None:
             config = self.web_config.current()
             log.info("web config loaded path=%s %s", web_config_file, config.describe())

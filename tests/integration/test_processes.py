@@ -199,3 +199,28 @@ def test_serve_refuses_invalid_config(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "exchange.servers[0].port (line 4)" in result.stderr
+
+
+def test_serve_reports_an_address_it_cannot_listen_on(tmp_path: Path) -> None:
+    """A busy port: one log line naming the address, exit 1, no traceback; nothing is polled."""
+    path = tmp_path / "mailflow.yml"
+    path.write_text("exchange:\n  defaults: {auth: basic, username: u, password: p, allow_insecure_basic: true}\n"
+                    "  servers: [{name: EX01, host: 127.0.0.1, port: 9}]\n")  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(
+            [
+                *[sys.executable, "-m", "exporter", "serve", "--config.file", str(path)],
+                *["--web.listen-address", f"127.0.0.1:{free_port()}", "--web.listen-address", busy],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=clean_env(),
+        )
+    assert result.returncode == 1, result.stderr
+    assert f'level=error logger=exporter msg="cannot listen on {busy}: Address already in use"' in result.stderr
+    assert "Traceback" not in result.stderr
