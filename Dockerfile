@@ -10,13 +10,20 @@ COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 # exporter/example.yml links here: the wheel carries it for `mailflow-exporter example-config`.
 COPY config/example.yml ./config/example.yml
-RUN python -m venv /opt/venv \
+# The git commit for --version and the startup log (.git is not in the build context):
+#   docker build --build-arg REVISION="$(git rev-parse HEAD)" --build-arg BRANCH="$(git branch --show-current)" .
+ARG REVISION=unknown
+ARG BRANCH=unknown
+RUN python -m exporter.buildinfo --revision "$REVISION" --branch "$BRANCH" \
+ && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".[kerberos]"
 
 FROM python:3.11-slim
+ARG REVISION=unknown
 LABEL org.opencontainers.image.title="mailflow-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Microsoft Exchange mail flow" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="$REVISION"
 # libgssapi-krb5-2 lets pyspnego use Kerberos (the usual Exchange remote PowerShell auth).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgssapi-krb5-2=1.* \
@@ -34,6 +41,6 @@ WORKDIR /var/lib/mailflow
 EXPOSE 10049
 # healthcheck follows the endpoint: plain HTTP, or TLS and basic auth from --web.config.file.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["mailflow-exporter", "healthcheck", "--config", "/etc/mailflow-exporter/config.yml", "--timeout", "4"]
+  CMD ["mailflow-exporter", "healthcheck", "--config.file", "/etc/mailflow-exporter/config.yml", "--timeout", "4"]
 ENTRYPOINT ["mailflow-exporter"]
-CMD ["serve", "--config", "/etc/mailflow-exporter/config.yml"]
+CMD ["serve", "--config.file", "/etc/mailflow-exporter/config.yml"]

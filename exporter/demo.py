@@ -10,7 +10,7 @@ import re
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -134,8 +134,11 @@ def banner(scenario: Any, settings: Settings, scheme: str) -> list[str]:
     """What the demo prints first: what runs, where to look, how to stop."""
     from exporter.settings import resolved_servers
 
-    host, _, port = settings.web.listen_address.rpartition(":")
-    base = f"{scheme}://{host.strip('[]') or 'localhost'}:{port}"
+    bases = []
+    for address in settings.web.listen_addresses:
+        host, _, port = address.rpartition(":")
+        bases.append(f"{scheme}://{host or 'localhost'}:{port}")  # an IPv6 host keeps its brackets
+    base = bases[0]
     path = settings.web.telemetry_path
     exchange = ", ".join(f"{s.name} {s.endpoint}" for s in resolved_servers(settings))
     dns, smtp = settings.dns, settings.dns.smtp
@@ -143,7 +146,7 @@ def banner(scenario: Any, settings: Settings, scheme: str) -> list[str]:
     return [
         f"demo: the exporter polls a simulated Exchange organisation ({scenario.organisation.name}, "
         f"{len(scenario.servers)} servers) and its simulated outside world; nothing leaves this machine",
-        f"  metrics:      {base}{path}",
+        f"  metrics:      {', '.join(b + path for b in bases)}",
         f"  status page:  {base}/   (the same triage as `mailflow-exporter check --demo`)",
         f"  health:       {base}/-/healthy, {base}/-/ready",
         f"  Exchange:     {exchange}",
@@ -218,18 +221,27 @@ def narrate(service: Any, stop: threading.Event, every: float = 5.0) -> None:
             log.info("%s", line)
 
 
-def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
-    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
-    through the exporter-toolkit web configuration (TLS, basic auth). The log starts with a banner
-    (URLs, simulated endpoints), then tells each triage finding as it appears or clears."""
+def run_demo(
+    listen_address: str | Sequence[str] = ":10049",
+    tls: bool = True,
+    web_config_file: Path | None = None,
+    telemetry_path: str = "/metrics",
+) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``listen_address``: one address or
+    several (each listener serves the same paths); ``web_config_file``: serve through the exporter-toolkit
+    web configuration (TLS, basic auth). The log starts with a banner (URLs, simulated endpoints), then
+    tells each triage finding as it appears or clears."""
     from exporter.service import Service
     from exporter.webconfig import load_web_config
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # aiosmtpd logs every connection of the SMTP probe at info: noise for someone watching the demo
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    web = {"web": {"config_file": str(web_config_file)}} if web_config_file is not None else None
-    with demo_organisation(listen_address, tls, web) as (scenario, settings):
+    addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+    web: dict[str, Any] = {"listen_address": addresses, "telemetry_path": telemetry_path}
+    if web_config_file is not None:
+        web["config_file"] = str(web_config_file)
+    with demo_organisation(addresses[0], tls, {"web": web}) as (scenario, settings):
         service = Service(settings)
         scheme = "https" if web_config_file is not None and load_web_config(web_config_file).tls else "http"
         for line in banner(scenario, settings, scheme):

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from exporter.buildinfo import build_info
 from exporter.collector import Collector
 from exporter.store import SnapshotStore
 
@@ -41,7 +41,11 @@ class MailflowCollector:
 
     def _self_metrics(self) -> Iterable[Metric]:
         build = InfoMetricFamily("mailflow_build", "mailflow-exporter build information.")
-        build.add_metric([], {"version": __version__})
+        info = build_info()
+        build.add_metric(
+            [],
+            {"version": info.version, "revision": info.revision, "branch": info.branch, "pythonversion": info.python},
+        )
         yield build
         labels = ["collector", "target"]
         up = GaugeMetricFamily(

@@ -213,7 +213,9 @@ class Service:
             server=server,
         )
         self.store.put(snapshot)
-        if not ok:
+        if ok:
+            log.debug("poll succeeded collector=%s target=%s duration=%.2fs", collector.name, target, duration)
+        else:
             log.warning(
                 'poll failed collector=%s target=%s reason=%s duration=%.2fs endpoint=%s error="%s"',
                 collector.name,
@@ -358,9 +360,10 @@ class Service:
         """Start the HTTP server and the scheduler."""
         if serve_http:
             web = self.settings.web
-            self.web = WebServer(self.app, web.listen_address, web.config_file)
+            self.web = WebServer(self.app, web.listen_addresses, web.config_file)
             self.web.start()
-            log.info("listening address=%s path=%s scheme=%s", web.listen_address, web.telemetry_path, self.web.scheme)
+            for address in self.web.addresses:
+                log.info("listening address=%s path=%s scheme=%s", address, web.telemetry_path, self.web.scheme)
         self.scheduler.start()
         self.reconcile()
         self.scheduler.add_job(

@@ -1,7 +1,9 @@
 """Configuration: one YAML file, ``MAILFLOW_*`` environment overrides and secret files.
 
-Precedence, highest first: environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates
-nesting levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
+Precedence, highest first: command-line flags (``--web.listen-address``, ``--web.telemetry-path``,
+``--web.config.file``, ``--log.level``, ``--log.format``, ``--shard-index``/``--shard-count``: applied by
+``exporter.cli``), environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates nesting
+levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
 ``password_file``, or a secrets directory (``MAILFLOW_SECRETS_DIR`` / ``secrets_dir``) holding
 ``<server>_password`` or ``exchange_password``.
 
@@ -401,7 +403,9 @@ class SchedulerSettings(_Model):
 
 
 class WebSettings(_Model):
-    listen_address: str = ":10049"
+    # One address, or a list to listen on several (``--web.listen-address`` given more than once);
+    # every listener serves the same paths with the same TLS/auth configuration.
+    listen_address: str | list[str] = ":10049"
     telemetry_path: str = "/metrics"
     runbook_url: str = "https://github.com/mailflow-exporter/mailflow-exporter/blob/main/docs/runbook.md"
     # An exporter-toolkit web configuration file (TLS, client certificates, basic auth), as
@@ -410,13 +414,27 @@ class WebSettings(_Model):
 
     @field_validator("listen_address")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(
-                "listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049' (port 0 picks a free port)"
-            )
+    def _check_listen(cls, value: str | list[str]) -> str | list[str]:
+        addresses = [value] if isinstance(value, str) else value
+        if not addresses:
+            raise ValueError("listen_address must name at least one [host]:port, e.g. ':10049'")
+        for address in addresses:
+            _host, sep, port = address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                which = "" if isinstance(value, str) else f" ({address!r})"
+                raise ValueError(
+                    f"listen_address must be [host]:port{which}, e.g. ':10049' or '127.0.0.1:10049' "
+                    "(port 0 picks a free port)"
+                )
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            raise ValueError(f"listen_address repeats {', '.join(repeated)}: each address can be listened on once")
         return value
+
+    @property
+    def listen_addresses(self) -> tuple[str, ...]:
+        """Every address to listen on (``listen_address`` as a tuple)."""
+        return (self.listen_address,) if isinstance(self.listen_address, str) else tuple(self.listen_address)
 
     @field_validator("telemetry_path")
     @classmethod
@@ -426,10 +444,16 @@ class WebSettings(_Model):
         return value
 
 
+def _log_level(value: Any) -> Any:
+    """Case-insensitive; ``warn`` (the Prometheus exporters' spelling, ``--log.level=warn``) is ``warning``."""
+    if isinstance(value, str):
+        value = value.lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 class LogSettings(_Model):
-    level: Annotated[
-        Literal["debug", "info", "warning", "error"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
-    ] = "info"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_log_level)] = "info"
     format: Literal["logfmt", "json"] = "logfmt"
 
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
@@ -359,52 +359,94 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [data]
 
 
+class ListenError(OSError):
+    """An address to listen on could not be bound (in use, not local, no permission)."""
+
+
 class WebServer:
-    """Serves the app on a background thread until ``stop``. With ``web_config_file`` (the exporter-toolkit
-    format) it serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it is
-    invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds."""
+    """Serves the app on background threads until ``stop``: one listener per address in ``listen_address``
+    (a ``[host]:port`` or a sequence of them, as ``--web.listen-address`` repeated), each with the same
+    web configuration, as the exporter-toolkit does. With ``web_config_file`` (the exporter-toolkit format)
+    every listener serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it
+    is invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds. An address
+    that cannot be bound raises ListenError naming it, after closing the listeners already bound."""
 
     def __init__(
         self,
         app: WebApp,
-        listen_address: str,
+        listen_address: str | Sequence[str],
         web_config_file: Path | None = None,
         *,
         reload_interval: float = 1.0,
         handshake_timeout: float = 10.0,
     ) -> None:
-        host, port = split_listen_address(listen_address)
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+        if not addresses:
+            raise ValueError("no listen address")
         self.web_config: WebConfigReloader | None = None
         wsgi_app: Any = app
         if web_config_file is not None:
             self.web_config = WebConfigReloader(Path(web_config_file), reload_interval)
-            wsgi_app = _Guard(app, self.web_config)
-        self._httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
+            wsgi_app = _Guard(app, self.web_config)  # one guard: the rate limit counts every listener's requests
+        tls = self.web_config is not None and self.web_config.current().tls
+        self._servers: list[_ThreadingWSGIServer] = []
+        try:
+            for address in addresses:
+                self._servers.append(self._bind(address, wsgi_app, tls, handshake_timeout))
+        except OSError as exc:
+            for httpd in self._servers:
+                httpd.server_close()
+            raise ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from exc
         if self.web_config is not None:
             config = self.web_config.current()
-            if config.tls:
-                self._httpd.web_config = self.web_config
-                self._httpd.handshake_timeout = handshake_timeout
             log.info("web config loaded path=%s %s", web_config_file, config.describe())
             for warning in config.warnings:
                 log.warning("web config: %s", warning)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="web", daemon=True)
+        self._threads = [
+            threading.Thread(target=httpd.serve_forever, name=f"web-{i}", daemon=True)
+            for i, httpd in enumerate(self._servers)
+        ]
+
+    def _bind(self, address: str, wsgi_app: Any, tls: bool, handshake_timeout: float) -> _ThreadingWSGIServer:
+        host, port = split_listen_address(address)
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
+        if tls:
+            httpd.web_config = self.web_config
+            httpd.handshake_timeout = handshake_timeout
+        return httpd
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        """The first listener's port (the one port when there is one address)."""
+        return self.ports[0]
+
+    @property
+    def ports(self) -> list[int]:
+        """Every listener's port, in the order of the addresses (port 0 becomes the port picked)."""
+        return [int(httpd.server_address[1]) for httpd in self._servers]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every listener's bound address as ``host:port`` (``[host]:port`` for IPv6)."""
+        out = []
+        for httpd in self._servers:
+            host, port = str(httpd.server_address[0]), int(httpd.server_address[1])  # (host, port[, flow, scope])
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
 
     @property
     def scheme(self) -> str:
-        return "https" if self._httpd.web_config is not None else "http"
+        return "https" if self._servers[0].web_config is not None else "http"
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        for httpd in self._servers:
+            httpd.shutdown()
+            httpd.server_close()
 
 
 _PAGE = """<!doctype html>

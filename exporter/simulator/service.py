@@ -333,9 +333,7 @@ class EndpointService:
         self._apply_command_faults(shell, command)
         self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
         timeline = server_timeline(self.state.timeline, self.server)  # the session server's clock and zone
-        ctx = Context(
-            self.state.scenario, timeline, self.server, shell.user, self.state.faults, roles=shell.roles
-        )
+        ctx = Context(self.state.scenario, timeline, self.server, shell.user, self.state.faults, roles=shell.roles)
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)
         malformed_fault = faults.find(self.server.name, FaultKind.MALFORMED_CLIXML, command.names)

@@ -231,7 +231,7 @@ def test_validate_config_prints_the_same_message(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(SystemExit) as info:
-        cli_main(["validate-config", "--config", str(path)])
+        cli_main(["validate-config", "--config.file", str(path)])
     assert info.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -325,7 +325,7 @@ def test_empty_file_is_all_defaults_and_validate_config_says_what_is_missing(
 ) -> None:
     path = write(tmp_path, text)
     assert load_settings(path, environ={}) == load_settings(None, environ={})
-    assert cli_main(["validate-config", "--config", str(path)]) == 0
+    assert cli_main(["validate-config", "--config.file", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert out == (

@@ -103,13 +103,13 @@ def test_image_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     assert pip.returncode == 0, pip.stderr[-3000:]
     cli = str(venv / "bin" / "mailflow-exporter")
     version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=True, env=env)
-    assert version.stdout.startswith("mailflow-exporter ")
+    assert version.stdout.startswith("mailflow-exporter, version ")
     # the example configuration is in the wheel, byte for byte, and valid
     example = subprocess.run([cli, "example-config"], capture_output=True, text=True, check=True, env=env, cwd=tmp_path)
     assert example.stdout == (ROOT / "config" / "example.yml").read_text()
     (tmp_path / "example.yml").write_text(example.stdout)
     check = subprocess.run(
-        [cli, "validate-config", "--config", str(tmp_path / "example.yml")],
+        [cli, "validate-config", "--config.file", str(tmp_path / "example.yml")],
         capture_output=True,
         text=True,
         check=False,

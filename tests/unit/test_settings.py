@@ -171,14 +171,14 @@ def test_bad_durations(value: object) -> None:
 
 def test_validate_config_command_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
-        [sys.executable, "-m", "exporter", "validate-config", "--config", str(ROOT / "config" / "example.yml")],
+        [sys.executable, "-m", "exporter", "validate-config", "--config.file", str(ROOT / "config" / "example.yml")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert good.returncode == 0, good.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "exporter", "validate-config", "--config", str(write(tmp_path, "web: {x: 1}\n"))],
+        [sys.executable, "-m", "exporter", "validate-config", "--config.file", str(write(tmp_path, "web: {x: 1}\n"))],
         capture_output=True,
         text=True,
         check=False,
@@ -222,7 +222,7 @@ def test_malformed_json_in_environment_is_a_config_error(tmp_path: Path, monkeyp
 
 def test_serve_refuses_a_config_with_nothing_to_poll(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "serve", "--config", str(write(tmp_path, "{}\n"))],
+        [sys.executable, "-m", "exporter", "serve", "--config.file", str(write(tmp_path, "{}\n"))],
         capture_output=True,
         text=True,
         check=False,
