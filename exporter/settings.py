@@ -30,6 +30,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,15 +96,20 @@ def _human(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _at_most(limit: float) -> AfterValidator:
-    """Reject a value above ``limit`` (seconds), naming the bound in a unit and in seconds."""
+class AtMost:
+    """An upper bound (seconds) that names itself in a unit and in seconds when exceeded."""
 
-    def check(value: float) -> float:
-        if value > limit:
-            raise ValueError(f"Input should be at most {_human(limit)} ({limit:.0f} seconds)")
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, value: float) -> float:
+        if value > self.limit:
+            raise ValueError(f"Input should be at most {_human(self.limit)} ({self.limit:.0f} seconds)")
         return value
 
-    return AfterValidator(check)
+
+def _at_most(limit: float) -> AfterValidator:
+    return AfterValidator(AtMost(limit))
 
 
 Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _at_most(MAX_INTERVAL)]
@@ -112,18 +118,20 @@ Span = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _at_most(M
 Duration = Span  # any other duration: finite, positive, at most MAX_SPAN
 
 
-def _result_size(value: Any) -> int | Literal["Unlimited"]:
-    """A cmdlet's ``-ResultSize``: ``Unlimited`` or a whole number from 1 to INT32_MAX."""
-    if isinstance(value, str) and value.strip().lower() == "unlimited":
-        return "Unlimited"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"Input should be 'Unlimited' or a whole number from 1 to {INT32_MAX}")
-    if not 1 <= value <= INT32_MAX:
-        raise ValueError(f"Input should be 'Unlimited' or a whole number from 1 to {INT32_MAX}")
-    return value
+class _ResultSize:
+    """A cmdlet's ``-ResultSize``: ``Unlimited`` or a whole number from 1 to ``limit``."""
+
+    limit = INT32_MAX
+
+    def __call__(self, value: Any) -> int | Literal["Unlimited"]:
+        if isinstance(value, str) and value.strip().lower() == "unlimited":
+            return "Unlimited"
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.limit:
+            raise ValueError(f"Input should be 'Unlimited' or a whole number from 1 to {self.limit}")
+        return value
 
 
-ResultSize = Annotated[int | Literal["Unlimited"], PlainValidator(_result_size)]
+ResultSize = Annotated[int | Literal["Unlimited"], PlainValidator(_ResultSize())]
 
 
 class _Model(BaseModel):
@@ -240,10 +248,10 @@ class TrackingCollectorSettings(_Model):
     enabled: bool = True
     interval: Interval = 60.0
     overlap: Span = 120.0
-    max_window: Span = 3600.0
+    max_window: Span = Field(default=3600.0, validate_default=True)
     initial_lookback: Span = 300.0
     stuck_after: Span = 900.0
-    forget_after: Span = 86400.0
+    forget_after: Span = Field(default=86400.0, validate_default=True)
     max_tracked_messages: int = Field(default=100_000, ge=100, le=10_000_000)
     latency_buckets: list[Annotated[float, Field(gt=0, allow_inf_nan=False), _at_most(MAX_SPAN)]] = Field(
         default_factory=lambda: [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
@@ -260,13 +268,22 @@ class TrackingCollectorSettings(_Model):
             raise ValueError("latency_buckets must be strictly increasing")
         return value
 
-    @model_validator(mode="after")
-    def _check(self) -> TrackingCollectorSettings:
-        if self.stuck_after >= self.forget_after:
-            raise ValueError("stuck_after must be shorter than forget_after")
-        if self.overlap >= self.max_window:
-            raise ValueError("overlap must be shorter than max_window")
-        return self
+    # Cross-field rules as validators of the later field, so the error names a field and its line.
+    @field_validator("forget_after")
+    @classmethod
+    def _after_stuck(cls, value: float, info: ValidationInfo) -> float:
+        stuck = info.data.get("stuck_after")
+        if stuck is not None and stuck >= value:
+            raise ValueError(f"forget_after must be longer than stuck_after ({_human(stuck)})")
+        return value
+
+    @field_validator("max_window")
+    @classmethod
+    def _over_overlap(cls, value: float, info: ValidationInfo) -> float:
+        overlap = info.data.get("overlap")
+        if overlap is not None and overlap >= value:
+            raise ValueError(f"max_window must be longer than overlap ({_human(overlap)})")
+        return value
 
 
 def _check_names(values: list[str] | None, allowed: Mapping[str, int], what: str) -> list[str] | None:
@@ -446,11 +463,13 @@ class ShardingSettings(_Model):
     count: int = Field(default=1, ge=1, le=1000)
     index: Annotated[int, Field(ge=0, le=999)] | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ShardingSettings:
-        if self.index is not None and self.index >= self.count:
-            raise ValueError(f"index {self.index} must be below count {self.count}")
-        return self
+    @field_validator("index")
+    @classmethod
+    def _below_count(cls, value: int | None, info: ValidationInfo) -> int | None:
+        count = info.data.get("count")
+        if value is not None and count is not None and value >= count:
+            raise ValueError(f"index {value} must be below count {count}")
+        return value
 
 
 class SchedulerSettings(_Model):

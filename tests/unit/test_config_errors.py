@@ -220,7 +220,8 @@ ROWS: list[tuple[str, str, str]] = [
     (
         "latency-buckets-not-increasing",
         "collectors:\n  tracking:\n    enabled: true\n    latency_buckets: [1, 30, 5]\n",
-        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets (line 4): latency_buckets must be strictly increasing",
+        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets (line 4): latency_buckets must be strictly "
+        "increasing",
     ),
     (
         "stale-after-intervals-infinite",
