@@ -126,6 +126,8 @@ class _ResultSize:
     def __call__(self, value: Any) -> int | Literal["Unlimited"]:
         if isinstance(value, str) and value.strip().lower() == "unlimited":
             return "Unlimited"
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,12}\s*", value):  # from the environment
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.limit:
             raise ValueError(f"Input should be 'Unlimited' or a whole number from 1 to {self.limit}")
         return value

@@ -31,7 +31,16 @@ from pydantic import BaseModel
 from exporter.errors import ConfigError
 from exporter.exchange.session import build_wsman
 from exporter.service import Service
-from exporter.settings import MAX_INTERVAL, MAX_SPAN, MAX_TIMEOUT, Settings, load_settings, resolved_servers
+from exporter.settings import (
+    INT32_MAX,
+    MAX_INTERVAL,
+    MAX_LATENCY_BUCKETS,
+    MAX_SPAN,
+    MAX_TIMEOUT,
+    Settings,
+    load_settings,
+    resolved_servers,
+)
 
 # Values a list item or a model in a list needs to be valid on its own.
 REQUIRED = {"servers": {"name": "EX01"}, "outbound_ips": {"ip": "192.0.2.1"}}
@@ -245,3 +254,14 @@ def test_any_number_is_refused_with_path_and_line_or_serve_runs_with_it(
         return
     assert math.isfinite(value) and value <= field.upper
     serve_dry_run(loaded)
+
+
+def test_readme_states_the_bounds_the_code_enforces() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Configuration", 1)[1].split("\n## ", 1)[0]
+    text = " ".join(section.split())
+    assert MAX_INTERVAL == 7 * 86400 and "at most 7 days" in text
+    assert MAX_TIMEOUT == 3600 and "at most 1 hour" in text
+    assert MAX_SPAN == 366 * 86400 and "at most 366 days" in text
+    assert MAX_LATENCY_BUCKETS == 50 and "(at most 50, positive, strictly increasing)" in text
+    assert f"at most {INT32_MAX}" in text and "`stale_after_intervals` at most 100" in text

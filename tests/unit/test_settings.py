@@ -271,6 +271,14 @@ def test_values_that_would_break_at_runtime_are_refused(tmp_path: Path, text: st
         load_settings(write(tmp_path, text + "\n"))
 
 
+def test_result_size_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILFLOW_COLLECTORS__QUEUES__RESULT_SIZE", "5000")  # the environment has only text
+    assert load_settings(write(tmp_path, "{}\n")).collectors.queues.result_size == 5000
+    monkeypatch.setenv("MAILFLOW_COLLECTORS__QUEUES__RESULT_SIZE", "2147483648")
+    with pytest.raises(ConfigError, match="from 1 to 2147483647"):
+        load_settings(write(tmp_path, "{}\n"))
+
+
 def test_lenient_where_it_is_harmless(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "log: {level: INFO}\nscheduler: {jitter: 0}\n"))
     assert (settings.log.level, settings.scheduler.jitter) == ("info", 0.0)
