@@ -3,10 +3,12 @@
 Precedence, highest first: environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates
 nesting levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
 ``password_file``, or a secrets directory (``MAILFLOW_SECRETS_DIR`` / ``secrets_dir``) holding
-``<server>_password`` or ``exchange_password``.
+``<server>_password`` or ``exchange_password``; which one a server uses: ``exporter.credentials``.
 
-Every validation problem is reported with its field path and, where the value came from the file,
-its line: ``exchange.servers[1].port (line 14): Input should be less than or equal to 65535``.
+Every number is finite and bounded (``MAX_INTERVAL``, ``MAX_TIMEOUT``, ``MAX_SPAN``...) so that what
+validates, ``serve`` can run with. Every validation problem is reported with its field path and, where
+the value came from the file, its line: ``exchange.servers[1].port (line 14): Input should be less
+than or equal to 65535``.
 """
 
 from __future__ import annotations
