@@ -37,6 +37,7 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from exporter.credentials import basic_auth_problem
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
 from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
@@ -220,6 +221,9 @@ def describe_exception(exc: BaseException, server: ResolvedServer | None = None)
         return "auth kerberos/negotiate needs the 'kerberos' extra (pip install 'mailflow-exporter[kerberos]')"
     if _kerberos_reason(exc) is not None:
         return _describe_kerberos(exc)
+    if isinstance(exc, UnicodeError):
+        # Its text quotes the character and its position, and the text encoded may be a password.
+        return f"{type(exc).__name__}: a text could not be converted (details withheld: it may be a secret)"
     if server is None:
         return plain_reason(exc)
     return plain_reason(exc, server.account, server.connect_timeout, _operation_timeout(server) + 10)
@@ -302,7 +306,7 @@ class AuthBackoff:
 
 
 def _fingerprint(secret: str | None) -> str:
-    return hashlib.sha256((secret or "").encode()).hexdigest()
+    return hashlib.sha256((secret or "").encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _credential_fingerprint(server: ResolvedServer) -> str:
@@ -636,6 +640,10 @@ def build_wsman(server: ResolvedServer) -> WSMan:
     encryption = "never" if server.auth == "basic" and not server.tls else "auto"
     username: Any = server.username
     password = server.current_password()
+    problem = basic_auth_problem(server.username, password) if server.auth == "basic" else None
+    if problem is not None:  # e.g. a password file rotated to such a password since start-up
+        origin = f" (password file {server.password_file})" if server.password_file is not None else ""
+        raise CollectorError(f"{problem}{origin}", reason="config")
     if server.keytab is not None:
         # pypsrp hands username/password to pyspnego, which also takes a credential object: a
         # KerberosKeytab gets a ticket for the principal (None: the keytab's first) from the keytab.

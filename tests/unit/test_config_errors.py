@@ -19,6 +19,11 @@ from exporter.errors import ConfigError
 from exporter.settings import load_settings
 
 BASIC = "exchange:\n  defaults: {auth: basic, tls: true, username: svc@contoso.com}\n"
+NOT_FINITE = "a duration must be a finite number of seconds (not .inf, .nan or a number that large)"
+NOT_LATIN_1 = (
+    "the password for svc@contoso.com contains characters Basic authentication cannot send (not Latin-1); use auth "
+    "kerberos, negotiate or ntlm (they send any Unicode password)"
+)
 
 # (id, file text, exact message). {cfg} is the file's path, {dir} the directory it is in.
 ROWS: list[tuple[str, str, str]] = [
@@ -179,37 +184,132 @@ ROWS: list[tuple[str, str, str]] = [
         "just some text\n",
         "{cfg}: the top level must be a mapping of sections (exchange, collectors, web, ...)",
     ),
+    # --- values serve could not run with: infinities, NaN, overflows and beyond the documented bounds
+    (
+        "interval-infinite",
+        "collectors:\n  queues:\n    interval: .inf\n",
+        "{cfg}: 1 problem:\n  collectors.queues.interval (line 3): " + NOT_FINITE,
+    ),
+    (
+        "interval-beyond-a-float",  # an integer too large for a float: an OverflowError traceback before
+        "collectors:\n  queues:\n    interval: 1" + "0" * 400 + "\n",
+        "{cfg}: 1 problem:\n  collectors.queues.interval (line 3): " + NOT_FINITE,
+    ),
+    (
+        "interval-above-its-bound",
+        "collectors:\n  certificates:\n    interval: 8d\n",
+        "{cfg}: 1 problem:\n  collectors.certificates.interval (line 3): Input should be at most 7d (604800 seconds)",
+    ),
+    (
+        "connect-timeout-infinite",
+        "exchange:\n  defaults:\n    connect_timeout: .inf\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.connect_timeout (line 3): " + NOT_FINITE,
+    ),
+    (
+        "call-timeout-of-one-server-above-its-bound",
+        "exchange:\n  servers:\n    - name: EX01\n      call_timeout: 2h\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].call_timeout (line 4): Input should be at most 1h (3600 seconds)",
+    ),
+    (
+        "tracking-window-nan",
+        "collectors:\n  tracking:\n    max_window: .nan\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.max_window (line 3): " + NOT_FINITE,
+    ),
+    (
+        "latency-bucket-infinite",
+        "collectors:\n  tracking:\n    latency_buckets: [1, 5, .inf]\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets[2] (line 3): Input should be a finite number",
+    ),
+    (
+        "latency-buckets-not-increasing",
+        "collectors:\n  tracking:\n    enabled: true\n    latency_buckets: [1, 30, 5]\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets (line 4): latency_buckets must be strictly "
+        "increasing",
+    ),
+    (
+        "stale-after-intervals-infinite",
+        "scheduler:\n  stale_after_intervals: .inf\n",
+        "{cfg}: 1 problem:\n  scheduler.stale_after_intervals (line 2): Input should be a finite number",
+    ),
+    (
+        "jitter-nan",
+        "scheduler:\n  jitter: .nan\n",
+        "{cfg}: 1 problem:\n  scheduler.jitter (line 2): " + NOT_FINITE,
+    ),
+    (
+        "result-size-beyond-int32",  # pypsrp would send it as <I32>, which no Int32 can hold
+        "collectors:\n  tracking:\n    result_size: 1000000000000000000000000000000\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.result_size (line 3): Input should be 'Unlimited' or a whole number "
+        "from 1 to 2147483647",
+    ),
+    (
+        "drift-accept-after-infinite",
+        "dns:\n  drift_accept_after: .inf\n",
+        "{cfg}: 1 problem:\n  dns.drift_accept_after (line 2): " + NOT_FINITE,
+    ),
     # --- secrets
     (
         "password-file-missing",
         BASIC + "  servers:\n    - {name: EX01, password_file: /nonexistent/ex01.pw}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file /nonexistent/ex01.pw: "
-        "No such file or directory",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): cannot read secret file "
+        "/nonexistent/ex01.pw: No such file or directory",
     ),
     (
         "password-file-empty",
         BASIC + "  servers:\n    - {name: EX01, password_file: {dir}/empty.pw}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: secret file {dir}/empty.pw is empty",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): secret file {dir}/empty.pw is empty",
     ),
     (
         "password-file-is-a-directory",
         BASIC + "  servers:\n    - {name: EX01, password_file: {dir}}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file {dir}: Is a directory",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): cannot read secret file {dir}: Is a "
+        "directory",
     ),
     (
-        "default-password-file-missing",  # set once in defaults: reported for the first server using it
+        "password-file-not-utf8",  # the decoder's message would quote a byte of the secret and its position
+        BASIC + "  servers:\n    - {name: EX01, password_file: {dir}/latin1.pw}\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): secret file {dir}/latin1.pw is not UTF-8 "
+        "text: save it as UTF-8",
+    ),
+    (
+        "default-password-file-missing",  # set once in defaults: reported once, at the defaults
         "exchange:\n  defaults: {auth: basic, tls: true, username: u, password_file: /run/secrets/nope}\n"
         "  servers: [{name: EX01}, {name: EX02}]\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file /run/secrets/nope: No "
+        "{cfg}: 1 problem:\n  exchange.defaults.password_file (line 2): cannot read secret file /run/secrets/nope: No "
         "such file or directory",
+    ),
+    (
+        "password-and-password-file-for-one-server",
+        "exchange:\n  servers:\n    - name: EX01\n      password: x\n      password_file: {dir}/empty.pw\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 5): password is set for this server too: set "
+        "only one of password, password_file and keytab",
+    ),
+    (
+        "password-and-keytab-in-defaults",
+        "exchange:\n  defaults:\n    password_file: {dir}/empty.pw\n    keytab: {dir}/empty.pw\n"
+        "  servers: [{name: EX01}]\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.keytab (line 4): password_file is set in exchange.defaults too: set "
+        "only one of password, password_file and keytab",
+    ),
+    (
+        "basic-password-not-latin-1",  # the message names where it is, never a character of it
+        BASIC.replace("}", ", password: 'Zä9€qX-ö7Kw€-jV3'}") + "  servers: [{name: EX01}]\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.password (line 2): " + NOT_LATIN_1,
+    ),
+    (
+        "basic-password-file-not-latin-1",
+        BASIC + "  servers:\n    - name: EX01\n      password_file: {dir}/euro.pw\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 5): " + NOT_LATIN_1,
     ),
 ]
 
 
 def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "empty.pw").write_text("\n")
+    (tmp_path / "latin1.pw").write_bytes("pässwörd\n".encode("latin-1"))
+    (tmp_path / "euro.pw").write_text("Zä9€qX-ö7Kw€-jV3\n", encoding="utf-8")
     path = tmp_path / "config.yml"
-    path.write_text(text.replace("{dir}", str(tmp_path)))
+    path.write_text(text.replace("{dir}", str(tmp_path)), encoding="utf-8")
     return path
 
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import threading
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import requests
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
 from exporter.errors import CollectorError
-from exporter.exchange.session import SessionLimiter, classify_exception, redact, run_with_deadline
+from exporter.exchange.session import (
+    SessionLimiter,
+    build_wsman,
+    classify_exception,
+    describe_exception,
+    redact,
+    run_with_deadline,
+)
+from exporter.settings import ResolvedServer
 
 
 def test_limiter_caps_per_account_and_host() -> None:
@@ -77,3 +86,46 @@ def test_redact() -> None:
 )
 def test_classify_exception(exc: BaseException, reason: str) -> None:
     assert classify_exception(exc) == reason
+
+
+SECRET = "Zä9€qX-ö7Kw€-jV3"  # Latin-1 letters and a euro sign, which Latin-1 lacks
+
+
+def leaks(text: str, secret: str = SECRET) -> list[str]:
+    """Parts of the secret in ``text``: its substrings of 3 or more characters, and each character
+    outside ASCII in any form an exception message may take (itself, its escape, its code point)."""
+    found = [secret[i : i + n] for n in range(3, len(secret) + 1) for i in range(len(secret) - n + 1)]
+    found = [part for part in dict.fromkeys(found) if part in text]
+    for char in {c for c in secret if ord(c) > 127}:
+        forms = (char, repr(char)[1:-1], f"\\u{ord(char):04x}", f"\\x{ord(char):02x}", f"U+{ord(char):04X}")
+        found += [form for form in forms if form in text]
+    return found
+
+
+def test_an_encoding_error_is_described_without_its_text() -> None:
+    try:
+        f"svc:{SECRET}".encode("latin-1")
+    except UnicodeEncodeError as exc:
+        error = exc
+    assert leaks(str(error)) == ["\\u20ac"]  # what the old description showed
+    text = describe_exception(error)
+    assert text.startswith("UnicodeEncodeError: ") and leaks(text) == [] and "position" not in text
+
+
+def test_basic_auth_refuses_a_password_it_cannot_send_naming_no_part_of_it(tmp_path: Path) -> None:
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET, encoding="utf-8")
+    server = ResolvedServer(
+        name="EX01", host="ex01", port=443, tls=True, auth="basic", username="svc@contoso.com", password=None,
+        verify_tls=True, ca_bundle=None, negotiate_service="HTTP", connect_timeout=5, call_timeout=5,
+        password_file=secret_file,
+    )  # fmt: skip
+    with pytest.raises(CollectorError) as info:
+        build_wsman(server)
+    assert info.value.reason == "config"
+    assert str(info.value) == (
+        "the password for svc@contoso.com contains characters Basic authentication cannot send (not Latin-1); use "
+        f"auth kerberos, negotiate or ntlm (they send any Unicode password) (password file {secret_file})"
+    )
+    for auth in ("ntlm", "negotiate", "kerberos"):  # these send any Unicode password
+        assert build_wsman(server.model_copy(update={"auth": auth})).transport.password == SECRET
