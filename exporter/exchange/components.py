@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, keep_top
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, decode_mvp_objects, flatten, is_mvp
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -104,6 +105,8 @@ class ComponentResult:
     server: str
     components: tuple[ComponentState, ...]
     server_wide_offline: bool = False  # from every row, not only the reported components
+    kept: frozenset[str] | None = None  # components with their own series (None: all); the rest are "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
 class ComponentCollector(ServerCollector):
@@ -111,10 +114,13 @@ class ComponentCollector(ServerCollector):
 
     name = "components"
 
-    def __init__(self, targets: ExchangeTargets, interval: float, components: Sequence[str]) -> None:
+    def __init__(
+        self, targets: ExchangeTargets, interval: float, components: Sequence[str], max_components: int = 100
+    ) -> None:
         super().__init__(targets, interval)
         self._all = "*" in components
         self._wanted = {c.lower() for c in components}
+        self._max = max_components
 
     def collect(self, session: ExchangeSession, server: str) -> ComponentResult:
         states = self.fetch(session, server, "Get-ServerComponentState", {"Identity": server}, parse_component)
@@ -124,7 +130,11 @@ class ComponentCollector(ServerCollector):
         offline = any(
             s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states
         )
-        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)), offline)
+        # With "*" the names are the server's: the cap keeps the components not Active first.
+        inactive = {s.component for s in kept if s.state != "Active"}
+        names = keep_top((s.component for s in kept), self._max, lambda name: name not in inactive)
+        folded = {"component": len({s.component for s in kept}) - len(names)}
+        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)), offline, names, folded)
 
     def render(self, results: Mapping[str, ComponentResult]) -> Iterable[Metric]:
         return render_components(results.values())
@@ -150,10 +160,23 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
     )
     for result in sorted(results, key=lambda r: r.server):
         offline.add_metric([result.server], 1 if result.server_wide_offline else 0)
+        states: dict[str, int] = {}  # beyond the cap: components per state
+        requesters: dict[tuple[str, str], int] = {}  # beyond the cap: components per (requester, state)
         for c in result.components:
+            folded = result.kept is not None and c.component not in result.kept
             for s in STATES:
-                state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
+                if folded:
+                    states[s] = states.get(s, 0) + (1 if c.state == s else 0)
+                else:
+                    state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
             for who, s in sorted(c.requesters.items()):
                 if who in REQUESTERS and s in STATES:
-                    requester.add_metric([c.server, c.component, who, s], 1)
+                    if folded:
+                        requesters[(who, s)] = requesters.get((who, s), 0) + 1
+                    else:
+                        requester.add_metric([c.server, c.component, who, s], 1)
+        for s, n in states.items():  # counts of the folded components, as for folded queues
+            state.add_metric([result.server, OTHER, s], n)
+        for (who, s), n in sorted(requesters.items()):
+            requester.add_metric([result.server, OTHER, who, s], n)
     return [state, requester, offline]

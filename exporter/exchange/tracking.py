@@ -32,6 +32,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import StickyCap
 from exporter.errors import ParseError
 from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
 from exporter.exchange.lasterror import parse_smtp_error
@@ -359,6 +360,7 @@ class TrackingResult:
     # Submitted (SUBMIT) longer ago than stuck_after to a Transport service whose log no polled
     # server shows: fate unknown, not stuck.
     unfollowed: int = 0
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values this poll counted as "other"
 
 
 @dataclass
@@ -384,6 +386,7 @@ class _ServerState:
     last_event: float | None = None
     truncated_polls: int = 0
     skipped_seconds: float = 0.0
+    codes: StickyCap = field(default_factory=lambda: StickyCap(50))  # failures' enhanced_code label
 
 
 class WatermarkStore:
@@ -449,6 +452,7 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
+    max_failure_codes: int = 50  # enhanced codes with their own series per server (exporter.cardinality)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -504,7 +508,8 @@ class TrackingCollector:
             state = self._states.get(server)
             if state is None:
                 mark, ties = self._marks.get(server)
-                state = _ServerState(watermark=mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                state = _ServerState(mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                state.codes = StickyCap(self._opts.max_failure_codes)
                 if mark is not None:
                     state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
@@ -647,7 +652,7 @@ class TrackingCollector:
         if event.event_id == "FAIL":
             for text in event.recipient_status or ("",):
                 err = parse_smtp_error(text)
-                f_key = (err.enhanced_code, err.category) if err else ("", "other")
+                f_key = (state.codes.admit(err.enhanced_code if err else ""), err.category if err else "other")
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
         latency = self._trails.observe(server, event)
         if latency is not None:
@@ -698,6 +703,7 @@ class TrackingCollector:
             recent_flow=_summed(flow for _, _, flow, _ in state.recent),
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
             unfollowed=unfollowed,
+            folded={"enhanced_code": state.codes.take_refused()},
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
