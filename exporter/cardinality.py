@@ -55,27 +55,27 @@ def keep_top(keys: Iterable[K], limit: int, rank: Callable[[K], Any]) -> frozens
 
 
 class StickyCap:
-    """A cap for counter labels: the first ``limit`` distinct values keep their own series for the
-    life of the process; later values count under ``other``. Not thread-safe: each target's poll
-    job owns its cap (polls of one target never overlap)."""
+    """A cap for counter labels: the first ``limit`` distinct values (or label tuples) keep their own
+    series for the life of the process; later ones are counted under ``other``. Not thread-safe:
+    each target's poll job owns its cap (polls of one target never overlap)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._kept: set[str] = set()
-        self._refused: set[str] = set()  # since the last take_refused(): bounded by one poll's input
+        self._kept: set[Hashable] = set()
+        self._refused: set[Hashable] = set()  # since the last take_refused(): bounded by one poll's input
 
-    def admit(self, value: str) -> str:
-        """``value`` if it has (or gets) its own series, else ``other``."""
+    def admit(self, value: Hashable) -> bool:
+        """Whether ``value`` has (or now gets) its own series; if not, count it under ``other``."""
         if value in self._kept:
-            return value
+            return True
         if len(self._kept) < self.limit:
             self._kept.add(value)
-            return value
+            return True
         self._refused.add(value)
-        return OTHER
+        return False
 
     def take_refused(self) -> int:
-        """Distinct values counted under ``other`` since the last call (one poll's)."""
+        """Distinct values refused since the last call (one poll's)."""
         count = len(self._refused)
         self._refused = set()
         return count

@@ -58,7 +58,7 @@ def build_collectors(
         collectors.append(DiscoveryCollector(targets, settings.exchange.discovery.interval))
     q = settings.collectors.queues
     if q.enabled:
-        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size, q.max_error_codes))
+        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size, q.max_last_errors))
     t = settings.collectors.tracking
     if t.enabled:
         options = TrackingOptions(

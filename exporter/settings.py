@@ -179,7 +179,7 @@ class QueueCollectorSettings(_Model):
     enabled: bool = True
     interval: Duration = 60.0
     max_next_hop_domains: int = Field(default=20, ge=1, le=1000)
-    max_error_codes: int = Field(default=20, ge=1, le=1000)
+    max_last_errors: int = Field(default=50, ge=1, le=10_000)
     result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
 
 

@@ -7,7 +7,7 @@ They matter twice: a domain that vanished or changed type (Authoritative -> Inte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -89,17 +89,23 @@ class AcceptedDomainCollector(OrgCollector):
     def collect(self, session: ExchangeSession, server: str) -> AcceptedDomainResult:
         result = self.run(session, server, "Get-AcceptedDomain")
         domains = sorted(parse_all("Get-AcceptedDomain", result.objects, parse_accepted_domain), key=lambda d: d.domain)
-        # The default domain and relay-everything entries first (they matter most), then by name.
-        first = {d.domain for d in domains if d.default or d.relays_everything}
-        kept = keep_top((d.domain for d in domains), self._max_domains, lambda name: name not in first)
-        folded = {
-            "domain": len({d.domain for d in domains}) - len(kept),
-            "domain_type": unknown((d.domain_type for d in domains), DOMAIN_TYPES),
-        }
-        return AcceptedDomainResult(tuple(domains), kept, folded)
+        return cap_accepted_domains(AcceptedDomainResult(tuple(domains)), self._max_domains)
 
     def render(self, results: Mapping[str, AcceptedDomainResult]) -> Iterable[Metric]:
         return render_accepted_domains(results.values())
+
+
+def cap_accepted_domains(result: AcceptedDomainResult, limit: int) -> AcceptedDomainResult:
+    """The result with its cardinality cap decided: ``limit`` domains keep their own series (and are
+    DNS-checked), the default domain and relay-everything entries first, then by name."""
+    first = {d.domain for d in result.domains if d.default or d.relays_everything}
+    names = {d.domain for d in result.domains}
+    kept = keep_top(names, limit, lambda name: name not in first)
+    folded = {
+        "domain": len(names) - len(kept),
+        "domain_type": unknown((d.domain_type for d in result.domains), DOMAIN_TYPES),
+    }
+    return replace(result, kept=kept, folded=folded)
 
 
 def render_accepted_domains(results: Iterable[AcceptedDomainResult]) -> list[Metric]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,16 +131,22 @@ class CertificateCollector(CappedServerCollector):
 
     def collect(self, session: ExchangeSession, server: str) -> CertificateResult:
         certs = self.fetch(session, server, "Get-ExchangeCertificate", {"Server": server}, parse_certificate, SELECT)
-        # Beyond the cap, certificates not bound to SMTP and expiring last go to "other".
-        rank: dict[str, tuple[bool, datetime]] = {}
-        for c in certs:
-            rank[c.thumbprint] = min(rank.get(c.thumbprint, (True, c.not_after)), (not c.serves_smtp, c.not_after))
-        kept = keep_top(rank, self._limit, rank.__getitem__)
-        folded = {"thumbprint": len(rank) - len(kept), "status": unknown((c.status for c in certs), STATUSES)}
-        return CertificateResult(server, tuple(sorted(certs, key=lambda c: (c.not_after, c.thumbprint))), kept, folded)
+        ordered = tuple(sorted(certs, key=lambda c: (c.not_after, c.thumbprint)))
+        return cap_certificates(CertificateResult(server, ordered), self._limit)
 
     def render(self, results: Mapping[str, CertificateResult]) -> Iterable[Metric]:
         return render_certificates(results.values())
+
+
+def cap_certificates(result: CertificateResult, limit: int) -> CertificateResult:
+    """The result with its cardinality cap decided: ``limit`` certificates keep their own series, those
+    bound to SMTP and expiring first first."""
+    rank: dict[str, tuple[bool, datetime]] = {}
+    for c in result.certificates:
+        rank[c.thumbprint] = min(rank.get(c.thumbprint, (True, c.not_after)), (not c.serves_smtp, c.not_after))
+    kept = keep_top(rank, limit, rank.__getitem__)
+    statuses = unknown((c.status for c in result.certificates), STATUSES)
+    return replace(result, kept=kept, folded={"thumbprint": len(rank) - len(kept), "status": statuses})
 
 
 def render_certificates(results: Iterable[CertificateResult]) -> list[Metric]:

@@ -15,7 +15,7 @@ and reported as Exchange spells them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,18 +126,24 @@ class ComponentCollector(ServerCollector):
         states = self.fetch(session, server, "Get-ServerComponentState", {"Identity": server}, parse_component)
         if not states:
             raise ParseError(f"Get-ServerComponentState -Identity {server} returned no components")
-        kept = [s for s in states if self._all or s.component.lower() in self._wanted]
-        offline = any(
-            s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states
-        )
-        # With "*" the names are the server's: the cap keeps the components not Active first.
-        inactive = {s.component for s in kept if s.state != "Active"}
-        names = keep_top((s.component for s in kept), self._max, lambda name: name not in inactive)
-        folded = {"component": len({s.component for s in kept}) - len(names)}
-        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)), offline, names, folded)
+        return component_result(server, states, None if self._all else self._wanted, self._max)
 
     def render(self, results: Mapping[str, ComponentResult]) -> Iterable[Metric]:
         return render_components(results.values())
+
+
+def component_result(
+    server: str, states: Sequence[ComponentState], wanted: Collection[str] | None, limit: int
+) -> ComponentResult:
+    """The components ``wanted`` (lower-case names; None: all), at most ``limit`` with their own series:
+    with "*" the names are the server's, and the cap keeps the components not Active first."""
+    kept = [s for s in states if wanted is None or s.component.lower() in wanted]
+    offline = any(s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states)
+    inactive = {s.component for s in kept if s.state != "Active"}
+    all_names = {s.component for s in kept}
+    names = keep_top(all_names, limit, lambda name: name not in inactive)
+    ordered = tuple(sorted(kept, key=lambda s: s.component))
+    return ComponentResult(server, ordered, offline, names, {"component": len(all_names) - len(names)})
 
 
 def render_components(results: Iterable[ComponentResult]) -> list[Metric]:

@@ -7,7 +7,7 @@ replay queue lengths show a DAG copy falling behind long before a failover would
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -96,15 +96,22 @@ class DatabaseCopyCollector(CappedServerCollector):
 
     def collect(self, session: ExchangeSession, server: str) -> DatabaseCopyResult:
         copies = self.fetch(session, server, "Get-MailboxDatabaseCopyStatus", {"Server": server}, parse_database_copy)
-        # Beyond the cap, copies that need no attention and have the shortest queues go to "other".
-        worst = {(c.database, c.server): (c.status in GOOD_STATUSES, -c.copy_queue_length - c.replay_queue_length)
-                 for c in copies}  # fmt: skip
-        kept = keep_top(worst, self._limit, worst.__getitem__)
-        folded = {"database": len(worst) - len(kept), "status": unknown((c.status for c in copies), COPY_STATUSES)}
-        return DatabaseCopyResult(server, tuple(sorted(copies, key=lambda c: c.database)), kept, folded)
+        return cap_database_copies(
+            DatabaseCopyResult(server, tuple(sorted(copies, key=lambda c: c.database))), self._limit
+        )
 
     def render(self, results: Mapping[str, DatabaseCopyResult]) -> Iterable[Metric]:
         return render_database_copies(results.values())
+
+
+def cap_database_copies(result: DatabaseCopyResult, limit: int) -> DatabaseCopyResult:
+    """The result with its cardinality cap decided: ``limit`` copies keep their own series; copies that
+    need no attention and have the shortest queues go to "other" first."""
+    worst = {(c.database, c.server): (c.status in GOOD_STATUSES, -c.copy_queue_length - c.replay_queue_length)
+             for c in result.copies}  # fmt: skip
+    kept = keep_top(worst, limit, worst.__getitem__)
+    statuses = unknown((c.status for c in result.copies), COPY_STATUSES)
+    return replace(result, kept=kept, folded={"database": len(worst) - len(kept), "status": statuses})
 
 
 def render_database_copies(results: Iterable[DatabaseCopyResult]) -> list[Metric]:

@@ -6,7 +6,7 @@ grouped by labels that never include the ephemeral queue row number, every one b
 ``other``; per server and queue kind, the ``max_next_hop_domains`` next hops (delivery type,
 category and domain) with the most messages keep their own series and the rest are summed under
 ``next_hop_domain="other"`` (shadow queues too: their next hop is a primary server's FQDN); per
-server, the ``max_error_codes`` LastError (SMTP code, enhanced code) pairs with the most messages
+server, the ``max_last_errors`` LastError (SMTP code, enhanced code) pairs with the most messages
 keep their codes and the rest show ``other``. Render: metric families.
 """
 
@@ -41,7 +41,7 @@ DELIVERY_TYPES = frozenset(
     "SmtpDeliveryToExo SmtpRelayToRemoteForest".split()
 )
 NEXT_HOP_CATEGORIES = frozenset({"Internal", "External"})
-DEFAULT_MAX_ERROR_CODES = 20
+DEFAULT_MAX_LAST_ERRORS = 50
 LABELS = ("server", "queue_kind", "delivery_type", "next_hop_category", "next_hop_domain")
 POLLED = "Polled from Get-Queue on a schedule, not at scrape time."
 
@@ -143,16 +143,11 @@ def _group_domain(queue: QueueInfo) -> str:
     return domain or "unknown"
 
 
-def _error_codes(queue: QueueInfo) -> tuple[str, str] | None:
-    return None if queue.last_error is None else (queue.last_error.smtp_code, queue.last_error.enhanced_code)
-
-
 def aggregate(
-    server: str, queues: Sequence[QueueInfo], max_domains: int, max_error_codes: int = DEFAULT_MAX_ERROR_CODES
+    server: str, queues: Sequence[QueueInfo], max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
 ) -> QueueResult:
     """Group queues by bounded labels (the cardinality rules in the module docstring)."""
     hops: dict[tuple[str, str, str, str], list[int]] = {}  # (kind, type, category, domain) -> [messages, queues]
-    codes: dict[tuple[str, str], list[int]] = {}  # (smtp_code, enhanced_code) -> [messages, queues]
     labelled: list[tuple[QueueInfo, tuple[str, str, str, str]]] = []
     for q in queues:
         hop = (
@@ -165,19 +160,15 @@ def aggregate(
         weight = hops.setdefault(hop, [0, 0])
         weight[0] += q.message_count
         weight[1] += 1
-        pair = _error_codes(q)
-        if pair is not None:
-            weight = codes.setdefault(pair, [0, 0])
-            weight[0] += q.message_count
-            weight[1] += 1
     kept_hops: set[tuple[str, str, str, str]] = set()
     for kind in {hop[0] for hop in hops}:
         kept_hops |= keep_top((h for h in hops if h[0] == kind), max_domains, lambda h: (-hops[h][0], -hops[h][1]))
-    kept_codes = keep_top(codes, max_error_codes, lambda c: (-codes[c][0], -codes[c][1]))
     groups: dict[tuple[str, ...], QueueGroup] = {}
+    errors: dict[tuple[tuple[str, ...], str, str, str], list[int]] = {}  # (group, codes, category) -> weight
     for q, hop in labelled:
         kind, delivery_type, category, domain = hop if hop in kept_hops else (*hop[:3], OTHER)
-        group = groups.setdefault((server, kind, delivery_type, category, domain), QueueGroup())
+        key = (server, kind, delivery_type, category, domain)
+        group = groups.setdefault(key, QueueGroup())
         group.queues += 1
         group.messages += q.message_count
         group.deferred += q.deferred_count
@@ -189,13 +180,21 @@ def aggregate(
             ts = q.next_retry_time.timestamp()
             group.next_retry = ts if group.next_retry is None else min(group.next_retry, ts)
         if q.last_error is not None:
-            pair = _error_codes(q)
-            code, enhanced = pair if pair in kept_codes else (OTHER, OTHER)
-            err = (code, enhanced, q.last_error.category)
-            group.errors[err] = group.errors.get(err, 0) + 1
-            category_key = q.last_error.category
-            group.error_messages[category_key] = group.error_messages.get(category_key, 0) + q.message_count
+            err = q.last_error
+            group.error_messages[err.category] = group.error_messages.get(err.category, 0) + q.message_count
+            weight = errors.setdefault((key, err.smtp_code, err.enhanced_code, err.category), [0, 0])
+            weight[0] += q.message_count
+            weight[1] += 1
+    # The LastError series with the most messages keep their codes; the rest show smtp_code and
+    # enhanced_code "other" (their category stays: it is a closed set, and the alerts need it).
+    kept_errors = keep_top(errors, max_last_errors, lambda e: (-errors[e][0], -errors[e][1]))
+    for series, (_, count) in errors.items():
+        group_key, code, enhanced, category = series
+        err_key = (code, enhanced, category) if series in kept_errors else (OTHER, OTHER, category)
+        group = groups[group_key]
+        group.errors[err_key] = group.errors.get(err_key, 0) + count
     folded_hops = {(h[0], h[3]) for h in hops if h not in kept_hops}
+    folded_codes = {e[1:3] for e in errors if e not in kept_errors} - {e[1:3] for e in kept_errors}
     return QueueResult(
         server=server,
         queues=tuple(queues),
@@ -205,16 +204,16 @@ def aggregate(
             "next_hop_domain": len(folded_hops),
             "delivery_type": unknown((q.delivery_type for q in queues), DELIVERY_TYPES),
             "next_hop_category": unknown((q.next_hop_category for q in queues), NEXT_HOP_CATEGORIES),
-            "enhanced_code": len(codes) - len(kept_codes),
+            "enhanced_code": len(folded_codes),
         },
     )
 
 
 def parse_queues(
-    objects: Iterable[Any], server: str, max_domains: int, max_error_codes: int = DEFAULT_MAX_ERROR_CODES
+    objects: Iterable[Any], server: str, max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
 ) -> QueueResult:
     """Parse and aggregate one server's Get-Queue output."""
-    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains, max_error_codes)
+    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains, max_last_errors)
 
 
 class QueueCollector(ServerCollector):
@@ -229,18 +228,18 @@ class QueueCollector(ServerCollector):
         interval: float,
         max_domains: int,
         result_size: Any,
-        max_error_codes: int = DEFAULT_MAX_ERROR_CODES,
+        max_last_errors: int = DEFAULT_MAX_LAST_ERRORS,
     ) -> None:
         super().__init__(targets, interval)
         self._max_domains = max_domains
         self._result_size = result_size
-        self._max_error_codes = max_error_codes
+        self._max_last_errors = max_last_errors
 
     def collect(self, session: ExchangeSession, server: str) -> QueueResult:
         # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
         params = {"Server": server, "ResultSize": self._result_size}
         queues = self.fetch(session, server, "Get-Queue", params, parse_queue)
-        return aggregate(server, queues, self._max_domains, self._max_error_codes)
+        return aggregate(server, queues, self._max_domains, self._max_last_errors)
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())

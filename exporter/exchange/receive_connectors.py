@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -216,14 +216,7 @@ class ReceiveConnectorCollector(ServerCollector):
                     readable = (readable is not False) and relay is not None
             risks[conn.name] = assess(conn.relay_inputs, self._trusted, relay)
             untrusted[conn.name] = untrusted_addresses(conn.relay_inputs, self._trusted)
-        enabled = {c.name for c in connectors if c.enabled}
-        # Connectors at risk first, then enabled ones: a cap never hides an open relay behind "other".
-        kept = keep_top(
-            (c.name for c in connectors),
-            self._max_connectors,
-            lambda name: (not any(risks[name].values()), name not in enabled),
-        )
-        return ReceiveConnectorResult(
+        result = ReceiveConnectorResult(
             server=server,
             connectors=tuple(connectors),
             risks=risks,
@@ -231,12 +224,8 @@ class ReceiveConnectorCollector(ServerCollector):
             permissions_readable=readable,
             drift=tuple(receive_drift(server, connectors, self._expect)),
             unverified=unverified,
-            kept=kept,
-            folded={
-                "connector": len({c.name for c in connectors}) - len(kept),
-                "transport_role": unknown((c.transport_role for c in connectors), TRANSPORT_ROLES),
-            },
         )
+        return cap_receive_connectors(result, self._max_connectors)
 
     def _anonymous_relay(
         self, session: ExchangeSession, server: str, conn: ReceiveConnector
@@ -280,6 +269,20 @@ class ReceiveConnectorCollector(ServerCollector):
 
     def render(self, results: Mapping[str, ReceiveConnectorResult]) -> Iterable[Metric]:
         return render_receive_connectors(results.values())
+
+
+def cap_receive_connectors(result: ReceiveConnectorResult, limit: int) -> ReceiveConnectorResult:
+    """The result with its cardinality cap decided: ``limit`` connectors keep their own series, those
+    at risk first, then enabled ones (a cap never hides an open relay behind "other")."""
+    enabled = {c.name for c in result.connectors if c.enabled}
+    risky = {name for name, risks in result.risks.items() if any(risks.values())}
+    names = {c.name for c in result.connectors}
+    kept = keep_top(names, limit, lambda name: (name not in risky, name not in enabled))
+    folded = {
+        "connector": len(names) - len(kept),
+        "transport_role": unknown((c.transport_role for c in result.connectors), TRANSPORT_ROLES),
+    }
+    return replace(result, kept=kept, folded=folded)
 
 
 def render_receive_connectors(results: Iterable[ReceiveConnectorResult]) -> list[Metric]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -136,13 +136,20 @@ class SendConnectorCollector(OrgCollector):
     def collect(self, session: ExchangeSession, server: str) -> SendConnectorResult:
         result = self.run(session, server, "Get-SendConnector")
         connectors = sorted(parse_all("Get-SendConnector", result.objects, parse_send_connector), key=lambda c: c.name)
-        enabled = {c.name for c in connectors if c.enabled}
-        kept = keep_top((c.name for c in connectors), self._max_connectors, lambda name: name not in enabled)
-        folded = {"connector": len({c.name for c in connectors}) - len(kept)}
-        return SendConnectorResult(tuple(connectors), tuple(send_drift(connectors, self._expect)), kept, folded)
+        found = SendConnectorResult(tuple(connectors), tuple(send_drift(connectors, self._expect)))
+        return cap_send_connectors(found, self._max_connectors)
 
     def render(self, results: Mapping[str, SendConnectorResult]) -> Iterable[Metric]:
         return render_send_connectors(results.values())
+
+
+def cap_send_connectors(result: SendConnectorResult, limit: int) -> SendConnectorResult:
+    """The result with its cardinality cap decided: ``limit`` connectors keep their own series,
+    enabled ones first."""
+    enabled = {c.name for c in result.connectors if c.enabled}
+    names = {c.name for c in result.connectors}
+    kept = keep_top(names, limit, lambda name: name not in enabled)
+    return replace(result, kept=kept, folded={"connector": len(names) - len(kept)})
 
 
 def render_send_connectors(results: Iterable[SendConnectorResult]) -> list[Metric]:

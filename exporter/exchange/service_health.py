@@ -6,7 +6,7 @@ A stopped MSExchangeTransport or MSExchangeFrontEndTransport stops mail on that 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -80,15 +80,20 @@ class ServiceHealthCollector(CappedServerCollector):
 
     def collect(self, session: ExchangeSession, server: str) -> ServiceHealthResult:
         roles = self.fetch(session, server, "Test-ServiceHealth", {"Server": server}, parse_role_services)
-        # Beyond the cap, running services go to "other" first.
-        stopped = {(fold_enum(r.role, ROLES), s) for r in roles for s in r.not_running}
-        services = {(fold_enum(r.role, ROLES), s) for r in roles for s in (*r.running, *r.not_running)}
-        kept = keep_top(services, self._limit, lambda key: key not in stopped)
-        folded = {"service": len(services) - len(kept), "role": unknown((r.role for r in roles), ROLES)}
-        return ServiceHealthResult(server, tuple(sorted(roles, key=lambda r: r.role)), kept, folded)
+        return cap_service_health(ServiceHealthResult(server, tuple(sorted(roles, key=lambda r: r.role))), self._limit)
 
     def render(self, results: Mapping[str, ServiceHealthResult]) -> Iterable[Metric]:
         return render_service_health(results.values())
+
+
+def cap_service_health(result: ServiceHealthResult, limit: int) -> ServiceHealthResult:
+    """The result with its cardinality cap decided: ``limit`` (role, service) pairs keep their own
+    series, stopped services first."""
+    stopped = {(fold_enum(r.role, ROLES), s) for r in result.roles for s in r.not_running}
+    services = {(fold_enum(r.role, ROLES), s) for r in result.roles for s in (*r.running, *r.not_running)}
+    kept = keep_top(services, limit, lambda key: key not in stopped)
+    roles = unknown((r.role for r in result.roles), ROLES)
+    return replace(result, kept=kept, folded={"service": len(services) - len(kept), "role": roles})
 
 
 def render_service_health(results: Iterable[ServiceHealthResult]) -> list[Metric]:

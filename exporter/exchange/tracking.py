@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.cardinality import StickyCap
+from exporter.cardinality import OTHER, StickyCap
 from exporter.errors import ParseError
 from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
 from exporter.exchange.lasterror import parse_smtp_error
@@ -452,7 +452,7 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
-    max_failure_codes: int = 50  # enhanced codes with their own series per server (exporter.cardinality)
+    max_failure_codes: int = 50  # (enhanced code, category) series per server (exporter.cardinality)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -652,7 +652,8 @@ class TrackingCollector:
         if event.event_id == "FAIL":
             for text in event.recipient_status or ("",):
                 err = parse_smtp_error(text)
-                f_key = (state.codes.admit(err.enhanced_code if err else ""), err.category if err else "other")
+                f_key = (err.enhanced_code, err.category) if err else ("", "other")
+                f_key = f_key if state.codes.admit(f_key) else (OTHER, f_key[1])  # the category is a closed set
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
         latency = self._trails.observe(server, event)
         if latency is not None:
