@@ -160,3 +160,16 @@ def test_folded_label_values_are_one_family_across_collectors() -> None:
     assert folded("EX01", "connector") is None
     text = generate_latest(reg).decode()
     assert text.count("# TYPE mailflow_label_values_folded gauge") == 1
+
+
+def test_a_target_cap_is_reported_by_one_replica() -> None:
+    from exporter.sharding import Shard, ShardedCollector
+
+    reported = []
+    for index in range(3):
+        reg = scrape(SnapshotStore(Clock()), ShardedCollector(FoldingCollector(), Shard(index, 3)))  # type: ignore[arg-type]
+        value = reg.get_sample_value(
+            "mailflow_label_values_folded", {"collector": "fake", "target": "all", "label": "host"}
+        )
+        reported.append(value)
+    assert sorted(reported, key=str) == [3.0, None, None]
