@@ -23,7 +23,7 @@ from exporter.dnscheck.collectors import dns_collectors
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
 from exporter.exchange.certificates import CertificateCollector
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.components import ComponentCollector
 from exporter.exchange.database_copies import DatabaseCopyCollector
 from exporter.exchange.discovery import DiscoveryCollector
@@ -63,7 +63,7 @@ def build_collectors(
         collectors.append(DiscoveryCollector(targets, settings.exchange.discovery.interval))
     q = settings.collectors.queues
     if q.enabled:
-        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size))
+        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size, q.max_last_errors))
     t = settings.collectors.tracking
     if t.enabled:
         options = TrackingOptions(
@@ -77,6 +77,7 @@ def build_collectors(
             buckets=tuple(t.latency_buckets),
             result_size=t.result_size,
             select=t.select_properties,
+            max_failure_codes=t.max_failure_codes,
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
@@ -92,19 +93,26 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
     out: list[Collector] = []
     r = c.receive_connectors
     if r.enabled:
-        out.append(ReceiveConnectorCollector(targets, r.interval, r.trusted_networks, r.check_ad_permissions, r.expect))
-    if c.send_connectors.enabled:
-        out.append(SendConnectorCollector(targets, c.send_connectors.interval, c.send_connectors.expect))
+        out.append(
+            ReceiveConnectorCollector(
+                targets, r.interval, r.trusted_networks, r.check_ad_permissions, r.expect, r.max_connectors
+            )
+        )
+    s = c.send_connectors
+    if s.enabled:
+        out.append(SendConnectorCollector(targets, s.interval, s.expect, s.max_connectors))
     if c.accepted_domains.enabled:
-        out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval))
+        out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval, c.accepted_domains.max_domains))
     if c.components.enabled:
-        out.append(ComponentCollector(targets, c.components.interval, c.components.components))
-    simple: list[tuple[Any, type[ServerCollector]]] = [
-        (c.database_copies, DatabaseCopyCollector),
-        (c.certificates, CertificateCollector),
-        (c.service_health, ServiceHealthCollector),
+        out.append(
+            ComponentCollector(targets, c.components.interval, c.components.components, c.components.max_components)
+        )
+    simple: list[tuple[Any, type[CappedServerCollector], int]] = [
+        (c.database_copies, DatabaseCopyCollector, c.database_copies.max_databases),
+        (c.certificates, CertificateCollector, c.certificates.max_certificates),
+        (c.service_health, ServiceHealthCollector, c.service_health.max_services),
     ]
-    out += [cls(targets, cfg.interval) for cfg, cls in simple if cfg.enabled]
+    out += [cls(targets, cfg.interval, limit) for cfg, cls, limit in simple if cfg.enabled]
     return out
 
 

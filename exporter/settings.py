@@ -116,9 +116,17 @@ def _at_most(limit: float) -> AfterValidator:
     return AfterValidator(AtMost(limit))
 
 
-Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _at_most(MAX_INTERVAL)]
-Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _at_most(MAX_TIMEOUT)]
-Span = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _at_most(MAX_SPAN)]
+def _resolvable(value: float) -> float:
+    """A positive duration below a millisecond is zero to the scheduler and to timedelta arithmetic."""
+    if 0 < value < 0.001:
+        raise ValueError("Input should be at least 1ms (0.001 seconds)")
+    return value
+
+
+_RESOLVABLE = AfterValidator(_resolvable)
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_INTERVAL)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_TIMEOUT)]
+Span = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_SPAN)]
 Duration = Span  # any other duration: finite, positive, at most MAX_SPAN
 
 
@@ -247,6 +255,7 @@ class QueueCollectorSettings(_Model):
     enabled: bool = True
     interval: Interval = 60.0
     max_next_hop_domains: int = Field(default=20, ge=1, le=1000)
+    max_last_errors: int = Field(default=50, ge=1, le=10_000)
     result_size: ResultSize = "Unlimited"
 
 
@@ -259,6 +268,7 @@ class TrackingCollectorSettings(_Model):
     stuck_after: Span = 900.0
     forget_after: Span = Field(default=86400.0, validate_default=True)
     max_tracked_messages: int = Field(default=100_000, ge=100, le=10_000_000)
+    max_failure_codes: int = Field(default=50, ge=1, le=10_000)
     latency_buckets: list[Annotated[float, Field(gt=0, allow_inf_nan=False), _at_most(MAX_SPAN)]] = Field(
         default_factory=lambda: [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
         min_length=1,
@@ -354,12 +364,14 @@ class ReceiveConnectorCollectorSettings(_Model):
     trusted_networks: IpRanges = Field(default_factory=lambda: list(PRIVATE_NETWORKS))
     check_ad_permissions: bool = True
     expect: dict[str, ReceiveConnectorExpectation] = Field(default_factory=dict)
+    max_connectors: int = Field(default=100, ge=1, le=10_000)
 
 
 class SendConnectorCollectorSettings(_Model):
     enabled: bool = True
     interval: Interval = 300.0
     expect: dict[str, SendConnectorExpectation] = Field(default_factory=dict)
+    max_connectors: int = Field(default=100, ge=1, le=10_000)
 
 
 class SimpleCollectorSettings(_Model):
@@ -367,10 +379,31 @@ class SimpleCollectorSettings(_Model):
     interval: Interval = 300.0
 
 
+# Cardinality caps of the simple collectors (docs/metrics.md, "Cardinality").
+class AcceptedDomainCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 600.0
+    max_domains: int = Field(default=1000, ge=1, le=100_000)
+
+
+class DatabaseCopyCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 60.0
+    max_databases: int = Field(default=200, ge=1, le=10_000)
+
+
+class CertificateCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 3600.0
+    max_certificates: int = Field(default=50, ge=1, le=10_000)
+
+
+class ServiceHealthCollectorSettings(SimpleCollectorSettings):
+    max_services: int = Field(default=100, ge=1, le=10_000)
+
+
 class ComponentCollectorSettings(_Model):
     enabled: bool = True
     interval: Interval = 60.0
     components: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS), min_length=1)
+    max_components: int = Field(default=100, ge=1, le=10_000)
 
 
 class CollectorsSettings(_Model):
@@ -378,11 +411,11 @@ class CollectorsSettings(_Model):
     tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
     receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
     send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)
-    accepted_domains: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=600.0))
+    accepted_domains: AcceptedDomainCollectorSettings = Field(default_factory=AcceptedDomainCollectorSettings)
     components: ComponentCollectorSettings = Field(default_factory=ComponentCollectorSettings)
-    database_copies: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=60.0))
-    certificates: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=3600.0))
-    service_health: SimpleCollectorSettings = Field(default_factory=SimpleCollectorSettings)
+    database_copies: DatabaseCopyCollectorSettings = Field(default_factory=DatabaseCopyCollectorSettings)
+    certificates: CertificateCollectorSettings = Field(default_factory=CertificateCollectorSettings)
+    service_health: ServiceHealthCollectorSettings = Field(default_factory=ServiceHealthCollectorSettings)
 
 
 #: Every Exchange collector, by its ``collectors.<name>`` key.
@@ -459,6 +492,7 @@ class DnsSettings(_Model):
     blocklists: Annotated[list[HostName], AfterValidator(lambda v: list(dict.fromkeys(v)))] = Field(
         default_factory=lambda: list(DEFAULT_BLOCKLISTS)
     )
+    max_mx_hosts: int = Field(default=20, ge=1, le=1000)
     drift_accept_after: Annotated[float, BeforeValidator(parse_duration), Field(ge=0), _at_most(MAX_SPAN)] = 86400.0
     smtp: SmtpProbeSettings = Field(default_factory=SmtpProbeSettings)
 

@@ -1,8 +1,13 @@
 """Queue collector: ``Get-Queue -Server X -ResultSize Unlimited`` on every transport server.
 
 Parse: each pypsrp object is flattened and turned into a ``QueueInfo``. Aggregate: queues are
-grouped by labels that never include the ephemeral queue row number; next-hop domains of delivery
-queues are capped to the top N by messages (the rest fold into ``other``). Render: metric families.
+grouped by labels that never include the ephemeral queue row number, every one bounded
+(``exporter.cardinality``): DeliveryType and NextHopCategory outside Exchange's enums are
+``other``; per server and queue kind, the ``max_next_hop_domains`` next hops (delivery type,
+category and domain) with the most messages keep their own series and the rest are summed under
+``next_hop_domain="other"`` (shadow queues too: their next hop is a primary server's FQDN); per
+server, the ``max_last_errors`` LastError (SMTP code, enhanced code) pairs with the most messages
+keep their codes and the rest show ``other``. Render: metric families.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -26,7 +32,16 @@ from exporter.exchange.targets import ExchangeTargets
 log = logging.getLogger(__name__)
 QUEUE_STATUSES = ("Active", "Connecting", "Ready", "Retry", "Suspended", "None")
 QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
-OTHER_DOMAIN = "other"
+#: The DeliveryType enum (reference §1.3, [S4]) plus the two names only the docs list.
+DELIVERY_TYPES = frozenset(
+    "Undefined DnsConnectorDelivery MapiDelivery NonSmtpGatewayDelivery SmartHostConnectorDelivery "
+    "SmtpRelayToRemoteAdSite SmtpRelayToTiRg SmtpRelayWithinAdSite SmtpRelayWithinAdSiteToEdge Unreachable "
+    "ShadowRedundancy Heartbeat DeliveryAgent SmtpDeliveryToMailbox SmtpRelayToDag "
+    "SmtpRelayToMailboxDeliveryGroup SmtpRelayToConnectorSourceServers SmtpRelayToServers "
+    "SmtpDeliveryToExo SmtpRelayToRemoteForest".split()
+)
+NEXT_HOP_CATEGORIES = frozenset({"Internal", "External"})
+DEFAULT_MAX_LAST_ERRORS = 50
 LABELS = ("server", "queue_kind", "delivery_type", "next_hop_category", "next_hop_domain")
 POLLED = "Polled from Get-Queue on a schedule, not at scrape time."
 
@@ -117,29 +132,42 @@ class QueueResult:
     server: str
     queues: tuple[QueueInfo, ...]
     groups: Mapping[tuple[str, ...], QueueGroup]
-    folded_domains: int  # distinct next-hop domains folded into "other"
+    folded_domains: int  # distinct (queue kind, next-hop domain) pairs folded into "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
 def _group_domain(queue: QueueInfo) -> str:
+    if queue.kind != "delivery":
+        return queue.next_hop_domain  # Exchange's own names (Submission, a shadow primary's FQDN)
     domain = queue.next_hop_domain.lower()
     return domain or "unknown"
 
 
-def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> QueueResult:
-    """Group queues by bounded labels; keep the top ``max_domains`` delivery next hops by messages."""
-    totals: dict[str, int] = {}
+def aggregate(
+    server: str, queues: Sequence[QueueInfo], max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
+) -> QueueResult:
+    """Group queues by bounded labels (the cardinality rules in the module docstring)."""
+    hops: dict[tuple[str, str, str, str], list[int]] = {}  # (kind, type, category, domain) -> [messages, queues]
+    labelled: list[tuple[QueueInfo, tuple[str, str, str, str]]] = []
     for q in queues:
-        if q.kind == "delivery":
-            domain = _group_domain(q)
-            totals[domain] = totals.get(domain, 0) + q.message_count
-    ranked = sorted(totals, key=lambda d: (-totals[d], d))
-    kept = set(ranked[:max_domains])
+        hop = (
+            q.kind,
+            fold_enum(q.delivery_type, DELIVERY_TYPES),
+            fold_enum(q.next_hop_category, NEXT_HOP_CATEGORIES),
+            _group_domain(q),
+        )
+        labelled.append((q, hop))
+        weight = hops.setdefault(hop, [0, 0])
+        weight[0] += q.message_count
+        weight[1] += 1
+    kept_hops: set[tuple[str, str, str, str]] = set()
+    for kind in {hop[0] for hop in hops}:
+        kept_hops |= keep_top((h for h in hops if h[0] == kind), max_domains, lambda h: (-hops[h][0], -hops[h][1]))
     groups: dict[tuple[str, ...], QueueGroup] = {}
-    for q in queues:
-        domain = q.next_hop_domain if q.kind != "delivery" else _group_domain(q)
-        if q.kind == "delivery" and domain not in kept:
-            domain = OTHER_DOMAIN
-        key = (server, q.kind, q.delivery_type, q.next_hop_category, domain)
+    errors: dict[tuple[tuple[str, ...], str, str, str], list[int]] = {}  # (group, codes, category) -> weight
+    for q, hop in labelled:
+        kind, delivery_type, category, domain = hop if hop in kept_hops else (*hop[:3], OTHER)
+        key = (server, kind, delivery_type, category, domain)
         group = groups.setdefault(key, QueueGroup())
         group.queues += 1
         group.messages += q.message_count
@@ -152,18 +180,40 @@ def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> Que
             ts = q.next_retry_time.timestamp()
             group.next_retry = ts if group.next_retry is None else min(group.next_retry, ts)
         if q.last_error is not None:
-            err = (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category)
-            group.errors[err] = group.errors.get(err, 0) + 1
-            category = q.last_error.category
-            group.error_messages[category] = group.error_messages.get(category, 0) + q.message_count
+            err = q.last_error
+            group.error_messages[err.category] = group.error_messages.get(err.category, 0) + q.message_count
+            weight = errors.setdefault((key, err.smtp_code, err.enhanced_code, err.category), [0, 0])
+            weight[0] += q.message_count
+            weight[1] += 1
+    # The LastError series with the most messages keep their codes; the rest show smtp_code and
+    # enhanced_code "other" (their category stays: it is a closed set, and the alerts need it).
+    kept_errors = keep_top(errors, max_last_errors, lambda e: (-errors[e][0], -errors[e][1]))
+    for series, (_, count) in errors.items():
+        group_key, code, enhanced, category = series
+        err_key = (code, enhanced, category) if series in kept_errors else (OTHER, OTHER, category)
+        group = groups[group_key]
+        group.errors[err_key] = group.errors.get(err_key, 0) + count
+    folded_hops = {(h[0], h[3]) for h in hops if h not in kept_hops}
+    folded_codes = {e[1:3] for e in errors if e not in kept_errors} - {e[1:3] for e in kept_errors}
     return QueueResult(
-        server=server, queues=tuple(queues), groups=groups, folded_domains=max(0, len(ranked) - max_domains)
+        server=server,
+        queues=tuple(queues),
+        groups=groups,
+        folded_domains=len(folded_hops),
+        folded={
+            "next_hop_domain": len(folded_hops),
+            "delivery_type": unknown((q.delivery_type for q in queues), DELIVERY_TYPES),
+            "next_hop_category": unknown((q.next_hop_category for q in queues), NEXT_HOP_CATEGORIES),
+            "enhanced_code": len(folded_codes),
+        },
     )
 
 
-def parse_queues(objects: Iterable[Any], server: str, max_domains: int) -> QueueResult:
+def parse_queues(
+    objects: Iterable[Any], server: str, max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
+) -> QueueResult:
     """Parse and aggregate one server's Get-Queue output."""
-    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains)
+    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains, max_last_errors)
 
 
 class QueueCollector(ServerCollector):
@@ -172,15 +222,24 @@ class QueueCollector(ServerCollector):
     name = "queues"
     needs_hub_transport = True  # Get-Queue asks the Transport service
 
-    def __init__(self, targets: ExchangeTargets, interval: float, max_domains: int, result_size: Any) -> None:
+    def __init__(
+        self,
+        targets: ExchangeTargets,
+        interval: float,
+        max_domains: int,
+        result_size: Any,
+        max_last_errors: int = DEFAULT_MAX_LAST_ERRORS,
+    ) -> None:
         super().__init__(targets, interval)
         self._max_domains = max_domains
         self._result_size = result_size
+        self._max_last_errors = max_last_errors
 
     def collect(self, session: ExchangeSession, server: str) -> QueueResult:
         # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
         params = {"Server": server, "ResultSize": self._result_size}
-        return aggregate(server, self.fetch(session, server, "Get-Queue", params, parse_queue), self._max_domains)
+        queues = self.fetch(session, server, "Get-Queue", params, parse_queue)
+        return aggregate(server, queues, self._max_domains, self._max_last_errors)
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())
@@ -236,7 +295,8 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     )
     folded = GaugeMetricFamily(
         "mailflow_queue_next_hop_domains_folded",
-        f'Distinct next-hop domains folded into next_hop_domain="other" by the cardinality cap. {POLLED}',
+        'Distinct next-hop domains (per queue kind) folded into next_hop_domain="other" by the cardinality cap '
+        f"(collectors.queues.max_next_hop_domains). {POLLED}",
         labels=["server"],
     )
     for result in sorted(results, key=lambda r: r.server):

@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, StickyCap
 from exporter.errors import ParseError
 from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
@@ -132,6 +133,7 @@ class TrackingResult:
     # Submitted (SUBMIT) longer ago than stuck_after to a Transport service whose log no polled
     # server shows: fate unknown, not stuck.
     unfollowed: int = 0
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values this poll counted as "other"
 
 
 @dataclass
@@ -158,6 +160,7 @@ class _ServerState:
     last_event: float | None = None
     truncated_polls: int = 0
     skipped_seconds: float = 0.0
+    codes: StickyCap = field(default_factory=lambda: StickyCap(50))  # failures' enhanced_code label
 
 
 class WatermarkStore:
@@ -223,6 +226,7 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
+    max_failure_codes: int = 50  # (enhanced code, category) series per server (exporter.cardinality)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -278,7 +282,8 @@ class TrackingCollector:
             state = self._states.get(server)
             if state is None:
                 mark, ties = self._marks.get(server)
-                state = _ServerState(watermark=mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                state = _ServerState(mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                state.codes = StickyCap(self._opts.max_failure_codes)
                 if mark is not None:
                     state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
@@ -426,6 +431,7 @@ class TrackingCollector:
             for i, text in enumerate(statuses):
                 err = parse_smtp_error(text)
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
+                f_key = f_key if state.codes.admit(f_key) else (OTHER, f_key[1])  # the category is a closed set
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
                 if f_key[1] == "recipient_unknown":
                     u_key = (f_key[0], domains[i] if domains else "")
@@ -482,6 +488,7 @@ class TrackingCollector:
             recent_flow=_summed(flow for _, _, flow, _ in state.recent),
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
             unfollowed=unfollowed,
+            folded={"enhanced_code": state.codes.take_refused()},
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
