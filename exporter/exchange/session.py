@@ -6,7 +6,10 @@
 - Error records and warnings are returned as data, never dropped.
 - Exchange throttles remote PowerShell to 18 concurrent sessions per user (PowerShellMaxConcurrency),
   counted by each server. ``SessionLimiter`` keeps the exporter under that cap per account and
-  endpoint, including pools that are still being torn down after a failure.
+  endpoint, including pools that are still being torn down after a failure. The endpoint is the
+  address the host name resolves to, so one server configured under two names shares one budget.
+- Shells are opened with a name that says which exporter run opened them; at the first session to an
+  endpoint the shells an earlier run left open there are closed (``orphans.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -38,6 +42,7 @@ from pypsrp.wsman import WSMan
 
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
+from exporter.exchange.orphans import ShellJanitor, ShellOwner
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
@@ -77,35 +82,100 @@ class CallResult:
             raise CollectorError(f"{command}: {detail[:300]}", reason="cmdlet_error")
 
 
-class SessionLimiter:
-    """Caps concurrently open sessions per (account, endpoint ``host:port``)."""
+Slot = tuple[tuple[str, str], ...]  # the (account, address:port) budgets one session counts against
 
-    def __init__(self, limit: int) -> None:
+
+def resolve_addresses(host: str, port: int | None) -> list[str]:
+    """The addresses a connection to ``host`` may reach, as urllib3 looks them up (getaddrinfo, TCP)."""
+    infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def endpoint_text(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int | None]:
+    """``host:port``, ``[v6]:port`` or a bare host into (lower-case host, port or None)."""
+    if endpoint.startswith("["):
+        host, _, rest = endpoint[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif endpoint.count(":") == 1:
+        host, _, port_text = endpoint.partition(":")
+    else:  # a name, an IPv4 address or a bare IPv6 address
+        host, port_text = endpoint, ""
+    return host.lower(), int(port_text) if port_text.isdigit() else None
+
+
+class SessionLimiter:
+    """Caps concurrently open sessions per account and endpoint.
+
+    Exchange counts a user's sessions on each server, whatever name the client used for it: the
+    endpoint is every address its host name resolves to (with the port), so one server under two
+    names (``localhost`` and ``127.0.0.1``, a CNAME and the FQDN) shares one budget. A session counts
+    against each address its name may reach. Resolutions are kept ``ttl`` seconds; a name that does not
+    resolve is counted by name (its connection fails anyway).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        resolve: Callable[[str, int | None], list[str]] = resolve_addresses,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
+        self._resolve, self._ttl, self._clock = resolve, ttl, clock
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], int] = {}
+        self._resolved: dict[tuple[str, int | None], tuple[float, list[str]]] = {}
 
-    def acquire(self, account: str, host: str) -> None:
-        """Take a slot or raise CollectorError(reason="session_limit")."""
-        key = (account, host.lower())
+    def slot(self, account: str, endpoint: str) -> Slot:
+        """The budgets a session to ``endpoint`` (``host:port`` or ``host``) as ``account`` counts against."""
+        host, port = split_endpoint(endpoint)
+        now = self._clock()
         with self._lock:
-            used = self._open.get(key, 0)
+            cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > now:
+            addresses = cached[1]
+        else:
+            try:
+                addresses = self._resolve(host, port) or [host]
+            except (OSError, UnicodeError, ValueError):
+                addresses = [host]
+            with self._lock:
+                self._resolved[(host, port)] = (now + self._ttl, addresses)
+        suffix = f":{port}" if port is not None else ""
+        return tuple((account.lower(), f"{a}{suffix}") for a in addresses)
+
+    def acquire(self, account: str, endpoint: str) -> Slot:
+        """Take a slot on every budget of ``endpoint`` or raise CollectorError(reason="session_limit")."""
+        slot = self.slot(account, endpoint)
+        with self._lock:
+            used = max(self._open.get(key, 0) for key in slot)
             if used >= self.limit:
+                where = ", ".join(key[1] for key in slot)
                 raise CollectorError(
-                    f"{used} sessions for {account} on {host} are open or closing; "
+                    f"{used} sessions for {account} on {endpoint} ({where}) are open or closing; "
                     f"the limit is {self.limit} (Exchange PowerShellMaxConcurrency)",
                     reason="session_limit",
                 )
-            self._open[key] = used + 1
+            for key in slot:
+                self._open[key] = self._open.get(key, 0) + 1
+        return slot
 
-    def release(self, account: str, host: str) -> None:
-        key = (account, host.lower())
+    def release(self, slot: Slot) -> None:
+        """Give back a slot ``acquire`` returned."""
         with self._lock:
-            self._open[key] = max(0, self._open.get(key, 0) - 1)
+            for key in slot:
+                self._open[key] = max(0, self._open.get(key, 0) - 1)
 
-    def in_use(self, account: str, host: str) -> int:
+    def in_use(self, account: str, endpoint: str) -> int:
+        """Sessions counted against the busiest budget of ``endpoint``."""
+        slot = self.slot(account, endpoint)
         with self._lock:
-            return self._open.get((account, host.lower()), 0)
+            return max(self._open.get(key, 0) for key in slot)
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -325,9 +395,11 @@ class ExchangeSession:
         limiter: SessionLimiter,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        janitor: ShellJanitor | None = None,
     ) -> None:
         self.server = server
         self._limiter = limiter
+        self._janitor = janitor
         self._wsman_factory = wsman_factory or build_wsman
         self._auth = auth_backoff or AuthBackoff()
         self._pool: RunspacePool | None = None
@@ -339,7 +411,8 @@ class ExchangeSession:
         # there, counted against PowerShellMaxConcurrency until IIS's idle timeout. Closed again once
         # the server lets a new session open. (pool, attempts so far)
         self._orphans: list[tuple[RunspacePool, int]] = []
-        self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
+        self._endpoint = endpoint_text(server.host, server.port)
+        self._slots: dict[int, Slot] = {}  # id(pool) -> the limiter slot it holds until its close ends
         self.select_supported: bool | None = None
         self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
 
@@ -421,15 +494,25 @@ class ExchangeSession:
             if self._pool is not None:
                 return self._pool
         self._auth.check(self.server.account, _credential_fingerprint(self.server))
-        self._limiter.acquire(self.server.account, self._endpoint_key)
+        slot = self._limiter.acquire(self.server.account, self._endpoint)
         try:
             wsman = self._wsman_factory(self.server)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool)
         except BaseException:
-            self._limiter.release(self.server.account, self._endpoint_key)
+            self._limiter.release(slot)
             raise
-        opening = start_thread(pool.open, f"open-{self.server.name}")
+        self._slots[id(pool)] = slot
+        janitor = self._janitor
+        if janitor is not None:
+            pool.shell.name = janitor.owner.name  # says which exporter run opened it (orphans.py)
+
+        def open_pool() -> None:
+            if janitor is not None:  # first free what an earlier run left: it counts against the same limit
+                janitor.sweep(slot, self.server.name, wsman)
+            pool.open()
+
+        opening = start_thread(open_pool, f"open-{self.server.name}")
         try:
             opening.result(timeout=max(0.1, deadline - time.monotonic()))
         except FutureTimeout:
@@ -539,8 +622,9 @@ class ExchangeSession:
             # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
             with contextlib.suppress(Exception):
                 pool.connection.close()
-            if attempts == 0:
-                self._limiter.release(self.server.account, self._endpoint_key)
+            slot = self._slots.pop(id(pool), None)  # only the first close of a pool holds one
+            if slot is not None:
+                self._limiter.release(slot)
 
     def _keep_orphan(self, pool: RunspacePool, exc: BaseException, attempts: int) -> None:
         rejected = isinstance(exc, WSManFaultError | WinRMTransportError | AuthenticationError)
@@ -641,6 +725,8 @@ class SessionManager:
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
         self.auth_backoff = auth_backoff or AuthBackoff()
+        #: Names this run's shells and closes those earlier runs left open (see orphans.py).
+        self.janitor = ShellJanitor(ShellOwner.this_process())
         self._wsman_factory = wsman_factory
         self._sessions: dict[str, ExchangeSession] = {}
         self._lock = threading.Lock()
@@ -661,7 +747,7 @@ class SessionManager:
             return session
 
     def _new(self, server: ResolvedServer) -> ExchangeSession:
-        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff)
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self.janitor)
 
     def sync(self, servers: Sequence[ResolvedServer]) -> None:
         """Make the direct sessions match ``servers``: new ones are added (they connect on first
@@ -700,3 +786,4 @@ class SessionManager:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # a close that fails or overruns must not block shutdown
                 continue
+        self.janitor.owner.retire()
