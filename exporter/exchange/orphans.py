@@ -98,9 +98,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:  # EPERM: it exists, as another user
         return True
-    with contextlib.suppress(OSError, IndexError):
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -197,7 +196,7 @@ class ShellJanitor:
             try:
                 shells = list_shells(wsman)
             except WSManFaultError as exc:  # the endpoint does not enumerate shells for this user
-                log.info("orphaned shells not looked for server=%s: enumerate refused (WSMan fault %s)", server, exc.code)
+                log.info("orphaned shells not looked for server=%s: enumerate refused (fault %s)", server, exc.code)
                 self._done.add(key)
                 return 0
             except Exception as exc:  # unreachable now: the open that follows reports it; try again then

@@ -32,7 +32,7 @@ _ERRORS = re.compile(r'mailflow_collector_errors_total\{collector="queues",reaso
 
 
 def first_poll(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    """"ok", or the reason of the first failed queues poll of EX01, read from the process's /metrics."""
+    """The outcome of the first queues poll of EX01 ("ok" or the failure reason), read from /metrics."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
