@@ -38,7 +38,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from pypsrp.exceptions import WSManFaultError
+import requests
+from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,13 @@ class ShellJanitor:
 
     def sweep(self, key: Hashable, server: str, wsman: WSMan) -> int:
         """Delete the predecessors' shells the endpoint lists (the first time for ``key``); returns how
-        many were closed. Never raises: a failure is logged and the sweep is tried again next time,
-        unless the server refused the enumeration itself (then it is not tried again)."""
+        many were closed.
+
+        A failure to connect or authenticate is raised: the session open that follows would fail the
+        same way, and a second bad logon would count twice towards the account's lockout. The sweep
+        is then tried again with the next open. An endpoint that refuses the enumeration (a WSMan
+        fault, an HTTP error other than 401/403, an answer that does not parse) is not asked again;
+        a shell whose Delete fails is left to the idle timeout and the sweep tried again next time."""
         with self._lock:
             if key in self._done:
                 return 0
@@ -195,12 +201,12 @@ class ShellJanitor:
                 return 0
             try:
                 shells = list_shells(wsman)
-            except WSManFaultError as exc:  # the endpoint does not enumerate shells for this user
-                log.info("orphaned shells not looked for server=%s: enumerate refused (fault %s)", server, exc.code)
+            except Exception as exc:
+                if _unreachable(exc):
+                    raise
+                # the endpoint does not enumerate shells for this user: do not ask again
+                log.info("orphaned shells not looked for server=%s: enumerate refused (%s)", server, _describe(exc))
                 self._done.add(key)
-                return 0
-            except Exception as exc:  # unreachable now: the open that follows reports it; try again then
-                log.debug("orphaned shells not looked for server=%s error=%s", server, type(exc).__name__)
                 return 0
             closed, kept, failed = self._close(server, wsman, shells)
             if not failed:
@@ -226,3 +232,20 @@ class ShellJanitor:
                 failed += 1
                 log.debug("closing an orphaned shell failed server=%s error=%s", server, type(exc).__name__)
         return closed, kept, failed
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to reach or log on to the endpoint (as opposed to a refusal of the request itself)."""
+    if isinstance(exc, requests.exceptions.RequestException | AuthenticationError | ImportError):
+        return True
+    if isinstance(exc, WinRMTransportError):
+        return exc.code in (401, 403)
+    return type(exc).__module__.startswith(("spnego", "gssapi", "krb5"))  # Kerberos (the optional extra)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, WSManFaultError):
+        return f"WSMan fault {exc.code}"
+    if isinstance(exc, WinRMTransportError):
+        return f"HTTP {exc.code}"
+    return type(exc).__name__
