@@ -29,7 +29,14 @@ WSEN, WSM = NAMESPACES["wsen"], NAMESPACES["wsman"]
 def wsman_for(sim: Simulator, user: str = USER, password: str = PASSWORD) -> WSMan:
     host, port = sim.endpoint("EX01")
     return WSMan(
-        host, port=port, ssl=False, path="PowerShell", auth="basic", username=user, password=password, encryption="never"
+        host,
+        port=port,
+        ssl=False,
+        path="PowerShell",
+        auth="basic",
+        username=user,
+        password=password,
+        encryption="never",
     )
 
 
@@ -97,7 +104,7 @@ def test_enumerate_lists_only_the_users_own_shells_with_name_and_state(sim_facto
         assert enumerate_shells(wsman_for(sim), max_elements=None) == shells
         assert [s["Name"] for s in enumerate_shells(wsman_for(sim, OTHER_USER, OTHER_PASSWORD))] == ["theirs"]
         with pytest.raises(WSManFaultError) as info:  # and nobody deletes another user's shell
-            delete(wsman_for(sim, OTHER_USER, OTHER_PASSWORD), mine[0].shell.id)
+            delete(wsman_for(sim, OTHER_USER, OTHER_PASSWORD), str(mine[0].shell.id))
         assert "Access is denied" in str(info.value)
         for pool in [*mine, theirs]:
             pool.close()
@@ -141,11 +148,11 @@ def test_vanished_clients_use_up_the_limit_and_only_a_delete_frees_it(sim_factor
         pools[0].connect()
     assert info.value.code == IN_USE
     selectors = SelectorSet()
-    selectors.add_option("ShellId", vanished[0].shell.id)
+    selectors.add_option("ShellId", str(vanished[0].shell.id))
     with pytest.raises(WSManFaultError) as info:  # nor Reconnect from another client (3.1.4.16)
         newcomer.reconnect(EXCHANGE_URI, selector_set=selectors)
     assert info.value.code == IN_USE
-    delete(newcomer, vanished[0].shell.id)  # Delete forcibly closes it (3.1.4.4.1)
+    delete(newcomer, str(vanished[0].shell.id))  # Delete forcibly closes it (3.1.4.4.1)
     assert sim.stats()["servers"]["EX01"]["shells_open"] == 2
     fresh = raw_pool(sim)
     fresh.open()
@@ -165,7 +172,7 @@ def test_a_disconnected_shell_can_be_connected_from_a_new_client_and_closed(sim_
     newcomer = wsman_for(sim)
     assert [s["State"] for s in enumerate_shells(newcomer)] == ["Disconnected"]
     selectors = SelectorSet()
-    selectors.add_option("ShellId", pool.shell.id)
+    selectors.add_option("ShellId", str(pool.shell.id))
     with pytest.raises(WSManFaultError):  # only Disconnect, Reconnect, Connect, Delete (3.1.4.1.31.7)
         newcomer.get(EXCHANGE_URI, selector_set=selectors)
     [found] = RunspacePool.get_runspace_pools(newcomer)
@@ -189,6 +196,6 @@ def test_the_client_that_disconnected_can_reconnect(sim_factory: SimFactory) -> 
     pool.connect()  # pypsrp: the same client (wsmv:SessionId) sends Reconnect
     assert len(PowerShell(pool).add_cmdlet("Get-Queue").invoke()) == 4
     selectors = SelectorSet()
-    selectors.add_option("ShellId", pool.shell.id)
+    selectors.add_option("ShellId", str(pool.shell.id))
     pool.connection.reconnect(EXCHANGE_URI, selector_set=selectors)  # Connected, same client: ignored
     pool.close()

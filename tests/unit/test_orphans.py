@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -46,9 +47,9 @@ def test_names_the_exporter_did_not_make_are_not_parsed(name: str) -> None:
     ],
 )
 def test_predecessors_are_earlier_runs_on_this_host_whose_process_is_gone(
-    found: ShellOwner, pid_is_alive: object, predecessor: bool
+    found: ShellOwner, pid_is_alive: Callable[[int], bool], predecessor: bool
 ) -> None:
-    assert is_predecessor(found, ME, pid_is_alive) is predecessor  # type: ignore[arg-type]
+    assert is_predecessor(found, ME, pid_is_alive) is predecessor
 
 
 def test_a_session_manager_alive_in_this_process_is_not_a_predecessor() -> None:
