@@ -94,6 +94,15 @@ class SimRunspacePool(ServerRunspacePool):
             PSRPMessage(kind, bytearray(body), self.runspace_pool_id, pipeline_id, self._fragment_counter, stream_type)
         )
 
+    def abort_connect(self) -> None:
+        """A Connect failed: back to Disconnected, dropping what it left half-read or queued (psrpcore 0.3's
+        buffers), so a later Connect starts clean."""
+        self._change_state(RunspacePoolState.Disconnected, emit=False)
+        self._receive_buffer = bytearray()
+        self._incoming_fragments.clear()
+        self._incoming_messages.clear()
+        self._send_buffer.clear()
+
     # pypsrp names the call id of SetMax/SetMinRunspaces "CI" where MS-PSRP (and psrpcore) say "ci".
     def _process_SetMaxRunspaces(self, event: SetMaxRunspacesEvent) -> None:
         _normalise_ci(event)
@@ -432,12 +441,12 @@ class Shell:
             try:
                 events = self._feed(connect_xml)
             except ShellError:
-                self.pool.disconnect()
+                self.pool.abort_connect()
                 raise
             if not any(isinstance(e, ConnectRunspacePoolEvent) for e in events) or (
                 self.pool.state != RunspacePoolState.Opened
             ):
-                self.pool.disconnect()
+                self.pool.abort_connect()
                 raise ShellError("connectXml must hold SESSION_CAPABILITY followed by CONNECT_RUNSPACEPOOL")
             messages: list[bytes] = []
             while (payload := self.pool.data_to_send()) is not None:

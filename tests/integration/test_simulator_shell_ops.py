@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pypsrp.exceptions import WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan
+from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan
 
 from exporter.simulator import Scenario, Simulator
 from tests.integration.conftest import PASSWORD, USER, SimFactory, raw_pool, small_org
@@ -179,9 +179,15 @@ def test_a_disconnected_shell_can_be_connected_from_a_new_client_and_closed(sim_
     with pytest.raises(WSManFaultError) as info:  # pypsrp's pools name Microsoft.PowerShell: not this endpoint's
         found.connect()
     assert info.value.code == 2150858811
+    bad = ET.Element(f"{{{NAMESPACES['rsp']}}}Connect")
+    ET.SubElement(bad, "connectXml", xmlns="http://schemas.microsoft.com/powershell").text = "bm90IHBzcnA="
+    options = OptionSet()
+    options.add_option("protocolversion", "2.3", {"MustComply": "true"})
+    with pytest.raises(WSManFaultError):  # connectXml that is no SESSION_CAPABILITY + CONNECT_RUNSPACEPOOL
+        newcomer.connect(EXCHANGE_URI, bad, options, selectors)
     [found] = RunspacePool.get_runspace_pools(newcomer)
     found.shell.resource_uri = EXCHANGE_URI
-    found.connect()
+    found.connect()  # the failed attempt left the shell Disconnected and usable
     assert [s["State"] for s in enumerate_shells(newcomer)] == ["Connected"]
     output = PowerShell(found).add_cmdlet("Get-Queue").invoke()
     assert len(output) == 4
