@@ -6,7 +6,10 @@
 - Error records and warnings are returned as data, never dropped.
 - Exchange throttles remote PowerShell to 18 concurrent sessions per user (PowerShellMaxConcurrency),
   counted by each server. ``SessionLimiter`` keeps the exporter under that cap per account and
-  endpoint, including pools that are still being torn down after a failure.
+  endpoint, including pools that are still being torn down after a failure. The endpoint is the
+  address the host name resolves to, so one server configured under two names shares one budget.
+- Shells are opened with a name that says which exporter run opened them; at the first session to an
+  endpoint the shells an earlier run left open there are closed (``orphans.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from exporter.credentials import basic_auth_problem
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
 from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
+from exporter.exchange.orphans import ShellJanitor, ShellOwner
+from exporter.exchange.session_limit import SessionLimiter, Slot, endpoint_text
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
@@ -80,37 +85,6 @@ class CallResult:
         if self.errors or self.failed:
             detail = self.errors[0] if self.errors else "pipeline failed"
             raise CollectorError(f"{command}: {detail[:300]}", reason="cmdlet_error")
-
-
-class SessionLimiter:
-    """Caps concurrently open sessions per (account, endpoint ``host:port``)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._open: dict[tuple[str, str], int] = {}
-
-    def acquire(self, account: str, host: str) -> None:
-        """Take a slot or raise CollectorError(reason="session_limit")."""
-        key = (account, host.lower())
-        with self._lock:
-            used = self._open.get(key, 0)
-            if used >= self.limit:
-                raise CollectorError(
-                    f"{used} sessions for {account} on {host} are open or closing; "
-                    f"the limit is {self.limit} (Exchange PowerShellMaxConcurrency)",
-                    reason="session_limit",
-                )
-            self._open[key] = used + 1
-
-    def release(self, account: str, host: str) -> None:
-        key = (account, host.lower())
-        with self._lock:
-            self._open[key] = max(0, self._open.get(key, 0) - 1)
-
-    def in_use(self, account: str, host: str) -> int:
-        with self._lock:
-            return self._open.get((account, host.lower()), 0)
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -329,9 +303,11 @@ class ExchangeSession:
         limiter: SessionLimiter,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        janitor: ShellJanitor | None = None,
     ) -> None:
         self.server = server
         self._limiter = limiter
+        self._janitor = janitor
         self._wsman_factory = wsman_factory or build_wsman
         self._auth = auth_backoff or AuthBackoff()
         self._pool: RunspacePool | None = None
@@ -343,7 +319,8 @@ class ExchangeSession:
         # there, counted against PowerShellMaxConcurrency until IIS's idle timeout. Closed again once
         # the server lets a new session open. (pool, attempts so far)
         self._orphans: list[tuple[RunspacePool, int]] = []
-        self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
+        self._endpoint = endpoint_text(server.host, server.port)
+        self._slots: dict[int, Slot] = {}  # id(pool) -> the limiter slot it holds until its close ends
         self.select_supported: bool | None = None
         self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
         self._open_failure: tuple[float, CollectorError] | None = None  # (monotonic end, error) of the last open
@@ -453,15 +430,25 @@ class ExchangeSession:
             if self._pool is not None:
                 return self._pool
         self._auth.check(self.server.account, _credential_fingerprint(self.server))
-        self._limiter.acquire(self.server.account, self._endpoint_key)
+        slot = self._limiter.acquire(self.server.account, self._endpoint)
         try:
             wsman = self._wsman_factory(self.server)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool)
         except BaseException:
-            self._limiter.release(self.server.account, self._endpoint_key)
+            self._limiter.release(slot)
             raise
-        opening = start_thread(pool.open, f"open-{self.server.name}")
+        self._slots[id(pool)] = slot
+        janitor = self._janitor
+        if janitor is not None:
+            pool.shell.name = janitor.owner.name  # says which exporter run opened it (orphans.py)
+
+        def open_pool() -> None:
+            if janitor is not None:  # first free what an earlier run left: it counts against the same limit
+                janitor.sweep(slot, self.server.name, wsman)
+            pool.open()
+
+        opening = start_thread(open_pool, f"open-{self.server.name}")
         budget = max(0.1, deadline - time.monotonic())
         try:
             opening.result(timeout=budget)
@@ -573,8 +560,9 @@ class ExchangeSession:
             # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
             with contextlib.suppress(Exception):
                 pool.connection.close()
-            if attempts == 0:
-                self._limiter.release(self.server.account, self._endpoint_key)
+            slot = self._slots.pop(id(pool), None)  # only the first close of a pool holds one
+            if slot is not None:
+                self._limiter.release(slot)
 
     def _keep_orphan(self, pool: RunspacePool, exc: BaseException, attempts: int) -> None:
         rejected = isinstance(exc, WSManFaultError | WinRMTransportError | AuthenticationError)
@@ -679,6 +667,8 @@ class SessionManager:
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
         self.auth_backoff = auth_backoff or AuthBackoff()
+        #: Names this run's shells and closes those earlier runs left open (see orphans.py).
+        self.janitor = ShellJanitor(ShellOwner.this_process())
         self._wsman_factory = wsman_factory
         self._sessions: dict[str, ExchangeSession] = {}
         self._lock = threading.Lock()
@@ -699,7 +689,7 @@ class SessionManager:
             return session
 
     def _new(self, server: ResolvedServer) -> ExchangeSession:
-        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff)
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self.janitor)
 
     def sync(self, servers: Sequence[ResolvedServer]) -> None:
         """Make the direct sessions match ``servers``: new ones are added (they connect on first
@@ -738,3 +728,4 @@ class SessionManager:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # a close that fails or overruns must not block shutdown
                 continue
+        self.janitor.owner.retire()
