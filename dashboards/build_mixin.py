@@ -49,7 +49,7 @@ SHIPPED_JOB_MATCHER = 'job="mailflow"'
 THRESHOLDS: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("MailflowQueueGrowing", "critical"): [
         ("queueGrowingThreshold", "messages the delivery and submission queues grew by over 15 minutes"),
-        ("queueGrowingMinimumThreshold", "and the messages they hold at least"),
+        ("queueGrowingMinimumThreshold", "messages those queues must hold as well"),
     ],
     ("MailflowQueueBacklog", "warning"): [("queueBacklogThreshold", "messages queued for delivery or submission")],
     ("MailflowQueueRetryingDnsFailure", "critical"): [
@@ -249,10 +249,10 @@ def analyse(expr: str) -> Analysis:
     return result
 
 
-def template(expr: str, thresholds: dict[int, str] | None = None) -> str:
+def template(expr: str, thresholds: dict[tuple[int, int], str] | None = None) -> str:
     """``expr`` as a format string of lib/promql.libsonnet: selector placeholders added, ``%`` escaped.
 
-    ``thresholds`` maps the start offset of a threshold literal to the ``_config`` field replacing it.
+    ``thresholds`` maps the (start, end) offsets of a threshold literal to the ``_config`` field replacing it.
     """
     edits: list[tuple[int, int, str]] = []
     for sel in analyse(expr).selectors:
@@ -263,8 +263,7 @@ def template(expr: str, thresholds: dict[int, str] | None = None) -> str:
             edits.append((sel.name_end, sel.name_end, "{%(mailflowSelector)s}"))
         else:
             edits.append((sel.brace[0] + 1, sel.brace[0] + 1, "%(mailflowSelector)s, "))
-    for start, name in (thresholds or {}).items():
-        end = start + len(re.match(r"\d+", expr[start:]).group())  # type: ignore[union-attr]
+    for (start, end), name in (thresholds or {}).items():
         edits.append((start, end, f"%({name})s"))
     out, pos = [], 0
     for start, end, replacement in sorted(edits):
@@ -367,7 +366,7 @@ def jsonnet(value: Any, indent: str = "") -> str:
     raise TypeError(f"cannot write {type(value).__name__} as Jsonnet")
 
 
-def expr_call(text: str, thresholds: dict[int, str] | None = None) -> Call:
+def expr_call(text: str, thresholds: dict[tuple[int, int], str] | None = None) -> Call:
     """``expr('<template>')``: the expression rendered through lib/promql.libsonnet."""
     return Call("expr", template(text, thresholds))
 
@@ -377,11 +376,12 @@ def expr_call(text: str, thresholds: dict[int, str] | None = None) -> Call:
 
 @dataclass(frozen=True)
 class Threshold:
-    """One ``_config`` threshold field: its default and what it means."""
+    """One ``_config`` threshold field: its default, what it counts, and the rule using it."""
 
     name: str
     value: int
     doc: str
+    rule: str
 
 
 def _lower_camel(name: str) -> str:
@@ -404,7 +404,7 @@ def rule_thresholds(rule: dict[str, Any]) -> list[tuple[Token, Threshold]]:
         ]
     label = f"{rule['alert']} ({severity})" if severity else rule["alert"]
     return [
-        (tok, Threshold(name, int(tok.text), f"{label}: {doc}")) for tok, (name, doc) in zip(found, named, strict=True)
+        (tok, Threshold(name, int(tok.text), doc, label)) for tok, (name, doc) in zip(found, named, strict=True)
     ]
 
 
@@ -457,7 +457,7 @@ def mixin_rule(rule: dict[str, Any], base: str) -> tuple[dict[str, Any], list[Th
     out: dict[str, Any] = {}
     for key, value in rule.items():
         if key == "expr":
-            out[key] = expr_call(str(value), {tok.start: t.name for tok, t in found})
+            out[key] = expr_call(str(value), {(tok.start, tok.end): t.name for tok, t in found})
         elif key == "labels":
             out[key] = {k: severity_ref(str(v)) if k == "severity" else v for k, v in value.items()}
         elif key == "annotations":
@@ -483,6 +483,7 @@ class Rules:
     severities: list[str]
     thresholds: list[Threshold]
     runbook_base: str
+    users: dict[str, list[str]] = field(default_factory=dict)  # threshold field -> the rules using it
 
 
 def build_rules(source: Path = ALERTS) -> Rules:
@@ -493,7 +494,8 @@ def build_rules(source: Path = ALERTS) -> Rules:
     seen: dict[str, Threshold] = {}
     for group in groups:
         head = {k: v for k, v in group.items() if k != "rules"}
-        alerts, records = [], []
+        alerts: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
         for rule in group["rules"]:
             data, thresholds = mixin_rule(rule, base)
             (alerts if "alert" in rule else records).append(data)
@@ -503,6 +505,8 @@ def build_rules(source: Path = ALERTS) -> Rules:
                 if t.name not in seen:
                     seen[t.name] = t
                     result.thresholds.append(t)
+                if t.rule not in result.users.setdefault(t.name, []):
+                    result.users[t.name].append(t.rule)
             severity = rule.get("labels", {}).get("severity")
             if severity is not None and str(severity) not in result.severities:
                 result.severities.append(str(severity))
@@ -566,7 +570,7 @@ def config_text(rules: Rules) -> str:
         "severities": jsonnet({s: s for s in rules.severities}, "    "),
     }
     for t in rules.thresholds:
-        text += f"    // {t.doc}\n    {t.name}: {t.value},\n"
+        text += f"    // {', '.join(rules.users[t.name])}: {t.doc}\n    {t.name}: {t.value},\n"
     return header(ALERTS.relative_to(HERE.parent).as_posix()) + text + "  },\n}\n"
 
 

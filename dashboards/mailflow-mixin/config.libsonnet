@@ -20,7 +20,7 @@
     // state one follow it).
     // MailflowQueueGrowing (critical): messages the delivery and submission queues grew by over 15 minutes
     queueGrowingThreshold: 50,
-    // MailflowQueueGrowing (critical): and the messages they hold at least
+    // MailflowQueueGrowing (critical): messages those queues must hold as well
     queueGrowingMinimumThreshold: 100,
     // MailflowQueueBacklog (warning): messages queued for delivery or submission
     queueBacklogThreshold: 500,
@@ -40,9 +40,9 @@
     inboundMailStoppedMinimumThreshold: 20,
     // MailflowCertificateExpiring (warning): days before an SMTP/IIS certificate expires
     certificateExpiringDaysThreshold: 30,
-    // MailflowSpfInvalid (critical): DNS-querying SPF terms (RFC 7208 section 4.6.4)
+    // MailflowSpfInvalid (critical), MailflowSpfLookupLimit (critical): DNS-querying SPF terms (RFC 7208 section 4.6.4)
     spfLookupLimit: 10,
-    // MailflowSpfInvalid (critical): void SPF lookups (RFC 7208 section 4.6.4)
+    // MailflowSpfInvalid (critical), MailflowSpfLookupLimit (critical): void SPF lookups (RFC 7208 section 4.6.4)
     spfVoidLookupLimit: 2,
     // MailflowSmtpCertificateExpiring (warning): days before an MX host's TLS certificate expires
     smtpCertificateExpiringDaysThreshold: 14,
