@@ -2,7 +2,7 @@
 # Install everything the test suite needs, then run it: lint, types, unit and integration tests.
 # Debian packages: python3-venv and python3-dev (for Debian's python3), prometheus (promtool + server for
 # the scrape test), prometheus-alertmanager (amtool), nsd (DNS tests), chromium (status page),
-# krb5-kdc/krb5-admin-server/krb5-user (Kerberos tests).
+# krb5-kdc/krb5-admin-server/krb5-user (Kerberos tests), jsonnet (monitoring mixin).
 # Python: a venv in .venv, with the test and kerberos extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,8 @@ command -v nsd >/dev/null 2>&1 || need_apt+=(nsd)
 { command -v krb5kdc || [ -x /usr/sbin/krb5kdc ]; } >/dev/null 2>&1 || need_apt+=(krb5-kdc krb5-admin-server)
 command -v kinit >/dev/null 2>&1 || need_apt+=(krb5-user)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# jsonnet: renders the monitoring mixin (dashboards/mailflow-mixin) in tests/unit/test_mixin.py.
+command -v jsonnet >/dev/null 2>&1 || need_apt+=(jsonnet)
 # chromium: a real headless browser loads the status page (tests/integration/test_status_page.py).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
