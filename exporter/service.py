@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from pypsrp.wsman import WSMan
 
@@ -23,7 +24,7 @@ from exporter.dnscheck.collectors import dns_collectors
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
 from exporter.exchange.certificates import CertificateCollector
-from exporter.exchange.cmdlet_collector import CappedServerCollector
+from exporter.exchange.cmdlet_collector import ORG_EXECUTOR, CappedServerCollector
 from exporter.exchange.components import ComponentCollector
 from exporter.exchange.database_copies import DatabaseCopyCollector
 from exporter.exchange.discovery import DiscoveryCollector
@@ -34,6 +35,7 @@ from exporter.exchange.service_health import ServiceHealthCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
+from exporter.lanes import FairExecutor
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
 from exporter.sharding import ShardMetrics, shard_collectors, shard_from
@@ -145,9 +147,14 @@ class Service:
         )
         self.registry.register(ShardMetrics(self.shard, self.collectors))
         sched = settings.scheduler
+        # Per-server polls share max_workers fairly, one at a time per session (exporter.lanes); the
+        # organisation-wide ones (discovery, send connectors, accepted domains) and DNS have their own
+        # workers, so no server's slowness can hold them up.
+        org_jobs = sum(1 for c in self.collectors if getattr(c, "executor", "default") == ORG_EXECUTOR)
         self.scheduler = BackgroundScheduler(
             executors={
-                "default": ThreadPoolExecutor(max_workers=sched.max_workers),
+                "default": FairExecutor(sched.max_workers, self._lane),
+                ORG_EXECUTOR: ThreadPoolExecutor(max_workers=max(1, org_jobs)),
                 DNS_EXECUTOR: ThreadPoolExecutor(max_workers=settings.dns.concurrency),
             },
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -304,6 +311,17 @@ class Service:
         wait(threads)
         with lock:
             return list(out)
+
+    def _lane(self, job: Job) -> str:
+        """The lane of a scheduled poll: the session its target is polled through (see exporter.lanes)."""
+        if len(job.args) != 2:
+            return str(job.id)  # reconcile
+        target = str(job.args[1])
+        try:
+            server = self.targets.server(target)
+        except CollectorError:
+            return target.lower()
+        return (server.via or server.name).lower()
 
     def _job_id(self, collector: Collector, target: str) -> str:
         return f"{collector.name}:{target}"

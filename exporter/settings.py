@@ -70,6 +70,16 @@ MAX_TIMEOUT = 3600.0  # connect, call, DNS and SMTP timeouts; scheduler jitter a
 MAX_SPAN = 366 * 86400.0  # tracking windows and ages, latency buckets, DNS drift acceptance
 MAX_LATENCY_BUCKETS = 50  # each bucket is one series per server
 INT32_MAX = 2**31 - 1  # pypsrp sends a Python int as <I32>; Exchange's ResultSize is Unlimited<UInt32>
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+# What one call may bring (exporter.exchange.bounds). The defaults fit the largest real organisations: a
+# page of Get-MessageTrackingLog is at most max_objects events (the collector asks for no more with
+# -ResultSize); 100,000 events with the selected properties are about 150 MB on the wire (1.5 KB each in
+# the simulator; 3.2 KB with every property), Get-Queue objects 2.6 KB: bench/bench_bounds.py, docs/sizing.md.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * MIB
+DEFAULT_MAX_OBJECTS = 100_000
+DEFAULT_MAX_OBJECT_BYTES = 16 * MIB
+_SIZE_RE = re.compile(r"^\s*(\d{1,13})\s*(B|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "kib": KIB, "mib": MIB, "gib": GIB}
 
 
 def parse_duration(value: Any) -> float:
@@ -91,6 +101,17 @@ def parse_duration(value: Any) -> float:
     if not math.isfinite(seconds):
         raise ValueError("a duration must be a finite number of seconds (not .inf, .nan or a number that large)")
     return seconds
+
+
+def parse_size(value: Any) -> Any:
+    """Accept bytes as a whole number or a string with a binary unit: ``65536``, ``64KiB``, ``256MiB``, ``1GiB``
+    (numbers go on to the field's own checks: whole, finite, within its bounds)."""
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match is None:
+            raise ValueError(f"invalid size {value[:40]!r}: use bytes or a unit (KiB, MiB, GiB), e.g. '256MiB'")
+        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower() or None]
+    return value
 
 
 def _human(seconds: float) -> str:
@@ -128,6 +149,10 @@ Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOL
 Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_TIMEOUT)]
 Span = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_SPAN)]
 Duration = Span  # any other duration: finite, positive, at most MAX_SPAN
+#: Bytes one call may read in all (64 KiB to 4 GiB), bytes of one object (4 KiB to 1 GiB).
+ResponseBytes = Annotated[int, BeforeValidator(parse_size), Field(ge=64 * KIB, le=4 * GIB)]
+ObjectBytes = Annotated[int, BeforeValidator(parse_size), Field(ge=4 * KIB, le=GIB)]
+ObjectCount = Annotated[int, Field(ge=1, le=10_000_000)]
 
 
 class _ResultSize:
@@ -171,6 +196,11 @@ class ConnectionSettings(_Model):
     allow_insecure_basic: bool | None = None
     connect_timeout: Timeout | None = None
     call_timeout: Timeout | None = None
+    # What one call may bring from the server (exporter.exchange.bounds): past any of them the call fails
+    # with reason too_large, the connection is closed and what was read is dropped.
+    max_response_bytes: ResponseBytes | None = None
+    max_objects: ObjectCount | None = None
+    max_object_bytes: ObjectBytes | None = None
 
 
 class ExchangeDefaults(ConnectionSettings):
@@ -186,6 +216,9 @@ class ExchangeDefaults(ConnectionSettings):
     allow_insecure_basic: bool = False
     connect_timeout: Timeout = 10.0
     call_timeout: Timeout = 60.0
+    max_response_bytes: ResponseBytes = DEFAULT_MAX_RESPONSE_BYTES
+    max_objects: ObjectCount = DEFAULT_MAX_OBJECTS
+    max_object_bytes: ObjectBytes = DEFAULT_MAX_OBJECT_BYTES
 
 
 class ServerSettings(ConnectionSettings):
@@ -637,6 +670,9 @@ class ResolvedServer(BaseModel):
     via: str | None = None  # poll through this server's session instead of connecting directly
     password_file: Path | None = None  # where the password came from, re-read before each logon
     keytab: Path | None = None  # Kerberos client keytab (then no password)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # what one call may bring (exchange.bounds)
+    max_objects: int = DEFAULT_MAX_OBJECTS
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
 
     def current_password(self) -> str | None:
         """The password as it is now: re-read from its file (a rotated secret needs no restart)."""
@@ -717,6 +753,9 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         negotiate_service=pick("negotiate_service"),
         connect_timeout=pick("connect_timeout"),
         call_timeout=pick("call_timeout"),
+        max_response_bytes=pick("max_response_bytes"),
+        max_objects=pick("max_objects"),
+        max_object_bytes=pick("max_object_bytes"),
     )
 
 

@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 #: The ``target`` label of organisation-wide collectors.
 ORG_TARGET = "organization"
+#: The scheduler executor of organisation-wide collectors: their own workers (exporter.service).
+ORG_EXECUTOR = "org"
 #: Failures that say "this server cannot be reached", worth trying another server for.
 _FAILOVER_REASONS = frozenset({"timeout", "connection", "tls", "http_error", "wsman_fault", "session_limit", "auth"})
 _MAX_FAILOVER = 3
@@ -123,13 +125,22 @@ class CappedServerCollector(ServerCollector):
 class OrgCollector(ServerCollector):
     """Base of organisation-wide collectors: one target, ``organization``, with server failover."""
 
+    executor = ORG_EXECUTOR
+
     def targets(self) -> list[str]:
         return [ORG_TARGET] if self._targets.names() else []
 
     def candidates(self) -> list[str]:
-        """Servers to ask, seed first."""
+        """Servers to ask, seed first; servers whose last call could not reach them after the others."""
         seed = self._targets.seed().name
-        return [seed, *(n for n in self._targets.names() if n.upper() != seed.upper())][:_MAX_FAILOVER]
+        names = [seed, *(n for n in self._targets.names() if n.upper() != seed.upper())]
+        return sorted(names, key=self._unreachable)[:_MAX_FAILOVER]
+
+    def _unreachable(self, name: str) -> bool:
+        try:
+            return self._targets.session(name).unreachable
+        except CollectorError:
+            return False
 
     def poll(self, target: str) -> Any:
         last: CollectorError | None = None

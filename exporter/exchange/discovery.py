@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.exchange.clixml import as_bool, flatten
+from exporter.exchange.cmdlet_collector import ORG_EXECUTOR
 from exporter.exchange.targets import DiscoveredServer, ExchangeTargets
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class DiscoveryCollector:
     """Runs Get-ExchangeServer on the seed and updates the target inventory."""
 
     name = "discovery"
+    executor = ORG_EXECUTOR  # organisation-wide: its own workers (exporter.service)
 
     def __init__(self, targets: ExchangeTargets, interval: float) -> None:
         self._targets = targets

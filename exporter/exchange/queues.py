@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
+from exporter.exchange.bounds import result_size
 from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
 from exporter.exchange.cmdlet_collector import ServerCollector
 from exporter.exchange.lasterror import SmtpError, parse_smtp_error
@@ -236,8 +237,9 @@ class QueueCollector(ServerCollector):
         self._max_last_errors = max_last_errors
 
     def collect(self, session: ExchangeSession, server: str) -> QueueResult:
-        # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
-        params = {"Server": server, "ResultSize": self._result_size}
+        # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch(). At most
+        # max_objects: more would fail the call (too_large) rather than be truncated by Exchange.
+        params = {"Server": server, "ResultSize": result_size(self._result_size, session.server.max_objects)}
         queues = self.fetch(session, server, "Get-Queue", params, parse_queue)
         return aggregate(server, queues, self._max_domains, self._max_last_errors)
 

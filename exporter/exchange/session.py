@@ -1,8 +1,10 @@
 """Exchange remote PowerShell sessions: one pypsrp runspace pool per endpoint, reused across polls.
 
 - Cmdlets are built only with ``add_cmdlet``/``add_parameter``: the Exchange runspace is NoLanguage.
-- Every call has a hard deadline. The call runs in a daemon thread; when the deadline passes the
-  session is declared broken, its pool is closed in the background and the next poll opens a new one.
+- Every call has a hard deadline. The call runs in a daemon thread; when the deadline passes its
+  connections are shut down (``bounds.py``), so that thread ends at once; the session is declared
+  broken, its pool is closed in the background and the next poll opens a new one. What a call may
+  read (bytes, objects, bytes per object) is bounded too (reason ``too_large``).
 - Error records and warnings are returned as data, never dropped.
 - Exchange throttles remote PowerShell to 18 concurrent sessions per user (PowerShellMaxConcurrency),
   counted by each server. ``SessionLimiter`` keeps the exporter under that cap per account and
@@ -42,7 +44,7 @@ from pypsrp.wsman import WSMan
 
 from exporter.credentials import basic_auth_problem
 from exporter.errors import CollectorError
-from exporter.exchange import permissions, wire
+from exporter.exchange import bounds, permissions, wire
 from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
 from exporter.exchange.orphans import ShellJanitor, ShellOwner
 from exporter.exchange.session_limit import SessionLimiter, Slot, endpoint_text
@@ -111,17 +113,35 @@ def start_thread(fn: Callable[[], _T], name: str) -> Future[_T]:
     return future
 
 
-def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str) -> _T:
+#: How long a call's thread may take to end once its connections were shut down at the deadline.
+ABORT_GRACE = 5.0
+
+
+def run_with_deadline(
+    fn: Callable[[], _T], timeout: float, name: str, abort: Callable[[], None] | None = None
+) -> _T:
     """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
 
-    The thread is left behind on timeout (pypsrp calls cannot be interrupted); it ends when the
-    HTTP read timeout fires. Daemon threads never block interpreter shutdown.
+    pypsrp calls cannot be interrupted, and a per-read timeout never fires on a server that answers one
+    byte at a time: at the deadline ``abort`` shuts the call's connections down (``bounds.abort``), which
+    ends the thread at once; it is waited for (up to ``ABORT_GRACE``), so no thread is left behind.
     """
     future = start_thread(fn, name)
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:
+        if abort is not None:
+            abort()
+            if not _ended(future, ABORT_GRACE):
+                log.warning("a call did not end after its connections were closed thread=%s", name)
         raise CollectorError(f"no answer within {timeout:g}s", reason="timeout") from None
+
+
+def _ended(future: Future[Any], wait: float) -> bool:
+    """Wait up to ``wait`` s for ``future``'s thread to end (whatever its outcome); True if it did."""
+    with contextlib.suppress(BaseException):
+        future.exception(timeout=wait)
+    return future.done()
 
 
 def classify_exception(exc: BaseException) -> str:
@@ -320,10 +340,13 @@ class ExchangeSession:
         # the server lets a new session open. (pool, attempts so far)
         self._orphans: list[tuple[RunspacePool, int]] = []
         self._endpoint = endpoint_text(server.host, server.port)
+        self._limits = bounds.Limits(server.max_response_bytes, server.max_objects, server.max_object_bytes)
         self._slots: dict[int, Slot] = {}  # id(pool) -> the limiter slot it holds until its close ends
         self.select_supported: bool | None = None
         self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
         self._open_failure: tuple[float, CollectorError] | None = None  # (monotonic end, error) of the last open
+        #: The last call could not reach the server (organisation-wide collectors ask others first).
+        self.unreachable = False
 
     def _secrets(self) -> list[str]:
         values = [self.server.password.get_secret_value()] if self.server.password else []
@@ -360,6 +383,7 @@ class ExchangeSession:
                 opened = self.opened
                 try:
                     result = self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
+                    self.unreachable = False
                     if result.missing:
                         self._reopen_for_permissions()
                     return result
@@ -390,6 +414,7 @@ class ExchangeSession:
     def _failed(self, error: CollectorError, opening: bool) -> CollectorError:
         """Remember a failure to open a session (``opening``: the attempt had no pool and opened none),
         for the calls queued behind it (see ``invoke``)."""
+        self.unreachable = error.reason in _SHARED_OPEN_FAILURES
         if opening and error.reason in _SHARED_OPEN_FAILURES:
             self._open_failure = (time.monotonic(), error)
         return error
@@ -433,8 +458,11 @@ class ExchangeSession:
         slot = self._limiter.acquire(self.server.account, self._endpoint)
         try:
             wsman = self._wsman_factory(self.server)
+            guard = bounds.install(wsman, self._limits)
+            # The open may finish after the caller gave up (_reap closes what it made): it gets that long.
+            guard.begin(deadline + self._teardown_wait())
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
-            wire.install(pool)
+            wire.install(pool, guard)
         except BaseException:
             self._limiter.release(slot)
             raise
@@ -490,6 +518,9 @@ class ExchangeSession:
         if select:
             ps.add_cmdlet("Select-Object").add_parameter("Property", list(select))
         started = time.monotonic()
+        guard = bounds.guard_of(pool.connection)
+        if guard is not None:
+            guard.begin(deadline)
 
         def call() -> list[Any]:
             try:
@@ -497,13 +528,25 @@ class ExchangeSession:
             finally:  # pypsrp forgets a pipeline (and its output) only on close(), which costs a round trip
                 pool.pipelines.pop(ps.id, None)
 
+        too_large: CollectorError | None = None
         try:
-            output = run_with_deadline(call, max(0.1, deadline - started), f"call-{self.server.name}")
+            output = run_with_deadline(
+                call,
+                max(0.1, deadline - started),
+                f"call-{self.server.name}",
+                abort=lambda: bounds.abort(pool.connection),
+            )
+        except bounds.TooLarge as exc:
+            too_large = CollectorError(f"{cmdlet}: {exc}", exc.reason)
         except _DECODE_ERRORS as exc:
             # pypsrp failed to deserialise the output (broken CLIXML, a dangling RefId/TNRef).
             raise CollectorError(
                 f"{cmdlet}: output could not be decoded ({type(exc).__name__}: {exc})", "parse"
             ) from None
+        if too_large is not None:
+            del ps  # what was read up to the limit: dropped (outside the handler: no traceback holds it)
+            bounds.release_memory()
+            raise too_large
         sent = [cmdlet, "Select-Object"] if select else [cmdlet]
         missing = [m for m in (_missing_command(r, sent) for r in ps.streams.error) if m is not None]
         return CallResult(
@@ -542,17 +585,26 @@ class ExchangeSession:
 
     def _reap(self, pool: RunspacePool, opening: Future[Any]) -> None:
         """After an open that failed or timed out: wait for it to end, then close what it created."""
-        with contextlib.suppress(BaseException):  # a failed open may still have created a shell
-            opening.result(timeout=self._teardown_wait())
+        if not _ended(opening, self._teardown_wait()):  # a failed open may still have created a shell
+            bounds.abort(pool.connection)  # it never ended: end it, and do not leave its thread behind
+            _ended(opening, ABORT_GRACE)
         self._close_pool(pool, self._teardown_wait())
 
     def _close_pool(self, pool: RunspacePool, wait: float, attempts: int = 0) -> None:
         """Close a pool, waiting up to ``wait`` s, then free its session slot (the slot counts
         sessions until their close has finished or given up). A close the server answered with an
         error leaves the shell open there: the pool is kept to be closed again later."""
+        guard = bounds.guard_of(pool.connection)
+        if guard is not None:
+            guard.begin(time.monotonic() + wait)
         try:
             closing = start_thread(pool.close, f"closing-{self.server.name}")
-            closing.result(timeout=wait)
+            try:
+                closing.result(timeout=wait)
+            except FutureTimeout:
+                bounds.abort(pool.connection)  # end the close's thread too; the shell is left to the idle timeout
+                _ended(closing, ABORT_GRACE)
+                raise
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
             self._keep_orphan(pool, exc, attempts + 1)

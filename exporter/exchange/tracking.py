@@ -31,7 +31,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from exporter.cardinality import OTHER, StickyCap
-from exporter.errors import ParseError
+from exporter.errors import CollectorError, ParseError
+from exporter.exchange.bounds import REASON as TOO_LARGE
+from exporter.exchange.bounds import result_size
 from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
@@ -269,6 +271,9 @@ class TrackingCollector:
         self._lock = threading.Lock()
         # Pairing and stuck detection, shared by the servers' poll jobs (under trails.lock).
         self._trails = MessageTrails(options.max_tracked_messages)
+        # -ResultSize per server: at most max_objects, halved after a too_large answer (events heavier than
+        # max_response_bytes allows for that many), doubled back after each full answer.
+        self._pages: dict[str, int] = {}
 
     def interval(self) -> float:
         return self._opts.interval
@@ -311,22 +316,30 @@ class TrackingCollector:
     def poll(self, target: str) -> TrackingResult:
         now = datetime.fromtimestamp(self._clock(), UTC)
         start, end, skipped = self.window(target, now)
+        session = self._targets.session(target)
+        most = result_size(self._opts.result_size, session.server.max_objects)
+        limit = min(most, self._pages.get(target, most))
         params = {
             "Server": target,
             "Start": start.isoformat().replace("+00:00", "Z"),
             "End": end.isoformat().replace("+00:00", "Z"),
-            "ResultSize": self._opts.result_size,
+            "ResultSize": limit,
         }
-        result = self._targets.session(target).invoke(
-            "Get-MessageTrackingLog",
-            params,
-            select=SELECT_PROPERTIES if self._opts.select else None,
-            decoder=decode_event,
-        )
+        try:
+            result = session.invoke(
+                "Get-MessageTrackingLog",
+                params,
+                select=SELECT_PROPERTIES if self._opts.select else None,
+                decoder=decode_event,
+            )
+        except CollectorError as exc:
+            if exc.reason == TOO_LARGE:  # the next poll asks for half as many (the window is paged)
+                self._pages[target] = max(1, limit // 2)
+            raise
+        self._pages[target] = min(most, limit * 2)
         result.raise_for_errors(f"Get-MessageTrackingLog -Server {target}")
-        limit = self._opts.result_size
         truncated = any("more results available" in w.lower() for w in result.warnings) or (
-            isinstance(limit, int) and len(result.objects) >= limit  # also when the warning is localised
+            len(result.objects) >= limit  # also when the warning is localised
         )
         try:
             decoded = (o if isinstance(o, TrackingEvent) else parse_event(o) for o in result.objects if o is not None)

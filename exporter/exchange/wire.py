@@ -27,10 +27,23 @@ from pypsrp.messages import Message, MessageType, PipelineOutput
 from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
+from exporter.exchange.bounds import CallGuard
 from exporter.exchange.clixml import deserialize_linked
 
 _FRAGMENT_HEADER = struct.Struct(">QQBI")  # object id, fragment id, start/end flags, length
 _MESSAGE_TYPE = struct.Struct("<I")
+#: Messages a pipeline's client keeps (pypsrp holds every record in its streams): counted per call.
+_COUNTED = frozenset(
+    {
+        MessageType.PIPELINE_OUTPUT,
+        MessageType.ERROR_RECORD,
+        MessageType.WARNING_RECORD,
+        MessageType.VERBOSE_RECORD,
+        MessageType.DEBUG_RECORD,
+        MessageType.PROGRESS_RECORD,
+        MessageType.INFORMATION_RECORD,
+    }
+)
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 
@@ -326,11 +339,13 @@ class FastOutputSerializer(Serializer):
             return deserialize_linked([ET.fromstring(element)])[0]
 
 
-def install(pool: Any) -> None:
-    """Give a new (not yet opened) pypsrp RunspacePool the faster receive path and output decoder."""
+def install(pool: Any, guard: CallGuard | None = None) -> None:
+    """Give a new (not yet opened) pypsrp RunspacePool the faster receive path and output decoder;
+    ``guard`` (``bounds.install``): count its messages and their sizes against the call's limits."""
     serializer = FastOutputSerializer()
     pool._serializer = serializer
     pool._fragmenter = FastFragmenter(pool.connection.max_payload_size, serializer)
+    pool._fragmenter.guard = guard
 
 
 def set_decoder(pool: Any, decoder: Callable[[str], Any] | None) -> None:
@@ -356,15 +371,22 @@ class FastFragmenter(Fragmenter):
     pypsrp re-slices the remaining response buffer after every fragment (quadratic in the size of
     a Receive response) and parses two GUIDs per message that nothing reads for pipeline output.
     This walks the buffer by offset and builds PIPELINE_OUTPUT messages directly; every other
-    message type still goes through pypsrp's ``Message.unpack``.
+    message type still goes through pypsrp's ``Message.unpack``. With a ``guard``, a message's size
+    is checked as its fragments arrive (before they are joined) and every message is counted.
     """
+
+    guard: CallGuard | None = None
 
     def defragment(self, data: bytes) -> list[Any]:
         view = memoryview(data)
         offset, size = 0, len(data)
         complete: list[bytes] = []
+        guard = self.guard
         while offset < size:
             object_id, fragment_id, flags, length = _FRAGMENT_HEADER.unpack_from(view, offset)
+            if guard is not None:
+                held = self.incoming_buffer.get(object_id)
+                guard.check_object(length + (len(held["data"]) if held is not None else 0))
             body = bytes(view[offset + 21 : offset + 21 + length])
             offset += 21 + length
             buffer = self.incoming_buffer.get(object_id)
@@ -389,7 +411,10 @@ class FastFragmenter(Fragmenter):
         return [self._message(raw) for raw in complete]
 
     def _message(self, raw: bytes) -> Any:
-        if _MESSAGE_TYPE.unpack_from(raw, 4)[0] != MessageType.PIPELINE_OUTPUT:
+        message_type = _MESSAGE_TYPE.unpack_from(raw, 4)[0]
+        if self.guard is not None and message_type in _COUNTED:
+            self.guard.add_message(output=message_type == MessageType.PIPELINE_OUTPUT)
+        if message_type != MessageType.PIPELINE_OUTPUT:
             return Message.unpack(raw, self.serializer)
         start = 43 if raw[40:43] == b"\xef\xbb\xbf" else 40
         text = raw[start:].decode("utf-8")

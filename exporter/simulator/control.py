@@ -2,7 +2,8 @@
 
 ``GET /sim/stats``, ``GET /sim/endpoints``, ``GET /sim/faults``, ``POST /sim/faults`` with
 ``{"server": "EX01", "kind": "hang", "cmdlet": null, "seconds": null, "message": null}`` (``down`` and
-``back_pressure`` also take ``rate_per_minute``, ``back_pressure`` ``level`` and ``resource``), and
+``back_pressure`` also take ``rate_per_minute``, ``back_pressure`` ``level`` and ``resource``, ``oversize``
+``megabytes``), and
 ``DELETE /sim/faults?server=EX01`` (no ``server``: heal all; ``kind=...`` to heal one kind).
 Bind it to loopback: it has no authentication.
 """
@@ -77,6 +78,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 raise ValueError("expected a JSON object with server and kind")
             seconds = data.get("seconds")
             rate = data.get("rate_per_minute")
+            megabytes = data.get("megabytes")
             self.server.simulator.faults.set(
                 str(data["server"]),
                 str(data["kind"]),
@@ -86,6 +88,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 level=data.get("level"),
                 rate_per_minute=None if rate is None else float(rate),
                 resource=data.get("resource"),
+                megabytes=None if megabytes is None else float(megabytes),
             )
         except (ValueError, TypeError) as exc:
             self._json(400, {"error": str(exc)})

@@ -30,6 +30,17 @@ Kinds (what each does is implemented in ``transport.py``, ``service.py`` and ``s
 ``back_pressure``     the Transport service is under resource pressure (``level`` Medium or High, the
                       ``resource`` meter, ``rate_per_minute`` Submission queue growth): see
                       ``consequences.py`` and ``diagnostics.py``.
+``drip``              a hostile or broken server (or a proxy in front of it): every HTTP response of the
+                      endpoint (with ``cmdlet``: the responses to that cmdlet's Command and Receive
+                      requests) is sent one byte every ``seconds``, status line and headers included, so
+                      no single read of the client ever waits long. Counted in ``responses_cut`` when the
+                      client closes the connection before the last byte.
+``oversize``          the matching cmdlet's output is made ``megabytes`` MB of CLIXML: its objects are
+                      written again and again until that size is reached (a cmdlet that writes no object
+                      is unchanged). ``message`` ``"single"``: one string object of that size instead;
+                      ``"one_response"``: repeated objects, all sent in one Receive response regardless of
+                      the client's MaxEnvelopeSize. Stream bytes sent in Receive responses are counted
+                      in ``output_bytes_sent``.
 
 ``since`` is the fault's start on the simulator's (injectable) clock; the consequences are a
 function of it. Faults that are cleared or replaced stay in :meth:`FaultInjector.history` with the
@@ -64,13 +75,18 @@ class FaultKind(StrEnum):
     SHELL_EXPIRY = "shell_expiry"
     DOWN = "down"
     BACK_PRESSURE = "back_pressure"
+    DRIP = "drip"
+    OVERSIZE = "oversize"
 
 
 #: Kinds that act on the HTTP exchange; with a cmdlet they act on that cmdlet's Command request.
 TRANSPORT_KINDS = frozenset(
     {FaultKind.LATENCY, FaultKind.HANG, FaultKind.HTTP401, FaultKind.HTTP500, FaultKind.WSMAN_FAULT}
 )
-_NEEDS_SECONDS = frozenset({FaultKind.LATENCY, FaultKind.CMDLET_LATENCY})
+_NEEDS_SECONDS = frozenset({FaultKind.LATENCY, FaultKind.CMDLET_LATENCY, FaultKind.DRIP})
+#: The most output an ``oversize`` fault makes (the simulator holds it in memory until it is received).
+MAX_OVERSIZE_MEGABYTES = 4096.0
+OVERSIZE_VARIANTS = ("single", "one_response")
 #: Back pressure levels as ResourceThrottling reports them (Low is no pressure: clear the fault).
 BACK_PRESSURE_LEVELS = ("Medium", "High")
 #: The resource meters of an Exchange 2019 Transport service (the E19 ResourceThrottling capture).
@@ -99,6 +115,7 @@ class Fault:
     level: str | None = None
     rate_per_minute: float | None = None
     resource: str | None = None
+    megabytes: float | None = None
 
     def matches_cmdlet(self, names: Iterable[str]) -> bool:
         """True if the fault has no cmdlet, or one of ``names`` is its cmdlet (case-insensitive)."""
@@ -143,6 +160,7 @@ class FaultInjector:
         rate_per_minute: float | None = None,
         resource: str | None = None,
         since: float | None = None,
+        megabytes: float | None = None,
     ) -> None:
         """Activate a fault on ``server`` (a server name, or ``*`` for every server).
 
@@ -150,13 +168,17 @@ class FaultInjector:
         ``rate_per_minute`` to ``down`` and ``back_pressure``; ``since`` (default: now on the
         simulator's clock) back-dates the fault. Raises ``ValueError`` for an unknown server, kind,
         level or resource, a parameter the kind does not take, or a missing/negative ``seconds``
-        where the kind needs one (latency, cmdlet_latency).
+        where the kind needs one (latency, cmdlet_latency; drip: > 0), and ``megabytes`` (``oversize``
+        only, and needed there: more than 0, at most ``MAX_OVERSIZE_MEGABYTES``).
         """
         fault_kind = FaultKind(kind) if not isinstance(kind, FaultKind) else kind
         if fault_kind in _NEEDS_SECONDS and (seconds is None or seconds < 0):
             raise ValueError(f"fault {fault_kind.value} needs seconds >= 0")
         if seconds is not None and seconds < 0:
             raise ValueError("seconds must be >= 0")
+        if fault_kind is FaultKind.DRIP and not seconds:
+            raise ValueError("fault drip needs seconds > 0 (the time between two bytes)")
+        _check_oversize(fault_kind, megabytes, message)
         level, resource = _consequence_params(fault_kind, level, rate_per_minute, resource)
         names = self._resolve(server)
         if fault_kind is FaultKind.SHELL_EXPIRY:
@@ -172,7 +194,7 @@ class FaultInjector:
                 if replaced is not None:
                     self._history.append((replaced, now))
                 self._faults[key] = Fault(
-                    name, fault_kind, cmdlet, seconds, message, start, level, rate_per_minute, resource
+                    name, fault_kind, cmdlet, seconds, message, start, level, rate_per_minute, resource, megabytes
                 )
             self._generation += 1
             self._cond.notify_all()
@@ -284,6 +306,18 @@ class FaultInjector:
     def _notify(self, server: str, kind: FaultKind, active: bool) -> None:
         for listener in list(self._listeners):
             listener(server, kind, active)
+
+
+def _check_oversize(kind: FaultKind, megabytes: float | None, message: str | None) -> None:
+    """``megabytes`` belongs to ``oversize`` (and is needed there); its ``message`` names a variant."""
+    if kind is not FaultKind.OVERSIZE:
+        if megabytes is not None:
+            raise ValueError(f"fault {kind.value} takes no megabytes")
+        return
+    if megabytes is None or not 0 < megabytes <= MAX_OVERSIZE_MEGABYTES:
+        raise ValueError(f"fault oversize needs megabytes > 0 and <= {MAX_OVERSIZE_MEGABYTES:g}")
+    if message is not None and message not in OVERSIZE_VARIANTS:
+        raise ValueError(f"fault oversize message must be one of {', '.join(OVERSIZE_VARIANTS)} (or none)")
 
 
 def _consequence_params(

@@ -58,6 +58,8 @@ class Stats:
         self.auth_failures: Counter[str] = Counter()
         self.kerberos_logons: Counter[str] = Counter()  # security contexts established (one per connection)
         self.encrypted_messages: Counter[str] = Counter()  # requests that arrived sealed (message encryption)
+        self.responses_cut: Counter[str] = Counter()  # responses the client closed before their last byte
+        self.output_bytes_sent: Counter[str] = Counter()  # command stream bytes sent in Receive responses
         self.open_shells: dict[str, int] = dict.fromkeys(servers, 0)
 
     def add(self, counter: str, server: str, amount: int = 1) -> None:
@@ -92,6 +94,8 @@ class Stats:
                     "auth_failures": self.auth_failures[s],
                     "kerberos_logons": self.kerberos_logons[s],
                     "encrypted_messages": self.encrypted_messages[s],
+                    "responses_cut": self.responses_cut[s],
+                    "output_bytes_sent": self.output_bytes_sent[s],
                 }
                 for s in self.servers
             }
@@ -106,6 +110,8 @@ class Stats:
                 "auth_failures": sum(self.auth_failures.values()),
                 "kerberos_logons": sum(self.kerberos_logons.values()),
                 "encrypted_messages": sum(self.encrypted_messages.values()),
+                "responses_cut": sum(self.responses_cut.values()),
+                "output_bytes_sent": sum(self.output_bytes_sent.values()),
                 "servers": per_server,
             }
 
@@ -148,6 +154,12 @@ class EndpointService:
         self._shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
         self._ops = ShellOps(self)
+        self._request = threading.local()  # the cmdlets of the command the current request is about
+
+    def request_cmdlets(self) -> list[str] | None:
+        """The cmdlets of the command the last request handled on this thread was about (its Command or
+        Receive request), None for any other request: cmdlet-scoped response faults (``drip``) use it."""
+        return getattr(self._request, "names", None)
 
     # -- shell registry ------------------------------------------------------------------------
     def _update_open(self) -> None:
@@ -241,6 +253,7 @@ class EndpointService:
     # -- dispatch ------------------------------------------------------------------------------
     def handle(self, request: WSManRequest, user: str, client_ip: str, address: str) -> bytes:
         """Process one request; returns the response envelope or raises WSManFault / HttpFault."""
+        self._request.names = None
         action = request.action
         if action == wsman.ACTION_CREATE:
             return self._create(request, user, client_ip, address)
@@ -349,6 +362,7 @@ class EndpointService:
             raise wsman.invalid_request(f"CommandId {raw_id!r} is not a GUID.") from None
         arguments = b"".join(base64.b64decode(a.text or "") for a in body.findall("rsp:Arguments", NS))
         command = shell.create_command(command_id, arguments)
+        self._request.names = command.names
         self._apply_command_faults(shell, command)
         self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
         timeline = server_timeline(self.state.timeline, self.server)  # the session server's clock and zone
@@ -356,11 +370,13 @@ class EndpointService:
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)
         malformed_fault = faults.find(self.server.name, FaultKind.MALFORMED_CLIXML, command.names)
+        oversize = faults.find(self.server.name, FaultKind.OVERSIZE, command.names)
         shell.execute(
             command,
             ctx,
             delay=(delay_fault.seconds or 0.0) if delay_fault else 0.0,
             malformed=malformed_fault.message if malformed_fault else False,
+            oversize=(oversize.megabytes or 0.0, oversize.message) if oversize else None,
         )
         return wsman.build_response(
             request, f"<rsp:CommandResponse><rsp:CommandId>{raw_id}</rsp:CommandId></rsp:CommandResponse>"
@@ -409,6 +425,11 @@ class EndpointService:
             except ValueError:
                 raise wsman.invalid_request(f"CommandId {raw_id!r} is not a GUID.") from None
         budget = max(1024, int((request.max_envelope_size - 4096) * 3 / 4))
+        command = shell.commands.get(command_id) if command_id is not None else None
+        if command is not None:
+            self._request.names = command.names
+            if command.one_response:  # oversize "one_response": a server ignoring MaxEnvelopeSize
+                budget = 1 << 40
         timeout = max(0.05, min(request.operation_timeout, 60.0))
         try:
             data, done = shell.receive(command_id, budget, timeout, self.state.stopping.is_set)
@@ -420,6 +441,8 @@ class EndpointService:
             raise wsman.shell_not_found(shell.id)
         attr = f' CommandId="{escape(raw_id)}"' if raw_id else ""
         parts = ["<rsp:ReceiveResponse>"]
+        if data and command_id is not None:
+            self.state.stats.add("output_bytes_sent", self.server.name, len(data))
         if data:
             parts.append(f'<rsp:Stream Name="stdout"{attr}>{base64.b64encode(data).decode()}</rsp:Stream>')
         if raw_id:

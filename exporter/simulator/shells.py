@@ -204,6 +204,8 @@ class Command:
     invocations: list[Invocation]
     finished: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: The ``oversize`` fault's ``one_response`` variant: Receive sends everything at once.
+    one_response: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -236,6 +238,28 @@ def break_clixml(data: bytes, variant: str | None) -> bytes:
         if start >= 0 and end > start:
             return data[:start] + b'<TNRef RefId="4242" />' + data[end + 5 :]
     return data[: max(1, len(data) // 2)]
+
+
+def oversized(records: Sequence[Record], megabytes: float, variant: str | None) -> list[Record]:
+    """The records of the ``oversize`` fault: the output objects repeated, in order, after the real records
+    until ``megabytes`` MB of CLIXML are written; ``single``: one string object of that size instead of
+    the output objects. Records of a cmdlet that writes no output object are returned unchanged."""
+    outputs = [r for r in records if isinstance(r, Output)]
+    if not outputs:
+        return list(records)
+    target = int(megabytes * 1_000_000)
+    if variant == "single":
+        others = [r for r in records if not isinstance(r, Output)]
+        return [Output(data=b"<S>" + b"x" * target + b"</S>"), *others]
+    out = list(records)
+    written = sum(len(r.as_bytes()) for r in outputs)
+    while written < target:
+        for record in outputs:
+            out.append(record)
+            written += len(record.as_bytes())
+            if written >= target:
+                break
+    return out
 
 
 class Shell:
@@ -474,23 +498,26 @@ class Shell:
         delay: float = 0.0,
         malformed: str | bool | None = False,
         on_done: Callable[[Command], None] | None = None,
+        oversize: tuple[float, str | None] | None = None,
     ) -> None:
         """Run the command's pipeline; in a background thread when ``delay`` > 0.
 
         ``malformed``: False for normal output, else the malformed_clixml variant (None = default).
+        ``oversize``: (megabytes, variant) of the ``oversize`` fault, None for normal output.
         """
         with self._lock:
             command.pipeline.begin()
+            command.one_response = oversize is not None and oversize[1] == "one_response"
         if delay > 0:
             thread = threading.Thread(
                 target=self._run,
-                args=(command, ctx, delay, malformed, on_done),
+                args=(command, ctx, delay, malformed, on_done, oversize),
                 daemon=True,
                 name=f"sim-{self.server}-{command.id}",
             )
             thread.start()
         else:
-            self._run(command, ctx, 0.0, malformed, on_done)
+            self._run(command, ctx, 0.0, malformed, on_done, oversize)
 
     def _run(
         self,
@@ -499,6 +526,7 @@ class Shell:
         delay: float,
         malformed: str | bool | None,
         on_done: Callable[[Command], None] | None,
+        oversize: tuple[float, str | None] | None = None,
     ) -> None:
         if delay > 0 and command.cancel.wait(delay):
             return
@@ -517,6 +545,8 @@ class Shell:
                 category="NotSpecified",
                 reason=type(exc).__name__,
             )
+        if oversize is not None:
+            records = oversized(records, *oversize)
         self._write(command, records, failure, malformed)
         if on_done is not None:
             on_done(command)

@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import io
 import logging
 import socket
 import ssl
@@ -98,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
+        self._cmdlets: list[str] | None = None  # the cmdlets the current request is about (see _send)
         self._gss: GssConnection | None = None  # this connection's Kerberos context, once authenticated
         self._gss_pending: Any = None  # a context waiting for the client's next token (multi-leg)
         super().setup()
@@ -114,15 +116,46 @@ class _Handler(BaseHTTPRequestHandler):
         latency = endpoint.state.faults.find(endpoint.name, FaultKind.LATENCY)
         if latency is not None and latency.seconds:
             endpoint.state.faults.sleep(latency.seconds)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Powered-By", "ASP.NET")
-        pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-        for key, value in pairs:
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
+        drip = endpoint.state.faults.find(endpoint.name, FaultKind.DRIP, self._cmdlets)
+        real, buffer = self.wfile, io.BytesIO()
+        if drip is not None:
+            self.wfile = buffer  # the whole response, then dripped out
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Powered-By", "ASP.NET")
+            pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+            for key, value in pairs:
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
+        finally:
+            self.wfile = real
+        try:
+            if drip is not None:
+                self._drip(buffer.getvalue(), drip.seconds or 0.0)
+            else:
+                self.wfile.flush()
+        except OSError:  # the client closed the connection before the last byte
+            endpoint.state.stats.add("responses_cut", endpoint.name)
+            self.close_connection = True
+
+    def _drip(self, data: bytes, seconds: float) -> None:
+        """Send ``data`` one byte every ``seconds`` while the ``drip`` fault lasts; the rest at once once it
+        is healed; nothing more once the simulator stops."""
+        endpoint = self.server.endpoint
+        faults = endpoint.state.faults
+        for index in range(len(data)):
+            if faults.find(endpoint.name, FaultKind.DRIP, self._cmdlets) is None:
+                self.wfile.write(data[index:])
+                self.wfile.flush()
+                return
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            if not faults.sleep(seconds):
+                self.close_connection = True
+                return
 
     def _soap(self, status: int, body: bytes, headers: Headers | None = None, sealed: str | None = None) -> None:
         """Send a SOAP envelope; ``sealed`` (a session-encryption protocol) seals it with the connection's context."""
@@ -238,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = endpoint.state
         faults = state.faults
         body = self._read_body()
+        self._cmdlets = None
         state.stats.add("requests", endpoint.name)
         if not self._path_ok():
             self._send(404, _IIS_404)
@@ -279,7 +313,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise injected_wsman_fault(fault.message)
             scheme = "https" if endpoint.ssl_context is not None else "http"
             address = f"{scheme}://{endpoint.fqdn}:{endpoint.port}/PowerShell"
-            response = endpoint.service.handle(request, user, self.client_address[0], address)
+            try:
+                response = endpoint.service.handle(request, user, self.client_address[0], address)
+            finally:
+                self._cmdlets = endpoint.service.request_cmdlets()
         except WSManFault as exc:
             relates = request.message_id if request is not None else None
             self._soap(exc.http_status, exc.envelope(relates, endpoint.fqdn), auth_headers, sealed)
