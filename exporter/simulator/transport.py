@@ -121,18 +121,18 @@ class _Handler(BaseHTTPRequestHandler):
         if drip is not None:
             self.wfile = buffer  # the whole response, then dripped out
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Powered-By", "ASP.NET")
-            pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-            for key, value in pairs:
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
-        finally:
-            self.wfile = real
-        try:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Powered-By", "ASP.NET")
+                pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+                for key, value in pairs:
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)  # buffered (wbufsize): headers and body leave in one send
+            finally:
+                self.wfile = real
             if drip is not None:
                 self._drip(buffer.getvalue(), drip.seconds or 0.0)
             else:

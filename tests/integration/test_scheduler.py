@@ -1,15 +1,28 @@
-"""The real scheduler: polls repeat on their interval, never overlap per target, and stop on shutdown."""
+"""The real scheduler: polls repeat on their interval, never overlap per target, stop on shutdown, and
+slow servers never starve the others (exporter.lanes)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import SimFactory, only_collectors, settings_for
+from tests.integration.conftest import SimFactory, only_collectors, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def commands(sim: Any, server: str) -> int:
@@ -51,3 +64,66 @@ def test_readiness_waits_for_first_poll_of_every_target(sim_factory: SimFactory,
     while not service.readiness()[0] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.readiness() == (True, "Ready")
+
+
+class SuccessCounter:
+    """Samples the store every 50 ms and counts each (collector, target)'s distinct successful polls."""
+
+    def __init__(self, service: Any) -> None:
+        self._service = service
+        self.seen: dict[tuple[str, str], set[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="success-counter", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for key, state in self._service.store.states().items():
+                if state.last_success is not None:
+                    self.seen.setdefault(key, set()).add(state.last_success.finished)
+
+    def count(self, seconds: float) -> dict[tuple[str, str], int]:
+        """Successes per key during the next ``seconds`` (one already seen at the start is not counted)."""
+        self._thread.start()
+        time.sleep(0.2)
+        start = {k: set(v) for k, v in self.seen.items()}
+        time.sleep(seconds)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return {k: len(v - start.get(k, set())) for k, v in self.seen.items()}
+
+
+def test_two_slow_servers_never_starve_the_healthy_one_or_the_organisation_wide_polls(
+    sim_factory: SimFactory, service_factory: Any, tmp_path: Path
+) -> None:
+    interval, window = 1.0, 12.0
+    servers = ("EX01", "EX02", "EX03")
+    sim, scenario = sim_factory(small_org(servers))
+    per_server = ("queues", "components", "service_health", "certificates")
+    org_wide = ("send_connectors", "accepted_domains")
+    every = {"interval": interval}
+    settings = settings_for(
+        sim,
+        scenario,
+        overrides={
+            "state_dir": str(tmp_path),
+            "exchange": {"defaults": {"call_timeout": 2}, "discovery": {"enabled": True, "interval": interval}},
+            "collectors": only_collectors(**{name: every for name in (*per_server, *org_wide)}),
+            # Fewer workers than the slow servers' polls: a plain pool fills up with them.
+            "scheduler": {"max_workers": 3, "jitter": 0.05, "first_run_spread": 0.1},
+        },
+    )
+    service = service_factory(settings)
+    service.start(serve_http=False)
+    assert wait_for(lambda: all(service.store.states().get((c, "EX01")) for c in per_server), 15)
+    sim.faults.set("EX02", "hang")  # accepts, never answers
+    sim.faults.set("EX03", "drip", seconds=0.5)  # answers one byte every half second
+    successes = SuccessCounter(service).count(window)
+    expected = window / interval  # a poll per interval, were nothing slow
+    for collector in per_server:
+        assert successes.get((collector, "EX01"), 0) >= expected / 3, (collector, successes)
+    for collector in org_wide:
+        assert successes.get((collector, "organization"), 0) >= expected / 3, (collector, successes)
+    assert successes.get(("discovery", "EX01"), 0) >= expected / 3, successes
+    errors = service.store.errors()
+    for slow in ("EX02", "EX03"):  # the slow servers themselves fail, by their own deadline
+        assert any(n and r == "timeout" for (_c, t, r), n in errors.items() if t == slow), errors
