@@ -10,11 +10,13 @@ on it (a cmdlet call, a session's open or close) and the sockets it uses.
 - **Objects**: ``max_objects`` output objects per call (and as many error, warning and other records),
   each message at most ``max_object_bytes`` (checked while its fragments arrive, before they are joined).
   Counted by the pool's fragmenter (``wire.FastFragmenter``).
-- **Time**: every request's connect and read timeouts are cut to what is left of the operation's
-  deadline, and no request starts after it. A per-read timeout never fires on a server that sends one
-  byte at a time; so when the deadline passes, whoever waits for the operation calls ``abort``, which
-  shuts down every socket of the transport. The thread blocked in pypsrp then returns at once with an
-  error, and its connection is closed: nothing is abandoned.
+- **Time**: no request starts after the operation's deadline, and a connect may take only what is left
+  of it. A per-read timeout never fires on a server that sends one byte at a time; so when the deadline
+  passes, whoever waits for the operation calls ``abort``, which shuts down every socket of the
+  transport. The thread blocked in pypsrp then returns at once with an error, and its connection is
+  closed: nothing is abandoned. These are connection errors, never timeouts: pypsrp retries a Receive
+  that timed out, after a sleep (2 s, then 6 s...), which would keep the thread past the deadline. Read
+  timeouts stay pypsrp's (longer than the WSMan OperationTimeout, as a Receive may wait that long).
 
 Any breach raises ``TooLarge`` (reason ``too_large``). After one, the session drops its pool and
 ``release_memory`` hands freed memory back to the operating system.
@@ -45,7 +47,17 @@ from exporter.errors import CollectorError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CallGuard", "Limits", "TooLarge", "abort", "guard_of", "install", "release_memory", "result_size"]
+__all__ = [
+    "CallGuard",
+    "DeadlinePassed",
+    "Limits",
+    "TooLarge",
+    "abort",
+    "guard_of",
+    "install",
+    "release_memory",
+    "result_size",
+]
 
 REASON = "too_large"
 _CHUNK = 64 * 1024  # bytes read from a response body at a time (each counted before the next is read)
@@ -158,11 +170,15 @@ class CallGuard:
         return count
 
 
-def _clamp(timeout: Any, remaining: float) -> Any:
-    """A requests timeout (a number or a (connect, read) pair; None: none) cut to ``remaining`` s."""
-    if isinstance(timeout, tuple):
-        return tuple(remaining if t is None else min(t, remaining) for t in timeout)
-    return remaining if timeout is None else min(timeout, remaining)
+def _clamp(timeout: Any, remaining: float) -> tuple[Any, Any]:
+    """A requests timeout (a number or a (connect, read) pair; None: none) with its connect part cut to
+    ``remaining`` s."""
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return (remaining if connect is None else min(connect, remaining)), read
+
+
+class DeadlinePassed(requests.exceptions.ConnectionError):
+    """The operation's deadline passed (or it was aborted): nothing more is sent or read."""
 
 
 def _tracking_pool(pool_cls: Callable[..., Any], guard: CallGuard) -> Callable[..., Any]:
@@ -207,7 +223,7 @@ class BoundedAdapter(requests.adapters.HTTPAdapter):
         guard = self._guard
         remaining = guard.remaining()
         if remaining <= 0:
-            raise requests.exceptions.ReadTimeout("the call's deadline has passed")
+            raise DeadlinePassed("the call's deadline has passed")
         response = super().send(
             request, stream=True, timeout=_clamp(timeout, remaining), verify=verify, cert=cert, proxies=proxies
         )
@@ -236,8 +252,8 @@ class BoundedAdapter(requests.adapters.HTTPAdapter):
         for chunk in _raw_chunks(response):
             guard.add_bytes(len(chunk))
             chunks.append(chunk)
-            if time.monotonic() > guard.deadline:
-                raise requests.exceptions.ReadTimeout("the call's deadline passed while reading the answer")
+            if guard.remaining() <= 0:
+                raise DeadlinePassed("the call's deadline passed while reading the answer")
         response._content = b"".join(chunks)
         response._content_consumed = True  # type: ignore[attr-defined]  # as requests' Response.content sets it
 

@@ -114,12 +114,10 @@ def start_thread(fn: Callable[[], _T], name: str) -> Future[_T]:
 
 
 #: How long a call's thread may take to end once its connections were shut down at the deadline.
-ABORT_GRACE = 5.0
+ABORT_GRACE = 3.0
 
 
-def run_with_deadline(
-    fn: Callable[[], _T], timeout: float, name: str, abort: Callable[[], None] | None = None
-) -> _T:
+def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str, abort: Callable[[], None] | None = None) -> _T:
     """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
 
     pypsrp calls cannot be interrupted, and a per-read timeout never fires on a server that answers one
@@ -538,6 +536,8 @@ class ExchangeSession:
             )
         except bounds.TooLarge as exc:
             too_large = CollectorError(f"{cmdlet}: {exc}", exc.reason)
+        except bounds.DeadlinePassed:  # the call's thread met the deadline a moment before its caller did
+            raise CollectorError(f"no answer within {deadline - started:.3g}s", "timeout") from None
         except _DECODE_ERRORS as exc:
             # pypsrp failed to deserialise the output (broken CLIXML, a dangling RefId/TNRef).
             raise CollectorError(

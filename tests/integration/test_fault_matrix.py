@@ -152,6 +152,7 @@ class Case:
     cmdlet: str | None = None
     seconds: float | None = None
     family: str = "exchange"  # exchange | dns | smtp
+    megabytes: float | None = None
 
 
 CASES = [
@@ -167,6 +168,8 @@ CASES = [
     Case("malformed_clixml", "parse", cmdlet="Get-Queue"),
     Case("error_record", "cmdlet_error", cmdlet="Get-Queue"),
     Case("shell_expiry", None),  # mid-poll: the exporter reopens transparently
+    Case("drip", "timeout", cmdlet="Get-Queue", seconds=0.3),  # one byte at a time: no read ever times out
+    Case("oversize", "too_large", cmdlet="Get-Queue", megabytes=2),  # over max_response_bytes (1 MiB here)
     Case("servfail_mx", None, family="dns"),  # one check fails: data, not a failed poll
     Case("servfail", "dns", family="dns"),  # every lookup of the domain fails
     Case("timeout", "dns", family="dns"),
@@ -200,7 +203,7 @@ def exchange_env(case: Case, sim_factory: SimFactory) -> Env:
         scenario,
         overrides={
             "exchange": {
-                "defaults": {"call_timeout": CALL_TIMEOUT, "connect_timeout": 1},
+                "defaults": {"call_timeout": CALL_TIMEOUT, "connect_timeout": 1, "max_response_bytes": "1MiB"},
                 "auth_failure_backoff": "100ms",  # doubles per failed logon; stays under one interval here
             },
             "collectors": only_collectors(queues={"interval": INTERVAL}),
@@ -231,7 +234,7 @@ def exchange_env(case: Case, sim_factory: SimFactory) -> Env:
             time.sleep(0.1)
             sim.faults.set(FAULTED, "shell_expiry")
         else:
-            sim.faults.set(FAULTED, case.kind, cmdlet=case.cmdlet, seconds=case.seconds)
+            sim.faults.set(FAULTED, case.kind, cmdlet=case.cmdlet, seconds=case.seconds, megabytes=case.megabytes)
 
     def heal() -> None:
         sim.faults.clear()
