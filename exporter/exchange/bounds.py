@@ -61,6 +61,7 @@ __all__ = [
 
 REASON = "too_large"
 _CHUNK = 64 * 1024  # bytes read from a response body at a time (each counted before the next is read)
+TRIM_AFTER = 16 * 1024 * 1024  # a call that read more: its freed buffers are handed back (release_memory)
 _GUARDS: weakref.WeakKeyDictionary[Any, CallGuard] = weakref.WeakKeyDictionary()
 
 
@@ -331,13 +332,16 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
-def release_memory() -> None:
-    """Collect garbage and hand freed heap back to the operating system (glibc's ``malloc_trim``).
+def release_memory(collect: bool = True) -> None:
+    """Collect garbage (``collect``) and hand freed heap back to the operating system (glibc's
+    ``malloc_trim``).
 
-    After an oversized answer was dropped, CPython has freed its objects but the C heap keeps the pages
-    of the large buffers (body chunks, decoded text), so the process' resident memory would stay at its
-    peak; trimming returns them.
+    Once a large answer is dropped CPython has freed its objects, but the C heap keeps the pages of the
+    large buffers (HTTP bodies, parsed XML, decoded text), so the process' resident memory would stay at
+    its peak; trimming returns them. Done after a ``too_large`` call and after any call that read more
+    than ``TRIM_AFTER`` bytes.
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     if _TRIM is not None:
         _TRIM(0)

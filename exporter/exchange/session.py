@@ -45,6 +45,7 @@ from pypsrp.wsman import WSMan
 from exporter.credentials import basic_auth_problem
 from exporter.errors import CollectorError
 from exporter.exchange import bounds, permissions, wire
+from exporter.exchange.deadlines import ABORT_GRACE, ended, run_with_deadline, start_thread
 from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
 from exporter.exchange.orphans import ShellJanitor, ShellOwner
 from exporter.exchange.session_limit import SessionLimiter, Slot, endpoint_text
@@ -95,51 +96,6 @@ def redact(text: str, secrets: Sequence[str]) -> str:
         if secret:
             text = text.replace(secret, "<redacted>")
     return text
-
-
-def start_thread(fn: Callable[[], _T], name: str) -> Future[_T]:
-    """Run ``fn`` in a new daemon thread; its outcome lands in the returned future."""
-    future: Future[_T] = Future()
-
-    def runner() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn())
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    threading.Thread(target=runner, name=name, daemon=True).start()
-    return future
-
-
-#: How long a call's thread may take to end once its connections were shut down at the deadline.
-ABORT_GRACE = 3.0
-
-
-def run_with_deadline(fn: Callable[[], _T], timeout: float, name: str, abort: Callable[[], None] | None = None) -> _T:
-    """Run ``fn`` in a daemon thread; raise CollectorError(reason="timeout") after ``timeout`` s.
-
-    pypsrp calls cannot be interrupted, and a per-read timeout never fires on a server that answers one
-    byte at a time: at the deadline ``abort`` shuts the call's connections down (``bounds.abort``), which
-    ends the thread at once; it is waited for (up to ``ABORT_GRACE``), so no thread is left behind.
-    """
-    future = start_thread(fn, name)
-    try:
-        return future.result(timeout=timeout)
-    except FutureTimeout:
-        if abort is not None:
-            abort()
-            if not _ended(future, ABORT_GRACE):
-                log.warning("a call did not end after its connections were closed thread=%s", name)
-        raise CollectorError(f"no answer within {timeout:g}s", reason="timeout") from None
-
-
-def _ended(future: Future[Any], wait: float) -> bool:
-    """Wait up to ``wait`` s for ``future``'s thread to end (whatever its outcome); True if it did."""
-    with contextlib.suppress(BaseException):
-        future.exception(timeout=wait)
-    return future.done()
 
 
 def classify_exception(exc: BaseException) -> str:
@@ -547,6 +503,8 @@ class ExchangeSession:
             del ps  # what was read up to the limit: dropped (outside the handler: no traceback holds it)
             bounds.release_memory()
             raise too_large
+        if guard is not None and guard.bytes_read > bounds.TRIM_AFTER:
+            bounds.release_memory(collect=False)  # the answer's buffers are freed: hand their pages back
         sent = [cmdlet, "Select-Object"] if select else [cmdlet]
         missing = [m for m in (_missing_command(r, sent) for r in ps.streams.error) if m is not None]
         return CallResult(
@@ -585,9 +543,9 @@ class ExchangeSession:
 
     def _reap(self, pool: RunspacePool, opening: Future[Any]) -> None:
         """After an open that failed or timed out: wait for it to end, then close what it created."""
-        if not _ended(opening, self._teardown_wait()):  # a failed open may still have created a shell
+        if not ended(opening, self._teardown_wait()):  # a failed open may still have created a shell
             bounds.abort(pool.connection)  # it never ended: end it, and do not leave its thread behind
-            _ended(opening, ABORT_GRACE)
+            ended(opening, ABORT_GRACE)
         self._close_pool(pool, self._teardown_wait())
 
     def _close_pool(self, pool: RunspacePool, wait: float, attempts: int = 0) -> None:
@@ -603,7 +561,7 @@ class ExchangeSession:
                 closing.result(timeout=wait)
             except FutureTimeout:
                 bounds.abort(pool.connection)  # end the close's thread too; the shell is left to the idle timeout
-                _ended(closing, ABORT_GRACE)
+                ended(closing, ABORT_GRACE)
                 raise
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
