@@ -33,8 +33,11 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 # Every option with its default, to start a config.yml from (also printed by `mailflow-exporter example-config`).
 COPY config/example.yml /etc/mailflow-exporter/example.yml
+# PYTHONMALLOC=malloc: memory freed after a large Exchange answer goes back to the system (the exporter
+# trims glibc's heap then); CPython's own allocator keeps it (docs/design-notes.md, "Sessions").
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
+    PYTHONMALLOC=malloc \
     MAILFLOW_STATE_DIR=/var/lib/mailflow
 USER 10049:10049
 WORKDIR /var/lib/mailflow

@@ -56,7 +56,7 @@ def one_poll(endpoint: tuple[str, int], minutes: int, select: bool, fast: bool) 
 
     original = session_module.wire.install
     if not fast:
-        session_module.wire.install = lambda pool: None  # type: ignore[assignment]
+        session_module.wire.install = lambda pool, guard=None: None  # type: ignore[assignment]
     try:
         settings = Settings.model_validate(
             {

@@ -98,7 +98,7 @@ class MailflowCollector:
         errors = CounterMetricFamily(
             "mailflow_collector_errors",
             "Failed polls by reason (timeout, connection, auth, http_error, wsman_fault, session_limit, "
-            "permission, cmdlet_error, parse, tls, protocol, config, other).",
+            "permission, cmdlet_error, parse, too_large, tls, protocol, config, other).",
             labels=["collector", "target", "reason"],
         )
         for (name, target, reason), count in sorted(self._store.errors().items()):

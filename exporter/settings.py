@@ -71,11 +71,13 @@ MAX_SPAN = 366 * 86400.0  # tracking windows and ages, latency buckets, DNS drif
 MAX_LATENCY_BUCKETS = 50  # each bucket is one series per server
 INT32_MAX = 2**31 - 1  # pypsrp sends a Python int as <I32>; Exchange's ResultSize is Unlimited<UInt32>
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-# What one call may bring (exporter.exchange.bounds). The defaults fit the largest real organisations: a
-# page of Get-MessageTrackingLog is at most max_objects events (the collector asks for no more with
-# -ResultSize); 100,000 events with the selected properties are about 150 MB on the wire (1.5 KB each in
-# the simulator; 3.2 KB with every property), Get-Queue objects 2.6 KB: bench/bench_bounds.py, docs/sizing.md.
-DEFAULT_MAX_RESPONSE_BYTES = 256 * MIB
+# What one call may bring (exporter.exchange.bounds). The defaults fit the largest real organisations and
+# the 512 MiB container memory limit (docs/sizing.md): 100,000 tracking events are about 150 MB on the wire
+# with the selected properties (1.5 KB each in the simulator, 3.2 KB with every property), more than one
+# call should carry, so the tracking collector pages (-ResultSize <= max_response_bytes / 4 KiB: 16,384
+# events, minutes of the busiest server's log); 64 MiB hold about 25,000 Get-Queue objects (2.6 KB each),
+# far more queues than a transport server has. A 100 MB answer peaked at 368 MiB of RSS: bench_bounds.py.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * MIB
 DEFAULT_MAX_OBJECTS = 100_000
 DEFAULT_MAX_OBJECT_BYTES = 16 * MIB
 _SIZE_RE = re.compile(r"^\s*(\d{1,13})\s*(B|KiB|MiB|GiB)?\s*$", re.IGNORECASE)

@@ -68,6 +68,11 @@ RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inb
 MAX_UNKNOWN_KEYS = 64  # (code, recipient domain) pairs kept per poll for triage
 OTHER_DOMAIN = "(other)"
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
+# What one event may weigh on the wire, to size a page (-ResultSize) within max_response_bytes: 1.5 KB
+# with the selected properties and 3.2 KB with all of them in the simulator; real events for messages
+# with many recipients are larger, hence the margin (and a page is halved after a too_large answer).
+EVENT_BYTES = 4096
+FULL_EVENT_BYTES = 8192
 
 
 def flow_direction(event: TrackingEvent) -> str | None:
@@ -271,8 +276,8 @@ class TrackingCollector:
         self._lock = threading.Lock()
         # Pairing and stuck detection, shared by the servers' poll jobs (under trails.lock).
         self._trails = MessageTrails(options.max_tracked_messages)
-        # -ResultSize per server: at most max_objects, halved after a too_large answer (events heavier than
-        # max_response_bytes allows for that many), doubled back after each full answer.
+        # -ResultSize per server: at most max_objects and max_response_bytes / EVENT_BYTES, halved after a
+        # too_large answer (events heavier than that), doubled back after each answer that fit.
         self._pages: dict[str, int] = {}
 
     def interval(self) -> float:
@@ -317,8 +322,10 @@ class TrackingCollector:
         now = datetime.fromtimestamp(self._clock(), UTC)
         start, end, skipped = self.window(target, now)
         session = self._targets.session(target)
-        most = result_size(self._opts.result_size, session.server.max_objects)
-        limit = min(most, self._pages.get(target, most))
+        server = session.server
+        per_event = EVENT_BYTES if self._opts.select else FULL_EVENT_BYTES
+        most = min(result_size(self._opts.result_size, server.max_objects), server.max_response_bytes // per_event)
+        limit = max(1, min(most, self._pages.get(target, most)))
         params = {
             "Server": target,
             "Start": start.isoformat().replace("+00:00", "Z"),

@@ -99,6 +99,9 @@ _COLLECTOR_STEPS = {
     "cmdlet_error": "The cmdlet ran and wrote an error record (above): a server Exchange does not know, or a service "
     "the cmdlet needs is stopped (the MSExchangeTransport service for Get-Queue).",
     "parse": "The output could not be understood: report it with the text above; the other checks are unaffected.",
+    "too_large": "The answer was larger than the exporter accepts for one call (max_response_bytes, max_objects, "
+    "max_object_bytes): raise the limit named above under exchange.defaults or for that server if the "
+    "organisation is that large; otherwise something between the exporter and Exchange inflates the answer.",
     "dns": "Every lookup failed at the resolver: check the resolvers the exporter uses (dns.resolvers or "
     "/etc/resolv.conf) and outbound port 53 from the exporter host.",
     "stale": "The exporter has not polled it for several intervals: it is overloaded (scheduler.max_workers) or its "

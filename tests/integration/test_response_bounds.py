@@ -123,27 +123,56 @@ def test_collectors_ask_exchange_for_no_more_than_max_objects(sim_factory: SimFa
     assert snap.ok, snap.message
 
 
-def test_tracking_pages_shrink_after_too_large_until_they_fit(
-    sim_factory: SimFactory, service_factory: Any, tmp_path: Path
-) -> None:
-    data = small_org(("EX01",))
-    data["tracking"] = {"messages_per_minute": 600, "history_minutes": 10}
-    sim, scenario = sim_factory(data)
+def tracking_service(sim: Simulator, scenario: Any, factory: Any, state: Path, **defaults: Any) -> Service:
     settings = settings_for(
         sim,
         scenario,
         overrides={
-            "state_dir": str(tmp_path),
-            "exchange": {"defaults": {"call_timeout": 20, "max_response_bytes": "1MiB", "max_objects": 4000}},
+            "state_dir": str(state),
+            "exchange": {"defaults": {"call_timeout": 30, **defaults}},
             "collectors": only_collectors(tracking={"initial_lookback": "5m"}),
         },
     )
-    service = service_factory(settings)
-    reasons = [poll(service).reason for _ in range(5)]
-    # 4,000 events (about 6 MB) do not fit in 1 MiB, nor 2,000 or 1,000; 500 do, and the window is paged.
-    assert reasons[:3] == ["too_large"] * 3, reasons
-    assert reasons[3] == "", reasons
-    assert service.registry.get_sample_value("mailflow_tracking_truncated_polls_total", {"server": "EX01"}) == 1
+    return factory(settings)  # type: ignore[no-any-return]
+
+
+def truncated(service: Service) -> float:
+    return service.registry.get_sample_value("mailflow_tracking_truncated_polls_total", {"server": "EX01"}) or 0
+
+
+@pytest.fixture
+def busy_tracking(sim_factory: SimFactory) -> tuple[Simulator, Any]:
+    data = small_org(("EX01",))
+    data["tracking"] = {"messages_per_minute": 30, "history_minutes": 10}  # about 1,000 events in 5 minutes
+    return sim_factory(data)
+
+
+def test_tracking_reads_a_window_larger_than_max_response_bytes_in_pages(
+    busy_tracking: tuple[Simulator, Any], service_factory: Any, tmp_path: Path
+) -> None:
+    sim, scenario = busy_tracking
+    # 1 MiB: pages of 256 events (1 MiB / 4 KiB), each answer within the limit; the window is paged.
+    service = tracking_service(sim, scenario, service_factory, tmp_path, max_response_bytes="1MiB")
+    snaps = [poll(service) for _ in range(3)]
+    assert all(s.ok for s in snaps), [s.message for s in snaps]
+    assert truncated(service) == 3
+    assert all(0 < s.result.new_events <= 256 for s in snaps), [s.result.new_events for s in snaps]
+
+
+def test_tracking_halves_its_page_after_too_large(
+    busy_tracking: tuple[Simulator, Any], service_factory: Any, tmp_path: Path
+) -> None:
+    sim, scenario = busy_tracking
+    limits = {"max_objects": 2000, "max_object_bytes": "1MiB"}
+    # The window fits one page of 2,000 events: a first poll is not truncated.
+    fresh = tracking_service(sim, scenario, service_factory, tmp_path / "a", **limits)
+    assert poll(fresh).ok and truncated(fresh) == 0
+    service = tracking_service(sim, scenario, service_factory, tmp_path / "b", **limits)
+    sim.faults.set("EX01", "oversize", cmdlet="Get-MessageTrackingLog", megabytes=2, message="single")
+    assert [poll(service).reason for _ in range(2)] == ["too_large", "too_large"]  # pages 2,000, then 1,000
+    sim.faults.clear()
+    assert poll(service).ok  # asked for 500 events: the same window no longer fits
+    assert truncated(service) == 1
 
 
 # --- time, threads and sockets ---------------------------------------------------------------------------
