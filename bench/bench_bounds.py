@@ -143,6 +143,8 @@ def memory_case(info: dict[str, Any], case: str, megabytes: float, cap: str) -> 
     snap, before, peak, took = poll(rss, svc)
     after = rss.now()
     read = (sim.sent() - sent) / 1e6
+    outcome = "ok" if snap.ok else snap.reason
+    del snap
     svc.store.forget("queues", "EX01")  # a kept result is data, not a leak: drop it
     gc.collect()
     if bounds._TRIM is not None:
@@ -150,7 +152,6 @@ def memory_case(info: dict[str, Any], case: str, megabytes: float, cap: str) -> 
     dropped = rss.now()
     sim.clear()
     svc.stop()
-    outcome = "ok" if snap.ok else snap.reason
     print(
         f"RESULT bounds_{case}_outcome={outcome} bounds_{case}_s={took:.1f} bounds_{case}_read_mb={read:.0f} "
         f"bounds_{case}_before_mib={before:.0f} bounds_{case}_peak_mib={peak:.0f} "
@@ -184,22 +185,30 @@ def main() -> None:
     sim = Sim(info)
     results: dict[str, str] = {}
 
-    # --- memory: each case in a fresh process ------------------------------------------------------------
-    for case in ("accepted", "notrim", "capped"):
+    # --- memory: each case in a fresh process, with glibc malloc (as the image runs) or CPython's pymalloc
+    labels = {"accepted": "default limits", "notrim": "default limits, no malloc_trim", "capped": f"cap {cap}"}
+    for case, allocator in (
+        ("accepted", "malloc"),
+        ("notrim", "malloc"),
+        ("accepted", "pymalloc"),
+        ("capped", "malloc"),
+    ):
         out = subprocess.run(
             [sys.executable, __file__, "--memory", case, "--info", json.dumps(info), "--megabytes", str(args.megabytes),
              "--cap", cap],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONMALLOC": allocator},
         )  # fmt: skip
         line = next(row for row in out.stdout.splitlines() if row.startswith("RESULT "))
-        found = dict(item.split("=", 1) for item in line.split()[1:])
+        found = {
+            k.replace("bounds_", f"bounds_{allocator}_"): v for k, v in (i.split("=", 1) for i in line.split()[1:])
+        }
         results.update(found)
-        label = {"accepted": "default limits", "notrim": "default limits, no malloc_trim", "capped": f"cap {cap}"}
+        key = f"bounds_{allocator}_{case}"
         print(
-            f"{args.megabytes:g} MB Get-Queue answer, {label[case]}: {found[f'bounds_{case}_outcome']} in "
-            f"{found[f'bounds_{case}_s']}s, read {found[f'bounds_{case}_read_mb']} MB; RSS "
-            f"{found[f'bounds_{case}_before_mib']} -> peak {found[f'bounds_{case}_peak_mib']} -> after "
-            f"{found[f'bounds_{case}_after_mib']} -> result dropped {found[f'bounds_{case}_dropped_mib']} MiB"
+            f"{args.megabytes:g} MB Get-Queue answer, {labels[case]}, {allocator}: {found[f'{key}_outcome']} in "
+            f"{found[f'{key}_s']}s, read {found[f'{key}_read_mb']} MB; RSS {found[f'{key}_before_mib']} -> peak "
+            f"{found[f'{key}_peak_mib']} -> after {found[f'{key}_after_mib']} -> result dropped "
+            f"{found[f'{key}_dropped_mib']} MiB"
         )
     rss = Rss()
 
