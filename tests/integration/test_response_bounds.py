@@ -182,11 +182,18 @@ def call_threads(server: str = "EX01") -> list[str]:
     return [t.name for t in threading.enumerate() if t.name == f"call-{server}"]
 
 
+@pytest.mark.parametrize("tls", [False, True])
 def test_a_dripping_server_call_ends_at_its_deadline_and_its_connection_is_closed(
-    sim_factory: SimFactory, service_factory: Any
+    tls: bool, sim_factory: SimFactory, service_factory: Any
 ) -> None:
-    sim, scenario = sim_factory()
-    service = queues_service(sim, scenario, service_factory, call_timeout=1.5)
+    sim, scenario = sim_factory(tls=tls)
+    settings = settings_for(
+        sim,
+        scenario,
+        tls=tls,
+        overrides={"exchange": {"defaults": {"call_timeout": 1.5}}, "collectors": only_collectors(queues={})},
+    )
+    service = service_factory(settings)
     assert poll(service).ok
     # One byte every half second: no single read waits long, a per-read timeout never fires.
     sim.faults.set("EX01", "drip", cmdlet="Get-Queue", seconds=0.5)

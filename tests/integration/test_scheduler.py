@@ -127,3 +127,24 @@ def test_two_slow_servers_never_starve_the_healthy_one_or_the_organisation_wide_
     errors = service.store.errors()
     for slow in ("EX02", "EX03"):  # the slow servers themselves fail, by their own deadline
         assert any(n and r == "timeout" for (_c, t, r), n in errors.items() if t == slow), errors
+
+
+def test_organisation_wide_polls_ask_a_server_that_answers_first(sim_factory: SimFactory, service_factory: Any) -> None:
+    sim, scenario = sim_factory(small_org(("EX01", "EX02")))
+    settings = settings_for(
+        sim,
+        scenario,
+        overrides={
+            "exchange": {"defaults": {"call_timeout": 1}},
+            "collectors": only_collectors(accepted_domains={}),
+        },
+    )
+    service = service_factory(settings)
+    sim.faults.set("EX01", "hang")  # the seed, asked first
+    snaps = service.poll_all()
+    assert [s.ok for s in snaps] == [True], [s.message for s in snaps]  # failed over to EX02
+    asked = sim.stats()["servers"]["EX01"]["requests"]
+    snaps = service.poll_all()
+    assert [s.ok for s in snaps] == [True]
+    assert sim.stats()["servers"]["EX01"]["requests"] == asked  # EX02 first now: EX01 was not asked again
+    sim.faults.clear()
