@@ -133,7 +133,7 @@ def memory_case(info: dict[str, Any], case: str, megabytes: float, cap: str) -> 
     sim = Sim(info)
     if case == "notrim":
         bounds._TRIM = None  # what the exporter did before: freed memory stays with the process
-    limits = {"max_response_bytes": cap} if case == "capped" else {}
+    limits = {"max_response_bytes": cap} if case in ("capped", "raised") else {}
     svc = make_service(info, **limits)
     rss = Rss()
     snap, _b, _p, _t = poll(rss, svc)
@@ -186,16 +186,18 @@ def main() -> None:
     results: dict[str, str] = {}
 
     # --- memory: each case in a fresh process, with glibc malloc (as the image runs) or CPython's pymalloc
-    labels = {"accepted": "default limits", "notrim": "default limits, no malloc_trim", "capped": f"cap {cap}"}
-    for case, allocator in (
-        ("accepted", "malloc"),
-        ("notrim", "malloc"),
-        ("accepted", "pymalloc"),
-        ("capped", "malloc"),
-    ):
+    cases = (
+        ("default", "malloc", ""),
+        ("notrim", "malloc", ""),
+        ("default", "pymalloc", ""),
+        ("capped", "malloc", cap),
+        ("raised", "malloc", "256MiB"),
+    )
+    for case, allocator, limit in cases:
+        label = f"max_response_bytes {limit or '64MiB (default)'}" + (", no malloc_trim" if case == "notrim" else "")
         out = subprocess.run(
             [sys.executable, __file__, "--memory", case, "--info", json.dumps(info), "--megabytes", str(args.megabytes),
-             "--cap", cap],
+             "--cap", limit or cap],
             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONMALLOC": allocator},
         )  # fmt: skip
         line = next(row for row in out.stdout.splitlines() if row.startswith("RESULT "))
@@ -205,7 +207,7 @@ def main() -> None:
         results.update(found)
         key = f"bounds_{allocator}_{case}"
         print(
-            f"{args.megabytes:g} MB Get-Queue answer, {labels[case]}, {allocator}: {found[f'{key}_outcome']} in "
+            f"{args.megabytes:g} MB Get-Queue answer, {label}, {allocator}: {found[f'{key}_outcome']} in "
             f"{found[f'{key}_s']}s, read {found[f'{key}_read_mb']} MB; RSS {found[f'{key}_before_mib']} -> peak "
             f"{found[f'{key}_peak_mib']} -> after {found[f'{key}_after_mib']} -> result dropped "
             f"{found[f'{key}_dropped_mib']} MiB"
