@@ -6,8 +6,9 @@ Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll c
 (events per second of client CPU, fast path), dns (domain checks per second vs checkdmarc; needs NSD;
 checkdmarc is optional: ``pip install checkdmarc``), status (the triage report and status page),
 soak (1,000 poll cycles with faults toggling: sessions, threads, fds, RSS), load (20 concurrent
-scrapers for 60 s). ``--quick`` shrinks every size for a smoke run (about a minute); the full run
-takes about 8-9 minutes on two cores.
+scrapers for 60 s), bounds (hostile servers: an oversized answer's memory, a dripping server's threads
+and fds, a malformed answer's log, a healthy server beside two slow ones). ``--quick`` shrinks every
+size for a smoke run (about a minute and a half); the full run takes about 13 minutes on two cores.
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
@@ -131,6 +132,21 @@ def _load(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
     ]
 
 
+def _bounds(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "bounds, 100 MB answer, default limits" if not quick else "bounds, 10 MB answer (quick)",
+            f"{r['bounds_malloc_default_outcome']}, read {r['bounds_malloc_default_read_mb']} MB; RSS "
+            f"{r['bounds_malloc_default_before_mib']} -> {r['bounds_malloc_default_peak_mib']} -> "
+            f"{r['bounds_malloc_default_dropped_mib']} MiB; drip: threads {r['bounds_drip_threads']}, fds "
+            f"{r['bounds_drip_fds']}; malformed answer at debug: {r['bounds_log_mb']} MB of log, longest line "
+            f"{r['bounds_log_longest']}; healthy server beside 2 slow: {r['bounds_fair_min']} of "
+            f"{r['bounds_fair_expected']} polls",
+            "memory back, no leftover threads, bounded lines",
+        )
+    ]
+
+
 BENCHES = [
     Bench("scrape", "bench_scrape.py", (), ("--servers", "10", "--runs", "5"), _scrape),
     Bench("fanout", "bench_fanout.py", (), ("--servers", "10", "--cycles", "2", "--latency", "0.05"), _fanout),
@@ -151,6 +167,7 @@ BENCHES = [
         ("--servers", "10", "--queues", "10", "--clients", "5", "--seconds", "5"),
         _load,
     ),
+    Bench("bounds", "bench_bounds.py", (), ("--quick",), _bounds),
 ]
 
 
