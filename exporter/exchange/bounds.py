@@ -6,7 +6,8 @@ on it (a cmdlet call, a session's open or close) and the sockets it uses.
 - **Bytes**: the HTTP bodies of one operation together are at most ``max_response_bytes``. The body is
   read in chunks (never whole before it is counted; a declared ``Content-Length`` over the allowance is
   refused before its body is read) and the connection is closed at the cap, so an oversized answer is
-  never held, only what was read up to the cap.
+  never held, only what was read up to the cap. A 401 challenge with a small declared body is counted
+  but left to the authentication handler, which needs its socket for the TLS channel binding.
 - **Objects**: ``max_objects`` output objects per call (and as many error, warning and other records),
   each message at most ``max_object_bytes`` (checked while its fragments arrive, before they are joined).
   Counted by the pool's fragmenter (``wire.FastFragmenter``).
@@ -61,6 +62,7 @@ __all__ = [
 
 REASON = "too_large"
 _CHUNK = 64 * 1024  # bytes read from a response body at a time (each counted before the next is read)
+_CHALLENGE_BODY = 64 * 1024  # the most of a 401's body left for the auth handler to read (IIS sends 1.3 KB)
 TRIM_AFTER = 16 * 1024 * 1024  # a call that read more: its freed buffers are handed back (release_memory)
 _GUARDS: weakref.WeakKeyDictionary[Any, CallGuard] = weakref.WeakKeyDictionary()
 
@@ -231,11 +233,22 @@ class BoundedAdapter(requests.adapters.HTTPAdapter):
         if stream:
             return response
         try:
-            self._read_body(response)
+            if not self._challenge(response):
+                self._read_body(response)
         except BaseException:
             response.close()  # never back to the pool: the rest of the body is still on the wire
             raise
         return response
+
+    def _challenge(self, response: requests.Response) -> bool:
+        """True for an authentication challenge (401) with a small declared body, which is left unread and
+        counted: pypsrp's Negotiate handler takes the channel binding token (RFC 5929, which Extended
+        Protection requires over HTTPS) from this response's socket before it reads the body itself."""
+        declared = _declared(response)
+        if response.status_code != 401 or declared is None or declared > _CHALLENGE_BODY:
+            return False
+        self._guard.add_bytes(declared)
+        return True
 
     def _read_body(self, response: requests.Response) -> None:
         guard = self._guard
@@ -243,10 +256,7 @@ class BoundedAdapter(requests.adapters.HTTPAdapter):
         if encoding != "identity":
             # pypsrp asks for none (Accept-Encoding: identity); decompressing makes any size of a small body.
             raise CollectorError(f"the server compressed its answer ({encoding[:20]}) though asked not to", "protocol")
-        try:
-            declared = int(response.headers.get("Content-Length") or 0)
-        except ValueError:
-            declared = 0
+        declared = _declared(response) or 0
         if declared > 0 and guard.would_exceed(declared):
             guard.add_bytes(declared)  # raises TooLarge before the body is read
         chunks: list[bytes] = []
@@ -257,6 +267,14 @@ class BoundedAdapter(requests.adapters.HTTPAdapter):
                 raise DeadlinePassed("the call's deadline passed while reading the answer")
         response._content = b"".join(chunks)
         response._content_consumed = True  # type: ignore[attr-defined]  # as requests' Response.content sets it
+
+
+def _declared(response: requests.Response) -> int | None:
+    """The body length the response declares (Content-Length), None if it declares none."""
+    try:
+        return max(0, int(response.headers["Content-Length"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _raw_chunks(response: requests.Response) -> Iterator[bytes]:
