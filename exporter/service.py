@@ -72,6 +72,7 @@ def build_collectors(
             buckets=tuple(t.latency_buckets),
             result_size=t.result_size,
             select=t.select_properties,
+            max_clock_step=t.max_clock_step,
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
@@ -119,6 +120,7 @@ class Service:
             settings.exchange.max_sessions_per_account,
             wsman_factory,
             AuthBackoff(base=backoff, cap=max(900.0, backoff)),
+            clock=clock,
         )
         self.targets = ExchangeTargets(settings, self.sessions)
         stale = settings.scheduler.stale_after_intervals
@@ -128,7 +130,9 @@ class Service:
             self.shard,
         )
         self.registry = build_registry(
-            MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
+            MailflowCollector(
+                self.store, self.collectors, settings.scheduler.stale_after_intervals, self.sessions.clock_readings
+            )
         )
         self.registry.register(ShardMetrics(self.shard, self.collectors))
         sched = settings.scheduler

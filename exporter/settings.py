@@ -196,6 +196,8 @@ class TrackingCollectorSettings(_Model):
     )
     result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
     select_properties: bool = True
+    # A server clock stepped back by up to this much is still counted exactly (dedupe keys kept longer).
+    max_clock_step: Duration = 900.0
 
     @model_validator(mode="after")
     def _check(self) -> TrackingCollectorSettings:

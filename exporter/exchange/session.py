@@ -38,6 +38,7 @@ from pypsrp.wsman import WSMan
 
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
+from exporter.exchange.server_clock import ClockReading, ServerClock
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
@@ -325,8 +326,11 @@ class ExchangeSession:
         limiter: SessionLimiter,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
+        #: The endpoint server's clock, from the Date header of every answer (the tracking window).
+        self.server_clock = ServerClock(clock)
         self._limiter = limiter
         self._wsman_factory = wsman_factory or build_wsman
         self._auth = auth_backoff or AuthBackoff()
@@ -424,6 +428,7 @@ class ExchangeSession:
         self._limiter.acquire(self.server.account, self._endpoint_key)
         try:
             wsman = self._wsman_factory(self.server)
+            self.server_clock.watch(wsman)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool)
         except BaseException:
@@ -638,10 +643,12 @@ class SessionManager:
         max_sessions_per_account: int,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
         self.auth_backoff = auth_backoff or AuthBackoff()
         self._wsman_factory = wsman_factory
+        self._clock = clock
         self._sessions: dict[str, ExchangeSession] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -661,7 +668,7 @@ class SessionManager:
             return session
 
     def _new(self, server: ResolvedServer) -> ExchangeSession:
-        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff)
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self._clock)
 
     def sync(self, servers: Sequence[ResolvedServer]) -> None:
         """Make the direct sessions match ``servers``: new ones are added (they connect on first
@@ -684,6 +691,15 @@ class SessionManager:
     def sessions(self) -> list[ExchangeSession]:
         with self._lock:
             return list(self._sessions.values())
+
+    def clock_readings(self) -> dict[str, ClockReading]:
+        """The latest clock reading of each endpoint server that has answered, by server name."""
+        out = {}
+        for session in self.sessions():
+            reading = session.server_clock.reading()
+            if reading is not None:
+                out[session.server.name] = reading
+        return out
 
     def close_all(self, timeout: float = 8.0) -> None:
         """Close every pool in parallel and refuse new ones; returns within about ``timeout`` s

@@ -1,16 +1,23 @@
 """Message tracking collector: incremental ``Get-MessageTrackingLog`` per transport server.
 
-Each poll asks for ``[watermark - overlap, now)``; events already counted (same server, internal
-message id, event id and timestamp) are skipped, so overlapping windows and modest clock skew
-never double count. The watermark survives restarts in a small JSON state file. From the events:
-counters by event id and source, failures by enhanced status code and category, a delivery
-latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired with the first
-DELIVER/SEND of the same message id on the same server), and the number of messages received
-more than ``stuck_after`` ago with no terminal event, judged across the polled servers by message
-id (``tracking_trail``: a message handed to another server's Transport service is followed there;
-one whose continuation no polled server shows is counted as unfollowed, not stuck). Senders,
-recipients, subjects and message ids are used only as in-memory pairing keys, never as labels;
-that memory is bounded.
+Each poll asks for ``[watermark - overlap, now)`` **in the server's clock**: Exchange stamps the log
+with its own Windows time, so a server whose clock is behind the exporter's has not logged yet what
+the exporter's "now" would ask for (3 minutes behind lost most events, beyond the overlap). The
+server's clock is read for free from the ``Date`` header of its answers (``server_clock``): the window
+ends at our clock plus that skew, and the watermark never claims a time the server had not reached
+when it answered. A clock stepped back (w32time correcting a fast clock) makes new events carry
+stamps the log already holds: the next window starts that much earlier, and the dedupe keys are kept
+``max_clock_step`` beyond the overlap so that re-read events are not counted twice. Events already
+counted (same server, internal message id, event id and timestamp) are skipped, so overlapping windows
+never double count. The watermark (and the skew it was set with) survives restarts in a small JSON
+state file. From the events: counters by event id and source, failures by enhanced status code and
+category, a delivery latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired
+with the first DELIVER/SEND of the same message id on the same server), and the number of messages
+received more than ``stuck_after`` ago with no terminal event, judged across the polled servers by
+message id in the exporter's time (``tracking_trail``: a message handed to another server's Transport
+service is followed there; one whose continuation no polled server shows is counted as unfollowed,
+not stuck). Senders, recipients, subjects and message ids are used only as in-memory pairing keys,
+never as labels; that memory is bounded.
 """
 
 from __future__ import annotations
@@ -18,13 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,28 +38,41 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from exporter.errors import ParseError
-from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
+from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.targets import ExchangeTargets
+from exporter.exchange.tracking_events import (  # re-exported: the collector's event model and decoders
+    INTRA_ORG_CONNECTOR,
+    SELECT_PROPERTIES,
+    TrackingEvent,
+    decode_event,
+    decode_event_text,
+    decode_event_xml,
+    flow_direction,
+    parse_event,
+    received_from_outside,
+)
 from exporter.exchange.tracking_trail import MessageTrails
-from exporter.exchange.wire import unescape_clixml
+
+__all__ = [
+    "INTRA_ORG_CONNECTOR",
+    "SELECT_PROPERTIES",
+    "TrackingCollector",
+    "TrackingEvent",
+    "TrackingOptions",
+    "TrackingResult",
+    "WatermarkStore",
+    "decode_event",
+    "decode_event_text",
+    "decode_event_xml",
+    "flow_direction",
+    "parse_event",
+    "received_from_outside",
+    "render_tracking",
+]
 
 log = logging.getLogger(__name__)
 
-SELECT_PROPERTIES = (
-    "Timestamp",
-    "EventId",
-    "Source",
-    "InternalMessageId",
-    "MessageId",
-    "RecipientStatus",
-    "MessageLatency",
-    "MessageLatencyType",
-    "Directionality",
-    "ConnectorId",
-)
-#: The send connector Exchange uses between its own servers (and to Mailbox Transport Delivery).
-INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
 DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
 EVENT_IDS = frozenset(
     "AGENTINFO BADMAIL CLIENTSUBMISSION DEFER DELIVER DELIVERFAIL DROP DSN DUPLICATEDELIVER DUPLICATEEXPAND "
@@ -70,262 +88,6 @@ SOURCES = frozenset(
 STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
-
-
-@dataclass(frozen=True)
-class TrackingEvent:
-    """The fields of one tracking event that the collector uses."""
-
-    timestamp: datetime
-    event_id: str
-    source: str
-    internal_id: str
-    message_id: str
-    recipient_status: tuple[str, ...]
-    latency: float | None  # MessageLatency in seconds, when Exchange recorded it
-    directionality: str = ""  # Incoming (from outside the organisation), Originating, Undefined
-    connector_id: str = ""  # the receive or send connector of SMTP events
-
-
-def flow_direction(event: TrackingEvent) -> str | None:
-    """Where a message went, for events that hand it on; None for every other event.
-
-    * ``inbound``/``internal``: a mailbox delivery (DELIVER from STOREDRIVER) of a message from
-      outside the organisation (Directionality Incoming) or from inside it (Originating);
-      ``unknown`` when Exchange logged no directionality.
-    * ``outbound``: a message sent over SMTP through a send connector other than the one between
-      Exchange servers, i.e. to the internet, a smart host, an Edge server or a partner.
-
-    Each message is delivered or sent out once per destination, on one server, so sums across
-    servers count messages, not hops (a RECEIVE is logged on every server a message passes).
-    """
-    if event.event_id == "DELIVER" and event.source == "STOREDRIVER":
-        direction = event.directionality.lower()
-        return "inbound" if direction == "incoming" else "internal" if direction == "originating" else "unknown"
-    if event.event_id == "SEND" and event.source == "SMTP":
-        connector = event.connector_id.strip()
-        if connector and connector.lower() != INTRA_ORG_CONNECTOR.lower():
-            return "outbound"
-    return None
-
-
-def received_from_outside(event: TrackingEvent) -> bool:
-    """A RECEIVE over SMTP of a message not known to originate inside the organisation (Directionality
-    Incoming, or not logged: then every SMTP arrival counts, as before Exchange logged it); logged on
-    every server the message passes."""
-    return event.event_id == "RECEIVE" and event.source == "SMTP" and event.directionality.lower() != "originating"
-
-
-def parse_event(obj: Any) -> TrackingEvent | None:
-    """One output object to a TrackingEvent; None when it has no usable timestamp."""
-    props = flatten(obj)
-    ts = parse_datetime(props.get("Timestamp"))
-    if ts is None:
-        return None
-    status = props.get("RecipientStatus")
-    if isinstance(status, str):
-        status = [status]
-    latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
-
-    def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
-        value = props.get(name)
-        return "" if value is None else str(value)
-
-    return TrackingEvent(
-        timestamp=ts,
-        event_id=text("EventId").upper(),
-        source=text("Source").upper(),
-        internal_id=text("InternalMessageId"),
-        message_id=text("MessageId"),
-        recipient_status=tuple(str(s) for s in (status or []) if s),
-        latency=latency,
-        directionality=text("Directionality"),
-        connector_id=text("ConnectorId"),
-    )
-
-
-_WANTED = frozenset(SELECT_PROPERTIES)
-_NUMBER_TAGS = frozenset({"I16", "I32", "I64", "U16", "U32", "U64"})
-
-
-_SCALAR = re.compile(
-    r'<(?P<tag>S|DT|I64|I32|U64|U32|Nil)\s+N="(?P<name>Timestamp|EventId|Source|InternalMessageId|MessageId'
-    r'|Directionality|ConnectorId)"\s*(?:/>|>(?P<text>[^<]*)</(?P=tag)>)'  # <S N="X" />, <Nil N="X" />: ""
-)
-
-
-# An N attribute written other than N="..." (single quotes, whitespace around "=") is legal XML the
-# patterns above would misread: such a message goes to the XML parser. (A literal first character
-# keeps this scan at about 3 us per event; an alternation starting "&#|" made it 13 us.)
-_UNUSUAL_NAME = re.compile(r"N(?:\s+=|=\s|\s*=\s*')")
-
-
-_SCALAR_NAMES = frozenset(
-    {"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"}
-)
-_NAMED = re.compile(
-    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency|Directionality'
-    r'|ConnectorId)"'
-)
-_STATUS = re.compile(
-    r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
-)
-_STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
-_LATENCY = re.compile(
-    r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
-    r'|(?P<nil>Nil) N="MessageLatency"\s*/>)',
-    re.S,
-)
-
-
-def _timestamp(text: str | None) -> datetime | None:
-    """ISO 8601 as pypsrp delivers DateTime (fast), else the tolerant parser; naive means UTC."""
-    if text:
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            return parse_datetime(text)
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return None
-
-
-def _xml_text(raw: str) -> str:
-    """Element text as XML delivers it: the five predefined entities (character references never
-    reach here), then CLIXML's ``_xHHHH_`` escapes."""
-    if "&" in raw:
-        raw = raw.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
-        raw = raw.replace("&amp;", "&")  # last: "&amp;lt;" is the text "&lt;"
-    return unescape_clixml(raw) if "_x" in raw else raw
-
-
-def decode_event_text(xml: str) -> TrackingEvent | None:
-    """Fastest path: the fields straight from the CLIXML text of one tracking event.
-
-    CLIXML is a fixed, machine-written grammar; each field is matched by its element and ``N``
-    name. Anything ambiguous (a field present twice, missing, or in an unexpected form) raises,
-    and ``decode_event_xml`` parses the message with a real XML parser instead; a test checks the
-    two agree on every event the simulator produces.
-    """
-    if "&#" in xml:
-        raise ValueError("character references: leave them to the XML parser")
-    if _UNUSUAL_NAME.search(xml):
-        raise ValueError("an N attribute in an unusual form: leave it to the XML parser")
-    scalars = _SCALAR.findall(xml)  # (tag, name, text) in C: no match objects
-    fields = {name: text for _tag, name, text in scalars}
-    if len(fields) != len(scalars):
-        raise ValueError("a field appears twice")
-    if "Timestamp" not in fields or '<DT N="Timestamp"' not in xml:
-        raise ValueError("no DateTime Timestamp")
-    named = _NAMED.findall(xml)  # a field in another form (an object, a reference) is not guessed at
-    unique = set(named)
-    if len(named) != len(unique) or not unique.isdisjoint(_SCALAR_NAMES - fields.keys()):
-        raise ValueError("a field in an unexpected form")
-    status: tuple[str, ...] = ()
-    found = _STATUS.search(xml)
-    if found is None:
-        if ' N="RecipientStatus"' in xml:
-            raise ValueError("RecipientStatus in an unexpected form")
-    elif found["obj"] is not None:
-        body = found["obj"]
-        if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
-            raise ValueError("RecipientStatus is not a list of strings")
-        status = tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
-    latency = None
-    found = _LATENCY.search(xml)
-    if found is None:
-        if ' N="MessageLatency"' in xml:
-            raise ValueError("MessageLatency in an unexpected form")
-    elif found["shown"] is not None:
-        latency = parse_timespan(_xml_text(found["shown"]))
-    timestamp = _timestamp(fields["Timestamp"])
-    if timestamp is None:
-        return None
-    return TrackingEvent(
-        timestamp=timestamp,
-        event_id=_xml_text(fields.get("EventId", "")).upper(),
-        source=_xml_text(fields.get("Source", "")).upper(),
-        internal_id=_xml_text(fields.get("InternalMessageId", "")),
-        message_id=_xml_text(fields.get("MessageId", "")),
-        recipient_status=status,
-        latency=latency,
-        directionality=_xml_text(fields.get("Directionality", "")),
-        connector_id=_xml_text(fields.get("ConnectorId", "")),
-    )
-
-
-def decode_event(xml: str) -> TrackingEvent | None:
-    """The collector's output decoder: text fast path, then a real XML parse; raises if neither fits."""
-    try:
-        return decode_event_text(xml)
-    except ValueError:
-        return decode_event_xml(xml)
-
-
-def decode_event_xml(xml: str) -> TrackingEvent | None:
-    """Fast path: one output message's CLIXML straight to a TrackingEvent.
-
-    Reads only the fields the collector uses, from the same XML pypsrp would decode (``<Props>``
-    of a full MessageTrackingEvent or ``<MS>`` of a Select-Object result). Raises on any shape it
-    does not expect, and the generic decoder then handles the message.
-    """
-    root = ET.fromstring(xml)
-    if root.tag != "Obj":
-        raise ValueError("not an object")
-    found: dict[str, ET.Element] = {}
-    for tag in ("Props", "MS"):  # adapted properties win over extended ones, as in clixml.flatten
-        container = root.find(tag)
-        if container is not None:
-            for child in container:
-                name = child.get("N")
-                if name in _WANTED and name not in found:
-                    found[name] = child
-    stamp = found.get("Timestamp")
-    if stamp is None or stamp.tag != "DT":
-        raise ValueError("no Timestamp")
-    timestamp = _timestamp(stamp.text)
-    if timestamp is None:
-        return None
-    latency_el = found.get("MessageLatency")
-    latency = None
-    if latency_el is not None and latency_el.tag != "Nil":
-        shown = latency_el.find("ToString") if latency_el.tag == "Obj" else latency_el
-        if shown is None:
-            raise ValueError("MessageLatency without a display value")
-        latency = parse_timespan(shown.text)
-    return TrackingEvent(
-        timestamp=timestamp,
-        event_id=_field_text(found.get("EventId")).upper(),
-        source=_field_text(found.get("Source")).upper(),
-        internal_id=_field_text(found.get("InternalMessageId")),
-        message_id=_field_text(found.get("MessageId")),
-        recipient_status=_string_list(found.get("RecipientStatus")),
-        latency=latency,
-        directionality=_field_text(found.get("Directionality")),
-        connector_id=_field_text(found.get("ConnectorId")),
-    )
-
-
-def _field_text(el: ET.Element | None) -> str:
-    if el is None or el.tag == "Nil":
-        return ""
-    if el.tag == "S" or el.tag in _NUMBER_TAGS:
-        return unescape_clixml(el.text)
-    if el.tag == "Obj":  # an enum or value type: its display text
-        shown = el.find("ToString")
-        if shown is not None:
-            return unescape_clixml(shown.text)
-    raise ValueError(f"unexpected <{el.tag}>")
-
-
-def _string_list(el: ET.Element | None) -> tuple[str, ...]:
-    if el is None or el.tag == "Nil":
-        return ()
-    if el.tag == "S":
-        return (unescape_clixml(el.text),) if el.text else ()
-    items = el.find("LST") if el.tag == "Obj" else None
-    if items is None or any(item.tag != "S" for item in items):
-        raise ValueError("RecipientStatus is not a list of strings")
-    return tuple(text for text in (unescape_clixml(item.text) for item in items) if text)
 
 
 @dataclass(frozen=True)
@@ -356,6 +118,9 @@ class TrackingResult:
     # Submitted (SUBMIT) longer ago than stuck_after to a Transport service whose log no polled
     # server shows: fate unknown, not stuck.
     unfollowed: int = 0
+    # The server's clock minus the exporter's when it last answered (Date header); None when unknown
+    # (not answered yet, or polled through another server's session, whose clock that would be).
+    clock_skew: float | None = None
 
 
 @dataclass
@@ -363,6 +128,9 @@ class _ServerState:
     """Mutable per-server state, touched only by that server's (non-overlapping) poll job."""
 
     watermark: datetime | None = None
+    # The server's clock skew (as used: 0 within CLOCK_TOLERANCE) when the watermark was set: the
+    # watermark is a time of that clock. A later, smaller skew means the clock was stepped back.
+    skew: float = 0.0
     # The next window starts exactly at the watermark (no overlap) after a truncated reply: we are
     # catching up, not re-reading.
     exact_start: bool = False
@@ -410,6 +178,13 @@ class WatermarkStore:
             return {}
         return {str(k): v for k, v in marks.items() if isinstance(v, dict) and isinstance(v.get("at"), str)}
 
+    def skew(self, server: str) -> float:
+        """The clock skew the server's watermark was set with (0 when not recorded)."""
+        with self._lock:
+            entry = self._marks.get(server.upper()) or {}
+        value = entry.get("skew", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
     def get(self, server: str) -> tuple[datetime | None, frozenset[tuple[str, str]]]:
         """The watermark and the (internal id, event id) pairs already counted exactly at it."""
         with self._lock:
@@ -419,9 +194,13 @@ class WatermarkStore:
         ties = entry.get("counted_at_mark") or []
         return parse_datetime(entry["at"]), frozenset((str(a), str(b)) for a, b in ties)
 
-    def set(self, server: str, mark: datetime, ties: Iterable[tuple[str, str]] = ()) -> None:
+    def set(self, server: str, mark: datetime, ties: Iterable[tuple[str, str]] = (), skew: float = 0.0) -> None:
+        """Save a watermark (a time of the server's clock, whose skew was ``skew``)."""
+        entry: dict[str, Any] = {"at": mark.astimezone(UTC).isoformat(), "counted_at_mark": sorted(ties)}
+        if skew:
+            entry["skew"] = skew
         with self._lock:  # build and write under the lock, so a slower writer never wins with old data
-            self._marks[server.upper()] = {"at": mark.astimezone(UTC).isoformat(), "counted_at_mark": sorted(ties)}
+            self._marks[server.upper()] = entry
             payload = json.dumps({"version": STATE_VERSION, "watermarks": self._marks}, indent=1, sort_keys=True)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,6 +225,18 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
+    # How far back a server's clock may be stepped with the counting still exact: the dedupe keys
+    # are kept this much longer than the overlap (memory: this many seconds of events per server).
+    max_clock_step: float = 900.0
+
+
+#: A skew this small is treated as none: the Date header has a one-second resolution and a network delay.
+CLOCK_TOLERANCE = 2.0
+
+
+def _effective(skew: float | None) -> float:
+    """The skew the collector works with: 0 when unknown or within CLOCK_TOLERANCE."""
+    return 0.0 if skew is None or abs(skew) <= CLOCK_TOLERANCE else skew
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -501,41 +292,64 @@ class TrackingCollector:
             state = self._states.get(server)
             if state is None:
                 mark, ties = self._marks.get(server)
-                state = _ServerState(watermark=mark, floor=mark, buckets=[0] * (len(self._opts.buckets) + 1))
+                state = _ServerState(
+                    watermark=mark,
+                    skew=self._marks.skew(server) if mark is not None else 0.0,
+                    floor=mark,
+                    buckets=[0] * (len(self._opts.buckets) + 1),
+                )
                 if mark is not None:
                     state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
             return state
 
-    def window(self, server: str, now: datetime) -> tuple[datetime, datetime, float]:
-        """The query window for this poll, and the seconds skipped by the outage cap."""
+    def window(self, server: str, now: datetime, skew: float | None = None) -> tuple[datetime, datetime, float]:
+        """The query window for this poll in the server's clock (``now`` is the exporter's, ``skew`` the
+        server's latest clock reading), and the seconds skipped by the outage cap."""
         state = self._state(server)
         opts = self._opts
+        end = now + timedelta(seconds=_effective(skew))
+        back = self._stepped_back(state, skew)
         if state.watermark is None:
-            start = now - timedelta(seconds=opts.initial_lookback)
+            start = end - timedelta(seconds=opts.initial_lookback)
         elif state.exact_start:
-            start = state.watermark
+            start = state.watermark - back
         else:
-            start = state.watermark - timedelta(seconds=opts.overlap)
+            start = state.watermark - timedelta(seconds=opts.overlap) - back
         if state.floor is not None and start < state.floor:
             start = state.floor
-        floor = now - timedelta(seconds=opts.max_window)
+        floor = end - timedelta(seconds=opts.max_window)
         skipped = 0.0
         if start < floor:
             skipped = (floor - start).total_seconds()
             start = floor
-        return start, now, skipped
+        return start, end, skipped
+
+    def _stepped_back(self, state: _ServerState, skew: float | None) -> timedelta:
+        """How far the server's clock went back since the watermark was set (capped at max_clock_step):
+        events logged since may carry stamps that far below it."""
+        if state.watermark is None:
+            return timedelta(0)
+        seconds = max(0.0, state.skew - _effective(skew))
+        return timedelta(seconds=min(seconds, self._opts.max_clock_step))
 
     def poll(self, target: str) -> TrackingResult:
+        session = self._targets.session(target)
+        # The Date header is the endpoint's clock: a target polled through another server's session
+        # (discovery via_seed) would be read by that server's clock, so it is not used for it.
+        clock = session.server_clock if session.server.name.upper() == target.upper() else None
+        skew_before = clock.skew() if clock is not None else None
         now = datetime.fromtimestamp(self._clock(), UTC)
-        start, end, skipped = self.window(target, now)
+        start, end, skipped = self.window(target, now, skew_before)
+        if end <= start:  # our clock went back beyond the overlap: nothing new can be asked for yet
+            return self.ingest(target, [], start, start, skew_before=skew_before, skew_after=skew_before)
         params = {
             "Server": target,
             "Start": start.isoformat().replace("+00:00", "Z"),
             "End": end.isoformat().replace("+00:00", "Z"),
             "ResultSize": self._opts.result_size,
         }
-        result = self._targets.session(target).invoke(
+        result = session.invoke(
             "Get-MessageTrackingLog",
             params,
             select=SELECT_PROPERTIES if self._opts.select else None,
@@ -555,7 +369,10 @@ class TrackingCollector:
             ) from None
         if skipped:
             log.warning("tracking window capped after an outage server=%s skipped_seconds=%.0f", target, skipped)
-        return self.ingest(target, events, start, end, truncated, skipped)
+        skew_after = clock.skew() if clock is not None else None
+        return self.ingest(
+            target, events, start, end, truncated, skipped, skew_before=skew_before, skew_after=skew_after
+        )
 
     def ingest(
         self,
@@ -565,10 +382,17 @@ class TrackingCollector:
         end: datetime,
         truncated: bool = False,
         skipped: float = 0.0,
+        *,
+        skew_before: float | None = None,
+        skew_after: float | None = None,
     ) -> TrackingResult:
-        """Fold one window's events into the server's aggregates and advance its watermark."""
+        """Fold one window's events into the server's aggregates and advance its watermark.
+
+        ``skew_before`` is the server clock reading the window was computed with, ``skew_after`` the
+        reading of its answer (None: unknown, the exporter's clock is used).
+        """
         with self._trails.lock:  # other servers' trails are read and trimmed too
-            return self._ingest(server, events, start, end, truncated, skipped)
+            return self._ingest(server, events, start, end, truncated, skipped, skew_before, skew_after)
 
     def _ingest(
         self,
@@ -578,6 +402,8 @@ class TrackingCollector:
         end: datetime,
         truncated: bool,
         skipped: float,
+        skew_before: float | None,
+        skew_after: float | None,
     ) -> TrackingResult:
         state = self._state(server)
         opts = self._opts
@@ -585,17 +411,21 @@ class TrackingCollector:
         before, failed_before = dict(state.events), dict(state.failures)
         flow_before, inbound_before = dict(state.flow), state.received_inbound
         previous = state.watermark
+        went_back = self._stepped_back(state, skew_before)  # how far this window reached back for a step
+        used, answered = _effective(skew_before), _effective(skew_after if skew_after is not None else skew_before)
+        # Stuck messages are judged across servers: their times are taken to the exporter's clock.
+        offset = timedelta(seconds=answered)
         for event in sorted(events, key=lambda e: e.timestamp):
             key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
             if key in state.seen:
                 continue
             state.seen[key] = event.timestamp
             new += 1
-            self._count(server, state, event)
+            self._count(server, state, event, offset)
         if skipped:
             # Messages received before the gap may have finished inside it: we cannot know, so stop
             # carrying them rather than report them stuck for a day.
-            self._trails.drop_before(server, start)
+            self._trails.drop_before(server, start - offset)
         mark = end
         if truncated and events:
             state.truncated_polls += 1
@@ -605,18 +435,35 @@ class TrackingCollector:
                 # A whole reply at one instant: more events share it than -ResultSize returns, and
                 # Exchange cannot page. Move on past that instant rather than ask for it forever.
                 mark = start + timedelta(milliseconds=1)
-        if state.watermark is not None and mark < state.watermark:
-            mark = state.watermark  # the clock stepped back: never re-open counted time
+        stepped = went_back > timedelta(0)
+        if skew_after is not None:
+            # The server's clock was behind our estimate when it answered: it had not logged up to ``end``.
+            mark = min(mark, end - timedelta(seconds=max(0.0, used - answered)))
+            behind = state.skew - answered  # the clock went back since the watermark: seen only now
+            if previous is not None and behind > went_back.total_seconds() + 1.0:
+                mark = min(mark, previous - timedelta(seconds=min(behind, opts.max_clock_step)))
+                stepped = True
+        if previous is not None and mark < previous and not stepped:
+            mark = previous  # our own clock stepped back: never re-open counted time
+        if stepped:
+            log.info(
+                "server clock stepped back server=%s seconds=%.0f: re-reading from %s",
+                server,
+                max(went_back.total_seconds(), state.skew - answered),
+                mark.isoformat(),
+            )
         exact = truncated and bool(events)
         # Keep the keys a later window can still re-read: the next non-truncated poll goes back
-        # ``overlap`` from its own watermark, which can be earlier than this one's exact start.
-        horizon = mark - timedelta(seconds=opts.overlap)
+        # ``overlap`` from its own watermark (which can be earlier than this one's exact start), and
+        # further after a clock step back.
+        horizon = mark - timedelta(seconds=opts.overlap + opts.max_clock_step)
         state.seen = {k: ts for k, ts in state.seen.items() if ts >= horizon}
         state.watermark = mark
+        state.skew = answered
         state.exact_start = exact
         state.skipped_seconds += skipped
         ties = [(k[0], k[1]) for k, ts in state.seen.items() if ts == mark] if exact else []
-        self._marks.set(server, mark, ties)
+        self._marks.set(server, mark, ties, answered)
         window = {k: v - before.get(k, 0) for k, v in state.events.items() if v != before.get(k, 0)}
         failed = {k: v - failed_before.get(k, 0) for k, v in state.failures.items() if v != failed_before.get(k, 0)}
         seconds = (end - start).total_seconds()
@@ -629,9 +476,10 @@ class TrackingCollector:
         )
         while state.recent and state.recent[0][0] < mark - timedelta(seconds=RECENT_SECONDS):
             state.recent.popleft()
-        return self._snapshot(server, state, mark if exact else end, new, (window, failed, seconds))
+        result = self._snapshot(server, state, min(mark, end) - offset, new, (window, failed, seconds))
+        return result if skew_after is None else replace(result, clock_skew=skew_after)
 
-    def _count(self, server: str, state: _ServerState, event: TrackingEvent) -> None:
+    def _count(self, server: str, state: _ServerState, event: TrackingEvent, offset: timedelta) -> None:
         ev_key = (_bounded(event.event_id, EVENT_IDS), _bounded(event.source, SOURCES))
         state.events[ev_key] = state.events.get(ev_key, 0) + 1
         ts = event.timestamp.timestamp()
@@ -646,7 +494,7 @@ class TrackingCollector:
                 err = parse_smtp_error(text)
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
-        latency = self._trails.observe(server, event)
+        latency = self._trails.observe(server, event, offset)
         if latency is not None:
             self._observe(state, max(0.0, latency))
 

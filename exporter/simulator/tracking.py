@@ -276,7 +276,7 @@ class TrackingLog:
             for name, model in self._models.items()
         }
         self._cache: dict[tuple[str, int], TrackedMessage] = {}
-        self._bytes: dict[tuple[str, str, int], bytes] = {}
+        self._bytes: dict[tuple[str, str, int, int], bytes] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -445,8 +445,8 @@ class TrackingLog:
         return len(self.events(server, start, end, now))
 
     def clixml(self, event: TrackingEvent) -> bytes:
-        """The event's CLIXML (cached)."""
-        key = (event.server, event.internal_message_id, event.seq)
+        """The event's CLIXML (cached; the stamp is part of the key: a server's clock may stamp it)."""
+        key = (event.server, event.internal_message_id, event.seq, event.ts_ms)
         data = self._bytes.get(key)
         if data is None:
             data = event_clixml(event, self.tz, self.scenario.organisation.culture)
