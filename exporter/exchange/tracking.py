@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.errors import ParseError
 from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
+from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking_events import (  # re-exported: the collector's event model and decoders
     INTRA_ORG_CONNECTOR,
@@ -343,6 +344,26 @@ class TrackingCollector:
         start, end, skipped = self.window(target, now, skew_before)
         if end <= start:  # our clock went back beyond the overlap: nothing new can be asked for yet
             return self.ingest(target, [], start, start, skew_before=skew_before, skew_after=skew_before)
+        events, truncated = self._query(session, target, start, end)
+        skew_after = clock.skew() if clock is not None else None
+        first = self._state(target).watermark is None
+        if first and skew_before is None and _effective(skew_after):
+            # The very first window was asked before the server had told its clock: ask again in it,
+            # so the first window covers the same stretch of real time on every server.
+            skew_before = skew_after
+            start, end, skipped = self.window(target, datetime.fromtimestamp(self._clock(), UTC), skew_before)
+            events, truncated = self._query(session, target, start, end)
+            skew_after = clock.skew() if clock is not None else None
+        if skipped:
+            log.warning("tracking window capped after an outage server=%s skipped_seconds=%.0f", target, skipped)
+        return self.ingest(
+            target, events, start, end, truncated, skipped, skew_before=skew_before, skew_after=skew_after
+        )
+
+    def _query(
+        self, session: ExchangeSession, target: str, start: datetime, end: datetime
+    ) -> tuple[list[TrackingEvent], bool]:
+        """One Get-MessageTrackingLog call for [start, end) of ``target``'s clock: (events, truncated)."""
         params = {
             "Server": target,
             "Start": start.isoformat().replace("+00:00", "Z"),
@@ -362,17 +383,11 @@ class TrackingCollector:
         )
         try:
             decoded = (o if isinstance(o, TrackingEvent) else parse_event(o) for o in result.objects if o is not None)
-            events = [e for e in decoded if e is not None]
+            return [e for e in decoded if e is not None], truncated
         except Exception as exc:
             raise ParseError(
                 f"Get-MessageTrackingLog -Server {target}: unexpected output: {type(exc).__name__}"
             ) from None
-        if skipped:
-            log.warning("tracking window capped after an outage server=%s skipped_seconds=%.0f", target, skipped)
-        skew_after = clock.skew() if clock is not None else None
-        return self.ingest(
-            target, events, start, end, truncated, skipped, skew_before=skew_before, skew_after=skew_after
-        )
 
     def ingest(
         self,
