@@ -22,6 +22,7 @@ from exporter.dnscheck.collectors import EXECUTOR as DNS_EXECUTOR
 from exporter.dnscheck.collectors import dns_collectors
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
+from exporter.exchange.back_pressure import BackPressureCollector
 from exporter.exchange.certificates import CertificateCollector
 from exporter.exchange.cmdlet_collector import ServerCollector
 from exporter.exchange.components import ComponentCollector
@@ -96,6 +97,7 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
     if c.components.enabled:
         out.append(ComponentCollector(targets, c.components.interval, c.components.components))
     simple: list[tuple[Any, type[ServerCollector]]] = [
+        (c.back_pressure, BackPressureCollector),
         (c.database_copies, DatabaseCopyCollector),
         (c.certificates, CertificateCollector),
         (c.service_health, ServiceHealthCollector),

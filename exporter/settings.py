@@ -293,6 +293,7 @@ class ComponentCollectorSettings(_Model):
 
 class CollectorsSettings(_Model):
     queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
+    back_pressure: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=60.0))
     tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
     receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
     send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)

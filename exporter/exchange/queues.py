@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -117,6 +117,20 @@ class QueueResult:
     queues: tuple[QueueInfo, ...]
     groups: Mapping[tuple[str, ...], QueueGroup]
     folded_domains: int  # distinct next-hop domains folded into "other"
+    # A shadow queue's NextHopDomain is the FQDN of the server holding the primary copies: which polled
+    # server that is, by name (the join of the shadow alert with that server's poll health).
+    shadow_primaries: Mapping[str, str] = field(default_factory=dict)
+
+
+def primary_server(next_hop_domain: str, servers: Mapping[str, str]) -> str | None:
+    """The polled server a shadow queue's NextHopDomain (the primary server's FQDN) names, from
+    ``{name: host}``: by name, host or the FQDN's first label, case-insensitive; None if none."""
+    fqdn = next_hop_domain.strip().rstrip(".").lower()
+    first = fqdn.split(".")[0]
+    for name, host in sorted(servers.items()):
+        if fqdn in (name.lower(), host.lower()) or first == name.lower():
+            return name
+    return None
 
 
 def _group_domain(queue: QueueInfo) -> str:
@@ -177,7 +191,13 @@ class QueueCollector(ServerCollector):
     def collect(self, session: ExchangeSession, server: str) -> QueueResult:
         # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
         params = {"Server": server, "ResultSize": self._result_size}
-        return aggregate(server, self.fetch(session, server, "Get-Queue", params, parse_queue), self._max_domains)
+        result = aggregate(server, self.fetch(session, server, "Get-Queue", params, parse_queue), self._max_domains)
+        shadows = {q.next_hop_domain for q in result.queues if q.kind == "shadow" and q.next_hop_domain}
+        if not shadows:
+            return result
+        names = {n: self._targets.server(n).host for n in self._targets.names()}
+        found = {d: n for d in shadows if (n := primary_server(d, names)) is not None}
+        return replace(result, shadow_primaries=found)
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())
@@ -224,6 +244,12 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
         f"Queues whose LastError has this SMTP code, enhanced code and category. {POLLED}",
         labels=[*labels, "smtp_code", "enhanced_code", "category"],
     )
+    shadow_primary = GaugeMetricFamily(
+        "mailflow_queue_shadow_primary_info",
+        "1 for each shadow redundancy queue whose next hop (the FQDN of the server holding the primary "
+        f"copies) is a polled server, named in primary. {POLLED}",
+        labels=["server", "next_hop_domain", "primary"],
+    )
     folded = GaugeMetricFamily(
         "mailflow_queue_next_hop_domains_folded",
         f'Distinct next-hop domains folded into next_hop_domain="other" by the cardinality cap. {POLLED}',
@@ -231,6 +257,8 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     )
     for result in sorted(results, key=lambda r: r.server):
         folded.add_metric([result.server], result.folded_domains)
+        for domain, primary in sorted(result.shadow_primaries.items()):
+            shadow_primary.add_metric([result.server, domain, primary], 1.0)
         for key in sorted(result.groups):
             g = result.groups[key]
             values = list(key)
@@ -245,4 +273,4 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
                 status.add_metric([*values, state], g.statuses.get(state, 0))
             for (code, enhanced, category), count in sorted(g.errors.items()):
                 last_error.add_metric([*values, code, enhanced, category], count)
-    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, folded]
+    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, folded, shadow_primary]
