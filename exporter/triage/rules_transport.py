@@ -180,22 +180,10 @@ def _targets(facts: Facts) -> dict[str, str]:
     return {n: n for n in names if n != "organization"}
 
 
-def _copies_down(facts: Facts, server: str) -> list[str]:
-    """Databases whose copy on ``server`` other servers report ServiceDown (its replication service is off)."""
-    found = {
-        c.database
-        for r in facts.all("database_copies")
-        for c in r.copies
-        if c.server.upper() == server.upper() and c.status == "ServiceDown"
-    }
-    return sorted(found)
-
-
 def shadow_for_unreachable_server(facts: Facts) -> list[Finding]:
     """Trigger: a shadow redundancy queue holds messages for a server (its NextHopDomain is that server's
-    FQDN) whose polls fail because it does not answer (connection or timeout), or whose database copies
-    other servers report ServiceDown. One finding per such server, naming it and the servers holding its
-    shadow messages."""
+    FQDN) whose polls fail because it does not answer (connection or timeout). One finding per such
+    server, naming it and the servers holding its shadow messages."""
     unreachable = _unreachable(facts)
     names = _targets(facts)
     held: dict[str, list[Any]] = defaultdict(list)
@@ -209,8 +197,7 @@ def shadow_for_unreachable_server(facts: Facts) -> list[Finding]:
     out = []
     for primary, queues in sorted(held.items()):
         failures = unreachable.get(primary.upper(), [])
-        down = _copies_down(facts, primary)
-        if not failures and not down:
+        if not failures:
             continue
         total = sum(q.message_count for q in queues)
         holders = sorted({q.server for q in queues})
@@ -220,8 +207,6 @@ def shadow_for_unreachable_server(facts: Facts) -> list[Finding]:
             for q in sorted(queues, key=lambda q: -q.message_count)
         ]
         evidence += [f"{primary} does not answer: {text}" for text in failures[:2]]
-        if down:
-            evidence.append(f"database copies on {primary} report ServiceDown: {', '.join(down[:6])}")
         out.append(
             Finding(
                 "shadow_for_unreachable_server",
