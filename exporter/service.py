@@ -31,6 +31,7 @@ from exporter.exchange.discovery import DiscoveryCollector
 from exporter.exchange.queues import QueueCollector
 from exporter.exchange.receive_connectors import ReceiveConnectorCollector
 from exporter.exchange.send_connectors import SendConnectorCollector
+from exporter.exchange.server_clock import ClockReading
 from exporter.exchange.service_health import ServiceHealthCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
@@ -133,7 +134,7 @@ class Service:
         )
         self.registry = build_registry(
             MailflowCollector(
-                self.store, self.collectors, settings.scheduler.stale_after_intervals, self.sessions.clock_readings
+                self.store, self.collectors, settings.scheduler.stale_after_intervals, self._clock_readings
             )
         )
         self.registry.register(ShardMetrics(self.shard, self.collectors))
@@ -304,6 +305,11 @@ class Service:
         return True, "Healthy"
 
     # --- lifecycle ----------------------------------------------------------------------------------
+
+    def _clock_readings(self) -> dict[str, ClockReading]:
+        """The servers' clock readings this replica reports: those of the servers it owns (every replica
+        talks to the discovery seed, one reports its clock)."""
+        return {name: r for name, r in self.sessions.clock_readings().items() if self.shard.owns(name)}
 
     def start(self, serve_http: bool = True) -> None:
         """Start the HTTP server and the scheduler."""
