@@ -77,7 +77,8 @@ class Simulator:
 
     @property
     def tracking(self) -> TrackingLog:
-        """The message-tracking log Get-MessageTrackingLog serves (``expected_messages``, ``events``)."""
+        """The message-tracking log in real time (``expected_messages``, ``events``): what
+        Get-MessageTrackingLog serves, stamped by each server's clock (see ``clocks.py``)."""
         return tracking_log(self.scenario, self.state.timeline)
 
     # -- lifecycle -----------------------------------------------------------------------------
