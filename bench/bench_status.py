@@ -25,7 +25,6 @@ def main() -> int:
 
     from exporter.demo import demo_organisation
     from exporter.service import Service
-    from exporter.triage.run import report_for
     from exporter.web import WebApp
 
     with demo_organisation("127.0.0.1:0", tls=False) as (_, settings):
@@ -33,11 +32,11 @@ def main() -> int:
         try:
             service.poll_all()
             service.poll_all()  # the DNS checks follow the accepted domains found by the first poll
-            report = report_for(service)
+            report = service.triage()
             reports = []
             for _ in range(args.runs):
                 t0 = time.perf_counter()
-                report_for(service)
+                service.triage()
                 reports.append(time.perf_counter() - t0)
             app = WebApp(
                 service.registry,
@@ -45,7 +44,7 @@ def main() -> int:
                 "/metrics",
                 "https://example.invalid/runbook.md",
                 lambda: (True, "Ready"),
-                triage=lambda: report_for(service),
+                triage=lambda: service.triage(),
                 triage_cache_seconds=0,
             )
             pages = []

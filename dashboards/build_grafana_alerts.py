@@ -9,6 +9,11 @@ verbatim, evaluated as an instant query; condition B is the math expression ``$A
 fires for (a Prometheus alert expression is a filter: the series it returns are the alerting ones,
 whatever their value). ``for``, labels and annotations are copied; ``$value`` in annotation
 templates becomes Grafana's ``$values.A.Value``. No data means OK, as in Prometheus.
+
+A fault whose severity grows with volume has two Prometheus rules of one name (a warning and a
+critical tier). Grafana (before 12) wants rule titles unique in a folder: the first rule of a name
+keeps the name as title and uid, a later tier gets its severity appended to both
+(``MailflowQueueRetryingDnsFailure (critical)``).
 """
 
 from __future__ import annotations
@@ -42,13 +47,19 @@ def grafana_annotation(text: str) -> str:
     return re.sub(r"\$value\b", "$values.A.Value", text)
 
 
-def grafana_rule(group: str, rule: dict[str, Any]) -> dict[str, Any]:
-    """One Grafana provisioning rule for one Prometheus alerting rule."""
+def grafana_rule(group: str, rule: dict[str, Any], tier: bool = False) -> dict[str, Any]:
+    """One Grafana provisioning rule for one Prometheus alerting rule (``tier``: not the first rule of its name)."""
     name = rule["alert"]
     window = max(600, 2 * _duration_seconds(str(rule.get("for", "0s"))))
+    uid = f"mailflow-{name.lower()[len('mailflow') :]}"[:40]
+    title = name
+    if tier:
+        severity = str(rule.get("labels", {}).get("severity", "tier"))
+        uid = f"{uid[: 39 - len(severity)]}-{severity}"
+        title = f"{name} ({severity})"
     return {
-        "uid": f"mailflow-{name.lower()[len('mailflow') :]}"[:40],
-        "title": name,
+        "uid": uid,
+        "title": title,
         "condition": "B",
         "data": [
             {
@@ -76,8 +87,13 @@ def build(rules_file: Path = PROMETHEUS_RULES) -> dict[str, Any]:
     """The provisioning document: one Grafana rule group per Prometheus rule group."""
     source = yaml.safe_load(rules_file.read_text())
     groups = []
+    seen: set[str] = set()
     for group in source["groups"]:
-        rules = [grafana_rule(group["name"], r) for r in group["rules"] if "alert" in r]
+        rules = []
+        for r in group["rules"]:
+            if "alert" in r:
+                rules.append(grafana_rule(group["name"], r, tier=r["alert"] in seen))
+                seen.add(r["alert"])
         groups.append({"orgId": 1, "name": group["name"], "folder": FOLDER, "interval": "1m", "rules": rules})
     return {"apiVersion": 1, "groups": groups}
 

@@ -1,34 +1,46 @@
-"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``."""
+"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from exporter import __version__
+from exporter.buildinfo import build_info, version_text
 from exporter.errors import ConfigError
+from exporter.flags import (
+    WEB_CONFIG_HELP,
+    add_config_flag,
+    add_log_flags,
+    add_web_flags,
+    apply_flags,
+    log_from_flags,
+    warn_deprecated,
+    web_from_flags,
+)
 from exporter.logs import setup_logging
-from exporter.settings import Settings, ShardingSettings, load_settings
+from exporter.settings import LogSettings, Settings, ShardingSettings, WebSettings, load_settings
 from exporter.sharding import shard_from
+from exporter.web import ListenError
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
 
-def _load(path: Path | None, web_config_file: Path | None = None) -> Settings:
-    """The settings; ``--web.config.file`` (when given) wins over ``web.config_file``."""
+def _load(path: Path | None) -> Settings:
+    """The settings from the file and the environment; exit 2 with every problem when invalid."""
     try:
-        settings = load_settings(path)
+        return load_settings(path)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if web_config_file is not None:
-        settings = settings.model_copy(update={"web": settings.web.model_copy(update={"config_file": web_config_file})})
-    return settings
 
 
 def _with_shard(settings: Settings, index: int | None, count: int | None) -> Settings:
@@ -60,12 +72,21 @@ def _load_web_config(path: Path | None) -> WebConfig | None:
         raise SystemExit(2) from None
 
 
+def _need_config(args: argparse.Namespace) -> Path:
+    """The ``--config.file`` the command cannot run without (argparse's message and exit 2 if missing)."""
+    if args.config is None:
+        args.parser.error("the following arguments are required: --config.file")
+    return Path(args.config)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the file; print every problem with its field path; exit non-zero when invalid."""
-    settings = _load(args.config, args.web_config_file)
+    path = _need_config(args)
+    warn_deprecated(args, to_log=False)
+    settings = apply_flags(_load(path), args)
     web = _load_web_config(settings.web.config_file)
     servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
-    print(f"{args.config}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
+    print(f"{path}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
     if web is not None:
         print(f"{web.path}: OK ({web.describe()})")
         for warning in web.warnings:
@@ -79,18 +100,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the exporter until SIGTERM/SIGINT."""
     from exporter.service import Service
 
-    settings = _with_shard(_load(args.config, args.web_config_file), args.shard_index, args.shard_count)
+    path = _need_config(args)
+    settings = _with_shard(apply_flags(_load(path), args), args.shard_index, args.shard_count)
     _load_web_config(settings.web.config_file)
     if not settings.exchange.servers:
         print(
-            f"configuration error: {args.config}: exchange.servers is empty: nothing to poll. "
+            f"configuration error: {path}: exchange.servers is empty: nothing to poll. "
             "List at least one Exchange server (it also seeds discovery).",
             file=sys.stderr,
         )
         return 2
-    setup_logging(args.log_level or settings.log.level, settings.log.format)
-    log.info("starting version=%s config=%s", __version__, args.config)
-    Service(settings).run_forever()
+    setup_logging(settings.log.level, settings.log.format)
+    warn_deprecated(args)
+    info = build_info()
+    log.info("starting version=%s revision=%s config=%s", info.version, info.revision, path)
+    log.debug(
+        "build context python=%s platform=%s branch=%s build_user=%s build_date=%s",
+        info.python,
+        info.platform,
+        info.branch,
+        info.build_user,
+        info.build_date,
+    )
+    try:
+        Service(settings).run_forever()
+    except ListenError as exc:
+        log.error("%s", exc.strerror)
+        return 1
     return 0
 
 
@@ -98,24 +134,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the simulator with the bundled demo organisation and the exporter against it."""
     from exporter.demo import run_demo
 
-    setup_logging(args.log_level or "info")
-    _load_web_config(args.web_config_file)
-    return run_demo(listen_address=args.listen_address, tls=not args.no_tls, web_config_file=args.web_config_file)
+    logs = log_from_flags(LogSettings(), args)
+    setup_logging(logs.level, logs.format)
+    warn_deprecated(args)
+    web = web_from_flags(WebSettings(), args)
+    _load_web_config(web.config_file)
+    try:
+        return run_demo(
+            listen_address=web.listen_addresses,
+            tls=not args.no_tls,
+            web_config_file=web.config_file,
+            telemetry_path=web.telemetry_path,
+        )
+    except ListenError as exc:
+        log.error("%s", exc.strerror)
+        return 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Poll once, print the triage report; exit 0 healthy, 1 warnings, 2 critical, 3 could not check."""
-    from exporter.triage.report import write_json, write_text
-    from exporter.triage.run import check, check_demo
+    """Poll once, print the triage report; exit 0 healthy, 1 warnings, 2 critical, 3 could not check,
+    4 did not finish within --timeout."""
+    from exporter.check import check, check_demo
+    from exporter.triage.report import status_line, write_json, write_text
 
-    setup_logging(args.log_level or "error")
-    if args.demo:
-        report = check_demo()
-    elif args.config is None:
-        print("check needs --config FILE or --demo", file=sys.stderr)
+    logs = log_from_flags(LogSettings(level="error"), args)
+    setup_logging(logs.level, logs.format)
+    warn_deprecated(args)
+    if args.timeout is not None and args.timeout <= 0:
+        print("check: --timeout must be a positive number of seconds", file=sys.stderr)
         return 3
-    else:
-        report = check(_load(args.config))
+    if not args.demo and args.config is None:
+        print("check needs --config.file FILE or --demo", file=sys.stderr)
+        return 3
+    settings = None if args.demo else _load(args.config)
+    with _progress_on_terminal() as progress:
+        report = check_demo(args.timeout, progress) if settings is None else check(settings, args.timeout, progress)
+    if report.timeout is not None:
+        print(f"check: {status_line(report)}", file=sys.stderr)
     if args.format == "json":
         write_json(report, sys.stdout)
     else:
@@ -123,82 +178,206 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+@contextlib.contextmanager
+def _progress_on_terminal() -> Iterator[Callable[[int, int, list[str]], None] | None]:
+    """A progress line on stderr while ``check`` polls, when stderr is a terminal (nothing when piped)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    with console.status("polling...") as status:
+
+        def show(done: int, total: int, running: list[str]) -> None:
+            waiting = ", ".join(running[:4]) + (f" (+{len(running) - 4})" if len(running) > 4 else "")
+            status.update(f"polled {done}/{total}" + (f"; waiting for {waiting}" if waiting else ""))
+
+        yield show
+
+
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """Probe the local exporter's /-/healthy whatever its web config; exit 0 healthy, 1 not."""
     from exporter.healthcheck import check as probe
     from exporter.healthcheck import listen_address
 
+    warn_deprecated(args, to_log=False)
     health = probe(args.address or listen_address(args.config), timeout=args.timeout)
     print(health.detail, file=sys.stdout if health.ok else sys.stderr)
     return 0 if health.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mailflow-exporter", description="Prometheus exporter for Microsoft Exchange mail flow."
-    )
-    parser.add_argument("--version", action="version", version=f"mailflow-exporter {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _VersionAction(argparse.Action):
+    """``--version``: version, revision, Python and library versions, like ``node_exporter --version``
+    (computed only when asked: it may run ``git``)."""
 
-    serve = sub.add_parser("serve", help="run the exporter")
-    serve.add_argument("--config", type=Path, required=True, help="YAML configuration file")
-    serve.add_argument(
-        "--shard-index", type=int, help="this replica's shard (default: sharding.index or the pod ordinal)"
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def example_config() -> str:
+    """The annotated example configuration shipped in the package (config/example.yml in the source)."""
+    return resources.files("exporter").joinpath("example.yml").read_text(encoding="utf-8")
+
+
+def cmd_example_config(_args: argparse.Namespace) -> int:
+    """Print the example configuration: every option with its default and what it does."""
+    sys.stdout.write(example_config())
+    return 0
+
+
+def _parser(sub: Any, name: str, help: str, epilog: str, description: str | None = None) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--shard-count", type=int, help="how many replicas share the configuration (sharding.count)")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(parser=parser)
+    return parser
+
+
+_MAIN_EPILOG = """\
+examples:
+  mailflow-exporter demo                                  # try it against a simulated organisation
+  mailflow-exporter validate-config --config.file mailflow.yml
+  mailflow-exporter serve --config.file mailflow.yml
+  mailflow-exporter check --config.file mailflow.yml      # where is mail stuck, and why?
+  mailflow-exporter serve --help                          # every flag of a command
+
+Flags win over MAILFLOW_* environment variables, which win over the YAML file.
+"""
+
+_SERVE_EPILOG = """\
+precedence: flags > MAILFLOW_* environment variables > the YAML file > built-in defaults.
+
+examples:
+  mailflow-exporter serve --config.file /etc/mailflow-exporter/config.yml
+  mailflow-exporter serve --config.file mailflow.yml --web.listen-address=127.0.0.1:10049 \\
+      --web.listen-address=[::1]:10049 --log.level=debug --log.format=json
+  mailflow-exporter serve --config.file mailflow.yml --web.config.file web-config.yml \\
+      --web.telemetry-path=/mailflow/metrics
+  mailflow-exporter serve --config.file mailflow.yml --shard-index 1 --shard-count 3
+"""
+
+_DEMO_EPILOG = """\
+examples:
+  mailflow-exporter demo                                   # http://localhost:10049/metrics and /
+  mailflow-exporter demo --web.listen-address=127.0.0.1:9999 --log.format=json
+  mailflow-exporter demo --web.config.file web-config.yml  # HTTPS and/or basic auth
+"""
+
+_VALIDATE_EPILOG = """\
+examples:
+  mailflow-exporter validate-config --config.file mailflow.yml
+  mailflow-exporter validate-config --config.file mailflow.yml --web.config.file web-config.yml
+"""
+
+_CHECK_EPILOG = """\
+exit codes: 0 healthy, 1 warnings, 2 critical findings, 3 could not check, 4 did not finish within
+--timeout (unless something critical was found).
+
+examples:
+  mailflow-exporter check --config.file mailflow.yml
+  mailflow-exporter check --config.file mailflow.yml --format json
+  mailflow-exporter check --demo
+  mailflow-exporter check --config.file mailflow.yml --timeout 120 | less
+"""
+
+_HEALTH_EPILOG = """\
+examples:
+  mailflow-exporter healthcheck                            # 127.0.0.1:10049
+  mailflow-exporter healthcheck --config.file /etc/mailflow-exporter/config.yml --timeout 4
+  mailflow-exporter healthcheck --address 127.0.0.1:9999
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: flags named as in the Prometheus exporters; 0.1's names as deprecated aliases."""
+    parser = argparse.ArgumentParser(
+        prog="mailflow-exporter",
+        description="Prometheus exporter for Microsoft Exchange mail flow.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print version, revision, Python and library versions, and exit"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _parser(sub, "serve", "run the exporter", _SERVE_EPILOG)
+    add_config_flag(serve, "the YAML configuration file (required)")
+    add_web_flags(serve)
+    add_log_flags(serve)
     serve.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        type=Path,
-        metavar="FILE",
-        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
+        "--shard-index", type=int, metavar="N", help="this replica's shard (default: sharding.index or the pod ordinal)"
+    )
+    serve.add_argument(
+        "--shard-count", type=int, metavar="N", help="how many replicas share the configuration (sharding.count)"
     )
     serve.set_defaults(func=cmd_serve)
 
-    validate = sub.add_parser("validate-config", help="check a configuration file and exit")
-    validate.add_argument("--config", type=Path, required=True, help="YAML configuration file")
-    validate.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        type=Path,
-        metavar="FILE",
-        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
-    )
+    validate = _parser(sub, "validate-config", "check a configuration file and exit", _VALIDATE_EPILOG)
+    add_config_flag(validate, "the YAML configuration file (required)")
+    validate.add_argument("--web.config.file", dest="web_config_file", type=Path, metavar="FILE", help=WEB_CONFIG_HELP)
     validate.set_defaults(func=cmd_validate)
 
-    check = sub.add_parser("check", help="poll once and print where mail is stuck and why")
-    check.add_argument("--config", type=Path, help="YAML configuration file")
+    check = _parser(sub, "check", "poll once and print where mail is stuck and why", _CHECK_EPILOG)
+    add_config_flag(check)
     check.add_argument("--demo", action="store_true", help="check the bundled simulated organisation instead")
-    check.add_argument("--format", choices=["text", "json"], default="text")
-    check.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    check.add_argument("--format", choices=["text", "json"], default="text", help="report format (default text)")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long: the report then lists the polls that did not finish (exit code 4 unless "
+        "something critical was found). Default: no limit (each call is bounded by call_timeout)",
+    )
+    add_log_flags(check, default_level="error", from_file=False)
     check.set_defaults(func=cmd_check)
 
-    demo = sub.add_parser("demo", help="run against the built-in simulated Exchange organisation")
-    demo.add_argument("--listen-address", default=":10049", help="where to serve /metrics (default :10049)")
-    demo.add_argument("--no-tls", action="store_true", help="talk to the simulator over plain HTTP")
-    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    demo.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        type=Path,
-        metavar="FILE",
-        help="exporter-toolkit web config file: TLS, client certificates, basic auth (wins over web.config_file)",
+    demo = _parser(
+        sub,
+        "demo",
+        "run against the built-in simulated Exchange organisation",
+        _DEMO_EPILOG,
+        description="Run the exporter against the built-in simulated Exchange organisation.\n"
+        "No Exchange needed: the simulator and its DNS and SMTP servers stay on loopback.",
     )
+    add_web_flags(demo, listen_alias=True, from_file=False)
+    add_log_flags(demo, from_file=False)
+    demo.add_argument("--no-tls", action="store_true", help="talk to the simulator over plain HTTP")
     demo.set_defaults(func=cmd_demo)
 
-    health = sub.add_parser(
+    health = _parser(
+        sub,
         "healthcheck",
-        help="exit 0 if the exporter on this host is serving (for container health checks; works with TLS/auth)",
+        "exit 0 if the exporter on this host is serving (for container health checks; works with TLS/auth)",
+        _HEALTH_EPILOG,
     )
     health.add_argument(
         "--address",
         help="the exporter's listen address (default: $MAILFLOW_WEB__LISTEN_ADDRESS, else web.listen_address "
-        "in --config, else 127.0.0.1:10049)",
+        "in --config.file, else 127.0.0.1:10049)",
     )
-    health.add_argument("--config", type=Path, help="the exporter's YAML configuration, for web.listen_address")
+    add_config_flag(health, "the exporter's YAML configuration, for web.listen_address")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds per attempt (default 4)")
     health.set_defaults(func=cmd_healthcheck)
+
+    example = _parser(
+        sub,
+        "example-config",
+        "print the example configuration: every option with its default",
+        "examples:\n  mailflow-exporter example-config > mailflow.yml\n",
+        description="Print the annotated example configuration (every option, its default and what it does; "
+        "config/example.yml in the source, /etc/mailflow-exporter/example.yml in the image).",
+    )
+    example.set_defaults(func=cmd_example_config)
     return parser
 
 

@@ -6,14 +6,18 @@ Nothing leaves the machine: the simulator listens on loopback, one endpoint per 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from exporter.settings import Settings
+from exporter.triage.model import SCOPES, SEVERITIES, Finding, Report
 
 log = logging.getLogger(__name__)
 
@@ -126,27 +130,128 @@ def demo_organisation(
         sim.stop()
 
 
-def run_demo(listen_address: str = ":10049", tls: bool = True, web_config_file: Path | None = None) -> int:
-    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``web_config_file``: serve
-    through the exporter-toolkit web configuration (TLS, basic auth)."""
+def banner(scenario: Any, settings: Settings, scheme: str) -> list[str]:
+    """What the demo prints first: what runs, where to look, how to stop."""
+    from exporter.settings import resolved_servers
+
+    bases = []
+    for address in settings.web.listen_addresses:
+        host, _, port = address.rpartition(":")
+        bases.append(f"{scheme}://{host or 'localhost'}:{port}")  # an IPv6 host keeps its brackets
+    base = bases[0]
+    path = settings.web.telemetry_path
+    exchange = ", ".join(f"{s.name} {s.endpoint}" for s in resolved_servers(settings))
+    dns, smtp = settings.dns, settings.dns.smtp
+    domains = ", ".join(sorted(dns.expect)) or scenario.organisation.domain
+    return [
+        f"demo: the exporter polls a simulated Exchange organisation ({scenario.organisation.name}, "
+        f"{len(scenario.servers)} servers) and its simulated outside world; nothing leaves this machine",
+        f"  metrics:      {', '.join(b + path for b in bases)}",
+        f"  status page:  {base}/   (the same triage as `mailflow-exporter check --demo`)",
+        f"  health:       {base}/-/healthy, {base}/-/ready",
+        f"  Exchange:     {exchange}",
+        f"  DNS and MX:   DNS {dns.resolvers[0]}:{dns.port} ({domains}), SMTP {dns.resolvers[0]}:{smtp.port}"
+        if dns.resolvers
+        else "  DNS and MX:   not checked",
+        "  from here on: each problem the triage finds or clears, and each change of mail flow; Ctrl-C stops",
+    ]
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+class Narrator:
+    """Turns successive triage reports into the demo's log lines: what appeared, cleared or changed.
+
+    Findings are told apart by rule and title with the numbers taken out, so a queue that grows
+    from 14 to 15 messages is the same finding, not a new one.
+    """
+
+    def __init__(self) -> None:
+        self._findings: dict[tuple[str, str], Finding] | None = None
+        self._verdicts: dict[str, str] = {}
+
+    @staticmethod
+    def _key(finding: Finding) -> tuple[str, str]:
+        return finding.rule, _NUMBERS.sub("#", finding.title)
+
+    @staticmethod
+    def _describe(finding: Finding) -> str:
+        return f"{finding.severity}: {finding.title} [{finding.rule}]"
+
+    def lines(self, report: Report) -> list[str]:
+        """The log lines for ``report``: everything the first time, then only what changed."""
+        current = {self._key(f): f for f in report.findings}
+        verdicts = {v.scope: v.status for v in report.verdicts}
+        out: list[str] = []
+        if self._findings is None:
+            counts = Counter(f.severity for f in report.findings)
+            found = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "none"
+            flow = " ".join(f"{scope}={verdicts.get(scope, 'unknown')}" for scope in SCOPES)
+            out.append(f"every target polled: mail flow {flow}; findings: {found}")
+            out += [f"finding {self._describe(f)}" for f in report.findings]
+        else:
+            for scope in SCOPES:
+                before, now = self._verdicts.get(scope, "unknown"), verdicts.get(scope, "unknown")
+                if before != now:
+                    out.append(f"mail flow {scope}: {before} -> {now}")
+            for key, finding in current.items():
+                previous = self._findings.get(key)
+                if previous is None:
+                    out.append(f"new finding {self._describe(finding)}")
+                elif previous.severity != finding.severity:
+                    out.append(f"finding now {self._describe(finding)} (was {previous.severity})")
+            out += [f"cleared finding {self._describe(f)}" for k, f in self._findings.items() if k not in current]
+        self._findings, self._verdicts = current, verdicts
+        return out
+
+
+def narrate(service: Any, stop: threading.Event, every: float = 5.0) -> None:
+    """Log the triage's changes until ``stop`` is set; starts once every target was polled once."""
+    narrator = Narrator()
+    while not stop.wait(every):
+        if not service.readiness()[0]:
+            continue
+        try:
+            report = service.triage()
+        except Exception:  # the demo goes on; the status page shows the same error
+            log.exception("triage failed")
+            continue
+        for line in narrator.lines(report):
+            log.info("%s", line)
+
+
+def run_demo(
+    listen_address: str | Sequence[str] = ":10049",
+    tls: bool = True,
+    web_config_file: Path | None = None,
+    telemetry_path: str = "/metrics",
+) -> int:
+    """Start the simulator and the exporter; serve until SIGTERM/SIGINT. ``listen_address``: one address or
+    several (each listener serves the same paths); ``web_config_file``: serve through the exporter-toolkit
+    web configuration (TLS, basic auth). The log starts with a banner (URLs, simulated endpoints), then
+    tells each triage finding as it appears or clears."""
     from exporter.service import Service
     from exporter.webconfig import load_web_config
 
-    web = {"web": {"config_file": str(web_config_file)}} if web_config_file is not None else None
-    with demo_organisation(listen_address, tls, web) as (scenario, settings):
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # aiosmtpd logs every connection of the SMTP probe at info: noise for someone watching the demo
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+    web: dict[str, Any] = {"listen_address": addresses, "telemetry_path": telemetry_path}
+    if web_config_file is not None:
+        web["config_file"] = str(web_config_file)
+    with demo_organisation(addresses[0], tls, {"web": web}) as (scenario, settings):
         service = Service(settings)
-        host, _, port = listen_address.rpartition(":")
-        shown = host.strip("[]") or "localhost"
         scheme = "https" if web_config_file is not None and load_web_config(web_config_file).tls else "http"
-        log.info(
-            "demo running: metrics at %s://%s:%s/metrics, status at %s://%s:%s/ (simulated servers: %s)",
-            scheme,
-            shown,
-            port,
-            scheme,
-            shown,
-            port,
-            ", ".join(s.name for s in scenario.servers),
-        )
-        service.run_forever()
+        for line in banner(scenario, settings, scheme):
+            log.info("%s", line)
+        stop = threading.Event()
+        watcher = threading.Thread(target=narrate, args=(service, stop), name="demo-narrator", daemon=True)
+        watcher.start()
+        try:
+            service.run_forever()
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
     return 0

@@ -12,14 +12,22 @@ class ConfigError(MailflowError):
 
 
 class CollectorError(MailflowError):
-    """A poll failed. ``reason`` is a short, fixed label value (bounded cardinality)."""
+    """A poll failed. ``reason`` is a short, fixed label value (bounded cardinality); the message is
+    plain language for people (never a library's repr). ``endpoint`` and ``server`` name the Exchange
+    endpoint the poll went through and the server it belongs to ("" when none was involved)."""
 
     reason: str = "other"
+    endpoint: str = ""
+    server: str = ""
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, reason: str | None = None, *, endpoint: str = "", server: str = "") -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
+        if endpoint:
+            self.endpoint = endpoint
+        if server:
+            self.server = server
 
 
 class ParseError(CollectorError):

@@ -17,6 +17,7 @@ Connection refused, a timeout or any other answer is unhealthy. Exit code 0 heal
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -128,16 +129,30 @@ def check(listen_address: str, timeout: float = 4.0) -> Health:
 
 def listen_address(config: Path | None) -> str:
     """Where the exporter listens, as it decides: ``MAILFLOW_WEB__LISTEN_ADDRESS``, else
-    ``web.listen_address`` in the configuration file (if it can be read), else :10049."""
+    ``web.listen_address`` in the configuration file (if it can be read), else :10049. Of several
+    addresses (a list) the first is probed: every listener serves the same application."""
     from_env = os.environ.get("MAILFLOW_WEB__LISTEN_ADDRESS")
     if from_env:
-        return from_env
+        return _first(from_env)
     if config is not None:
         try:
             data, _ = read_yaml(config)
             value = data["web"]["listen_address"]
         except (ConfigError, KeyError, TypeError):
             value = None  # the exporter reports a broken config itself; probe the default then
+        if isinstance(value, list) and value:
+            value = value[0]
         if isinstance(value, str) and value:
             return value
     return DEFAULT_ADDRESS
+
+
+def _first(value: str) -> str:
+    """The first address of a JSON list (``'[":10049", ":10050"]'``), else the value itself."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value  # ':10049', '[::]:10049': not JSON
+    if isinstance(parsed, list) and parsed and isinstance(parsed[0], str):
+        return parsed[0]
+    return value

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
+from exporter.buildinfo import build_info
+from exporter.cardinality import fold_samples
 from exporter.collector import Collector
 from exporter.exchange.server_clock import ClockReading
 from exporter.store import SnapshotStore
@@ -42,18 +44,41 @@ class MailflowCollector:
 
     def collect(self) -> Iterable[Metric]:
         yield from self._self_metrics()
+        folded = GaugeMetricFamily(
+            "mailflow_label_values_folded",
+            'Distinct values of this label reported as "other" in the latest result: a cardinality cap or an '
+            'unknown enum value is in effect (target "all": a cap on the collector\'s targets).',
+            labels=["collector", "target", "label"],
+        )
         for collector in self._collectors:
             try:
                 results = self._store.fresh_results(collector.name, self._stale_after)
                 families = list(collector.render(results))
+                if getattr(collector, "reports", True) is not False:
+                    for target, label, count in self._folds(collector, results):
+                        folded.add_metric([collector.name, target, label], count)
             except Exception:
                 log.exception("render failed collector=%s", collector.name)
                 continue
             yield from families
+        yield folded
+
+    @staticmethod
+    def _folds(collector: Collector, results: Any) -> list[tuple[str, str, int]]:
+        """What the results folded, plus a cap on the collector's own target list (``folded_targets``)."""
+        out = fold_samples(results)
+        targets = getattr(collector, "folded_targets", None)
+        if callable(targets):
+            out.extend(("all", label, count) for label, count in sorted(targets().items()))
+        return out
 
     def _self_metrics(self) -> Iterable[Metric]:
         build = InfoMetricFamily("mailflow_build", "mailflow-exporter build information.")
-        build.add_metric([], {"version": __version__})
+        info = build_info()
+        build.add_metric(
+            [],
+            {"version": info.version, "revision": info.revision, "branch": info.branch, "pythonversion": info.python},
+        )
         yield build
         labels = ["collector", "target"]
         up = GaugeMetricFamily(

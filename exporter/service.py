@@ -24,7 +24,7 @@ from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
 from exporter.exchange.back_pressure import BackPressureCollector
 from exporter.exchange.certificates import CertificateCollector
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.components import ComponentCollector
 from exporter.exchange.database_copies import DatabaseCopyCollector
 from exporter.exchange.discovery import DiscoveryCollector
@@ -40,11 +40,16 @@ from exporter.metrics import MailflowCollector, build_registry
 from exporter.settings import ResolvedServer, Settings
 from exporter.sharding import ShardMetrics, shard_collectors, shard_from
 from exporter.store import Snapshot, SnapshotStore
+from exporter.triage.facts import facts_from_store
 from exporter.triage.model import Report
+from exporter.triage.report import build_report
 from exporter.web import WebApp, WebServer
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 10.0
+#: ``progress(done, total, running)`` after each poll of ``poll_all``: how many finished, how many there
+#: are, and the "collector target" of the polls still running.
+Progress = Callable[[int, int, list[str]], None]
 
 
 def build_collectors(
@@ -60,7 +65,7 @@ def build_collectors(
         collectors.append(DiscoveryCollector(targets, settings.exchange.discovery.interval))
     q = settings.collectors.queues
     if q.enabled:
-        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size))
+        collectors.append(QueueCollector(targets, q.interval, q.max_next_hop_domains, q.result_size, q.max_last_errors))
     t = settings.collectors.tracking
     if t.enabled:
         options = TrackingOptions(
@@ -74,6 +79,7 @@ def build_collectors(
             buckets=tuple(t.latency_buckets),
             result_size=t.result_size,
             select=t.select_properties,
+            max_failure_codes=t.max_failure_codes,
             max_clock_step=t.max_clock_step,
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
@@ -90,20 +96,27 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
     out: list[Collector] = []
     r = c.receive_connectors
     if r.enabled:
-        out.append(ReceiveConnectorCollector(targets, r.interval, r.trusted_networks, r.check_ad_permissions, r.expect))
-    if c.send_connectors.enabled:
-        out.append(SendConnectorCollector(targets, c.send_connectors.interval, c.send_connectors.expect))
+        out.append(
+            ReceiveConnectorCollector(
+                targets, r.interval, r.trusted_networks, r.check_ad_permissions, r.expect, r.max_connectors
+            )
+        )
+    s = c.send_connectors
+    if s.enabled:
+        out.append(SendConnectorCollector(targets, s.interval, s.expect, s.max_connectors))
     if c.accepted_domains.enabled:
-        out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval))
+        out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval, c.accepted_domains.max_domains))
     if c.components.enabled:
-        out.append(ComponentCollector(targets, c.components.interval, c.components.components))
-    simple: list[tuple[Any, type[ServerCollector]]] = [
-        (c.back_pressure, BackPressureCollector),
-        (c.database_copies, DatabaseCopyCollector),
-        (c.certificates, CertificateCollector),
-        (c.service_health, ServiceHealthCollector),
+        out.append(
+            ComponentCollector(targets, c.components.interval, c.components.components, c.components.max_components)
+        )
+    simple: list[tuple[Any, type[CappedServerCollector], int]] = [
+        (c.back_pressure, BackPressureCollector, c.back_pressure.max_meters),
+        (c.database_copies, DatabaseCopyCollector, c.database_copies.max_databases),
+        (c.certificates, CertificateCollector, c.certificates.max_certificates),
+        (c.service_health, ServiceHealthCollector, c.service_health.max_services),
     ]
-    out += [cls(targets, cfg.interval) for cfg, cls in simple if cfg.enabled]
+    out += [cls(targets, cfg.interval, limit) for cfg, cls, limit in simple if cfg.enabled]
     return out
 
 
@@ -162,24 +175,41 @@ class Service:
         self._started = False
         self._ready = False
 
-    def triage(self) -> Report:
-        """The triage of the latest snapshots (the status page shows it; ``check`` prints it)."""
-        from exporter.triage.run import report_for  # triage.run imports Service lazily; keep it symmetric
+    def triage(self, timeout: float | None = None) -> Report:
+        """The triage of the latest snapshots (the status page shows it; ``check`` prints it). Polls that
+        have not finished yet are reported as pending; ``timeout``: check's --timeout that expired."""
+        stale = self.settings.scheduler.stale_after_intervals
+        facts = facts_from_store(self.store, [c.name for c in self.collectors], stale, self.pending_polls(), timeout)
+        return build_report(facts)
 
-        return report_for(self)
+    def pending_polls(self) -> list[tuple[str, str]]:
+        """(collector, target) of every wanted poll that has not finished once (success or failure)."""
+        states = self.store.states()
+        out = []
+        for collector in self.collectors:
+            try:
+                targets = collector.targets()
+            except Exception:  # listing targets failing is logged by reconcile; nothing to wait for here
+                continue
+            out += [(collector.name, t) for t in targets if (collector.name, t) not in states]
+        return out
 
     # --- polling ------------------------------------------------------------------------------------
 
     def poll_once(self, collector: Collector, target: str) -> Snapshot | None:
         """Poll one target and record the snapshot (None when it is no longer wanted). Never raises."""
         started = time.monotonic()
+        endpoint = server = ""
         try:
             result: Any = collector.poll(target)
             ok, reason, message = True, "", ""
         except CollectorError as exc:
             result, ok, reason, message = None, False, exc.reason, str(exc)
+            endpoint, server = exc.endpoint, exc.server
         except Exception as exc:  # a bug must not kill the job; it becomes data
-            log.exception("poll crashed collector=%s target=%s", collector.name, target)
+            # One line at error; the stack trace (which may hold a library's raw text) at debug only.
+            log.error("poll crashed collector=%s target=%s error=%s", collector.name, target, type(exc).__name__)
+            log.debug("poll crashed collector=%s target=%s", collector.name, target, exc_info=exc)
             result, ok, reason, message = None, False, "other", f"{type(exc).__name__}: internal error"
         duration = time.monotonic() - started
         if self._stopped.is_set() or target not in collector.targets():
@@ -194,31 +224,60 @@ class Service:
             result=result,
             reason=reason,
             message=message,
+            endpoint=endpoint,
+            server=server,
         )
         self.store.put(snapshot)
-        if not ok:
+        if ok:
+            log.debug("poll succeeded collector=%s target=%s duration=%.2fs", collector.name, target, duration)
+        else:
             log.warning(
-                'poll failed collector=%s target=%s reason=%s duration=%.2fs error="%s"',
+                'poll failed collector=%s target=%s reason=%s duration=%.2fs endpoint=%s error="%s"',
                 collector.name,
                 target,
                 reason,
                 duration,
+                endpoint or "-",
                 message.replace('"', "'"),
             )
         return snapshot
 
-    def poll_all(self, only_new: bool = False) -> list[Snapshot]:
+    def poll_all(
+        self, only_new: bool = False, deadline: float | None = None, progress: Progress | None = None
+    ) -> list[Snapshot]:
         """Poll every collector and target once, in parallel (used by tests, benchmarks and `check`).
-        ``only_new``: only targets never polled yet (e.g. DNS checks of newly found domains)."""
+        ``only_new``: only targets never polled yet (e.g. DNS checks of newly found domains).
+        ``deadline`` (``time.monotonic()``): return then even if polls are still running (they are left
+        to finish in the background; ``pending_polls`` lists them). ``progress``: see ``Progress``."""
         known = set(self.store.states()) if only_new else set()
         out: list[Snapshot] = []
         lock = threading.Lock()
+        running: dict[tuple[str, str], None] = {}
+        counts = [0, 0]  # done, total
 
         def run(c: Collector, t: str) -> None:
-            snap = self.poll_once(c, t)
+            with lock:
+                running[(c.name, t)] = None
+            try:
+                snap = self.poll_once(c, t)
+            finally:
+                with lock:
+                    running.pop((c.name, t), None)
+                    counts[0] += 1
+                    now_running = [f"{name} {target}" for name, target in running]
             if snap is not None:
                 with lock:
                     out.append(snap)
+            if progress is not None:
+                progress(counts[0], counts[1], now_running)
+
+        def wait(threads: list[threading.Thread]) -> bool:
+            """Join the threads by the deadline; False if it passed first."""
+            for th in threads:
+                th.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if th.is_alive():
+                    return False
+            return True
 
         def jobs_of(discovery: bool) -> list[tuple[Collector, str]]:
             return [
@@ -230,21 +289,28 @@ class Service:
             ]
 
         # Discovery first: it changes the target list of the others, which are listed after it.
-        for c, t in jobs_of(discovery=True):
-            run(c, t)
+        first = jobs_of(discovery=True)
+        counts[1] = len(first)
+        for c, t in first:
+            th = threading.Thread(target=run, args=(c, t), daemon=True)
+            th.start()
+            if not wait([th]):
+                return list(out)
         jobs = jobs_of(discovery=False)
+        counts[1] += len(jobs)
         limit = threading.Semaphore(self.settings.scheduler.max_workers)
 
         def limited(c: Collector, t: str) -> None:
             with limit:
-                run(c, t)
+                if deadline is None or time.monotonic() < deadline:
+                    run(c, t)
 
         threads = [threading.Thread(target=limited, args=j, daemon=True) for j in jobs]
         for th in threads:
             th.start()
-        for th in threads:
-            th.join()
-        return out
+        wait(threads)
+        with lock:
+            return list(out)
 
     def _job_id(self, collector: Collector, target: str) -> str:
         return f"{collector.name}:{target}"
@@ -291,8 +357,7 @@ class Service:
             return True, "Ready"
         if not self._started:
             return False, "starting"
-        states = self.store.states()
-        pending = [f"{c.name}:{t}" for c in self.collectors for t in c.targets() if (c.name, t) not in states]
+        pending = [f"{c}:{t}" for c, t in self.pending_polls()]
         if pending:
             return False, f"waiting for first poll of {len(pending)} target(s): {', '.join(pending[:5])}"
         self._ready = True
@@ -315,9 +380,10 @@ class Service:
         """Start the HTTP server and the scheduler."""
         if serve_http:
             web = self.settings.web
-            self.web = WebServer(self.app, web.listen_address, web.config_file)
+            self.web = WebServer(self.app, web.listen_addresses, web.config_file)
             self.web.start()
-            log.info("listening address=%s path=%s scheme=%s", web.listen_address, web.telemetry_path, self.web.scheme)
+            for address in self.web.addresses:
+                log.info("listening address=%s path=%s scheme=%s", address, web.telemetry_path, self.web.scheme)
         self.scheduler.start()
         self.reconcile()
         self.scheduler.add_job(
@@ -329,14 +395,14 @@ class Service:
         """Ask ``run_forever`` to return (thread-safe)."""
         self._stop_requested.set()
 
-    def stop(self) -> None:
-        """Stop polling, close every Exchange session, stop serving. Idempotent."""
+    def stop(self, close_timeout: float = 8.0) -> None:
+        """Stop polling, close every Exchange session (within ``close_timeout`` s), stop serving. Idempotent."""
         if self._stopped.is_set():
             return
         self._stopped.set()  # readiness turns 503 now; queued polls stop opening sessions
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        self.sessions.close_all(timeout=8.0)
+        self.sessions.close_all(timeout=close_timeout)
         for collector in self.collectors:
             close = getattr(collector, "close", None)
             if close is not None:

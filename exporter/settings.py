@@ -1,27 +1,29 @@
 """Configuration: one YAML file, ``MAILFLOW_*`` environment overrides and secret files.
 
-Precedence, highest first: environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates
-nesting levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
+Precedence, highest first: command-line flags (``--web.listen-address``, ``--web.telemetry-path``,
+``--web.config.file``, ``--log.level``, ``--log.format``, ``--shard-index``/``--shard-count``: applied by
+``exporter.cli``), environment (``MAILFLOW_EXCHANGE__DEFAULTS__PORT=443``; ``__`` separates nesting
+levels), the YAML file, built-in defaults. Passwords come from ``password`` (discouraged),
 ``password_file``, or a secrets directory (``MAILFLOW_SECRETS_DIR`` / ``secrets_dir``) holding
-``<server>_password`` or ``exchange_password``.
+``<server>_password`` or ``exchange_password``; which one a server uses: ``exporter.credentials``.
 
-Every validation problem is reported with its field path and, where the value came from the file,
-its line: ``exchange.servers[1].port (line 14): Input should be less than or equal to 65535``.
+Every number is finite and bounded (``MAX_INTERVAL``, ``MAX_TIMEOUT``, ``MAX_SPAN``...) so that what
+validates, ``serve`` can run with. Every validation problem is reported with its field path and, where
+the value came from the file, its line: ``exchange.servers[1].port (line 14): Input should be less
+than or equal to 65535``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import difflib
 import ipaddress
-import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,17 +31,23 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    PlainValidator,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from exporter.config_messages import ENV_PREFIX, bad_json_variables, describe_errors, unknown_variables, value_origin
+from exporter.credentials import SecretProblem, basic_auth_problem, read_secret, secret_source
 from exporter.errors import ConfigError
 from exporter.exchange.clixml import AUTH_MECHANISMS, PERMISSION_GROUPS
 from exporter.exchange.iprange import PRIVATE_NETWORKS, parse_ip_range
+from exporter.yamlfile import format_loc as _format_loc
+from exporter.yamlfile import read_yaml
 
 #: Get-ServerComponentState components reported by default ("*" reports all of them).
 DEFAULT_COMPONENTS = (
@@ -51,25 +59,93 @@ DEFAULT_COMPONENTS = (
     "RecoveryActionsEnabled",
 )
 
-ENV_PREFIX = "MAILFLOW_"
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+# Upper bounds of durations, far below what serve's libraries accept: threading.TIMEOUT_MAX and socket
+# timeouts (2**63 ns, about 292 years), timedelta (999999999 days), datetime arithmetic around now (years
+# 1 to 9999) and apscheduler's interval trigger (a timedelta added to the last fire time).
+MAX_INTERVAL = 7 * 86400.0  # poll and discovery intervals, auth_failure_backoff
+MAX_TIMEOUT = 3600.0  # connect, call, DNS and SMTP timeouts; scheduler jitter and first_run_spread
+MAX_SPAN = 366 * 86400.0  # tracking windows and ages, latency buckets, DNS drift acceptance
+MAX_LATENCY_BUCKETS = 50  # each bucket is one series per server
+INT32_MAX = 2**31 - 1  # pypsrp sends a Python int as <I32>; Exchange's ResultSize is Unlimited<UInt32>
 
 
 def parse_duration(value: Any) -> float:
     """Accept seconds as a number or a string with a unit: ``500ms``, ``30s``, ``5m``, ``1h``, ``1d``."""
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string such as '30s' or '5m'")
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            seconds = math.inf
+    elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError(f"invalid duration {value!r}: use seconds or a unit suffix (ms, s, m, h, d), e.g. '30s'")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None:
+        raise ValueError(f"invalid duration {value!r}: use seconds or a unit suffix (ms, s, m, h, d), e.g. '30s'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds (not .inf, .nan or a number that large)")
+    return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+class AtMost:
+    """An upper bound (seconds) that names itself in a unit and in seconds when exceeded."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, value: float) -> float:
+        if value > self.limit:
+            raise ValueError(f"Input should be at most {_human(self.limit)} ({self.limit:.0f} seconds)")
+        return value
+
+
+def _at_most(limit: float) -> AfterValidator:
+    return AfterValidator(AtMost(limit))
+
+
+def _resolvable(value: float) -> float:
+    """A positive duration below a millisecond is zero to the scheduler and to timedelta arithmetic."""
+    if 0 < value < 0.001:
+        raise ValueError("Input should be at least 1ms (0.001 seconds)")
+    return value
+
+
+_RESOLVABLE = AfterValidator(_resolvable)
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_INTERVAL)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_TIMEOUT)]
+Span = Annotated[float, BeforeValidator(parse_duration), Field(gt=0), _RESOLVABLE, _at_most(MAX_SPAN)]
+Duration = Span  # any other duration: finite, positive, at most MAX_SPAN
+
+
+class _ResultSize:
+    """A cmdlet's ``-ResultSize``: ``Unlimited`` or a whole number from 1 to ``limit``."""
+
+    limit = INT32_MAX
+
+    def __call__(self, value: Any) -> int | Literal["Unlimited"]:
+        if isinstance(value, str) and value.strip().lower() == "unlimited":
+            return "Unlimited"
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,12}\s*", value):  # from the environment
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.limit:
+            raise ValueError(f"Input should be 'Unlimited' or a whole number from 1 to {self.limit}")
+        return value
+
+
+ResultSize = Annotated[int | Literal["Unlimited"], PlainValidator(_ResultSize())]
 
 
 class _Model(BaseModel):
@@ -93,8 +169,8 @@ class ConnectionSettings(_Model):
     ca_bundle: Path | None = None
     negotiate_service: str | None = None
     allow_insecure_basic: bool | None = None
-    connect_timeout: Duration | None = None
-    call_timeout: Duration | None = None
+    connect_timeout: Timeout | None = None
+    call_timeout: Timeout | None = None
 
 
 class ExchangeDefaults(ConnectionSettings):
@@ -108,8 +184,8 @@ class ExchangeDefaults(ConnectionSettings):
     # only class registered for a load-balanced namespace's Alternate Service Account.
     negotiate_service: str = "HTTP"
     allow_insecure_basic: bool = False
-    connect_timeout: Duration = 10.0
-    call_timeout: Duration = 60.0
+    connect_timeout: Timeout = 10.0
+    call_timeout: Timeout = 60.0
 
 
 class ServerSettings(ConnectionSettings):
@@ -123,7 +199,7 @@ class DiscoverySettings(_Model):
 
     enabled: bool = False
     seed: str | None = None
-    interval: Duration = 3600.0
+    interval: Interval = 3600.0
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     connect: Literal["direct", "via_seed"] = "direct"
@@ -136,7 +212,7 @@ class ExchangeSettings(_Model):
     max_sessions_per_account: int = Field(default=18, ge=1, le=1000)
     # After an authentication failure the account is not tried again for this long, doubling up
     # to 15 minutes, so many servers polled with a wrong password cannot lock it out.
-    auth_failure_backoff: Duration = 60.0
+    auth_failure_backoff: Interval = 60.0
 
     @model_validator(mode="after")
     def _check_targets(self) -> ExchangeSettings:
@@ -177,37 +253,55 @@ class ExchangeSettings(_Model):
 
 class QueueCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 60.0
+    interval: Interval = 60.0
     max_next_hop_domains: int = Field(default=20, ge=1, le=1000)
-    result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
+    max_last_errors: int = Field(default=50, ge=1, le=10_000)
+    result_size: ResultSize = "Unlimited"
 
 
 class TrackingCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 60.0
-    overlap: Duration = 120.0
-    max_window: Duration = 3600.0
-    initial_lookback: Duration = 300.0
-    stuck_after: Duration = 900.0
-    forget_after: Duration = 86400.0
+    interval: Interval = 60.0
+    overlap: Span = 120.0
+    max_window: Span = Field(default=3600.0, validate_default=True)
+    initial_lookback: Span = 300.0
+    stuck_after: Span = 900.0
+    forget_after: Span = Field(default=86400.0, validate_default=True)
     max_tracked_messages: int = Field(default=100_000, ge=100, le=10_000_000)
-    latency_buckets: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0], min_length=1
+    max_failure_codes: int = Field(default=50, ge=1, le=10_000)
+    latency_buckets: list[Annotated[float, Field(gt=0, allow_inf_nan=False), _at_most(MAX_SPAN)]] = Field(
+        default_factory=lambda: [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+        min_length=1,
+        max_length=MAX_LATENCY_BUCKETS,
     )
-    result_size: Annotated[int, Field(strict=True, ge=1)] | Literal["Unlimited"] = "Unlimited"
+    result_size: ResultSize = "Unlimited"
     select_properties: bool = True
     # A server clock stepped back by up to this much is still counted exactly (dedupe keys kept longer).
     max_clock_step: Duration = 900.0
 
-    @model_validator(mode="after")
-    def _check(self) -> TrackingCollectorSettings:
-        if list(self.latency_buckets) != sorted(set(self.latency_buckets)):
+    @field_validator("latency_buckets")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if list(value) != sorted(set(value)):
             raise ValueError("latency_buckets must be strictly increasing")
-        if self.stuck_after >= self.forget_after:
-            raise ValueError("stuck_after must be shorter than forget_after")
-        if self.overlap >= self.max_window:
-            raise ValueError("overlap must be shorter than max_window")
-        return self
+        return value
+
+    # Cross-field rules as validators of the later field, so the error names a field and its line.
+    @field_validator("forget_after")
+    @classmethod
+    def _after_stuck(cls, value: float, info: ValidationInfo) -> float:
+        stuck = info.data.get("stuck_after")
+        if stuck is not None and stuck >= value:
+            raise ValueError(f"forget_after must be longer than stuck_after ({_human(stuck)})")
+        return value
+
+    @field_validator("max_window")
+    @classmethod
+    def _over_overlap(cls, value: float, info: ValidationInfo) -> float:
+        overlap = info.data.get("overlap")
+        if overlap is not None and overlap >= value:
+            raise ValueError(f"max_window must be longer than overlap ({_human(overlap)})")
+        return value
 
 
 def _check_names(values: list[str] | None, allowed: Mapping[str, int], what: str) -> list[str] | None:
@@ -268,40 +362,68 @@ class SendConnectorExpectation(_Model):
 
 class ReceiveConnectorCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: Interval = 300.0
     trusted_networks: IpRanges = Field(default_factory=lambda: list(PRIVATE_NETWORKS))
     check_ad_permissions: bool = True
     expect: dict[str, ReceiveConnectorExpectation] = Field(default_factory=dict)
+    max_connectors: int = Field(default=100, ge=1, le=10_000)
 
 
 class SendConnectorCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: Interval = 300.0
     expect: dict[str, SendConnectorExpectation] = Field(default_factory=dict)
+    max_connectors: int = Field(default=100, ge=1, le=10_000)
 
 
 class SimpleCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: Interval = 300.0
+
+
+# Cardinality caps of the simple collectors (docs/metrics.md, "Cardinality").
+class AcceptedDomainCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 600.0
+    max_domains: int = Field(default=1000, ge=1, le=100_000)
+
+
+class DatabaseCopyCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 60.0
+    max_databases: int = Field(default=200, ge=1, le=10_000)
+
+
+class CertificateCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 3600.0
+    max_certificates: int = Field(default=50, ge=1, le=10_000)
+
+
+class ServiceHealthCollectorSettings(SimpleCollectorSettings):
+    max_services: int = Field(default=100, ge=1, le=10_000)
+
+
+class BackPressureCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 60.0
+    max_meters: int = Field(default=50, ge=1, le=1000)  # (resource, path) meters per server
 
 
 class ComponentCollectorSettings(_Model):
     enabled: bool = True
-    interval: Duration = 60.0
+    interval: Interval = 60.0
     components: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS), min_length=1)
+    max_components: int = Field(default=100, ge=1, le=10_000)
 
 
 class CollectorsSettings(_Model):
     queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
-    back_pressure: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=60.0))
+    back_pressure: BackPressureCollectorSettings = Field(default_factory=BackPressureCollectorSettings)
     tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
     receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
     send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)
-    accepted_domains: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=600.0))
+    accepted_domains: AcceptedDomainCollectorSettings = Field(default_factory=AcceptedDomainCollectorSettings)
     components: ComponentCollectorSettings = Field(default_factory=ComponentCollectorSettings)
-    database_copies: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=60.0))
-    certificates: SimpleCollectorSettings = Field(default_factory=lambda: SimpleCollectorSettings(interval=3600.0))
-    service_health: SimpleCollectorSettings = Field(default_factory=SimpleCollectorSettings)
+    database_copies: DatabaseCopyCollectorSettings = Field(default_factory=DatabaseCopyCollectorSettings)
+    certificates: CertificateCollectorSettings = Field(default_factory=CertificateCollectorSettings)
+    service_health: ServiceHealthCollectorSettings = Field(default_factory=ServiceHealthCollectorSettings)
 
 
 #: Every Exchange collector, by its ``collectors.<name>`` key.
@@ -343,9 +465,9 @@ class DomainExpectation(_Model):
 
 class SmtpProbeSettings(_Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: Interval = 300.0
     port: int = Field(default=25, ge=1, le=65535)
-    timeout: Duration = 15.0
+    timeout: Timeout = 15.0
     helo_name: HostName | Literal[""] = ""
     ca_bundle: FilePath | None = None
     probe_mx: bool = True
@@ -364,10 +486,10 @@ DEFAULT_BLOCKLISTS = (
 
 class DnsSettings(_Model):
     enabled: bool = True
-    interval: Duration = 300.0
+    interval: Interval = 300.0
     resolvers: list[IpAddress] = Field(default_factory=list)
     port: int = Field(default=53, ge=1, le=65535)
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
     concurrency: int = Field(default=8, ge=1, le=256)
     domains: list[HostName] = Field(default_factory=list)
     use_accepted_domains: bool = True
@@ -378,7 +500,8 @@ class DnsSettings(_Model):
     blocklists: Annotated[list[HostName], AfterValidator(lambda v: list(dict.fromkeys(v)))] = Field(
         default_factory=lambda: list(DEFAULT_BLOCKLISTS)
     )
-    drift_accept_after: Duration | Literal[0] = 86400.0
+    max_mx_hosts: int = Field(default=20, ge=1, le=1000)
+    drift_accept_after: Annotated[float, BeforeValidator(parse_duration), Field(ge=0), _at_most(MAX_SPAN)] = 86400.0
     smtp: SmtpProbeSettings = Field(default_factory=SmtpProbeSettings)
 
 
@@ -386,25 +509,29 @@ class ShardingSettings(_Model):
     """Several replicas sharing this configuration; each polls the targets it owns."""
 
     count: int = Field(default=1, ge=1, le=1000)
-    index: Annotated[int, Field(ge=0)] | None = None
+    index: Annotated[int, Field(ge=0, le=999)] | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ShardingSettings:
-        if self.index is not None and self.index >= self.count:
-            raise ValueError(f"index {self.index} must be below count {self.count}")
-        return self
+    @field_validator("index")
+    @classmethod
+    def _below_count(cls, value: int | None, info: ValidationInfo) -> int | None:
+        count = info.data.get("count")
+        if value is not None and count is not None and value >= count:
+            raise ValueError(f"index {value} must be below count {count}")
+        return value
 
 
 class SchedulerSettings(_Model):
     max_workers: int = Field(default=16, ge=1, le=256)
-    jitter: Annotated[float, BeforeValidator(parse_duration), Field(ge=0)] = 5.0
+    jitter: Annotated[float, BeforeValidator(parse_duration), Field(ge=0), _at_most(MAX_TIMEOUT)] = 5.0
     # Below 1.5 every result would expire before the next (jittered, non-instant) poll lands.
-    stale_after_intervals: float = Field(default=3.0, ge=1.5)
-    first_run_spread: Duration = 2.0
+    stale_after_intervals: float = Field(default=3.0, ge=1.5, le=100, allow_inf_nan=False)
+    first_run_spread: Timeout = 2.0
 
 
 class WebSettings(_Model):
-    listen_address: str = ":10049"
+    # One address, or a list to listen on several (``--web.listen-address`` given more than once);
+    # every listener serves the same paths with the same TLS/auth configuration.
+    listen_address: str | list[str] = ":10049"
     telemetry_path: str = "/metrics"
     runbook_url: str = "https://github.com/mailflow-exporter/mailflow-exporter/blob/main/docs/runbook.md"
     # An exporter-toolkit web configuration file (TLS, client certificates, basic auth), as
@@ -413,13 +540,27 @@ class WebSettings(_Model):
 
     @field_validator("listen_address")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(
-                "listen_address must be [host]:port, e.g. ':10049' or '127.0.0.1:10049' (port 0 picks a free port)"
-            )
+    def _check_listen(cls, value: str | list[str]) -> str | list[str]:
+        addresses = [value] if isinstance(value, str) else value
+        if not addresses:
+            raise ValueError("listen_address must name at least one [host]:port, e.g. ':10049'")
+        for address in addresses:
+            _host, sep, port = address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                which = "" if isinstance(value, str) else f" ({address!r})"
+                raise ValueError(
+                    f"listen_address must be [host]:port{which}, e.g. ':10049' or '127.0.0.1:10049' "
+                    "(port 0 picks a free port)"
+                )
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            raise ValueError(f"listen_address repeats {', '.join(repeated)}: each address can be listened on once")
         return value
+
+    @property
+    def listen_addresses(self) -> tuple[str, ...]:
+        """Every address to listen on (``listen_address`` as a tuple)."""
+        return (self.listen_address,) if isinstance(self.listen_address, str) else tuple(self.listen_address)
 
     @field_validator("telemetry_path")
     @classmethod
@@ -429,10 +570,16 @@ class WebSettings(_Model):
         return value
 
 
+def _log_level(value: Any) -> Any:
+    """Case-insensitive; ``warn`` (the Prometheus exporters' spelling, ``--log.level=warn``) is ``warning``."""
+    if isinstance(value, str):
+        value = value.lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 class LogSettings(_Model):
-    level: Annotated[
-        Literal["debug", "info", "warning", "error"], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
-    ] = "info"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_log_level)] = "info"
     format: Literal["logfmt", "json"] = "logfmt"
 
 
@@ -504,7 +651,7 @@ class ResolvedServer(BaseModel):
         if self.password_file is not None:
             try:
                 value = self.password_file.read_text(encoding="utf-8").strip()
-            except OSError:
+            except (OSError, UnicodeDecodeError):  # unreadable now: keep the password read before
                 value = ""
             if value:
                 return value
@@ -522,7 +669,8 @@ class ResolvedServer(BaseModel):
 
 
 def resolve_server(settings: Settings, server: ServerSettings, host: str | None = None) -> ResolvedServer:
-    """Apply defaults to one server and load its password (from value, file or secrets directory)."""
+    """Apply defaults to one server and load its credential (see ``exporter.credentials`` for which
+    one wins). Raises ConfigError (a SecretProblem for a credential) if the server cannot be used."""
     d = settings.exchange.defaults
 
     def pick(name: str) -> Any:
@@ -538,22 +686,30 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         )
     if auth in ("basic", "ntlm") and not pick("username"):
         raise ConfigError(f"server {server.name}: auth {auth} needs a username")
-    password = pick("password")
-    password_file = pick("password_file")
-    keytab = pick("keytab")
-    if keytab is not None:
-        _check_keytab(server.name, auth, keytab, password is not None or password_file is not None)
-    source: Path | None = None
-    if password is None and password_file is not None:
-        password = SecretStr(_read_secret(password_file, f"exchange.servers[{server.name}].password_file"))
-        source = password_file
-    if password is None and keytab is None and settings.secrets_dir is not None:
-        for candidate in (f"{server.name.lower()}_password", "exchange_password"):
-            path = settings.secrets_dir / candidate
-            if path.is_file():
-                password = SecretStr(_read_secret(path, f"secrets_dir/{candidate}"))
-                source = path
-                break
+    source = secret_source(server, server.name, d, settings.secrets_dir)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    keytab: Path | None = None
+    if source is not None and source.field == "keytab" and source.path is not None:
+        keytab = source.path
+        if auth not in ("kerberos", "negotiate"):
+            raise SecretProblem(
+                server.name, source.level, "keytab", f"works with auth kerberos or negotiate, not {auth}"
+            )
+        if not keytab.is_file():
+            raise SecretProblem(server.name, source.level, "keytab", f"{keytab} does not exist or is not a file")
+    elif source is not None and source.path is not None:
+        password = SecretStr(read_secret(source.path, server.name, source))
+        password_file = source.path
+    elif source is not None:
+        password = source.password
+    if auth == "basic":
+        username = pick("username")
+        problem = basic_auth_problem(username, password.get_secret_value() if password else None)
+        if problem is not None and basic_auth_problem(username, None) is not None:  # the user name
+            raise SecretProblem(server.name, "server" if server.username else "defaults", "username", problem)
+        if problem is not None and source is not None:
+            raise SecretProblem(server.name, source.level, source.field, problem)
     return ResolvedServer(
         name=server.name,
         host=host or pick("host") or server.name,
@@ -562,7 +718,7 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
         auth=auth,
         username=pick("username"),
         password=password,
-        password_file=source,
+        password_file=password_file,
         keytab=keytab,
         verify_tls=pick("verify_tls"),
         ca_bundle=pick("ca_bundle"),
@@ -572,204 +728,46 @@ def resolve_server(settings: Settings, server: ServerSettings, host: str | None 
     )
 
 
-def _check_keytab(server: str, auth: str, keytab: Path, has_password: bool) -> None:
-    if auth not in ("kerberos", "negotiate"):
-        raise ConfigError(f"server {server}: keytab works with auth kerberos or negotiate, not {auth}")
-    if has_password:
-        raise ConfigError(f"server {server}: set either keytab or password/password_file, not both")
-    if not keytab.is_file():
-        raise ConfigError(f"server {server}: keytab {keytab} does not exist or is not a file")
-
-
 def resolved_servers(settings: Settings) -> list[ResolvedServer]:
     """Every explicitly configured server, resolved."""
     return [resolve_server(settings, s) for s in settings.exchange.servers]
 
 
-def _read_secret(path: Path, what: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
-    if not value:
-        raise ConfigError(f"{what}: secret file {path} is empty")
-    return value
-
-
 # --- loading with line numbers --------------------------------------------------------------------
 
 
-_KEY_LINE = "\0key"  # path suffix under which _line_map keeps a key's own line (its value may start lower)
-
-
-def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            out[(*path, key)] = out[(*path, key, _KEY_LINE)] = key_node.start_mark.line + 1
-            _line_map(value_node, (*path, key), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _line_map(item, (*path, index), out)
-
-
-def read_yaml(
-    path: Path,
-    top_level: str = "a mapping of sections (exchange, collectors, web, ...)",
-    unique_keys: bool = False,
-) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
-    """Parse the YAML file once; return the data and a map from field path to line number.
-    ``top_level`` names what the document must be; ``unique_keys`` rejects a key repeated in a mapping."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start + 1}): save it as UTF-8") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem}") from None
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be {top_level}")
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _line_map(node, (), lines)
-        if unique_keys:
-            _reject_repeated_keys(path, node, ())
-    return data, lines
-
-
-def _reject_repeated_keys(path: Path, node: yaml.Node, loc: tuple[Any, ...]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            if key_node.value in seen:
-                where = _format_loc((*loc, key_node.value))
-                raise ConfigError(f"{path}: {where} (line {key_node.start_mark.line + 1}): key repeated in a mapping")
-            seen.add(key_node.value)
-            _reject_repeated_keys(path, value_node, (*loc, key_node.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _reject_repeated_keys(path, item, (*loc, index))
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if not isinstance(p, int))
-
-
-def _describe_errors(
-    exc: ValidationError, source: str, lines: Mapping[tuple[Any, ...], int], environ: Mapping[str, str]
-) -> str:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p not in ("function-after[_check_targets()]",))
-        field = _format_loc(loc)
-        line = lines.get((*loc, _KEY_LINE)) if err["type"] == "extra_forbidden" else None  # the key's line
-        if line is None:
-            line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), None)
-        env_keys = {k.upper() for k in environ}
-        variable = next(
-            (_env_name(loc[:cut]) for cut in range(len(loc), 0, -1) if _env_name(loc[:cut]) in env_keys), None
-        )
-        if variable is not None:  # the variable that is set (a whole list may come from one variable)
-            where = f" (from environment {variable})"
-        elif line is not None:
-            where = f" (line {line})"
-        else:
-            where = ""
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling against config/example.yml)"
-        elif err["type"] in ("model_type", "dict_type"):  # not "instance of ExchangeSettings"
-            message = f"expected a mapping (indented 'key: value' lines), got {_kind(err['input'])}"
-        elif err["type"] == "list_type":
-            message = f"expected a list ('- item' lines, or [a, b]), got {_kind(err['input'])}"
-        elif err["type"] == "path_not_file":
-            message = f"no such file: {err['input']}"
-        problems.append(f"  {field}{where}: {message}")
-    noun = "problem" if len(problems) == 1 else "problems"
-    return f"{source}: {len(problems)} {noun}:\n" + "\n".join(problems)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return f"{str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the text {value!r}"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _bad_json_variables(exc: SettingsError, environ: Mapping[str, str]) -> list[str]:
-    """The MAILFLOW_* variables under the field pydantic-settings names that hold malformed JSON."""
-    found = re.search(r'field "(\w+)"', str(exc))
-    prefix = (ENV_PREFIX + (found[1] if found else "")).upper()
-    bad = []
-    for key, value in environ.items():
-        if key.upper().startswith(prefix) and value.lstrip()[:1] in ("[", "{"):
-            try:
-                json.loads(value)
-            except ValueError as err:
-                bad.append(f"{key.upper()} is not valid JSON ({err})")
-    return sorted(bad)
-
-
-# Kubernetes injects these for every Service whose name starts like ours (service links).
-_SERVICE_LINK = re.compile(r"_SERVICE_(HOST|PORT(_[A-Z0-9_]+)?)$|_PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?$")
-
-
-def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """``MAILFLOW_*`` variables that name no top-level setting. pydantic-settings reads only the
-    variables of known fields, so a misspelt one (``MAILFLOW_EXCHANGE_SERVERS``, one underscore) would
-    otherwise be ignored without a word; unknown keys below a known one are caught by validation."""
-    known = sorted(Settings.model_fields)
-    problems = []
-    for key in sorted(environ):
-        upper = key.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == ENV_PREFIX or _SERVICE_LINK.search(upper):
-            continue
-        top = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
-        if top not in known:
-            rest = upper.removeprefix(ENV_PREFIX)
-            split = [f"{f.upper()}__{rest[len(f) + 1 :]}" for f in known if top.startswith(f + "_")]
-            hint = split or [h.upper() for h in difflib.get_close_matches(top, known, n=1)]
-            also = f"; did you mean {ENV_PREFIX}{hint[0]}?" if hint else ""
-            problems.append(
-                f"  environment {upper}: unknown setting '{top}' (settings are {', '.join(known)}; "
-                f"'__' separates levels){also}"
-            )
-    return problems
+def _server_problems(settings: Settings, lines: Mapping[tuple[Any, ...], int], environ: Mapping[str, str]) -> list[str]:
+    """Every server that cannot be resolved (its credential above all), each problem once, with the
+    path and line of the setting at fault. Discovered servers (connect: direct) use the defaults:
+    those are checked too."""
+    problems: list[str] = []
+    servers = list(enumerate(settings.exchange.servers))
+    discovery = settings.exchange.discovery
+    if discovery.enabled and discovery.connect == "direct":
+        servers.append((-1, ServerSettings(name="discovered")))
+    for index, server in servers:
+        try:
+            resolve_server(settings, server)
+        except SecretProblem as exc:
+            if index < 0 and exc.level != "defaults":
+                continue
+            if exc.field == "secrets_dir":
+                loc: tuple[Any, ...] = ("secrets_dir",)
+            elif exc.level == "defaults":
+                loc = ("exchange", "defaults", exc.field)
+            else:
+                loc = ("exchange", "servers", index, exc.field)
+            problems.append(f"  {_format_loc(loc)}{value_origin(loc, lines, environ, key_line=False)}: {exc.detail}")
+        except ConfigError as exc:
+            if index >= 0:
+                problems.append(f"  {exc}")
+    return list(dict.fromkeys(problems))  # a problem of the defaults once, not once per server
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the configuration; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
-    unknown = _unknown_variables(environ)
+    unknown = unknown_variables(environ, sorted(Settings.model_fields))
     if unknown:
         noun = "problem" if len(unknown) == 1 else "problems"
         raise ConfigError(f"{path or 'configuration'}: {len(unknown)} {noun}:\n" + "\n".join(unknown))
@@ -778,15 +776,15 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(_describe_errors(exc, str(path) if path else "configuration", lines, environ)) from None
+        raise ConfigError(describe_errors(exc, str(path) if path else "configuration", lines, environ)) from None
     except SettingsError as exc:  # e.g. a MAILFLOW_* variable holding malformed JSON
-        bad = _bad_json_variables(exc, environ)
+        bad = bad_json_variables(exc, environ)
         detail = "; ".join(bad) + "; lists and mappings in the environment are JSON" if bad else str(exc)
         raise ConfigError(f"{path or 'configuration'}: environment: {detail}") from None
     finally:
         _yaml_data.reset(token)
-    try:
-        resolved_servers(settings)  # surfaces unreadable secret files at load time
-    except ConfigError as exc:
-        raise ConfigError(f"{path or 'configuration'}: 1 problem:\n  {exc}") from None
+    problems = _server_problems(settings, lines, environ)  # unreadable secrets, conflicting settings
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise ConfigError(f"{path or 'configuration'}: {len(problems)} {noun}:\n" + "\n".join(problems))
     return settings

@@ -98,6 +98,12 @@ class ShardedCollector:
         """False when this replica polls the collector only for its answers (see EVERYWHERE)."""
         return not (self.name in EVERYWHERE and not self._shard.owns_organization)
 
+    def folded_targets(self) -> dict[str, int]:
+        """A cap on the collector's whole target list (every replica sees the same list): reported by
+        the one replica that reports the organisation, so sums across replicas count it once."""
+        inner = getattr(self._inner, "folded_targets", None)
+        return dict(inner()) if callable(inner) and self._shard.owns_organization else {}
+
     def render(self, results: Mapping[str, Any]) -> Iterable[Metric]:
         if not self.reports:
             return []  # polled here for its answers; one replica reports it

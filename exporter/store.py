@@ -26,6 +26,8 @@ class Snapshot:
     result: Any = None
     reason: str = ""  # bounded failure reason label ("" when ok)
     message: str = ""  # human-readable failure detail, already redacted
+    endpoint: str = ""  # the Exchange endpoint a failed poll went through ("" when none)
+    server: str = ""  # the server that endpoint belongs to (the ``via`` server when polled through one)
 
     def age(self, now: float) -> float:
         return now - self.finished

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.exposition import SharedRenderApp
 from exporter.store import SnapshotStore
+from exporter.triage.report import no_findings_line, status_line
 from exporter.webconfig import BasicAuth, RateLimiter, WebConfigReloader, peer_sans
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class WebApp:
                     _e(status),
                     last.duration,
                     _e(ok_age),
-                    _e(last.message),
+                    _e(f"{last.message} at {last.endpoint}" if last.endpoint else last.message),
                 )
             )
         table = "\n".join(rows) or "<tr><td colspan='6'>No poll has finished yet.</td></tr>"
@@ -296,8 +297,12 @@ def _items(lines: Iterable[str], css: str = "evidence") -> str:
 
 
 def render_triage(report: Report, runbook_url: str) -> str:
-    """The report as HTML sections: verdicts, findings, could-not-check. Every value is escaped."""
-    out = ["<section id='verdicts'><h2>Is mail flowing?</h2><ul class='verdicts'>"]
+    """The report as HTML sections: verdicts, findings, could-not-check (and what is still being polled).
+    Every value is escaped. "No problems found" only when every collector's last poll succeeded."""
+    out = ["<section id='verdicts'><h2>Is mail flowing?</h2>"]
+    if status_line(report):
+        out.append(f"<p class='pending-note' role='status'>{_e(status_line(report))}</p>")
+    out.append("<ul class='verdicts'>")
     for v in report.verdicts:
         out.append(
             f"<li class='verdict' id='verdict-{_e(v.scope)}'><h3>{_e(v.scope.capitalize())}: "
@@ -307,9 +312,10 @@ def render_triage(report: Report, runbook_url: str) -> str:
 
     counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
     checked = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.checked_at))
+    summary = counts or no_findings_line(report).rstrip(".").lower()
     out.append(
         f"<section id='findings'><h2>Findings ({len(report.findings)})</h2>"
-        f"<p class='meta'>{_e(counts or 'no problems found')}; from the latest snapshots at {_e(checked)}.</p>"
+        f"<p class='meta'>{_e(summary)}; from the latest snapshots at {_e(checked)}.</p>"
     )
     if report.findings:
         out.append("<ol class='findings'>")
@@ -330,14 +336,18 @@ def render_triage(report: Report, runbook_url: str) -> str:
             )
         out.append("</ol>")
     else:
-        out.append("<p>No problems found.</p>")
+        out.append(f"<p>{_e(no_findings_line(report))}</p>")
     out.append("</section>")
 
-    out.append(f"<section id='unchecked'><h2>Could not check ({len(report.unchecked)})</h2>")
+    out.append(f"<section id='unchecked'><h2>Could not check ({len(report.unchecked) + len(report.pending)})</h2>")
     if report.unchecked:
         out.append("<p>These polls failed, so the findings above cannot cover them:</p>")
         out.append(_items(report.unchecked, "unchecked"))
-    else:
+    if report.pending:
+        done = "did not finish" if report.timeout is not None else "have not finished their first poll yet"
+        out.append(f"<p>These {_e(done)}:</p>")
+        out.append(_items(report.pending, "pending"))
+    if report.complete:
         out.append("<p>Nothing: every collector's last poll succeeded.</p>")
     out.append("</section>")
     return "\n".join(out)
@@ -349,52 +359,94 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [data]
 
 
+class ListenError(OSError):
+    """An address to listen on could not be bound (in use, not local, no permission)."""
+
+
 class WebServer:
-    """Serves the app on a background thread until ``stop``. With ``web_config_file`` (the exporter-toolkit
-    format) it serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it is
-    invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds."""
+    """Serves the app on background threads until ``stop``: one listener per address in ``listen_address``
+    (a ``[host]:port`` or a sequence of them, as ``--web.listen-address`` repeated), each with the same
+    web configuration, as the exporter-toolkit does. With ``web_config_file`` (the exporter-toolkit format)
+    every listener serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it
+    is invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds. An address
+    that cannot be bound raises ListenError naming it, after closing the listeners already bound."""
 
     def __init__(
         self,
         app: WebApp,
-        listen_address: str,
+        listen_address: str | Sequence[str],
         web_config_file: Path | None = None,
         *,
         reload_interval: float = 1.0,
         handshake_timeout: float = 10.0,
     ) -> None:
-        host, port = split_listen_address(listen_address)
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
+        if not addresses:
+            raise ValueError("no listen address")
         self.web_config: WebConfigReloader | None = None
         wsgi_app: Any = app
         if web_config_file is not None:
             self.web_config = WebConfigReloader(Path(web_config_file), reload_interval)
-            wsgi_app = _Guard(app, self.web_config)
-        self._httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
+            wsgi_app = _Guard(app, self.web_config)  # one guard: the rate limit counts every listener's requests
+        tls = self.web_config is not None and self.web_config.current().tls
+        self._servers: list[_ThreadingWSGIServer] = []
+        try:
+            for address in addresses:
+                self._servers.append(self._bind(address, wsgi_app, tls, handshake_timeout))
+        except OSError as exc:
+            for httpd in self._servers:
+                httpd.server_close()
+            raise ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from exc
         if self.web_config is not None:
             config = self.web_config.current()
-            if config.tls:
-                self._httpd.web_config = self.web_config
-                self._httpd.handshake_timeout = handshake_timeout
             log.info("web config loaded path=%s %s", web_config_file, config.describe())
             for warning in config.warnings:
                 log.warning("web config: %s", warning)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="web", daemon=True)
+        self._threads = [
+            threading.Thread(target=httpd.serve_forever, name=f"web-{i}", daemon=True)
+            for i, httpd in enumerate(self._servers)
+        ]
+
+    def _bind(self, address: str, wsgi_app: Any, tls: bool, handshake_timeout: float) -> _ThreadingWSGIServer:
+        host, port = split_listen_address(address)
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
+        if tls:
+            httpd.web_config = self.web_config
+            httpd.handshake_timeout = handshake_timeout
+        return httpd
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        """The first listener's port (the one port when there is one address)."""
+        return self.ports[0]
+
+    @property
+    def ports(self) -> list[int]:
+        """Every listener's port, in the order of the addresses (port 0 becomes the port picked)."""
+        return [int(httpd.server_address[1]) for httpd in self._servers]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every listener's bound address as ``host:port`` (``[host]:port`` for IPv6)."""
+        out = []
+        for httpd in self._servers:
+            host, port = str(httpd.server_address[0]), int(httpd.server_address[1])  # (host, port[, flow, scope])
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return out
 
     @property
     def scheme(self) -> str:
-        return "https" if self._httpd.web_config is not None else "http"
+        return "https" if self._servers[0].web_config is not None else "http"
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        for httpd in self._servers:
+            httpd.shutdown()
+            httpd.server_close()
 
 
 _PAGE = """<!doctype html>
@@ -409,11 +461,12 @@ h3{{font-size:1.05em;margin:.2em 0}}nav a{{margin-right:.2em}}.meta{{color:#555;
 background:#666;vertical-align:baseline}}
 .healthy{{background:#17702a}}.degraded,.warning{{background:#e8a300;color:#222}}
 .failing,.critical{{background:#b00020}}.unknown{{background:#6b6b6b}}.info{{background:#1f5fa8}}
+.polling{{background:#3d5a80}}.pending-note{{font-weight:600;color:#3d5a80}}
 ul.verdicts{{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.8em}}
 li.verdict{{flex:1 1 16em;border:1px solid #ddd;border-radius:.4em;padding:.5em .8em}}
 ol.findings{{padding-left:1.5em}}li.finding{{margin-bottom:1em;background:none}}
-li.finding>h3 .badge{{margin-right:.3em}}ul.evidence,ul.unchecked{{margin:.2em 0;padding-left:1.2em}}
-ul.evidence li,ul.unchecked li{{overflow-wrap:anywhere;font-size:.95em}}
+li.finding>h3 .badge{{margin-right:.3em}}ul.evidence,ul.unchecked,ul.pending{{margin:.2em 0;padding-left:1.2em}}
+ul.evidence li,ul.unchecked li,ul.pending li{{overflow-wrap:anywhere;font-size:.95em}}
 .next{{margin:.3em 0}}.runbook{{margin:.2em 0}}
 .triage-error{{color:#b00020;font-weight:600}}
 .scroll{{overflow-x:auto}}table{{border-collapse:collapse}}

@@ -1315,7 +1315,7 @@ def config_health() -> Dashboard:
         ),
         table(
             "Who set the state",
-            "The state each requester (Maintenance, HealthAPI, Functional, Sidelined, Deployment) last set on "
+            "The state each requester (Maintenance, HealthApi, Functional, Sidelined, Deployment) last set on "
             "a component: an admin's maintenance run, or Managed Availability.",
             [(f"{sel('mailflow_server_component_requester_state', SRV)} == 1", Column("Value", hidden=True))],
             {"server": "Server", "component": "Component", "requester": "Requester", "state": "State"},
@@ -1828,8 +1828,8 @@ def dns() -> Dashboard:
         table(
             "Resolver, blocklist and probe errors",
             "Checks failing right now and why: DNS checks (servfail, refused, timeout, error), blocklist answers "
-            "that are not usable (query_refused, rate_limited, bad_answer, ...) and the phase at which an SMTP "
-            "probe failed. Empty is good.",
+            "that are not usable (public_resolver, rate_limited, bad_answer, ...: neither listed nor clean) and "
+            "the phase at which an SMTP probe failed. Empty is good.",
             [
                 (f"{sel('mailflow_dns_check_error_info', dom)} == 1", Column("Value", hidden=True)),
                 (f"{sel('mailflow_dnsbl_error_info', ipm)} == 1", Column("Value", hidden=True)),

@@ -14,7 +14,7 @@ import fnmatch
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.dnscheck.baseline import BaselineStore, DriftState
@@ -44,6 +44,7 @@ class DomainResult:
     policies: PolicyResult
     drift: Mapping[str, DriftState]  # record type -> state (MX, SPF, DMARC)
     queries: int
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values left out (MX hosts)
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ class Sources:
         out = {o.ip: o.helo for o in self._settings.outbound_ips}
         if self._settings.use_send_connector_ips:
             for result in self._latest("send_connectors").values():
-                for conn in result.connectors:
+                for conn in result.kept_connectors():  # within the send connector cap
                     # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
                     if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
                         out.setdefault(conn.source_ip, conn.fqdn)
         return dict(sorted(out.items()))
 
-    def mx_hosts(self, cap: int) -> dict[str, str]:
+    def mx_hosts(self, cap: int | None) -> dict[str, str]:
         """MX host -> an address it resolves to, from the latest domain checks (sorted, capped)."""
         hosts: dict[str, str] = {}
         for result in self._latest("dns_domains").values():
@@ -132,7 +133,7 @@ class DomainCheckCollector(_DnsCollector):
     def poll(self, target: str) -> DomainResult:
         client = self.client()
         expect = self._settings.expect.get(target)
-        mx = check_mx(target, client, expect.mx if expect else None)
+        mx = check_mx(target, client, expect.mx if expect else None, self._settings.max_mx_hosts)
         spf = analyse(target, client)
         policies = check_policies(target, client)
         spf_results = {
@@ -140,9 +141,8 @@ class DomainCheckCollector(_DnsCollector):
         } if (spf.records <= 1 and not spf.temp_errors) else {}  # fmt: skip
         if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
             raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
-        return DomainResult(
-            target, mx, spf, spf_results, policies, self._drift(target, mx, spf, policies), client.queries
-        )
+        drift = self._drift(target, mx, spf, policies)
+        return DomainResult(target, mx, spf, spf_results, policies, drift, client.queries, {"host": len(mx.more_hosts)})
 
     def _drift(self, domain: str, mx: MxResult, spf: SpfAnalysis, policies: PolicyResult) -> dict[str, DriftState]:
         """Observe MX hosts, the SPF record and the DMARC policy (skipping any the resolver failed)."""
@@ -150,7 +150,7 @@ class DomainCheckCollector(_DnsCollector):
         observe = self._baselines.observe
         drift: dict[str, DriftState] = {}
         if not mx.answer.failed:
-            hosts = [h.host for h in mx.hosts] or (["."] if mx.null_mx else [])
+            hosts = mx.names or (["."] if mx.null_mx else [])
             drift["MX"] = observe(domain, "MX", hosts, expect.mx if expect else None)
         if not spf.temp_errors:
             wanted = [expect.spf] if expect and expect.spf else None
@@ -207,6 +207,11 @@ class SmtpProbeCollector(_DnsCollector):
 
     def targets(self) -> list[str]:
         return sorted(self._hosts())
+
+    def folded_targets(self) -> dict[str, int]:
+        """MX hosts beyond ``dns.smtp.max_hosts``, not probed (``mailflow_label_values_folded``)."""
+        found = len(self._sources.mx_hosts(None)) if self._smtp.probe_mx else 0
+        return {"host": max(0, found - self._smtp.max_hosts)}
 
     def poll(self, target: str) -> SmtpProbeResult:
         address = self._hosts().get(target) or self._resolve(target)

@@ -31,16 +31,23 @@ class MxResult:
     hosts: tuple[MxHost, ...]
     null_mx: bool
     expected_match: bool | None  # None: no expectation configured
+    more_hosts: tuple[str, ...] = ()  # beyond max_hosts (least preferred): not resolved, no series
 
     @property
     def records(self) -> int:
-        return 0 if self.null_mx else len(self.hosts)
+        return 0 if self.null_mx else len(self.hosts) + len(self.more_hosts)
+
+    @property
+    def names(self) -> list[str]:
+        """Every MX host name, most preferred first (the cap left out none)."""
+        return [*(h.host for h in self.hosts), *self.more_hosts]
 
 
-def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = None) -> MxResult:
-    """Look up MX, resolve every host, compare with ``expected`` (host names, order-insensitive)."""
+def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = None, max_hosts: int = 20) -> MxResult:
+    """Look up MX, resolve the ``max_hosts`` most preferred hosts (a label each: the cap bounds the
+    series and the lookups), compare every host with ``expected`` (names, order-insensitive)."""
     answer = client.query(domain, "MX")
-    hosts: list[MxHost] = []
+    records: dict[str, int] = {}
     null_mx = False
     if answer.ok:
         for record in answer.records:
@@ -49,13 +56,14 @@ def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = No
             if host in ("", "."):
                 null_mx = True
                 continue
-            a, aaaa = client.addresses(host)
-            hosts.append(MxHost(int(pref_text), host, combine_status(a, aaaa), a.records + aaaa.records))
-    unique: dict[str, MxHost] = {}
-    for h in sorted(hosts, key=lambda h: (h.preference, h.host)):
-        unique.setdefault(h.host, h)  # the same host at two preferences is one host
-    hosts = list(unique.values())
+            # The same host at two preferences is one host, at its best preference.
+            records[host] = min(records.get(host, int(pref_text)), int(pref_text))
+    ordered = sorted(records, key=lambda h: (records[h], h))
+    hosts: list[MxHost] = []
+    for host in ordered[:max_hosts]:
+        a, aaaa = client.addresses(host)
+        hosts.append(MxHost(records[host], host, combine_status(a, aaaa), a.records + aaaa.records))
     match = None
     if expected is not None and not answer.failed:
-        match = {h.lower().rstrip(".") for h in expected} == {h.host for h in hosts}
-    return MxResult(domain, answer, tuple(hosts), null_mx, match)
+        match = {h.lower().rstrip(".") for h in expected} == set(ordered)
+    return MxResult(domain, answer, tuple(hosts), null_mx, match, tuple(ordered[max_hosts:]))

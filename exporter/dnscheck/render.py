@@ -201,8 +201,9 @@ def render_ips(results: Iterable[IpResult]) -> list[Metric]:
     )
     bl_error = _g(
         "mailflow_dnsbl_error_info",
-        "1 with the reason when the blocklist answer is not usable "
-        "(timeout, servfail, query_refused, rate_limited, unsupported_query, bad_answer).",
+        "1 with the reason when the blocklist answer is not usable, so the IP is neither listed nor clean: "
+        "public_resolver, rate_limited, query_refused, zone_name_typo, ip_query_not_allowed, query_error, "
+        "bad_answer, test_point_not_listed, lists_everything, or the resolver's timeout, servfail, refused, error.",
         ["ip", "zone", "reason"],
     )
     drift = _g(

@@ -17,6 +17,11 @@ RPC error): that poll fails with the text. Levels: Low (normal), Medium (mail fr
 organisation is delayed or refused at MAIL FROM, depending on the resource), High (all new mail is
 refused). In that capture SystemMemory is High while AggregateUse is Low: the aggregate is not the
 highest meter, so both are exported and the rules read the meters (SystemMemory aside).
+
+Labels are bounded (``exporter.cardinality``): ``resource`` outside Exchange's documented meters is
+``other``; per server, the ``max_meters`` (resource, path) meters at the highest level keep their
+own series and the rest share ``path="other"`` (the highest level and pressure among them);
+``observer`` outside the observers Exchange 2019 reports is ``other`` (paused if any of them is).
 """
 
 from __future__ import annotations
@@ -24,21 +29,25 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import CollectorError, ParseError
 from exporter.exchange.clixml import flatten
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.session import ExchangeSession
 
 __all__ = [
     "LEVELS",
+    "OBSERVERS",
+    "RESOURCES",
     "BackPressureCollector",
     "BackPressureResult",
     "ResourceMeter",
+    "cap_back_pressure",
     "parse_resource_throttling",
     "render_back_pressure",
 ]
@@ -49,6 +58,18 @@ LEVELS = {"Low": 0, "Medium": 1, "High": 2}
 #: Meters whose level Exchange does not act on by refusing mail (see the module doc).
 NOT_THROTTLING = frozenset({"SystemMemory"})
 POLLED = "Polled from Get-ExchangeDiagnosticInfo -Process EdgeTransport -Component ResourceThrottling."
+#: The resource meters "Understanding back pressure" documents (QueueLength is the Submission queue's)
+#: plus the two more the Exchange 2019 capture reports (JetSessions, CheckpointDepth).
+RESOURCES = frozenset(
+    "DatabaseUsedSpace PrivateBytes QueueLength SystemMemory UsedDiskSpace UsedVersionBuckets JetSessions "
+    "CheckpointDepth".split()
+)
+#: The ResourceLevelObservers of the Exchange 2019 capture; other builds may report others ("other").
+OBSERVERS = frozenset(
+    "BootScanner ContentAggregator DelayedDelivery EnhancedDns IsMemberOfResolver MessageResubmission "
+    "MessagingDatabase Pickup RemoteDelivery ShadowRedundancy Replication SmtpIn Categorizer".split()
+)
+DEFAULT_MAX_METERS = 50
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,8 @@ class BackPressureResult:
     meters: tuple[ResourceMeter, ...]
     paused: tuple[str, ...]  # ResourceLevelObservers paused (SmtpIn: no new SMTP mail...)
     observers: tuple[str, ...] = ()  # every observer reported
+    kept: frozenset[tuple[str, str]] | None = None  # (resource, path) meters with their own series (None: all)
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
     @property
     def level(self) -> str:
@@ -144,8 +167,8 @@ def parse_resource_throttling(text: str, server: str) -> BackPressureResult:
     )
 
 
-class BackPressureCollector(ServerCollector):
-    """Polls the resource throttling diagnostics per transport server."""
+class BackPressureCollector(CappedServerCollector):
+    """Polls the resource throttling diagnostics per transport server (``limit``: max_meters)."""
 
     name = "back_pressure"
     needs_hub_transport = True  # EdgeTransport.exe is the Transport service; a 2013 CAS has none
@@ -156,10 +179,31 @@ class BackPressureCollector(ServerCollector):
         texts = [flatten(o).get("Result") for o in result.objects if o is not None]
         if len(texts) != 1 or not isinstance(texts[0], str):
             raise ParseError(f"Get-ExchangeDiagnosticInfo on {server}: expected one result, got {len(texts)}")
-        return parse_resource_throttling(texts[0], server)
+        return cap_back_pressure(parse_resource_throttling(texts[0], server), self._limit)
 
     def render(self, results: Mapping[str, BackPressureResult]) -> Iterable[Metric]:
         return render_back_pressure(results.values())
+
+
+def cap_back_pressure(result: BackPressureResult, limit: int = DEFAULT_MAX_METERS) -> BackPressureResult:
+    """The result with its cardinality cap decided: ``limit`` (resource, path) meters keep their own
+    series, the highest level first; unknown resources and observers are counted as folded."""
+    levels: dict[tuple[str, str], int] = {}
+    for m in result.meters:
+        key = (fold_enum(m.resource, RESOURCES), m.path)
+        levels[key] = max(levels.get(key, 0), LEVELS[m.level])
+    kept = keep_top(levels, limit, lambda key: -levels[key])
+    folded = {
+        "resource": unknown((m.resource for m in result.meters), RESOURCES),
+        "path": len(levels) - len(kept),  # meters whose path is shown as "other"
+        "observer": unknown(result.observers, OBSERVERS),
+    }
+    return replace(result, kept=kept, folded=folded)
+
+
+def _meter_key(result: BackPressureResult, meter: ResourceMeter) -> tuple[str, str]:
+    key = (fold_enum(meter.resource, RESOURCES), meter.path)
+    return key if result.kept is None or key in result.kept else (key[0], OTHER)
 
 
 def render_back_pressure(results: Iterable[BackPressureResult]) -> list[Metric]:
@@ -187,14 +231,22 @@ def render_back_pressure(results: Iterable[BackPressureResult]) -> list[Metric]:
     )
     for r in sorted(results, key=lambda r: r.server):
         aggregate.add_metric([r.server], LEVELS[r.aggregate])
-        shown: set[tuple[str, str]] = set()
+        # One series per (folded) meter, whatever the answer repeats: the highest level and pressure.
+        levels: dict[tuple[str, str], int] = {}
+        pressures: dict[tuple[str, str], float] = {}
         for m in r.meters:
-            if (m.resource, m.path) in shown:  # one series per meter, whatever the answer repeats
-                continue
-            shown.add((m.resource, m.path))
-            use.add_metric([r.server, m.resource, m.path], LEVELS[m.level])
+            key = _meter_key(r, m)
+            levels[key] = max(levels.get(key, 0), LEVELS[m.level])
             if m.pressure is not None:
-                pressure.add_metric([r.server, m.resource, m.path], m.pressure)
+                pressures[key] = max(pressures.get(key, m.pressure), m.pressure)
+        for key, level in sorted(levels.items()):
+            use.add_metric([r.server, *key], level)
+        for key, value in sorted(pressures.items()):
+            pressure.add_metric([r.server, *key], value)
+        observers: dict[str, float] = {}
         for observer in r.observers:
-            paused.add_metric([r.server, observer], 1.0 if observer in r.paused else 0.0)
+            name = fold_enum(observer, OBSERVERS)
+            observers[name] = max(observers.get(name, 0.0), 1.0 if observer in r.paused else 0.0)
+        for name, value in sorted(observers.items()):
+            paused.add_metric([r.server, name], value)
     return [use, pressure, aggregate, paused]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +21,10 @@ from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import ALLOWED_SERVICES, as_bool, flatten, parse_datetime, parse_flags
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.session import ExchangeSession
 
 SELECT = (
@@ -39,6 +40,10 @@ SELECT = (
     "RawData",  # a fallback when the selected fields come back empty (older builds, replays)
 )
 UNKNOWN = "unknown"
+#: Get-ExchangeCertificate Status values (reference §4), and ours when no Status arrived.
+STATUSES = frozenset(
+    {*"Valid Invalid DateInvalid PendingRequest RevocationCheckFailure Revoked Unknown Untrusted".split(), UNKNOWN}
+)
 POLLED = "Polled from Get-ExchangeCertificate on a schedule."
 
 
@@ -59,6 +64,30 @@ class Certificate:
     @property
     def serves_smtp(self) -> bool:
         return "SMTP" in parse_flags(self.services, ALLOWED_SERVICES)
+
+    @property
+    def services_known(self) -> bool:
+        """False when only RawData arrived: the certificate may or may not be bound to SMTP or IIS."""
+        return self.services != UNKNOWN
+
+    @property
+    def carries_mail(self) -> bool | None:
+        """Bound to SMTP or IIS (mail transport, OWA/EWS/ActiveSync/Autodiscover); None when unknown.
+        A certificate bound to nothing (``None``) or only to IMAP/POP is not mail flow's business."""
+        if not self.services_known:
+            return None
+        return bool(parse_flags(self.services, ALLOWED_SERVICES) & {"SMTP", "IIS"})
+
+
+def services_text(value: Any) -> str:
+    """``Services`` as Exchange displays the AllowedServices flags (``IMAP, POP, IIS, SMTP``, in the
+    enum's order), ``None`` for none, ``unknown`` when the property did not arrive. A replayed capture
+    may hold the number (24) instead of the names: both give the same label."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return UNKNOWN
+    flags = parse_flags(value, ALLOWED_SERVICES)
+    names = [n for n in ALLOWED_SERVICES if n in flags] + sorted(flags - set(ALLOWED_SERVICES))
+    return ", ".join(names) or "None"
 
 
 def _name(name: x509.Name) -> str:
@@ -103,7 +132,7 @@ def parse_certificate(obj: Any, server: str) -> Certificate:
         issuer=str(p.get("Issuer") or ""),
         not_before=parse_datetime(p.get("NotBefore")),
         not_after=not_after,
-        services=str(services).strip() if services not in (None, "") else UNKNOWN,
+        services=services_text(services),
         status=status,
         self_signed=as_bool(p.get("IsSelfSigned")),
     )
@@ -115,19 +144,33 @@ class CertificateResult:
 
     server: str
     certificates: tuple[Certificate, ...]
+    kept: frozenset[str] | None = None  # thumbprints with their own series (None: all); the rest are "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
-class CertificateCollector(ServerCollector):
+class CertificateCollector(CappedServerCollector):
     """Polls Get-ExchangeCertificate per server."""
 
     name = "certificates"
 
     def collect(self, session: ExchangeSession, server: str) -> CertificateResult:
         certs = self.fetch(session, server, "Get-ExchangeCertificate", {"Server": server}, parse_certificate, SELECT)
-        return CertificateResult(server, tuple(sorted(certs, key=lambda c: (c.not_after, c.thumbprint))))
+        ordered = tuple(sorted(certs, key=lambda c: (c.not_after, c.thumbprint)))
+        return cap_certificates(CertificateResult(server, ordered), self._limit)
 
     def render(self, results: Mapping[str, CertificateResult]) -> Iterable[Metric]:
         return render_certificates(results.values())
+
+
+def cap_certificates(result: CertificateResult, limit: int) -> CertificateResult:
+    """The result with its cardinality cap decided: ``limit`` certificates keep their own series, those
+    bound to SMTP and expiring first first."""
+    rank: dict[str, tuple[bool, datetime]] = {}
+    for c in result.certificates:
+        rank[c.thumbprint] = min(rank.get(c.thumbprint, (True, c.not_after)), (not c.serves_smtp, c.not_after))
+    kept = keep_top(rank, limit, rank.__getitem__)
+    statuses = unknown((c.status for c in result.certificates), STATUSES)
+    return replace(result, kept=kept, folded={"thumbprint": len(rank) - len(kept), "status": statuses})
 
 
 def render_certificates(results: Iterable[CertificateResult]) -> list[Metric]:
@@ -143,7 +186,13 @@ def render_certificates(results: Iterable[CertificateResult]) -> list[Metric]:
         labels=["server", "thumbprint", "issuer", "status", "self_signed"],
     )
     for result in sorted(results, key=lambda r: r.server):
+        folded = [c for c in result.certificates if result.kept is not None and c.thumbprint not in result.kept]
         for c in result.certificates:
-            expiry.add_metric([c.server, c.thumbprint, c.subject, c.services], c.not_after.timestamp())
-            info.add_metric([c.server, c.thumbprint, c.issuer, c.status, "true" if c.self_signed else "false"], 1)
+            if result.kept is None or c.thumbprint in result.kept:
+                expiry.add_metric([c.server, c.thumbprint, c.subject, c.services], c.not_after.timestamp())
+                status = fold_enum(c.status, STATUSES)
+                info.add_metric([c.server, c.thumbprint, c.issuer, status, "true" if c.self_signed else "false"], 1)
+        if folded:  # the earliest expiry and the number of certificates beyond the cap
+            expiry.add_metric([result.server, OTHER, OTHER, OTHER], min(c.not_after.timestamp() for c in folded))
+            info.add_metric([result.server, OTHER, OTHER, OTHER, OTHER], len(folded))
     return [expiry, info]

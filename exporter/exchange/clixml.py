@@ -1,6 +1,13 @@
 """Flatten the objects pypsrp returns for Exchange cmdlets into plain Python values.
 
-What pypsrp (0.8/0.9) really hands us for Exchange output (checked on real Exchange 2019 CLIXML):
+A remote session serializes output at depth 1 (PowerShell's remoting default): a top-level object's
+properties that are enums, Exchange value types or other objects arrive as their ToString, plain
+``str``; lists (MultiValuedProperty, arrays) stay lists whose object items are strings too; an
+``IPAddress`` keeps its properties (PowerShell's types.ps1xml gives it depth 1). Select-Object's
+note properties, and Export-Clixml captures (depth 2), carry one more level, in the shapes below.
+Every helper here accepts both: a value is read from its text whenever its object is absent.
+
+What pypsrp (0.8/0.9) hands us for those objects (checked on real Exchange 2019 CLIXML):
 
 * Every cmdlet output object is a ``GenericComplexObject``. Real Exchange objects keep their
   values in ``adapted_properties`` (``<Props>``); objects built by ``Select-Object`` or
@@ -221,7 +228,8 @@ def to_python(value: Any) -> Any:
     * Undecoded multi-valued properties (``to_string is None`` and ``property_sets[0]`` a string
       starting with ``<LST``/``<IE``) become ``list[str]`` via :func:`decode_mvp`.
     * ``KeyValuePair`` items become a ``(key, value)`` tuple, so ``dict(flatten(ev)["EventData"])``
-      gives the tracking event data as a dict.
+      gives the tracking event data as a dict when the pairs are objects (Select-Object output);
+      at remoting depth each pair is its text, ``"[Key, Value]"``.
     * Enums become their display name (``"Retry"``, ``"AnonymousUsers, ExchangeServers"``); Exchange
       value types (ByteQuantifiedSize, EnhancedTimeSpan, ``Unlimited<T>``, Fqdn, ADObjectId...) and
       any other object with a ``<ToString>`` become that display string.

@@ -111,6 +111,15 @@ class ServerCollector:
         return parse_all(shown, result.objects, lambda o: parse(o, server))
 
 
+class CappedServerCollector(ServerCollector):
+    """A per-server collector with one cardinality cap: the most values its free-form label (database,
+    certificate, service...) keeps per server; the rest are reported as ``other`` (exporter.cardinality)."""
+
+    def __init__(self, targets: ExchangeTargets, interval: float, limit: int) -> None:
+        super().__init__(targets, interval)
+        self._limit = limit
+
+
 class OrgCollector(ServerCollector):
     """Base of organisation-wide collectors: one target, ``organization``, with server failover."""
 

@@ -2,20 +2,27 @@
 
 A server in maintenance has ``HubTransport`` Draining or Inactive (and often ``ServerWideOffline``
 Inactive): it accepts no new mail, yet every service runs, so nothing else notices. The requester
-(Maintenance, HealthAPI, Functional, Sidelined, Deployment) says who set the state: an admin's
+(Maintenance, HealthApi, Functional, Sidelined, Deployment) says who set the state: an admin's
 maintenance script, or Managed Availability taking the component down itself.
+
+Over remote PowerShell (serialization depth 1) ``LocalStates``/``RemoteStates`` arrive as lists of
+each RequesterDetails' ToString, ``Requestor:HealthApi; State:Inactive; Timestamp:<culture-formatted
+time>``; a capture or a deeper serializer gives the objects themselves. Both are read. Requester
+names are matched case-insensitively (Exchange returns ``HealthApi``, its docs write ``HealthAPI``)
+and reported as Exchange spells them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, keep_top
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, decode_mvp_objects, flatten, is_mvp
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -23,10 +30,21 @@ from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 
 STATES = ("Active", "Inactive", "Draining")
-REQUESTERS = ("Maintenance", "HealthAPI", "Functional", "Sidelined", "Deployment")
+#: Spelled as Exchange returns them (``ServerComponentRequest``; a real capture shows ``HealthApi``).
+REQUESTERS = ("Maintenance", "HealthApi", "Functional", "Sidelined", "Deployment")
 POLLED = "Polled from Get-ServerComponentState on a schedule."
 _REQUESTER_TEXT = re.compile(r"Request[eo]r\s*:\s*([A-Za-z]+)\s*;\s*State\s*:\s*([A-Za-z]+)", re.I)
 _CANONICAL = {s.lower(): s for s in STATES}
+_REQUESTER_NAMES = {r.lower(): r for r in REQUESTERS}
+
+
+def _requester(name: str) -> str:
+    """A requester name in Exchange's spelling (unknown names are kept as given)."""
+    return _REQUESTER_NAMES.get(name.strip().lower(), name.strip())
+
+
+def _state(name: str) -> str:
+    return _CANONICAL.get(name.strip().lower(), name.strip())
 
 
 @dataclass(frozen=True)
@@ -41,18 +59,23 @@ class ComponentState:
 
 
 def _requesters(raw: Any, value: Any) -> dict[str, str]:
-    """Requester -> state from LocalStates/RemoteStates (items' ToString, or their properties)."""
+    """Requester -> state from LocalStates/RemoteStates: each item's text (``Requestor:X; State:Y;
+    ...``, which is all remoting sends), else the items' Requester/State properties."""
     out: dict[str, str] = {}
     texts = value if isinstance(value, list) else []
-    for text in texts:
-        m = _REQUESTER_TEXT.search(str(text))
+    for item in texts:
+        if isinstance(item, dict):  # a list the client decoded into objects without a ToString
+            if item.get("Requester") and item.get("State"):
+                out[_requester(str(item["Requester"]))] = _state(str(item["State"]))
+            continue
+        m = _REQUESTER_TEXT.search(item if isinstance(item, str) else str(item))
         if m:
-            out[m.group(1)] = _CANONICAL.get(m.group(2).lower(), m.group(2))
+            out[_requester(m.group(1))] = _state(m.group(2))
     if not out and is_mvp(raw):
         for item in decode_mvp_objects(raw):
             p = flatten(item)
             if p.get("Requester") and p.get("State"):
-                out[str(p["Requester"])] = str(p["State"])
+                out[_requester(str(p["Requester"]))] = _state(str(p["State"]))
     return out
 
 
@@ -82,6 +105,8 @@ class ComponentResult:
     server: str
     components: tuple[ComponentState, ...]
     server_wide_offline: bool = False  # from every row, not only the reported components
+    kept: frozenset[str] | None = None  # components with their own series (None: all); the rest are "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
 class ComponentCollector(ServerCollector):
@@ -89,23 +114,36 @@ class ComponentCollector(ServerCollector):
 
     name = "components"
 
-    def __init__(self, targets: ExchangeTargets, interval: float, components: Sequence[str]) -> None:
+    def __init__(
+        self, targets: ExchangeTargets, interval: float, components: Sequence[str], max_components: int = 100
+    ) -> None:
         super().__init__(targets, interval)
         self._all = "*" in components
         self._wanted = {c.lower() for c in components}
+        self._max = max_components
 
     def collect(self, session: ExchangeSession, server: str) -> ComponentResult:
         states = self.fetch(session, server, "Get-ServerComponentState", {"Identity": server}, parse_component)
         if not states:
             raise ParseError(f"Get-ServerComponentState -Identity {server} returned no components")
-        kept = [s for s in states if self._all or s.component.lower() in self._wanted]
-        offline = any(
-            s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states
-        )
-        return ComponentResult(server, tuple(sorted(kept, key=lambda s: s.component)), offline)
+        return component_result(server, states, None if self._all else self._wanted, self._max)
 
     def render(self, results: Mapping[str, ComponentResult]) -> Iterable[Metric]:
         return render_components(results.values())
+
+
+def component_result(
+    server: str, states: Sequence[ComponentState], wanted: Collection[str] | None, limit: int
+) -> ComponentResult:
+    """The components ``wanted`` (lower-case names; None: all), at most ``limit`` with their own series:
+    with "*" the names are the server's, and the cap keeps the components not Active first."""
+    kept = [s for s in states if wanted is None or s.component.lower() in wanted]
+    offline = any(s.server_wide_offline or (s.component == "ServerWideOffline" and s.state != "Active") for s in states)
+    inactive = {s.component for s in kept if s.state != "Active"}
+    all_names = {s.component for s in kept}
+    names = keep_top(all_names, limit, lambda name: name not in inactive)
+    ordered = tuple(sorted(kept, key=lambda s: s.component))
+    return ComponentResult(server, ordered, offline, names, {"component": len(all_names) - len(names)})
 
 
 def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
@@ -117,7 +155,7 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
     )
     requester = GaugeMetricFamily(
         "mailflow_server_component_requester_state",
-        "1 for the state a requester (Maintenance, HealthAPI, Functional, Sidelined, Deployment) last set "
+        "1 for the state a requester (Maintenance, HealthApi, Functional, Sidelined, Deployment) last set "
         f"on the component; who put it in maintenance. {POLLED}",
         labels=["server", "component", "requester", "state"],
     )
@@ -128,10 +166,23 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
     )
     for result in sorted(results, key=lambda r: r.server):
         offline.add_metric([result.server], 1 if result.server_wide_offline else 0)
+        states: dict[str, int] = {}  # beyond the cap: components per state
+        requesters: dict[tuple[str, str], int] = {}  # beyond the cap: components per (requester, state)
         for c in result.components:
+            folded = result.kept is not None and c.component not in result.kept
             for s in STATES:
-                state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
+                if folded:
+                    states[s] = states.get(s, 0) + (1 if c.state == s else 0)
+                else:
+                    state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
             for who, s in sorted(c.requesters.items()):
                 if who in REQUESTERS and s in STATES:
-                    requester.add_metric([c.server, c.component, who, s], 1)
+                    if folded:
+                        requesters[(who, s)] = requesters.get((who, s), 0) + 1
+                    else:
+                        requester.add_metric([c.server, c.component, who, s], 1)
+        for s, n in states.items():  # counts of the folded components, as for folded queues
+            state.add_metric([result.server, OTHER, s], n)
+        for (who, s), n in sorted(requesters.items()):
+            requester.add_metric([result.server, OTHER, who, s], n)
     return [state, requester, offline]

@@ -7,15 +7,16 @@ replay queue lengths show a DAG copy falling behind long before a failover would
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, as_int, flatten
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.session import ExchangeSession
 
 #: CopyStatus values (Get-MailboxDatabaseCopyStatus ``Status``).
@@ -83,9 +84,11 @@ class DatabaseCopyResult:
 
     server: str
     copies: tuple[DatabaseCopy, ...]
+    kept: frozenset[tuple[str, str]] | None = None  # (database, server) with their own series (None: all)
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
-class DatabaseCopyCollector(ServerCollector):
+class DatabaseCopyCollector(CappedServerCollector):
     """Polls Get-MailboxDatabaseCopyStatus per server."""
 
     name = "database_copies"
@@ -93,10 +96,22 @@ class DatabaseCopyCollector(ServerCollector):
 
     def collect(self, session: ExchangeSession, server: str) -> DatabaseCopyResult:
         copies = self.fetch(session, server, "Get-MailboxDatabaseCopyStatus", {"Server": server}, parse_database_copy)
-        return DatabaseCopyResult(server, tuple(sorted(copies, key=lambda c: c.database)))
+        return cap_database_copies(
+            DatabaseCopyResult(server, tuple(sorted(copies, key=lambda c: c.database))), self._limit
+        )
 
     def render(self, results: Mapping[str, DatabaseCopyResult]) -> Iterable[Metric]:
         return render_database_copies(results.values())
+
+
+def cap_database_copies(result: DatabaseCopyResult, limit: int) -> DatabaseCopyResult:
+    """The result with its cardinality cap decided: ``limit`` copies keep their own series; copies that
+    need no attention and have the shortest queues go to "other" first."""
+    worst = {(c.database, c.server): (c.status in GOOD_STATUSES, -c.copy_queue_length - c.replay_queue_length)
+             for c in result.copies}  # fmt: skip
+    kept = keep_top(worst, limit, worst.__getitem__)
+    statuses = unknown((c.status for c in result.copies), COPY_STATUSES)
+    return replace(result, kept=kept, folded={"database": len(worst) - len(kept), "status": statuses})
 
 
 def render_database_copies(results: Iterable[DatabaseCopyResult]) -> list[Metric]:
@@ -126,14 +141,27 @@ def render_database_copies(results: Iterable[DatabaseCopyResult]) -> list[Metric
         labels=labels,
     )
     for result in sorted(results, key=lambda r: r.server):
+        other = [0, 0, 0]  # copies beyond the cap: active copies, copy and replay queues, summed
+        folded = False
         for c in result.copies:
+            if result.kept is not None and (c.database, c.server) not in result.kept:
+                folded = True
+                other = [other[0] + (1 if c.active else 0), other[1] + c.copy_queue_length,
+                         other[2] + c.replay_queue_length]  # fmt: skip
+                continue
             values = [c.database, c.server]
-            statuses = COPY_STATUSES if c.status in COPY_STATUSES else (*COPY_STATUSES, c.status)
-            for s in statuses:
-                status.add_metric([*values, s], 1 if c.status == s else 0)
+            state = fold_enum(c.status, COPY_STATUSES)
+            for s in COPY_STATUSES if state in COPY_STATUSES else (*COPY_STATUSES, OTHER):
+                status.add_metric([*values, s], 1 if state == s else 0)
             active.add_metric(values, 1 if c.active else 0)
             copy_queue.add_metric(values, c.copy_queue_length)
             replay_queue.add_metric(values, c.replay_queue_length)
             if c.content_index_state:
                 index.add_metric(values, 1 if c.content_index_state.startswith("Healthy") else 0)
+        if folded:
+            # No status series for "other": the alerts read a status per database, and "other" is not one.
+            values = [OTHER, result.server]
+            active.add_metric(values, other[0])
+            copy_queue.add_metric(values, other[1])
+            replay_queue.add_metric(values, other[2])
     return [status, active, copy_queue, replay_queue, index]

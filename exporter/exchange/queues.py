@@ -1,8 +1,13 @@
 """Queue collector: ``Get-Queue -Server X -ResultSize Unlimited`` on every transport server.
 
 Parse: each pypsrp object is flattened and turned into a ``QueueInfo``. Aggregate: queues are
-grouped by labels that never include the ephemeral queue row number; next-hop domains of delivery
-queues are capped to the top N by messages (the rest fold into ``other``). Render: metric families.
+grouped by labels that never include the ephemeral queue row number, every one bounded
+(``exporter.cardinality``): DeliveryType and NextHopCategory outside Exchange's enums are
+``other``; per server and queue kind, the ``max_next_hop_domains`` next hops (delivery type,
+category and domain) with the most messages keep their own series and the rest are summed under
+``next_hop_domain="other"`` (shadow queues too: their next hop is a primary server's FQDN); per
+server, the ``max_last_errors`` LastError (SMTP code, enhanced code) pairs with the most messages
+keep their codes and the rest show ``other``. Render: metric families.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_float, as_int, flatten, parse_datetime
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -26,7 +32,16 @@ from exporter.exchange.targets import ExchangeTargets
 log = logging.getLogger(__name__)
 QUEUE_STATUSES = ("Active", "Connecting", "Ready", "Retry", "Suspended", "None")
 QUEUE_KINDS = ("delivery", "submission", "poison", "unreachable", "shadow")
-OTHER_DOMAIN = "other"
+#: The DeliveryType enum (reference §1.3, [S4]) plus the two names only the docs list.
+DELIVERY_TYPES = frozenset(
+    "Undefined DnsConnectorDelivery MapiDelivery NonSmtpGatewayDelivery SmartHostConnectorDelivery "
+    "SmtpRelayToRemoteAdSite SmtpRelayToTiRg SmtpRelayWithinAdSite SmtpRelayWithinAdSiteToEdge Unreachable "
+    "ShadowRedundancy Heartbeat DeliveryAgent SmtpDeliveryToMailbox SmtpRelayToDag "
+    "SmtpRelayToMailboxDeliveryGroup SmtpRelayToConnectorSourceServers SmtpRelayToServers "
+    "SmtpDeliveryToExo SmtpRelayToRemoteForest".split()
+)
+NEXT_HOP_CATEGORIES = frozenset({"Internal", "External"})
+DEFAULT_MAX_LAST_ERRORS = 50
 LABELS = ("server", "queue_kind", "delivery_type", "next_hop_category", "next_hop_domain")
 POLLED = "Polled from Get-Queue on a schedule, not at scrape time."
 
@@ -107,6 +122,7 @@ class QueueGroup:
     next_retry: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    error_messages: dict[str, int] = field(default_factory=dict)  # LastError category -> messages
 
 
 @dataclass(frozen=True)
@@ -116,9 +132,11 @@ class QueueResult:
     server: str
     queues: tuple[QueueInfo, ...]
     groups: Mapping[tuple[str, ...], QueueGroup]
-    folded_domains: int  # distinct next-hop domains folded into "other"
+    folded_domains: int  # distinct (queue kind, next-hop domain) pairs folded into "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
     # A shadow queue's NextHopDomain is the FQDN of the server holding the primary copies: which polled
-    # server that is, by name (the join of the shadow alert with that server's poll health).
+    # server that is, by name (the join of the shadow alert with that server's poll health). Only the
+    # shadow next hops that keep their own series (the max_next_hop_domains cap): the label stays bounded.
     shadow_primaries: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -133,26 +151,46 @@ def primary_server(next_hop_domain: str, servers: Mapping[str, str]) -> str | No
     return None
 
 
+def with_shadow_primaries(result: QueueResult, servers: Mapping[str, str]) -> QueueResult:
+    """The result with the polled server (from ``{name: host}``) each shadow next hop names. Only the
+    shadow next hops that keep their own series (never "other"): at most the cap per server."""
+    shadows = {key[4] for key in result.groups if key[1] == "shadow" and key[4] not in ("", OTHER)}
+    found = {d: n for d in shadows if (n := primary_server(d, servers)) is not None}
+    return replace(result, shadow_primaries=found)
+
+
 def _group_domain(queue: QueueInfo) -> str:
+    if queue.kind != "delivery":
+        return queue.next_hop_domain  # Exchange's own names (Submission, a shadow primary's FQDN)
     domain = queue.next_hop_domain.lower()
     return domain or "unknown"
 
 
-def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> QueueResult:
-    """Group queues by bounded labels; keep the top ``max_domains`` delivery next hops by messages."""
-    totals: dict[str, int] = {}
+def aggregate(
+    server: str, queues: Sequence[QueueInfo], max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
+) -> QueueResult:
+    """Group queues by bounded labels (the cardinality rules in the module docstring)."""
+    hops: dict[tuple[str, str, str, str], list[int]] = {}  # (kind, type, category, domain) -> [messages, queues]
+    labelled: list[tuple[QueueInfo, tuple[str, str, str, str]]] = []
     for q in queues:
-        if q.kind == "delivery":
-            domain = _group_domain(q)
-            totals[domain] = totals.get(domain, 0) + q.message_count
-    ranked = sorted(totals, key=lambda d: (-totals[d], d))
-    kept = set(ranked[:max_domains])
+        hop = (
+            q.kind,
+            fold_enum(q.delivery_type, DELIVERY_TYPES),
+            fold_enum(q.next_hop_category, NEXT_HOP_CATEGORIES),
+            _group_domain(q),
+        )
+        labelled.append((q, hop))
+        weight = hops.setdefault(hop, [0, 0])
+        weight[0] += q.message_count
+        weight[1] += 1
+    kept_hops: set[tuple[str, str, str, str]] = set()
+    for kind in {hop[0] for hop in hops}:
+        kept_hops |= keep_top((h for h in hops if h[0] == kind), max_domains, lambda h: (-hops[h][0], -hops[h][1]))
     groups: dict[tuple[str, ...], QueueGroup] = {}
-    for q in queues:
-        domain = q.next_hop_domain if q.kind != "delivery" else _group_domain(q)
-        if q.kind == "delivery" and domain not in kept:
-            domain = OTHER_DOMAIN
-        key = (server, q.kind, q.delivery_type, q.next_hop_category, domain)
+    errors: dict[tuple[tuple[str, ...], str, str, str], list[int]] = {}  # (group, codes, category) -> weight
+    for q, hop in labelled:
+        kind, delivery_type, category, domain = hop if hop in kept_hops else (*hop[:3], OTHER)
+        key = (server, kind, delivery_type, category, domain)
         group = groups.setdefault(key, QueueGroup())
         group.queues += 1
         group.messages += q.message_count
@@ -165,16 +203,40 @@ def aggregate(server: str, queues: Sequence[QueueInfo], max_domains: int) -> Que
             ts = q.next_retry_time.timestamp()
             group.next_retry = ts if group.next_retry is None else min(group.next_retry, ts)
         if q.last_error is not None:
-            err = (q.last_error.smtp_code, q.last_error.enhanced_code, q.last_error.category)
-            group.errors[err] = group.errors.get(err, 0) + 1
+            err = q.last_error
+            group.error_messages[err.category] = group.error_messages.get(err.category, 0) + q.message_count
+            weight = errors.setdefault((key, err.smtp_code, err.enhanced_code, err.category), [0, 0])
+            weight[0] += q.message_count
+            weight[1] += 1
+    # The LastError series with the most messages keep their codes; the rest show smtp_code and
+    # enhanced_code "other" (their category stays: it is a closed set, and the alerts need it).
+    kept_errors = keep_top(errors, max_last_errors, lambda e: (-errors[e][0], -errors[e][1]))
+    for series, (_, count) in errors.items():
+        group_key, code, enhanced, category = series
+        err_key = (code, enhanced, category) if series in kept_errors else (OTHER, OTHER, category)
+        group = groups[group_key]
+        group.errors[err_key] = group.errors.get(err_key, 0) + count
+    folded_hops = {(h[0], h[3]) for h in hops if h not in kept_hops}
+    folded_codes = {e[1:3] for e in errors if e not in kept_errors} - {e[1:3] for e in kept_errors}
     return QueueResult(
-        server=server, queues=tuple(queues), groups=groups, folded_domains=max(0, len(ranked) - max_domains)
+        server=server,
+        queues=tuple(queues),
+        groups=groups,
+        folded_domains=len(folded_hops),
+        folded={
+            "next_hop_domain": len(folded_hops),
+            "delivery_type": unknown((q.delivery_type for q in queues), DELIVERY_TYPES),
+            "next_hop_category": unknown((q.next_hop_category for q in queues), NEXT_HOP_CATEGORIES),
+            "enhanced_code": len(folded_codes),
+        },
     )
 
 
-def parse_queues(objects: Iterable[Any], server: str, max_domains: int) -> QueueResult:
+def parse_queues(
+    objects: Iterable[Any], server: str, max_domains: int, max_last_errors: int = DEFAULT_MAX_LAST_ERRORS
+) -> QueueResult:
     """Parse and aggregate one server's Get-Queue output."""
-    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains)
+    return aggregate(server, [parse_queue(o, server) for o in objects], max_domains, max_last_errors)
 
 
 class QueueCollector(ServerCollector):
@@ -183,21 +245,27 @@ class QueueCollector(ServerCollector):
     name = "queues"
     needs_hub_transport = True  # Get-Queue asks the Transport service
 
-    def __init__(self, targets: ExchangeTargets, interval: float, max_domains: int, result_size: Any) -> None:
+    def __init__(
+        self,
+        targets: ExchangeTargets,
+        interval: float,
+        max_domains: int,
+        result_size: Any,
+        max_last_errors: int = DEFAULT_MAX_LAST_ERRORS,
+    ) -> None:
         super().__init__(targets, interval)
         self._max_domains = max_domains
         self._result_size = result_size
+        self._max_last_errors = max_last_errors
 
     def collect(self, session: ExchangeSession, server: str) -> QueueResult:
         # Warnings (e.g. ResultSize truncation: the data is partial) are logged by fetch().
         params = {"Server": server, "ResultSize": self._result_size}
-        result = aggregate(server, self.fetch(session, server, "Get-Queue", params, parse_queue), self._max_domains)
-        shadows = {q.next_hop_domain for q in result.queues if q.kind == "shadow" and q.next_hop_domain}
-        if not shadows:
+        queues = self.fetch(session, server, "Get-Queue", params, parse_queue)
+        result = aggregate(server, queues, self._max_domains, self._max_last_errors)
+        if not any(key[1] == "shadow" for key in result.groups):
             return result
-        names = {n: self._targets.server(n).host for n in self._targets.names()}
-        found = {d: n for d in shadows if (n := primary_server(d, names)) is not None}
-        return replace(result, shadow_primaries=found)
+        return with_shadow_primaries(result, {n: self._targets.server(n).host for n in self._targets.names()})
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())
@@ -250,9 +318,17 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
         f"copies) is a polled server, named in primary. {POLLED}",
         labels=["server", "next_hop_domain", "primary"],
     )
+    # Messages per LastError category, exact even when queues of several categories fold into one
+    # label set: the alert rules scale severity by it (exporter/triage/severity.py).
+    error_messages = GaugeMetricFamily(
+        "mailflow_queue_last_error_messages",
+        f"Messages in the queues whose LastError has this category. {POLLED}",
+        labels=[*labels, "category"],
+    )
     folded = GaugeMetricFamily(
         "mailflow_queue_next_hop_domains_folded",
-        f'Distinct next-hop domains folded into next_hop_domain="other" by the cardinality cap. {POLLED}',
+        'Distinct next-hop domains (per queue kind) folded into next_hop_domain="other" by the cardinality cap '
+        f"(collectors.queues.max_next_hop_domains). {POLLED}",
         labels=["server"],
     )
     for result in sorted(results, key=lambda r: r.server):
@@ -273,4 +349,18 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
                 status.add_metric([*values, state], g.statuses.get(state, 0))
             for (code, enhanced, category), count in sorted(g.errors.items()):
                 last_error.add_metric([*values, code, enhanced, category], count)
-    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, folded, shadow_primary]
+            for category, count in sorted(g.error_messages.items()):
+                error_messages.add_metric([*values, category], count)
+    return [
+        messages,
+        deferred,
+        incoming,
+        outgoing,
+        retry,
+        next_retry,
+        status,
+        last_error,
+        error_messages,
+        folded,
+        shadow_primary,
+    ]

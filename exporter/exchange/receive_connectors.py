@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import CollectorError, ParseError
 from exporter.exchange.clixml import AUTH_MECHANISMS, PERMISSION_GROUPS, as_bool, flatten, parse_datetime, parse_flags
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -46,6 +47,8 @@ POLLED = "Polled from Get-ReceiveConnector on a schedule."
 # Get-ADPermission from the account, the connector came without DistinguishedName and Guid, or the
 # call wrote an error (object not found, a directory error ...).
 UNVERIFIED = ("check_disabled", "cmdlet_unavailable", "no_identity", "call_failed")
+#: ReceiveConnector.TransportRole values (reference §3.1); anything else is reported as "other".
+TRANSPORT_ROLES = frozenset({"FrontendTransport", "HubTransport"})
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -146,6 +149,8 @@ class ReceiveConnectorResult:
     permissions_readable: bool | None  # None: no connector needed the check
     drift: tuple[ConnectorDrift, ...]
     unverified: Mapping[str, str] = field(default_factory=dict)  # connector name -> one of UNVERIFIED
+    kept: frozenset[str] | None = None  # connectors with their own series (None: all); the rest are "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
 def _applies(pattern: str, server: str) -> tuple[bool, str]:
@@ -185,8 +190,10 @@ class ReceiveConnectorCollector(ServerCollector):
         trusted: Sequence[str],
         check_permissions: bool,
         expect: Mapping[str, ReceiveConnectorExpectation],
+        max_connectors: int = 100,
     ) -> None:
         super().__init__(targets, interval)
+        self._max_connectors = max_connectors
         self._trusted = tuple(parse_ip_ranges(trusted))
         self._check_permissions = check_permissions
         self._expect = dict(expect)
@@ -209,7 +216,7 @@ class ReceiveConnectorCollector(ServerCollector):
                     readable = (readable is not False) and relay is not None
             risks[conn.name] = assess(conn.relay_inputs, self._trusted, relay)
             untrusted[conn.name] = untrusted_addresses(conn.relay_inputs, self._trusted)
-        return ReceiveConnectorResult(
+        result = ReceiveConnectorResult(
             server=server,
             connectors=tuple(connectors),
             risks=risks,
@@ -218,6 +225,7 @@ class ReceiveConnectorCollector(ServerCollector):
             drift=tuple(receive_drift(server, connectors, self._expect)),
             unverified=unverified,
         )
+        return cap_receive_connectors(result, self._max_connectors)
 
     def _anonymous_relay(
         self, session: ExchangeSession, server: str, conn: ReceiveConnector
@@ -263,6 +271,20 @@ class ReceiveConnectorCollector(ServerCollector):
         return render_receive_connectors(results.values())
 
 
+def cap_receive_connectors(result: ReceiveConnectorResult, limit: int) -> ReceiveConnectorResult:
+    """The result with its cardinality cap decided: ``limit`` connectors keep their own series, those
+    at risk first, then enabled ones (a cap never hides an open relay behind "other")."""
+    enabled = {c.name for c in result.connectors if c.enabled}
+    risky = {name for name, risks in result.risks.items() if any(risks.values())}
+    names = {c.name for c in result.connectors}
+    kept = keep_top(names, limit, lambda name: (name not in risky, name not in enabled))
+    folded = {
+        "connector": len(names) - len(kept),
+        "transport_role": unknown((c.transport_role for c in result.connectors), TRANSPORT_ROLES),
+    }
+    return replace(result, kept=kept, folded=folded)
+
+
 def render_receive_connectors(results: Iterable[ReceiveConnectorResult]) -> list[Metric]:
     """Metric families for every server's receive connectors."""
     labels = ["server", "connector"]
@@ -305,18 +327,58 @@ def render_receive_connectors(results: Iterable[ReceiveConnectorResult]) -> list
         server = result.server
         if result.permissions_readable is not None:
             readable.add_metric([server], 1 if result.permissions_readable else 0)
+        other = _Folded()
         for conn in result.connectors:
+            at_risk = result.risks.get(conn.name, {})
+            if result.kept is not None and conn.name not in result.kept:
+                other.add(conn, result.untrusted.get(conn.name, 0), at_risk)
+                continue
             values = [server, conn.name]
             enabled.add_metric(values, 1 if conn.enabled else 0)
             bindings = ", ".join(conn.bindings)
-            info.add_metric(
-                [*values, conn.transport_role, bindings, conn.permission_groups_text, conn.auth_mechanism_text], 1
-            )
+            role = fold_enum(conn.transport_role, TRANSPORT_ROLES)
+            info.add_metric([*values, role, bindings, conn.permission_groups_text, conn.auth_mechanism_text], 1)
             untrusted.add_metric(values, float(result.untrusted.get(conn.name, 0)))
             for reason in REASONS:
-                risk.add_metric([*values, reason], 1 if result.risks.get(conn.name, {}).get(reason) else 0)
+                risk.add_metric([*values, reason], 1 if at_risk.get(reason) else 0)
             if conn.changed is not None:
                 changed.add_metric(values, conn.changed.timestamp())
+        if other.connectors:
+            values = [server, OTHER]
+            enabled.add_metric(values, other.enabled)
+            info.add_metric([*values, OTHER, OTHER, OTHER, OTHER], other.connectors)
+            untrusted.add_metric(values, float(other.untrusted))
+            for reason in REASONS:
+                risk.add_metric([*values, reason], 1 if reason in other.risks else 0)
+            if other.changed is not None:
+                changed.add_metric(values, other.changed)
+        drifted: dict[tuple[str, str], bool] = {}
         for item in result.drift:
-            drift.add_metric([server, item.connector, item.setting], 1 if item.drifted else 0)
+            name = OTHER if item.connector in other.names else item.connector
+            drifted[(name, item.setting)] = drifted.get((name, item.setting), False) or item.drifted
+        for (name, setting), is_drifted in drifted.items():
+            drift.add_metric([server, name, setting], 1 if is_drifted else 0)
     return [enabled, info, untrusted, risk, changed, readable, drift]
+
+
+@dataclass
+class _Folded:
+    """The connectors of one server beyond the cap, combined into connector="other": counts and
+    addresses summed, a risk if any has it, the latest change."""
+
+    connectors: int = 0
+    enabled: int = 0
+    untrusted: float = 0.0
+    risks: set[str] = field(default_factory=set)
+    changed: float | None = None
+    names: set[str] = field(default_factory=set)
+
+    def add(self, conn: ReceiveConnector, untrusted: float, risks: Mapping[str, bool]) -> None:
+        self.connectors += 1
+        self.enabled += 1 if conn.enabled else 0
+        self.untrusted += untrusted
+        self.risks.update(reason for reason, on in risks.items() if on)
+        self.names.add(conn.name)
+        if conn.changed is not None:
+            ts = conn.changed.timestamp()
+            self.changed = ts if self.changed is None else max(self.changed, ts)

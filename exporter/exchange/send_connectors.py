@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, keep_top
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, as_int, flatten, parse_datetime
 from exporter.exchange.cmdlet_collector import OrgCollector, parse_all
@@ -100,6 +101,12 @@ class SendConnectorResult:
 
     connectors: tuple[SendConnector, ...]
     drift: tuple[ConnectorDrift, ...]
+    kept: frozenset[str] | None = None  # connectors with their own series (None: all); the rest are "other"
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
+
+    def kept_connectors(self) -> list[SendConnector]:
+        """The connectors within the cap (the DNS checks take outbound IPs from these only)."""
+        return [c for c in self.connectors if self.kept is None or c.name in self.kept]
 
 
 def send_drift(
@@ -115,17 +122,34 @@ class SendConnectorCollector(OrgCollector):
 
     name = "send_connectors"
 
-    def __init__(self, targets: ExchangeTargets, interval: float, expect: Mapping[str, SendConnectorExpectation]):
+    def __init__(
+        self,
+        targets: ExchangeTargets,
+        interval: float,
+        expect: Mapping[str, SendConnectorExpectation],
+        max_connectors: int = 100,
+    ) -> None:
         super().__init__(targets, interval)
         self._expect = dict(expect)
+        self._max_connectors = max_connectors
 
     def collect(self, session: ExchangeSession, server: str) -> SendConnectorResult:
         result = self.run(session, server, "Get-SendConnector")
         connectors = sorted(parse_all("Get-SendConnector", result.objects, parse_send_connector), key=lambda c: c.name)
-        return SendConnectorResult(tuple(connectors), tuple(send_drift(connectors, self._expect)))
+        found = SendConnectorResult(tuple(connectors), tuple(send_drift(connectors, self._expect)))
+        return cap_send_connectors(found, self._max_connectors)
 
     def render(self, results: Mapping[str, SendConnectorResult]) -> Iterable[Metric]:
         return render_send_connectors(results.values())
+
+
+def cap_send_connectors(result: SendConnectorResult, limit: int) -> SendConnectorResult:
+    """The result with its cardinality cap decided: ``limit`` connectors keep their own series,
+    enabled ones first."""
+    enabled = {c.name for c in result.connectors if c.enabled}
+    names = {c.name for c in result.connectors}
+    kept = keep_top(names, limit, lambda name: name not in enabled)
+    return replace(result, kept=kept, folded={"connector": len(names) - len(kept)})
 
 
 def render_send_connectors(results: Iterable[SendConnectorResult]) -> list[Metric]:
@@ -154,7 +178,9 @@ def render_send_connectors(results: Iterable[SendConnectorResult]) -> list[Metri
         labels=["connector", "setting"],
     )
     for result in results:
-        for conn in result.connectors:
+        kept = result.kept_connectors()
+        folded = [c for c in result.connectors if result.kept is not None and c.name not in result.kept]
+        for conn in kept:
             enabled.add_metric([conn.name], 1 if conn.enabled else 0)
             smart.add_metric([conn.name], 0 if conn.dns_routing else 1)
             info.add_metric(
@@ -169,6 +195,18 @@ def render_send_connectors(results: Iterable[SendConnectorResult]) -> list[Metri
             )
             if conn.changed is not None:
                 changed.add_metric([conn.name], conn.changed.timestamp())
+        if folded:  # beyond the cap: counts summed, the latest change
+            enabled.add_metric([OTHER], sum(1 for c in folded if c.enabled))
+            smart.add_metric([OTHER], sum(1 for c in folded if not c.dns_routing))
+            info.add_metric([OTHER, OTHER, OTHER, OTHER, OTHER], len(folded))
+            stamps = [c.changed.timestamp() for c in folded if c.changed is not None]
+            if stamps:
+                changed.add_metric([OTHER], max(stamps))
+        names = {c.name for c in folded}
+        drifted: dict[tuple[str, str], bool] = {}
         for item in result.drift:
-            drift.add_metric([item.connector, item.setting], 1 if item.drifted else 0)
+            key = (OTHER if item.connector in names else item.connector, item.setting)
+            drifted[key] = drifted.get(key, False) or item.drifted
+        for (name, setting), is_drifted in drifted.items():
+            drift.add_metric([name, setting], 1 if is_drifted else 0)
     return [enabled, smart, info, changed, drift]

@@ -6,18 +6,21 @@ A stopped MSExchangeTransport or MSExchangeFrontEndTransport stops mail on that 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, flatten
-from exporter.exchange.cmdlet_collector import ServerCollector
+from exporter.exchange.cmdlet_collector import CappedServerCollector
 from exporter.exchange.session import ExchangeSession
 
 POLLED = "Polled from Test-ServiceHealth on a schedule."
+#: Test-ServiceHealth roles (reference §4, "<name> Server Role" shortened); others are reported as "other".
+ROLES = frozenset({"Mailbox", "ClientAccess", "HubTransport", "UnifiedMessaging"})
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,11 @@ class ServiceHealthResult:
 
     server: str
     roles: tuple[RoleServices, ...]
+    kept: frozenset[tuple[str, str]] | None = None  # (role, service) with their own series (None: all)
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
 
 
-class ServiceHealthCollector(ServerCollector):
+class ServiceHealthCollector(CappedServerCollector):
     """Polls Test-ServiceHealth per server."""
 
     name = "service_health"
@@ -75,10 +80,20 @@ class ServiceHealthCollector(ServerCollector):
 
     def collect(self, session: ExchangeSession, server: str) -> ServiceHealthResult:
         roles = self.fetch(session, server, "Test-ServiceHealth", {"Server": server}, parse_role_services)
-        return ServiceHealthResult(server, tuple(sorted(roles, key=lambda r: r.role)))
+        return cap_service_health(ServiceHealthResult(server, tuple(sorted(roles, key=lambda r: r.role))), self._limit)
 
     def render(self, results: Mapping[str, ServiceHealthResult]) -> Iterable[Metric]:
         return render_service_health(results.values())
+
+
+def cap_service_health(result: ServiceHealthResult, limit: int) -> ServiceHealthResult:
+    """The result with its cardinality cap decided: ``limit`` (role, service) pairs keep their own
+    series, stopped services first."""
+    stopped = {(fold_enum(r.role, ROLES), s) for r in result.roles for s in r.not_running}
+    services = {(fold_enum(r.role, ROLES), s) for r in result.roles for s in (*r.running, *r.not_running)}
+    kept = keep_top(services, limit, lambda key: key not in stopped)
+    roles = unknown((r.role for r in result.roles), ROLES)
+    return replace(result, kept=kept, folded={"service": len(services) - len(kept), "role": roles})
 
 
 def render_service_health(results: Iterable[ServiceHealthResult]) -> list[Metric]:
@@ -94,8 +109,18 @@ def render_service_health(results: Iterable[ServiceHealthResult]) -> list[Metric
         labels=["server", "role", "service"],
     )
     for result in sorted(results, key=lambda r: r.server):
+        # Roles outside ROLES share role="other" and services beyond the cap service="other": 1 only if
+        # every one of them runs.
+        roles: dict[str, int] = {}
+        services: dict[tuple[str, str], int] = {}
         for r in result.roles:
-            required.add_metric([r.server, r.role], 1 if r.required_running else 0)
-            for service in sorted({*r.running, *r.not_running}):
-                running.add_metric([r.server, r.role, service], 0 if service in r.not_running else 1)
+            role = fold_enum(r.role, ROLES)
+            roles[role] = min(roles.get(role, 1), 1 if r.required_running else 0)
+            for service in {*r.running, *r.not_running}:
+                key = (role, service) if result.kept is None or (role, service) in result.kept else (role, OTHER)
+                services[key] = min(services.get(key, 1), 0 if service in r.not_running else 1)
+        for role, up in sorted(roles.items()):
+            required.add_metric([result.server, role], up)
+        for (role, service), up in sorted(services.items()):
+            running.add_metric([result.server, role, service], up)
     return [required, running]

@@ -6,7 +6,10 @@
 - Error records and warnings are returned as data, never dropped.
 - Exchange throttles remote PowerShell to 18 concurrent sessions per user (PowerShellMaxConcurrency),
   counted by each server. ``SessionLimiter`` keeps the exporter under that cap per account and
-  endpoint, including pools that are still being torn down after a failure.
+  endpoint, including pools that are still being torn down after a failure. The endpoint is the
+  address the host name resolves to, so one server configured under two names shares one budget.
+- Shells are opened with a name that says which exporter run opened them; at the first session to an
+  endpoint the shells an earlier run left open there are closed (``orphans.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import logging
 import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -36,16 +40,19 @@ from pypsrp.exceptions import (
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
+from exporter.credentials import basic_auth_problem
 from exporter.errors import CollectorError
 from exporter.exchange import permissions, wire
+from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
+from exporter.exchange.orphans import ShellJanitor, ShellOwner
 from exporter.exchange.server_clock import ClockReading, ServerClock
+from exporter.exchange.session_limit import SessionLimiter, Slot, endpoint_text
 from exporter.settings import ResolvedServer
 
 log = logging.getLogger(__name__)
 
 CONFIGURATION_NAME = "Microsoft.Exchange"
 ENDPOINT_PATH = "PowerShell"
-SESSION_LIMIT_TEXT = "exceeded the maximum number of connections"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
 _ORPHAN_LIMIT = 8  # shells per session whose rejected close is retried (PowerShellMaxConcurrency is 18)
 _ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the server's idle timeout
@@ -54,6 +61,9 @@ _ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the ser
 PERMISSION_REOPEN_SECONDS = 600.0
 _T = TypeVar("_T")
 _DECODE_ERRORS = (ET.ParseError, SerializationError, KeyError, ValueError, TypeError, AttributeError, IndexError)
+# Failures to open a session that the calls queued behind the attempt share instead of each waiting out
+# its own call_timeout: a hung or refusing server then costs one timeout, not one per collector.
+_SHARED_OPEN_FAILURES = frozenset({"timeout", "connection", "tls", "http_error", "wsman_fault", "protocol"})
 
 
 @dataclass(frozen=True)
@@ -76,37 +86,6 @@ class CallResult:
         if self.errors or self.failed:
             detail = self.errors[0] if self.errors else "pipeline failed"
             raise CollectorError(f"{command}: {detail[:300]}", reason="cmdlet_error")
-
-
-class SessionLimiter:
-    """Caps concurrently open sessions per (account, endpoint ``host:port``)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._lock = threading.Lock()
-        self._open: dict[tuple[str, str], int] = {}
-
-    def acquire(self, account: str, host: str) -> None:
-        """Take a slot or raise CollectorError(reason="session_limit")."""
-        key = (account, host.lower())
-        with self._lock:
-            used = self._open.get(key, 0)
-            if used >= self.limit:
-                raise CollectorError(
-                    f"{used} sessions for {account} on {host} are open or closing; "
-                    f"the limit is {self.limit} (Exchange PowerShellMaxConcurrency)",
-                    reason="session_limit",
-                )
-            self._open[key] = used + 1
-
-    def release(self, account: str, host: str) -> None:
-        key = (account, host.lower())
-        with self._lock:
-            self._open[key] = max(0, self._open.get(key, 0) - 1)
-
-    def in_use(self, account: str, host: str) -> int:
-        with self._lock:
-            return self._open.get((account, host.lower()), 0)
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -206,24 +185,23 @@ def _describe_kerberos(exc: BaseException) -> str:
     return f"Kerberos: {hint} ({text})" if hint else f"Kerberos: {text}"
 
 
-def describe_exception(exc: BaseException) -> str:
-    """A user-facing description of a failure; callers redact secrets, then truncate."""
+def describe_exception(exc: BaseException, server: ResolvedServer | None = None) -> str:
+    """A plain-language description of a failure (``failures.plain_reason``: connection refused, host
+    name does not resolve, TLS certificate not accepted...), never a library's repr; callers redact
+    secrets, then truncate. Kerberos failures keep the library's text after the hint (it names the
+    principal or the realm, which the admin needs)."""
     if isinstance(exc, CollectorError):
         return str(exc)
-    if isinstance(exc, WinRMTransportError):
-        return f"HTTP {exc.code} from the PowerShell endpoint"
-    if isinstance(exc, WSManFaultError):
-        return f"WSMan fault {exc.code}: {(exc.reason or exc.message or '').strip()}"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        inner = exc.args[0] if exc.args else exc
-        return f"cannot connect: {type(inner).__name__}: {inner}"
-    if isinstance(exc, AuthenticationError):
-        return f"authentication failed: {exc}"
     if _kerberos_reason(exc) == "config":
         return "auth kerberos/negotiate needs the 'kerberos' extra (pip install 'mailflow-exporter[kerberos]')"
     if _kerberos_reason(exc) is not None:
         return _describe_kerberos(exc)
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, UnicodeError):
+        # Its text quotes the character and its position, and the text encoded may be a password.
+        return f"{type(exc).__name__}: a text could not be converted (details withheld: it may be a secret)"
+    if server is None:
+        return plain_reason(exc)
+    return plain_reason(exc, server.account, server.connect_timeout, _operation_timeout(server) + 10)
 
 
 def _shell_gone(exc: BaseException) -> bool:
@@ -303,7 +281,7 @@ class AuthBackoff:
 
 
 def _fingerprint(secret: str | None) -> str:
-    return hashlib.sha256((secret or "").encode()).hexdigest()
+    return hashlib.sha256((secret or "").encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _credential_fingerprint(server: ResolvedServer) -> str:
@@ -326,12 +304,14 @@ class ExchangeSession:
         limiter: SessionLimiter,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        janitor: ShellJanitor | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
         #: The endpoint server's clock, from the Date header of every answer (the tracking window).
         self.server_clock = ServerClock(clock)
         self._limiter = limiter
+        self._janitor = janitor
         self._wsman_factory = wsman_factory or build_wsman
         self._auth = auth_backoff or AuthBackoff()
         self._pool: RunspacePool | None = None
@@ -343,9 +323,11 @@ class ExchangeSession:
         # there, counted against PowerShellMaxConcurrency until IIS's idle timeout. Closed again once
         # the server lets a new session open. (pool, attempts so far)
         self._orphans: list[tuple[RunspacePool, int]] = []
-        self._endpoint_key = f"{server.host}:{server.port}"  # Exchange counts sessions per server
+        self._endpoint = endpoint_text(server.host, server.port)
+        self._slots: dict[int, Slot] = {}  # id(pool) -> the limiter slot it holds until its close ends
         self.select_supported: bool | None = None
         self._permission_reopened: float | None = None  # monotonic time of the last reopen for RBAC
+        self._open_failure: tuple[float, CollectorError] | None = None  # (monotonic end, error) of the last open
 
     def _secrets(self) -> list[str]:
         values = [self.server.password.get_secret_value()] if self.server.password else []
@@ -370,10 +352,16 @@ class ExchangeSession:
         budget. Raises CollectorError with a bounded ``reason`` on transport, protocol or timeout
         failure.
         """
+        queued = time.monotonic()
         with self._lock:
+            shared = self._open_failure
+            if shared is not None and shared[0] >= queued and self._pool is None:
+                # This call waited while an open failed: the server was just tried. Say so at once.
+                raise self._error(str(shared[1]), shared[1].reason)
             deadline = time.monotonic() + (timeout or self.server.call_timeout)
             for attempt in (1, 2):
                 reused = self._pool is not None
+                opened = self.opened
                 try:
                     result = self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
                     if result.missing:
@@ -382,7 +370,8 @@ class ExchangeSession:
                 except CollectorError as exc:
                     if exc.reason not in ("auth", "shutdown", "session_limit"):
                         self._discard(exc.reason)
-                    raise CollectorError(_clip(redact(str(exc), self._secrets())), exc.reason) from None
+                    error = self._error(_clip(redact(str(exc), self._secrets())), exc.reason)
+                    raise self._failed(error, not reused and self.opened == opened) from None
                 except Exception as exc:
                     reason = classify_exception(exc)
                     if not _never_sent(exc):  # a refused connect leaves the shell intact: keep using it
@@ -393,9 +382,29 @@ class ExchangeSession:
                         continue
                     if reason == "auth":
                         self._auth.failed(self.server.account, _credential_fingerprint(self.server))
-                    message = _clip(redact(describe_exception(exc), self._secrets()))
-                    raise CollectorError(message, reason) from None
+                    message = _clip(redact(describe_exception(exc, self.server), self._secrets()))
+                    self._log_detail(exc, reason)
+                    raise self._failed(self._error(message, reason), not reused and self.opened == opened) from None
         raise AssertionError("unreachable")
+
+    def _error(self, message: str, reason: str) -> CollectorError:
+        """A failure of this session, naming its endpoint and server."""
+        return CollectorError(message, reason, endpoint=self.server.endpoint, server=self.server.name)
+
+    def _failed(self, error: CollectorError, opening: bool) -> CollectorError:
+        """Remember a failure to open a session (``opening``: the attempt had no pool and opened none),
+        for the calls queued behind it (see ``invoke``)."""
+        if opening and error.reason in _SHARED_OPEN_FAILURES:
+            self._open_failure = (time.monotonic(), error)
+        return error
+
+    def _log_detail(self, exc: BaseException, reason: str) -> None:
+        """The library's own text and traceback, at debug only (redacted): the one warning line per
+        failed poll carries the plain reason."""
+        if log.isEnabledFor(logging.DEBUG):
+            detail = redact("".join(traceback.format_exception(exc)), self._secrets())
+            log.debug("call failed server=%s endpoint=%s reason=%s detail=%s", self.server.name,
+                      self.server.endpoint, reason, detail)  # fmt: skip
 
     def _invoke_locked(
         self,
@@ -425,26 +434,38 @@ class ExchangeSession:
             if self._pool is not None:
                 return self._pool
         self._auth.check(self.server.account, _credential_fingerprint(self.server))
-        self._limiter.acquire(self.server.account, self._endpoint_key)
+        slot = self._limiter.acquire(self.server.account, self._endpoint)
         try:
             wsman = self._wsman_factory(self.server)
             self.server_clock.watch(wsman)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool)
         except BaseException:
-            self._limiter.release(self.server.account, self._endpoint_key)
+            self._limiter.release(slot)
             raise
-        opening = start_thread(pool.open, f"open-{self.server.name}")
+        self._slots[id(pool)] = slot
+        janitor = self._janitor
+        if janitor is not None:
+            pool.shell.name = janitor.owner.name  # says which exporter run opened it (orphans.py)
+
+        def open_pool() -> None:
+            if janitor is not None:  # first free what an earlier run left: it counts against the same limit
+                janitor.sweep(slot, self.server.name, wsman)
+            pool.open()
+
+        opening = start_thread(open_pool, f"open-{self.server.name}")
+        budget = max(0.1, deadline - time.monotonic())
         try:
-            opening.result(timeout=max(0.1, deadline - time.monotonic()))
+            opening.result(timeout=budget)
         except FutureTimeout:
             # The server may still finish creating the shell: close it when it does, then free the slot.
             start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
-            raise CollectorError("opening the session took longer than call_timeout", reason="timeout") from None
+            raise CollectorError(f"no answer within {budget:.0f}s while opening the session", "timeout") from None
         except BaseException:
             start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
             raise
         self._auth.succeeded(self.server.account)
+        self._open_failure = None
         with self._pool_lock:
             if self._closed:  # shutdown began while we were opening: do not keep it
                 start_thread(lambda: self._reap(pool, opening), f"reap-{self.server.name}")
@@ -544,8 +565,9 @@ class ExchangeSession:
             # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
             with contextlib.suppress(Exception):
                 pool.connection.close()
-            if attempts == 0:
-                self._limiter.release(self.server.account, self._endpoint_key)
+            slot = self._slots.pop(id(pool), None)  # only the first close of a pool holds one
+            if slot is not None:
+                self._limiter.release(slot)
 
     def _keep_orphan(self, pool: RunspacePool, exc: BaseException, attempts: int) -> None:
         rejected = isinstance(exc, WSManFaultError | WinRMTransportError | AuthenticationError)
@@ -611,6 +633,10 @@ def build_wsman(server: ResolvedServer) -> WSMan:
     encryption = "never" if server.auth == "basic" and not server.tls else "auto"
     username: Any = server.username
     password = server.current_password()
+    problem = basic_auth_problem(server.username, password) if server.auth == "basic" else None
+    if problem is not None:  # e.g. a password file rotated to such a password since start-up
+        origin = f" (password file {server.password_file})" if server.password_file is not None else ""
+        raise CollectorError(f"{problem}{origin}", reason="config")
     if server.keytab is not None:
         # pypsrp hands username/password to pyspnego, which also takes a credential object: a
         # KerberosKeytab gets a ticket for the principal (None: the keytab's first) from the keytab.
@@ -647,6 +673,8 @@ class SessionManager:
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
         self.auth_backoff = auth_backoff or AuthBackoff()
+        #: Names this run's shells and closes those earlier runs left open (see orphans.py).
+        self.janitor = ShellJanitor(ShellOwner.this_process())
         self._wsman_factory = wsman_factory
         self._clock = clock
         self._sessions: dict[str, ExchangeSession] = {}
@@ -668,7 +696,7 @@ class SessionManager:
             return session
 
     def _new(self, server: ResolvedServer) -> ExchangeSession:
-        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self._clock)
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self.janitor, self._clock)
 
     def sync(self, servers: Sequence[ResolvedServer]) -> None:
         """Make the direct sessions match ``servers``: new ones are added (they connect on first
@@ -716,3 +744,4 @@ class SessionManager:
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # a close that fails or overruns must not block shutdown
                 continue
+        self.janitor.owner.retire()

@@ -37,43 +37,26 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from exporter.cardinality import OTHER, StickyCap
 from exporter.errors import ParseError
 from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
 from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
-from exporter.exchange.tracking_events import (  # re-exported: the collector's event model and decoders
-    INTRA_ORG_CONNECTOR,
-    SELECT_PROPERTIES,
-    TrackingEvent,
-    decode_event,
-    decode_event_text,
-    decode_event_xml,
-    flow_direction,
-    parse_event,
-    received_from_outside,
-)
-from exporter.exchange.tracking_trail import MessageTrails
 
-__all__ = [
-    "INTRA_ORG_CONNECTOR",
-    "SELECT_PROPERTIES",
-    "TrackingCollector",
-    "TrackingEvent",
-    "TrackingOptions",
-    "TrackingResult",
-    "WatermarkStore",
-    "decode_event",
-    "decode_event_text",
-    "decode_event_xml",
-    "flow_direction",
-    "parse_event",
-    "received_from_outside",
-    "render_tracking",
-]
+# The event record and its decoders live in tracking_events; re-exported here for existing callers.
+from exporter.exchange.tracking_events import SELECT_PROPERTIES as SELECT_PROPERTIES
+from exporter.exchange.tracking_events import TrackingEvent as TrackingEvent
+from exporter.exchange.tracking_events import decode_event as decode_event
+from exporter.exchange.tracking_events import decode_event_text as decode_event_text
+from exporter.exchange.tracking_events import decode_event_xml as decode_event_xml
+from exporter.exchange.tracking_events import parse_event as parse_event
+from exporter.exchange.tracking_trail import MessageTrails
 
 log = logging.getLogger(__name__)
 
+#: The send connector Exchange uses between its own servers (and to Mailbox Transport Delivery).
+INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
 DIRECTIONS = ("inbound", "outbound", "internal", "unknown")
 EVENT_IDS = frozenset(
     "AGENTINFO BADMAIL CLIENTSUBMISSION DEFER DELIVER DELIVERFAIL DROP DSN DUPLICATEDELIVER DUPLICATEEXPAND "
@@ -88,7 +71,43 @@ SOURCES = frozenset(
 )
 STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
+MAX_UNKNOWN_KEYS = 64  # (code, recipient domain) pairs kept per poll for triage
+OTHER_DOMAIN = "(other)"
 POLLED = "Polled from Get-MessageTrackingLog on a schedule."
+
+
+def flow_direction(event: TrackingEvent) -> str | None:
+    """Where a message went, for events that hand it on; None for every other event.
+
+    * ``inbound``/``internal``: a mailbox delivery (DELIVER from STOREDRIVER) of a message from
+      outside the organisation (Directionality Incoming) or from inside it (Originating);
+      ``unknown`` when Exchange logged no directionality.
+    * ``outbound``: a message sent over SMTP through a send connector other than the one between
+      Exchange servers, i.e. to the internet, a smart host, an Edge server or a partner.
+
+    Each message is delivered or sent out once per destination, on one server, so sums across
+    servers count messages, not hops (a RECEIVE is logged on every server a message passes).
+    """
+    if event.event_id == "DELIVER" and event.source == "STOREDRIVER":
+        direction = event.directionality.lower()
+        return "inbound" if direction == "incoming" else "internal" if direction == "originating" else "unknown"
+    if event.event_id == "SEND" and event.source == "SMTP":
+        connector = event.connector_id.strip()
+        if connector and connector.lower() != INTRA_ORG_CONNECTOR.lower():
+            return "outbound"
+    return None
+
+
+def _domain(address: str) -> str:
+    """The domain of a recipient address, lower case ("" when it has none)."""
+    return address.rpartition("@")[2].strip().strip(">").lower() if "@" in address else ""
+
+
+def received_from_outside(event: TrackingEvent) -> bool:
+    """A RECEIVE over SMTP of a message not known to originate inside the organisation (Directionality
+    Incoming, or not logged: then every SMTP arrival counts, as before Exchange logged it); logged on
+    every server the message passes."""
+    return event.event_id == "RECEIVE" and event.source == "SMTP" and event.directionality.lower() != "originating"
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,9 @@ class TrackingResult:
     new_events: int  # events counted by this poll
     window_events: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's counts
     window_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)  # this poll's failures
+    # This poll's recipients rejected as unknown (category recipient_unknown), by (enhanced code,
+    # recipient domain); at most MAX_UNKNOWN_KEYS keys, the rest under the domain "(other)". Triage only.
+    window_unknown_recipients: Mapping[tuple[str, str], int] = field(default_factory=dict)
     window_seconds: float = 0.0  # the length of the window this poll read
     flow: Mapping[str, int] = field(default_factory=dict)  # direction -> messages handed on
     received_inbound: int = 0  # RECEIVEs over SMTP of mail from outside (a relayed message on each server)
@@ -122,6 +144,7 @@ class TrackingResult:
     # The server's clock minus the exporter's when it last answered (Date header); None when unknown
     # (not answered yet, or polled through another server's session, whose clock that would be).
     clock_skew: float | None = None
+    folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values this poll counted as "other"
 
 
 @dataclass
@@ -141,6 +164,7 @@ class _ServerState:
     seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    window_unknown: dict[tuple[str, str], int] = field(default_factory=dict)  # reset by every fold
     flow: dict[str, int] = field(default_factory=dict)
     received_inbound: int = 0
     # Per poll, newest last: (watermark after it, new log seconds it read, its flow, its arrivals).
@@ -150,6 +174,7 @@ class _ServerState:
     last_event: float | None = None
     truncated_polls: int = 0
     skipped_seconds: float = 0.0
+    codes: StickyCap = field(default_factory=lambda: StickyCap(50))  # failures' enhanced_code label
 
 
 class WatermarkStore:
@@ -226,6 +251,7 @@ class TrackingOptions:
     buckets: tuple[float, ...]
     result_size: int | str
     select: bool
+    max_failure_codes: int = 50  # (enhanced code, category) series per server (exporter.cardinality)
     # How far back a server's clock may be stepped with the counting still exact: the dedupe keys
     # are kept this much longer than the overlap (memory: this many seconds of events per server).
     max_clock_step: float = 900.0
@@ -299,6 +325,7 @@ class TrackingCollector:
                     floor=mark,
                     buckets=[0] * (len(self._opts.buckets) + 1),
                 )
+                state.codes = StickyCap(self._opts.max_failure_codes)
                 if mark is not None:
                     state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
@@ -424,6 +451,7 @@ class TrackingCollector:
         opts = self._opts
         new = 0
         before, failed_before = dict(state.events), dict(state.failures)
+        state.window_unknown = {}
         flow_before, inbound_before = dict(state.flow), state.received_inbound
         previous = state.watermark
         went_back = self._stepped_back(state, skew_before)  # how far this window reached back for a step
@@ -505,10 +533,19 @@ class TrackingCollector:
         elif received_from_outside(event):
             state.received_inbound += 1
         if event.event_id == "FAIL":
-            for text in event.recipient_status or ("",):
+            statuses = event.recipient_status or ("",)
+            # RecipientStatus has one entry per recipient, in the order of Recipients.
+            domains = [_domain(r) for r in event.recipients] if len(event.recipients) == len(statuses) else []
+            for i, text in enumerate(statuses):
                 err = parse_smtp_error(text)
                 f_key = (err.enhanced_code, err.category) if err else ("", "other")
+                f_key = f_key if state.codes.admit(f_key) else (OTHER, f_key[1])  # the category is a closed set
                 state.failures[f_key] = state.failures.get(f_key, 0) + 1
+                if f_key[1] == "recipient_unknown":
+                    u_key = (f_key[0], domains[i] if domains else "")
+                    if u_key not in state.window_unknown and len(state.window_unknown) >= MAX_UNKNOWN_KEYS:
+                        u_key = (f_key[0], OTHER_DOMAIN)
+                    state.window_unknown[u_key] = state.window_unknown.get(u_key, 0) + 1
         latency = self._trails.observe(server, event, offset)
         if latency is not None:
             self._observe(state, max(0.0, latency))
@@ -551,6 +588,7 @@ class TrackingCollector:
             new_events=new,
             window_events=dict(window[0]),
             window_failures=dict(window[1]),
+            window_unknown_recipients=dict(state.window_unknown),
             window_seconds=window[2],
             flow=dict(state.flow),
             received_inbound=state.received_inbound,
@@ -558,6 +596,7 @@ class TrackingCollector:
             recent_flow=_summed(flow for _, _, flow, _ in state.recent),
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
             unfollowed=unfollowed,
+            folded={"enhanced_code": state.codes.take_refused()},
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:

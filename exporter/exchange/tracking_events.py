@@ -1,8 +1,10 @@
-"""Message tracking events as the tracking collector reads them: the fields it uses, and fast decoders.
+"""Message tracking events as the collector reads them: the selected properties, the event record
+and the decoders of one output object (pypsrp's object, or the raw CLIXML text of one message).
 
-``decode_event`` turns one output message's CLIXML straight into a :class:`TrackingEvent` (a text
-fast path, then a real XML parse); ``parse_event`` does it from a pypsrp object. ``flow_direction`` and
-``received_from_outside`` classify an event for the flow counters.
+``decode_event`` is the collector's decoder: a text fast path over the CLIXML, then a real XML
+parse; both raise ``ValueError`` on any shape they do not expect (and the generic ``parse_event``
+over pypsrp's object handles it). ``RecipientStatus`` and ``Recipients`` are parallel string lists
+(one entry per recipient).
 """
 
 from __future__ import annotations
@@ -17,15 +19,12 @@ from exporter.exchange.clixml import flatten, parse_datetime, parse_timespan
 from exporter.exchange.wire import unescape_clixml
 
 __all__ = [
-    "INTRA_ORG_CONNECTOR",
     "SELECT_PROPERTIES",
     "TrackingEvent",
     "decode_event",
     "decode_event_text",
     "decode_event_xml",
-    "flow_direction",
     "parse_event",
-    "received_from_outside",
 ]
 
 SELECT_PROPERTIES = (
@@ -35,13 +34,12 @@ SELECT_PROPERTIES = (
     "InternalMessageId",
     "MessageId",
     "RecipientStatus",
+    "Recipients",  # parallel to RecipientStatus: the domain of each recipient a FAIL rejected
     "MessageLatency",
     "MessageLatencyType",
     "Directionality",
     "ConnectorId",
 )
-#: The send connector Exchange uses between its own servers (and to Mailbox Transport Delivery).
-INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
 
 
 @dataclass(frozen=True)
@@ -57,35 +55,7 @@ class TrackingEvent:
     latency: float | None  # MessageLatency in seconds, when Exchange recorded it
     directionality: str = ""  # Incoming (from outside the organisation), Originating, Undefined
     connector_id: str = ""  # the receive or send connector of SMTP events
-
-
-def flow_direction(event: TrackingEvent) -> str | None:
-    """Where a message went, for events that hand it on; None for every other event.
-
-    * ``inbound``/``internal``: a mailbox delivery (DELIVER from STOREDRIVER) of a message from
-      outside the organisation (Directionality Incoming) or from inside it (Originating);
-      ``unknown`` when Exchange logged no directionality.
-    * ``outbound``: a message sent over SMTP through a send connector other than the one between
-      Exchange servers, i.e. to the internet, a smart host, an Edge server or a partner.
-
-    Each message is delivered or sent out once per destination, on one server, so sums across
-    servers count messages, not hops (a RECEIVE is logged on every server a message passes).
-    """
-    if event.event_id == "DELIVER" and event.source == "STOREDRIVER":
-        direction = event.directionality.lower()
-        return "inbound" if direction == "incoming" else "internal" if direction == "originating" else "unknown"
-    if event.event_id == "SEND" and event.source == "SMTP":
-        connector = event.connector_id.strip()
-        if connector and connector.lower() != INTRA_ORG_CONNECTOR.lower():
-            return "outbound"
-    return None
-
-
-def received_from_outside(event: TrackingEvent) -> bool:
-    """A RECEIVE over SMTP of a message not known to originate inside the organisation (Directionality
-    Incoming, or not logged: then every SMTP arrival counts, as before Exchange logged it); logged on
-    every server the message passes."""
-    return event.event_id == "RECEIVE" and event.source == "SMTP" and event.directionality.lower() != "originating"
+    recipients: tuple[str, ...] = ()  # one per RecipientStatus entry; only their domains are kept
 
 
 def parse_event(obj: Any) -> TrackingEvent | None:
@@ -97,6 +67,9 @@ def parse_event(obj: Any) -> TrackingEvent | None:
     status = props.get("RecipientStatus")
     if isinstance(status, str):
         status = [status]
+    recipients = props.get("Recipients")
+    if isinstance(recipients, str):
+        recipients = [recipients]
     latency = parse_timespan(props.get("MessageLatency")) if props.get("MessageLatency") else None
 
     def text(name: str) -> str:  # "" only when absent: an I64 InternalMessageId of 0 is "0", as in the fast paths
@@ -113,6 +86,7 @@ def parse_event(obj: Any) -> TrackingEvent | None:
         latency=latency,
         directionality=text("Directionality"),
         connector_id=text("ConnectorId"),
+        recipients=tuple(str(r) for r in (recipients or []) if r),
     )
 
 
@@ -136,15 +110,19 @@ _SCALAR_NAMES = frozenset(
     {"Timestamp", "EventId", "Source", "InternalMessageId", "MessageId", "Directionality", "ConnectorId"}
 )
 _NAMED = re.compile(
-    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|MessageLatency|Directionality'
-    r'|ConnectorId)"'
+    r' N="(Timestamp|EventId|Source|InternalMessageId|MessageId|RecipientStatus|Recipients|MessageLatency'
+    r'|Directionality|ConnectorId)"'
 )
 _STATUS = re.compile(
     r'<(?:Obj N="RecipientStatus"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="RecipientStatus"\s*/>)', re.S
 )
+_RECIPIENTS = re.compile(r'<(?:Obj N="Recipients"[^>]*>(?P<obj>.*?)</Obj>|(?P<nil>Nil) N="Recipients"\s*/>)', re.S)
 _STATUS_ITEM = re.compile(r"<S>([^<]*)</S>")
+# MessageLatency is an EnhancedTimeSpan object where Select-Object put it (its notes are written at
+# depth 1) and its ToString text in Get-MessageTrackingLog's own output (remoting depth 1).
 _LATENCY = re.compile(
     r'<(?:Obj N="MessageLatency"[^>]*>(?:(?!</Obj>).)*?<ToString>(?P<shown>[^<]*)</ToString>'
+    r'|S N="MessageLatency">(?P<text>[^<]+)</S>'
     r'|(?P<nil>Nil) N="MessageLatency"\s*/>)',
     re.S,
 )
@@ -192,23 +170,15 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
     unique = set(named)
     if len(named) != len(unique) or not unique.isdisjoint(_SCALAR_NAMES - fields.keys()):
         raise ValueError("a field in an unexpected form")
-    status: tuple[str, ...] = ()
-    found = _STATUS.search(xml)
-    if found is None:
-        if ' N="RecipientStatus"' in xml:
-            raise ValueError("RecipientStatus in an unexpected form")
-    elif found["obj"] is not None:
-        body = found["obj"]
-        if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
-            raise ValueError("RecipientStatus is not a list of strings")
-        status = tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
+    status = _text_list(xml, _STATUS, "RecipientStatus")
+    recipients = _text_list(xml, _RECIPIENTS, "Recipients")
     latency = None
     found = _LATENCY.search(xml)
     if found is None:
         if ' N="MessageLatency"' in xml:
             raise ValueError("MessageLatency in an unexpected form")
-    elif found["shown"] is not None:
-        latency = parse_timespan(_xml_text(found["shown"]))
+    elif found["nil"] is None:
+        latency = parse_timespan(_xml_text(found["shown"] if found["shown"] is not None else found["text"]))
     timestamp = _timestamp(fields["Timestamp"])
     if timestamp is None:
         return None
@@ -222,7 +192,23 @@ def decode_event_text(xml: str) -> TrackingEvent | None:
         latency=latency,
         directionality=_xml_text(fields.get("Directionality", "")),
         connector_id=_xml_text(fields.get("ConnectorId", "")),
+        recipients=recipients,
     )
+
+
+def _text_list(xml: str, pattern: re.Pattern[str], name: str) -> tuple[str, ...]:
+    """A ``string[]`` property (``<Obj N="name"><LST><S>..``) from the CLIXML text; raises on any other form."""
+    found = pattern.search(xml)
+    if found is None:
+        if f' N="{name}"' in xml:
+            raise ValueError(f"{name} in an unexpected form")
+        return ()
+    if found["obj"] is None:
+        return ()
+    body = found["obj"]
+    if "<Obj" in body or "<Ref" in body or "<LST>" not in body:
+        raise ValueError(f"{name} is not a list of strings")
+    return tuple(t for t in (_xml_text(m) for m in _STATUS_ITEM.findall(body)) if t)
 
 
 def decode_event(xml: str) -> TrackingEvent | None:
@@ -274,6 +260,7 @@ def decode_event_xml(xml: str) -> TrackingEvent | None:
         latency=latency,
         directionality=_field_text(found.get("Directionality")),
         connector_id=_field_text(found.get("ConnectorId")),
+        recipients=_string_list(found.get("Recipients")),
     )
 
 
@@ -296,5 +283,5 @@ def _string_list(el: ET.Element | None) -> tuple[str, ...]:
         return (unescape_clixml(el.text),) if el.text else ()
     items = el.find("LST") if el.tag == "Obj" else None
     if items is None or any(item.tag != "S" for item in items):
-        raise ValueError("RecipientStatus is not a list of strings")
+        raise ValueError("a string list property is not a list of strings")
     return tuple(text for text in (unescape_clixml(item.text) for item in items) if text)

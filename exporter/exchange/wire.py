@@ -185,6 +185,16 @@ class _Decoder:
         # the raw XML text of such elements; so do we, for clixml.decode_mvp to read.
         return ET.tostring(element, encoding="unicode")
 
+    def _item(self, child: ET.Element, typed: bool) -> Any:
+        """A list item. In a typed list (``String[]``, ``List`1[[Int32]]``) pypsrp reads items with
+        the element type's metadata, so an ``<Obj>`` without type names stays raw XML text there."""
+        if typed and child.tag == "Obj" and child.find("TN") is None and child.find("TNRef") is None:
+            raw = ET.tostring(child, encoding="unicode")
+            if "RefId" in child.attrib:
+                self.refs[child.attrib["RefId"]] = raw
+            return raw
+        return self.value(child)
+
     def _types(self, element: ET.Element) -> list[str]:
         tn = element.find("TN")
         if tn is not None:
@@ -202,9 +212,10 @@ class _Decoder:
     def obj(self, element: ET.Element) -> Any:
         types = self._types(element)
         shape = _shape(types)
-        if shape == "list":
+        if shape in ("list", "typed_list"):
             container = element.find("LST")
-            result: Any = [self.value(child) for child in container] if container is not None else []
+            children = list(container) if container is not None else []
+            result: Any = [self._item(child, typed=shape == "typed_list") for child in children]
         elif shape == "dict":
             result = {}
             dct = element.find("DCT")
@@ -266,7 +277,7 @@ def _shape_of(types: tuple[str, ...]) -> str:
         if name not in _KNOWN:
             continue
         if is_list:
-            return "list" if name in _PYPSRP_PRIMITIVE_TYPES | _PYPSRP_DYNAMIC_TYPES else "pypsrp"
+            return "typed_list" if name in _PYPSRP_PRIMITIVE_TYPES | _PYPSRP_DYNAMIC_TYPES else "pypsrp"
         if name in _PYPSRP_LIST_TYPES:
             return "list"
         if name in _PYPSRP_DICT_TYPES:

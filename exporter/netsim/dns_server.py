@@ -17,7 +17,12 @@ a background thread, and answers the way an authoritative server does (checked a
 Not implemented (not needed here): wildcards, delegations below a zone apex, DNAME, DNSSEC, zone transfers.
 
 Faults are switched at run time with ``server.faults.set(name_glob, kind, rtype=None)``: ``servfail``,
-``refused`` or ``timeout`` (the query is dropped). ``set_zones`` swaps the data atomically while serving.
+``refused`` or ``timeout`` (the query is dropped), or ``answer`` with ``address=`` (and optionally
+``text=``): matching A (AAAA for an IPv6 address) queries get that address, TXT queries that text, other
+types NODATA, whatever the zones hold, even for names outside them. That is how a DNS blocklist answers
+a resolver it refuses (Spamhaus: 127.255.255.254 for every query through a public resolver, with a TXT
+naming the reason) and how a resolver that rewrites NXDOMAIN answers (an address outside 127.0.0.0/8).
+``set_zones`` swaps the data atomically while serving.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fnmatch
+import ipaddress
 import logging
 import socket
 import struct
@@ -49,7 +55,7 @@ __all__ = ["FAULT_KINDS", "DemoDNS", "FaultTable", "parse_zones", "split_txt"]
 log = logging.getLogger(__name__)
 
 #: The fault kinds ``FaultTable.set`` accepts.
-FAULT_KINDS = ("servfail", "timeout", "refused")
+FAULT_KINDS = ("servfail", "timeout", "refused", "answer")
 
 _MAX_CHASE = 16
 _POLL = 0.2
@@ -138,35 +144,66 @@ class FaultTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: list[tuple[str, str, int | None]] = []
+        self._answers: dict[tuple[str, int | None], tuple[str, str | None]] = {}
 
-    def set(self, name_glob: str, kind: str, rtype: str | int | None = None) -> None:
-        """Make queries for names matching ``name_glob`` (and of type ``rtype`` when given) fail with ``kind``."""
+    def set(
+        self,
+        name_glob: str,
+        kind: str,
+        rtype: str | int | None = None,
+        *,
+        address: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """Make queries for names matching ``name_glob`` (and of type ``rtype`` when given) fail with
+        ``kind``, or, for ``answer``, be answered with ``address`` (A/AAAA) and ``text`` (TXT)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if (kind == "answer") != (address is not None):
+            raise ValueError("address= goes with the answer kind, and only with it")
+        if address is not None:
+            ipaddress.ip_address(address)  # ValueError for anything else
         glob = name_glob.lower().rstrip(".") or "."
         code = _rtype(rtype)
         with self._lock:
             self._entries = [e for e in self._entries if (e[0], e[2]) != (glob, code)]
             self._entries.append((glob, kind, code))
+            answers = {k: v for k, v in self._answers.items() if k != (glob, code)}
+            if address is not None:
+                answers[(glob, code)] = (address, text)
+            self._answers = answers
 
     def clear(self, name_glob: str | None = None) -> None:
         """Remove every fault, or only those set for ``name_glob``."""
         with self._lock:
             if name_glob is None:
                 self._entries = []
+                self._answers = {}
             else:
                 glob = name_glob.lower().rstrip(".") or "."
                 self._entries = [e for e in self._entries if e[0] != glob]
+                self._answers = {k: v for k, v in self._answers.items() if k[0] != glob}
 
     def match(self, qname: dns.name.Name, qtype: int) -> str | None:
         """The fault kind for this query, or None."""
+        found = self._find(qname, qtype)
+        return found[1] if found else None
+
+    def planted(self, qname: dns.name.Name, qtype: int) -> tuple[str, str | None] | None:
+        """``(address, text)`` of the ``answer`` fault for this query, or None."""
+        found = self._find(qname, qtype)
+        if found is None or found[1] != "answer":
+            return None
+        return self._answers.get((found[0], found[2]))
+
+    def _find(self, qname: dns.name.Name, qtype: int) -> tuple[str, str, int | None] | None:
         entries = self._entries  # the list is replaced, never mutated: no lock needed to read
         if not entries:
             return None
         text = qname.to_text(omit_final_dot=True).lower() or "."
         for glob, kind, code in reversed(entries):
             if (code is None or code == qtype) and fnmatch.fnmatchcase(text, glob):
-                return kind
+                return glob, kind, code
         return None
 
     def __len__(self) -> int:
@@ -342,6 +379,9 @@ class DemoDNS:
         fault = self.faults.match(qname, qtype)
         if fault == "timeout":
             return None
+        if fault == "answer":
+            self._planted(response, qname, qtype)
+            return response
         if fault == "servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
             return response
@@ -391,6 +431,20 @@ class DemoDNS:
                 return
             seen.add(target)
             current, zone = target, next_zone
+
+    def _planted(self, response: dns.message.Message, qname: dns.name.Name, qtype: int) -> None:
+        """The answer an ``answer`` fault plants: its address for A/AAAA, its text for TXT, else NODATA."""
+        planted = self.faults.planted(qname, qtype)
+        if planted is None:  # cleared between match and here: answer as if nothing were planted
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return
+        address, text = planted
+        version = ipaddress.ip_address(address).version
+        response.flags |= dns.flags.AA
+        if qtype == (dns.rdatatype.A if version == 4 else dns.rdatatype.AAAA):
+            response.answer.append(dns.rrset.from_text(qname, 60, "IN", "A" if version == 4 else "AAAA", address))
+        elif qtype == dns.rdatatype.TXT and text is not None:
+            response.answer.append(dns.rrset.from_text(qname, 60, "IN", "TXT", split_txt(text)))
 
     @staticmethod
     def _rrset(name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> dns.rrset.RRset:

@@ -37,6 +37,8 @@ from psrpcore.types import (
     serialize,
 )
 
+from exporter.simulator.depth import REMOTING_DEPTH, UNLIMITED, is_property_bag, type_depth
+
 __all__ = [
     "CaptureError",
     "RefContext",
@@ -159,7 +161,7 @@ class _Writer:
         self.keep.append(value)
         return ref
 
-    def value(self, value: Any, name: str | None = None) -> None:
+    def value(self, value: Any, name: str | None = None, depth: int = UNLIMITED) -> None:
         n = self._name(name)
         out = self.parts
         t = type(value)  # type() and issubclass(): isinstance() on a PSObject is slow
@@ -173,7 +175,7 @@ class _Writer:
             tag = "I32" if -(2**31) <= value < 2**31 else "I64"
             out.append(f"<{tag}{n}>{value}</{tag}>")
         elif issubclass(t, enum.Enum):
-            self._enum(value, n)
+            self._enum(value, n, depth)
         elif issubclass(t, PSDouble):
             out.append(f"<Db{n}>{str(float(value)).upper()}</Db>")
         elif t is float:
@@ -197,14 +199,11 @@ class _Writer:
         elif t is uuid.UUID:
             out.append(f"<G{n}>{value}</G>")
         elif issubclass(t, list | PSObject):
-            self._object(value, n)
+            self._object(value, n, depth)
         else:
             raise TypeError(f"cannot write {t.__name__} as CLIXML")
 
-    def _enum(self, value: enum.Enum, n: str) -> None:
-        ref = self._new_ref(value)
-        self.parts.append(f'<Obj{n} RefId="{ref}">')
-        self._type_names(list(type(value).PSObject.type_names))  # type: ignore[attr-defined]
+    def _enum(self, value: enum.Enum, n: str, depth: int) -> None:
         number = int(value.value)
         if isinstance(value, PSFlagBase) and number != 0:
             names = [
@@ -215,45 +214,67 @@ class _Writer:
             text = ", ".join(names)
         else:
             text = "None" if value.name == "none" else (value.name or str(number))
+        if depth <= 0:  # an enum beyond the depth is its name, as any object there
+            self.parts.append(f"<S{n}>{clixml_string(text)}</S>" if text else f"<S{n} />")
+            return
+        ref = self._new_ref(value)
+        self.parts.append(f'<Obj{n} RefId="{ref}">')
+        self._type_names(list(type(value).PSObject.type_names))  # type: ignore[attr-defined]
         self.parts.append(f"<ToString>{clixml_string(text)}</ToString>")
         tag = "I16" if type(value.value) is PSInt16 else "I32"
         self.parts.append(f"<{tag}>{number}</{tag}></Obj>")
 
-    def _object(self, value: Any, n: str) -> None:
+    def _object(self, value: Any, n: str, depth: int) -> None:
         ref = self.refs.get(id(value))
         if ref is not None:
             self.parts.append(f'<Ref{n} RefId="{ref}" />')
             return
-        ref = self._new_ref(value)
         meta = value.PSObject
+        is_list = isinstance(value, list)
+        to_string = meta.to_string
+        depth = type_depth(meta.type_names, depth)  # PowerShell's types.ps1xml SerializationDepth
+        if depth <= 0 and not is_list:  # beyond the depth: its ToString, and no RefId
+            text = to_string if to_string is not None else (meta.type_names[0] if meta.type_names else "")
+            self.parts.append(f"<S{n}>{clixml_string(text)}</S>" if text else f"<S{n} />")
+            return
+        ref = self._new_ref(value)
         self.parts.append(f'<Obj{n} RefId="{ref}">')
         if meta.type_names:
             self._type_names(meta.type_names)
-        to_string = meta.to_string
-        if to_string is not None and not isinstance(value, list):
+        if to_string is not None and not is_list:
             self.parts.append(f"<ToString>{clixml_string(to_string)}</ToString>" if to_string else "<ToString />")
-        for tag, props in (("Props", meta.adapted_properties), ("MS", meta.extended_properties)):
-            if props:
-                self.parts.append(f"<{tag}>")
-                for prop in props:
-                    self.value(prop.get_value(value), prop.name)
-                self.parts.append(f"</{tag}>")
-        if isinstance(value, list):
+        if is_list:  # a container's items are written at its own depth, then only its notes
             self.parts.append("<LST>")
             for item in value:
-                self.value(item)
+                self.value(item, None, depth)
             self.parts.append("</LST>")
+            if depth > 0:
+                self._members("MS", value, meta.extended_properties, depth)
+        else:  # adapted properties use up one level; a property bag's notes do not (see depth.py)
+            bag = is_property_bag(meta.type_names, to_string is not None)
+            self._members("Props", value, meta.adapted_properties, depth - 1)
+            self._members("MS", value, meta.extended_properties, depth if bag else depth - 1)
         self.parts.append("</Obj>")
 
+    def _members(self, tag: str, owner: Any, props: list[Any], depth: int) -> None:
+        if props:
+            self.parts.append(f"<{tag}>")
+            for prop in props:
+                self.value(prop.get_value(owner), prop.name, depth)
+            self.parts.append(f"</{tag}>")
 
-def write_clixml(value: Any) -> bytes:
+
+def write_clixml(value: Any, depth: int = REMOTING_DEPTH) -> bytes:
     """CLIXML bytes for one object graph built from psrpcore types (see ``objects.py``).
 
-    Produces what ``psrpcore.types.serialize`` produces for the same graph, with the children of
-    each ``<Obj>`` in PowerShell's order (TN, ToString, Props, MS, value); about ten times faster.
+    ``depth`` is PowerShell's serialization depth (see ``depth.py``): by default what a remote
+    session sends (1: the object's properties, nested objects as their ToString); ``UNLIMITED``
+    writes the whole graph, which is what ``psrpcore.types.serialize`` produces for it, with the
+    children of each ``<Obj>`` in PowerShell's order (TN, ToString, Props, MS, value); about ten
+    times faster.
     """
     writer = _Writer()
-    writer.value(value)
+    writer.value(value, None, depth)
     return "".join(writer.parts).encode("utf-8")
 
 
@@ -390,8 +411,12 @@ def element_text(element: ET.Element, ctx: RefContext | None = None) -> str:
 def select_object(element: ET.Element, names: list[str]) -> ET.Element:
     """A ``Select-Object -Property`` result: a PSCustomObject with copies of the named properties.
 
-    Type names become ``Selected.<original type>``, ``System.Management.Automation.PSCustomObject``,
+    ``element`` is the object as the server holds it (not cut to a depth). Type names become
+    ``Selected.<original type>``, ``System.Management.Automation.PSCustomObject``,
     ``System.Object``; properties are note properties (``<MS>``); missing properties are ``Nil``.
+    A property bag has no ``<ToString>`` on the wire (PowerShell's serializer writes none for it;
+    the ``@{...}`` text is the client's own rendering). Cut the result with ``depth.cut`` to send
+    it: its notes are written at the object's depth (1), one level deeper than adapted properties.
     """
     ctx = RefContext.of([element])
     available = properties_of(element)
@@ -409,27 +434,28 @@ def select_object(element: ET.Element, names: list[str]) -> ET.Element:
         "System.Object",
     ):
         ET.SubElement(tn, "T").text = type_name
-    to_string = ET.SubElement(out, "ToString")
     ms = ET.SubElement(out, "MS")
-    shown: list[str] = []
     for name in names:
         prop = available.get(name)
-        prop_copy = ET.Element("Nil", N=name) if prop is None else copy.deepcopy(prop)
-        ms.append(prop_copy)
-        shown.append(f"{name}={element_text(prop_copy, ctx)}")
-    to_string.text = "@{" + "; ".join(shown) + "}"
+        ms.append(ET.Element("Nil", N=name) if prop is None else copy.deepcopy(prop))
     return relink(out, ctx)
 
 
-def expand_property(element: ET.Element, name: str) -> ET.Element | None:
-    """A ``Select-Object -ExpandProperty`` result: the property value itself, or None if absent."""
+def expand_property(element: ET.Element, name: str) -> list[ET.Element] | None:
+    """``Select-Object -ExpandProperty`` results: the property's value, each item of a collection
+    value (PowerShell enumerates it), nothing for ``$null`` (and ``$null`` items); None if absent."""
     prop = properties_of(element).get(name)
     if prop is None:
         return None
     ctx = RefContext.of([element])
     value = relink(prop, ctx)
     value.attrib.pop("N", None)
-    return value
+    if value.tag == "Nil":
+        return []
+    items = next((c for c in value if c.tag in ("LST", "IE", "QUE", "STK")), None) if value.tag == "Obj" else None
+    if items is None:
+        return [value]
+    return [relink(item, RefContext.of([value])) for item in items if item.tag != "Nil"]
 
 
 def property_names(element: ET.Element) -> list[str]:

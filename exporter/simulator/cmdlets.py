@@ -6,13 +6,14 @@ prefixes, positional arguments, common parameters), rejects scripts (NoLanguage)
 commands, applies replays (a scenario may serve an Export-Clixml capture as a cmdlet's output) and
 the ``error_record`` fault, and streams records from one stage to the next.
 
-Adding a cmdlet means writing one function (the configuration cmdlets are in ``cmdlets_config``)::
+Adding a cmdlet means writing one function (the configuration cmdlets are in ``cmdlets_config``, Get-Queue
+and Get-MessageTrackingLog in ``cmdlets_transport``)::
 
     @cmdlet("Get-Thing", "Microsoft.Exchange.Management.Tasks.GetThing", [Param("Identity", position=0)])
     def get_thing(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
         server = target_server(ctx, "Get-Thing", args.get("Server"))       # not found: error record
         for thing in matching(ctx, "Get-Thing", args.get("Identity"), things, lambda t: (t.name,)):
-            yield Output(data=write_clixml(objects.thing(...)))
+            yield emit(objects.thing(...))   # cut to remoting depth on the wire
 
 ``matching``/``target_server(s)`` raise :class:`StopCmdlet` with Exchange's not-found record, which
 the pipeline writes as a non-terminating error before ending the cmdlet; ``exclusive`` raises the
@@ -21,24 +22,20 @@ AmbiguousParameterSet binding error for parameters of different sets.
 
 from __future__ import annotations
 
-import datetime
 import fnmatch
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.simulator import clocks, consequences, objects, roles
+from exporter.simulator import objects_server
 from exporter.simulator.clixml import (
     CaptureError,
     expand_property,
     load_capture,
     property_names,
     select_object,
-    write_clixml,
 )
 from exporter.simulator.faults import FaultInjector, FaultKind
-from exporter.simulator.opath import FilterError, compile_filter
 from exporter.simulator.rbac import Runspace, runspace
 from exporter.simulator.records import (
     CmdletError,
@@ -49,6 +46,8 @@ from exporter.simulator.records import (
     Warning,
     ambiguous_parameter,
     command_not_found,
+    emit,
+    emit_element,
     exchange_error,
     exchange_not_found,
     not_simulated,
@@ -56,9 +55,8 @@ from exporter.simulator.records import (
     parameter_not_found,
     scripts_not_allowed,
 )
-from exporter.simulator.scenario import DELIVERY_TYPES, Scenario, ServerSpec
-from exporter.simulator.timeline import QueueSnapshot, Timeline
-from exporter.simulator.tracking import EVENT_IDS, TrackingEvent, tracking_log
+from exporter.simulator.scenario import Scenario, ServerSpec
+from exporter.simulator.timeline import Timeline
 
 __all__ = [
     "REGISTRY",
@@ -515,7 +513,7 @@ def get_exchange_server(ctx: Context, args: Args, stream: list[Output]) -> Itera
     if domain:
         pool = [s for s in pool if ctx.scenario.organisation.domain.lower() == str(domain).lower()]
     for server in matching(ctx, "Get-ExchangeServer", args.get("Identity"), pool, _server_keys):
-        yield Output(data=write_clixml(objects.exchange_server(ctx.scenario, server, ctx.timeline)))
+        yield emit(objects_server.exchange_server(ctx.scenario, server, ctx.timeline))
 
 
 _GET_TRANSPORT_SERVICE = "Microsoft.Exchange.Management.SystemConfigurationTasks.GetTransportService"
@@ -532,357 +530,7 @@ def get_transport_service(ctx: Context, args: Args, stream: list[Output]) -> Ite
         (s for s in ctx.scenario.servers if s.is_hub_transport or s.is_edge), key=lambda s: s.name.lower()
     )
     for server in matching(ctx, "Get-TransportService", args.get("Identity"), transport, _server_keys):
-        yield Output(data=write_clixml(objects.transport_server(ctx.scenario, server, ctx.timeline)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Get-Queue
-# ---------------------------------------------------------------------------------------------
-_GET_QUEUE = "Microsoft.Exchange.Management.QueueViewerTasks.GetQueue"
-QUEUE_FILTER_PROPERTIES = (
-    "DeliveryType",
-    "Identity",
-    "IncomingRate",
-    "LastError",
-    "LastRetryTime",
-    "MessageCount",
-    "NextHopCategory",
-    "NextHopConnector",
-    "NextHopDomain",
-    "NextRetryTime",
-    "OutgoingRate",
-    "RetryCount",
-    "Status",
-    "TlsDomain",
-    "Velocity",
-    "DeferredMessageCount",
-    "LockedMessageCount",
-    "FirstRetryTime",
-    "RiskLevel",
-)
-
-
-def queue_property(q: QueueSnapshot, name: str) -> Any:
-    """A queue snapshot's value for an OPATH/SortOrder property name."""
-    return {
-        "DeliveryType": q.delivery_type,
-        "Identity": q.identity,
-        "IncomingRate": q.incoming_rate,
-        "LastError": q.last_error,
-        "LastRetryTime": q.last_retry_time,
-        "MessageCount": q.message_count,
-        "NextHopCategory": q.next_hop_category,
-        "NextHopConnector": str(q.next_hop_connector),
-        "NextHopDomain": q.next_hop_domain,
-        "NextRetryTime": q.next_retry_time,
-        "OutgoingRate": q.outgoing_rate,
-        "RetryCount": q.retry_count,
-        "Status": q.status,
-        "TlsDomain": q.tls_domain,
-        "Velocity": q.velocity,
-        "DeferredMessageCount": q.deferred_message_count,
-        "LockedMessageCount": q.locked_message_count,
-        "FirstRetryTime": q.first_retry_time,
-        "RiskLevel": q.risk_level,
-    }[name]
-
-
-def _queue_matches_identity(q: QueueSnapshot, pattern: str) -> bool:
-    candidates = [q.identity, f"{q.server}\\{q.next_hop_domain}"]
-    if "\\" not in pattern:
-        candidates += [q.next_hop_domain]
-    return _wildcard_match(pattern, *candidates)
-
-
-def _include_exclude(q: QueueSnapshot, values: list[str]) -> bool:
-    for value in values:
-        v = value.lower()
-        if v == "empty" and q.message_count == 0:
-            return True
-        if v in ("internal", "external") and q.next_hop_category.lower() == v:
-            return True
-        if v == q.delivery_type.lower():
-            return True
-    return False
-
-
-def _sort_key(name: str, q: QueueSnapshot) -> tuple[bool, Any]:
-    value = queue_property(q, name)
-    if isinstance(value, str):
-        return False, value.lower()
-    return value is None, value if value is not None else 0
-
-
-def _sort_queues(queues: list[QueueSnapshot], order: str) -> list[QueueSnapshot]:
-    """Apply ``-SortOrder +Prop,-Prop`` (stable sorts, last key first)."""
-    for part in reversed([p.strip() for p in order.split(",") if p.strip()]):
-        descending = part.startswith("-")
-        name = part.lstrip("+-")
-        match = next((p for p in QUEUE_FILTER_PROPERTIES if p.lower() == name.lower()), None)
-        if match is not None:
-            queues.sort(key=functools.partial(_sort_key, match), reverse=descending)
-    return queues
-
-
-@cmdlet(
-    "Get-Queue",
-    _GET_QUEUE,
-    [
-        Param("Identity", position=0),
-        Param("Server"),
-        Param("Filter"),
-        Param("ResultSize", "resultsize"),
-        Param("Include", "strings"),
-        Param("Exclude", "strings"),
-        Param("SortOrder", "any"),
-        Param("BookmarkIndex", "int"),
-        Param("BookmarkObject", "any"),
-        Param("IncludeBookmark", "any"),
-        Param("SearchForward", "any"),
-        Param("ReturnPageInfo", "any"),
-    ],
-)
-def get_queue(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
-    """Get-Queue [-Server S] [-Filter OPATH] [-ResultSize N|Unlimited] [-Include/-Exclude] | [-Identity Q]."""
-    identity: str | None = args.get("Identity")
-    exclusive("Get-Queue", args, ["Identity"], ["Server", "Filter"])
-    server_name = args.get("Server")
-    if identity is not None and "\\" in identity and not identity.startswith("*"):
-        server_name = identity.split("\\", 1)[0]
-    target = target_server(ctx, "Get-Queue", server_name)
-    no_transport = roles.queue_viewer_error(ctx.server.name, target)  # a 2013 Client Access server
-    if no_transport is not None:
-        yield Error(no_transport)
-        return
-    if _server_unreachable(ctx, target):
-        yield Error(
-            exchange_error(
-                ctx.server.name,
-                "Get-Queue",
-                _GET_QUEUE,
-                "QueueViewerException",
-                f'Failed to connect to the Microsoft Exchange Transport service on computer "{target.name}". '
-                "Verify that a valid computer name was used and the Microsoft Exchange Transport "
-                "service is started.",
-            )
-        )
-        return
-    predicate = None
-    if args.get("Filter"):
-        text = str(args["Filter"])
-        try:
-            predicate = compile_filter(text, QUEUE_FILTER_PROPERTIES)
-        except FilterError as exc:
-            raise CmdletError(
-                parameter_error(
-                    "Get-Queue",
-                    _GET_QUEUE,
-                    "ParameterBindingFailed",
-                    f"Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": "
-                    f'"{exc} For a description of the filter parameter syntax see the command help. '
-                    f'"{text}" at position {exc.position + 1}."',
-                )
-            ) from None
-    queues = consequences.queue_snapshots(ctx, target, clocks.target_timeline(ctx, target))
-    queues = [q for q in queues if q.listed]
-    if identity is not None:
-        queues = [q for q in queues if _queue_matches_identity(q, identity)]
-        if not queues and not any(ch in identity for ch in "*?"):
-            yield Error(
-                exchange_error(
-                    ctx.server.name,
-                    "Get-Queue",
-                    _GET_QUEUE,
-                    "ManagementObjectNotFoundException",
-                    f"The queue '{identity}' couldn't be found on server {target.name}.",
-                    target_name=identity,
-                )
-            )
-            return
-    if args.get("Include"):
-        queues = [q for q in queues if _include_exclude(q, args["Include"])]
-    if args.get("Exclude"):
-        queues = [q for q in queues if not _include_exclude(q, args["Exclude"])]
-    for value in list(args.get("Include") or []) + list(args.get("Exclude") or []):
-        if value.lower() not in ("internal", "external", "empty") and value not in DELIVERY_TYPES:
-            raise CmdletError(
-                parameter_error(
-                    "Get-Queue",
-                    _GET_QUEUE,
-                    "CannotConvertArgumentNoMessage",
-                    f"Cannot process argument transformation on parameter 'Include'. Cannot convert value "
-                    f'"{value}" to type '
-                    '"Microsoft.Exchange.Data.QueueViewer.QueueViewerIncludesAndExcludes".',
-                )
-            )
-    if predicate is not None:
-        queues = [q for q in queues if predicate(functools.partial(queue_property, q))]
-    if args.get("SortOrder"):
-        order = args["SortOrder"]
-        queues = _sort_queues(queues, ",".join(order) if isinstance(order, list) else str(order))
-    limit = args.get("ResultSize", ctx.scenario.result_size_default)
-    truncated = limit is not None and len(queues) > limit
-    if limit is not None:
-        queues = queues[:limit]
-    for q in queues:
-        yield Output(data=write_clixml(objects.queue_info(q)))
-    if truncated:
-        yield Warning(RESULT_SIZE_WARNING)
-
-
-# ---------------------------------------------------------------------------------------------
-# Get-MessageTrackingLog
-# ---------------------------------------------------------------------------------------------
-_GET_TRACKING = "Microsoft.Exchange.Management.TransportLogSearchTasks.GetMessageTrackingLog"
-_DAY_FIRST_CULTURES = ("en-GB", "de-DE", "nl-NL", "fr-FR", "da-DK")
-
-
-def _tracking_time(value: Any, name: str, tz: datetime.tzinfo, culture: str) -> float:
-    """A -Start/-End value as seconds since the epoch; naive times are server-local, like Exchange."""
-    parsed: datetime.datetime | None = None
-    if isinstance(value, datetime.datetime):
-        parsed = value
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            parsed = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
-        except ValueError:
-            formats = ["%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y"]
-            if culture in _DAY_FIRST_CULTURES:
-                formats = [
-                    f.replace("%m/%d", sep.join(("%d", "%m"))).replace("/%Y", f"{sep}%Y")
-                    for sep in ("/", ".", "-")
-                    for f in ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
-                ]
-            for fmt in formats:
-                try:
-                    parsed = datetime.datetime.strptime(text, fmt)
-                    break
-                except ValueError:
-                    continue
-    if parsed is None:
-        raise CmdletError(
-            ErrorInfo(
-                message=(
-                    f'Cannot bind parameter \'{name}\'. Cannot convert value "{value}" to type "System.DateTime". '
-                    'Error: "String was not recognized as a valid DateTime."'
-                ),
-                exception_type="System.Management.Automation.ParameterBindingException",
-                fqid=f"CannotConvertArgumentNoMessage,{_GET_TRACKING}",
-                category="InvalidArgument",
-                reason="ParameterBindingException",
-                activity="Get-MessageTrackingLog",
-            )
-        )
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.timestamp()
-
-
-def _tracking_filter(args: Args) -> Callable[[TrackingEvent], bool] | None:
-    """The -EventId/-Source/-MessageId/... filters as one predicate (None: no filter)."""
-    checks: list[Callable[[TrackingEvent], bool]] = []
-
-    def equal(attribute: str, wanted: str) -> None:
-        folded = wanted.casefold()
-        checks.append(lambda e: str(getattr(e, attribute)).casefold() == folded)
-
-    for param, attribute in (
-        ("EventId", "event_id"),
-        ("Source", "source"),
-        ("InternalMessageId", "internal_message_id"),
-        ("NetworkMessageId", "network_message_id"),
-        ("Sender", "sender"),
-        ("TransportTrafficType", "transport_traffic_type"),
-    ):
-        if args.get(param) is not None:
-            equal(attribute, str(args[param]).strip())
-    if args.get("MessageId") is not None:
-        message_id = str(args["MessageId"]).strip()
-        equal("message_id", message_id if message_id.startswith("<") else f"<{message_id}>")
-    if args.get("Recipients"):
-        wanted = {r.strip().casefold() for r in args["Recipients"]}
-        checks.append(lambda e: any(r.casefold() in wanted for r in e.recipients))
-    if args.get("Reference") is not None:
-        reference = str(args["Reference"]).strip().casefold()
-        checks.append(lambda e: e.reference is not None and any(r.casefold() == reference for r in e.reference))
-    if args.get("MessageSubject") is not None:
-        subject = str(args["MessageSubject"]).casefold()
-        checks.append(lambda e: subject in e.message_subject.casefold())
-    if not checks:
-        return None
-    return lambda e: all(check(e) for check in checks)
-
-
-@cmdlet(
-    "Get-MessageTrackingLog",
-    _GET_TRACKING,
-    [
-        Param("Server"),
-        Param("Start", "any"),
-        Param("End", "any"),
-        Param("ResultSize", "resultsize"),
-        Param("EventId"),
-        Param("Source"),
-        Param("MessageId"),
-        Param("InternalMessageId"),
-        Param("NetworkMessageId"),
-        Param("Sender"),
-        Param("Recipients", "strings"),
-        Param("MessageSubject"),
-        Param("Reference"),
-        Param("TransportTrafficType"),
-        Param("DomainController"),
-    ],
-)
-def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
-    """Get-MessageTrackingLog [-Server S] [-Start T] [-End T] [-ResultSize N|Unlimited] [-EventId E] [filters]."""
-    event_id = args.get("EventId")
-    if event_id is not None and str(event_id).strip().upper() not in EVENT_IDS:
-        raise CmdletError(
-            exchange_error(
-                ctx.server.name,
-                "Get-MessageTrackingLog",
-                _GET_TRACKING,
-                "LocalizedException",
-                f'The value "{event_id}" isn\'t a valid EventId.',  # [I] text; id/category from the cmdlet
-                exception_type="Microsoft.Exchange.Data.Common.LocalizedException",
-                category="InvalidArgument",
-                target_name=str(event_id),
-            )
-        )
-    target = target_server(ctx, "Get-MessageTrackingLog", args.get("Server"))
-    not_transport = roles.tracking_role_error(ctx.server.name, target)  # checked before any RPC
-    if not_transport is not None:
-        raise CmdletError(not_transport)
-    if _server_unreachable(ctx, target):
-        yield Error(
-            exchange_error(
-                ctx.server.name,
-                "Get-MessageTrackingLog",
-                _GET_TRACKING,
-                "LogSearchException",
-                "Failed to connect to the Microsoft Exchange Transport Log Search service on computer "
-                f'"{target.name}". Verify that a valid computer name was used and the Microsoft Exchange '
-                "Transport Log Search "
-                "service is started.",
-            )
-        )
-        return
-    tz, culture = ctx.timeline.tz, ctx.scenario.organisation.culture
-    start = None if args.get("Start") is None else _tracking_time(args["Start"], "Start", tz, culture)
-    end = None if args.get("End") is None else _tracking_time(args["End"], "End", tz, culture)
-    # Generated on the organisation clock in the session's zone, stamped by the target's clock (clocks.py).
-    log = tracking_log(ctx.scenario, clocks.zone_timeline(ctx))
-    limit = args.get("ResultSize", ctx.scenario.result_size_default)
-    events = consequences.tracking_sources(ctx, target, log, (start, end), _tracking_filter(args), limit)
-    truncated = limit is not None and len(events) > limit
-    if limit is not None:
-        events = events[:limit]
-    for event in events:
-        yield Output(source=event)
-    if truncated:
-        yield Warning(RESULT_SIZE_WARNING)
+        yield emit(objects_server.transport_server(ctx.scenario, server, ctx.timeline))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,15 +584,16 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
             if data is not None:
                 yield Output(data=data)
                 continue
-        element = item.live() if item.live is not None and (names is not None or expand) else item.as_element()
+        # Select-Object runs on the server's object, not on what the wire would carry of it.
+        element = item.live() if item.live is not None else item.as_element()
         if element.tag != "Obj":
             yield item
             continue
         if names is not None:
             element = select_object(element, _choose(names, property_names(element), excluded))
         if expand:
-            value = expand_property(element, expand)
-            if value is None:
+            expanded = expand_property(element, expand)
+            if expanded is None:
                 yield Error(
                     ErrorInfo(
                         message=f'Property "{expand}" cannot be found.',
@@ -956,9 +605,10 @@ def select_object_cmdlet(ctx: Context, args: Args, stream: list[Output]) -> Iter
                     )
                 )
                 continue
-            yield Output(element=value)
+            for value in expanded:  # each one a top-level object of its own, at remoting depth
+                yield emit_element(value, whole=value)
         elif names is not None:
-            yield Output(element=element)
+            yield emit_element(element, whole=element)
         else:
             yield item
 
@@ -996,8 +646,8 @@ def _run_replay(ctx: Context, name: str, args: Args) -> Iterator[Record]:
                 activity=name,
             )
         ) from None
-    for element in elements:
-        yield Output(element=element)
+    for element in elements:  # an Export-Clixml capture is two levels deep: cut to what remoting sends
+        yield emit_element(element, capture=True)
 
 
 def _replay_impl(name: str) -> Impl:
@@ -1007,6 +657,6 @@ def _replay_impl(name: str) -> Impl:
     return run
 
 
-# The configuration, health and diagnostics cmdlets, and the PowerShell commands of every session, live
-# in their own modules; importing them registers them.
-from exporter.simulator import cmdlets_config, cmdlets_core, diagnostics  # noqa: E402, F401
+# The transport, configuration, health and diagnostics cmdlets, and the PowerShell commands of every
+# session, live in their own modules; importing them registers them.
+from exporter.simulator import cmdlets_config, cmdlets_core, cmdlets_transport, diagnostics  # noqa: E402, F401

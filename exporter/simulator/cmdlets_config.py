@@ -29,6 +29,7 @@ from exporter.simulator.cmdlets import (
     target_server,
     target_servers,
 )
+from exporter.simulator.depth import UNLIMITED
 from exporter.simulator.orgconfig import (
     COMPONENTS,
     SERVICE_HEALTH_ROLES,
@@ -36,7 +37,7 @@ from exporter.simulator.orgconfig import (
     DatabaseSpec,
     ReceiveConnectorSpec,
 )
-from exporter.simulator.records import Output, Record, exchange_error
+from exporter.simulator.records import Output, Record, emit, exchange_error
 from exporter.simulator.scenario import ServerSpec
 
 __all__: list[str] = []
@@ -47,22 +48,23 @@ _GET_AD_PERMISSION = "Microsoft.Exchange.Management.RecipientTasks.GetADPermissi
 
 Connector = tuple[ServerSpec, ReceiveConnectorSpec]
 
-_STATIC: dict[tuple[Any, ...], bytes] = {}
+_STATIC: dict[tuple[Any, ...], Output] = {}
 _STATIC_MAX = 8192
 
 
-def _static(key: tuple[Any, ...], build: Callable[[], object]) -> bytes:
-    """CLIXML of an object that does not change with the clock, built once per ``key``.
+def _static(key: tuple[Any, ...], build: Callable[[], object]) -> Output:
+    """The output record of an object that does not change with the clock, built once per ``key``.
 
     ``key`` must hold everything the object is built from (organisation, server identity, spec,
     scenario start); connectors and component states are then written once, not on every call.
+    A fresh record shares the cached wire bytes (remoting depth) and the object behind them.
     """
-    data = _STATIC.get(key)
-    if data is None:
+    cached = _STATIC.get(key)
+    if cached is None:
         if len(_STATIC) >= _STATIC_MAX:
             _STATIC.clear()
-        data = _STATIC[key] = write_clixml(build())
-    return data
+        cached = _STATIC[key] = emit(build())
+    return Output(data=cached.data, live=cached.live)
 
 
 def _server_key(ctx: Context, server: ServerSpec) -> tuple[Any, ...]:
@@ -88,11 +90,10 @@ def get_receive_connector(ctx: Context, args: Args, stream: list[Output]) -> Ite
     exclusive("Get-ReceiveConnector", args, ["Identity"], ["Server"])
     connectors = _connectors(ctx, target_servers(ctx, "Get-ReceiveConnector", args.get("Server")))
     for server, spec in matching(ctx, "Get-ReceiveConnector", args.get("Identity"), connectors, _connector_keys):
-        data = _static(
+        yield _static(
             ("receive", spec, *_server_key(ctx, server)),
             lambda: objects_config.receive_connector(ctx.scenario, server, spec, ctx.timeline),  # noqa: B023
         )
-        yield Output(data=data)
 
 
 @cmdlet("Get-SendConnector", f"{_SYSTEM_TASKS}.GetSendConnector", [Param("Identity", position=0), _DC])
@@ -101,11 +102,10 @@ def get_send_connector(ctx: Context, args: Args, stream: list[Output]) -> Iterat
     specs = ctx.scenario.effective_send_connectors
     servers = tuple((s.name, s.guid) for s in ctx.scenario.servers)
     for spec in matching(ctx, "Get-SendConnector", args.get("Identity"), specs, lambda s: (s.name,)):
-        data = _static(
+        yield _static(
             ("send", spec, ctx.scenario.organisation, servers, ctx.timeline.start),
             lambda: objects_config.send_connector(ctx.scenario, spec, ctx.timeline),  # noqa: B023
         )
-        yield Output(data=data)
 
 
 @cmdlet("Get-AcceptedDomain", f"{_SYSTEM_TASKS}.GetAcceptedDomain", [Param("Identity", position=0), _DC])
@@ -113,7 +113,7 @@ def get_accepted_domain(ctx: Context, args: Args, stream: list[Output]) -> Itera
     """Get-AcceptedDomain [-Identity Name|domain]."""
     specs = ctx.scenario.effective_accepted_domains
     for spec in matching(ctx, "Get-AcceptedDomain", args.get("Identity"), specs, lambda s: (s.name, s.domain)):
-        yield Output(data=write_clixml(objects_config.accepted_domain(ctx.scenario, spec, ctx.timeline)))
+        yield emit(objects_config.accepted_domain(ctx.scenario, spec, ctx.timeline))
 
 
 @cmdlet(
@@ -127,11 +127,10 @@ def get_server_component_state(ctx: Context, args: Args, stream: list[Output]) -
     wanted = args.get("Component")
     for state in objects_health.component_states(server, roles.components_for(ctx.server, COMPONENTS)):
         if wanted is None or state.component.lower() == str(wanted).lower():
-            data = _static(
+            yield _static(
                 ("component", state.component, server.components, *_server_key(ctx, server)),
                 lambda: objects_health.server_component_state(ctx.scenario, server, state, ctx.timeline),  # noqa: B023
             )
-            yield Output(data=data)
 
 
 DatabaseCopy = tuple[DatabaseSpec, DatabaseCopySpec]
@@ -172,7 +171,7 @@ def get_mailbox_database_copy_status(ctx: Context, args: Args, stream: list[Outp
         assert host is not None
         error = consequences.service_down_message(host.fqdn) if copy.status == "ServiceDown" else None
         view = clocks.target_timeline(ctx, host)  # the copy's replication service reports in its clock
-        yield Output(data=write_clixml(objects_health.database_copy_status(db, copy, view, error)))
+        yield emit(objects_health.database_copy_status(db, copy, view, error))
 
 
 @cmdlet(
@@ -201,7 +200,7 @@ def get_exchange_certificate(ctx: Context, args: Args, stream: list[Output]) -> 
             continue
 
         def live(cert: certificates.IssuedCertificate = cert) -> ET.Element:
-            return ET.fromstring(write_clixml(certificates.certificate_model(server, cert, view)))
+            return ET.fromstring(write_clixml(certificates.certificate_model(server, cert, view), UNLIMITED))
 
         yield Output(data=write_clixml(certificates.certificate_wire(cert, view)), live=live)
 
@@ -215,7 +214,7 @@ def test_service_health(ctx: Context, args: Args, stream: list[Output]) -> Itera
         raise StopCmdlet(unsupported)
     down = dict(server.service_health)
     for role in SERVICE_HEALTH_ROLES:
-        yield Output(data=write_clixml(objects_health.services_status(role, down.get(role, ()))))
+        yield emit(objects_health.services_status(role, down.get(role, ())))
 
 
 @cmdlet(
@@ -235,7 +234,7 @@ def get_ad_permission(ctx: Context, args: Args, stream: list[Output]) -> Iterato
     identity = objects_config.receive_connector_id(ctx.scenario, server, spec)
     for principal, right in objects_config.connector_permissions(spec):
         if wanted is None or principal == wanted:
-            yield Output(data=write_clixml(objects_config.ad_permission(identity, principal, right)))
+            yield emit(objects_config.ad_permission(identity, principal, right))
 
 
 _GUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)

@@ -61,21 +61,18 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+from xml.etree import ElementTree as ET
 
+from exporter.simulator.clixml import write_clixml
 from exporter.simulator.clocks import clock_segments
+from exporter.simulator.depth import UNLIMITED
 from exporter.simulator.faults import FaultKind
 from exporter.simulator.objects_health import component_states
 from exporter.simulator.orgconfig import DatabaseSpec
 from exporter.simulator.scenario import QueueSpec, ServerSpec
 from exporter.simulator.timeline import QueueSnapshot, Timeline, pattern_value, snapshot_queue
-from exporter.simulator.tracking import (
-    PROPERTY_NAMES,
-    SelectableEvent,
-    TrackingEvent,
-    TrackingLog,
-    event_clixml,
-    select_clixml,
-)
+from exporter.simulator.tracking import TrackingEvent, TrackingLog
+from exporter.simulator.tracking_wire import PROPERTY_NAMES, SelectableEvent, event_clixml, select_clixml
 
 if TYPE_CHECKING:
     from exporter.simulator.cmdlets import Context
@@ -286,8 +283,14 @@ class _DeferredEvent:
         self.culture = log.scenario.organisation.culture
 
     def clixml(self) -> bytes:
-        """The event's CLIXML."""
+        """The event's CLIXML at remoting depth."""
         return event_clixml(self.event, self.tz, self.culture)
+
+    def live(self) -> ET.Element:
+        """The whole MessageTrackingEvent (what Select-Object reads on the server)."""
+        from exporter.simulator.objects import message_tracking_event
+
+        return ET.fromstring(write_clixml(message_tracking_event(self.event, self.tz), UNLIMITED))
 
     def property_names(self) -> list[str]:
         """Wire order: the adapted properties, then SerializationData."""

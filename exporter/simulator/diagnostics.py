@@ -38,7 +38,7 @@ from exporter.simulator.objects import ex_object, object_state
 from exporter.simulator.records import Output, Record
 from exporter.simulator.scenario import ServerSpec
 from exporter.simulator.timeline import Timeline
-from exporter.simulator.tracking import timespan_text
+from exporter.simulator.tracking_wire import timespan_text
 
 __all__ = ["DIAGNOSTIC_INFO_TYPE_NAMES", "resource_throttling_xml"]
 

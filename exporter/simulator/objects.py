@@ -8,9 +8,12 @@ EnhancedTimeSpan, ...) are objects whose ToString is the display text; multi-val
 ``MultiValuedProperty`1[...]`` objects holding an ``<LST>``; .NET arrays are ``System.Int32[]`` or
 ``System.String[]``; DateTimes are ``<DT>`` with the server's UTC offset.
 
-The property lists follow the real Exchange 2019 captures (Get-ExchangeServer) and the Get-Queue
-reference (``reference/exchange-cmdlets.md`` §1.1/§1.7). Items not seen in a capture (QueueIdentity
-props, QueueType values) are inferred and documented as such in ``docs``.
+The property lists follow the real Exchange 2019 captures (Get-ExchangeServer, built in
+``objects_server``) and the Get-Queue reference (``reference/exchange-cmdlets.md`` §1.1/§1.7). Items
+not seen in a capture (QueueIdentity props, QueueType values) are inferred and documented as such in
+``docs``; Get-Queue and Get-MessageTrackingLog objects have no capture at all (inferred shapes).
+These are the objects the server holds: what a remote session sends of them is their cut to
+serialization depth 1 (``depth.py``).
 """
 
 from __future__ import annotations
@@ -43,33 +46,14 @@ from exporter.simulator.timeline import QueueSnapshot, Timeline
 
 __all__ = [
     "QUEUE_TYPE_NAMES",
-    "exchange_server",
     "message_latency_type",
     "message_tracking_event",
     "queue_info",
-    "transport_server",
 ]
 
 QUEUE_TYPE_NAMES = [
     "Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
     "Microsoft.Exchange.Data.QueueViewer.ExtensibleQueueInfo",
-    "Microsoft.Exchange.Data.ConfigurableObject",
-    "System.Object",
-]
-EXCHANGE_SERVER_TYPE_NAMES = [
-    "Microsoft.Exchange.Data.Directory.Management.ExchangeServer",
-    "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
-    "Microsoft.Exchange.Data.Directory.ADObject",
-    "Microsoft.Exchange.Data.Directory.ADRawEntry",
-    "Microsoft.Exchange.Data.ConfigurableObject",
-    "System.Object",
-]
-TRANSPORT_SERVER_TYPE_NAMES = [
-    "Microsoft.Exchange.Data.Directory.SystemConfiguration.TransportServer",
-    "Microsoft.Exchange.Data.Directory.ADLegacyVersionableObject",
-    "Microsoft.Exchange.Data.Directory.ADConfigurationObject",
-    "Microsoft.Exchange.Data.Directory.ADObject",
-    "Microsoft.Exchange.Data.Directory.ADRawEntry",
     "Microsoft.Exchange.Data.ConfigurableObject",
     "System.Object",
 ]
@@ -124,14 +108,6 @@ OBJECT_STATES = {"New": 0, "Unchanged": 1, "Changed": 2, "Deleted": 3}
 _NEXT_HOP_CATEGORY = {"Internal": 0, "External": 1}
 _RISK_LEVEL = {"Normal": 0, "Bulk": 1, "High": 2, "Low": 3}
 _QUEUE_TYPE = {"Undefined": 0, "Delivery": 1, "Poison": 2, "Submission": 3, "Unreachable": 4, "Shadow": 5}
-_SERVER_EDITION = {
-    "Unknown": 0,
-    "Standard": 1,
-    "StandardEvaluation": 2,
-    "Enterprise": 3,
-    "EnterpriseEvaluation": 4,
-    "Coexistence": 5,
-}
 
 
 def object_state(name: str) -> Any:
@@ -531,200 +507,20 @@ def queue_info(q: QueueSnapshot) -> PSObject:
 
 
 # ---------------------------------------------------------------------------------------------
-# Get-ExchangeServer / Get-TransportService
-# ---------------------------------------------------------------------------------------------
-
-
-def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> PSObject:
-    """A Get-ExchangeServer result shaped like the Exchange 2019 capture."""
-    org = scenario.organisation
-    dn = _server_dn(scenario, server)
-    config_canon = f"{org.domain}/Configuration"
-    identity = ad_object_id(scenario, dn, server.name, server.name, server.guid)
-    site = ad_object_id(
-        scenario,
-        f"CN={server.site},CN=Sites,CN=Configuration,{_domain_dn(org.domain)}",
-        f"{config_canon}/Sites/{server.site}",
-        server.site,
-        uuid.uuid5(uuid.NAMESPACE_DNS, f"site.{server.site}.{org.domain}"),
-    )
-    category = schema_category(scenario, "ms-Exch-Exchange-Server")
-    addresses = typed_list(
-        [
-            "Microsoft.Exchange.Data.NetworkAddressCollection",
-            "Microsoft.Exchange.Data.ProtocolAddressCollection`1[[Microsoft.Exchange.Data.NetworkAddress, "
-            "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
-            "Microsoft.Exchange.Data.MultiValuedProperty`1[[Microsoft.Exchange.Data.NetworkAddress, "
-            "Microsoft.Exchange.Data, Version=15.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35]]",
-            "Microsoft.Exchange.Data.MultiValuedPropertyBase",
-            "System.Object",
-        ],
-        [
-            ex_object(
-                [
-                    "Microsoft.Exchange.Data.CustomNetworkAddress",
-                    "Microsoft.Exchange.Data.NetworkAddress",
-                    "Microsoft.Exchange.Data.ProtocolAddress",
-                    "System.Object",
-                ],
-                [("ProtocolType", proto), ("AddressString", address)],
-                f"{proto}:{address}",
-                serialization=False,
-            )
-            for proto, address in [
-                ("ncacn_vns_spp", server.name),
-                ("netbios", server.name),
-                ("ncacn_np", server.name),
-                ("ncacn_spx", server.name),
-                ("ncacn_ip_tcp", server.fqdn),
-                ("ncalrpc", server.name),
-            ]
-        ],
-    )
-    created, changed = _created(server, timeline)
-    roles = [r for r in server.server_role if r != "None"] or ["None"]
-    edition = server.edition if server.edition in _SERVER_EDITION else "Standard"
-    return ex_object(
-        EXCHANGE_SERVER_TYPE_NAMES,
-        [
-            ("Name", server.name),
-            ("DataPath", local_long_full_path(r"C:\Program Files\Microsoft\Exchange Server\V15\Mailbox")),
-            ("Domain", org.domain),
-            ("Edition", enum_value("Microsoft.Exchange.Data.ServerEditionType", _SERVER_EDITION, edition)),
-            (
-                "ExchangeLegacyDN",
-                f"/o={org.name}/ou={_ADMIN_GROUP}/cn=Configuration/cn=Servers/cn={server.name}",
-            ),
-            ("ExchangeLegacyServerRole", 0),
-            ("Fqdn", server.fqdn),
-            ("CustomerFeedbackEnabled", False),
-            ("InternetWebProxy", None),
-            ("InternetWebProxyBypassList", None),
-            ("IsHubTransportServer", server.is_hub_transport),
-            ("IsClientAccessServer", server.is_client_access),
-            ("IsExchange2007OrLater", True),
-            ("IsEdgeServer", server.is_edge),
-            ("IsMailboxServer", server.is_mailbox),
-            ("IsE14OrLater", True),
-            ("IsE15OrLater", True),
-            ("IsProvisionedServer", False),
-            ("IsUnifiedMessagingServer", "UnifiedMessaging" in roles),
-            ("IsFrontendTransportServer", server.is_frontend_transport),
-            ("NetworkAddress", addresses),
-            ("OrganizationalUnit", f"{org.domain}/{server.name}"),
-            ("AdminDisplayVersion", server_version(server)),
-            ("Site", site),
-            (
-                "ServerRole",
-                flags_value(SERVER_ROLE_TYPE, SERVER_ROLE_MEMBERS, roles),
-            ),
-            ("ErrorReportingEnabled", False),
-            ("MitigationsEnabled", True),
-            ("StaticDomainControllers", mvp_strings([])),
-            ("StaticGlobalCatalogs", mvp_strings([])),
-            ("StaticConfigDomainController", ""),
-            ("StaticExcludedDomainControllers", mvp_strings([])),
-            ("MonitoringGroup", ""),
-            ("CurrentDomainControllers", mvp_strings([org.dc_fqdn])),
-            ("CurrentGlobalCatalogs", mvp_strings([org.dc_fqdn])),
-            ("CurrentConfigDomainController", org.dc_fqdn),
-            ("ProductID", ""),
-            ("IsExchangeTrialEdition", False),
-            ("IsExpiredExchangeTrialEdition", False),
-            ("MailboxProvisioningAttributes", None),
-            ("RemainingTrialPeriod", enhanced_timespan(datetime.timedelta(0))),
-            ("MitigationsApplied", None),
-            ("MitigationsBlocked", None),
-            ("DataCollectionEnabled", False),
-            ("Identity", identity),
-            ("IsValid", True),
-            ("ExchangeVersion", exchange_object_version()),
-            ("DistinguishedName", dn),
-            ("Guid", server.guid),
-            ("ObjectCategory", category),
-            ("ObjectClass", mvp_strings(["top", "server", "msExchExchangeServer"])),
-            ("WhenChanged", changed),
-            ("WhenCreated", created),
-            ("WhenChangedUTC", changed.astimezone(datetime.UTC)),
-            ("WhenCreatedUTC", created.astimezone(datetime.UTC)),
-            ("OrganizationId", organization_id()),
-            ("Id", identity),
-            ("OriginatingServer", org.dc_fqdn),
-            ("ObjectState", object_state("Unchanged")),
-        ],
-        server.name,
-    )
-
-
-def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> PSObject:
-    """A Get-TransportService result (``TransportServer``) with the settings monitoring reads."""
-    org = scenario.organisation
-    dn = _server_dn(scenario, server)
-    identity = ad_object_id(scenario, dn, server.name, server.name, server.guid)
-    logs = r"C:\Program Files\Microsoft\Exchange Server\V15\TransportRoles\Logs"
-    created, changed = _created(server, timeline)
-    days = datetime.timedelta(days=1)
-    minutes = datetime.timedelta(minutes=1)
-    return ex_object(
-        TRANSPORT_SERVER_TYPE_NAMES,
-        [
-            ("Name", server.name),
-            ("AdminDisplayVersion", server_version(server)),
-            ("MessageTrackingLogEnabled", server.message_tracking_log_enabled),
-            ("MessageTrackingLogMaxAge", enhanced_timespan(30 * days)),
-            ("MessageTrackingLogMaxDirectorySize", byte_quantified_size(1000 * (1 << 20))),
-            ("MessageTrackingLogMaxFileSize", byte_quantified_size(10 * (1 << 20))),
-            ("MessageTrackingLogPath", local_long_full_path(server.message_tracking_log_path)),
-            ("MessageTrackingLogSubjectLoggingEnabled", True),
-            ("ConnectivityLogEnabled", True),
-            ("ConnectivityLogPath", local_long_full_path(logs + r"\Hub\Connectivity")),
-            ("ReceiveProtocolLogPath", local_long_full_path(logs + r"\Hub\ProtocolLog\SmtpReceive")),
-            ("SendProtocolLogPath", local_long_full_path(logs + r"\Hub\ProtocolLog\SmtpSend")),
-            ("QueueLogPath", local_long_full_path(logs + r"\Hub\QueueViewer")),
-            ("PipelineTracingEnabled", False),
-            ("DelayNotificationTimeout", enhanced_timespan(4 * 60 * minutes)),
-            ("MessageExpirationTimeout", enhanced_timespan(2 * days)),
-            ("MessageRetryInterval", enhanced_timespan(15 * minutes)),
-            ("OutboundConnectionFailureRetryInterval", enhanced_timespan(10 * minutes)),
-            ("TransientFailureRetryInterval", enhanced_timespan(5 * minutes)),
-            ("TransientFailureRetryCount", 6),
-            ("MaxConcurrentMailboxDeliveries", 20),
-            ("MaxConcurrentMailboxSubmissions", 20),
-            ("MaxOutboundConnections", unlimited_int(1000)),
-            ("MaxPerDomainOutboundConnections", unlimited_int(20)),
-            ("Identity", identity),
-            ("IsValid", True),
-            ("ExchangeVersion", exchange_object_version("0.1 (8.0.535.0)")),
-            ("DistinguishedName", dn),
-            ("Guid", server.guid),
-            ("WhenChanged", changed),
-            ("WhenCreated", created),
-            ("WhenChangedUTC", changed.astimezone(datetime.UTC)),
-            ("WhenCreatedUTC", created.astimezone(datetime.UTC)),
-            ("OrganizationId", organization_id()),
-            ("Id", identity),
-            ("OriginatingServer", org.dc_fqdn),
-            ("ObjectState", object_state("Unchanged")),
-        ],
-        server.name,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Get-MessageTrackingLog (the reference graph; the cmdlet uses tracking.event_clixml, tested equal)
+# Get-MessageTrackingLog (the reference graph; the cmdlet uses tracking_wire.event_clixml, tested equal)
 # ---------------------------------------------------------------------------------------------
 
 
 def message_latency_type(name: str) -> Any:
     """A ``MessageLatencyType`` enum value (None, LocalServer, EndToEnd)."""
-    from exporter.simulator.tracking import LATENCY_TYPE_MEMBERS, LATENCY_TYPE_NAME
+    from exporter.simulator.tracking_wire import LATENCY_TYPE_MEMBERS, LATENCY_TYPE_NAME
 
     return enum_value(LATENCY_TYPE_NAME, LATENCY_TYPE_MEMBERS, name)
 
 
 def precise_timespan(milliseconds: int) -> PSObject:
     """An ``EnhancedTimeSpan`` with milliseconds (ToString like ``00:00:01.2340000``)."""
-    from exporter.simulator.tracking import ENHANCED_TIMESPAN_TYPE_NAMES, timespan_text
+    from exporter.simulator.tracking_wire import ENHANCED_TIMESPAN_TYPE_NAMES, timespan_text
 
     ticks = milliseconds * 10_000
     text = timespan_text(ticks)
@@ -755,7 +551,7 @@ def precise_timespan(milliseconds: int) -> PSObject:
 
 def message_tracking_event(event: Any, tz: datetime.tzinfo) -> PSObject:
     """A Get-MessageTrackingLog result (``MessageTrackingEvent``) for a ``tracking.TrackingEvent``."""
-    from exporter.simulator.tracking import (
+    from exporter.simulator.tracking_wire import (
         KEY_VALUE_ARRAY_TYPE_NAMES,
         KEY_VALUE_PAIR_TYPE_NAMES,
         MESSAGE_TRACKING_TYPE_NAMES,

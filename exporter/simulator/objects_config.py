@@ -214,9 +214,13 @@ def _ad_tail(
     guid: uuid.UUID,
     category: str,
     classes: Sequence[str],
+    changed_minutes_ago: float | None = None,
 ) -> list[tuple[str, Any]]:
-    """AdminDisplayName ... ObjectState: the AD properties that close every configuration object."""
+    """AdminDisplayName ... ObjectState: the AD properties that close every configuration object
+    (WhenChanged ``changed_minutes_ago`` before the scenario start when given)."""
     created, changed = created_times(dn, timeline)
+    if changed_minutes_ago is not None:
+        changed = timeline.local(timeline.origin.start - changed_minutes_ago * 60).replace(microsecond=0)
     return [
         ("AdminDisplayName", ""),
         ("ExchangeVersion", exchange_object_version(version)),
@@ -595,6 +599,7 @@ def accepted_domain(scenario: Scenario, spec: AcceptedDomainSpec, timeline: Time
                 guid=guid,
                 category="ms-Exch-Accepted-Domain",
                 classes=["top", "msExchAcceptedDomain"],
+                changed_minutes_ago=spec.changed_minutes_ago,
             ),
         ],
         spec.name,

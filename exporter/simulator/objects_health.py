@@ -128,9 +128,15 @@ def _requester_details(component: str, entry: Requester, timeline: Timeline) -> 
     requester, state, age = entry
     stamp = datetime.datetime.fromtimestamp(timeline.origin.start - age, tz=datetime.UTC)
     shown = format_culture_datetime(stamp, timeline.culture)
+    # State is a ServiceState (a string in the captures only because Export-Clixml cut it at depth 2).
     return ex_object(
         [_REQUESTER_DETAILS, "System.Object"],
-        [("Requester", requester), ("State", state), ("Timestamp", stamp), ("Component", component)],
+        [
+            ("Requester", requester),
+            ("State", enum_value("Microsoft.Exchange.Data.ServiceState", SERVICE_STATES, state)),
+            ("Timestamp", stamp),
+            ("Component", component),
+        ],
         f"Requestor:{requester}; State:{state}; Timestamp:{shown}",
         serialization=False,
     )

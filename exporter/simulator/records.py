@@ -8,12 +8,15 @@ record, as PowerShell does for an unknown command or a parameter binding failure
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from xml.etree import ElementTree as ET
 
+from exporter.simulator.clixml import write_clixml
+from exporter.simulator.depth import REMOTING_DEPTH, UNLIMITED, cut
 from exporter.simulator.timeline import format_culture_datetime
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
     "Warning",
     "ambiguous_parameter",
     "command_not_found",
+    "emit",
+    "emit_element",
     "exchange_error",
     "exchange_not_found",
     "not_simulated",
@@ -76,15 +81,19 @@ class Selectable(Protocol):
 
 @dataclass
 class Output:
-    """One output object: CLIXML bytes and/or an element (each derived from the other lazily)."""
+    """One output object: CLIXML bytes and/or an element (each derived from the other lazily).
+
+    ``data``/``element`` are what goes on the wire: the object serialized at remoting depth (see
+    ``depth.py``); build records with :func:`emit` / :func:`emit_element`, which cut it there.
+    """
 
     data: bytes | None = None
     element: ET.Element | None = None
     #: Optional fast Select-Object: ``property_names()`` and ``select(names) -> bytes | None``
     #: (None: fall back to selecting on the parsed element).
     source: Selectable | None = None
-    #: The live object Select-Object reads on the server when it differs from what is serialised
-    #: (Get-ExchangeCertificate sends RawData only, but selects Services, NotAfter... from the model).
+    #: The whole object as the server holds it, which Select-Object reads (the wire form is cut
+    #: to remoting depth; Get-ExchangeCertificate sends RawData only but selects its model's fields).
     live: Callable[[], ET.Element] | None = None
 
     def as_bytes(self) -> bytes:
@@ -101,6 +110,25 @@ class Output:
         if self.element is None:
             self.element = ET.fromstring(self.as_bytes())
         return self.element
+
+
+def _whole(value: Any) -> ET.Element:
+    return ET.fromstring(write_clixml(value, UNLIMITED))
+
+
+def emit(value: Any) -> Output:
+    """The record of a server-side object (a psrpcore graph): written at remoting depth for the
+    wire, and the whole graph for a Select-Object further down the pipeline."""
+    return Output(data=write_clixml(value), live=functools.partial(_whole, value))
+
+
+def emit_element(element: ET.Element, *, whole: ET.Element | None = None, capture: bool = False) -> Output:
+    """The record of an object given as a CLIXML element (a replayed capture, a Select-Object
+    result): ``element`` cut to remoting depth for the wire; ``whole`` (default: ``element``
+    renumbered) for a Select-Object further down the pipeline. ``capture``: ``element`` comes from
+    an Export-Clixml file, whose PowerShell client added notes no server sends: they are dropped."""
+    full = whole if whole is not None else cut(element, UNLIMITED, drop_client_notes=capture)
+    return Output(element=cut(element, REMOTING_DEPTH, drop_client_notes=capture), live=lambda: full)
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,14 @@ from exporter.simulator.clocks import server_timeline
 from exporter.simulator.cmdlets import Context
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.scenario import Scenario, ServerSpec
+from exporter.simulator.shell_ops import SHELL_RESOURCE_URI, ShellOps
 from exporter.simulator.shells import Command, ReceiveTimeout, Shell, ShellError
 from exporter.simulator.timeline import Timeline
-from exporter.simulator.wsman import NS, WSManFault, WSManRequest
+from exporter.simulator.wsman import NS, ShellView, WSManFault, WSManRequest
 
 __all__ = ["EXCHANGE_RESOURCE_URI", "EndpointService", "HttpFault", "SimState", "Stats"]
 
 EXCHANGE_RESOURCE_URI = "http://schemas.microsoft.com/powershell/Microsoft.Exchange"
-SHELL_RESOURCE_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 _IIS_500 = b"The page cannot be displayed because an internal server error has occurred."
 
 
@@ -147,6 +147,7 @@ class EndpointService:
         self.server = server
         self._shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
+        self._ops = ShellOps(self)
 
     # -- shell registry ------------------------------------------------------------------------
     def _update_open(self) -> None:
@@ -158,17 +159,44 @@ class EndpointService:
         Like WinRM's IdleTimeOut: a client that vanished without closing its pool stops counting
         against the session limit after a while. 0 disables it.
         """
-        limit = self.state.scenario.shell_idle_timeout_seconds
-        if not limit:
-            return
+        default = self.state.scenario.shell_idle_timeout_seconds
         now = self.state.timeline.now()
-        idle = [s for s in self._shells.values() if now - s.last_activity > limit and not s.busy]
+        idle = [
+            s
+            for s in self._shells.values()
+            if (limit := s.idle_timeout if s.idle_timeout is not None else default)
+            and now - s.last_activity > limit
+            and not s.busy
+        ]
         for shell in idle:
             del self._shells[shell.id]
             shell.close()
         if idle:
             self.state.stats.add("shells_expired", self.server.name, len(idle))
             self._update_open()
+
+    def shells(self) -> list[Shell]:
+        """The open shells (after the idle ones are reaped)."""
+        with self._lock:
+            self._purge_idle()
+            return list(self._shells.values())
+
+    def view(self, shell: Shell) -> ShellView:
+        """What a Get or Enumerate response reports about ``shell`` now."""
+        now = self.state.timeline.now()
+        return ShellView(
+            shell_id=shell.id,
+            resource_uri=shell.resource_uri,
+            owner=shell.user,
+            client_ip=shell.client_ip,
+            input_streams=shell.input_streams,
+            output_streams=shell.output_streams,
+            idle_timeout=shell.idle_timeout or self.state.scenario.shell_idle_timeout_seconds,
+            name=shell.name,
+            state=shell.state,
+            run_time=now - shell.created_at,
+            inactivity=now - shell.last_activity,
+        )
 
     def open_shells(self, user: str | None = None) -> int:
         """Number of open shells (of ``user`` when given, case-insensitive)."""
@@ -216,6 +244,10 @@ class EndpointService:
         action = request.action
         if action == wsman.ACTION_CREATE:
             return self._create(request, user, client_ip, address)
+        if action == wsman.ACTION_ENUMERATE:
+            return self._ops.enumerate(request, user)
+        if action == wsman.ACTION_PULL:
+            return self._ops.pull(request, user)
         handlers = {
             wsman.ACTION_COMMAND: self._command,
             wsman.ACTION_RECEIVE: self._receive,
@@ -223,6 +255,9 @@ class EndpointService:
             wsman.ACTION_SIGNAL: self._signal,
             wsman.ACTION_DELETE: self._delete,
             wsman.ACTION_GET: self._get,
+            wsman.ACTION_DISCONNECT: self._ops.disconnect,
+            wsman.ACTION_RECONNECT: self._ops.reconnect,
+            wsman.ACTION_CONNECT: self._ops.connect,
         }
         handler = handlers.get(action)
         if handler is None:
@@ -230,6 +265,8 @@ class EndpointService:
         shell = self._shell(request)
         if shell.user.lower() != user.lower():
             raise WSManFault(5, "Access is denied.", subcode="w:AccessDenied", value="s:Sender", http_status=500)
+        if shell.state == "Disconnected" and action not in _ANY_STATE:
+            raise wsman.shell_disconnected(shell.id)
         try:
             return handler(request, shell)
         except ShellError as exc:
@@ -272,9 +309,12 @@ class EndpointService:
                 input_streams,
                 output_streams,
                 client_ip,
+                name=_child_text(body, "rsp:Name", "Runspace1"),
+                client_id=request.session_id,
             )
             shell.roles = self.state.scenario.roles_of(user)
-            shell.touch(self.state.timeline.now())
+            shell.created_at = self.state.timeline.now()
+            shell.touch(shell.created_at)
             self._shells[shell_id] = shell  # reserve the slot while the pool opens
             self._update_open()
         try:
@@ -285,31 +325,10 @@ class EndpointService:
                 self._update_open()
             raise wsman.plugin_error(f"The runspace pool could not be opened: {exc}") from None
         self.state.stats.add("shells_created", self.server.name)
-        return wsman.build_response(
-            request,
-            wsman.create_body(
-                self.state.scenario.shell_idle_timeout_seconds,
-                address,
-                EXCHANGE_RESOURCE_URI,
-                shell_id,
-                user,
-                client_ip,
-                input_streams,
-                output_streams,
-            ),
-        )
+        return wsman.build_response(request, wsman.create_body(address, self.view(shell)))
 
     def _get(self, request: WSManRequest, shell: Shell) -> bytes:
-        body = wsman.shell_body(
-            self.state.scenario.shell_idle_timeout_seconds,
-            shell.id,
-            shell.resource_uri,
-            shell.user,
-            shell.client_ip,
-            shell.input_streams,
-            shell.output_streams,
-        )
-        return wsman.build_response(request, f"<rsp:Shell>{body}</rsp:Shell>")
+        return wsman.build_response(request, f"<rsp:Shell>{wsman.shell_body(self.view(shell))}</rsp:Shell>")
 
     def _delete(self, request: WSManRequest, shell: Shell) -> bytes:
         with self._lock:
@@ -333,9 +352,7 @@ class EndpointService:
         self._apply_command_faults(shell, command)
         self.state.stats.command(self.server.name, ["<script>" if i.is_script else i.name for i in command.invocations])
         timeline = server_timeline(self.state.timeline, self.server)  # the session server's clock and zone
-        ctx = Context(
-            self.state.scenario, timeline, self.server, shell.user, self.state.faults, roles=shell.roles
-        )
+        ctx = Context(self.state.scenario, timeline, self.server, shell.user, self.state.faults, roles=shell.roles)
         faults = self.state.faults
         delay_fault = faults.find(self.server.name, FaultKind.CMDLET_LATENCY, command.names)
         malformed_fault = faults.find(self.server.name, FaultKind.MALFORMED_CLIXML, command.names)
@@ -432,6 +449,10 @@ class EndpointService:
         except ValueError:
             raise wsman.invalid_request(f"CommandId {raw_id!r} is not a GUID.") from None
         return wsman.build_response(request, "<rsp:SignalResponse/>")
+
+
+# The operations MS-WSMV 3.1.4.1.31.7 still accepts on a disconnected shell.
+_ANY_STATE = frozenset({wsman.ACTION_DELETE, wsman.ACTION_DISCONNECT, wsman.ACTION_RECONNECT, wsman.ACTION_CONNECT})
 
 
 def injected_wsman_fault(message: str | None) -> WSManFault:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psrpcore import (
+    ConnectRunspacePoolEvent,
     CreatePipelineEvent,
     GetAvailableRunspacesEvent,
     PSRPPayload,
@@ -93,6 +94,15 @@ class SimRunspacePool(ServerRunspacePool):
             PSRPMessage(kind, bytearray(body), self.runspace_pool_id, pipeline_id, self._fragment_counter, stream_type)
         )
 
+    def abort_connect(self) -> None:
+        """A Connect failed: back to Disconnected, dropping what it left half-read or queued (psrpcore 0.3's
+        buffers), so a later Connect starts clean."""
+        self._change_state(RunspacePoolState.Disconnected, emit=False)
+        self._receive_buffer = bytearray()
+        self._incoming_fragments.clear()
+        self._incoming_messages.clear()
+        self._send_buffer.clear()
+
     # pypsrp names the call id of SetMax/SetMinRunspaces "CI" where MS-PSRP (and psrpcore) say "ci".
     def _process_SetMaxRunspaces(self, event: SetMaxRunspacesEvent) -> None:
         _normalise_ci(event)
@@ -101,6 +111,17 @@ class SimRunspacePool(ServerRunspacePool):
     def _process_SetMinRunspaces(self, event: SetMinRunspacesEvent) -> None:
         _normalise_ci(event)
         super()._process_SetMinRunspaces(event)
+
+
+def _messages(payload: bytes) -> list[bytes]:
+    """Split a psrpcore payload into the fragments of each message, in order (grouped by object id)."""
+    out: dict[int, bytearray] = {}
+    view, pos = memoryview(payload), 0
+    while pos < len(view):
+        object_id, _fragment_id, _flags, length = _FRAGMENT_HEADER.unpack_from(view, pos)
+        out.setdefault(object_id, bytearray()).extend(view[pos : pos + 21 + length])
+        pos += 21 + length
+    return [bytes(v) for v in out.values()]
 
 
 def _normalise_ci(event: Any) -> None:
@@ -229,6 +250,8 @@ class Shell:
         input_streams: str = "stdin pr",
         output_streams: str = "stdout",
         client_ip: str = "",
+        name: str = "Runspace1",
+        client_id: str = "",
     ) -> None:
         self.id = shell_id
         self.server = server
@@ -237,6 +260,17 @@ class Shell:
         self.input_streams = input_streams
         self.output_streams = output_streams
         self.client_ip = client_ip
+        #: The client's friendly name for the shell (``rsp:Name`` in the Create request; PowerShell sends
+        #: the PSSession's name). A shell created without one reports ``Runspace1`` (inferred).
+        self.name = name
+        #: MS-WSMV's ClientId of the client the shell is connected to (the request's wsmv:SessionId).
+        self.client_id = client_id
+        #: MS-WSMV StateType: "Connected" until a Disconnect. A client that vanishes without one leaves
+        #: the shell Connected (idle, not disconnected: MS-WSMV 3.1.6.5).
+        self.state = "Connected"
+        #: IdleTimeOut given in a Disconnect (seconds), overriding the endpoint's for this shell.
+        self.idle_timeout: float | None = None
+        self.created_at = 0.0  # set by the service with the scenario clock
         #: The user's RBAC roles when the shell opened: Exchange builds the runspace then (set by the service).
         self.roles: tuple[str, ...] | None = None
         self.created = time.time()
@@ -379,6 +413,49 @@ class Shell:
                 command.pipeline.stop()
             command.pipeline.close()
             self._cond.notify_all()
+
+    def disconnect(self, idle_timeout: float | None) -> None:
+        """Process a Disconnect: the shell stays open, commands keep running, clients must (re)connect."""
+        with self._lock:
+            self.pool.disconnect()
+            self.state = "Disconnected"
+            if idle_timeout is not None:
+                self.idle_timeout = idle_timeout
+            self._cond.notify_all()
+
+    def reconnect(self, client_id: str) -> None:
+        """Process a Reconnect from a client that kept its PSRP state (MS-WSMV 3.1.4.16)."""
+        with self._lock:
+            self.pool.reconnect()
+            self.state, self.client_id = "Connected", client_id
+
+    def connect(self, client_id: str, connect_xml: bytes) -> bytes:
+        """Process a Connect (MS-PSRP 4.1.2): ``connectXml`` carries SESSION_CAPABILITY + CONNECT_RUNSPACEPOOL.
+
+        Returns the ``connectResponseXml`` data (the server's SESSION_CAPABILITY and RUNSPACEPOOL_INIT_DATA);
+        what follows them (APPLICATION_PRIVATE_DATA, the pool state) waits for the client's Receive.
+        """
+        with self._lock:
+            self.pool.connect()
+            self.pool.prepare_message(self.pool.our_capability)
+            try:
+                events = self._feed(connect_xml)
+            except ShellError:
+                self.pool.abort_connect()
+                raise
+            if not any(isinstance(e, ConnectRunspacePoolEvent) for e in events) or (
+                self.pool.state != RunspacePoolState.Opened
+            ):
+                self.pool.abort_connect()
+                raise ShellError("connectXml must hold SESSION_CAPABILITY followed by CONNECT_RUNSPACEPOOL")
+            messages: list[bytes] = []
+            while (payload := self.pool.data_to_send()) is not None:
+                messages += _messages(payload.data)
+            for rest in messages[2:]:
+                self._outboxes.setdefault(None, _Outbox()).add(rest)
+            self.state, self.client_id = "Connected", client_id
+            self._cond.notify_all()
+            return b"".join(messages[:2])
 
     def close(self) -> None:
         """Forget the shell (Delete, expiry, shutdown): running commands are cancelled."""

@@ -20,118 +20,42 @@ submitting server to the Transport service of a partner server; the submitting s
 holds NOTIFYMAPI, RECEIVE (STOREDRIVER) and SUBMIT, the partner's log the rest, under the same
 MessageId, the partner's own InternalMessageId and later timestamps.
 
-Objects are written by :func:`event_clixml`, a dedicated writer producing exactly what
+Objects are written by ``tracking_wire.event_clixml``, a dedicated writer producing exactly what
 ``clixml.write_clixml(objects.message_tracking_event(...))`` produces, ten times faster.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
-import functools
 import hashlib
 import math
 import random
-import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from exporter.simulator.clixml import _datetime_text, clixml_string
 from exporter.simulator.scenario import Scenario, ServerSpec, TrackingSpec
 from exporter.simulator.timeline import Timeline, format_culture_datetime
 from exporter.simulator.tracking_routes import continuation_internal_id, partner_index, submission_partners
+from exporter.simulator.tracking_texts import (
+    DEFERS,
+    EXTERNAL_DOMAINS,
+    FAILURE_CODES,
+    FAILURES,
+    MAILBOX_DATABASES,
+    NDR_SENDER_LOCAL,
+    PEOPLE,
+    SUBJECTS,
+)
+from exporter.simulator.tracking_wire import event_clixml
 
 __all__ = [
-    "EVENT_IDS",
-    "LATENCY_TYPE_MEMBERS",
-    "MESSAGE_TRACKING_TYPE_NAMES",
     "TrackedMessage",
     "TrackingEvent",
     "TrackingLog",
-    "event_clixml",
-    "select_clixml",
-    "timespan_text",
     "tracking_log",
 ]
-
-#: The MessageTrackingEvent enum names Get-MessageTrackingLog validates ``-EventId`` against.
-EVENT_IDS: tuple[str, ...] = (
-    "AGENTINFO", "BADMAIL", "CLIENTSUBMISSION", "DEFER", "DELIVER", "DELIVERFAIL", "DROP", "DSN",
-    "DUPLICATEDELIVER", "DUPLICATEEXPAND", "DUPLICATEREDIRECT", "EXPAND", "FAIL", "HADISCARD",
-    "HARECEIVE", "HAREDIRECT", "HAREDIRECTFAIL", "INITMESSAGECREATED", "LOAD", "MODERATIONEXPIRE",
-    "MODERATORAPPROVE", "MODERATORREJECT", "MODERATORSALLNDR", "NOTIFYMAPI", "NOTIFYSHADOW",
-    "POISONMESSAGE", "PROCESS", "PROCESSMEETINGMESSAGE", "RECEIVE", "REDIRECT", "RESOLVE", "RESUBMIT",
-    "RESUBMITDEFER", "RESUBMITFAIL", "SEND", "SUBMIT", "SUBMITDEFER", "SUBMITFAIL", "SUPPRESSED",
-    "THROTTLE", "TRANSFER",
-)  # fmt: skip
-MESSAGE_TRACKING_TYPE_NAMES = [
-    "Microsoft.Exchange.Management.TransportLogSearchTasks.MessageTrackingEvent",
-    "System.Object",
-]
-LATENCY_TYPE_NAME = "Microsoft.Exchange.Management.TransportLogSearchTasks.MessageLatencyType"
-LATENCY_TYPE_MEMBERS = {"None": 0, "LocalServer": 1, "EndToEnd": 2}
-ENHANCED_TIMESPAN_TYPE_NAMES = ["Microsoft.Exchange.Data.EnhancedTimeSpan", "System.ValueType", "System.Object"]
-STRING_ARRAY_TYPE_NAMES = ["System.String[]", "System.Array", "System.Object"]
-_MSCORLIB = "mscorlib, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b77a5c561934e089"
-_KVP = f"System.Collections.Generic.KeyValuePair`2[[System.String, {_MSCORLIB}],[System.Object, {_MSCORLIB}]]"
-KEY_VALUE_PAIR_TYPE_NAMES = [_KVP, "System.ValueType", "System.Object"]
-KEY_VALUE_ARRAY_TYPE_NAMES = [f"{_KVP}[]", "System.Array", "System.Object"]
-NDR_SENDER_LOCAL = "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e"
-
-#: (RecipientStatus, Source, SourceContext, Directionality) of FAIL events: real Exchange texts.
-FAILURES: tuple[tuple[str, str, str, str], ...] = (
-    ("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", "ROUTING", "", "Incoming"),
-    (
-        "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
-        "RESOLVER",
-        "",
-        "Incoming",
-    ),
-    (
-        "[{LED=550 5.7.1 TRANSPORT.RULES.RejectMessage; the message was rejected by organization policy};"
-        "{MSG=};{FQDN=};{IP=};{LRT=}]",
-        "SMTP",
-        "Transport Rule Agent",
-        "Originating",
-    ),
-    (
-        "[{LED=550 5.7.1 Sender ID (PRA) Not Permitted};{MSG=};{FQDN=};{IP=%CLIENT_IP%};{LRT=}]",
-        "SMTP",
-        "Sender Id Agent",
-        "Incoming",
-    ),
-    ("550 5.4.1 Recipient address rejected: Access denied", "SMTP", "", "Originating"),
-    ("554 5.4.14 Hop count exceeded - possible mail loop", "ROUTING", "", "Incoming"),
-    ("552 5.2.2 mailbox full", "SMTP", "", "Originating"),
-)
-#: RecipientStatus of DEFER events (transient 4.x.x failures before a later SEND).
-DEFERS: tuple[str, ...] = (
-    '451 4.4.0 Primary target IP address responded with: "421 4.2.1 Unable to connect." Attempted failover '
-    "to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery failed to "
-    "all alternate hosts. The last endpoint attempted was %REMOTE_IP%:25",
-    "[{LRT=};{LED=451 4.4.397 Error communicating with target host. -> 421 4.4.2 Connection dropped due to "
-    "SocketError};{FQDN=%REMOTE_HOST%};{IP=%REMOTE_IP%}]",
-    "451 4.7.0 Temporary server error. Please try again later. PRX4",
-    "421 4.7.66 TLS is required but the remote host does not offer it",
-)
-_EXTERNAL_DOMAINS = (
-    "fabrikam.example", "adatum.example", "tailspin.example", "northwind.example", "woodgrove.example",
-    "litware.example", "proseware.example", "wingtiptoys.example", "example.com", "example.net",
-)  # fmt: skip
-_PEOPLE = (
-    "adele.vance", "alex.wilber", "diego.siciliani", "grady.archie", "isaiah.langer", "johanna.lorenz",
-    "lee.gu", "lidia.holloway", "lynne.robbins", "megan.bowen", "miriam.graham", "nestor.wilke",
-    "patti.fernandez", "pradeep.gupta", "joni.sherman", "christie.cline",
-)  # fmt: skip
-_SUBJECTS = (
-    "Quarterly report", "Meeting notes", "Invoice 2024-0412", "Project status update", "Lunch on Friday?",
-    "Contract draft for review", "Travel itinerary", "Weekly newsletter", "Your order has shipped",
-    "Password expiry notice", "Budget approval", "Thanks for your request", "Team offsite agenda",
-    "Support case 118204", "Holiday schedule", "Shared document: roadmap.xlsx",
-)  # fmt: skip
-_MAILBOX_DATABASES = ("Mailbox Database 0471695037", "Mailbox Database 1839204716")
 
 
 class TrackingEvent(NamedTuple):
@@ -206,18 +130,6 @@ class TrackedMessage(NamedTuple):
         return self.events[self.handoff :] if wanted == self.partner.upper() else ()
 
 
-def timespan_text(ticks: int) -> str:
-    """.NET ``TimeSpan.ToString()`` (``[-][d.]hh:mm:ss[.fffffff]``)."""
-    sign = "-" if ticks < 0 else ""
-    ticks = abs(ticks)
-    seconds, fraction = divmod(ticks, 10_000_000)
-    minutes, secs = divmod(seconds, 60)
-    hours, mins = divmod(minutes, 60)
-    days, hrs = divmod(hours, 24)
-    text = f"{sign}{f'{days}.' if days else ''}{hrs:02d}:{mins:02d}:{secs:02d}"
-    return f"{text}.{fraction:07d}" if fraction else text
-
-
 def _schema_version(server: ServerSpec) -> str:
     major, minor, build, revision = server.version_parts
     return f"{major}.{minor:02d}.{build:04d}.{revision:03d}"
@@ -242,7 +154,9 @@ class _ServerModel:
         self.max_span_ms = int(spec.latency_max_seconds * 1000) + 2_000  # DSN and minimum steps included
         self.default_connector = f"{server.name}\\Default {server.name}"
         self.frontend_connector = f"{server.name}\\Default Frontend {server.name}"
-        self.mailbox_database = _MAILBOX_DATABASES[position % len(_MAILBOX_DATABASES)]
+        self.mailbox_database = MAILBOX_DATABASES[position % len(MAILBOX_DATABASES)]
+        wanted = set(spec.failure_codes)
+        self.failures = tuple(f for f, code in zip(FAILURES, FAILURE_CODES, strict=True) if code in wanted) or FAILURES
         self.position = position
         self.servers = len(scenario.servers)
         self.share = spec.cross_server_submission
@@ -569,11 +483,11 @@ def _generate(
         f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
         f"{rng.getrandbits(16):04x}-08dc{rng.getrandbits(32):08x}"
     )
-    external_domain = _EXTERNAL_DOMAINS[int(rnd() * len(_EXTERNAL_DOMAINS))]
-    person = _PEOPLE[int(rnd() * len(_PEOPLE))]
+    external_domain = EXTERNAL_DOMAINS[int(rnd() * len(EXTERNAL_DOMAINS))]
+    person = PEOPLE[int(rnd() * len(PEOPLE))]
     count = 1 if (r := rnd()) < 0.7 else (2 if r < 0.9 else 3)
-    rcpt_people = [_PEOPLE[int(rnd() * len(_PEOPLE))] for _ in range(count)]
-    subject = _SUBJECTS[int(rnd() * len(_SUBJECTS))]
+    rcpt_people = [PEOPLE[int(rnd() * len(PEOPLE))] for _ in range(count)]
+    subject = SUBJECTS[int(rnd() * len(SUBJECTS))]
     if (r := rnd()) < 0.2:
         subject = "RE: " + subject
     elif r < 0.3:
@@ -584,11 +498,14 @@ def _generate(
     session = f"08DC{rng.getrandbits(28):07X}"
     headers = ("To", "Cc", "Bcc")[:count]
 
-    failure = FAILURES[int(rnd() * len(FAILURES))] if kind == "failed" else None
+    failure = model.failures[int(rnd() * len(model.failures))] if kind == "failed" else None
+    rcpt_domain = domain
+    if spec.recipient_domains:  # drawn only then: scenarios without it keep every message as it was
+        rcpt_domain = spec.recipient_domains[int(rnd() * len(spec.recipient_domains))]
     incoming = kind in ("inbound", "stuck") if failure is None else failure[3] == "Incoming"
     if incoming:
         sender = f"{person}@{external_domain}"
-        recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+        recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@mail.{external_domain}>"
         directionality = "Incoming"
     else:
@@ -596,7 +513,7 @@ def _generate(
         if kind == "outbound" or (failure is not None and failure[0].startswith(("550 5.4.1", "552"))):
             recipients = tuple(f"{p}@{external_domain}" for p in rcpt_people)
         else:
-            recipients = tuple(f"{p}@{domain}" for p in rcpt_people)
+            recipients = tuple(f"{p}@{rcpt_domain}" for p in rcpt_people)
         message_id = f"<{guid}@{fqdn}>"
         directionality = "Originating"
     return_path = sender
@@ -810,410 +727,3 @@ def tracking_log(scenario: Scenario, timeline: Timeline) -> TrackingLog:
         if log is None or log.scenario is not scenario:
             log = _LOGS[timeline] = TrackingLog(scenario, timeline)
         return log
-
-
-# ---------------------------------------------------------------------------------------------
-# Fast CLIXML writer (equal to write_clixml(objects.message_tracking_event(...)))
-# ---------------------------------------------------------------------------------------------
-
-
-def _tn(names: Sequence[str], ref: int) -> str:
-    return f'<TN RefId="{ref}">' + "".join(f"<T>{clixml_string(n)}</T>" for n in names) + "</TN>"
-
-
-@functools.lru_cache(maxsize=4)
-def _top_serialization() -> str:
-    from exporter.simulator.objects import serialization_data
-
-    name = MESSAGE_TRACKING_TYPE_NAMES[0]
-    return base64.b64encode(serialization_data(name, name)).decode()
-
-
-@functools.lru_cache(maxsize=4096)
-def _timespan_serialization(text: str) -> str:
-    from exporter.simulator.objects import serialization_data
-
-    return base64.b64encode(serialization_data(ENHANCED_TIMESPAN_TYPE_NAMES[0], text)).decode()
-
-
-def _latency_type_names() -> list[str]:
-    from exporter.simulator.objects import message_latency_type
-
-    return list(type(message_latency_type("None")).PSObject.type_names)
-
-
-_TN_TEXT: dict[str, str] = {}
-
-
-def _db(value: float) -> str:
-    return str(float(value)).upper()
-
-
-def local_datetime(ts_ms: int, tz: datetime.tzinfo) -> datetime.datetime:
-    """The event time as a server-local datetime (millisecond precision)."""
-    return datetime.datetime.fromtimestamp(ts_ms // 1000, tz).replace(microsecond=(ts_ms % 1000) * 1000)
-
-
-PROPERTY_NAMES: tuple[str, ...] = (
-    "Timestamp", "ClientIp", "ClientHostname", "ServerIp", "ServerHostname", "SourceContext", "ConnectorId",
-    "Source", "EventId", "InternalMessageId", "MessageId", "NetworkMessageId", "Recipients", "RecipientStatus",
-    "TotalBytes", "RecipientCount", "RelatedRecipientAddress", "Reference", "MessageSubject", "Sender",
-    "ReturnPath", "Directionality", "TenantId", "OriginalClientIp", "MessageInfo", "MessageLatency",
-    "MessageLatencyType", "EventData", "TransportTrafficType", "SchemaVersion",
-)  # fmt: skip
-
-_LATENCY_TN: list[str] = []
-
-
-_NEEDS_ESCAPE = re.compile('[&<>"_\u0000-\u001f\u007f-\u009f\ud800-\udfff\U00010000-\U0010ffff]')
-
-
-def _esc(value: str) -> str:
-    """``clixml_string`` with a fast path for the (usual) strings that need no escaping."""
-    return clixml_string(value) if _NEEDS_ESCAPE.search(value) else value
-
-
-def _sv(name: str, value: str) -> str:
-    return f'<S N="{name}">{_esc(value)}</S>' if value else f'<S N="{name}" />'
-
-
-_SECOND_TEXT: dict[tuple[int, int], str] = {}
-
-
-def _dt_text(ts_ms: int, tz: datetime.tzinfo) -> str:
-    """``clixml._datetime_text(local_datetime(ts_ms, tz))`` with a per-second cache."""
-    offset = tz.utcoffset(None)
-    minutes = 0 if offset is None else int(offset.total_seconds() // 60)
-    key = (ts_ms // 1000, minutes)
-    text = _SECOND_TEXT.get(key)
-    if text is None:
-        if len(_SECOND_TEXT) > 100_000:
-            _SECOND_TEXT.clear()
-        local = datetime.datetime.fromtimestamp(key[0], tz)
-        zone = _datetime_text(local)[19:]
-        text = _SECOND_TEXT[key] = local.strftime("%Y-%m-%dT%H:%M:%S") + "\0" + zone
-    fraction = ts_ms % 1000
-    if fraction:
-        return text.replace("\0", f".{fraction:03d}000")
-    return text.replace("\0", "")
-
-
-_TN_CACHE: dict[tuple[str, int], str] = {}
-
-
-class _Refs:
-    """RefId counters of one object graph (Obj and TN ids in order of first appearance)."""
-
-    __slots__ = ("objs", "tns")
-
-    def __init__(self) -> None:
-        self.objs = 0
-        self.tns: dict[str, int] = {}
-
-    @classmethod
-    def after_top(cls) -> _Refs:
-        """The counters after the top-level MessageTrackingEvent (Obj 0, TN 0)."""
-        refs = cls()
-        refs.objs = 1
-        refs.tns[MESSAGE_TRACKING_TYPE_NAMES[0]] = 0
-        return refs
-
-    def obj(self) -> int:
-        self.objs += 1
-        return self.objs - 1
-
-    def tn(self, names: Sequence[str]) -> str:
-        first = names[0]
-        ref = self.tns.get(first)
-        if ref is not None:
-            return f'<TNRef RefId="{ref}" />'
-        ref = self.tns[first] = len(self.tns)
-        key = (first, ref)
-        text = _TN_CACHE.get(key)
-        if text is None:
-            text = _TN_CACHE[key] = _tn(names, ref)
-        return text
-
-
-def _str_array(refs: _Refs, name: str, values: Sequence[str]) -> str:
-    items = "".join([f"<S>{_esc(v)}</S>" if v else "<S />" for v in values])
-    return f'<Obj N="{name}" RefId="{refs.obj()}">{refs.tn(STRING_ARRAY_TYPE_NAMES)}<LST>{items}</LST></Obj>'
-
-
-def _timespan_text_xml(refs: _Refs, ms: int) -> str:
-    ticks = ms * 10_000
-    text = timespan_text(ticks)
-    total = ticks / 10_000_000
-    seconds, frac_ms = divmod(abs(ms), 1000)
-    minutes, secs = divmod(seconds, 60)
-    hours, mins = divmod(minutes, 60)
-    days, hrs = divmod(hours, 24)
-    sign = (ms > 0) - (ms < 0)
-    return (
-        f'<Obj N="MessageLatency" RefId="{refs.obj()}">{refs.tn(ENHANCED_TIMESPAN_TYPE_NAMES)}'
-        f"<ToString>{text}</ToString><Props>"
-        f'<I32 N="Days">{days}</I32><I32 N="Hours">{hrs}</I32><I32 N="Milliseconds">{frac_ms}</I32>'
-        f'<I32 N="Minutes">{mins}</I32><I32 N="Seconds">{secs}</I32><I64 N="Ticks">{ticks}</I64>'
-        f'<Db N="TotalDays">{_db(total / 86400)}</Db><Db N="TotalHours">{_db(total / 3600)}</Db>'
-        f'<Db N="TotalMilliseconds">{_db(float(ms))}</Db><Db N="TotalMinutes">{_db(total / 60)}</Db>'
-        f'<Db N="TotalSeconds">{_db(total)}</Db><I32 N="Sign">{sign}</I32></Props>'
-        f'<MS><BA N="SerializationData">{_timespan_serialization(text)}</BA></MS></Obj>'
-    )
-
-
-def _latency_type_xml(refs: _Refs, name: str) -> str:
-    if not _LATENCY_TN:
-        _LATENCY_TN.extend(_latency_type_names())
-    return (
-        f'<Obj N="MessageLatencyType" RefId="{refs.obj()}">{refs.tn(_LATENCY_TN)}'
-        f"<ToString>{name}</ToString><I32>{LATENCY_TYPE_MEMBERS[name]}</I32></Obj>"
-    )
-
-
-def _event_data_xml(refs: _Refs, items: Sequence[tuple[str, str]]) -> str:
-    head = f'<Obj N="EventData" RefId="{refs.obj()}">{refs.tn(KEY_VALUE_ARRAY_TYPE_NAMES)}<LST>'
-    body = "".join(
-        [
-            f'<Obj RefId="{refs.obj()}">{refs.tn(KEY_VALUE_PAIR_TYPE_NAMES)}'
-            f"<ToString>{_esc(f'[{key}, {value}]')}</ToString>"
-            f"<Props>{_sv('Key', key)}{_sv('Value', value)}</Props></Obj>"
-            for key, value in items
-        ]
-    )
-    return f"{head}{body}</LST></Obj>"
-
-
-_FRAGMENTS: dict[tuple[object, ...], str] = {}
-
-
-def _fragment(key: tuple[object, ...]) -> str:
-    """Cached CLIXML of a group of plain properties; ``key`` is (group, *values)."""
-    text = _FRAGMENTS.get(key)
-    if text is None:
-        if len(_FRAGMENTS) > 200_000:
-            _FRAGMENTS.clear()
-        names = _GROUPS[key[0]]  # type: ignore[index]
-        if key[0] == "recipients":  # always the first nested object: RefId 1, TN 1
-            text = _str_array(_Refs.after_top(), "Recipients", key[1])  # type: ignore[arg-type]
-        else:
-            text = "".join(_sv(name, value) for name, value in zip(names, key[1:], strict=True))  # type: ignore[arg-type]
-        _FRAGMENTS[key] = text
-    return text
-
-
-_GROUPS: dict[str, tuple[str, ...]] = {
-    "hosts": ("ClientIp", "ClientHostname", "ServerIp", "ServerHostname"),
-    "kind": ("ConnectorId", "Source", "EventId"),
-    "ids": ("InternalMessageId", "MessageId", "NetworkMessageId"),
-    "recipients": ("Recipients",),
-    "people": ("MessageSubject", "Sender", "ReturnPath", "Directionality", "TenantId"),
-    "tail": ("TransportTrafficType", "SchemaVersion"),
-}
-
-
-def _cached(key: tuple[object, ...], build: Callable[[], str]) -> str:
-    text = _FRAGMENTS.get(key)
-    if text is None:
-        if len(_FRAGMENTS) > 200_000:
-            _FRAGMENTS.clear()
-        text = _FRAGMENTS[key] = build()
-    return text
-
-
-def _refs_at(objs: int, tns: Sequence[Sequence[str]]) -> _Refs:
-    refs = _Refs()
-    refs.objs = objs
-    for index, names in enumerate(tns):
-        refs.tns[names[0]] = index
-    return refs
-
-
-_TNS_BASE = (MESSAGE_TRACKING_TYPE_NAMES, STRING_ARRAY_TYPE_NAMES)
-_TNS_LATENCY = (*_TNS_BASE, ENHANCED_TIMESPAN_TYPE_NAMES)
-
-
-def event_clixml(event: TrackingEvent, tz: datetime.tzinfo, culture: str = "en-US") -> bytes:
-    """CLIXML of one MessageTrackingEvent (texts are pre-rendered; ``culture`` is for symmetry).
-
-    RefIds are computed from the shape (Obj 0 the event, 1 Recipients, 2 RecipientStatus, then the
-    optional Reference and MessageLatency, MessageLatencyType, EventData and its pairs; TN 0 the
-    event, 1 String[], then EnhancedTimeSpan when present, MessageLatencyType, the pair array and
-    the pair), so fragments are cached by value and position.
-    """
-    e = event
-    status = _cached(
-        ("status", e.recipient_status),
-        lambda: _str_array(_refs_at(2, _TNS_BASE), "RecipientStatus", e.recipient_status),
-    )
-    objs = 3
-    if e.reference is None:
-        reference = '<Nil N="Reference" />'
-    else:
-        reference = _cached(
-            ("reference", e.reference), lambda: _str_array(_refs_at(3, _TNS_BASE), "Reference", e.reference or ())
-        )
-        objs = 4
-    tns: tuple[Sequence[str], ...] = _TNS_BASE
-    if e.latency_ms is None:
-        latency = '<Nil N="MessageLatency" />'
-    else:
-        latency = _timespan_text_xml(_refs_at(objs, _TNS_BASE), e.latency_ms)
-        objs += 1
-        tns = _TNS_LATENCY
-    at = objs
-    latency_type = _cached(
-        ("ltype", e.latency_type, at, len(tns)), lambda: _latency_type_xml(_refs_at(at, tns), e.latency_type)
-    )
-    objs += 1
-    tns_ed = (*tns, _LATENCY_TN or _latency_type_names())
-    event_data = _cached(
-        ("data", e.event_data, objs, len(tns_ed)), lambda: _event_data_xml(_refs_at(objs, tns_ed), e.event_data)
-    )
-    total = '<Nil N="TotalBytes" />' if e.total_bytes is None else f'<I32 N="TotalBytes">{e.total_bytes}</I32>'
-    count = (
-        '<Nil N="RecipientCount" />'
-        if e.recipient_count is None
-        else f'<I32 N="RecipientCount">{e.recipient_count}</I32>'
-    )
-    fragment = _fragment
-    return (
-        f"{_TOP_HEAD}"
-        f'<DT N="Timestamp">{_dt_text(e.ts_ms, tz)}</DT>'
-        f"{fragment(('hosts', e.client_ip, e.client_hostname, e.server_ip, e.server_hostname))}"
-        f"{_sv('SourceContext', e.source_context)}"
-        f"{fragment(('kind', e.connector_id, e.source, e.event_id))}"
-        f"{fragment(('ids', e.internal_message_id, e.message_id, e.network_message_id))}"
-        f"{fragment(('recipients', e.recipients))}"
-        f"{status}{total}{count}{_sv('RelatedRecipientAddress', e.related_recipient_address)}{reference}"
-        f"{fragment(('people', e.message_subject, e.sender, e.return_path, e.directionality, e.tenant_id))}"
-        f"{_sv('OriginalClientIp', e.original_client_ip)}{_sv('MessageInfo', e.message_info)}"
-        f"{latency}{latency_type}{event_data}"
-        f"{fragment(('tail', e.transport_traffic_type, e.schema_version))}"
-        f'</Props><MS><BA N="SerializationData">{_top_serialization()}</BA></MS></Obj>'
-    ).encode()
-
-
-_TOP_HEAD = (
-    f'<Obj RefId="0">{_tn(MESSAGE_TRACKING_TYPE_NAMES, 0)}<ToString>{MESSAGE_TRACKING_TYPE_NAMES[0]}</ToString><Props>'
-)
-
-
-def _element_text(event: TrackingEvent, name: str, tz: datetime.tzinfo) -> str:
-    """How ``clixml.element_text`` renders a property (the ``@{...}`` ToString of Select-Object)."""
-    value: object = getattr(event, _ATTRS[name]) if name in _ATTRS else None
-    if name == "Timestamp":
-        return _dt_text(event.ts_ms, tz)
-    if name in ("Recipients", "RecipientStatus", "Reference"):
-        return "" if value is None else "{" + ", ".join(value) + "}"  # type: ignore[arg-type]
-    if name == "MessageLatency":
-        return "" if event.latency_ms is None else timespan_text(event.latency_ms * 10_000)
-    if name == "EventData":
-        return "{" + ", ".join(f"[{k}, {v}]" for k, v in event.event_data) + "}"
-    if value is None:
-        return ""
-    return str(value)
-
-
-_ATTRS = {
-    "ClientIp": "client_ip",
-    "ClientHostname": "client_hostname",
-    "ServerIp": "server_ip",
-    "ServerHostname": "server_hostname",
-    "SourceContext": "source_context",
-    "ConnectorId": "connector_id",
-    "Source": "source",
-    "EventId": "event_id",
-    "InternalMessageId": "internal_message_id",
-    "MessageId": "message_id",
-    "NetworkMessageId": "network_message_id",
-    "Recipients": "recipients",
-    "RecipientStatus": "recipient_status",
-    "TotalBytes": "total_bytes",
-    "RecipientCount": "recipient_count",
-    "RelatedRecipientAddress": "related_recipient_address",
-    "Reference": "reference",
-    "MessageSubject": "message_subject",
-    "Sender": "sender",
-    "ReturnPath": "return_path",
-    "Directionality": "directionality",
-    "TenantId": "tenant_id",
-    "OriginalClientIp": "original_client_ip",
-    "MessageInfo": "message_info",
-    "MessageLatencyType": "latency_type",
-    "TransportTrafficType": "transport_traffic_type",
-    "SchemaVersion": "schema_version",
-}
-
-
-def select_clixml(event: TrackingEvent, names: Sequence[str], tz: datetime.tzinfo) -> bytes:
-    """``Select-Object -Property names`` of one event, equal to ``clixml.select_object`` on its element.
-
-    ``names`` are already resolved to the wire spelling; unknown names become ``Nil``.
-    """
-    refs = _Refs()
-    head = f'<Obj RefId="{refs.obj()}">' + refs.tn(
-        [
-            f"Selected.{MESSAGE_TRACKING_TYPE_NAMES[0]}",
-            "System.Management.Automation.PSCustomObject",
-            "System.Object",
-        ]
-    )
-    # Render only the selected properties, in the selected order (RefIds follow that order).
-    wanted = list(names)
-    rendered: list[str] = []
-    shown: list[str] = []
-    for name in wanted:
-        if name not in PROPERTY_NAMES:
-            rendered.append(f'<Nil N="{clixml_string(name)}" />')
-            shown.append(f"{name}=")
-            continue
-        rendered.append(_one_property(event, name, tz, refs))
-        shown.append(f"{name}={_element_text(event, name, tz)}")
-    to_string = "@{" + "; ".join(shown) + "}"
-    return (f"{head}<ToString>{clixml_string(to_string)}</ToString><MS>" + "".join(rendered) + "</MS></Obj>").encode(
-        "utf-8"
-    )
-
-
-def _one_property(event: TrackingEvent, name: str, tz: datetime.tzinfo, refs: _Refs) -> str:
-    e = event
-    if name == "Timestamp":
-        return f'<DT N="Timestamp">{_dt_text(e.ts_ms, tz)}</DT>'
-    if name in ("Recipients", "RecipientStatus", "Reference"):
-        values = getattr(e, _ATTRS[name])
-        return f'<Nil N="{name}" />' if values is None else _str_array(refs, name, values)
-    if name in ("TotalBytes", "RecipientCount"):
-        number = getattr(e, _ATTRS[name])
-        return f'<Nil N="{name}" />' if number is None else f'<I32 N="{name}">{number}</I32>'
-    if name == "MessageLatency":
-        return '<Nil N="MessageLatency" />' if e.latency_ms is None else _timespan_text_xml(refs, e.latency_ms)
-    if name == "MessageLatencyType":
-        return _latency_type_xml(refs, e.latency_type)
-    if name == "EventData":
-        return _event_data_xml(refs, e.event_data)
-    return _sv(name, getattr(e, _ATTRS[name]))
-
-
-class SelectableEvent:
-    """An event's output record source: its CLIXML on demand, and Select-Object without parsing it."""
-
-    __slots__ = ("event", "log", "tz")
-
-    def __init__(self, event: TrackingEvent, log: TrackingLog) -> None:
-        self.event = event
-        self.log = log
-        self.tz = log.tz
-
-    def clixml(self) -> bytes:
-        """The MessageTrackingEvent's CLIXML (cached by the log)."""
-        return self.log.clixml(self.event)
-
-    def property_names(self) -> list[str]:
-        """Wire order: the adapted properties, then SerializationData."""
-        return [*PROPERTY_NAMES, "SerializationData"]
-
-    def select(self, names: Sequence[str]) -> bytes | None:
-        """The Select-Object result, or None when SerializationData is asked for (generic path)."""
-        if "SerializationData" in names:
-            return None
-        return select_clixml(self.event, names, self.tz)

@@ -1,7 +1,8 @@
 """WS-Management (MS-WSMV) envelopes: parse requests, build responses and faults.
 
-Only what a PowerShell remoting client uses is handled: transfer Create/Get/Delete and the shell
-Command/Receive/Send/Signal actions. Every response carries ``wsa:RelatesTo`` equal to the
+Only what a PowerShell remoting client uses is handled: transfer Create/Get/Delete, the shell
+Command/Receive/Send/Signal actions, enumeration of shells (Enumerate/Pull) and the shell
+Disconnect/Reconnect/Connect actions. Every response carries ``wsa:RelatesTo`` equal to the
 request's ``wsa:MessageID`` (pypsrp rejects anything else). Faults are HTTP 500 with an
 ``s:Fault`` whose detail is a ``WSManFault`` (pypsrp raises ``WSManFaultError`` with its code).
 """
@@ -16,6 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 __all__ = [
     "NS",
+    "ShellView",
     "WSManFault",
     "WSManRequest",
     "build_response",
@@ -31,6 +33,7 @@ NS = {
     "wst": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
     "wsmanfault": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault",
     "pwsh": "http://schemas.microsoft.com/powershell",
+    "wsen": "http://schemas.xmlsoap.org/ws/2004/09/enumeration",
 }
 
 ACTION_CREATE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Create"
@@ -40,6 +43,11 @@ ACTION_COMMAND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Comman
 ACTION_RECEIVE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
 ACTION_SEND = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
 ACTION_SIGNAL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
+ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
+ACTION_PULL = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
+ACTION_CONNECT = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Connect"
+ACTION_DISCONNECT = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Disconnect"
+ACTION_RECONNECT = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Reconnect"
 RESPONSE_ACTIONS = {
     ACTION_CREATE: "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse",
     ACTION_DELETE: "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse",
@@ -48,6 +56,11 @@ RESPONSE_ACTIONS = {
     ACTION_RECEIVE: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
     ACTION_SEND: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse",
     ACTION_SIGNAL: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse",
+    ACTION_ENUMERATE: "http://schemas.xmlsoap.org/ws/2004/09/enumeration/EnumerateResponse",
+    ACTION_PULL: "http://schemas.xmlsoap.org/ws/2004/09/enumeration/PullResponse",
+    ACTION_CONNECT: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ConnectResponse",
+    ACTION_DISCONNECT: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/DisconnectResponse",
+    ACTION_RECONNECT: "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReconnectResponse",
 }
 COMMAND_STATE_DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 COMMAND_STATE_RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
@@ -63,6 +76,11 @@ CODE_RESOURCE_NOT_FOUND = 2150858811  # 0x8033803B resource URI not found in the
 CODE_ACTION_NOT_SUPPORTED = 2150858771  # 0x80338013
 CODE_INVALID_REQUEST = 2150858817  # 0x80338041 (malformed message)
 CODE_PLUGIN_FAILED = 2150858819  # 0x80338043 (the PowerShell plug-in reported an error; -2144108477)
+# 0x803381CD ERROR_WSMAN_INUSE_CANNOT_RECONNECT (-2144108083 in PowerShell's WSManNativeApi.cs): the code
+# PowerShell's Connect-PSSession expects when a shell is in use by another client. Which code WinRM puts in
+# the InternalError fault MS-WSMV 3.1.4.16/3.1.4.17 require is not documented: inferred.
+CODE_IN_USE = 2150859213
+CODE_PROTOCOL_VERSION = 2152991685  # MS-PSRP 3.2.5.3.15: the client's protocolversion is not accepted
 
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
@@ -147,6 +165,48 @@ def action_not_supported(action: str) -> WSManFault:
     )
 
 
+def internal_error(code: int, text: str) -> WSManFault:
+    """A ``wsman:InternalError`` fault (what MS-WSMV prescribes for a request the shell's state refuses)."""
+    return WSManFault(code, f"The WS-Management service cannot process the request. {text}", subcode="w:InternalError")
+
+
+def shell_in_use(shell_id: str) -> WSManFault:
+    """Connect or Reconnect to a shell that another client holds (MS-WSMV 3.1.4.16/3.1.4.17). Text inferred."""
+    return internal_error(
+        CODE_IN_USE,
+        f"The shell {shell_id} is in use by another client: it is connected and cannot be connected or "
+        "reconnected from this client. Disconnect it from the client that holds it, or delete it.",
+    )
+
+
+def shell_disconnected(shell_id: str) -> WSManFault:
+    """A request other than Disconnect/Reconnect/Connect/Delete to a disconnected shell (MS-WSMV 3.1.4.1.31.7)."""
+    return internal_error(
+        CODE_PLUGIN_FAILED,
+        f"The shell {shell_id} is disconnected. Connect or reconnect to it before sending other requests.",
+    )
+
+
+def filtering_not_supported() -> WSManFault:
+    """An Enumerate of shells with a filter (MS-WSMV 3.1.4.1.13: only CIM/WMI resources are filtered)."""
+    return WSManFault(
+        CODE_INVALID_REQUEST,
+        "The WS-Management service cannot process the request. Filtering is not supported for this resource.",
+        subcode="wsen:FilteringNotSupported",
+        value="s:Sender",
+    )
+
+
+def invalid_enumeration_context() -> WSManFault:
+    """A Pull with an enumeration context the server does not have (ended, expired or never issued)."""
+    return WSManFault(
+        CODE_INVALID_REQUEST,
+        "The WS-Management service cannot process the request. The enumeration context is not valid.",
+        subcode="wsen:InvalidEnumerationContext",
+        value="s:Receiver",
+    )
+
+
 def invalid_request(text: str) -> WSManFault:
     """The fault for a request that is not a valid WS-Management message."""
     return WSManFault(
@@ -174,6 +234,8 @@ class WSManRequest:
     options: dict[str, str] = field(default_factory=dict)
     operation_timeout: float = 60.0
     max_envelope_size: int = 153600
+    #: ``wsmv:SessionId``: pypsrp sends one per WSMan object; the simulator takes it as MS-WSMV's ClientId.
+    session_id: str = ""
 
     @property
     def shell_id(self) -> str | None:
@@ -189,6 +251,11 @@ def _duration(text: str | None, default: float) -> float:
         return default
     hours, minutes, seconds = match.groups()
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in an xs:duration such as ``PT180.000S`` (0 when it is not one)."""
+    return _duration(text, 0.0)
 
 
 def parse_request(data: bytes) -> WSManRequest:
@@ -230,6 +297,7 @@ def parse_request(data: bytes) -> WSManRequest:
         options=options,
         operation_timeout=_duration(text("wsman:OperationTimeout"), 60.0),
         max_envelope_size=max(8192, max_envelope),
+        session_id=text("wsmv:SessionId").lower(),
     )
 
 
@@ -249,18 +317,36 @@ def build_response(request: WSManRequest, body: str) -> bytes:
     return _envelope(action, request.message_id, body)
 
 
-def create_body(
-    idle_timeout: float,
-    address: str,
-    resource_uri: str,
-    shell_id: str,
-    owner: str,
-    client_ip: str,
-    input_streams: str,
-    output_streams: str,
-) -> str:
+def duration_text(seconds: float) -> str:
+    """An xs:duration as WinRM writes ShellRunTime/ShellInactivity: ``P0DT0H4M53S``."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"P{days}DT{hours}H{minutes}M{secs}S"
+
+
+@dataclass(frozen=True)
+class ShellView:
+    """What a Create, Get or Enumerate response says about one shell."""
+
+    shell_id: str
+    resource_uri: str
+    owner: str
+    client_ip: str
+    input_streams: str
+    output_streams: str
+    idle_timeout: float
+    name: str = "Runspace1"
+    state: str = "Connected"
+    run_time: float = 0.0
+    inactivity: float = 0.0
+
+
+def create_body(address: str, view: ShellView) -> str:
     """The body of a Create response: ResourceCreated (pypsrp takes the selector from here) + Shell."""
-    shell = shell_body(idle_timeout, shell_id, resource_uri, owner, client_ip, input_streams, output_streams)
+    shell = shell_body(view)
+    resource_uri, shell_id = view.resource_uri, view.shell_id
     return (
         f"<x:ResourceCreated><a:Address>{escape(address)}</a:Address><a:ReferenceParameters>"
         f"<w:ResourceURI>{escape(resource_uri)}</w:ResourceURI><w:SelectorSet>"
@@ -269,27 +355,37 @@ def create_body(
     )
 
 
-def shell_body(
-    idle_timeout: float,
-    shell_id: str,
-    resource_uri: str,
-    owner: str,
-    client_ip: str,
-    input_streams: str,
-    output_streams: str,
-    state: str = "Connected",
-) -> str:
-    """The child elements of ``rsp:Shell`` (Create and Get responses)."""
+MAX_IDLE_TIMEOUT = 43200.0  # what the simulated plug-in reports as MaxIdleTimeOut (seconds)
+
+
+def shell_body(view: ShellView) -> str:
+    """The child elements of ``rsp:Shell`` (Create, Get and Enumerate responses)."""
     return (
-        f"<rsp:ShellId>{shell_id}</rsp:ShellId><rsp:Name>Runspace1</rsp:Name>"
-        f"<rsp:ResourceUri>{escape(resource_uri)}</rsp:ResourceUri><rsp:Owner>{escape(owner)}</rsp:Owner>"
-        f"<rsp:ClientIP>{escape(client_ip)}</rsp:ClientIP>"
-        f"<rsp:IdleTimeOut>PT{idle_timeout or 7200:.3f}S</rsp:IdleTimeOut>"
-        f"<rsp:InputStreams>{escape(input_streams)}</rsp:InputStreams>"
-        f"<rsp:OutputStreams>{escape(output_streams)}</rsp:OutputStreams>"
-        f"<rsp:MaxIdleTimeOut>PT43200.000S</rsp:MaxIdleTimeOut><rsp:Locale>en-US</rsp:Locale>"
+        f"<rsp:ShellId>{view.shell_id}</rsp:ShellId><rsp:Name>{escape(view.name)}</rsp:Name>"
+        f"<rsp:ResourceUri>{escape(view.resource_uri)}</rsp:ResourceUri><rsp:Owner>{escape(view.owner)}</rsp:Owner>"
+        f"<rsp:ClientIP>{escape(view.client_ip)}</rsp:ClientIP>"
+        f"<rsp:IdleTimeOut>PT{view.idle_timeout or 7200:.3f}S</rsp:IdleTimeOut>"
+        f"<rsp:InputStreams>{escape(view.input_streams)}</rsp:InputStreams>"
+        f"<rsp:OutputStreams>{escape(view.output_streams)}</rsp:OutputStreams>"
+        f"<rsp:MaxIdleTimeOut>PT{MAX_IDLE_TIMEOUT:.3f}S</rsp:MaxIdleTimeOut><rsp:Locale>en-US</rsp:Locale>"
         f"<rsp:DataLocale>en-US</rsp:DataLocale><rsp:CompressionMode>NoCompression</rsp:CompressionMode>"
         f"<rsp:ProfileLoaded>Yes</rsp:ProfileLoaded><rsp:Encoding>UTF8</rsp:Encoding>"
-        f"<rsp:BufferMode>Block</rsp:BufferMode><rsp:State>{state}</rsp:State>"
-        f"<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime><rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity>"
+        f"<rsp:BufferMode>Block</rsp:BufferMode><rsp:State>{view.state}</rsp:State>"
+        f"<rsp:ShellRunTime>{duration_text(view.run_time)}</rsp:ShellRunTime>"
+        f"<rsp:ShellInactivity>{duration_text(view.inactivity)}</rsp:ShellInactivity>"
+    )
+
+
+def enumeration_body(response: str, items: list[str], context: str | None) -> str:
+    """An EnumerateResponse (``wsman:Items``, OptimizeEnumeration) or PullResponse (``wsen:Items``) body.
+
+    ``context`` is given while items remain (the client Pulls them); without it the sequence ends
+    (``EndOfSequence``). Each item is already serialised XML.
+    """
+    prefix = "w" if response == "EnumerateResponse" else "n"
+    ctx = f"<n:EnumerationContext>{context}</n:EnumerationContext>" if context else ""
+    tail = "" if context else f"<{prefix}:EndOfSequence/>"
+    return (
+        f'<n:{response} xmlns:n="{NS["wsen"]}">{ctx}<{prefix}:Items>{"".join(items)}</{prefix}:Items>{tail}'
+        f"</n:{response}>"
     )

@@ -8,10 +8,20 @@ from typing import Any
 
 SEVERITIES = ("critical", "warning", "info")
 SCOPES = ("inbound", "outbound", "internal")
-#: The expert's order: scope, queues and their LastError, message tracking, connectors, DNS; then
-#: server health and the monitoring itself. Findings are sorted by severity, then by this step.
-STEPS = ("queues", "tracking", "connectors", "dns", "health", "monitoring")
-STATUSES = ("healthy", "degraded", "failing", "unknown")
+#: The expert's order: what cannot be seen at all (a server that cannot be polled qualifies everything
+#: after it), queues and their LastError, message tracking, connectors, DNS; then server health and the
+#: monitoring itself. Findings are sorted by severity, then by this step.
+STEPS = ("visibility", "queues", "tracking", "connectors", "dns", "health", "monitoring")
+#: ``polling``: the first polls of the scope's collectors have not all finished (no verdict yet).
+STATUSES = ("healthy", "degraded", "failing", "unknown", "polling")
+#: Exit codes of ``check``; the first that applies wins (a critical finding pages even from a partial run).
+EXIT_CODES = {
+    0: "healthy",
+    1: "warnings",
+    2: "critical",
+    3: "could not check",
+    4: "did not finish within --timeout",
+}
 
 
 @dataclass(frozen=True)
@@ -59,16 +69,26 @@ class Report:
 
     verdicts: tuple[Verdict, ...]
     findings: tuple[Finding, ...]
-    unchecked: tuple[str, ...]  # "collector target: reason" of polls that failed
+    unchecked: tuple[str, ...]  # "collector target: why" of polls that failed
     checked_at: float
     counts: Mapping[str, int] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()  # "collector target" of polls that have not finished
+    timeout: float | None = None  # check's --timeout, when it expired with polls pending
+
+    @property
+    def complete(self) -> bool:
+        """Every collector and target was polled successfully: only then is "no problems found" true."""
+        return not self.unchecked and not self.pending
 
     @property
     def exit_code(self) -> int:
-        """0 healthy, 1 warnings, 2 critical, 3 something could not be checked (and nothing critical)."""
+        """2 critical; else 4 polls did not finish (--timeout); else 3 something could not be checked;
+        else 1 warnings; else 0 healthy."""
         severities = {f.severity for f in self.findings}
         if "critical" in severities:
             return 2
+        if self.pending:
+            return 4
         if self.unchecked:
             return 3
         return 1 if "warning" in severities else 0
@@ -80,4 +100,6 @@ class Report:
             "verdicts": [{"scope": v.scope, "status": v.status, "evidence": list(v.evidence)} for v in self.verdicts],
             "findings": [f.as_dict() for f in self.findings],
             "unchecked": list(self.unchecked),
+            "pending": list(self.pending),
+            "timeout": self.timeout,
         }

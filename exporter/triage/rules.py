@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.exchange.lasterror import CATEGORY_HINTS
+from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
-from exporter.triage import rules_transport
+from exporter.triage import hints, rules_transport
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
 RULES: list[Rule] = [*rules_transport.RULES]  # back pressure, shadow redundancy, server clocks
@@ -70,6 +72,23 @@ def _resolver_failures(facts: Facts) -> list[str]:
     return out
 
 
+def _smart_host(facts: Facts, queue: Any) -> str | None:
+    """The organisation's own smart host a delivery queue sends to, or None for a remote next hop.
+
+    A queue to a smart host has DeliveryType ``SmartHostConnectorDelivery``, or a NextHopDomain that is
+    one of the send connectors' SmartHosts (``[192.0.2.5]`` or a name). Its name: that smart host, else
+    the host the LastError names, else the NextHopDomain."""
+    hop = queue.next_hop_domain.strip().strip("[]").lower()
+    hosts = [h for r in facts.all("send_connectors") for c in r.connectors for h in c.smart_hosts]
+    for host in hosts:
+        if host.strip().strip("[]").lower() == hop and hop:
+            return host.strip()
+    if queue.delivery_type != "SmartHostConnectorDelivery":
+        return None
+    err = queue.last_error
+    return (err.fqdn or err.ip if err else None) or queue.next_hop_domain or "(unnamed)"
+
+
 def _listed_ips(facts: Facts) -> list[str]:
     return [
         f"{r.ip} is listed on {b.zone} ({', '.join(b.codes)}) {b.reason_text}".strip()
@@ -99,7 +118,7 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "outbound_dns_failure",
-            _severity_by_volume(messages),
+            severity("outbound_dns_failure", messages),
             "queues",
             ("outbound",),
             f"Outbound mail is retrying on DNS failures ({messages} messages)",
@@ -114,32 +133,42 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
 @rule
 def outbound_connection_failure(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with connection_refused/timeout/failed (421 4.2.1, socket
-    errors). Correlated with DNSBL listings of the outbound IPs."""
+    errors). Correlated with DNSBL listings of the outbound IPs. The hint follows the Winsock code
+    (10061 refused, 10060 timed out, 10051/10065 unreachable) and names the organisation's own smart
+    host when the queues deliver to one."""
     queues = _retrying(facts, CONNECTION)
     if not queues:
         return []
     messages = sum(q.message_count for q in queues)
     evidence = _queue_evidence(queues)
-    listed = _listed_ips(facts)
-    step = CATEGORY_HINTS["connection_refused"]
-    severity = _severity_by_volume(messages)
+    smart = {q.identity: _smart_host(facts, q) for q in queues}
+    top = max(queues, key=lambda q: q.message_count)
+    step = hint_for(top.last_error, smart_host=smart[top.identity])
+    own = ", ".join(sorted({h for h in smart.values() if h})[:3])
+    who = f"Your smart host {own} does" if all(smart.values()) else "Remote hosts do"
+    if own and not all(smart.values()):
+        who = f"Remote hosts and your smart host {own} do"
+    title = f"{who} not accept connections ({messages} messages retrying)"
+    # A blocklisting explains remote MX hosts refusing us, not our own smart host.
+    listed = _listed_ips(facts) if not all(smart.values()) else []
+    level = severity("outbound_connection_failure", messages)
     if listed:
         evidence += tuple(listed)
         step = (
             "An outbound IP is blocklisted: remote hosts refuse it. Find the cause (open relay, compromised "
             "mailbox), then request delisting. " + step
         )
-        severity = "critical"
+        level = severity("blocklisted")  # the listing explains the refusals: its severity
     return [
         Finding(
             "outbound_connection_failure",
-            severity,
+            level,
             "queues",
             ("outbound",),
-            f"Remote hosts do not accept connections ({messages} messages retrying)",
+            title,
             evidence,
             step,
-            "connection_refused",
+            top.last_error.category if top.last_error else "connection_failed",
             messages,
         )
     ]
@@ -148,7 +177,9 @@ def outbound_connection_failure(facts: Facts) -> list[Finding]:
 @rule
 def queues_retrying_other(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues retrying with any other LastError category (TLS, auth, rejected,
-    throttled, blocklisted...): one finding per category, with that category's runbook hint."""
+    throttled, blocklisted...): one finding per category, with that category's runbook hint refined
+    by its largest queue's text (the PRX code of a proxy failure, a Microsoft 365 block, the cause of
+    an expiry)."""
     handled = {"dns_failure", "recipient_unknown", *CONNECTION}
     by_category: dict[str, list[Any]] = defaultdict(list)
     for q in _queues(facts):
@@ -162,16 +193,17 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
     out = []
     for category, queues in sorted(by_category.items()):
         messages = sum(q.message_count for q in queues)
+        top = max(queues, key=lambda q: q.message_count)
         scope = "internal" if all(q.next_hop_category == "Internal" for q in queues) else "outbound"
         out.append(
             Finding(
                 f"queue_{category}",
-                "warning",
+                category_fault(category).severity_at(messages),
                 "queues",
                 (scope,),
                 f"Queues retrying with {category} ({messages} messages)",
                 _queue_evidence(queues),
-                CATEGORY_HINTS.get(category, CATEGORY_HINTS["other"]),
+                hint_for(top.last_error, smart_host=_smart_host(facts, top)),
                 category,
                 messages,
             )
@@ -181,46 +213,12 @@ def queues_retrying_other(facts: Facts) -> list[Finding]:
 
 @rule
 def internal_recipient_unknown(facts: Facts) -> list[Finding]:
-    """Trigger: ``recipient_unknown`` (550 5.1.1) on internal queues, or 10+ such tracking FAIL
-    recipients in the last tracking window.
-    Correlated with accepted domains changed in the last day (recipient policy)."""
-    queues = [q for q in _retrying(facts, ["recipient_unknown"]) if q.next_hop_category == "Internal"]
-    failures = sum(
-        n for r in facts.all("tracking") for (_code, cat), n in r.window_failures.items() if cat == "recipient_unknown"
-    )
-    if not queues and failures < 10:
-        return []
-    evidence = _queue_evidence(queues)
-    if failures:
-        evidence += (f"{failures} recipient(s) failed with 5.1.1 in the last message tracking window",)
-    changed = [
-        d
-        for r in facts.all("accepted_domains")
-        for d in r.domains
-        if d.changed is not None and facts.now - d.changed.timestamp() < RECENT
-    ]
-    step = CATEGORY_HINTS["recipient_unknown"]
-    if changed:
-        evidence += tuple(
-            f"accepted domain {d.domain} ({d.domain_type}) changed {d.changed:%Y-%m-%d %H:%M} UTC" for d in changed
-        )
-        step = (
-            "Accepted domains changed recently: check the accepted domains and the email address policies first. "
-            + step
-        )
-    return [
-        Finding(
-            "internal_recipient_unknown",
-            "warning",
-            "queues",
-            ("internal",),
-            ("Internal recipients" if queues else "Recipients") + " are rejected as unknown (550 5.1.1)",
-            evidence,
-            step,
-            "recipient_unknown",
-            len(queues) + failures,
-        )
-    ]
+    """Trigger: internal queues whose LastError is ``recipient_unknown``, or 10+ recipients in the
+    organisation's accepted domains rejected as unknown in the last tracking window (5.1.1, 5.1.10,
+    5.4.1 Access denied...; counted per code and per recipient domain, recipients of other domains
+    apart). Correlated with accepted domains changed in the last day: the one the rejected
+    recipients are in is named in the title and the next step."""
+    return hints.recipient_unknown_findings(facts, RECENT, CATEGORY_HINTS["recipient_unknown"])
 
 
 @rule
@@ -249,7 +247,7 @@ def poison_and_unreachable(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     f"{kind}_messages",
-                    "warning",
+                    severity(f"{kind}_messages", n),
                     "queues",
                     ("internal", "outbound"),
                     f"{title} ({n})",
@@ -272,7 +270,7 @@ def stuck_messages(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "stuck_messages",
-            "warning",
+            severity("stuck_messages", max(n for _s, n in stuck)),
             "tracking",
             ("internal", "outbound"),
             f"{total} message(s) received but never delivered or sent",
@@ -318,7 +316,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_mx",
-                    "critical",
+                    severity("inbound_mx"),
                     "dns",
                     ("inbound",),
                     f"Inbound mail for {r.domain} is misrouted by DNS",
@@ -336,7 +334,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_smtp_probe",
-                    "critical",
+                    severity("inbound_smtp_probe"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not answer SMTP",
@@ -351,7 +349,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "inbound_starttls",
-                    "warning",
+                    severity("inbound_starttls"),
                     "connectors",
                     ("inbound",),
                     f"MX host {host} does not offer STARTTLS",
@@ -381,7 +379,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "inbound_silence",
-            "critical",
+            severity("inbound_silence"),
             "tracking",
             ("inbound",),
             "No mail arrives from outside the organisation",
@@ -423,7 +421,7 @@ def transport_components(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "transport_component_inactive",
-                    "critical",
+                    severity("transport_component_inactive"),
                     "health",
                     ("inbound", "outbound", "internal"),
                     f"{r.server} is in maintenance mode: it takes no new mail",
@@ -450,7 +448,7 @@ def databases(facts: Facts) -> list[Finding]:
             out.append(
                 Finding(
                     "database_not_mounted",
-                    "critical",
+                    severity("database_not_mounted"),
                     "health",
                     ("internal", "inbound"),
                     f"Database {db} is not mounted",
@@ -466,7 +464,7 @@ def databases(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "database_copy_unhealthy",
-                        "warning",
+                        severity("database_copy_unhealthy"),
                         "health",
                         ("internal",),
                         f"Copy of {db} on {c.server} is {c.status}",
@@ -480,34 +478,11 @@ def databases(facts: Facts) -> list[Finding]:
 
 @rule
 def certificates(facts: Facts) -> list[Finding]:
-    """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days."""
-    out = []
-    now = facts.now
-    for r in facts.all("certificates"):
-        for c in r.certificates:
-            if not any(s in c.services for s in ("SMTP", "IIS")):
-                continue
-            days = (c.not_after.timestamp() - now) / 86400
-            if days < 30:
-                expired = days < 0
-                out.append(
-                    Finding(
-                        "certificate_expired" if expired else "certificate_expiring",
-                        "critical" if expired else "warning",
-                        "health",
-                        ("inbound", "outbound"),
-                        f"{'Expired' if expired else 'Expiring'} certificate on {c.server}: {c.subject}",
-                        (
-                            f"{c.subject} ({c.thumbprint}) bound to {c.services}: "
-                            f"{'expired' if expired else 'expires'} {c.not_after:%Y-%m-%d} ({days:.0f} days)",
-                        ),
-                        "Renew, Import-ExchangeCertificate on every server, Enable-ExchangeCertificate -Services "
-                        "SMTP,IIS, and update connectors' TlsCertificateName.",
-                        "certificate-expiring",
-                        int(-days),
-                    )
-                )
-    return out
+    """Trigger: a certificate bound to SMTP or IIS that expired (critical) or expires within 30 days
+    (warning), or one whose services are unknown (only its RawData arrived) on the same terms (the
+    title says "services unknown"), as MailflowCertificateExpiring fires for both. One bound to nothing
+    (Services None) or only to IMAP/POP is no finding."""
+    return hints.certificate_findings(facts)
 
 
 @rule
@@ -520,7 +495,7 @@ def services(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "service_stopped",
-                        "critical",
+                        severity("service_stopped"),
                         "health",
                         ("inbound", "outbound", "internal"),
                         f"{r.server}: required {role.role} services are stopped",
@@ -554,8 +529,9 @@ _UNVERIFIED_RELAY = {
 
 @rule
 def open_relays(facts: Facts) -> list[Finding]:
-    """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` of a relay type
-    (critical), or relay rights that could not be read (info)."""
+    """Trigger: a receive connector at open-relay risk, an accepted domain ``*`` or ``*.<public suffix>``
+    (such as ``*.com``) of a relay type (critical, titled with the domain), or relay rights that could
+    not be read (info)."""
     out = []
     for r in facts.all("receive_connectors"):
         for name, risks in sorted(r.risks.items()):
@@ -564,7 +540,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "open_relay",
-                        "critical",
+                        severity("open_relay"),
                         "connectors",
                         ("outbound",),
                         f"Receive connector {r.server}\\{name} is an open relay",
@@ -582,7 +558,7 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "relay_unverified",
-                        "info",
+                        severity("relay_unverified"),
                         "connectors",
                         ("outbound",),
                         f"Relay rights of {r.server}\\{name} could not be checked",
@@ -598,12 +574,17 @@ def open_relays(facts: Facts) -> list[Finding]:
                 out.append(
                     Finding(
                         "accepted_domain_relay",
-                        "critical",
+                        severity("accepted_domain_relay"),
                         "connectors",
                         ("outbound",),
-                        "Accepted domain * makes Exchange relay for every domain",
-                        (f"accepted domain {d.domain} of type {d.domain_type}",),
-                        "Remove the * accepted domain (Remove-AcceptedDomain).",
+                        f"Accepted domain {d.domain} makes Exchange relay mail for {d.relay_scope}",
+                        (
+                            f"accepted domain {d.domain} is of type {d.domain_type}: Exchange accepts mail for "
+                            f"{d.relay_scope} from anyone who can reach it and relays it on",
+                        ),
+                        f'Remove it (Remove-AcceptedDomain "{d.name or d.domain}") and add the domains you really '
+                        "relay for one by one, unless a smart host in front that filters recipients is the only way "
+                        "in.",
                         "open-relay-risk",
                         60,
                     )
@@ -623,7 +604,7 @@ def connector_drift(facts: Facts) -> list[Finding]:
     return [
         Finding(
             "connector_drift",
-            "warning",
+            severity("connector_drift"),
             "connectors",
             scopes,
             "Connectors differ from their expected configuration",
@@ -646,7 +627,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "blocklisted",
-                "critical",
+                severity("blocklisted"),
                 "dns",
                 ("outbound",),
                 "An outbound IP is blocklisted",
@@ -666,7 +647,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_not_passing",
-                "warning",
+                severity("spf_not_passing"),
                 "dns",
                 ("outbound",),
                 "SPF does not pass for outbound IPs",
@@ -682,7 +663,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "spf_invalid",
-                "critical",
+                severity("spf_invalid"),
                 "dns",
                 ("outbound",),
                 f"SPF of {r.domain} is a permerror at every receiver",
@@ -701,7 +682,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "ptr_mismatch",
-                "warning",
+                severity("ptr_mismatch"),
                 "dns",
                 ("outbound",),
                 "Reverse DNS of outbound IPs is missing or mismatched",
@@ -724,7 +705,7 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "dmarc_missing",
-                "info",
+                severity("dmarc_missing"),
                 "dns",
                 ("outbound",),
                 "Domains without a valid DMARC record",
@@ -734,6 +715,16 @@ def outbound_reputation(facts: Facts) -> list[Finding]:
             )
         )
     return out
+
+
+@rule
+def blocklists_unusable(facts: Facts) -> list[Finding]:
+    """Trigger: a blocklist whose answer for an outbound IP cannot be used: an error code instead of a
+    listing (Spamhaus 127.255.255.252/254/255 and the rest of 127.255.255.0/24, DBL 127.0.1.255, URIBL
+    127.0.0.1), an answer outside 127.0.0.0/8, a zone that does not list its RFC 5782 test address
+    127.0.0.2 or lists 127.0.0.1, or a resolver failure (warning, one per list and reason; the IPs are
+    also under "could not check", never "listed" or "not listed")."""
+    return hints.blocklist_findings(facts)
 
 
 @rule
@@ -756,7 +747,7 @@ def missing_role(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "missing_role",
-                "warning",
+                severity("missing_role"),
                 "monitoring",
                 (),
                 f"The monitoring account lacks {lacks} ({cmdlets})",

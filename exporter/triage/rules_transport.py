@@ -16,19 +16,9 @@ from typing import Any
 from exporter.exchange.queues import primary_server
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.severity import severity
 
 __all__ = ["RULES", "back_pressure", "server_clock_skew", "shadow_for_unreachable_server"]
-
-# --- Severities of these findings -------------------------------------------------------------
-# TO MOVE into the shared severity table (issue 14 item 3) when merging: the alert rules
-# MailflowBackPressureHigh (critical), MailflowBackPressureMedium (warning),
-# MailflowShadowRedundancyPrimaryUnreachable (warning) and MailflowServerClockSkew (warning) in
-# dashboards/prometheus/alerts.yml carry the same severities.
-SEVERITY_BACK_PRESSURE = {"High": "critical", "Medium": "warning"}  # by the worst throttling meter
-SEVERITY_SUBMISSION_BACKLOG = "warning"  # Submission growing on one server, no resource state to blame
-SEVERITY_SHADOW_PRIMARY_UNREACHABLE = "warning"  # the server down is the root finding; this is its toll
-SEVERITY_CLOCK_SKEW = "warning"
-# -----------------------------------------------------------------------------------------------
 
 #: A Submission queue this long, growing (or at least SUBMISSION_HIGH), with the others near empty.
 SUBMISSION_BACKLOG = 100
@@ -36,6 +26,8 @@ SUBMISSION_HIGH = 500
 #: A server clock further off than this (seconds): well before Kerberos' 5-minute limit.
 CLOCK_SKEW_LIMIT = 120.0
 KERBEROS_SKEW = 300.0
+#: The finding (and severity table entry) of back pressure by the worst throttling meter's level.
+BACK_PRESSURE_FINDINGS = {"High": "back_pressure_high", "Medium": "back_pressure_medium"}
 #: Poll failures that say a server does not answer at all (see exporter.errors reasons).
 UNREACHABLE = ("connection", "timeout")
 ALL_SCOPES = ("inbound", "internal", "outbound")
@@ -79,7 +71,8 @@ def back_pressure(facts: Facts) -> list[Finding]:
     """Trigger: the back pressure diagnostics of a transport server report a resource (other than
     SystemMemory) at Medium or High; or, when they report none or could not be read, its Submission
     queue holds 100+ messages and grows (or holds 500+) while every other polled server's holds at most
-    a tenth of that. Critical when a resource is at High (all new mail is refused)."""
+    a tenth of that. The finding is back_pressure_high when a resource is at High (all new mail is
+    refused), back_pressure_medium at Medium, submission_backlog for the queue alone."""
     states = facts.of("back_pressure")
     submission = _submission(facts)
     failed = facts.failed("back_pressure")
@@ -117,8 +110,8 @@ def back_pressure(facts: Facts) -> list[Finding]:
             )
             out.append(
                 Finding(
-                    "back_pressure",
-                    SEVERITY_BACK_PRESSURE[worst],
+                    BACK_PRESSURE_FINDINGS[worst],
+                    severity(BACK_PRESSURE_FINDINGS[worst]),
                     "queues",
                     ALL_SCOPES,
                     f"{server} is under back pressure: {queue_text}; {meters}",
@@ -150,7 +143,7 @@ def back_pressure(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "submission_backlog",
-                SEVERITY_SUBMISSION_BACKLOG,
+                severity("submission_backlog"),
                 "queues",
                 ALL_SCOPES,
                 f"{server}'s Submission queue is backing up: {count}{' and growing' if growing else ''}",
@@ -210,7 +203,7 @@ def shadow_for_unreachable_server(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "shadow_for_unreachable_server",
-                SEVERITY_SHADOW_PRIMARY_UNREACHABLE,
+                severity("shadow_for_unreachable_server"),
                 "queues",
                 ("internal", "outbound"),
                 f"{primary} is unreachable; {who} {'holds' if len(holders) == 1 else 'hold'} {total} shadow "
@@ -245,7 +238,7 @@ def server_clock_skew(facts: Facts) -> list[Finding]:
         return [
             Finding(
                 "exporter_clock_skew",
-                SEVERITY_CLOCK_SKEW,
+                severity("exporter_clock_skew"),
                 "monitoring",
                 (),
                 f"The exporter's clock is {_minutes(-mean)} every Exchange server's",
@@ -268,7 +261,7 @@ def server_clock_skew(facts: Facts) -> list[Finding]:
         out.append(
             Finding(
                 "server_clock_skew",
-                SEVERITY_CLOCK_SKEW,
+                severity("server_clock_skew"),
                 "health",
                 (),
                 f"{server}'s clock is {_minutes(skew)} the exporter's",

@@ -15,9 +15,13 @@ Verdict vocabularies:
 * PTR (outbound IP vs its HELO name): ``ok`` (one PTR, it resolves back to the IP and equals the HELO),
   ``helo_mismatch`` (forward-confirmed, but another name), ``not_forward_confirmed`` (the PTR name does
   not resolve, or not to the IP), ``missing`` (no PTR: NXDOMAIN), ``multiple`` (more than one PTR).
-* DNSBL: ``listed``, ``not_listed``, and errors that are NOT listings: ``error_public_resolver``
-  (127.255.255.254), ``error_rate_limited`` (127.255.255.255), ``error_unsupported_query``
-  (127.255.255.252).
+* DNSBL (``exporter.dnscheck.dnsbl``'s verdicts): ``listed``, ``not_listed``, and answers that are
+  NOT listings: ``public_resolver`` (127.255.255.254), ``rate_limited`` (127.255.255.255),
+  ``zone_name_typo`` (127.255.255.252), ``query_error`` (127.255.255.253, the rest of Spamhaus'
+  error range), ``ip_query_not_allowed`` (127.0.1.255, Spamhaus DBL), ``query_refused`` (127.0.0.1,
+  URIBL), ``bad_answer`` (outside 127.0.0.0/8). ``DNSBL_ZONE_CASES``: whole zones that cannot be
+  used: ``dead.test`` lists nothing, not even its RFC 5782 test point 127.0.0.2
+  (``test_point_not_listed``); ``everything.test`` lists 127.0.0.1 too (``lists_everything``).
 * DMARC: ``ok``, ``malformed``, ``missing``.
 """
 
@@ -33,6 +37,7 @@ __all__ = [
     "DMARC_EFFECTIVE",
     "DNSBL_CASES",
     "DNSBL_ZONE",
+    "DNSBL_ZONE_CASES",
     "DOMAIN",
     "MX_CASES",
     "PTR_CASES",
@@ -142,9 +147,19 @@ DNSBL_CASES: dict[str, str] = {
     "192.0.2.20": "listed",
     "198.51.100.7": "listed",  # two return codes (127.0.0.4 and 127.0.0.10)
     "192.0.2.10": "not_listed",
-    "192.0.2.50": "error_public_resolver",
-    "192.0.2.51": "error_rate_limited",
-    "192.0.2.52": "error_unsupported_query",
+    "192.0.2.50": "public_resolver",
+    "192.0.2.51": "rate_limited",
+    "192.0.2.52": "zone_name_typo",
+    "192.0.2.53": "query_error",
+    "192.0.2.54": "ip_query_not_allowed",
+    "192.0.2.55": "query_refused",
+    "192.0.2.56": "bad_answer",
+}
+
+#: (ip, zone) -> verdict for lists that cannot be used whatever the IP (see the module docstring).
+DNSBL_ZONE_CASES: dict[tuple[str, str], str] = {
+    ("192.0.2.10", "dead.test"): "test_point_not_listed",
+    ("192.0.2.10", "everything.test"): "lists_everything",
 }
 
 DMARC_CASES: dict[str, str] = {
@@ -304,7 +319,24 @@ def _dnsbl() -> str:
         f"51.2.0.192 IN TXT {_q('Query refused: rate limit exceeded')}",
         "52.2.0.192 IN A 127.255.255.252",
         f"52.2.0.192 IN TXT {_q('Query refused: typo in the zone name or unsupported query')}",
+        "53.2.0.192 IN A 127.255.255.253",
+        "54.2.0.192 IN A 127.0.1.255",
+        "55.2.0.192 IN A 127.0.0.1",
+        f"55.2.0.192 IN TXT {_q('127.0.0.1 -> Query Refused. See https://uribl.test/refused for more information')}",
+        "56.2.0.192 IN A 198.51.100.80",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _dead_list() -> str:
+    """A zone that lists nothing, not even 127.0.0.2: a mistyped or retired list (NXDOMAIN for every IP)."""
+    return "\n".join(["$ORIGIN dead.test.", "$TTL 300", _SOA]) + "\n"
+
+
+def _everything_list() -> str:
+    """A zone that lists 127.0.0.1 (and every IP asked here): a dead list answering 'listed' for all."""
+    lines = ["$ORIGIN everything.test.", "$TTL 300", _SOA]
+    lines += [f"{name} IN A 127.0.0.2" for name in ("1.0.0.127", "2.0.0.127", "10.2.0.192", "20.2.0.192")]
     return "\n".join(lines) + "\n"
 
 
@@ -334,6 +366,8 @@ TEST_ZONES: dict[str, str] = {
     "2.0.192.in-addr.arpa": _reverse_192(),
     "100.51.198.in-addr.arpa": _reverse_198(),
     DNSBL_ZONE: _dnsbl(),
+    "dead.test": _dead_list(),
+    "everything.test": _everything_list(),
 }
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from exporter.service import Service
+from tests.fixtures.captures import E19
 from tests.integration.conftest import SimFactory, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -265,9 +265,7 @@ def test_org_wide_collectors_fail_over_and_faults_stay_local(sim_factory: SimFac
 
 
 def test_real_captures_replayed_through_the_exporter(sim_factory: SimFactory, service_factory: Any) -> None:
-    captures = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml" / "E19"
-    if not captures.is_dir():
-        pytest.skip("reference captures not found")
+    captures = E19
     org = small_org(("EX01",))
     org["replays"] = {
         "Get-ExchangeCertificate": str(captures / "GetExchangeCertificate.xml"),

@@ -26,6 +26,7 @@ from tests.dnsinfra.zones import (
     DMARC_EFFECTIVE,
     DNSBL_CASES,
     DNSBL_ZONE,
+    DNSBL_ZONE_CASES,
     DOMAIN,
     MX_CASES,
     PTR_CASES,
@@ -118,15 +119,29 @@ def test_ptr_cases(nsd_server: NsdServer, ip: str) -> None:
 
 @pytest.mark.parametrize("ip", sorted(DNSBL_CASES))
 def test_dnsbl_cases(nsd_server: NsdServer, ip: str) -> None:
-    verdict = check_dnsbl(ip, DNSBL_ZONE, client_for(nsd_server)).verdict
-    expected = {
-        "listed": "listed",
-        "not_listed": "not_listed",
-        "error_public_resolver": "query_refused",
-        "error_rate_limited": "rate_limited",
-        "error_unsupported_query": "unsupported_query",
-    }[DNSBL_CASES[ip]]
-    assert verdict == expected
+    result = check_dnsbl(ip, DNSBL_ZONE, client_for(nsd_server))
+    assert result.verdict == DNSBL_CASES[ip]
+    if not result.ok:  # an unusable answer is explained, never read as a listing or a clean bill
+        assert result.explain().startswith(f"{DNSBL_ZONE} ") and result.codes[0] in result.explain()
+
+
+@pytest.mark.parametrize(("ip", "zone"), sorted(DNSBL_ZONE_CASES))
+def test_dnsbl_zones_that_cannot_be_used(nsd_server: NsdServer, ip: str, zone: str) -> None:
+    """RFC 5782 test points: a zone without 127.0.0.2 cannot say "not listed", one with 127.0.0.1 cannot say
+    "listed"; the IP itself is answered NXDOMAIN by the first and listed by the second."""
+    result = check_dnsbl(ip, zone, client_for(nsd_server))
+    assert result.verdict == DNSBL_ZONE_CASES[(ip, zone)] and not result.ok
+    assert "RFC 5782" in result.explain()
+
+
+def test_dnsbl_refusal_keeps_the_lists_own_words(nsd_server: NsdServer) -> None:
+    refused = check_dnsbl("192.0.2.50", DNSBL_ZONE, client_for(nsd_server))
+    assert refused.verdict == "public_resolver" and "public resolvers are blocked" in refused.reason_text
+    assert refused.explain().startswith(
+        f"{DNSBL_ZONE} refuses queries from this resolver (127.255.255.254: query via a public/open resolver)"
+    )
+    uribl = check_dnsbl("192.0.2.55", DNSBL_ZONE, client_for(nsd_server))
+    assert uribl.verdict == "query_refused" and "Query Refused" in uribl.explain()
 
 
 def test_dnsbl_listing_carries_the_reason_text(nsd_server: NsdServer) -> None:

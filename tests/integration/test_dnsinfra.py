@@ -146,14 +146,18 @@ def classify_dnsbl(resolver: dns.resolver.Resolver, ip: str, zone: str) -> str:
     except dns.resolver.NXDOMAIN:
         return "not_listed"
     errors = {
-        "127.255.255.254": "error_public_resolver",
-        "127.255.255.255": "error_rate_limited",
-        "127.255.255.252": "error_unsupported_query",
+        "127.255.255.254": "public_resolver",
+        "127.255.255.255": "rate_limited",
+        "127.255.255.252": "zone_name_typo",
+        "127.255.255.253": "query_error",
+        "127.0.1.255": "ip_query_not_allowed",
+        "127.0.0.1": "query_refused",
     }
     for code, verdict in errors.items():
         if code in codes:
             return verdict
-    assert all(ipaddress.ip_address(c) in ipaddress.ip_network("127.0.0.0/8") for c in codes)
+    if not all(ipaddress.ip_address(c) in ipaddress.ip_network("127.0.0.0/8") for c in codes):
+        return "bad_answer"
     return "listed"
 
 
@@ -332,6 +336,28 @@ def test_demo_dns_faults(demo_dns: DemoDNS) -> None:
     assert len(demo_dns.faults) == 0
     assert txt_values(resolver, f"spf-simple.{DOMAIN}")
     assert resolver.resolve(f"2.0.0.127.{DNSBL_ZONE}", "A")
+
+
+def test_demo_dns_planted_answers(demo_dns: DemoDNS) -> None:
+    """An ``answer`` fault plants what a blocklist answers a resolver it refuses (Spamhaus: 127.255.255.254
+    for every name, its reason in TXT), or what an NXDOMAIN-rewriting resolver answers: authoritative,
+    for names inside the zones and outside them, A/TXT as planted and NODATA for other types."""
+    resolver = resolver_for(demo_dns.port, lifetime=0.8)
+    reason = "Error: open resolver; https://check.spamhaus.org/returnc/pub/127.0.0.1/"
+    demo_dns.faults.set(f"*.{DNSBL_ZONE}", "answer", address="127.255.255.254", text=reason)
+    for name in (f"2.0.0.127.{DNSBL_ZONE}", f"10.2.0.192.{DNSBL_ZONE}"):  # listed and unlisted alike
+        assert [r.address for r in resolver.resolve(name, "A")] == ["127.255.255.254"]
+        assert txt_values(resolver, name) == [reason]
+        with pytest.raises(dns.resolver.NoAnswer):
+            resolver.resolve(name, "AAAA")
+    demo_dns.faults.set("*.nxdomain-rewritten.example", "answer", rtype="A", address="198.51.100.80")
+    assert [r.address for r in resolver.resolve("10.2.0.192.nxdomain-rewritten.example", "A")] == ["198.51.100.80"]
+    with pytest.raises(ValueError, match="address"):
+        demo_dns.faults.set("x", "servfail", address="127.0.0.2")
+    with pytest.raises(ValueError):
+        demo_dns.faults.set("x", "answer", address="not-an-ip")
+    demo_dns.faults.clear(f"*.{DNSBL_ZONE}")
+    assert [r.address for r in resolver.resolve(f"2.0.0.127.{DNSBL_ZONE}", "A")] == ["127.0.0.2"]
 
 
 def test_demo_dns_set_zones_and_faults_while_serving(demo_dns: DemoDNS) -> None:

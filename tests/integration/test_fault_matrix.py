@@ -471,7 +471,9 @@ def test_fault_is_reported_contained_and_recovered(case: Case, make_env: Callabl
             gc.collect()
             return threading.active_count() <= threads_before + 2 and open_fds() <= fds_before + 4
 
-        settled = wait_until(back_to_baseline, 20, 0.2)
+        # A leak never settles; a loaded machine (CI's 2 cores) may need longer than an idle one to end
+        # the healed target's last threads, so the grace period is generous and ends as soon as it settles.
+        settled = wait_until(back_to_baseline, 60, 0.2)
         assert settled, (
             threading.active_count(),
             threads_before,

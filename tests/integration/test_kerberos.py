@@ -38,6 +38,7 @@ from exporter.settings import Settings, load_settings
 from exporter.simulator import Scenario, Simulator
 from tests.integration.conftest import PASSWORD, USER, only_collectors, run_cmdlets, settings_for, small_org
 from tests.kdc.mitkdc import MitKdc, find_kdc
+from tests.unit.test_session_helpers import SECRET, leaks
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -278,6 +279,27 @@ def test_wrong_password_backs_off_without_a_retry_storm(
         assert PASSWORD not in text and "not-the-password" not in text
 
 
+def test_a_password_beyond_latin_1_works_with_kerberos(
+    realm: Realm, services: list[Service], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Basic cannot send it (validate-config says so); Kerberos derives its keys from the UTF-8 password
+    (pyspnego encodes it so, MIT's string-to-key takes those bytes), so it logs on."""
+    caplog.set_level(logging.DEBUG)
+    principal = realm.kdc.add_principal("svc-unicode@CONTOSO.SIM", SECRET)
+    org = small_org()
+    org["users"] = {**org["users"], "svc-unicode@contoso.sim": "unused-by-kerberos"}
+    sim = Simulator(Scenario.from_dict(org), host="127.0.0.1", kerberos_keytab=realm.sim_keytab)
+    sim.start()
+    try:
+        secret = tmp_path / "pw"
+        secret.write_text(SECRET + "\n", encoding="utf-8")
+        service, snaps = poll(services, kerberos_settings(sim, {"username": principal, "password_file": str(secret)}))
+        assert_polled(service, snaps)
+        assert leaks(caplog.text) == []
+    finally:
+        sim.stop()
+
+
 # -- (e) the simulator refuses principals that are no user, and tickets for a wrong SPN ------------------
 
 
@@ -421,8 +443,11 @@ def test_negotiate_handshake_and_tampered_body_by_hand(krb_sim: Simulator) -> No
 @pytest.mark.parametrize(
     ("server", "problem"),
     [
-        ({"auth": "basic", "tls": True, "username": "u", "password": "p", "keytab": "KT"}, "not basic"),
-        ({"auth": "kerberos", "password": "p", "keytab": "KT"}, "not both"),
+        (
+            {"auth": "basic", "tls": True, "username": "u", "keytab": "KT"},
+            r"keytab \(line \d\): works with .* not basic",
+        ),
+        ({"auth": "kerberos", "password": "p", "keytab": "KT"}, "set only one of password, password_file and keytab"),
         ({"auth": "kerberos", "keytab": "/nonexistent/client.keytab"}, "does not exist"),
     ],
 )

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
 
+from exporter.check import check
 from exporter.service import Service
-from exporter.triage.run import check, report_for
 from tests.integration.conftest import (
     PASSWORD,
     USER,
@@ -263,7 +263,7 @@ def test_a_missing_role_is_a_permission_failure_of_that_collector_only(sim_facto
             metric(service, "mailflow_collector_errors_total", collector="tracking", target="EX01", reason="permission")
             == 1
         )
-        report = report_for(service)
+        report = service.triage()
         (finding,) = [f for f in report.findings if f.rule == "missing_role"]
         assert "Message Tracking" in finding.title and "Get-MessageTrackingLog" in finding.title
         assert finding.runbook == "missing-rbac-role"
@@ -278,7 +278,7 @@ def test_a_missing_role_is_a_permission_failure_of_that_collector_only(sim_facto
             body = resp.read().decode("utf-8")
         from tests.integration.test_status_page import check_page, parse
 
-        check_page(parse(body), report_for(service), service.settings.web.runbook_url)
+        check_page(parse(body), service.triage(), service.settings.web.runbook_url)
         (node,) = [n for n in parse(body).by_id("findings").find_all("li", "finding") if "Message Tracking" in n.text()]
         assert "Get-MessageTrackingLog" in node.text() and USER in node.text()
     finally:
@@ -290,7 +290,7 @@ def test_check_names_the_missing_role(sim_factory: SimFactory) -> None:
     report = check(exporter_settings(sim, scenario))
     (finding,) = [f for f in report.findings if f.rule == "missing_role"]
     assert finding.title == "The monitoring account lacks the Monitoring role (Test-ServiceHealth)"
-    assert any(u.startswith("service_health EX01: permission: Test-ServiceHealth") for u in report.unchecked)
+    assert any(u.startswith("service_health EX01: Test-ServiceHealth is not available") for u in report.unchecked)
     assert report.exit_code in (2, 3)  # small_org's retrying queues are critical; otherwise 3, could not check
 
 
@@ -331,7 +331,7 @@ def test_missing_get_adpermission_leaves_relay_rights_unverified(sim_factory: Si
             reason="anonymous_relay_unverified",
         )
         assert risk == 1
-        (finding,) = [f for f in report_for(service).findings if f.rule == "relay_unverified"]
+        (finding,) = [f for f in service.triage().findings if f.rule == "relay_unverified"]
         assert "View-Only Configuration" in finding.next_step
     finally:
         service.stop()

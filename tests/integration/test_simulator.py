@@ -29,6 +29,7 @@ from exporter.simulator import (
     load_scenario,
 )
 from exporter.simulator.timeline import Timeline, snapshot_queue
+from tests.fixtures.captures import E19
 from tests.integration.conftest import run_cmdlets as invoke
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.integration
 USER = "svc-mailflow@contoso.sim"
 PASSWORD = "S1mulated-Password"
 LIMIT_USER = "svc-limits@contoso.sim"
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 RECEIVE_CONNECTORS = CAPTURES / "GetReceiveConnector.xml"
 QUEUE_TYPES = [
     "Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo",
@@ -170,12 +171,11 @@ def test_get_queue_wire_shapes(pool: RunspacePool) -> None:
     retry = by_id["EX01\\3"]
     assert retry.types == QUEUE_TYPES
     props = retry.adapted_properties
-    assert str(props["Status"]) == "Retry" and props["Status"].property_sets == [3]
-    assert str(props["DeliveryType"]) == "DnsConnectorDelivery"
-    assert props["DeliveryType"].types[:2] == ["Microsoft.Exchange.Data.DeliveryType", "System.Enum"]
-    assert str(props["NextHopCategory"]) == "External" and str(props["RiskLevel"]) == "Normal"
-    assert str(props["Identity"]) == "EX01\\3" and props["Identity"] is props["QueueIdentity"]
-    assert props["QueueIdentity"].types[0] == "Microsoft.Exchange.Data.QueueViewer.QueueIdentity"
+    # Remoting depth 1: enums and value types are their ToString; Identity and QueueIdentity (one
+    # object) are written twice as text, since an object written as a string gets no RefId.
+    assert props["Status"] == "Retry" and props["DeliveryType"] == "DnsConnectorDelivery"
+    assert props["NextHopCategory"] == "External" and props["RiskLevel"] == "Normal"
+    assert props["Identity"] == props["QueueIdentity"] == "EX01\\3"
     assert props["NextHopDomain"] == "fabrikam.example" and props["LastError"] == DNS_ERROR
     assert props["MessageCount"] == 12 and props["RetryCount"] >= 4
     assert props["MessageCountsPerPriority"] == [0, 12, 0, 0]
@@ -248,8 +248,15 @@ def test_select_object_pipeline(pool: RunspacePool) -> None:
         "System.Management.Automation.PSCustomObject",
         "System.Object",
     ]
-    assert str(obj) == "@{Identity=EX01\\3; MessageCount=12; Status=Retry}"
-    assert obj.extended_properties["MessageCount"] == 12 and str(obj.extended_properties["Status"]) == "Retry"
+    assert obj.to_string is None  # a property bag carries no ToString on the wire
+    notes = obj.extended_properties
+    assert notes["MessageCount"] == 12
+    # Select-Object's notes are written at depth 1 (they do not use up a level): full objects again
+    assert str(notes["Status"]) == "Retry" and notes["Status"].property_sets == [3]
+    assert notes["Status"].types[:2] == ["Microsoft.Exchange.Data.QueueViewer.QueueStatus", "System.Enum"]
+    assert str(notes["Identity"]) == "EX01\\3" and notes["Identity"].adapted_properties["Server"] == "EX01"
+    assert notes["Identity"].types[0] == "Microsoft.Exchange.Data.QueueViewer.QueueIdentity"
+    assert notes["Identity"].adapted_properties["Type"] == "Delivery"  # its own enum: depth 0 inside
     ps = invoke(pool, ("Get-ExchangeServer", {}), ("Select-Object", {"ExpandProperty": "Fqdn", "First": 1}))
     assert ps.output == ["ex01.contoso.sim"]
 
@@ -263,11 +270,10 @@ def test_get_exchange_server_and_transport_service(pool: RunspacePool) -> None:
     props = ex01.adapted_properties
     assert props["Fqdn"] == "ex01.contoso.sim" and props["IsHubTransportServer"] is True
     assert props["IsEdgeServer"] is False and props["IsMailboxServer"] is True
-    assert str(props["AdminDisplayVersion"]) == "Version 15.2 (Build 1544.4)"
-    assert props["AdminDisplayVersion"].adapted_properties["Build"] == 1544
-    assert str(props["ServerRole"]) == "Mailbox" and props["ServerRole"].property_sets == [2]
-    assert str(props["Site"]) == "contoso.sim/Configuration/Sites/Default-First-Site-Name"
-    assert str(props["Identity"]) == "EX01" and props["Id"] is props["Identity"]
+    # remoting depth: value types and enums are their ToString, lists stay lists of their items' text
+    assert props["AdminDisplayVersion"] == "Version 15.2 (Build 1544.4)" and props["ServerRole"] == "Mailbox"
+    assert props["Site"] == "contoso.sim/Configuration/Sites/Default-First-Site-Name"
+    assert props["Identity"] == props["Id"] == "EX01"
     assert "<LST>" in props["ObjectClass"].property_sets[0]  # MVPs stay undecoded, as with real Exchange
     ps = invoke(pool, ("Get-ExchangeServer", {"Identity": "ex0*"}))
     assert len(ps.output) == 2
@@ -277,7 +283,7 @@ def test_get_exchange_server_and_transport_service(pool: RunspacePool) -> None:
     (transport,) = ps.output
     assert transport.types[0] == "Microsoft.Exchange.Data.Directory.SystemConfiguration.TransportServer"
     assert transport.adapted_properties["MessageTrackingLogEnabled"] is True
-    assert "MessageTracking" in str(transport.adapted_properties["MessageTrackingLogPath"])
+    assert "MessageTracking" in transport.adapted_properties["MessageTrackingLogPath"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,18 +591,19 @@ def test_control_api() -> None:
 # Replays and scenarios
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not RECEIVE_CONNECTORS.exists(), reason="reference captures not available")
 def test_replay_receive_connectors_keeps_flag_enums(pool: RunspacePool) -> None:
     ps = invoke(pool, ("Get-ReceiveConnector", {"Server": "EX01"}))
     assert len(ps.output) == 5 and not ps.streams.error
     first = ps.output[0]
     assert first.types[0] == "Microsoft.Exchange.Data.Directory.SystemConfiguration.ReceiveConnector"
-    groups = first.adapted_properties["PermissionGroups"]
-    assert str(groups) == "ExchangeUsers, ExchangeServers, ExchangeLegacyServers" and groups.property_sets == [14]
+    # the capture cut to remoting depth: the flags enum is its name, the MVP a list of strings
+    assert first.adapted_properties["PermissionGroups"] == "ExchangeUsers, ExchangeServers, ExchangeLegacyServers"
     assert all(not str(o.adapted_properties["PermissionGroups"]).isdigit() for o in ps.output)
     assert "<LST>" in first.adapted_properties["Bindings"].property_sets[0]
+    assert "PSComputerName" not in first.extended_properties  # added by the client that made the capture
     ps = invoke(pool, ("Get-ReceiveConnector", {}), ("Select-Object", {"Property": ["Identity", "PermissionGroups"]}))
-    assert len(ps.output) == 5 and str(ps.output[0].extended_properties["PermissionGroups"]).startswith("Exchange")
+    groups = ps.output[0].extended_properties["PermissionGroups"]  # a note at depth 1: the enum object
+    assert len(ps.output) == 5 and str(groups).startswith("Exchange") and groups.property_sets == [14]
 
 
 def _moving_queue_counts(scenario: Scenario, clock_value: list[float]) -> dict[str, int]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +19,15 @@ from pypsrp.powershell import PowerShell, RunspacePool
 
 from exporter.exchange import wire
 from exporter.exchange.clixml import flatten
+from exporter.exchange.components import ComponentResult, parse_component, render_components
 from exporter.simulator import Scenario, Simulator
+from tests.fixtures.captures import E19
 from tests.integration.conftest import SimFactory, raw_pool, small_org
 from tests.integration.conftest import run_cmdlets as run
 
 pytestmark = pytest.mark.integration
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 CLOCK = [1_800_000_000.0]
 
 
@@ -172,7 +174,7 @@ def test_send_connectors_and_accepted_domains(pool: RunspacePool) -> None:
     assert partner["DNSRoutingEnabled"] is False
     assert partner["SmartHosts"] == ["relay.partner.example", "[10.0.0.5]"]
     assert partner["SmartHostsString"] == "relay.partner.example,[10.0.0.5]"
-    assert partner["SourceIPAddress"] == "0.0.0.0"  # the <Ref> into SmartHosts, resolved by wire.install
+    assert partner["SourceIPAddress"] == "0.0.0.0"  # an IPAddress object (types.ps1xml depth 1), not a <Ref>
     assert partner["RequireTLS"] is True and partner["TlsAuthLevel"] == "DomainValidation"
     assert partner["SourceTransportServers"] == ["EX02"] and partner["AddressSpaces"] == ["SMTP:partner.example;1"]
     assert [r["Name"] for r in rows(pool, ("Get-SendConnector", {"Identity": "To*"}))] == ["To Partner"]
@@ -201,6 +203,46 @@ def test_server_component_state(pool: RunspacePool) -> None:
     not_found(run(pool, ("Get-ServerComponentState", {"Identity": "EX09"})), "EX09")
     missing = run(pool, ("Get-ServerComponentState", {}))
     assert missing.had_errors and missing.streams.error[0].fq_error.startswith("MissingMandatoryParameter,")
+
+
+@pytest.mark.timeout(30)
+def test_component_requesters_arrive_as_text_and_healthapi_counts(sim_factory: SimFactory) -> None:
+    """At remoting depth a RequesterDetails is its ToString (culture-formatted time included), and
+    Managed Availability's requester is spelled ``HealthApi`` as Exchange returns it: the exporter
+    reads requester and state from that text and reports HealthApi under its real name."""
+    org = small_org()
+    org["organisation"] = {**org.get("organisation", {}), "culture": "de-DE"}
+    org["servers"][0]["components"] = {
+        "ImapProxy": {"state": "Inactive", "requester": "HealthAPI"},  # as Set-ServerComponentState accepts it
+        "HubTransport": {"state": "Draining", "requester": "maintenance"},
+    }
+    sim, _ = sim_factory(org)
+    pool = open_pool(sim)
+    try:
+        ps = run(pool, ("Get-ServerComponentState", {"Identity": "EX01"}))
+    finally:
+        pool.close()
+    assert not ps.streams.error and len(ps.output) == 34
+    by_name = {flatten(o)["Component"]: o for o in ps.output}
+    imap = flatten(by_name["ImapProxy"])
+    assert imap["State"] == "Inactive"  # an enum beyond the depth: its name
+    texts = imap["LocalStates"]
+    assert [t.split("; Timestamp:")[0] for t in texts] == [
+        "Requestor:Functional; State:Active",
+        "Requestor:HealthApi; State:Inactive",
+    ]
+    assert re.search(r"Timestamp:\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}$", texts[1])  # de-DE DateTime.ToString()
+    parsed = {s.component: s for s in (parse_component(o, "EX01") for o in ps.output)}
+    assert dict(parsed["ImapProxy"].requesters) == {"Functional": "Active", "HealthApi": "Inactive"}
+    assert dict(parsed["HubTransport"].requesters) == {"Functional": "Active", "Maintenance": "Draining"}
+    result = ComponentResult("EX01", (parsed["HubTransport"], parsed["ImapProxy"]))
+    families = {m.name: m for m in render_components([result])}
+    reported = {
+        (s.labels["component"], s.labels["requester"], s.labels["state"])
+        for s in families["mailflow_server_component_requester_state"].samples
+    }
+    assert ("ImapProxy", "HealthApi", "Inactive") in reported  # the old client dropped this one
+    assert ("HubTransport", "Maintenance", "Draining") in reported
 
 
 @pytest.mark.timeout(30)
@@ -387,7 +429,6 @@ def test_rbac_hides_get_adpermission(sim_factory: SimFactory) -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not CAPTURES.exists(), reason="reference captures not available")
 def test_replays_of_real_connector_captures(sim_factory: SimFactory) -> None:
     org = audit_org()
     org["replays"] = {

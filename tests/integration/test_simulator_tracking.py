@@ -18,6 +18,7 @@ import pytest
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.wsman import WSMan
 
+from exporter.exchange.clixml import parse_timespan
 from exporter.exchange.tracking import decode_event
 from exporter.simulator import (
     Scenario,
@@ -29,8 +30,10 @@ from exporter.simulator import (
     objects,
 )
 from exporter.simulator.clixml import select_object, write_clixml
+from exporter.simulator.depth import UNLIMITED, cut
 from exporter.simulator.timeline import Timeline
-from exporter.simulator.tracking import TrackedMessage, TrackingLog, event_clixml, select_clixml
+from exporter.simulator.tracking import TrackedMessage, TrackingLog
+from exporter.simulator.tracking_wire import event_clixml, select_clixml
 
 pytestmark = pytest.mark.integration
 
@@ -211,23 +214,20 @@ def test_normal_sequence_in_order_with_real_shapes(sim: Simulator, pool: Runspac
     assert receive["RecipientStatus"][0] == "To" and set(receive["RecipientStatus"]) <= {"To", "Cc", "Bcc"}
     assert receive["ConnectorId"] == "EX01\\Default EX01" and receive["MessageInfo"] == "0cI:"
     deliver = by_event[("DELIVER", "STOREDRIVER")].adapted_properties
+    # At remoting depth the enum, the EnhancedTimeSpan and each EventData pair are their ToString;
+    # the arrays stay lists (containers do not use up depth).
     latency_type = deliver["MessageLatencyType"]
-    assert latency_type.types[:2] == [
-        "Microsoft.Exchange.Management.TransportLogSearchTasks.MessageLatencyType",
-        "System.Enum",
-    ]
-    pairs = {kv.adapted_properties["Key"]: kv.adapted_properties["Value"] for kv in deliver["EventData"]}
+    assert latency_type in ("EndToEnd", "None")
+    assert all(isinstance(kv, str) and kv.startswith("[") for kv in deliver["EventData"])
+    pairs = dict(kv[1:-1].split(", ", 1) for kv in deliver["EventData"])
     assert pairs["DeliveryPriority"] == "Normal" and "MailboxDatabaseName" in pairs
-    if str(latency_type) == "EndToEnd":
-        assert latency_type.property_sets == [2]
+    if latency_type == "EndToEnd":
         latency = deliver["MessageLatency"]
-        assert latency.types[0] == "Microsoft.Exchange.Data.EnhancedTimeSpan"
-        assert re.fullmatch(r"00:0\d:\d\d\.\d{7}", str(latency))
+        assert isinstance(latency, str) and re.fullmatch(r"00:0\d:\d\d\.\d{7}", latency)
         expected_ms = message.events[-1].ts_ms - message.arrival_ms
-        assert latency.adapted_properties["TotalMilliseconds"] == pytest.approx(expected_ms)
+        assert parse_timespan(latency) == pytest.approx(expected_ms / 1000)
         assert ";SRV=ex01.contoso.sim:" in deliver["MessageInfo"]
     else:
-        assert str(latency_type) == "None" and latency_type.property_sets == [0]
         assert deliver["MessageLatency"] is None
         assert re.fullmatch(r"1/15/2027 \d{1,2}:\d\d:\d\d (AM|PM)", deliver["MessageInfo"])  # local time text
 
@@ -358,7 +358,8 @@ def test_select_object_keeps_enums_timespans_and_arrays(sim: Simulator, pool: Ru
         "System.Object",
     ]
     assert list(obj.extended_properties) == SELECTED
-    assert str(obj).startswith("@{Timestamp=2027-01-15T") and "; EventId=DELIVER; Source=STOREDRIVER;" in str(obj)
+    assert obj.to_string is None  # a property bag has no ToString on the wire (PowerShell renders @{...})
+    # Select-Object's notes are written at depth 1: the enum and the EnhancedTimeSpan keep their shape.
     kinds = set()
     for item in ps.output:
         props = item.extended_properties
@@ -403,6 +404,65 @@ def _log(rate: float = 300.0) -> TrackingLog:
 
 
 @pytest.mark.timeout(20)
+def test_failure_codes_and_recipient_domains() -> None:
+    """``failure_codes`` picks FAIL texts by code (real texts only), ``recipient_domains`` the accepted
+    domains the organisation's recipients are in; a scenario without them keeps every message."""
+    accepted = [{"domain": "contoso.sim"}, {"domain": "fabrikam.sim"}]
+    traffic = {"messages_per_minute": 300, "failure_ratio": 0.5, "history_minutes": 10}
+    org = {"organisation": {"domain": "contoso.sim"}, "accepted_domains": accepted}
+    planted = Scenario.from_dict(
+        {**org, "servers": [{"name": "EX01", "tracking": {
+            **traffic, "failure_codes": ["5.1.1", "5.1.10"], "recipient_domains": ["fabrikam.sim"]}}]}
+    )  # fmt: skip
+    events = TrackingLog(planted, Timeline(planted.organisation, lambda: T0)).events("EX01", T0 - 600, T0)
+    fails = [e for e in events if e.event_id == "FAIL"]
+    assert len(fails) > 100
+    assert {s.split(" ")[1] for e in fails for s in e.recipient_status} == {"5.1.1", "5.1.10"}
+    assert {r.rpartition("@")[2] for e in fails for r in e.recipients} == {"fabrikam.sim"}
+    assert all(len(e.recipients) == len(e.recipient_status) for e in fails)
+    assert {
+        e.sender.rpartition("@")[2] for e in events if e.event_id == "RECEIVE" and e.directionality == "Originating"
+    } <= {"contoso.sim"}  # senders stay in the organisation domain
+    plain = Scenario.from_dict({**org, "servers": [{"name": "EX01", "tracking": traffic}]})
+    before = TrackingLog(plain, Timeline(plain.organisation, lambda: T0)).events("EX01", T0 - 600, T0)
+    codes = {
+        s.split(" ")[1] if s[0] != "[" else "x" for e in before if e.event_id == "FAIL" for s in e.recipient_status
+    }
+    assert {"5.1.1", "5.1.10", "5.4.1", "5.2.2"} <= codes
+    with pytest.raises(ScenarioError, match=r"failure_codes: no real failure text with 5\.1\.6"):
+        Scenario.from_dict({"servers": [{"name": "EX01", "tracking": {**traffic, "failure_codes": ["5.1.6"]}}]})
+    with pytest.raises(ScenarioError, match=r"recipient_domains: tailspin\.sim is not an accepted domain"):
+        Scenario.from_dict(
+            {**org, "servers": [{"name": "EX01", "tracking": {**traffic, "recipient_domains": ["tailspin.sim"]}}]}
+        )
+
+
+@pytest.mark.timeout(60)
+def test_accepted_domain_changed_recently_over_the_wire(sim_factory: Any) -> None:
+    """``changed_minutes_ago`` moves WhenChanged/WhenChangedUTC (as pypsrp reads them); the others keep
+    the configuration objects' stable date, days before the start."""
+    from tests.integration import conftest
+
+    accepted = [{"domain": "contoso.sim"}, {"name": "Fabrikam", "domain": "fabrikam.sim", "changed_minutes_ago": 40}]
+    org = {"accepted_domains": accepted, "servers": [{"name": "EX01"}], "users": {conftest.USER: conftest.PASSWORD}}
+    sim, _ = sim_factory(org)
+    with conftest.raw_pool(sim) as pool:
+        ps = conftest.run_cmdlets(pool, ("Get-AcceptedDomain", {}))
+    changed = {
+        str(o.adapted_properties["Name"]): datetime.datetime.fromisoformat(str(o.adapted_properties["WhenChangedUTC"]))
+        for o in ps.output
+    }
+    start = sim.tracking.timeline.start
+    assert abs(changed["Fabrikam"].timestamp() - (start - 2400)) < 1
+    assert changed["Fabrikam"].utcoffset() == datetime.timedelta(0)  # WhenChangedUTC is UTC, as captured
+    assert start - changed["contoso.sim"].timestamp() > 2 * 86400
+    with pytest.raises(ScenarioError, match="changed_minutes_ago: must be between"):
+        Scenario.from_dict(
+            {"accepted_domains": [{"domain": "a.sim", "changed_minutes_ago": -1}], "servers": [{"name": "EX01"}]}
+        )
+
+
+@pytest.mark.timeout(20)
 def test_fast_writer_and_select_match_the_generic_paths() -> None:
     log = _log()
     events = log.events("EX01", T0 - 600, T0)
@@ -412,9 +472,15 @@ def test_fast_writer_and_select_match_the_generic_paths() -> None:
     assert {"FAIL", "DSN", "DEFER", "DELIVER-EndToEnd", "DELIVER-None"} <= set(picked)
     for event in picked.values():
         fast = event_clixml(event, tz)
-        assert fast == write_clixml(objects.message_tracking_event(event, tz))
-        generic = select_object(ET.fromstring(fast), [*SELECTED, "Reference", "EventData", "Missing"])
-        selected = select_clixml(event, [*SELECTED, "Reference", "EventData", "Missing"], tz)
+        model = objects.message_tracking_event(event, tz)
+        assert fast == write_clixml(model)  # remoting depth, byte for byte
+        assert ET.canonicalize(fast.decode()) == ET.canonicalize(
+            ET.tostring(cut(ET.fromstring(write_clixml(model, UNLIMITED))), encoding="unicode")
+        )
+        # Select-Object reads the whole event on the server; its result is then cut to remoting depth
+        names = [*SELECTED, "Reference", "EventData", "Missing"]
+        generic = cut(select_object(ET.fromstring(write_clixml(model, UNLIMITED)), names))
+        selected = select_clixml(event, names, tz)
         assert ET.canonicalize(selected.decode()) == ET.canonicalize(ET.tostring(generic, encoding="unicode"))
     again = _log().events("EX01", T0 - 600, T0)  # a new log with the same scenario and clock
     assert again == events

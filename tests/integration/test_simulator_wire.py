@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 from pypsrp.serializer import Serializer
 
-from exporter.simulator import objects
+from exporter.simulator import objects, objects_server
 from exporter.simulator.clixml import load_capture, relink, select_object, to_element, write_clixml
+from exporter.simulator.depth import UNLIMITED, cut
 from exporter.simulator.opath import FilterError, compile_filter
 from exporter.simulator.scenario import Pattern, Scenario, build_scenario
 from exporter.simulator.shells import break_clixml
 from exporter.simulator.timeline import Timeline, pattern_value, snapshot_queue
+from tests.fixtures.captures import E19
 
-CAPTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURES = E19
 
 
 def _canonical(xml: bytes | str) -> str:
@@ -32,8 +33,8 @@ def _objects() -> list[object]:
     server = scenario.servers[0]
     built: list[object] = [objects.queue_info(snapshot_queue(server, q, timeline)) for q in server.queues]
     built += [
-        objects.exchange_server(scenario, server, timeline),
-        objects.transport_server(scenario, server, timeline),
+        objects_server.exchange_server(scenario, server, timeline),
+        objects_server.transport_server(scenario, server, timeline),
     ]
     return built
 
@@ -42,7 +43,10 @@ def _objects() -> list[object]:
 def test_fast_writer_matches_psrpcore_serializer() -> None:
     for obj in _objects():
         reference = ET.tostring(to_element(obj), encoding="unicode")
-        assert _canonical(write_clixml(obj)) == _canonical(reference)
+        whole = write_clixml(obj, UNLIMITED)
+        assert _canonical(whole) == _canonical(reference)  # the whole graph
+        # what the wire carries: the same graph cut to remoting depth
+        assert _canonical(write_clixml(obj)) == _canonical(ET.tostring(cut(ET.fromstring(whole))))
 
 
 @pytest.mark.timeout(30)
@@ -55,7 +59,6 @@ def test_generated_objects_deserialise_in_pypsrp() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.skipif(not CAPTURES.exists(), reason="reference captures not available")
 def test_capture_elements_are_self_contained() -> None:
     for name in ("GetReceiveConnector.xml", "GetExchangeServer.xml", "GetServerComponentState.xml"):
         elements = load_capture(CAPTURES / name)
@@ -94,18 +97,21 @@ def test_select_object_keeps_enum_shapes() -> None:
     scenario = build_scenario(1, 5)
     timeline = Timeline(scenario.organisation)
     server = scenario.servers[0]
-    data = write_clixml(objects.queue_info(snapshot_queue(server, server.queues[0], timeline)))
-    selected = select_object(ET.fromstring(data), ["Identity", "Status", "Missing"])
+    data = write_clixml(objects.queue_info(snapshot_queue(server, server.queues[0], timeline)), UNLIMITED)
+    selected = cut(select_object(ET.fromstring(data), ["Identity", "Status", "Missing"]))
     value = Serializer().deserialize(ET.tostring(selected, encoding="unicode"))
     assert value.types[0] == "Selected.Microsoft.Exchange.Data.QueueViewer.PropertyBagBasedQueueInfo"
-    assert str(value.extended_properties["Status"]) == "Ready"
+    status = value.extended_properties["Status"]
+    assert str(status) == "Ready" and status.property_sets == [2]  # a note keeps the enum at depth 1
+    identity = value.extended_properties["Identity"]
+    assert str(identity) == "EX01\\Submission" and identity.adapted_properties["Server"] == "EX01"
     assert value.extended_properties["Missing"] is None
-    assert str(value) == "@{Identity=EX01\\Submission; Status=Ready; Missing=}"
+    assert value.to_string is None  # no ToString for a property bag on the wire
 
 
 @pytest.mark.timeout(30)
 def test_break_clixml_variants() -> None:
-    data = write_clixml(objects.exchange_server(*_server_args()))
+    data = write_clixml(objects_server.exchange_server(*_server_args()))
     dangling = break_clixml(data, None)
     ET.fromstring(dangling)  # still well-formed XML
     with pytest.raises(KeyError):

@@ -22,7 +22,6 @@ from exporter.metrics import MailflowCollector, build_registry
 from exporter.service import Service
 from exporter.store import Snapshot, SnapshotStore
 from exporter.triage.model import Finding, Report, Verdict
-from exporter.triage.run import report_for
 from exporter.web import WebApp, runbook_link
 from tests.integration.conftest import demo_org
 
@@ -126,8 +125,11 @@ def check_page(dom: Node, report: Report, runbook_url: str) -> None:
         assert " ".join(f.next_step.split()) in node.text()
         links = [a.attrs["href"] for a in node.find_all("a")]
         assert links == ([runbook_link(runbook_url, f.runbook)] if f.runbook else []), links
-    unchecked = [li.text() for li in dom.by_id("unchecked").find_all("li")]
+    lists = dom.by_id("unchecked")
+    unchecked = [li.text() for ul in lists.find_all("ul", "unchecked") for li in ul.find_all("li")]
     assert unchecked == [" ".join(u.split()) for u in report.unchecked]
+    pending = [li.text() for ul in lists.find_all("ul", "pending") for li in ul.find_all("li")]
+    assert pending == list(report.pending)
     assert dom.by_id("collectors").find_all("td"), "the collectors table is still there"
 
 
@@ -145,7 +147,7 @@ def demo_service() -> Iterator[Service]:
             service.poll_all(only_new=True)
             service.poll_all(only_new=True)
             service.start()
-            # The page is compared with report_for(service): keep the snapshots still while we look.
+            # The page is compared with service.triage(): keep the snapshots still while we look.
             service.scheduler.pause()
             yield service
         finally:
@@ -158,7 +160,7 @@ def get(url: str) -> tuple[int, dict[str, str], str]:
 
 
 def test_page_shows_the_demo_triage(demo_service: Service) -> None:
-    report = report_for(demo_service)
+    report = demo_service.triage()
     # The demo's planted faults: something critical, with runbook anchors, and every poll succeeded.
     assert {f.severity for f in report.findings} >= {"critical", "warning"}
     assert sum(1 for f in report.findings if f.runbook) >= 3
@@ -181,7 +183,7 @@ def test_the_page_caches_its_triage_for_a_few_seconds(demo_service: Service) -> 
 
     def triage() -> Report:
         calls[0] += 1
-        return report_for(demo_service)
+        return demo_service.triage()
 
     app = WebApp(
         demo_service.registry,
@@ -346,7 +348,7 @@ def test_headless_chromium_renders_the_findings(demo_service: Service, tmp_path:
     url = f"http://127.0.0.1:{demo_service.web.port}/"
 
     result = run_chromium(binary, tmp_path / "profile", "--dump-dom", url)
-    report = report_for(demo_service)
+    report = demo_service.triage()
     dom = parse(result.stdout)
     assert dom.find_all("title")[0].text() == "mailflow-exporter"
     check_page(dom, report, RUNBOOK)

@@ -1,7 +1,8 @@
 """Transport faults planted in the simulator, end to end: the exporter polls a three-server DAG once a
-minute on an injected clock, triage must name the fault first, and the alert rules, fed with the
-exporter's real scrapes through ``promtool test rules``, must fire exactly the expected alerts. A
-healthy control has no finding and no alert at all.
+minute on an injected clock, triage must name the fault first (a server down is named first as a
+server the exporter cannot reach, the shadow copies it strands come with it), and the alert rules, fed
+with the exporter's real scrapes through ``promtool test rules``, must fire exactly the expected
+alerts. A healthy control has no finding and no alert at all.
 
 Faults: back pressure (High, Medium) on one server; a Submission queue growing on one server while
 Exchange reports no resource pressure; a DAG member down while its partners hold its shadow copies;
@@ -19,7 +20,6 @@ import pytest
 from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
 from exporter.triage.model import Report
-from exporter.triage.run import report_for
 from tests.integration.conftest import PASSWORD, USER, only_collectors, settings_for
 from tests.integration.scrape_rules import Scrapes, alert_names, check_alerts, expected
 
@@ -96,7 +96,7 @@ def run(data: dict[str, Any], tmp_path: Path, minutes: int, **faults: dict[str, 
                 clock.now = T0 + 60 * minute
                 service.poll_all()
                 scrapes.scrape(service)
-            return report_for(service), scrapes
+            return service.triage(), scrapes
         finally:
             service.stop()
 
@@ -121,7 +121,7 @@ def test_back_pressure_is_named_with_the_resource_exchange_reports(tmp_path: Pat
     report, scrapes = run(dag(), tmp_path, 16, EX01=fault)
     finding = first(report)
     count = 2 + 30 * 16
-    assert (finding.rule, finding.severity) == ("back_pressure", severity)
+    assert (finding.rule, finding.severity) == (f"back_pressure_{level.lower()}", severity)
     assert finding.title == f"EX01 is under back pressure: Submission {count} and growing; UsedDiskSpace {level}"
     assert any("the other servers' Submission queues hold 2, 2" in e for e in finding.evidence)
     assert "free disk space" in finding.next_step and "Get-ExchangeDiagnosticInfo -Server EX01" in finding.next_step
@@ -153,9 +153,12 @@ def test_submission_growing_without_back_pressure_is_not_blamed_on_resources(tmp
 
 def test_a_dag_member_down_is_named_with_the_shadow_messages_its_partners_hold(tmp_path: Path) -> None:
     report, scrapes = run(dag(), tmp_path, 16, EX02={"kind": "down", "rate_per_minute": 5})
-    finding = first(report)
+    # The server that does not answer is the root finding (blindness); the shadow copies are its toll.
+    assert (first(report).rule, first(report).severity) == ("server_unreachable", "critical")
+    assert "EX02" in first(report).title
+    (finding,) = [f for f in report.findings if f.rule == "shadow_for_unreachable_server"]
     held = 3 + 5 * 16
-    assert (finding.rule, finding.severity) == ("shadow_for_unreachable_server", "warning")
+    assert finding.severity == "warning"
     assert finding.title == f"EX02 is unreachable; EX01 and EX03 hold {2 * held} shadow message(s) for it"
     assert f"EX01: {held} message(s) in EX01\\Shadow\\12 (shadow for ex02.contoso.sim, Ready)" in finding.evidence
     assert any(e.startswith("EX02 does not answer: ") and "connection" in e for e in finding.evidence)

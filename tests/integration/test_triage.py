@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from exporter.check import check
 from exporter.demo import deep_merge, demo_dns_settings
 from exporter.netsim.demo_net import DOMAIN, DemoNet, demo_zones
 from exporter.triage.model import Report
 from exporter.triage.report import write_json, write_text
-from exporter.triage.run import check
 from tests.integration.conftest import PASSWORD, USER, SimFactory, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -228,10 +228,13 @@ def test_inbound_silence_with_dns_in_order(sim_factory: SimFactory, inbound_rati
 
 
 def test_unreachable_server_means_could_not_check(sim_factory: SimFactory) -> None:
+    """A transport server that cannot be polled is critical (tests/integration/test_blindness.py has more)."""
     sim, scenario = sim_factory(healthy_org())
     sim.faults.set("EX02", "refused")
     report = check(settings_for(sim, scenario, overrides={"collectors": {"tracking": {"enabled": False}}}))
-    assert report.exit_code == 3 and any(u.startswith("queues EX02: connection") for u in report.unchecked)
+    host, port = sim.endpoint("EX02")
+    assert report.exit_code == 2 and report.findings[0].rule == "server_unreachable"
+    assert f"queues EX02: connection refused at http://{host}:{port}/PowerShell" in report.unchecked
 
 
 def test_text_and_json_renderings() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -79,3 +81,36 @@ def test_unknown_path_is_404(served: tuple[str, SnapshotStore, Ready]) -> None:
 )
 def test_split_listen_address(address: str, expected: tuple[str, int]) -> None:
     assert split_listen_address(address) == expected
+
+
+def test_an_address_that_cannot_be_bound_names_itself_and_releases_the_others() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    store = SnapshotStore()
+    app = WebApp(build_registry(MailflowCollector(store, [], 3.0)), store, "/metrics", "", Ready())
+    busy = f"127.0.0.1:{taken.getsockname()[1]}"
+    try:
+        with pytest.raises(OSError, match=re.escape(f"cannot listen on {busy}")):
+            WebServer(app, [f"127.0.0.1:{free}", busy])
+    finally:
+        taken.close()
+    with socket.socket() as again:  # the first listener was closed, not leaked
+        again.bind(("127.0.0.1", free))
+
+
+def test_every_address_serves_the_same_application() -> None:
+    store = SnapshotStore()
+    app = WebApp(build_registry(MailflowCollector(store, [], 3.0)), store, "/custom/metrics", "", Ready())
+    server = WebServer(app, ["127.0.0.1:0", "127.0.0.1:0"])
+    server.start()
+    try:
+        for port in server.ports:
+            status, _, body = get(f"http://127.0.0.1:{port}/custom/metrics")
+            assert status == 200 and "mailflow_build_info" in body
+            assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404
+    finally:
+        server.stop()

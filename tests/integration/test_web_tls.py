@@ -252,6 +252,37 @@ def test_max_version_tls12_refuses_a_tls13_client(pki: Pki, tmp_path: Path, serv
         assert conn.version() == "TLSv1.2"
 
 
+def request(port: int, ctx: ssl.SSLContext, auth: tuple[str, str] | None) -> int:
+    """The status of GET /metrics on 127.0.0.1:``port`` over TLS (the certificate names localhost)."""
+    return get(port, "/metrics", ctx, auth)[0]
+
+
+def test_every_listen_address_serves_with_the_same_tls_and_auth(pki: Pki, tmp_path: Path) -> None:
+    """``--web.listen-address`` given twice: both listeners answer over TLS with the same certificate and
+    basic auth users, and an edit of the web config file reaches both (as with the exporter-toolkit)."""
+    path = tmp_path / "web.yml"
+    config = web_config(pki, tmp_path)
+    config["basic_auth_users"] = {"prometheus": HASH}
+    store = SnapshotStore()
+    app = WebApp(build_registry(MailflowCollector(store, [], 3.0)), store, "/metrics", "https://x.invalid", Ready())
+    server = WebServer(app, ["127.0.0.1:0", "127.0.0.1:0"], write_config(path, config), reload_interval=0.0)
+    server.start()
+    try:
+        first, second = server.ports
+        assert first != second and server.addresses == [f"127.0.0.1:{first}", f"127.0.0.1:{second}"]
+        assert server.scheme == "https"
+        ctx = client_context(pki)
+        for port in (first, second):
+            assert (request(port, ctx, ("prometheus", PASSWORD)), request(port, ctx, None)) == (200, 401)
+        config["basic_auth_users"] = {"prometheus": NEW_HASH}
+        write_config(path, config)
+        for port in (first, second):
+            assert request(port, ctx, ("prometheus", NEW_PASSWORD)) == 200
+            assert request(port, ctx, ("prometheus", PASSWORD)) == 401
+    finally:
+        server.stop()
+
+
 # --- reloading -----------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 * ``promtool check rules`` and ``promtool test rules`` (dashboards/prometheus/alerts_test.yml).
 * Mixin style of every alert (name, severity, summary, description, runbook_url) and a runbook
   section per alert in docs/runbook.md.
-* Every alert has a unit test that shows it firing and one that shows it quiet.
+* Every alert has a unit test that shows it firing (each of its severity tiers) and one that shows it quiet.
+* A name used by two rules is one fault at two severities (warning and critical tiers).
 * Every metric a rule uses is documented in docs/metrics.md. Whether the exporter really emits
   them is checked against its live exposition by the integration test
   (tests/integration/test_prometheus.py).
@@ -70,8 +71,15 @@ ALERT_NAMES = {rule["alert"] for rule in RULES}
 
 
 def test_alerts_file_has_the_expected_rules() -> None:
-    assert len(RULES) == len(ALERT_NAMES), "duplicate alert names"
-    assert len(RULES) >= 37
+    """Rules share a name only as severity tiers of one fault: same annotations' runbook, different severity."""
+    tiers: dict[str, list[dict[str, Any]]] = {}
+    for rule in RULES:
+        tiers.setdefault(rule["alert"], []).append(rule)
+    for name, rules in tiers.items():
+        severities = [r["labels"]["severity"] for r in rules]
+        assert len(set(severities)) == len(severities), f"{name}: two rules with one severity"
+        assert len({r["annotations"]["runbook_url"] for r in rules}) == 1, name
+    assert len(ALERT_NAMES) >= 40 and len(RULES) > len(ALERT_NAMES)
 
 
 # ---------------------------------------------------------------- promtool
@@ -94,28 +102,29 @@ def test_promtool_unit_tests_pass() -> None:
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     tests = _load(ALERTS_TEST)
     assert tests["rule_files"] == ["alerts.yml"]
-    firing: set[str] = set()
+    firing: set[tuple[str, str]] = set()
     quiet: set[str] = set()
     for group in tests["tests"]:
         for case in group.get("alert_rule_test", []):
             name = case["alertname"]
             assert name in ALERT_NAMES, f"{group['name']}: tests unknown alert {name}"
             if case.get("exp_alerts"):
-                firing.add(name)
                 for alert in case["exp_alerts"]:
                     annotations = alert.get("exp_annotations", {})
                     assert set(annotations) == {"summary", "description", "runbook_url"}, (name, annotations)
                     assert "severity" in alert.get("exp_labels", {}), name
+                    firing.add((name, alert["exp_labels"]["severity"]))
             else:
                 quiet.add(name)
-    assert ALERT_NAMES - firing == set(), "alerts never shown firing"
+    tiers = {(rule["alert"], rule["labels"]["severity"]) for rule in RULES}
+    assert sorted(tiers - firing) == [], "alerts (and severity tiers) never shown firing"
     assert ALERT_NAMES - quiet == set(), "alerts never shown quiet"
 
 
 # ---------------------------------------------------------------- style (monitoring-mixin)
 
 
-@pytest.mark.parametrize("rule", RULES, ids=[rule["alert"] for rule in RULES])
+@pytest.mark.parametrize("rule", RULES, ids=[f"{rule['alert']}-{rule['labels']['severity']}" for rule in RULES])
 def test_alert_style(rule: dict[str, Any]) -> None:
     name = rule["alert"]
     assert NAME.match(name), f"{name}: CamelCase with the Mailflow prefix"

@@ -1,10 +1,15 @@
-"""The configuration and health parsers on every real Exchange 2019 capture in ../shared/reference."""
+"""The configuration and health parsers on every real Exchange 2019 capture in tests/fixtures/exchange-clixml.
+
+Each capture is read twice: as Export-Clixml wrote it (depth 2) and cut to what a remote session
+sends (remoting depth 1, PowerShell's rule in ``exporter.simulator.depth.cut``), decoded by the
+exporter's own pypsrp decoder. The parsers must give the same answers from both.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import pytest
 
@@ -18,16 +23,25 @@ from exporter.exchange.receive_connectors import parse_receive_connector
 from exporter.exchange.relay import assess
 from exporter.exchange.send_connectors import parse_send_connector
 from exporter.exchange.service_health import parse_role_services
+from exporter.exchange.wire import FastOutputSerializer
+from exporter.simulator.clixml import load_capture
+from exporter.simulator.depth import cut
+from tests.fixtures.captures import CAPTURES
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 TRUSTED = parse_ip_ranges(PRIVATE_NETWORKS)
 
 
-def load(name: str) -> list[Any]:
+@pytest.fixture(params=["export-clixml", "remoting"])
+def form(request: pytest.FixtureRequest) -> str:
+    """How the capture reaches the parser: as captured, or cut to remoting depth."""
+    return str(request.param)
+
+
+def load(name: str, form: str = "export-clixml") -> list[Any]:
     path = CAPTURES / name
-    if not path.is_file():
-        pytest.skip(f"reference capture {path} not found")
-    return load_clixml(path.read_bytes())
+    if form == "export-clixml":
+        return load_clixml(path.read_bytes())
+    return [FastOutputSerializer().deserialize(ET.tostring(cut(el), encoding="unicode")) for el in load_capture(path)]
 
 
 @pytest.mark.parametrize(
@@ -37,8 +51,8 @@ def load(name: str) -> list[Any]:
         ("connectors/GetReceiveConnectorEmptyTlsCertificateName.xml", datetime(2022, 3, 24, 16, 18, 53, tzinfo=UTC)),
     ],
 )
-def test_receive_connectors(name: str, changed: datetime) -> None:
-    conns = {c.name: c for c in (parse_receive_connector(o, "WIN-CTD3L0RGEN4") for o in load(name))}
+def test_receive_connectors(name: str, changed: datetime, form: str) -> None:
+    conns = {c.name: c for c in (parse_receive_connector(o, "WIN-CTD3L0RGEN4") for o in load(name, form))}
     server = "WIN-CTD3L0RGEN4"
     assert set(conns) == {
         f"Default {server}",
@@ -70,8 +84,8 @@ def test_receive_connectors(name: str, changed: datetime) -> None:
     assert conns[f"Outbound Proxy Frontend {server}"].bindings == ("[::]:717", "0.0.0.0:717")
 
 
-def test_default_connectors_on_a_standard_install_are_not_open_relays() -> None:
-    for conn in (parse_receive_connector(o, "S") for o in load("E19/GetReceiveConnector.xml")):
+def test_default_connectors_on_a_standard_install_are_not_open_relays(form: str) -> None:
+    for conn in (parse_receive_connector(o, "S") for o in load("E19/GetReceiveConnector.xml", form)):
         # Get-ADPermission on a standard install: no Accept-Any-Recipient for anonymous.
         risks = assess(conn.relay_inputs, TRUSTED, anonymous_relay=False)
         assert not any(risks.values()), (conn.name, risks)
@@ -82,8 +96,8 @@ def test_default_connectors_on_a_standard_install_are_not_open_relays() -> None:
         assert not unverified["anonymous_relay"]
 
 
-def test_send_connector_to_m365() -> None:
-    [conn] = [parse_send_connector(o) for o in load("E19/GetSendConnector.xml")]
+def test_send_connector_to_m365(form: str) -> None:
+    [conn] = [parse_send_connector(o) for o in load("E19/GetSendConnector.xml", form)]
     assert conn.name == "Mail to O365"
     assert conn.smart_hosts == ("microsoft-com.mail.protection.outlook.com",)
     assert not conn.dns_routing and conn.enabled and conn.cloud_services_mail_enabled
@@ -92,8 +106,9 @@ def test_send_connector_to_m365() -> None:
     assert conn.port == 25 and not conn.require_tls and conn.tls_auth_level == ""
 
 
-def test_send_connector_configured_to_relay_to_m365() -> None:
-    [conn] = [parse_send_connector(o) for o in load("connectors/GetSendConnectorConfiguredToRelayToM365.xml")]
+def test_send_connector_configured_to_relay_to_m365(form: str) -> None:
+    path = "connectors/GetSendConnectorConfiguredToRelayToM365.xml"
+    [conn] = [parse_send_connector(o) for o in load(path, form)]
     assert conn.name == "My company to Office 365"
     assert conn.smart_hosts == ("ThisTenantDoesntExists-com.mail.protection.outlook.com",)
     assert conn.require_tls and conn.tls_auth_level == "CertificateValidation"
@@ -109,8 +124,8 @@ def test_send_connector_configured_to_relay_to_m365() -> None:
         ("E19/GetAcceptedDomain_Problem.xml", [("*", "InternalRelay", False)], 1),
     ],
 )
-def test_accepted_domains(name: str, extra: list[tuple[str, str, bool]], open_relay: int) -> None:
-    domains = [parse_accepted_domain(o) for o in load(name)]
+def test_accepted_domains(name: str, extra: list[tuple[str, str, bool]], open_relay: int, form: str) -> None:
+    domains = [parse_accepted_domain(o) for o in load(name, form)]
     assert [(d.domain, d.domain_type, d.default) for d in domains] == [
         ("solo.com", "Authoritative", True),
         ("*.contoso.local", "Authoritative", False),
@@ -123,8 +138,8 @@ def test_accepted_domains(name: str, extra: list[tuple[str, str, bool]], open_re
     assert [s.value for s in families["mailflow_accepted_domain_open_relay"].samples] == [open_relay]
 
 
-def test_server_component_state() -> None:
-    states = [parse_component(o, "SOLO-E19A") for o in load("E19/GetServerComponentState.xml")]
+def test_server_component_state(form: str) -> None:
+    states = [parse_component(o, "SOLO-E19A") for o in load("E19/GetServerComponentState.xml", form)]
     assert len(states) == 34
     by_name = {s.component: s for s in states}
     assert by_name["HubTransport"].state == "Active"
@@ -137,8 +152,9 @@ def test_server_component_state() -> None:
     assert sum(s.state == "Active" for s in states) == 32
 
 
-def test_exchange_certificates_from_raw_data_only() -> None:
-    certs = {c.subject: c for c in (parse_certificate(o, "SOLO-E19A") for o in load("E19/GetExchangeCertificate.xml"))}
+def test_exchange_certificates_from_raw_data_only(form: str) -> None:
+    loaded = load("E19/GetExchangeCertificate.xml", form)
+    certs = {c.subject: c for c in (parse_certificate(o, "SOLO-E19A") for o in loaded)}
     assert set(certs) == {"CN=Microsoft Exchange Server Auth Certificate", "CN=Solo-E19A", "CN=WMSvc-WIN-K300A9DA9VA"}
     auth = certs["CN=Microsoft Exchange Server Auth Certificate"]
     assert auth.thumbprint == "C3EDCF181EF4F9B53D01768ECA99564014BCA6E7"  # the capture's own [Thumbprint] text
@@ -149,15 +165,16 @@ def test_exchange_certificates_from_raw_data_only() -> None:
     assert certs["CN=Solo-E19A"].status == "DateInvalid"  # expired, derived from the dates
 
 
-def test_certificate_thumbprints_match_the_capture_text() -> None:
-    for obj in load("E19/GetExchangeCertificate.xml"):
+def test_certificate_thumbprints_match_the_capture_text(form: str) -> None:
+    for obj in load("E19/GetExchangeCertificate.xml", form):
         text = obj.to_string.replace("\r", "")
         shown = text.split("[Thumbprint]\n", 1)[1].split()[0]
         assert decode_der(obj.adapted_properties["RawData"])["Thumbprint"] == shown
 
 
-def test_test_service_health() -> None:
-    roles = {r.role: r for r in (parse_role_services(o, "SOLO-E19A") for o in load("E19/TestServiceHealth.xml"))}
+def test_test_service_health(form: str) -> None:
+    loaded = load("E19/TestServiceHealth.xml", form)
+    roles = {r.role: r for r in (parse_role_services(o, "SOLO-E19A") for o in loaded)}
     assert set(roles) == {"Mailbox", "ClientAccess", "HubTransport"}
     assert all(r.required_running and not r.not_running for r in roles.values())
     assert "MSExchangeTransport" in roles["HubTransport"].running
@@ -165,14 +182,12 @@ def test_test_service_health() -> None:
 
 
 @pytest.mark.parametrize("name", ["E19/GetExchangeServer.xml"])
-def test_exchange_server_discovery(name: str) -> None:
-    [server] = parse_exchange_servers(load(name))
+def test_exchange_server_discovery(name: str, form: str) -> None:
+    [server] = parse_exchange_servers(load(name, form))
     assert server.name == "SOLO-E19A" and server.fqdn == "Solo-E19A.Solo.com"
 
 
 def test_every_capture_file_is_covered() -> None:
-    if not CAPTURES.is_dir():
-        pytest.skip("captures not found")
     covered = {
         "GetReceiveConnector.xml",
         "GetReceiveConnectorEmptyTlsCertificateName.xml",
@@ -188,4 +203,4 @@ def test_every_capture_file_is_covered() -> None:
         "GetExchangeServerADInformation.xml",  # parsed in test_clixml (AD information objects)
         "GetExchangeServerADInformation2.xml",
     }
-    assert {p.name for p in CAPTURES.rglob("*.xml")} <= covered
+    assert {p.name for p in CAPTURES.rglob("*.xml")} == covered

@@ -34,16 +34,13 @@ from exporter.exchange.clixml import (
     to_python,
     type_names,
 )
+from tests.fixtures.captures import CAPTURES
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 NS = "http://schemas.microsoft.com/powershell/2004/04"
 
 
 def _capture(relative: str) -> Path:
-    path = CAPTURES / relative
-    if not path.is_file():
-        pytest.skip(f"real Exchange CLIXML capture not available at {path} (shared/reference not mounted)")
-    return path
+    return CAPTURES / relative
 
 
 def _load(relative: str) -> list[Any]:
@@ -323,7 +320,7 @@ def test_pscustomobject_nested_values_are_extended_properties() -> None:
 
 @pytest.mark.parametrize(
     "capture",
-    sorted(p.relative_to(CAPTURES).as_posix() for p in CAPTURES.rglob("*.xml")) if CAPTURES.is_dir() else [],
+    sorted(p.relative_to(CAPTURES).as_posix() for p in CAPTURES.rglob("*.xml")),
 )
 def test_every_capture_flattens(capture: str) -> None:
     objs = _load(capture)

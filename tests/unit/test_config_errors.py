@@ -8,6 +8,8 @@ message that gets worse (or a mistake that starts being accepted) shows up here.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,11 @@ from exporter.errors import ConfigError
 from exporter.settings import load_settings
 
 BASIC = "exchange:\n  defaults: {auth: basic, tls: true, username: svc@contoso.com}\n"
+NOT_FINITE = "a duration must be a finite number of seconds (not .inf, .nan or a number that large)"
+NOT_LATIN_1 = (
+    "the password for svc@contoso.com contains characters Basic authentication cannot send (not Latin-1); use auth "
+    "kerberos, negotiate or ntlm (they send any Unicode password)"
+)
 
 # (id, file text, exact message). {cfg} is the file's path, {dir} the directory it is in.
 ROWS: list[tuple[str, str, str]] = [
@@ -121,19 +128,20 @@ ROWS: list[tuple[str, str, str]] = [
     (
         "unknown-section",
         "exchnage:\n  servers: []\n",
-        "{cfg}: 1 problem:\n  exchnage (line 1): unknown setting (check the spelling against config/example.yml)",
+        "{cfg}: 1 problem:\n  exchnage (line 1): unknown setting (check the spelling against the example: "
+        "mailflow-exporter example-config)",
     ),
     (
         "unknown-key-in-defaults",
         "exchange:\n  defaults:\n    passwrod: secret\n",
         "{cfg}: 1 problem:\n  exchange.defaults.passwrod (line 3): unknown setting (check the spelling against "
-        "config/example.yml)",
+        "the example: mailflow-exporter example-config)",
     ),
     (
         "unknown-key-in-a-list-item",
         "exchange:\n  servers:\n    - name: EX01\n    - name: EX02\n      hots: ex02.contoso.com\n",
         "{cfg}: 1 problem:\n  exchange.servers[1].hots (line 5): unknown setting (check the spelling against "
-        "config/example.yml)",
+        "the example: mailflow-exporter example-config)",
     ),
     (
         "repeated-section",  # YAML would silently keep only the last one
@@ -176,37 +184,132 @@ ROWS: list[tuple[str, str, str]] = [
         "just some text\n",
         "{cfg}: the top level must be a mapping of sections (exchange, collectors, web, ...)",
     ),
+    # --- values serve could not run with: infinities, NaN, overflows and beyond the documented bounds
+    (
+        "interval-infinite",
+        "collectors:\n  queues:\n    interval: .inf\n",
+        "{cfg}: 1 problem:\n  collectors.queues.interval (line 3): " + NOT_FINITE,
+    ),
+    (
+        "interval-beyond-a-float",  # an integer too large for a float: an OverflowError traceback before
+        "collectors:\n  queues:\n    interval: 1" + "0" * 400 + "\n",
+        "{cfg}: 1 problem:\n  collectors.queues.interval (line 3): " + NOT_FINITE,
+    ),
+    (
+        "interval-above-its-bound",
+        "collectors:\n  certificates:\n    interval: 8d\n",
+        "{cfg}: 1 problem:\n  collectors.certificates.interval (line 3): Input should be at most 7d (604800 seconds)",
+    ),
+    (
+        "connect-timeout-infinite",
+        "exchange:\n  defaults:\n    connect_timeout: .inf\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.connect_timeout (line 3): " + NOT_FINITE,
+    ),
+    (
+        "call-timeout-of-one-server-above-its-bound",
+        "exchange:\n  servers:\n    - name: EX01\n      call_timeout: 2h\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].call_timeout (line 4): Input should be at most 1h (3600 seconds)",
+    ),
+    (
+        "tracking-window-nan",
+        "collectors:\n  tracking:\n    max_window: .nan\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.max_window (line 3): " + NOT_FINITE,
+    ),
+    (
+        "latency-bucket-infinite",
+        "collectors:\n  tracking:\n    latency_buckets: [1, 5, .inf]\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets[2] (line 3): Input should be a finite number",
+    ),
+    (
+        "latency-buckets-not-increasing",
+        "collectors:\n  tracking:\n    enabled: true\n    latency_buckets: [1, 30, 5]\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.latency_buckets (line 4): latency_buckets must be strictly "
+        "increasing",
+    ),
+    (
+        "stale-after-intervals-infinite",
+        "scheduler:\n  stale_after_intervals: .inf\n",
+        "{cfg}: 1 problem:\n  scheduler.stale_after_intervals (line 2): Input should be a finite number",
+    ),
+    (
+        "jitter-nan",
+        "scheduler:\n  jitter: .nan\n",
+        "{cfg}: 1 problem:\n  scheduler.jitter (line 2): " + NOT_FINITE,
+    ),
+    (
+        "result-size-beyond-int32",  # pypsrp would send it as <I32>, which no Int32 can hold
+        "collectors:\n  tracking:\n    result_size: 1000000000000000000000000000000\n",
+        "{cfg}: 1 problem:\n  collectors.tracking.result_size (line 3): Input should be 'Unlimited' or a whole number "
+        "from 1 to 2147483647",
+    ),
+    (
+        "drift-accept-after-infinite",
+        "dns:\n  drift_accept_after: .inf\n",
+        "{cfg}: 1 problem:\n  dns.drift_accept_after (line 2): " + NOT_FINITE,
+    ),
     # --- secrets
     (
         "password-file-missing",
         BASIC + "  servers:\n    - {name: EX01, password_file: /nonexistent/ex01.pw}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file /nonexistent/ex01.pw: "
-        "No such file or directory",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): cannot read secret file "
+        "/nonexistent/ex01.pw: No such file or directory",
     ),
     (
         "password-file-empty",
         BASIC + "  servers:\n    - {name: EX01, password_file: {dir}/empty.pw}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: secret file {dir}/empty.pw is empty",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): secret file {dir}/empty.pw is empty",
     ),
     (
         "password-file-is-a-directory",
         BASIC + "  servers:\n    - {name: EX01, password_file: {dir}}\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file {dir}: Is a directory",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): cannot read secret file {dir}: Is a "
+        "directory",
     ),
     (
-        "default-password-file-missing",  # set once in defaults: reported for the first server using it
+        "password-file-not-utf8",  # the decoder's message would quote a byte of the secret and its position
+        BASIC + "  servers:\n    - {name: EX01, password_file: {dir}/latin1.pw}\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 4): secret file {dir}/latin1.pw is not UTF-8 "
+        "text: save it as UTF-8",
+    ),
+    (
+        "default-password-file-missing",  # set once in defaults: reported once, at the defaults
         "exchange:\n  defaults: {auth: basic, tls: true, username: u, password_file: /run/secrets/nope}\n"
         "  servers: [{name: EX01}, {name: EX02}]\n",
-        "{cfg}: 1 problem:\n  exchange.servers[EX01].password_file: cannot read secret file /run/secrets/nope: No "
+        "{cfg}: 1 problem:\n  exchange.defaults.password_file (line 2): cannot read secret file /run/secrets/nope: No "
         "such file or directory",
+    ),
+    (
+        "password-and-password-file-for-one-server",
+        "exchange:\n  servers:\n    - name: EX01\n      password: x\n      password_file: {dir}/empty.pw\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 5): password is set for this server too: set "
+        "only one of password, password_file and keytab",
+    ),
+    (
+        "password-and-keytab-in-defaults",
+        "exchange:\n  defaults:\n    password_file: {dir}/empty.pw\n    keytab: {dir}/empty.pw\n"
+        "  servers: [{name: EX01}]\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.keytab (line 4): password_file is set in exchange.defaults too: set "
+        "only one of password, password_file and keytab",
+    ),
+    (
+        "basic-password-not-latin-1",  # the message names where it is, never a character of it
+        BASIC.replace("}", ", password: 'Zä9€qX-ö7Kw€-jV3'}") + "  servers: [{name: EX01}]\n",
+        "{cfg}: 1 problem:\n  exchange.defaults.password (line 2): " + NOT_LATIN_1,
+    ),
+    (
+        "basic-password-file-not-latin-1",
+        BASIC + "  servers:\n    - name: EX01\n      password_file: {dir}/euro.pw\n",
+        "{cfg}: 1 problem:\n  exchange.servers[0].password_file (line 5): " + NOT_LATIN_1,
     ),
 ]
 
 
 def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "empty.pw").write_text("\n")
+    (tmp_path / "latin1.pw").write_bytes("pässwörd\n".encode("latin-1"))
+    (tmp_path / "euro.pw").write_text("Zä9€qX-ö7Kw€-jV3\n", encoding="utf-8")
     path = tmp_path / "config.yml"
-    path.write_text(text.replace("{dir}", str(tmp_path)))
+    path.write_text(text.replace("{dir}", str(tmp_path)), encoding="utf-8")
     return path
 
 
@@ -228,7 +331,7 @@ def test_validate_config_prints_the_same_message(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(SystemExit) as info:
-        cli_main(["validate-config", "--config", str(path)])
+        cli_main(["validate-config", "--config.file", str(path)])
     assert info.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -251,17 +354,58 @@ def test_directory_instead_of_a_file(tmp_path: Path) -> None:
     assert str(info.value) == f"{tmp_path}: cannot read configuration file: Is a directory"
 
 
+def _load_error(path: Path) -> str:
+    """What load_settings says about ``path`` (it must refuse it)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return str(info.value)
+
+
+def _as_nobody(path: Path) -> str:
+    """``_load_error(path)`` in a forked child that dropped root for uid/gid 65534 (nobody): chmod 000
+    does not stop root from reading, and CI runs the suite as root."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            answer = _load_error(path)
+            status = 0
+        except BaseException as exc:
+            answer = f"child failed: {exc!r}"
+        os.write(write_end, answer.encode())
+        os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading (the directory row covers EISDIR)")
-    path = write(tmp_path, "web: {}\n")
-    path.chmod(0)
-    try:
-        with pytest.raises(ConfigError) as info:
-            load_settings(path)
-    finally:
-        path.chmod(0o600)
-    assert str(info.value) == f"{path}: cannot read configuration file: Permission denied"
+    if os.geteuid() != 0:
+        path = write(tmp_path, "web: {}\n")
+        path.chmod(0)
+        try:
+            message = _load_error(path)
+        finally:
+            path.chmod(0o600)
+    else:
+        # a directory anyone may enter, so that the file's own mode is what refuses nobody
+        directory = Path(tempfile.mkdtemp(prefix="mailflow-unreadable-"))
+        try:
+            directory.chmod(0o755)
+            path = write(directory, "web: {}\n")
+            path.chmod(0)
+            message = _as_nobody(path)
+        finally:
+            shutil.rmtree(directory)
+    assert message == f"{path}: cannot read configuration file: Permission denied"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -281,7 +425,7 @@ def test_empty_file_is_all_defaults_and_validate_config_says_what_is_missing(
 ) -> None:
     path = write(tmp_path, text)
     assert load_settings(path, environ={}) == load_settings(None, environ={})
-    assert cli_main(["validate-config", "--config", str(path)]) == 0
+    assert cli_main(["validate-config", "--config.file", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert out == (
@@ -310,7 +454,7 @@ ENV_ROWS = [
         "MAILFLOW_EXCHANGE__DEFAULTS__PASSWROD",
         "secret",
         "{cfg}: 1 problem:\n  exchange.defaults.passwrod (from environment MAILFLOW_EXCHANGE__DEFAULTS__PASSWROD): "
-        "unknown setting (check the spelling against config/example.yml)",
+        "unknown setting (check the spelling against the example: mailflow-exporter example-config)",
     ),
     (
         "MAILFLOW_EXCHANGE__SERVERS",  # a whole list from one variable: that variable is named

@@ -3,8 +3,6 @@ the target inventory keeps Exchange 2013 Client Access servers away from the hub
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from exporter.exchange.clixml import load_clixml
@@ -12,14 +10,13 @@ from exporter.exchange.discovery import parse_exchange_servers
 from exporter.exchange.session import SessionManager
 from exporter.exchange.targets import DiscoveredServer, ExchangeTargets
 from exporter.settings import Settings
+from tests.fixtures.captures import E19
 
-CAPTURE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml" / "E19"
+CAPTURE = E19
 
 
 def test_real_exchange_2019_server_is_a_transport_target() -> None:
     path = CAPTURE / "GetExchangeServer.xml"
-    if not path.is_file():
-        pytest.skip(f"reference capture not found at {path}")
     (server,) = parse_exchange_servers(load_clixml(path.read_text(encoding="utf-8-sig")))
     assert server.name == "SOLO-E19A"
     assert server.fqdn == "Solo-E19A.Solo.com"

@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
+from exporter.buildinfo import build_info
 from exporter.exposition import SharedRenderApp
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.store import SnapshotStore
@@ -154,9 +155,11 @@ def test_the_exporter_registry_answers_name_filters() -> None:
     registry = build_registry(MailflowCollector(store, [], stale_after_intervals=3))
     app = SharedRenderApp(registry, store.generation)
     status, _, body = get(app, query="name[]=mailflow_build_info")
+    info = build_info()
     assert status == "200 OK"
     assert [line for line in body.splitlines() if not line.startswith("#")] == [
-        f'mailflow_build_info{{version="{__version__}"}} 1.0'
+        f'mailflow_build_info{{branch="{info.branch}",pythonversion="{info.python}",revision="{info.revision}",'
+        f'version="{__version__}"}} 1.0'
     ]
 
 

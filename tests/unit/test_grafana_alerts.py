@@ -17,13 +17,20 @@ def test_provisioning_file_is_generated_from_the_current_rules() -> None:
 
 
 def test_each_grafana_rule_queries_exactly_its_prometheus_twin() -> None:
-    prometheus = {r["alert"]: r for g in yaml.safe_load(PROMETHEUS_RULES.read_text())["groups"] for r in g["rules"]}
-    grafana = {r["title"]: r for g in yaml.safe_load(OUTPUT.read_text())["groups"] for r in g["rules"]}
-    assert set(grafana) == set(prometheus)
+    """Twins pair by name and severity: a fault with a warning and a critical tier has two rules of one
+    name in Prometheus; Grafana (before 12) wants unique titles, so a later tier's title names its severity."""
+    rules = [r for g in yaml.safe_load(PROMETHEUS_RULES.read_text())["groups"] for r in g["rules"]]
+    prometheus = {(r["alert"], r["labels"]["severity"]): r for r in rules}
+    assert len(prometheus) == len(rules), "two rules of one name need different severities"
+    listed = [r for g in yaml.safe_load(OUTPUT.read_text())["groups"] for r in g["rules"]]
+    grafana = {(r["title"].split(" (")[0], r["labels"]["severity"]): r for r in listed}
+    assert set(grafana) == set(prometheus) and len(listed) == len(rules)
+    titles = [r["title"] for r in listed]
+    assert len(set(titles)) == len(titles)  # Grafana 11 rejects a repeated title in one folder
     uids = [r["uid"] for r in grafana.values()]
     assert len(set(uids)) == len(uids) and all(re.fullmatch(r"[a-z0-9-]{1,40}", u) for u in uids)
-    for name, rule in grafana.items():
-        twin = prometheus[name]
+    for (name, severity), rule in grafana.items():
+        twin = prometheus[name, severity]
         query = next(d for d in rule["data"] if d["refId"] == "A")
         assert query["model"]["expr"] == twin["expr"], name
         assert rule["condition"] == "B" and rule["for"] == twin["for"] and rule["labels"] == twin["labels"]

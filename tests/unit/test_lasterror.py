@@ -330,7 +330,7 @@ def test_classify_odd_input() -> None:
 
 
 def test_rules_and_hints_cover_the_categories() -> None:
-    assert len(set(CATEGORIES)) == len(CATEGORIES) == 14
+    assert len(set(CATEGORIES)) == len(CATEGORIES) == 16
     assert set(CATEGORY_HINTS) == set(CATEGORIES)
     for category, hint in CATEGORY_HINTS.items():
         assert len(hint) > 40, category

@@ -115,6 +115,68 @@ secrets_dir: {secrets}
     assert "s3cret" not in repr(servers["EX01"]) and "s3cret" not in str(servers["EX01"])
 
 
+# (id, the server's entry, exchange.defaults, files in secrets_dir, what the server uses). Files named in
+# entries are created holding their own name, so the password shows where it came from.
+PRECEDENCE = [
+    ("server-file-beats-default-inline", {"password_file": "ex01.pw"}, {"password": "default"}, [], "ex01.pw"),
+    ("server-inline-beats-default-file", {"password": "own"}, {"password_file": "default.pw"}, [], "own"),
+    ("server-keytab-beats-default-password", {"keytab": "ex01.keytab"}, {"password": "default"}, [], "keytab"),
+    ("server-password-beats-default-keytab", {"password": "own"}, {"keytab": "default.keytab"}, [], "own"),
+    ("server-secret-file-beats-defaults", {}, {"password": "default"}, ["ex01_password"], "ex01_password"),
+    ("server-entry-beats-its-secret-file", {"password": "own"}, {}, ["ex01_password"], "own"),
+    ("defaults-beat-the-shared-secret-file", {}, {"password_file": "default.pw"}, ["exchange_password"], "default.pw"),
+    ("shared-secret-file-last", {}, {}, ["exchange_password"], "exchange_password"),
+    ("nothing-the-ticket-cache", {}, {}, [], None),
+]
+
+
+@pytest.mark.parametrize(
+    ("server", "defaults", "files", "used"), [r[1:] for r in PRECEDENCE], ids=[r[0] for r in PRECEDENCE]
+)
+def test_anything_set_for_a_server_beats_anything_from_the_defaults(
+    tmp_path: Path, server: dict[str, str], defaults: dict[str, str], files: list[str], used: str | None
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in files:
+        (secrets / name).write_text(name + "\n")
+
+    def files_made(entry: dict[str, str]) -> dict[str, str]:
+        out = dict(entry)
+        for key in ("password_file", "keytab"):
+            if key in out:
+                (tmp_path / out[key]).write_text(out[key] + "\n")
+                out[key] = str(tmp_path / out[key])
+        return out
+
+    text = yaml.safe_dump(
+        {
+            "exchange": {
+                "defaults": {"auth": "kerberos", "username": "svc@CONTOSO.COM", **files_made(defaults)},
+                "servers": [{"name": "EX01", **files_made(server)}],
+            },
+            "secrets_dir": str(secrets),
+        }
+    )
+    (resolved,) = resolved_servers(load_settings(write(tmp_path, text), environ={}))
+    password = resolved.current_password()
+    if used == "keytab":
+        assert (resolved.keytab, password) == (tmp_path / "ex01.keytab", None)
+    else:
+        assert resolved.keytab is None
+        assert password == used
+
+
+def test_a_server_password_file_beats_a_default_password_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ex01.pw").write_text("own\n")
+    monkeypatch.setenv("MAILFLOW_EXCHANGE__DEFAULTS__PASSWORD", "from-environment")
+    path = write(tmp_path, f"exchange:\n  servers:\n    - {{name: EX01, password_file: {tmp_path / 'ex01.pw'}}}\n")
+    (resolved,) = resolved_servers(load_settings(path))
+    assert resolved.current_password() == "own"
+
+
 def test_missing_password_file_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, "exchange:\n  servers:\n    - {name: EX01, password_file: /nonexistent/pw}\n")
     with pytest.raises(ConfigError, match="cannot read secret file /nonexistent/pw"):
@@ -171,14 +233,14 @@ def test_bad_durations(value: object) -> None:
 
 def test_validate_config_command_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run(
-        [sys.executable, "-m", "exporter", "validate-config", "--config", str(ROOT / "config" / "example.yml")],
+        [sys.executable, "-m", "exporter", "validate-config", "--config.file", str(ROOT / "config" / "example.yml")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert good.returncode == 0, good.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "exporter", "validate-config", "--config", str(write(tmp_path, "web: {x: 1}\n"))],
+        [sys.executable, "-m", "exporter", "validate-config", "--config.file", str(write(tmp_path, "web: {x: 1}\n"))],
         capture_output=True,
         text=True,
         check=False,
@@ -209,6 +271,14 @@ def test_values_that_would_break_at_runtime_are_refused(tmp_path: Path, text: st
         load_settings(write(tmp_path, text + "\n"))
 
 
+def test_result_size_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILFLOW_COLLECTORS__QUEUES__RESULT_SIZE", "5000")  # the environment has only text
+    assert load_settings(write(tmp_path, "{}\n")).collectors.queues.result_size == 5000
+    monkeypatch.setenv("MAILFLOW_COLLECTORS__QUEUES__RESULT_SIZE", "2147483648")
+    with pytest.raises(ConfigError, match="from 1 to 2147483647"):
+        load_settings(write(tmp_path, "{}\n"))
+
+
 def test_lenient_where_it_is_harmless(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "log: {level: INFO}\nscheduler: {jitter: 0}\n"))
     assert (settings.log.level, settings.scheduler.jitter) == ("info", 0.0)
@@ -222,7 +292,7 @@ def test_malformed_json_in_environment_is_a_config_error(tmp_path: Path, monkeyp
 
 def test_serve_refuses_a_config_with_nothing_to_poll(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "serve", "--config", str(write(tmp_path, "{}\n"))],
+        [sys.executable, "-m", "exporter", "serve", "--config.file", str(write(tmp_path, "{}\n"))],
         capture_output=True,
         text=True,
         check=False,

@@ -5,6 +5,11 @@ capture's type-name chain, the same adapted and extended property names in the s
 same wire tag per property (a capture ``Nil`` accepts any value) and enums/MVPs/value types in the
 same form, recursively. Values that are Exchange defaults (the five receive connectors, component
 states, service lists) must equal the capture's.
+
+Two levels are compared: the object the simulated server holds, written as Export-Clixml writes it
+(``_element``: depth 2), against the capture, and what a remote session puts on the wire (``_wire``:
+remoting depth 1) against the same capture cut to remoting depth by ``depth.cut`` (tested on its own
+in test_remoting_depth.py).
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 from collections.abc import Iterable
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -24,15 +28,16 @@ from pypsrp.serializer import Serializer
 
 from exporter.exchange.clixml import decode_mvp, flatten
 from exporter.exchange.wire import FastOutputSerializer
-from exporter.simulator import Scenario, ScenarioError, build_scenario
+from exporter.simulator import Scenario, ScenarioError, build_scenario, objects_server
 from exporter.simulator import certificates as certs
 from exporter.simulator import objects_config as oc
 from exporter.simulator import objects_health as oh
 from exporter.simulator.clixml import RefContext, element_text, load_capture, to_element, write_clixml
+from exporter.simulator.depth import EXPORT_CLIXML_DEPTH, UNLIMITED, cut
 from exporter.simulator.orgconfig import SERVICE_HEALTH_ROLES, parse_binding, parse_ip_range
 from exporter.simulator.timeline import Timeline
+from tests.fixtures.captures import CAPTURES
 
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 #: Note properties the PowerShell client that made a capture adds; never on the wire.
 CLIENT_NOTES = {"PSComputerName", "RunspaceId", "PSShowComputerName"}
 LAB = "WIN-CTD3L0RGEN4"
@@ -41,13 +46,24 @@ START = 1_800_000_000.0
 
 def _capture(relative: str) -> list[ET.Element]:
     path = CAPTURES / relative
-    if not path.is_file():
-        pytest.skip(f"real Exchange CLIXML capture not available at {path}")
     return load_capture(path)
 
 
 def _element(obj: object) -> ET.Element:
+    """What Export-Clixml writes of the server's object (depth 2), as the captures were made."""
+    return ET.fromstring(write_clixml(obj, EXPORT_CLIXML_DEPTH))
+
+
+def _wire(obj: object) -> ET.Element:
+    """What a remote session sends of the object (remoting depth)."""
     return ET.fromstring(write_clixml(obj))
+
+
+def _wire_like_capture(real: ET.Element, obj: object, *, nil_ok: Iterable[str] = ()) -> ET.Element:
+    """The object's wire form, checked against the capture cut to remoting depth."""
+    wire, expected = _wire(obj), cut(real)
+    assert _shape_diff(expected, wire, nil_ok=nil_ok) == []
+    return wire
 
 
 def _types(el: ET.Element, ctx: RefContext) -> list[str]:
@@ -132,20 +148,22 @@ def test_default_receive_connectors_match_the_capture() -> None:
     captured = _capture("E19/GetReceiveConnector.xml")
     scenario = _org()
     server = scenario.servers[0]
-    mine = [
-        _element(oc.receive_connector(scenario, server, s, _timeline(scenario)))
-        for s in server.effective_receive_connectors
-    ]
-    assert len(mine) == len(captured) == 5
+    objs = [oc.receive_connector(scenario, server, s, _timeline(scenario)) for s in server.effective_receive_connectors]
+    assert len(objs) == len(captured) == 5
     varying = {"Guid", "WhenChanged", "WhenCreated", "WhenChangedUTC", "WhenCreatedUTC", "OriginatingServer"}
     varying |= {"TlsDomainCapabilities"}  # the lab added fabrikam.com:AcceptCloudServicesMail by hand
-    for real, built in zip(captured, mine, strict=True):
+    for real, obj in zip(captured, objs, strict=True):
+        built = _element(obj)
         assert _shape_diff(real, built) == []
-        want, got = _texts(real), _texts(built)
-        assert {k: v for k, v in got.items() if k not in varying} == {
-            k: v for k, v in want.items() if k not in varying and k in got
-        }
-        assert real.findtext("ToString") == built.findtext("ToString")
+        wire = _wire_like_capture(real, obj)
+        for want_el, got_el in ((real, built), (cut(real), wire)):
+            want, got = _texts(want_el), _texts(got_el)
+            assert {k: v for k, v in got.items() if k not in varying} == {
+                k: v for k, v in want.items() if k not in varying and k in got
+            }
+        assert real.findtext("ToString") == built.findtext("ToString") == wire.findtext("ToString")
+        # at remoting depth the list items are their ToString; the IP addresses inside them are gone
+        assert [i.tag for i in wire.find("Props/Obj[@N='Bindings']/LST")] == ["S", "S"]  # type: ignore[union-attr]
 
 
 def test_receive_connector_overrides_and_ip_ranges_decode() -> None:
@@ -179,9 +197,10 @@ def test_receive_connector_overrides_and_ip_ranges_decode() -> None:
     assert flat["Identity"] == "EX01\\App Relay EX01"
     assert flat["Bindings"] == ["10.20.30.5:25", "[fe80::1]:2525"]
     assert flat["RemoteIPRanges"] == ["192.168.5.10", "10.0.0.0/8", "192.168.1.1-192.168.1.50", "2001:db8::/32"]
-    assert flat["PermissionGroups"] == "AnonymousUsers" and value.adapted_properties[
-        "PermissionGroups"
-    ].property_sets == [1]
+    # at remoting depth the flags enum is its name; the server's object holds the number too
+    assert flat["PermissionGroups"] == "AnonymousUsers" == value.adapted_properties["PermissionGroups"]
+    whole = _element(oc.receive_connector(scenario, server, specs["App Relay EX01"], _timeline(scenario)))
+    assert whole.findtext("Props/Obj[@N='PermissionGroups']/I32") == "1"
     assert flat["AuthMechanism"] == "Tls, ExternalAuthoritative"
     assert flat["RequireTLS"] is True and flat["Fqdn"] == "relay.contoso.sim"
     assert flat["MaxMessageSize"] == "10 MB (10,485,760 bytes)"
@@ -265,12 +284,15 @@ def test_send_connectors_match_the_captures_including_the_source_ip_reference() 
             },
         ]
     )
-    first, second = (
-        _element(oc.send_connector(scenario, s, _timeline(scenario))) for s in scenario.effective_send_connectors
+    first_obj, second_obj = (
+        oc.send_connector(scenario, s, _timeline(scenario)) for s in scenario.effective_send_connectors
     )
+    first, second = _element(first_obj), _element(second_obj)
     # TlsCertificateName is set in one capture and Nil in the other: configuration, not shape.
     assert _shape_diff(real, first, nil_ok={"TlsCertificateName"}) == []
     assert _shape_diff(relay, second) == []
+    first_wire = _wire_like_capture(real, first_obj, nil_ok={"TlsCertificateName"})
+    _wire_like_capture(relay, second_obj)
     varying = {"Guid", "WhenChanged", "WhenCreated", "WhenChangedUTC", "WhenCreatedUTC", "OriginatingServer"}
     varying |= {"TlsCertificateName", "HomeMTA", "Identity", "Id", "DistinguishedName", "ObjectCategory"}
     for want_el, got_el in ((real, first), (relay, second)):
@@ -290,6 +312,13 @@ def test_send_connectors_match_the_captures_including_the_source_ip_reference() 
     assert decoded["SourceIPAddress"] == "0.0.0.0" and decoded["SmartHosts"] == [
         "microsoft-com.mail.protection.outlook.com"
     ]
+    # On the wire the smart host is a string, so the address inside it is never written: SourceIPAddress
+    # is the IPAddress itself (types.ps1xml gives IPAddress depth 1), and stock pypsrp reads it.
+    assert first_wire.find("Props/Ref") is None
+    source = first_wire.find("Props/Obj[@N='SourceIPAddress']")
+    assert source is not None and source.findtext("ToString") == "0.0.0.0" and source.find("Props") is not None
+    wire = flatten(Serializer().deserialize(ET.tostring(first_wire, encoding="unicode")))
+    assert wire["SourceIPAddress"] == "0.0.0.0" and wire["SmartHosts"] == ["microsoft-com.mail.protection.outlook.com"]
 
 
 def test_send_connector_smart_host_ips_and_dns_routing() -> None:
@@ -322,6 +351,22 @@ def test_send_connector_smart_host_ips_and_dns_routing() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Get-ExchangeServer
+# ---------------------------------------------------------------------------------------------
+def test_exchange_server_matches_the_capture() -> None:
+    (real,) = _capture("E19/GetExchangeServer.xml")
+    scenario = _org()
+    obj = objects_server.exchange_server(scenario, scenario.servers[0], _timeline(scenario))
+    assert _shape_diff(real, _element(obj)) == []
+    wire = _wire_like_capture(real, obj)
+    # remoting depth: the version, site, role and ids are text; NetworkAddress stays a list
+    assert wire.findtext("Props/S[@N='AdminDisplayVersion']", "").startswith("Version 15.")
+    assert wire.findtext("Props/S[@N='ServerRole']") == _texts(real)["ServerRole"] == "Mailbox"
+    addresses = wire.find("Props/Obj[@N='NetworkAddress']/LST")
+    assert addresses is not None and {i.tag for i in addresses} == {"S"}
+
+
+# ---------------------------------------------------------------------------------------------
 # Get-AcceptedDomain
 # ---------------------------------------------------------------------------------------------
 def test_accepted_domains_match_the_captures() -> None:
@@ -335,13 +380,19 @@ def test_accepted_domains_match_the_captures() -> None:
             {"name": "Bad Accepted Domain", "domain": "*", "type": "ExternalRelay"},
         ]
     )
-    mine = [_element(oc.accepted_domain(scenario, s, _timeline(scenario))) for s in scenario.effective_accepted_domains]
+    objs = [oc.accepted_domain(scenario, s, _timeline(scenario)) for s in scenario.effective_accepted_domains]
     varying = {"Guid", "WhenChanged", "WhenCreated", "WhenChangedUTC", "WhenCreatedUTC", "OriginatingServer"}
     varying |= {"DistinguishedName", "ObjectCategory"}  # the lab's organisation and domain names
-    for real, built in zip([*good, bad[3]], mine, strict=True):
+    for real, obj in zip([*good, bad[3]], objs, strict=True):
+        built = _element(obj)
         assert _shape_diff(real, built) == []
-        want, got = _texts(real), _texts(built)
-        assert {k: v for k, v in got.items() if k not in varying} == {k: v for k, v in want.items() if k not in varying}
+        wire = _wire_like_capture(real, obj)
+        for want_el, got_el in ((real, built), (cut(real), wire)):
+            want, got = _texts(want_el), _texts(got_el)
+            assert {k: v for k, v in got.items() if k not in varying} == {
+                k: v for k, v in want.items() if k not in varying
+            }
+        assert wire.find("Props/S[@N='DomainName']") is not None  # a SmtpDomainWithSubdomains: its text
         domain_real, domain_mine = real.find("Props/Obj[@N='DomainName']"), built.find("Props/Obj[@N='DomainName']")
         assert _texts(domain_real) == _texts(domain_mine)  # type: ignore[arg-type]
     default = _org().effective_accepted_domains
@@ -361,13 +412,18 @@ def test_server_component_states_match_the_capture() -> None:
     captured = _capture("E19/GetServerComponentState.xml")
     scenario = _org()
     server = scenario.servers[0]
-    mine = [
-        _element(oh.server_component_state(scenario, server, c, _timeline(scenario)))
-        for c in oh.component_states(server)
-    ]
+    objs = [oh.server_component_state(scenario, server, c, _timeline(scenario)) for c in oh.component_states(server)]
+    mine = [_element(o) for o in objs]
     assert len(mine) == len(captured) == 34
-    for real, built in zip(captured, mine, strict=True):
+    for real, built, obj in zip(captured, mine, objs, strict=True):
         assert _shape_diff(real, built) == []
+        wire = _wire_like_capture(real, obj)
+        for which in ("LocalStates", "RemoteStates"):  # at remoting depth: the details' ToString
+            items = wire.find(f"Props/Obj[@N='{which}']/LST")
+            assert items is not None and all(i.tag == "S" for i in items)
+            shown = [(i.text or "").split("; Timestamp:")[0] for i in items]
+            assert shown == [f"Requestor:{r}; State:{s}" for r, s in _requesters(real, which)]
+        assert wire.findtext("Props/S[@N='State']") == _texts(real)["State"]
         want, got = _texts(real), _texts(built)
         for key in ("Component", "State", "ServerWideOfflineIsOffline", "IsValid", "ObjectState"):
             assert got[key] == want[key]
@@ -419,10 +475,12 @@ def test_component_overrides_and_server_wide_offline() -> None:
 
 def test_service_health_matches_the_capture() -> None:
     captured = _capture("E19/TestServiceHealth.xml")
-    mine = [_element(oh.services_status(role, ())) for role in SERVICE_HEALTH_ROLES]
-    for real, built in zip(captured, mine, strict=True):
+    objs = [oh.services_status(role, ()) for role in SERVICE_HEALTH_ROLES]
+    for real, obj in zip(captured, objs, strict=True):
+        built = _element(obj)
         assert _shape_diff(real, built) == []
         assert _texts(real) == _texts(built)
+        assert _texts(cut(real)) == _texts(_wire_like_capture(real, obj))
     down = flatten(
         Serializer().deserialize(
             write_clixml(oh.services_status("Hub Transport Server Role", ("MSExchangeTransport",))).decode()
@@ -459,6 +517,7 @@ def test_certificates_match_the_capture_and_parse() -> None:
     for real, cert in zip(captured, defaults, strict=True):
         built = _element(certs.certificate_wire(cert, tl))
         assert _shape_diff(real, built) == []
+        _wire_like_capture(real, certs.certificate_wire(cert, tl))
         assert [c.attrib["N"] for c in built.find("Props")] == ["RawData"]  # type: ignore[union-attr]
     assert [c.subject for c in defaults] == [
         f"CN={LAB}",
@@ -489,7 +548,9 @@ def test_certificates_match_the_capture_and_parse() -> None:
     assert text.endswith(f"[Thumbprint]\r\n  {mail.thumbprint}\r\n")
     assert f"[Serial Number]\r\n  {parsed.serial_number:032X}\r\n" in text
     model = flatten(
-        Serializer().deserialize(write_clixml(certs.certificate_model(scenario.servers[1], mail, tl)).decode())
+        Serializer().deserialize(
+            write_clixml(certs.certificate_model(scenario.servers[1], mail, tl), UNLIMITED).decode()
+        )
     )
     assert model["Services"] == "IIS, SMTP" and model["Status"] == "Valid" and model["IsSelfSigned"] is False
     assert model["ServicesStringForm"] == "...WS.." and model["CertificateDomains"] == [
@@ -498,11 +559,15 @@ def test_certificates_match_the_capture_and_parse() -> None:
     ]
     assert model["NotAfter"] == dt.datetime.fromtimestamp(int(START + 12 * 86400), tl.tz).isoformat()
     expired = flatten(
-        Serializer().deserialize(write_clixml(certs.certificate_model(scenario.servers[1], old, tl)).decode())
+        Serializer().deserialize(
+            write_clixml(certs.certificate_model(scenario.servers[1], old, tl), UNLIMITED).decode()
+        )
     )
     assert expired["Status"] == "DateInvalid" and expired["Issuer"] == "CN=old.exlab.dom"
     default_model = flatten(
-        Serializer().deserialize(write_clixml(certs.certificate_model(scenario.servers[0], defaults[0], tl)).decode())
+        Serializer().deserialize(
+            write_clixml(certs.certificate_model(scenario.servers[0], defaults[0], tl), UNLIMITED).decode()
+        )
     )
     assert default_model["Services"] == "IMAP, POP, IIS, SMTP" and default_model["ServicesStringForm"] == "IP.WS.."
     # cached per (organisation, server, spec, start): the same DER every time
@@ -606,10 +671,38 @@ def test_fast_writer_matches_psrpcore_for_the_new_objects() -> None:
 
     def canonical(text: str) -> str:
         # psrpcore writes CR/LF in a ToString raw; PowerShell (and the fast writer) escape them.
-        return ET.canonicalize(text.replace("<ToString />", "").replace("_x000D_", "\r").replace("_x000A_", "\n"))
+        text = text.replace("<ToString />", "").replace("_x000D_", "\r").replace("_x000A_", "\n")
+        return ET.canonicalize(ET.tostring(_inlined(ET.fromstring(text)), encoding="unicode"))
 
     for obj in built:
-        assert canonical(write_clixml(obj).decode()) == canonical(ET.tostring(to_element(obj), encoding="unicode"))
+        whole = write_clixml(obj, UNLIMITED).decode()
+        assert canonical(whole) == canonical(ET.tostring(to_element(obj), encoding="unicode"))
+
+
+def _inlined(root: ET.Element) -> ET.Element:
+    """``root`` with every ``<Ref>``/``<TNRef>`` replaced by what it names and RefIds dropped.
+
+    psrpcore refers back to an enum member it wrote before (one Python object); PowerShell boxes an
+    enum afresh at each use and writes it again, as the fast writer does. Compared this way, both
+    say the same thing.
+    """
+    objects = {el.attrib["RefId"]: el for el in root.iter("Obj") if "RefId" in el.attrib}
+    names = {el.attrib["RefId"]: el for el in root.iter("TN") if "RefId" in el.attrib}
+
+    def copy(el: ET.Element) -> ET.Element:
+        if el.tag == "Ref":
+            out = copy(objects[el.attrib["RefId"]])
+            out.attrib.pop("N", None)
+            out.attrib.update({"N": el.attrib["N"]} if "N" in el.attrib else {})
+            return out
+        if el.tag == "TNRef":
+            return copy(names[el.attrib["RefId"]])
+        out = ET.Element(el.tag, {k: v for k, v in el.attrib.items() if k != "RefId"})
+        out.text = el.text
+        out.extend(copy(child) for child in el)
+        return out
+
+    return copy(root)
 
 
 def test_scenario_validation_of_the_new_keys() -> None:

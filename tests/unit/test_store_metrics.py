@@ -123,3 +123,53 @@ def test_forget_removes_target() -> None:
     store.put(snap("EX01", 1.0))
     store.forget("fake", "EX01")
     assert store.states() == {}
+
+
+class Folded(float):
+    """A result that reports what it folded, as the collectors' results do."""
+
+    folded = {"connector": 7, "transport_role": 0}
+
+
+class FoldingCollector(ValueCollector):
+    """Results with ``folded``, and a cap on its own targets (``folded_targets``)."""
+
+    def render(self, results: Mapping[str, Any]) -> Iterable[Metric]:
+        return super().render({target: float(value) for target, value in results.items()})
+
+    def folded_targets(self) -> dict[str, int]:
+        return {"host": 3}
+
+
+def test_folded_label_values_are_one_family_across_collectors() -> None:
+    clock = Clock()
+    store = SnapshotStore(clock)
+    store.put(snap("EX01", clock.now, result=Folded(2.0)))
+    reg = scrape(store, FoldingCollector())
+
+    def folded(target: str, label: str) -> float | None:
+        return reg.get_sample_value(
+            "mailflow_label_values_folded", {"collector": "fake", "target": target, "label": label}
+        )
+
+    assert folded("EX01", "connector") == 7
+    assert folded("EX01", "transport_role") == 0  # present while nothing is folded
+    assert folded("all", "host") == 3
+    assert reg.get_sample_value("mailflow_fake_value", {"server": "EX01"}) == 2.0
+    clock.now += 4 * 60  # stale: the result, and what it folded, are no longer served
+    assert folded("EX01", "connector") is None
+    text = generate_latest(reg).decode()
+    assert text.count("# TYPE mailflow_label_values_folded gauge") == 1
+
+
+def test_a_target_cap_is_reported_by_one_replica() -> None:
+    from exporter.sharding import Shard, ShardedCollector
+
+    reported = []
+    for index in range(3):
+        reg = scrape(SnapshotStore(Clock()), ShardedCollector(FoldingCollector(), Shard(index, 3)))  # type: ignore[arg-type]
+        value = reg.get_sample_value(
+            "mailflow_label_values_folded", {"collector": "fake", "target": "all", "label": "host"}
+        )
+        reported.append(value)
+    assert sorted(reported, key=str) == [3.0, None, None]

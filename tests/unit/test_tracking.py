@@ -279,7 +279,7 @@ def test_render_histogram_and_counters(tmp_path: Path) -> None:
 def test_settings_reject_inconsistent_tracking_options() -> None:
     with pytest.raises(ValueError, match="strictly increasing"):
         Settings.model_validate({"collectors": {"tracking": {"latency_buckets": [5, 1]}}})
-    with pytest.raises(ValueError, match="stuck_after must be shorter"):
+    with pytest.raises(ValueError, match="forget_after must be longer than stuck_after"):
         Settings.model_validate({"collectors": {"tracking": {"stuck_after": "2d"}}})
 
 

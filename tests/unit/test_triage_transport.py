@@ -107,14 +107,15 @@ def test_back_pressure_is_named_with_its_resource_and_the_submission_queue() -> 
     queues = [submission("EX01", 480, incoming=2.5, outgoing=0.5), submission("EX02", 2), submission("EX03", 0)]
     high = state(levels={"UsedDiskSpace": "High"}, paused=("SmtpIn",))
     (finding,) = back_pressure(facts(queues, back_pressure={"EX01": high, "EX02": state("EX02", levels={})}))
-    assert (finding.rule, finding.severity, finding.step) == ("back_pressure", "critical", "queues")
+    assert (finding.rule, finding.severity, finding.step) == ("back_pressure_high", "critical", "queues")
     assert finding.title == "EX01 is under back pressure: Submission 480 and growing; UsedDiskSpace High"
     assert "EX01: paused by back pressure: SmtpIn" in finding.evidence
     assert "the other servers' Submission queues hold 2, 0" in finding.evidence
     assert finding.next_step.startswith("EX01 refuses all new mail until it recovers: free disk space on the drive")
     medium = state(levels={"UsedVersionBuckets": "Medium"})
     (finding,) = back_pressure(facts(queues, back_pressure={"EX01": medium}))
-    assert finding.severity == "warning" and finding.title.endswith("UsedVersionBuckets Medium")
+    assert (finding.rule, finding.severity) == ("back_pressure_medium", "warning")
+    assert finding.title.endswith("UsedVersionBuckets Medium")
     assert "mail from outside the organisation" in finding.next_step
 
 

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from exporter import webconfig
-from exporter.cli import _load
+from exporter.cli import _load, build_parser
 from exporter.errors import ConfigError
+from exporter.flags import apply_flags
 from exporter.pki import create_ca, issue_server_certificate
 from exporter.webconfig import (
     BasicAuth,
@@ -550,13 +551,13 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_validate_config_checks_the_web_config_file(confdir: Path) -> None:
     web = write(confdir, TLS + "  client_auth_type: RequireAnyClientCert\n  client_ca_file: ca.pem\n")
     main = write(confdir, f"web:\n  config_file: {web}\n", "mailflow.yml")
-    good = run_cli("validate-config", "--config", str(main))
+    good = run_cli("validate-config", "--config.file", str(main))
     assert good.returncode == 0, good.stderr
     assert f"{web}: OK (tls: on; client auth: RequireAnyClientCert; basic auth users: 0)" in good.stdout
     assert "note: client_auth_type RequireAnyClientCert: Python's ssl module cannot require" in good.stdout
 
     bad = write(confdir, TLS + "  client_auth_type: Nope\n", "bad.yml")
-    result = run_cli("validate-config", "--config", str(main), "--web.config.file", str(bad))  # the flag wins
+    result = run_cli("validate-config", "--config.file", str(main), "--web.config.file", str(bad))  # the flag wins
     assert result.returncode == 2
     assert result.stderr.startswith(
         f"configuration error: web.config_file (--web.config.file): {bad}: 1 problem:\n"
@@ -567,7 +568,7 @@ def test_validate_config_checks_the_web_config_file(confdir: Path) -> None:
 def test_serve_refuses_to_start_with_an_invalid_web_config(confdir: Path) -> None:
     web = write(confdir, f"basic_auth_users:\n  alice: '{HASH}'\n  bob: plain-text\n")
     main = write(confdir, "exchange:\n  servers: [{name: EX01}]\n", "mailflow.yml")
-    result = run_cli("serve", "--config", str(main), "--web.config.file", str(web))
+    result = run_cli("serve", "--config.file", str(main), "--web.config.file", str(web))
     assert result.returncode == 2
     assert "basic_auth_users.bob (line 3): not a bcrypt hash: too short" in result.stderr
     assert "starting version" not in result.stderr
@@ -576,7 +577,9 @@ def test_serve_refuses_to_start_with_an_invalid_web_config(confdir: Path) -> Non
 def test_flag_wins_over_the_settings_key(confdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     main = write(confdir, "web:\n  config_file: from-settings.yml\n", "mailflow.yml")
     monkeypatch.delenv("MAILFLOW_WEB__CONFIG_FILE", raising=False)
+    flag = build_parser().parse_args(["serve", "--config.file", str(main), "--web.config.file", "flag.yml"])
     assert _load(main).web.config_file == Path("from-settings.yml")
-    assert _load(main, Path("flag.yml")).web.config_file == Path("flag.yml")
+    assert apply_flags(_load(main), flag).web.config_file == Path("flag.yml")
     monkeypatch.setenv("MAILFLOW_WEB__CONFIG_FILE", "env.yml")
     assert _load(main).web.config_file == Path("env.yml")
+    assert apply_flags(_load(main), flag).web.config_file == Path("flag.yml")  # the flag wins over both

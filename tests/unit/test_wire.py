@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,12 @@ from pypsrp.serializer import Serializer
 from exporter.exchange.clixml import deserialize_linked, flatten
 from exporter.exchange.wire import FastOutputSerializer, decode_output
 from exporter.simulator.clixml import load_capture, write_clixml
-from exporter.simulator.objects import exchange_server, queue_info
+from exporter.simulator.objects import queue_info
+from exporter.simulator.objects_server import exchange_server
 from exporter.simulator.scenario import build_scenario
 from exporter.simulator.timeline import Timeline, snapshot_queue
+from tests.fixtures.captures import CAPTURES
 from tests.fixtures.queue_clixml import queue_xml
-
-CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "exchange-clixml"
 
 
 def same(a: Any, b: Any, path: str = "$") -> None:
@@ -50,8 +49,6 @@ def same(a: Any, b: Any, path: str = "$") -> None:
 
 
 def capture_messages() -> list[tuple[str, str]]:
-    if not CAPTURES.is_dir():
-        pytest.skip(f"reference captures not found at {CAPTURES}")
     out = []
     for path in sorted(CAPTURES.rglob("*.xml")):
         for i, element in enumerate(load_capture(path)):
@@ -78,8 +75,6 @@ def test_equal_to_pypsrp_on_every_real_capture_object() -> None:
 
 def test_send_connector_source_ip_refers_into_smart_hosts() -> None:
     path = CAPTURES / "E19" / "GetSendConnector.xml"
-    if not path.is_file():
-        pytest.skip("reference captures not found")
     xml = ET.tostring(load_capture(path)[0], encoding="unicode")
     with pytest.raises(KeyError):
         Serializer().deserialize(xml)  # if pypsrp fixes this, the workaround can go
