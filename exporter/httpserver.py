@@ -8,7 +8,8 @@ times out per read only, uvicorn has no deadline for a whole request head.
 
 What a connection gets (``ServerLimits``; the defaults suit a Prometheus exporter):
 
-* **Caps**: ``max_connections`` at once and ``max_connections_per_client`` per peer address. One over
+* **Caps**: ``max_connections`` at once and ``max_connections_per_client`` per peer address (per /64
+  for IPv6). One over
   either is refused at once on the accept thread: plain HTTP gets a ready-made ``503`` with
   ``Retry-After``, TLS a closed connection (there is no HTTP before a handshake, and a handshake on the
   accept thread would let one slow client stop the listener).
@@ -36,6 +37,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import ipaddress
 import logging
 import re
 import selectors
@@ -66,6 +68,7 @@ _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _LINGER_BYTES = 64 * 1024  # at most this much of an unread request is discarded while closing
 _LINGER_SECONDS = 1.0
+_WARN_EVERY = 60.0  # seconds between warnings about refused connections
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class ServerLimits:
     max_line_bytes: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
     max_header_lines: int = 100
-    max_connections: int = 128
+    max_connections: int = 512
     max_connections_per_client: int = 32
     backlog: int = socket.SOMAXCONN
 
@@ -89,6 +92,20 @@ class ServerLimits:
                 raise ValueError(f"{name} must be positive, not {value!r}")
         if self.max_connections_per_client > self.max_connections:
             raise ValueError("max_connections_per_client must not exceed max_connections")
+
+
+def client_key(address: str) -> str:
+    """What the per-client cap counts by: the IPv4 address, or the /64 of an IPv6 one (one host commonly
+    has a whole /64 to pick addresses from)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class _Refused(Exception):
@@ -143,6 +160,7 @@ class HardenedHTTPServer(socketserver.TCPServer):
         self._lock = threading.Lock()
         self._per_client: collections.Counter[str] = collections.Counter()
         self.active = 0  # connections being served now
+        self._warned = -_WARN_EVERY
         self.refusals: collections.Counter[str] = collections.Counter()  # why connections were cut (benchmarks read it)
         super().__init__(address, socketserver.BaseRequestHandler)
 
@@ -150,7 +168,7 @@ class HardenedHTTPServer(socketserver.TCPServer):
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Admit the connection if both caps allow; else refuse it at once, without blocking."""
-        client = str(client_address[0])
+        client = client_key(client_address[0])
         with self._lock:
             if self.active < self.limits.max_connections and (
                 self._per_client[client] < self.limits.max_connections_per_client
@@ -159,6 +177,22 @@ class HardenedHTTPServer(socketserver.TCPServer):
                 self._per_client[client] += 1
                 return True
             self.refusals["busy"] += 1
+            now = time.monotonic()
+            warn = now - self._warned >= _WARN_EVERY
+            if warn:
+                self._warned = now
+            open_total, open_client, refused = self.active, self._per_client[client], self.refusals["busy"]
+        if warn:
+            log.warning(
+                "web: refusing connections over the cap: %d open (max %d), %d from client=%s (max %d); "
+                "%d refused since start",
+                open_total,
+                self.limits.max_connections,
+                open_client,
+                client,
+                self.limits.max_connections_per_client,
+                refused,
+            )
         try:
             if self.web_config is None:
                 request.send(_BUSY, socket.MSG_DONTWAIT)  # a fresh socket's send buffer always takes it
@@ -176,7 +210,7 @@ class HardenedHTTPServer(socketserver.TCPServer):
                 target=self._connection, args=(request, client_address), name="web-conn", daemon=True
             ).start()
         except RuntimeError:  # no thread to be had: as if over the cap
-            self._release(str(client_address[0]))
+            self._release(client_key(client_address[0]))
             self.shutdown_request(request)
 
     def _count(self, reason: str) -> None:
@@ -202,7 +236,7 @@ class HardenedHTTPServer(socketserver.TCPServer):
             for s in {id(conn): conn, id(sock): sock}.values():
                 with contextlib.suppress(OSError):
                     s.close()
-            self._release(str(client_address[0]))
+            self._release(client_key(client_address[0]))
 
     def _serve(self, sock: socket.socket, client_address: Any) -> socket.socket | None:
         """Handshake, read the head, answer; returns the socket to close (the TLS one once wrapped)."""
@@ -454,18 +488,22 @@ def _handshake(conn: ssl.SSLSocket, deadline: float) -> None:
 
 
 class _Output(io.RawIOBase):
-    """The response stream: every write by the response's deadline."""
+    """The response stream: everything written within ``timeout`` of the first write (the application's
+    own time before it does not count)."""
 
-    def __init__(self, conn: socket.socket, deadline: float) -> None:
+    def __init__(self, conn: socket.socket, timeout: float) -> None:
         super().__init__()
         self._conn = conn
-        self._deadline = deadline
+        self._timeout = timeout
+        self._deadline: float | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         data = bytes(data)
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self._timeout
         _send_all(self._conn, data, self._deadline)
         return len(data)
 
@@ -480,7 +518,7 @@ class _Handler(wsgiref.handlers.SimpleHandler):
     def __init__(self, conn: socket.socket, environ: dict[str, Any], *, head: bool, write_timeout: float) -> None:
         super().__init__(
             io.BytesIO(),
-            cast(IO[bytes], _Output(conn, time.monotonic() + write_timeout)),
+            cast(IO[bytes], _Output(conn, write_timeout)),
             sys.stderr,
             environ,
             multithread=True,

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.exposition import SharedRenderApp
-from exporter.httpserver import HardenedHTTPServer, ServerLimits
+from exporter.httpserver import HardenedHTTPServer, ServerLimits, client_key
 from exporter.store import SnapshotStore
 from exporter.triage.report import no_findings_line, status_line
 from exporter.webconfig import AuthVerdict, BasicAuth, ClientRateLimiter, RateLimiter, WebConfigReloader
@@ -43,7 +43,7 @@ class _Guard:
     Unlike the toolkit, the rate limit counts authenticated requests only, so a flood of unauthenticated
     ones cannot spend the real scraper's budget: a request without credentials, or with credentials
     already known to be wrong, costs nothing and gets 401; a password that needs a bcrypt check spends
-    the client's own allowance of checks (per peer address, at the configured rate), so a guessing flood
+    the client's own allowance of checks (per peer address or IPv6 /64, at the configured rate), so a guessing flood
     is refused with 429 without burning CPU, while a scraper whose password was verified before goes
     straight through. Without ``basic_auth_users`` every request counts, as in the toolkit."""
 
@@ -64,7 +64,7 @@ class _Guard:
             return start_response(status, kept + extra, exc_info) if exc_info else start_response(status, kept + extra)
 
         if config.users:
-            client = str(environ.get("REMOTE_ADDR", ""))
+            client = client_key(str(environ.get("REMOTE_ADDR", "")))
             verdict, user = self._auth.verify(
                 config.users,
                 environ.get("HTTP_AUTHORIZATION"),
