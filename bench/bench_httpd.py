@@ -259,8 +259,8 @@ def flood(args: argparse.Namespace) -> None:
                         break
             except OSError:
                 pass
+            sender.join(60)  # before closing: a close under a blocked send would leave the send blocked
             sock.close()
-            sender.join(60)
             status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "closed"
             with lock:
                 answers[status] += 1

@@ -268,7 +268,14 @@ class HardenedHTTPServer(socketserver.TCPServer):
             return conn
         environ = self._environ(request, conn, client_address)
         handler = _Handler(conn, environ, head=request.method == "HEAD", write_timeout=self.limits.write_timeout)
-        handler.run(self.app)
+        try:
+            handler.run(self.app)
+        except OSError as exc:  # writing the 500 page failed too
+            handler.write_error = exc
+        if handler.write_error is not None:  # not written in time, or the client went away
+            self._count("write")
+            log.debug("web: response not sent client=%s error=%s", client_address[0], handler.write_error)
+            return conn
         if request.has_body or request.leftover:
             _linger(conn)
         else:
@@ -525,6 +532,7 @@ class _Handler(wsgiref.handlers.SimpleHandler):
             multiprocess=False,
         )
         self._head = head
+        self.write_error: OSError | None = None
 
     def write(self, data: bytes) -> None:
         if not self._head:
@@ -537,7 +545,7 @@ class _Handler(wsgiref.handlers.SimpleHandler):
             self.send_headers()
 
     def log_exception(self, exc_info: Any) -> None:
-        if isinstance(exc_info[1], OSError):  # a client that went away or stopped reading
-            log.debug("web: response not sent: %s", exc_info[1])
+        if isinstance(exc_info[1], OSError):  # a client that went away or stopped reading: the server logs it
+            self.write_error = exc_info[1]
             return
         log.error("web: the application failed", exc_info=exc_info)

@@ -396,3 +396,41 @@ def test_an_unauthenticated_request_body_is_never_read(serve: Serve, tls_dir: Pa
     assert status_of(response) == 401
     good = auth_header("prometheus", PASSWORD)
     assert tls_get(server.port, ctx, good, method="POST", body=b"x" * 10) == 405  # after auth: the method
+
+
+def test_a_client_that_stops_reading_is_dropped_at_the_write_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    """A 64 MB answer to a client that never reads: the server gives up at its write deadline, frees the
+    connection, and logs no error."""
+    from exporter.httpserver import HardenedHTTPServer
+
+    body = b"x" * (64 << 20)
+
+    def big(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+
+    httpd = HardenedHTTPServer(("127.0.0.1", 0), big, limits(write_timeout=1.0))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", httpd.server_address[1]))
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            for _ in range(300):  # the server gives up by itself: nothing here reads
+                if httpd.refusals["write"]:
+                    break
+                time.sleep(0.1)
+            assert httpd.refusals["write"] == 1
+            received = len(read_all(sock, limit=len(body)))
+        assert received < len(body)
+        for _ in range(100):
+            if httpd.active == 0:
+                break
+            time.sleep(0.05)
+        assert httpd.active == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
