@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
+"""Command line: ``serve``, ``check``, ``trace``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
 
 from __future__ import annotations
 
@@ -178,6 +178,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Follow messages through every transport server; exit 0 when every server was searched, 3 when one
+    could not be, 2 for a bad argument."""
+    from exporter.trace.cli import run_trace_command
+
+    logs = log_from_flags(LogSettings(level="error"), args)
+    setup_logging(logs.level, logs.format)
+    warn_deprecated(args)
+    settings = None if args.demo or args.config is None else _load(args.config)
+    return run_trace_command(args, settings)
+
+
 @contextlib.contextmanager
 def _progress_on_terminal() -> Iterator[Callable[[int, int, list[str]], None] | None]:
     """A progress line on stderr while ``check`` polls, when stderr is a terminal (nothing when piped)."""
@@ -248,6 +260,7 @@ examples:
   mailflow-exporter validate-config --config.file mailflow.yml
   mailflow-exporter serve --config.file mailflow.yml
   mailflow-exporter check --config.file mailflow.yml      # where is mail stuck, and why?
+  mailflow-exporter trace --config.file mailflow.yml --sender cfo@contoso.com   # where is that message?
   mailflow-exporter serve --help                          # every flag of a command
 
 Flags win over MAILFLOW_* environment variables, which win over the YAML file.
@@ -340,6 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_log_flags(check, default_level="error", from_file=False)
     check.set_defaults(func=cmd_check)
+
+    from exporter.trace.cli import TRACE_EPILOG, add_trace_flags
+
+    trace = _parser(
+        sub,
+        "trace",
+        "follow messages through every transport server's tracking log",
+        TRACE_EPILOG,
+        description="Follow messages through every transport server's message tracking log, hop by hop, and say\n"
+        "where each recipient's copy ended: delivered, sent out, failed, still in a queue, or lost trail.",
+    )
+    add_config_flag(trace)
+    add_trace_flags(trace)
+    add_log_flags(trace, default_level="error", from_file=False)
+    trace.set_defaults(func=cmd_trace)
 
     demo = _parser(
         sub,
