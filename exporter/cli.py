@@ -72,6 +72,21 @@ def _load_web_config(path: Path | None) -> WebConfig | None:
         raise SystemExit(2) from None
 
 
+def _check_trace_form(settings: Settings, web: WebConfig | None) -> None:
+    """``web.trace_enabled`` only behind authentication: the form shows senders, recipients and subjects."""
+    from exporter.trace.web import requires_authentication
+
+    if settings.web.trace_enabled and not requires_authentication(web):
+        print(
+            "configuration error: web.trace_enabled: the trace form shows senders, recipients and subjects, so it "
+            "needs an endpoint that requires authentication: a web configuration file (--web.config.file) with "
+            "basic_auth_users, or with client_auth_type RequireAndVerifyClientCert. Set one, or set "
+            "web.trace_enabled: false.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _need_config(args: argparse.Namespace) -> Path:
     """The ``--config.file`` the command cannot run without (argparse's message and exit 2 if missing)."""
     if args.config is None:
@@ -85,6 +100,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     warn_deprecated(args, to_log=False)
     settings = apply_flags(_load(path), args)
     web = _load_web_config(settings.web.config_file)
+    _check_trace_form(settings, web)
     servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
     print(f"{path}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
     if web is not None:
@@ -102,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = _need_config(args)
     settings = _with_shard(apply_flags(_load(path), args), args.shard_index, args.shard_count)
-    _load_web_config(settings.web.config_file)
+    _check_trace_form(settings, _load_web_config(settings.web.config_file))
     if not settings.exchange.servers:
         print(
             f"configuration error: {path}: exchange.servers is empty: nothing to poll. "

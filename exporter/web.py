@@ -149,6 +149,7 @@ class _Guard:
             kept = [h for h in headers if h[0].lower() not in names]
             return start_response(status, kept + extra, exc_info) if exc_info else start_response(status, kept + extra)
 
+        environ["mailflow.web_config"] = config  # the configuration in force (the trace form checks it)
         if not self._limiter.allow(config.rate_interval, config.rate_burst):
             return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
         if config.users:
@@ -190,6 +191,7 @@ class WebApp:
         triage: Callable[[], Report] | None = None,
         triage_cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        trace: Callable[[Environ, StartResponse], Iterable[bytes]] | None = None,
     ) -> None:
         self._metrics_app = SharedRenderApp(registry, store.generation)
         self._store = store
@@ -202,6 +204,7 @@ class WebApp:
         self._triage_lock = threading.Lock()
         self._triage_cached: tuple[float, str] | None = None  # (monotonic time, rendered HTML)
         self._clock = clock
+        self._trace = trace  # the /trace form (exporter.trace.web), when web.trace_enabled
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -213,6 +216,8 @@ class WebApp:
         if path == "/-/ready":
             ok, detail = self._ready()
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
+        if path == "/trace" and self._trace is not None:
+            return self._trace(environ, start_response)
         if path in ("/", "/index.html"):
             body = self.landing_page().encode("utf-8")
             start_response(
@@ -256,6 +261,7 @@ class WebApp:
             version=_e(__version__),
             metrics=_e(self._path),
             runbook=_e(self._runbook),
+            trace=" · <a href='/trace'>Trace a message</a>" if self._trace is not None else "",
             triage=self._triage_html(),
             rows=table,
             generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
@@ -477,7 +483,7 @@ td.ok{{color:#17702a}}td.bad{{color:#b00020;font-weight:600}}
 <header><h1>mailflow-exporter</h1>
 <p>Prometheus exporter for Microsoft Exchange mail flow, version {version}.</p>
 <nav><a href="{metrics}">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a> ·
-<a href="{runbook}">Runbook</a></nav></header>
+<a href="{runbook}">Runbook</a>{trace}</nav></header>
 <main>
 {triage}
 <section id="collectors"><h2>Collectors</h2>

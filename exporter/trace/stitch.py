@@ -41,6 +41,13 @@ _ARRIVALS = frozenset({"RECEIVE", "HAREDIRECT"})
 _TICK = timedelta(milliseconds=1)
 
 
+def _label(host: str) -> str:
+    """A host name's first label (an IP address stays whole)."""
+    if ":" in host or host.replace(".", "").isdigit():
+        return host
+    return host.split(".")[0]
+
+
 class HostNames:
     """Host name (or its first label) -> server name, case-insensitive; ambiguous names are dropped."""
 
@@ -53,7 +60,7 @@ class HostNames:
         host = host.strip().strip("[]").lower()
         if not host:
             return
-        for key in {host, host.split(".")[0]}:
+        for key in {host, _label(host)}:
             if key in self._ambiguous:
                 continue
             known = self._names.get(key)
@@ -68,7 +75,7 @@ class HostNames:
         host = host.strip().strip("[]").lower()
         if not host:
             return None
-        return self._names.get(host)
+        return self._names.get(host) or self._names.get(_label(host))
 
     @classmethod
     def learn(cls, events: Iterable[TraceEvent], configured: Mapping[str, Iterable[str]] | None = None) -> HostNames:
