@@ -150,9 +150,13 @@ class TrackedMessage(NamedTuple):
     def events_on(self, server: str) -> tuple[TrackingEvent, ...]:
         """The message's events in ``server``'s log (in time order)."""
         wanted = server.upper()
-        if not self.partner and not self.relay:
+        if self.relay:
+            return tuple(e for e in self.events if e.server.upper() == wanted)
+        if not self.partner:
             return self.events if wanted == self.server.upper() else ()
-        return tuple(e for e in self.events if e.server.upper() == wanted)
+        if wanted == self.server.upper():
+            return self.events[: self.handoff]
+        return self.events[self.handoff :] if wanted == self.partner.upper() else ()
 
 
 def _schema_version(server: ServerSpec) -> str:
@@ -369,7 +373,7 @@ class TrackingLog:
                 else:
                     cached = self._cache.get((stream.name, k))
                     if cached is not None:
-                        if model.name.upper() not in cached.servers or cached.arrival_ms >= end_ms:
+                        if model.name not in (cached.partner, cached.relay) or cached.arrival_ms >= end_ms:
                             continue
                         arrival = cached.arrival_ms
                     else:
