@@ -113,7 +113,8 @@ def _classified(text: str) -> tuple[SmtpError | None, str, str, str]:
     err = parse_smtp_error(text) if text else None
     if err is None:
         return None, "", "", ""
-    return err, err.enhanced_code, err.category, hint_for(err)
+    # The hint for an unknown text speaks of a queue's LastError: no help for a message's status.
+    return err, err.enhanced_code, err.category, "" if err.category == "other" else hint_for(err)
 
 
 def _state(events: Sequence[TraceEvent]) -> tuple[str, TraceEvent | None]:
