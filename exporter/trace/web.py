@@ -89,6 +89,10 @@ class TraceForm:
             return self._page(start_response, "429 Too Many Requests", busy, [("Retry-After", "10")])
         try:
             report = self._run(query, time.monotonic() + self._timeout)
+        except Exception as exc:  # a bug must not take the page down; its text may quote the filters
+            log.error("trace from the status page failed error=%s", type(exc).__name__)
+            return self._page(start_response, "500 Internal Server Error", _form(fields, error="The trace failed "
+                              "(see the exporter log)."))  # fmt: skip
         finally:
             self._busy.release()
         log.debug("trace from the status page servers=%d messages=%d", len(report.searches), report.matched)
