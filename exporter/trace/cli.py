@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from exporter.settings import Settings
-from exporter.trace.query import MAX_LIMIT, TraceQuery, parse_since
+from exporter.trace.limits import MAX_LIMIT, parse_since
+
+if TYPE_CHECKING:
+    from exporter.settings import Settings
+    from exporter.trace.query import TraceQuery
 
 __all__ = ["TRACE_EPILOG", "add_trace_flags", "run_trace_command"]
 
@@ -77,6 +81,8 @@ def add_trace_flags(parser: argparse.ArgumentParser) -> None:
 
 def query_from_args(args: argparse.Namespace) -> TraceQuery:
     """The query the flags ask for; ValueError with the flag's problem."""
+    from exporter.trace.query import TraceQuery
+
     if args.since is not None and args.start is not None:
         raise ValueError("give --start or --since, not both")
     since = args.since

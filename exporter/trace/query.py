@@ -14,7 +14,6 @@ Parameters: ``-Sender``, ``-Recipients``, ``-MessageId``, ``-MessageSubject``, `
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -28,6 +27,7 @@ from exporter.exchange.queues import parse_queue
 from exporter.exchange.session import start_thread
 from exporter.exchange.targets import ExchangeTargets
 from exporter.trace.events import TRACE_PROPERTIES, TraceEvent, parse_trace_event
+from exporter.trace.limits import MAX_LIMIT, MAX_WINDOW, parse_since
 from exporter.trace.stitch import HostNames, TracedMessage, stitch
 from exporter.trace.verdict import QueueState, Scope, Verdict, judge, message_notes, queue_servers
 
@@ -43,24 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Exchange keeps 30 days of tracking logs by default (MessageTrackingLogMaxAge).
-MAX_WINDOW = timedelta(days=30)
-MAX_LIMIT = 500
 MAX_RESULT_SIZE = 50_000
 _MAX_TEXT = 320  # an SMTP path is at most 256 octets (RFC 5321); a subject filter needs no more
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(text: str) -> timedelta:
-    """``90m``, ``2h``, ``1.5d``, ``1w`` (one number and a unit) as a duration; ValueError otherwise."""
-    found = _DURATION.match(text or "")
-    if not found:
-        raise ValueError(f"{text!r} is not a duration such as 30m, 2h or 1d")
-    seconds = float(found.group(1)) * _UNITS[found.group(2).lower()]
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return timedelta(seconds=seconds)
 
 
 def _clean(value: str | None, what: str) -> str | None:
