@@ -24,9 +24,12 @@ What a connection gets (``ServerLimits``; the defaults suit a Prometheus exporte
   request line, 431 for a header line), the head at most ``max_header_bytes`` and
   ``max_header_lines`` fields (431). The server stops reading at the limit, so no client can make it
   hold more than about ``max_header_bytes`` per connection.
-* **No request body is ever read**: the exporter's routes are GET and HEAD. A request with a body is
-  authenticated and answered (405 for any other method, 401 before that when unauthenticated) from
-  its head alone; the unread rest is discarded, bounded, while the connection closes.
+* **A request body is read only when the application asks for it**: the exporter's routes are GET and
+  HEAD but for the opt-in trace form (a POST of a few fields). A request with a body is authenticated
+  and answered (405 for any other method, 401 before that when unauthenticated) from its head alone;
+  only an application that reads ``wsgi.input`` (after authentication) gets bytes, at most
+  ``max_body_bytes`` of a ``Content-Length`` body, within ``body_timeout``. The unread rest is
+  discarded, bounded, while the connection closes.
 * **One request per connection** (HTTP/1.0-style responses, as before): there is no keep-alive state
   to bound, and Prometheus opens one connection per scrape anyway.
 * ``HEAD`` is answered like ``GET`` with the body dropped here, whatever the application writes.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import io
 import ipaddress
 import logging
@@ -82,6 +86,8 @@ class ServerLimits:
     max_line_bytes: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
     max_header_lines: int = 100
+    max_body_bytes: int = 16 * 1024
+    body_timeout: float = 10.0
     max_connections: int = 512
     max_connections_per_client: int = 32
     backlog: int = socket.SOMAXCONN
@@ -123,8 +129,10 @@ class _Request:
     target: str
     version: str
     headers: list[tuple[str, str]]
-    has_body: bool  # a body follows the head: it is never read
+    has_body: bool  # a body follows the head: read only if the application asks (_BodyReader)
     leftover: bool  # bytes beyond the head were already received
+    content_length: int | None = None  # None: no body, or a chunked one (never read)
+    rest: bytes = b""  # the body bytes received with the head
 
 
 def _busy_response() -> bytes:
@@ -267,7 +275,10 @@ class HardenedHTTPServer(socketserver.TCPServer):
         if request is None:  # closed before a whole head
             return conn
         environ = self._environ(request, conn, client_address)
-        handler = _Handler(conn, environ, head=request.method == "HEAD", write_timeout=self.limits.write_timeout)
+        body = cast(IO[bytes], io.BufferedReader(_BodyReader(conn, request, self.limits)))
+        handler = _Handler(
+            conn, environ, head=request.method == "HEAD", write_timeout=self.limits.write_timeout, body=body
+        )
         try:
             handler.run(self.app)
         except OSError as exc:  # writing the 500 page failed too
@@ -330,9 +341,11 @@ class HardenedHTTPServer(socketserver.TCPServer):
         for name, value in request.headers:
             key = name.upper().replace("-", "_")
             if "_" in name or key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
-                continue  # no body is offered; and "_" in a name could pose as another header (as wsgiref)
+                continue  # the length is set below, from the parsed head; "_" in a name could pose as another header
             key = "CONTENT_TYPE" if key == "CONTENT_TYPE" else "HTTP_" + key
             env[key] = f"{env[key]},{value}" if key in env else value
+        if request.content_length:  # what wsgi.input offers (at most max_body_bytes of it are read)
+            env["CONTENT_LENGTH"] = str(request.content_length)
         return env
 
 
@@ -355,7 +368,8 @@ class _HeadReader:
             if end > limits.max_header_bytes:
                 raise _Refused("431 Request Header Fields Too Large", "The request headers are too large.")
             if end >= 0:
-                return _parse(bytes(buf[:end]), len(buf) > end, limits)
+                request = _parse(bytes(buf[:end]), len(buf) > end, limits)
+                return dataclasses.replace(request, rest=bytes(buf[end : end + limits.max_body_bytes]))
             first = buf.find(b"\n")
             if first < 0 and len(buf) > limits.max_line_bytes:
                 raise _Refused("414 URI Too Long", "The request line is too long.")
@@ -426,9 +440,11 @@ def _parse(head: bytes, leftover: bool, limits: ServerLimits) -> _Request:
     if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
         raise _Refused("400 Bad Request", "Malformed Content-Length.")
     has_body = chunked or any(int(v) > 0 for v in lengths)
+    length = None if chunked or not lengths else int(next(iter(lengths)))
     return _Request(
-        method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers, has_body, leftover
-    )
+        method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers, has_body, leftover,
+        length,
+    )  # fmt: skip
 
 
 def _plain_response(status: str, message: str) -> bytes:
@@ -515,6 +531,46 @@ class _Output(io.RawIOBase):
         return len(data)
 
 
+class _BodyReader(io.RawIOBase):
+    """``wsgi.input``: the request body, read from the socket only when the application asks, at most
+    ``max_body_bytes`` of a ``Content-Length`` body and within ``body_timeout`` of the first read."""
+
+    def __init__(self, conn: socket.socket, request: _Request, limits: ServerLimits) -> None:
+        super().__init__()
+        self._conn = conn
+        self._limits = limits
+        self._buffered = request.rest
+        length = request.content_length or 0
+        self._left = min(length, limits.max_body_bytes)
+        self._deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), self._left)
+        if want <= 0:
+            return 0
+        if self._buffered:
+            data, self._buffered = self._buffered[:want], self._buffered[want:]
+        else:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self._limits.body_timeout
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            self._conn.settimeout(min(self._limits.idle_timeout, remaining))
+            try:
+                data = self._conn.recv(want)
+            except (TimeoutError, OSError):
+                return 0
+        self._left -= len(data)
+        if not data:
+            self._left = 0
+        buffer[: len(data)] = data
+        return len(data)
+
+
 class _Handler(wsgiref.handlers.SimpleHandler):
     """``wsgiref``'s WSGI driver (start_response, headers, Content-Length, a 500 page on errors) on our
     socket; drops the body of a HEAD response."""
@@ -522,9 +578,17 @@ class _Handler(wsgiref.handlers.SimpleHandler):
     os_environ: dict[str, str] = {}  # never the process environment in a request
     http_version = "1.0"
 
-    def __init__(self, conn: socket.socket, environ: dict[str, Any], *, head: bool, write_timeout: float) -> None:
+    def __init__(
+        self,
+        conn: socket.socket,
+        environ: dict[str, Any],
+        *,
+        head: bool,
+        write_timeout: float,
+        body: IO[bytes] | None = None,
+    ) -> None:
         super().__init__(
-            io.BytesIO(),
+            body if body is not None else io.BytesIO(),
             cast(IO[bytes], _Output(conn, write_timeout)),
             sys.stderr,
             environ,

@@ -168,12 +168,20 @@ class Service:
             self.readiness,
             self.health,
             triage=self.triage,
+            trace=self._trace_form() if settings.web.trace_enabled else None,
         )
         self.web: WebServer | None = None
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
         self._ready = False
+
+    def _trace_form(self) -> Any:
+        """The status page's trace form, searching through this service's sessions (exporter.trace.web)."""
+        from exporter.trace.query import run_trace
+        from exporter.trace.web import TraceForm
+
+        return TraceForm(lambda query, deadline: run_trace(self.targets, query, deadline))
 
     def triage(self, timeout: float | None = None) -> Report:
         """The triage of the latest snapshots (the status page shows it; ``check`` prints it). Polls that

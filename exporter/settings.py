@@ -537,6 +537,9 @@ class WebSettings(_Model):
     # An exporter-toolkit web configuration file (TLS, client certificates, basic auth), as
     # ``--web.config.file`` (which wins); validated at startup, re-read when it changes.
     config_file: Path | None = None
+    # The status page's trace form (/trace): it shows senders, recipients and subjects, so serve refuses
+    # it unless config_file requires authentication (basic auth users or a client certificate).
+    trace_enabled: bool = False
 
     @field_validator("listen_address")
     @classmethod

@@ -63,6 +63,7 @@ class _Guard:
             kept = [h for h in headers if h[0].lower() not in names]
             return start_response(status, kept + extra, exc_info) if exc_info else start_response(status, kept + extra)
 
+        environ["mailflow.web_config"] = config  # the configuration in force (the trace form checks it)
         if config.users:
             client = client_key(str(environ.get("REMOTE_ADDR", "")))
             verdict, user = self._auth.verify(
@@ -111,6 +112,7 @@ class WebApp:
         triage: Callable[[], Report] | None = None,
         triage_cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        trace: Callable[[Environ, StartResponse], Iterable[bytes]] | None = None,
     ) -> None:
         self._metrics_app = SharedRenderApp(registry, store.generation)
         self._store = store
@@ -123,6 +125,7 @@ class WebApp:
         self._triage_lock = threading.Lock()
         self._triage_cached: tuple[float, str] | None = None  # (monotonic time, rendered HTML)
         self._clock = clock
+        self._trace = trace  # the /trace form (exporter.trace.web), when web.trace_enabled
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Route by path; GET and HEAD only (HEAD is answered as GET: the server drops the body), any other
@@ -133,6 +136,8 @@ class WebApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if method == "HEAD":
             environ = {**environ, "REQUEST_METHOD": "GET"}  # the same answer, from the same (shared) render
+        elif method == "POST" and route is self._trace:
+            pass  # the trace form posts its filters (a small body, read only once authenticated)
         elif method != "GET":
             body = b"Method Not Allowed\n"
             start_response(
@@ -155,6 +160,8 @@ class WebApp:
             return lambda environ, start_response: _probe(start_response, self._ready)
         if path in ("/", "/index.html"):
             return self._landing
+        if path == "/trace" and self._trace is not None:
+            return self._trace
         return None
 
     def _landing(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -199,6 +206,7 @@ class WebApp:
             version=_e(__version__),
             metrics=_e(self._path),
             runbook=_e(self._runbook),
+            trace=" · <a href='/trace'>Trace a message</a>" if self._trace is not None else "",
             triage=self._triage_html(),
             rows=table,
             generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
@@ -431,7 +439,7 @@ td.ok{{color:#17702a}}td.bad{{color:#b00020;font-weight:600}}
 <header><h1>mailflow-exporter</h1>
 <p>Prometheus exporter for Microsoft Exchange mail flow, version {version}.</p>
 <nav><a href="{metrics}">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a> ·
-<a href="{runbook}">Runbook</a></nav></header>
+<a href="{runbook}">Runbook</a>{trace}</nav></header>
 <main>
 {triage}
 <section id="collectors"><h2>Collectors</h2>

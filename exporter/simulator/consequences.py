@@ -305,7 +305,7 @@ class _DeferredEvent:
 
 def _origin_of(log: TrackingLog, event: TrackingEvent) -> tuple[str, float]:
     """Where the event's message came from (internet, exchange or mailbox) and its arrival (ms)."""
-    message = log.message(event.server, event.message_index)
+    message = log.message(event.origin or event.server, event.message_index)
     first = message.events[0]
     if first.event_id == "NOTIFYMAPI":
         return "mailbox", message.arrival_ms
@@ -354,7 +354,7 @@ def tracking_sources(
             return None if _rejected(origin, period, arrival) else event
         if period.level != "High":
             return event
-        message = log.message(event.server, event.message_index)
+        message = log.message(event.origin or event.server, event.message_index)
         submit = next((e.seq for e in message.events if e.event_id == "SUBMIT"), None)
         if submit is None or event.seq < submit:
             return event

@@ -483,9 +483,7 @@ def test_fault_is_reported_contained_and_recovered(case: Case, make_env: Callabl
             # reference cycles keep that socket until the next full garbage collection: run it now.
             gc.collect()
             return (
-                other_threads() <= threads_before + 2
-                and pool_threads() <= pool_bound
-                and open_fds() <= fds_before + 4
+                other_threads() <= threads_before + 2 and pool_threads() <= pool_bound and open_fds() <= fds_before + 4
             )
 
         # A leak never settles; a loaded machine (CI's 2 cores) may need longer than an idle one to end
