@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.cardinality import OTHER, StickyCap
 from exporter.errors import ParseError
 from exporter.exchange.lasterror import parse_smtp_error
+from exporter.exchange.server_clock import ServerClock
 from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 
@@ -357,6 +358,18 @@ class TrackingCollector:
         )
         return True
 
+    @staticmethod
+    def _judge(session: ExchangeSession, clock: ServerClock | None) -> float | None:
+        """The clock reading a watermark in the future is judged by: the server's own; for a target
+        polled through the seed's session (windows in the exporter's clock), the later of the
+        exporter's and the seed's clocks. A watermark set while the exporter's clock was ahead is then
+        seen once it is back; while it is behind (the seed ahead of it), or with a seed whose own clock
+        is behind, nothing is repaired that the exporter's windows would only read again."""
+        if clock is not None:
+            return clock.skew()
+        seed = session.server_clock.skew()
+        return None if seed is None else max(0.0, seed)
+
     def _ahead(self, server: str, now: datetime, skew: float | None) -> bool:
         """The watermark is further ahead of the server's now (as estimated) than the collector follows."""
         state = self._state(server)
@@ -367,23 +380,20 @@ class TrackingCollector:
     def poll(self, target: str) -> TrackingResult:
         session = self._targets.session(target)
         # The Date header is the endpoint's clock: a target polled through another server's session
-        # (discovery via_seed) would be read by that server's clock, so its windows are not asked in
-        # it. For telling a watermark in the future it serves (servers keep time within seconds of
-        # each other; the judgement allows a quarter of an hour), better than the exporter's clock.
-        own = session.server.name.upper() == target.upper()
-        clock = session.server_clock if own else None
+        # (discovery via_seed) would be read by that server's clock, so it is not used for it.
+        clock = session.server_clock if session.server.name.upper() == target.upper() else None
         skew_before = clock.skew() if clock is not None else None
         now = datetime.fromtimestamp(self._clock(), UTC)
         start, end, skipped = self.window(target, now, skew_before)
-        if end <= start or skipped or self._ahead(target, now, session.server_clock.skew()):
-            # A window that ends before it starts, an outage to skip or a watermark in the future: or a
+        if end <= start or skipped or self._ahead(target, now, self._judge(session, clock)):
+            # A window that ends before it starts, an outage to skip or a watermark in the future; or a
             # reading of the server's clock taken before our own clock jumped (a day ahead for a few
             # seconds left a reading a day off, and a window that asks nothing never renewed it). Ask
             # the server (its answer's Date is read), then judge by that fresh reading.
             self._query(session, target, end, end + timedelta(seconds=1), result_size=1)
             now = datetime.fromtimestamp(self._clock(), UTC)
             skew_before = clock.skew() if clock is not None else None
-            self.repair_future(target, now, session.server_clock.skew())
+            self.repair_future(target, now, self._judge(session, clock))
             start, end, skipped = self.window(target, now, skew_before)
         if end <= start:  # our clock went back beyond the overlap: nothing new can be asked for yet
             return self.ingest(target, [], start, start, skew_before=skew_before, skew_after=skew_before)

@@ -98,10 +98,7 @@ def valid_entry(value: Any) -> bool:
         return False
     skew = value.get("skew", 0.0)
     return (
-        isinstance(skew, int | float)
-        and not isinstance(skew, bool)
-        and math.isfinite(skew)
-        and abs(skew) <= MAX_SKEW
+        isinstance(skew, int | float) and not isinstance(skew, bool) and math.isfinite(skew) and abs(skew) <= MAX_SKEW
     )
 
 
@@ -299,7 +296,7 @@ class WatermarkStore:
                 tmp.unlink()
             if not self._write_failing:
                 log.warning(
-                    'cannot save tracking state (logged once until a save succeeds; counting goes on, a restart '
+                    "cannot save tracking state (logged once until a save succeeds; counting goes on, a restart "
                     'would start from the last saved watermarks) path=%s error="%s"',
                     self.path,
                     exc.strerror or type(exc).__name__,

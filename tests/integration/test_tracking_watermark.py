@@ -117,9 +117,7 @@ def repairs(service: Service, server: str, reason: str) -> float | None:
 
 
 @pytest.mark.parametrize("jump", [DAY, -DAY])
-def test_an_exporter_clock_jump_of_a_day_for_a_few_seconds_is_counted_exactly_once(
-    tmp_path: Path, jump: float
-) -> None:
+def test_an_exporter_clock_jump_of_a_day_for_a_few_seconds_is_counted_exactly_once(tmp_path: Path, jump: float) -> None:
     """The issue's probe: the exporter's clock set a day ahead for 9 s stopped tracking for good (its
     reading of the server's clock was left a day off, and a window that ends before it starts asks
     nothing, so nothing corrected it)."""
