@@ -207,9 +207,14 @@ class TrackingOptions:
 CLOCK_TOLERANCE = 2.0
 
 
+#: A Date header this far from the exporter's clock is not a clock (a hostile or broken server; year
+#: 9999 overflowed the window arithmetic): the exporter's clock is used instead.
+MAX_CLOCK_SKEW = 10 * 366 * 86400.0
+
+
 def _effective(skew: float | None) -> float:
-    """The skew the collector works with: 0 when unknown or within CLOCK_TOLERANCE."""
-    return 0.0 if skew is None or abs(skew) <= CLOCK_TOLERANCE else skew
+    """The skew the collector works with: 0 when unknown, within CLOCK_TOLERANCE or beyond MAX_CLOCK_SKEW."""
+    return 0.0 if skew is None or not CLOCK_TOLERANCE < abs(skew) <= MAX_CLOCK_SKEW else skew
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -311,7 +316,9 @@ class TrackingCollector:
         seconds = max(0.0, state.skew - _effective(skew))
         return timedelta(seconds=min(seconds, self._opts.max_clock_step))
 
-    def repair_future(self, server: str, now: datetime, skew: float | None) -> bool:
+    def repair_future(
+        self, server: str, now: datetime, skew: float | None, *, windows_by_exporter: bool = False
+    ) -> bool:
         """Repair a watermark in the server's future; True when it was one.
 
         ``now`` is the exporter's time and ``skew`` a fresh reading of the server's clock (None: the
@@ -320,7 +327,8 @@ class TrackingCollector:
         would have no window start before the server's clock reached it: nothing counted for that long.
         The count resumes from the newest event this process counted (its dedupe keys are kept, so
         nothing is counted twice and nothing since is missed) or, when it counted none, as on a first
-        start (``initial_lookback``).
+        start (``initial_lookback``). ``windows_by_exporter``: the target's windows are asked in the
+        exporter's clock (``via_seed``), ``skew`` being only the judge.
         """
         state = self._state(server)
         opts = self._opts
@@ -340,7 +348,7 @@ class TrackingCollector:
                 # Never further back than a window can reach (an event stamped in year 1 cannot drag it).
                 state.watermark = max(min(server_now, newest), server_now - timedelta(seconds=opts.max_window))
             state.exact_start = False
-        state.skew = _effective(skew)
+        state.skew = 0.0 if windows_by_exporter else _effective(skew)  # the clock the watermark is now in
         state.repairs["future"] = state.repairs.get("future", 0) + 1
         if state.watermark is None:
             self._marks.discard(server)
@@ -393,7 +401,7 @@ class TrackingCollector:
             self._query(session, target, end, end + timedelta(seconds=1), result_size=1)
             now = datetime.fromtimestamp(self._clock(), UTC)
             skew_before = clock.skew() if clock is not None else None
-            self.repair_future(target, now, self._judge(session, clock))
+            self.repair_future(target, now, self._judge(session, clock), windows_by_exporter=clock is None)
             start, end, skipped = self.window(target, now, skew_before)
         if end <= start:  # our clock went back beyond the overlap: nothing new can be asked for yet
             return self.ingest(target, [], start, start, skew_before=skew_before, skew_after=skew_before)

@@ -67,7 +67,7 @@ def poll(
 ) -> TrackingResult:
     """One poll as TrackingCollector.poll makes it, the server's clock reading fresh (``skew``; None:
     the window is in the exporter's clock), the watermark judged by ``judge`` (default ``skew``)."""
-    c.repair_future("EX01", now, skew if judge is None else judge)
+    c.repair_future("EX01", now, skew if judge is None else judge, windows_by_exporter=skew is None)
     start, end, skipped = c.window("EX01", now, skew)
     if end <= start:
         return c.ingest("EX01", [], start, start, skew_before=skew, skew_after=skew)
@@ -157,6 +157,16 @@ def test_a_server_clock_stepped_back_beyond_what_the_keys_cover_is_repaired_not_
     # Every event logged after the step is counted once (with the old stamps ahead of the clock, none
     # of which reach back into the re-read stretch here).
     assert counted(result) == before + len(new)
+
+
+def test_a_date_header_from_year_9999_is_not_a_clock(tmp_path: Path) -> None:
+    """A hostile server's Date made the window arithmetic overflow at every poll."""
+    c, log = collector(tmp_path), Log()
+    log.add(-300, 600)
+    absurd = (datetime(9999, 12, 31, tzinfo=UTC) - T0).total_seconds()
+    for minute in range(3):
+        result = poll(c, log, T0 + timedelta(minutes=minute), skew=absurd)
+    assert counted(result) == len(log.between(T0 - timedelta(seconds=300), T0 + timedelta(minutes=2)))
 
 
 def test_the_repaired_watermark_survives_a_restart(tmp_path: Path) -> None:
