@@ -3,44 +3,46 @@
 Each poll asks for ``[watermark - overlap, now)`` **in the server's clock**: Exchange stamps the log
 with its own Windows time, so a server whose clock is behind the exporter's has not logged yet what
 the exporter's "now" would ask for (3 minutes behind lost most events, beyond the overlap). The
-server's clock is read for free from the ``Date`` header of its answers (``server_clock``): the window
-ends at our clock plus that skew, and the watermark never claims a time the server had not reached
-when it answered. A clock stepped back (w32time correcting a fast clock) makes new events carry
-stamps the log already holds: the next window starts that much earlier, and the dedupe keys are kept
-``max_clock_step`` beyond the overlap so that re-read events are not counted twice. Events already
-counted (same server, internal message id, event id and timestamp) are skipped, so overlapping windows
-never double count. The watermark (and the skew it was set with) survives restarts in a small JSON
-state file. From the events: counters by event id and source, failures by enhanced status code and
-category, a delivery latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired
-with the first DELIVER/SEND of the same message id on the same server), and the number of messages
-received more than ``stuck_after`` ago with no terminal event, judged across the polled servers by
-message id in the exporter's time (``tracking_trail``: a message handed to another server's Transport
-service is followed there; one whose continuation no polled server shows is counted as unfollowed,
-not stuck). Senders, recipients, subjects and message ids are used only as in-memory pairing keys,
-never as labels; that memory is bounded.
+server's clock is read for free from the ``Date`` header of its answers (``server_clock``): the
+window ends at our clock plus that skew, and the watermark never claims a time the server had not
+reached when it answered. A clock stepped back (w32time correcting a fast clock) makes new events
+carry stamps the log already holds: the next window starts that much earlier, and the dedupe keys
+are kept ``max_clock_step`` beyond the overlap so that re-read events are not counted twice. Events
+already counted (same server, internal message id, event id and timestamp) are skipped, so
+overlapping windows never double count. The watermark (and the skew it was set with) survives
+restarts in a small JSON state file (``tracking_state``: read strictly, a malformed file is moved
+aside, writes are atomic). A watermark ahead of the server's clock by more than a step back the
+collector follows (a state file from a clock a day ahead, or a window asked by a clock that jumped,
+when the server's own clock could not bound it) would count nothing until the server's clock reached
+it: it is repaired (logged, and counted in ``mailflow_tracking_watermark_repairs_total``), the count
+resuming from the newest event this process counted or, with none, as on a first start. From the
+events: counters by event id and source, failures by enhanced status code and category, a delivery
+latency histogram (MessageLatency when Exchange provides it, else RECEIVE paired with the first
+DELIVER/SEND of the same message id on the same server), and the number of messages received more
+than ``stuck_after`` ago with no terminal event, judged across the polled servers by message id in
+the exporter's time (``tracking_trail``: a message handed to another server's Transport service is
+followed there; one whose continuation no polled server shows is counted as unfollowed, not stuck).
+Senders, recipients, subjects and message ids are used only as in-memory pairing keys, never as
+labels; that memory is bounded.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.cardinality import OTHER, StickyCap
 from exporter.errors import ParseError
-from exporter.exchange.clixml import parse_datetime
 from exporter.exchange.lasterror import parse_smtp_error
+from exporter.exchange.server_clock import ServerClock
 from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
 
@@ -51,6 +53,9 @@ from exporter.exchange.tracking_events import decode_event as decode_event
 from exporter.exchange.tracking_events import decode_event_text as decode_event_text
 from exporter.exchange.tracking_events import decode_event_xml as decode_event_xml
 from exporter.exchange.tracking_events import parse_event as parse_event
+from exporter.exchange.tracking_state import REPAIR_REASONS as REPAIR_REASONS
+from exporter.exchange.tracking_state import STATE_VERSION as STATE_VERSION
+from exporter.exchange.tracking_state import WatermarkStore as WatermarkStore
 from exporter.exchange.tracking_trail import MessageTrails
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,6 @@ SOURCES = frozenset(
     "ADMIN AGENT APPROVAL BOOTLOADER DNS DSN GATEWAY MAILBOXRULE MEETINGMESSAGEPROCESSOR ORAR PICKUP "
     "POISONMESSAGE PUBLICFOLDER QUEUE REDUNDANCY RESOLVER ROUTING SAFETYNET SMTP STOREDRIVER".split()
 )
-STATE_VERSION = 2
 RECENT_SECONDS = 900.0  # how much log time the recent flow covers (triage's inbound silence)
 MAX_UNKNOWN_KEYS = 64  # (code, recipient domain) pairs kept per poll for triage
 OTHER_DOMAIN = "(other)"
@@ -145,6 +149,7 @@ class TrackingResult:
     # (not answered yet, or polled through another server's session, whose clock that would be).
     clock_skew: float | None = None
     folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values this poll counted as "other"
+    watermark_repairs: Mapping[str, int] = field(default_factory=dict)  # reason -> repairs since the start
 
 
 @dataclass
@@ -175,66 +180,7 @@ class _ServerState:
     truncated_polls: int = 0
     skipped_seconds: float = 0.0
     codes: StickyCap = field(default_factory=lambda: StickyCap(50))  # failures' enhanced_code label
-
-
-class WatermarkStore:
-    """The per-server watermarks in a small JSON file, written atomically.
-
-    Besides the time, a watermark can carry the dedupe keys of events counted exactly at it: after
-    a truncated reply the next window starts at that instant, and those events must not be counted
-    again, even by a restarted process.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._marks: dict[str, dict[str, Any]] = self._load()
-
-    def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning('tracking state unreadable, starting fresh path=%s error="%s"', self.path, exc)
-            return {}
-        marks = data.get("watermarks") if isinstance(data, dict) else None
-        if not isinstance(marks, dict) or data.get("version") != STATE_VERSION:
-            log.warning("tracking state has an unknown format, starting fresh path=%s", self.path)
-            return {}
-        return {str(k): v for k, v in marks.items() if isinstance(v, dict) and isinstance(v.get("at"), str)}
-
-    def skew(self, server: str) -> float:
-        """The clock skew the server's watermark was set with (0 when not recorded)."""
-        with self._lock:
-            entry = self._marks.get(server.upper()) or {}
-        value = entry.get("skew", 0.0)
-        return float(value) if isinstance(value, int | float) else 0.0
-
-    def get(self, server: str) -> tuple[datetime | None, frozenset[tuple[str, str]]]:
-        """The watermark and the (internal id, event id) pairs already counted exactly at it."""
-        with self._lock:
-            entry = self._marks.get(server.upper())
-        if entry is None:
-            return None, frozenset()
-        ties = entry.get("counted_at_mark") or []
-        return parse_datetime(entry["at"]), frozenset((str(a), str(b)) for a, b in ties)
-
-    def set(self, server: str, mark: datetime, ties: Iterable[tuple[str, str]] = (), skew: float = 0.0) -> None:
-        """Save a watermark (a time of the server's clock, whose skew was ``skew``)."""
-        entry: dict[str, Any] = {"at": mark.astimezone(UTC).isoformat(), "counted_at_mark": sorted(ties)}
-        if skew:
-            entry["skew"] = skew
-        with self._lock:  # build and write under the lock, so a slower writer never wins with old data
-            self._marks[server.upper()] = entry
-            payload = json.dumps({"version": STATE_VERSION, "watermarks": self._marks}, indent=1, sort_keys=True)
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(payload, encoding="utf-8")
-                os.replace(tmp, self.path)
-            except OSError as exc:  # a read-only disk must not stop the metrics
-                log.warning('cannot save tracking state path=%s error="%s"', self.path, exc)
+    repairs: dict[str, int] = field(default_factory=dict)  # reason -> watermark repairs (REPAIR_REASONS)
 
 
 @dataclass(frozen=True)
@@ -261,12 +207,18 @@ class TrackingOptions:
 CLOCK_TOLERANCE = 2.0
 
 
+#: A Date header this far from the exporter's clock is not a clock (a hostile or broken server; year
+#: 9999 overflowed the window arithmetic): the exporter's clock is used instead.
+MAX_CLOCK_SKEW = 10 * 366 * 86400.0
+
+
 def _effective(skew: float | None) -> float:
-    """The skew the collector works with: 0 when unknown or within CLOCK_TOLERANCE."""
-    return 0.0 if skew is None or abs(skew) <= CLOCK_TOLERANCE else skew
+    """The skew the collector works with: 0 when unknown, within CLOCK_TOLERANCE or beyond MAX_CLOCK_SKEW."""
+    return 0.0 if skew is None or not CLOCK_TOLERANCE < abs(skew) <= MAX_CLOCK_SKEW else skew
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_FLOOR = 86400.0  # an event stamped before 1970 must not take the dedupe horizon below datetime's range
 
 
 def _utc_key(ts: datetime) -> timedelta:
@@ -326,6 +278,9 @@ class TrackingCollector:
                     buckets=[0] * (len(self._opts.buckets) + 1),
                 )
                 state.codes = StickyCap(self._opts.max_failure_codes)
+                problem = self._marks.take_problem(server)  # its saved watermark was malformed or unreadable
+                if problem is not None:
+                    state.repairs[problem] = state.repairs.get(problem, 0) + 1
                 if mark is not None:
                     state.seen = {(*tie, _utc_key(mark)): mark for tie in ties}
                 self._states[server] = state
@@ -361,6 +316,75 @@ class TrackingCollector:
         seconds = max(0.0, state.skew - _effective(skew))
         return timedelta(seconds=min(seconds, self._opts.max_clock_step))
 
+    def repair_future(
+        self, server: str, now: datetime, skew: float | None, *, windows_by_exporter: bool = False
+    ) -> bool:
+        """Repair a watermark in the server's future; True when it was one.
+
+        ``now`` is the exporter's time and ``skew`` a fresh reading of the server's clock (None: the
+        exporter's clock stands in). A watermark (or the floor a restart set) further ahead of the
+        server's now than a clock step back the collector follows (overlap + ``max_clock_step``)
+        would have no window start before the server's clock reached it: nothing counted for that long.
+        The count resumes from the newest event this process counted (its dedupe keys are kept, so
+        nothing is counted twice and nothing since is missed) or, when it counted none, as on a first
+        start (``initial_lookback``). ``windows_by_exporter``: the target's windows are asked in the
+        exporter's clock (``via_seed``), ``skew`` being only the judge.
+        """
+        state = self._state(server)
+        opts = self._opts
+        server_now = now + timedelta(seconds=_effective(skew))
+        allowance = timedelta(seconds=opts.overlap + opts.max_clock_step + CLOCK_TOLERANCE)
+        ahead = [t for t in (state.watermark, state.floor) if t is not None and t - server_now > allowance]
+        if not ahead:
+            return False
+        was = max(ahead)
+        if state.floor is not None and state.floor - server_now > allowance:
+            state.floor = None
+        if state.watermark is not None and state.watermark - server_now > allowance:
+            if state.last_event is None:
+                state.watermark = None
+            else:
+                newest = datetime.fromtimestamp(state.last_event, UTC)
+                # Never further back than a window can reach (an event stamped in year 1 cannot drag it).
+                state.watermark = max(min(server_now, newest), server_now - timedelta(seconds=opts.max_window))
+            state.exact_start = False
+        state.skew = 0.0 if windows_by_exporter else _effective(skew)  # the clock the watermark is now in
+        state.repairs["future"] = state.repairs.get("future", 0) + 1
+        if state.watermark is None:
+            self._marks.discard(server)
+        else:
+            self._marks.set(server, state.watermark, (), state.skew)
+        log.warning(
+            "tracking watermark in the future repaired server=%s watermark=%s server_now=%s ahead_seconds=%.0f "
+            "clock=%s resume_from=%s",
+            server,
+            was.isoformat(),
+            server_now.isoformat(),
+            (was - server_now).total_seconds(),
+            "exporter" if skew is None else "server",
+            "first_start" if state.watermark is None else state.watermark.isoformat(),
+        )
+        return True
+
+    @staticmethod
+    def _judge(session: ExchangeSession, clock: ServerClock | None) -> float | None:
+        """The clock reading a watermark in the future is judged by: the server's own; for a target
+        polled through the seed's session (windows in the exporter's clock), the later of the
+        exporter's and the seed's clocks. A watermark set while the exporter's clock was ahead is then
+        seen once it is back; while it is behind (the seed ahead of it), or with a seed whose own clock
+        is behind, nothing is repaired that the exporter's windows would only read again."""
+        if clock is not None:
+            return clock.skew()
+        seed = session.server_clock.skew()
+        return None if seed is None else max(0.0, seed)
+
+    def _ahead(self, server: str, now: datetime, skew: float | None) -> bool:
+        """The watermark is further ahead of the server's now (as estimated) than the collector follows."""
+        state = self._state(server)
+        server_now = now + timedelta(seconds=_effective(skew))
+        limit = timedelta(seconds=self._opts.overlap + self._opts.max_clock_step + CLOCK_TOLERANCE)
+        return any(t is not None and t - server_now > limit for t in (state.watermark, state.floor))
+
     def poll(self, target: str) -> TrackingResult:
         session = self._targets.session(target)
         # The Date header is the endpoint's clock: a target polled through another server's session
@@ -369,6 +393,16 @@ class TrackingCollector:
         skew_before = clock.skew() if clock is not None else None
         now = datetime.fromtimestamp(self._clock(), UTC)
         start, end, skipped = self.window(target, now, skew_before)
+        if end <= start or skipped or self._ahead(target, now, self._judge(session, clock)):
+            # A window that ends before it starts, an outage to skip or a watermark in the future; or a
+            # reading of the server's clock taken before our own clock jumped (a day ahead for a few
+            # seconds left a reading a day off, and a window that asks nothing never renewed it). Ask
+            # the server (its answer's Date is read), then judge by that fresh reading.
+            self._query(session, target, end, end + timedelta(seconds=1), result_size=1)
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            skew_before = clock.skew() if clock is not None else None
+            self.repair_future(target, now, self._judge(session, clock), windows_by_exporter=clock is None)
+            start, end, skipped = self.window(target, now, skew_before)
         if end <= start:  # our clock went back beyond the overlap: nothing new can be asked for yet
             return self.ingest(target, [], start, start, skew_before=skew_before, skew_after=skew_before)
         events, truncated = self._query(session, target, start, end)
@@ -388,14 +422,19 @@ class TrackingCollector:
         )
 
     def _query(
-        self, session: ExchangeSession, target: str, start: datetime, end: datetime
+        self,
+        session: ExchangeSession,
+        target: str,
+        start: datetime,
+        end: datetime,
+        result_size: int | str | None = None,
     ) -> tuple[list[TrackingEvent], bool]:
         """One Get-MessageTrackingLog call for [start, end) of ``target``'s clock: (events, truncated)."""
         params = {
             "Server": target,
             "Start": start.isoformat().replace("+00:00", "Z"),
             "End": end.isoformat().replace("+00:00", "Z"),
-            "ResultSize": self._opts.result_size,
+            "ResultSize": self._opts.result_size if result_size is None else result_size,
         }
         result = session.invoke(
             "Get-MessageTrackingLog",
@@ -499,7 +538,13 @@ class TrackingCollector:
         # Keep the keys a later window can still re-read: the next non-truncated poll goes back
         # ``overlap`` from its own watermark (which can be earlier than this one's exact start), and
         # further after a clock step back.
-        horizon = mark - timedelta(seconds=opts.overlap + opts.max_clock_step)
+        # Counted from the newest event counted when that is older than the mark: a mark set in the
+        # future (a window asked by a clock that jumped ahead, without the server's clock to bound it)
+        # must not drop the keys a repaired watermark will re-read.
+        anchor = mark
+        if state.last_event is not None and state.last_event < mark.timestamp():
+            anchor = datetime.fromtimestamp(max(state.last_event, _EPOCH_FLOOR), UTC)
+        horizon = anchor - timedelta(seconds=opts.overlap + opts.max_clock_step)
         state.seen = {k: ts for k, ts in state.seen.items() if ts >= horizon}
         state.watermark = mark
         state.skew = answered
@@ -597,10 +642,17 @@ class TrackingCollector:
             recent_received_inbound=sum(arrived for _, _, _, arrived in state.recent),
             unfollowed=unfollowed,
             folded={"enhanced_code": state.codes.take_refused()},
+            watermark_repairs=dict(state.repairs),
         )
 
     def render(self, results: Mapping[str, TrackingResult]) -> Iterable[Metric]:
-        return render_tracking(results.values(), self._opts.buckets)
+        failed = CounterMetricFamily(
+            "mailflow_tracking_state_write_failures",
+            "Saves of the tracking state file (the watermarks) that failed: a restart would start from the "
+            "last saved watermarks. Counting goes on in memory.",
+        )
+        failed.add_metric([], self._marks.write_failures)
+        return [*render_tracking(results.values(), self._opts.buckets), failed]
 
 
 def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float]) -> list[Metric]:
@@ -666,6 +718,12 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         "Seconds of tracking log not read because the window was capped after an outage.",
         labels=["server"],
     )
+    repairs = CounterMetricFamily(
+        "mailflow_tracking_watermark_repairs",
+        "Tracking watermarks not usable as saved, by reason: future (ahead of the server's clock by more than "
+        "overlap + max_clock_step), malformed or unreadable (the state file; moved aside).",
+        labels=["server", "reason"],
+    )
     for r in sorted(results, key=lambda r: r.server):
         for (event_id, source), count in sorted(r.events.items()):
             events.add_metric([r.server, event_id, source], count)
@@ -683,7 +741,12 @@ def render_tracking(results: Iterable[TrackingResult], buckets: Sequence[float])
         truncated.add_metric([r.server], r.truncated_polls)
         evicted.add_metric([r.server], r.evictions)
         skipped.add_metric([r.server], r.skipped_seconds)
-    return [events, failures, flow, received_inbound, latency, stuck, unfollowed, last, truncated, evicted, skipped]
+        for reason in REPAIR_REASONS:  # every reason from the start, so increase() sees the first repair
+            repairs.add_metric([r.server, reason], r.watermark_repairs.get(reason, 0))
+    return [
+        *(events, failures, flow, received_inbound, latency, stuck, unfollowed, last, truncated, evicted, skipped),
+        repairs,
+    ]
 
 
 def _bound(value: float) -> str:

@@ -71,6 +71,8 @@ def test_a_step_back_seen_only_in_the_answer_moves_the_watermark_back(tmp_path: 
 
 
 def test_a_step_beyond_max_clock_step_never_recounts(tmp_path: Path) -> None:
+    # The window and its dedupe alone. A poll judges this watermark (1740 s ahead of the server's clock,
+    # beyond overlap + max_clock_step) to be in the future and repairs it: test_tracking_watermark.py.
     c = collector(tmp_path, overlap=120.0, max_clock_step=300.0)
     events = [ev(s, "RECEIVE", f"m{s}") for s in range(0, 1800, 60)]
     c.ingest("EX01", events, T0, T0 + timedelta(seconds=1800), skew_before=1800.0, skew_after=1800.0)
