@@ -7,8 +7,9 @@ Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll c
 checkdmarc is optional: ``pip install checkdmarc``), status (the triage report and status page),
 soak (1,000 poll cycles with faults toggling: sessions, threads, fds, RSS), load (20 concurrent
 scrapers for 60 s), bounds (hostile servers: an oversized answer's memory, a dripping server's threads
-and fds, a malformed answer's log, a healthy server beside two slow ones). ``--quick`` shrinks every
-size for a smoke run (about a minute and a half); the full run takes about 13 minutes on two cores.
+and fds, a malformed answer's log, a healthy server beside two slow ones), httpd (slowloris over HTTP
+and TLS, a header flood, a connection burst against the listener). ``--quick`` shrinks every size for
+a smoke run (about two minutes); the full run takes about 15 minutes on two cores.
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
@@ -147,6 +148,34 @@ def _bounds(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
     ]
 
 
+def _httpd(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+    return [
+        (
+            f"slowloris, {r['slowloris_connections']} slow clients (plain HTTP)",
+            f"kept at most {r['slowloris_longest_s']} s ({r['slowloris_open']} left open); scrape meanwhile "
+            f"HTTP {r['slowloris_scrape_status']} in {r['slowloris_scrape_s']} s",
+            "all closed within 10 s; scrape 200",
+        ),
+        (
+            f"slowloris, {r['tls_connections']} slow clients (TLS)",
+            f"kept at most {r['tls_longest_s']} s ({r['tls_open']} left open); scrape meanwhile "
+            f"HTTP {r['tls_scrape_status']}",
+            "all closed within 10 s; scrape 200",
+        ),
+        (
+            f"header flood, {r['flood_clients']} x {r['flood_mb_each']} MB",
+            f"RSS {r['flood_rss_base_mib']} -> peak {r['flood_rss_peak_mib']} -> {r['flood_rss_after_mib']} MiB; "
+            f"answers {r['flood_answers']}",
+            "growth < 20 MiB; all 431",
+        ),
+        (
+            f"connection burst, {r['burst_connects']} connects",
+            f"{r['burst_stalls']} stalled >= 1 s, max {r['burst_max_ms']} ms; answers {r['burst_answers']}",
+            "0 stalls",
+        ),
+    ]
+
+
 BENCHES = [
     Bench("scrape", "bench_scrape.py", (), ("--servers", "10", "--runs", "5"), _scrape),
     Bench("fanout", "bench_fanout.py", (), ("--servers", "10", "--cycles", "2", "--latency", "0.05"), _fanout),
@@ -168,6 +197,13 @@ BENCHES = [
         _load,
     ),
     Bench("bounds", "bench_bounds.py", (), ("--quick",), _bounds),
+    Bench(
+        "httpd",
+        "bench_httpd.py",
+        (),
+        ("--connections", "20", "--hold", "12", "--flood-clients", "10", "--burst", "100"),
+        _httpd,
+    ),
 ]
 
 

@@ -68,6 +68,9 @@ THRESHOLDS: dict[tuple[str, str], list[tuple[str, str]]] = {
         ("queueRetryingThrottledCriticalThreshold", "messages retrying because the next hop throttles, per exporter"),
     ],
     ("MailflowMessagesStuck", "warning"): [("messagesStuckThreshold", "messages received but not handed on")],
+    ("MailflowServerClockSkew", "warning"): [
+        ("serverClockSkewThreshold", "seconds an Exchange server's clock may differ from the exporter's"),
+    ],
     ("MailflowInboundMailStopped", "critical"): [
         ("inboundMailStoppedMinimumThreshold", "internal and outbound messages in 30 minutes that show mail flows"),
     ],

@@ -1,4 +1,4 @@
-"""Command line: ``serve``, ``check``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
+"""Command line: ``serve``, ``check``, ``trace``, ``demo``, ``validate-config``, ``healthcheck``, ``example-config``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,21 @@ def _load_web_config(path: Path | None) -> WebConfig | None:
         raise SystemExit(2) from None
 
 
+def _check_trace_form(settings: Settings, web: WebConfig | None) -> None:
+    """``web.trace_enabled`` only behind authentication: the form shows senders, recipients and subjects."""
+    from exporter.trace.web import requires_authentication
+
+    if settings.web.trace_enabled and not requires_authentication(web):
+        print(
+            "configuration error: web.trace_enabled: the trace form shows senders, recipients and subjects, so it "
+            "needs an endpoint that requires authentication: a web configuration file (--web.config.file) with "
+            "basic_auth_users, or with client_auth_type RequireAndVerifyClientCert. Set one, or set "
+            "web.trace_enabled: false.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _need_config(args: argparse.Namespace) -> Path:
     """The ``--config.file`` the command cannot run without (argparse's message and exit 2 if missing)."""
     if args.config is None:
@@ -85,6 +100,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     warn_deprecated(args, to_log=False)
     settings = apply_flags(_load(path), args)
     web = _load_web_config(settings.web.config_file)
+    _check_trace_form(settings, web)
     servers = ", ".join(s.name for s in settings.exchange.servers) or "(none)"
     print(f"{path}: OK (servers: {servers}; discovery: {settings.exchange.discovery.enabled})")
     if web is not None:
@@ -102,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = _need_config(args)
     settings = _with_shard(apply_flags(_load(path), args), args.shard_index, args.shard_count)
-    _load_web_config(settings.web.config_file)
+    _check_trace_form(settings, _load_web_config(settings.web.config_file))
     if not settings.exchange.servers:
         print(
             f"configuration error: {path}: exchange.servers is empty: nothing to poll. "
@@ -178,6 +194,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Follow messages through every transport server; exit 0 when every server was searched, 3 when one
+    could not be, 2 for a bad argument."""
+    from exporter.trace.cli import run_trace_command
+
+    logs = log_from_flags(LogSettings(level="error"), args)
+    setup_logging(logs.level, logs.format)
+    warn_deprecated(args)
+    settings = None if args.demo or args.config is None else _load(args.config)
+    return run_trace_command(args, settings)
+
+
 @contextlib.contextmanager
 def _progress_on_terminal() -> Iterator[Callable[[int, int, list[str]], None] | None]:
     """A progress line on stderr while ``check`` polls, when stderr is a terminal (nothing when piped)."""
@@ -248,6 +276,7 @@ examples:
   mailflow-exporter validate-config --config.file mailflow.yml
   mailflow-exporter serve --config.file mailflow.yml
   mailflow-exporter check --config.file mailflow.yml      # where is mail stuck, and why?
+  mailflow-exporter trace --config.file mailflow.yml --sender cfo@contoso.com   # where is that message?
   mailflow-exporter serve --help                          # every flag of a command
 
 Flags win over MAILFLOW_* environment variables, which win over the YAML file.
@@ -340,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_log_flags(check, default_level="error", from_file=False)
     check.set_defaults(func=cmd_check)
+
+    from exporter.trace.cli import TRACE_EPILOG, add_trace_flags
+
+    trace = _parser(
+        sub,
+        "trace",
+        "follow messages through every transport server's tracking log",
+        TRACE_EPILOG,
+        description="Follow messages through every transport server's message tracking log, hop by hop, and say\n"
+        "where each recipient's copy ended: delivered, sent out, failed, still in a queue, or lost trail.",
+    )
+    add_config_flag(trace)
+    add_trace_flags(trace)
+    add_log_flags(trace, default_level="error", from_file=False)
+    trace.set_defaults(func=cmd_trace)
 
     demo = _parser(
         sub,

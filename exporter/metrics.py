@@ -7,7 +7,7 @@ is logged and skipped; the rest of the scrape is still served.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -17,18 +17,30 @@ from prometheus_client.metrics_core import Metric
 from exporter.buildinfo import build_info
 from exporter.cardinality import fold_samples
 from exporter.collector import Collector
+from exporter.exchange.server_clock import ClockReading
 from exporter.store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
 
+#: A server clock reading older than this is not shown (the server has not answered since).
+CLOCK_READING_FRESH_SECONDS = 900.0
+
+
 class MailflowCollector:
     """Renders self metrics and every collector's fresh results."""
 
-    def __init__(self, store: SnapshotStore, collectors: Sequence[Collector], stale_after_intervals: float) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        collectors: Sequence[Collector],
+        stale_after_intervals: float,
+        server_clocks: Callable[[], Mapping[str, ClockReading]] | None = None,
+    ) -> None:
         self._store = store
         self._collectors = list(collectors)
         self._stale_after = stale_after_intervals
+        self._server_clocks = server_clocks
 
     def collect(self) -> Iterable[Metric]:
         yield from self._self_metrics()
@@ -105,6 +117,21 @@ class MailflowCollector:
             if name not in silent:
                 errors.add_metric([name, target, reason], count)
         yield from (up, duration, last_success, errors)
+        yield self._clock_skews(now)
+
+    def _clock_skews(self, now: float) -> Metric:
+        skew = GaugeMetricFamily(
+            "mailflow_server_clock_skew_seconds",
+            "The Exchange server's clock minus the exporter's, from the HTTP Date header of its remote PowerShell "
+            "answers (any collector's, failed logons included); 1-second resolution, biased low by up to about a "
+            "second. Kerberos fails beyond 300 s.",
+            labels=["server"],
+        )
+        readings = self._server_clocks() if self._server_clocks is not None else {}
+        for server, reading in sorted(readings.items()):
+            if now - reading.at <= CLOCK_READING_FRESH_SECONDS:
+                skew.add_metric([server], round(reading.skew, 3))
+        return skew
 
 
 def build_registry(collector: MailflowCollector, process_metrics: bool = True) -> CollectorRegistry:

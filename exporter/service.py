@@ -23,6 +23,7 @@ from exporter.dnscheck.collectors import EXECUTOR as DNS_EXECUTOR
 from exporter.dnscheck.collectors import dns_collectors
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
+from exporter.exchange.back_pressure import BackPressureCollector
 from exporter.exchange.certificates import CertificateCollector
 from exporter.exchange.cmdlet_collector import ORG_EXECUTOR, CappedServerCollector
 from exporter.exchange.components import ComponentCollector
@@ -31,6 +32,7 @@ from exporter.exchange.discovery import DiscoveryCollector
 from exporter.exchange.queues import QueueCollector
 from exporter.exchange.receive_connectors import ReceiveConnectorCollector
 from exporter.exchange.send_connectors import SendConnectorCollector
+from exporter.exchange.server_clock import ClockReading
 from exporter.exchange.service_health import ServiceHealthCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
@@ -80,6 +82,7 @@ def build_collectors(
             result_size=t.result_size,
             select=t.select_properties,
             max_failure_codes=t.max_failure_codes,
+            max_clock_step=t.max_clock_step,
         )
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
@@ -110,6 +113,7 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
             ComponentCollector(targets, c.components.interval, c.components.components, c.components.max_components)
         )
     simple: list[tuple[Any, type[CappedServerCollector], int]] = [
+        (c.back_pressure, BackPressureCollector, c.back_pressure.max_meters),
         (c.database_copies, DatabaseCopyCollector, c.database_copies.max_databases),
         (c.certificates, CertificateCollector, c.certificates.max_certificates),
         (c.service_health, ServiceHealthCollector, c.service_health.max_services),
@@ -134,6 +138,7 @@ class Service:
             settings.exchange.max_sessions_per_account,
             wsman_factory,
             AuthBackoff(base=backoff, cap=max(900.0, backoff)),
+            clock=clock,
         )
         self.targets = ExchangeTargets(settings, self.sessions)
         stale = settings.scheduler.stale_after_intervals
@@ -143,7 +148,9 @@ class Service:
             self.shard,
         )
         self.registry = build_registry(
-            MailflowCollector(self.store, self.collectors, settings.scheduler.stale_after_intervals)
+            MailflowCollector(
+                self.store, self.collectors, settings.scheduler.stale_after_intervals, self._clock_readings
+            )
         )
         self.registry.register(ShardMetrics(self.shard, self.collectors))
         sched = settings.scheduler
@@ -168,12 +175,20 @@ class Service:
             self.readiness,
             self.health,
             triage=self.triage,
+            trace=self._trace_form() if settings.web.trace_enabled else None,
         )
         self.web: WebServer | None = None
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
         self._ready = False
+
+    def _trace_form(self) -> Any:
+        """The status page's trace form, searching through this service's sessions (exporter.trace.web)."""
+        from exporter.trace.query import run_trace
+        from exporter.trace.web import TraceForm
+
+        return TraceForm(lambda query, deadline: run_trace(self.targets, query, deadline))
 
     def triage(self, timeout: float | None = None) -> Report:
         """The triage of the latest snapshots (the status page shows it; ``check`` prints it). Polls that
@@ -381,6 +396,11 @@ class Service:
         return True, "Healthy"
 
     # --- lifecycle ----------------------------------------------------------------------------------
+
+    def _clock_readings(self) -> dict[str, ClockReading]:
+        """The servers' clock readings this replica reports: those of the servers it owns (every replica
+        talks to the discovery seed, one reports its clock)."""
+        return {name: r for name, r in self.sessions.clock_readings().items() if self.shard.owns(name)}
 
     def start(self, serve_http: bool = True) -> None:
         """Start the HTTP server and the scheduler."""

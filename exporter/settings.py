@@ -311,6 +311,8 @@ class TrackingCollectorSettings(_Model):
     )
     result_size: ResultSize = "Unlimited"
     select_properties: bool = True
+    # A server clock stepped back by up to this much is still counted exactly (dedupe keys kept longer).
+    max_clock_step: Duration = 900.0
 
     @field_validator("latency_buckets")
     @classmethod
@@ -434,6 +436,11 @@ class ServiceHealthCollectorSettings(SimpleCollectorSettings):
     max_services: int = Field(default=100, ge=1, le=10_000)
 
 
+class BackPressureCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 60.0
+    max_meters: int = Field(default=50, ge=1, le=1000)  # (resource, path) meters per server
+
+
 class ComponentCollectorSettings(_Model):
     enabled: bool = True
     interval: Interval = 60.0
@@ -443,6 +450,7 @@ class ComponentCollectorSettings(_Model):
 
 class CollectorsSettings(_Model):
     queues: QueueCollectorSettings = Field(default_factory=QueueCollectorSettings)
+    back_pressure: BackPressureCollectorSettings = Field(default_factory=BackPressureCollectorSettings)
     tracking: TrackingCollectorSettings = Field(default_factory=TrackingCollectorSettings)
     receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
     send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)
@@ -564,6 +572,9 @@ class WebSettings(_Model):
     # An exporter-toolkit web configuration file (TLS, client certificates, basic auth), as
     # ``--web.config.file`` (which wins); validated at startup, re-read when it changes.
     config_file: Path | None = None
+    # The status page's trace form (/trace): it shows senders, recipients and subjects, so serve refuses
+    # it unless config_file requires authentication (basic auth users or a client certificate).
+    trace_enabled: bool = False
 
     @field_validator("listen_address")
     @classmethod

@@ -6,28 +6,25 @@ With a web configuration file (``--web.config.file``, the exporter-toolkit forma
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
-import selectors
 import socket
-import ssl
-import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.exposition import SharedRenderApp
+from exporter.httpserver import HardenedHTTPServer, ServerLimits, client_key
 from exporter.store import SnapshotStore
 from exporter.triage.report import no_findings_line, status_line
-from exporter.webconfig import BasicAuth, RateLimiter, WebConfigReloader, peer_sans
+from exporter.webconfig import AuthVerdict, BasicAuth, ClientRateLimiter, RateLimiter, WebConfigReloader
 
 if TYPE_CHECKING:
     from exporter.triage.model import Report
@@ -38,107 +35,24 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    web_config: WebConfigReloader | None = None  # set when serving HTTPS
-    handshake_timeout = 10.0
-    request_timeout = 30.0
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """One connection, on its own thread: the TLS handshake happens here, not in the accept loop, so
-        a slow or silent client delays nobody else."""
-        conn = request
-        try:
-            if self.web_config is not None:
-                secured = self._tls_accept(request, client_address)
-                if secured is None:
-                    return
-                conn = secured
-            self.finish_request(conn, client_address)
-        except Exception:
-            self.handle_error(conn, client_address)
-        finally:
-            self.shutdown_request(conn)
-            if conn is not request:
-                self.close_request(request)
-
-    def _tls_accept(self, sock: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
-        """Handshake within ``handshake_timeout`` (in total) with the current configuration; check the
-        client certificate's SANs if the file lists allowed ones. None: the connection was dropped."""
-        assert self.web_config is not None
-        config = self.web_config.current()
-        assert config.ssl_context is not None
-        conn = config.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        try:
-            _handshake(conn, self.handshake_timeout)
-            if config.allowed_sans is not None:
-                der = conn.getpeercert(binary_form=True)
-                if not der or not peer_sans(der) & config.allowed_sans:
-                    raise ssl.SSLError("the client certificate has none of client_allowed_sans")
-        except (OSError, ValueError) as exc:
-            log.debug("TLS handshake failed client=%s error=%s", client_address[0], exc)
-            conn.close()
-            return None
-        conn.settimeout(self.request_timeout)
-        return conn
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):  # a client that went away or timed out: not our problem
-            log.debug("connection error client=%s error=%s", client_address[0], exc)
-            return
-        super().handle_error(request, client_address)
-
-
-class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-def _handshake(conn: ssl.SSLSocket, timeout: float) -> None:
-    conn.setblocking(False)
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        while True:
-            try:
-                conn.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                events = selectors.EVENT_READ
-            except ssl.SSLWantWriteError:
-                events = selectors.EVENT_WRITE
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no TLS handshake within {timeout:g}s")
-            sel.register(conn, events)
-            ready = sel.select(remaining)
-            sel.unregister(conn)
-            if not ready:
-                raise TimeoutError(f"no TLS handshake within {timeout:g}s")
-    conn.setblocking(True)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access logs are noise for an exporter scraped every 15 s."""
-
-    def get_environ(self) -> dict[str, Any]:
-        env = super().get_environ()
-        if isinstance(self.connection, ssl.SSLSocket):
-            env["HTTPS"] = "on"  # wsgi.url_scheme: https
-        return env
-
-
 class _Guard:
     """What the web configuration file asks of every request, on every path (as the exporter-toolkit
-    does: ``/-/healthy`` and ``/-/ready`` too): the rate limit (429), the extra response headers, and
-    basic auth (401 with ``WWW-Authenticate: Basic``)."""
+    does: ``/-/healthy`` and ``/-/ready`` too): basic auth (401 with ``WWW-Authenticate: Basic``), the
+    rate limit (429) and the extra response headers.
+
+    Unlike the toolkit, the rate limit counts authenticated requests only, so a flood of unauthenticated
+    ones cannot spend the real scraper's budget: a request without credentials, or with credentials
+    already known to be wrong, costs nothing and gets 401; a password that needs a bcrypt check spends
+    the client's own allowance of checks (per peer address or IPv6 /64, at the configured rate), so a guessing flood
+    is refused with 429 without burning CPU, while a scraper whose password was verified before goes
+    straight through. Without ``basic_auth_users`` every request counts, as in the toolkit."""
 
     def __init__(self, app: Callable[[Environ, StartResponse], Iterable[bytes]], config: WebConfigReloader) -> None:
         self._app = app
         self._config = config
         self._auth = BasicAuth()
         self._limiter = RateLimiter()
+        self._checks = ClientRateLimiter()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         config = self._config.current()
@@ -149,13 +63,19 @@ class _Guard:
             kept = [h for h in headers if h[0].lower() not in names]
             return start_response(status, kept + extra, exc_info) if exc_info else start_response(status, kept + extra)
 
-        if not self._limiter.allow(config.rate_interval, config.rate_burst):
-            return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
+        environ["mailflow.web_config"] = config  # the configuration in force (the trace form checks it)
         if config.users:
-            ok, user = self._auth.check(config.users, environ.get("HTTP_AUTHORIZATION"))
-            if not ok:
+            client = client_key(str(environ.get("REMOTE_ADDR", "")))
+            verdict, user = self._auth.verify(
+                config.users,
+                environ.get("HTTP_AUTHORIZATION"),
+                may_check=lambda: self._checks.allow(client, config.rate_interval, config.rate_burst),
+            )
+            if verdict is AuthVerdict.LIMITED:
+                return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
+            if verdict is not AuthVerdict.OK:
                 if user:
-                    log.debug("basic auth failed user=%s client=%s", user, environ.get("REMOTE_ADDR", ""))
+                    log.debug("basic auth failed user=%s client=%s", user, client)
                 body = b"Unauthorized\n"
                 respond(
                     "401 Unauthorized",
@@ -166,6 +86,8 @@ class _Guard:
                     ],
                 )
                 return [body]
+        if not self._limiter.allow(config.rate_interval, config.rate_burst):
+            return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
         return self._app(environ, respond)
 
 
@@ -190,6 +112,7 @@ class WebApp:
         triage: Callable[[], Report] | None = None,
         triage_cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        trace: Callable[[Environ, StartResponse], Iterable[bytes]] | None = None,
     ) -> None:
         self._metrics_app = SharedRenderApp(registry, store.generation)
         self._store = store
@@ -202,29 +125,56 @@ class WebApp:
         self._triage_lock = threading.Lock()
         self._triage_cached: tuple[float, str] | None = None  # (monotonic time, rendered HTML)
         self._clock = clock
+        self._trace = trace  # the /trace form (exporter.trace.web), when web.trace_enabled
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == self._path:
-            return self._metrics_app(environ, start_response)
-        if path == "/-/healthy":
-            ok, detail = self._healthy()
-            return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
-        if path == "/-/ready":
-            ok, detail = self._ready()
-            return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
-        if path in ("/", "/index.html"):
-            body = self.landing_page().encode("utf-8")
+        """Route by path; GET and HEAD only (HEAD is answered as GET: the server drops the body), any other
+        method on a known path gets 405 with ``Allow``."""
+        route = self._route(environ.get("PATH_INFO", "/"))
+        if route is None:
+            return _text(start_response, "404 Not Found", "Not found. Try / or " + self._path + "\n")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "HEAD":
+            environ = {**environ, "REQUEST_METHOD": "GET"}  # the same answer, from the same (shared) render
+        elif method == "POST" and route is self._trace:
+            pass  # the trace form posts its filters (a small body, read only once authenticated)
+        elif method != "GET":
+            body = b"Method Not Allowed\n"
             start_response(
-                "200 OK",
+                "405 Method Not Allowed",
                 [
-                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Allow", "GET, HEAD"),
+                    ("Content-Type", "text/plain; charset=utf-8"),
                     ("Content-Length", str(len(body))),
-                    ("Cache-Control", "no-cache"),
                 ],
             )
             return [body]
-        return _text(start_response, "404 Not Found", "Not found. Try / or " + self._path + "\n")
+        return route(environ, start_response)
+
+    def _route(self, path: str) -> Callable[[Environ, StartResponse], Iterable[bytes]] | None:
+        if path == self._path:
+            return self._metrics_app
+        if path == "/-/healthy":
+            return lambda environ, start_response: _probe(start_response, self._healthy)
+        if path == "/-/ready":
+            return lambda environ, start_response: _probe(start_response, self._ready)
+        if path in ("/", "/index.html"):
+            return self._landing
+        if path == "/trace" and self._trace is not None:
+            return self._trace
+        return None
+
+    def _landing(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        body = self.landing_page().encode("utf-8")
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-cache"),
+            ],
+        )
+        return [body]
 
     @property
     def metrics_renders(self) -> int:
@@ -256,6 +206,7 @@ class WebApp:
             version=_e(__version__),
             metrics=_e(self._path),
             runbook=_e(self._runbook),
+            trace=" · <a href='/trace'>Trace a message</a>" if self._trace is not None else "",
             triage=self._triage_html(),
             rows=table,
             generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
@@ -353,6 +304,11 @@ def render_triage(report: Report, runbook_url: str) -> str:
     return "\n".join(out)
 
 
+def _probe(start_response: StartResponse, check: Callable[[], tuple[bool, str]]) -> list[bytes]:
+    ok, detail = check()
+    return _text(start_response, "200 OK" if ok else "503 Service Unavailable", detail + "\n")
+
+
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     data = body.encode("utf-8")
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
@@ -369,7 +325,10 @@ class WebServer:
     web configuration, as the exporter-toolkit does. With ``web_config_file`` (the exporter-toolkit format)
     every listener serves HTTPS and/or asks for basic auth; the file is validated here (ConfigError when it
     is invalid) and re-read when it changes, checked at most every ``reload_interval`` seconds. An address
-    that cannot be bound raises ListenError naming it, after closing the listeners already bound."""
+    that cannot be bound raises ListenError naming it, after closing the listeners already bound.
+
+    ``limits`` bound what any client may take (timeouts, header sizes, connections: see
+    ``exporter.httpserver``); ``handshake_timeout``, when given, overrides its TLS handshake timeout."""
 
     def __init__(
         self,
@@ -378,7 +337,8 @@ class WebServer:
         web_config_file: Path | None = None,
         *,
         reload_interval: float = 1.0,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         addresses = [listen_address] if isinstance(listen_address, str) else list(listen_address)
         if not addresses:
@@ -389,10 +349,16 @@ class WebServer:
             self.web_config = WebConfigReloader(Path(web_config_file), reload_interval)
             wsgi_app = _Guard(app, self.web_config)  # one guard: the rate limit counts every listener's requests
         tls = self.web_config is not None and self.web_config.current().tls
-        self._servers: list[_ThreadingWSGIServer] = []
+        limits = limits or ServerLimits()
+        if handshake_timeout is not None:
+            limits = dataclasses.replace(limits, handshake_timeout=handshake_timeout)
+        self.limits = limits
+        self._servers: list[HardenedHTTPServer] = []
         try:
             for address in addresses:
-                self._servers.append(self._bind(address, wsgi_app, tls, handshake_timeout))
+                host, port = split_listen_address(address)
+                tls_config = self.web_config if tls else None
+                self._servers.append(HardenedHTTPServer((host, port), wsgi_app, limits, tls_config))
         except OSError as exc:
             for httpd in self._servers:
                 httpd.server_close()
@@ -406,15 +372,6 @@ class WebServer:
             threading.Thread(target=httpd.serve_forever, name=f"web-{i}", daemon=True)
             for i, httpd in enumerate(self._servers)
         ]
-
-    def _bind(self, address: str, wsgi_app: Any, tls: bool, handshake_timeout: float) -> _ThreadingWSGIServer:
-        host, port = split_listen_address(address)
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-        httpd = make_server(host, port, wsgi_app, server_class=server_class, handler_class=_QuietHandler)
-        if tls:
-            httpd.web_config = self.web_config
-            httpd.handshake_timeout = handshake_timeout
-        return httpd
 
     @property
     def port(self) -> int:
@@ -434,6 +391,11 @@ class WebServer:
             host, port = str(httpd.server_address[0]), int(httpd.server_address[1])  # (host, port[, flow, scope])
             out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         return out
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """Every listener's listening socket, in the order of the addresses."""
+        return [httpd.socket for httpd in self._servers]
 
     @property
     def scheme(self) -> str:
@@ -477,7 +439,7 @@ td.ok{{color:#17702a}}td.bad{{color:#b00020;font-weight:600}}
 <header><h1>mailflow-exporter</h1>
 <p>Prometheus exporter for Microsoft Exchange mail flow, version {version}.</p>
 <nav><a href="{metrics}">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a> ·
-<a href="{runbook}">Runbook</a></nav></header>
+<a href="{runbook}">Runbook</a>{trace}</nav></header>
 <main>
 {triage}
 <section id="collectors"><h2>Collectors</h2>

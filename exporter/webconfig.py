@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import functools
 import hashlib
 import logging
@@ -574,24 +575,42 @@ def parse_basic_auth(header: str | None) -> tuple[bytes, bytes] | None:
     return (user, password) if sep else None
 
 
+class AuthVerdict(enum.Enum):
+    OK = "ok"
+    DENIED = "denied"
+    LIMITED = "limited"  # the password needed a bcrypt check and the client may not have one now
+
+
 class BasicAuth:
     """Checks credentials against bcrypt hashes. An unknown user is checked against a dummy hash of the
-    same cost (no user enumeration by timing); results are cached per user, hash and password (by digest,
-    so no password is kept); bcrypt runs one at a time (it is deliberately CPU-heavy)."""
+    same cost (no user enumeration by timing); bcrypt runs one at a time (it is deliberately CPU-heavy).
+    Results are cached per user, hash and password (by digest, so no password is kept), successes and
+    failures apart: failures cannot evict a success, so a flood of guesses never sends the real scraper
+    back to bcrypt."""
 
     CACHE_SIZE = 100
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._successes: OrderedDict[bytes, None] = OrderedDict()
+        self._failures: OrderedDict[bytes, None] = OrderedDict()
 
     def check(self, users: Mapping[bytes, bytes], header: str | None) -> tuple[bool, str]:
         """(allowed, user name for logs)."""
+        verdict, user = self.verify(users, header)
+        return verdict is AuthVerdict.OK, user
+
+    def verify(
+        self, users: Mapping[bytes, bytes], header: str | None, may_check: Callable[[], bool] | None = None
+    ) -> tuple[AuthVerdict, str]:
+        """(verdict, user name for logs). ``may_check`` is asked before a bcrypt check (not for a cached
+        answer): False makes the verdict LIMITED without checking."""
         creds = parse_basic_auth(header)
         if creds is None:
-            return False, ""
+            return AuthVerdict.DENIED, ""
         user, password = creds
+        name = user.decode("utf-8", "replace")
         hashed = users.get(user)
         known = hashed is not None
         if hashed is None:
@@ -599,21 +618,24 @@ class BasicAuth:
             hashed = _dummy_hash(max(costs, default=10))
         key = hashlib.sha256(b":".join(part.hex().encode() for part in (user, hashed, password))).digest()
         with self._cache_lock:
-            ok = self._cache.get(key)
-            if ok is not None:
-                self._cache.move_to_end(key)
-        if ok is None:
-            with self._lock:
-                try:
-                    # bcrypt only ever used the first 72 bytes (htpasswd truncates too); bcrypt>=5 refuses more.
-                    ok = bcrypt.checkpw(password[:72], hashed)
-                except ValueError:
-                    ok = False
-            with self._cache_lock:
-                self._cache[key] = ok
-                while len(self._cache) > self.CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        return known and ok, user.decode("utf-8", "replace")
+            for cache, verdict in ((self._successes, AuthVerdict.OK), (self._failures, AuthVerdict.DENIED)):
+                if key in cache:
+                    cache.move_to_end(key)
+                    return verdict, name
+        if may_check is not None and not may_check():
+            return AuthVerdict.LIMITED, name
+        with self._lock:
+            try:
+                # bcrypt only ever used the first 72 bytes (htpasswd truncates too); bcrypt>=5 refuses more.
+                ok = bcrypt.checkpw(password[:72], hashed) and known  # bcrypt for unknown users too: same timing
+            except ValueError:
+                ok = False
+        with self._cache_lock:
+            cache = self._successes if ok else self._failures
+            cache[key] = None
+            while len(cache) > self.CACHE_SIZE:
+                cache.popitem(last=False)
+        return (AuthVerdict.OK if ok else AuthVerdict.DENIED), name
 
 
 class RateLimiter:
@@ -639,6 +661,29 @@ class RateLimiter:
                 self._tokens -= 1.0
                 return True
             return False
+
+
+class ClientRateLimiter:
+    """One ``RateLimiter`` per client key (the peer address), for the most recent ``MAX_CLIENTS`` clients."""
+
+    MAX_CLIENTS = 1024
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+
+    def allow(self, client: str, interval: float, burst: int) -> bool:
+        if interval <= 0:
+            return True
+        with self._lock:
+            bucket = self._buckets.get(client)
+            if bucket is None:
+                bucket = self._buckets[client] = RateLimiter(self._clock)
+                while len(self._buckets) > self.MAX_CLIENTS:
+                    self._buckets.popitem(last=False)
+            self._buckets.move_to_end(client)
+        return bucket.allow(interval, burst)
 
 
 # --- reloading ---------------------------------------------------------------------------------------

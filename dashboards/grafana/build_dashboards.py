@@ -1267,9 +1267,15 @@ def config_health() -> Dashboard:
         ),
         table(
             "Exporter build",
-            "Version of each mailflow-exporter instance.",
+            "Version, git revision and Python of each mailflow-exporter instance (mailflow-exporter --version).",
             [(sel("mailflow_build_info"), Column("Value", hidden=True))],
-            {"instance": "Instance", "version": "Version"},
+            {
+                "instance": "Instance",
+                "version": "Version",
+                "revision": "Revision",
+                "branch": "Branch",
+                "pythonversion": "Python",
+            },
             w=12,
             h=6,
         ),

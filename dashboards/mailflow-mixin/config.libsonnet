@@ -34,6 +34,8 @@
     queueRetryingCriticalThreshold: 10,
     // MailflowQueueRetryingThrottled (critical): messages retrying because the next hop throttles, per exporter
     queueRetryingThrottledCriticalThreshold: 50,
+    // MailflowServerClockSkew (warning): seconds an Exchange server's clock may differ from the exporter's
+    serverClockSkewThreshold: 120,
     // MailflowMessagesStuck (warning): messages received but not handed on
     messagesStuckThreshold: 5,
     // MailflowInboundMailStopped (critical): internal and outbound messages in 30 minutes that show mail flows

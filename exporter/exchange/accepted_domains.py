@@ -37,6 +37,7 @@ def _public_suffix(name: str) -> bool:
     to many unrelated owners."""
     return bool(name) and _suffixes().is_public(name.lower().rstrip("."))
 
+
 #: AcceptedDomainType (reference §4); anything else is reported as "other".
 DOMAIN_TYPES = frozenset({"Authoritative", "InternalRelay", "ExternalRelay"})
 

@@ -33,6 +33,7 @@ COMMAND_NOT_FOUND = "CommandNotFoundException"
 CMDLET_ROLES: tuple[tuple[str, str, str], ...] = (
     ("discovery", "Get-ExchangeServer", "View-Only Configuration"),
     ("queues", "Get-Queue", "View-Only Configuration"),
+    ("back_pressure", "Get-ExchangeDiagnosticInfo", "View-Only Configuration"),
     ("tracking", "Get-MessageTrackingLog", "Message Tracking"),
     ("receive_connectors", "Get-ReceiveConnector", "View-Only Configuration"),
     ("receive_connectors", "Get-ADPermission", "View-Only Configuration"),

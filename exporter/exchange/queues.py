@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +135,29 @@ class QueueResult:
     groups: Mapping[tuple[str, ...], QueueGroup]
     folded_domains: int  # distinct (queue kind, next-hop domain) pairs folded into "other"
     folded: Mapping[str, int] = field(default_factory=dict)  # label -> distinct values shown as "other"
+    # A shadow queue's NextHopDomain is the FQDN of the server holding the primary copies: which polled
+    # server that is, by name (the join of the shadow alert with that server's poll health). Only the
+    # shadow next hops that keep their own series (the max_next_hop_domains cap): the label stays bounded.
+    shadow_primaries: Mapping[str, str] = field(default_factory=dict)
+
+
+def primary_server(next_hop_domain: str, servers: Mapping[str, str]) -> str | None:
+    """The polled server a shadow queue's NextHopDomain (the primary server's FQDN) names, from
+    ``{name: host}``: by name, host or the FQDN's first label, case-insensitive; None if none."""
+    fqdn = next_hop_domain.strip().rstrip(".").lower()
+    first = fqdn.split(".")[0]
+    for name, host in sorted(servers.items()):
+        if fqdn in (name.lower(), host.lower()) or first == name.lower():
+            return name
+    return None
+
+
+def with_shadow_primaries(result: QueueResult, servers: Mapping[str, str]) -> QueueResult:
+    """The result with the polled server (from ``{name: host}``) each shadow next hop names. Only the
+    shadow next hops that keep their own series (never "other"): at most the cap per server."""
+    shadows = {key[4] for key in result.groups if key[1] == "shadow" and key[4] not in ("", OTHER)}
+    found = {d: n for d in shadows if (n := primary_server(d, servers)) is not None}
+    return replace(result, shadow_primaries=found)
 
 
 def _group_domain(queue: QueueInfo) -> str:
@@ -241,7 +264,10 @@ class QueueCollector(ServerCollector):
         # max_objects: more would fail the call (too_large) rather than be truncated by Exchange.
         params = {"Server": server, "ResultSize": result_size(self._result_size, session.server.max_objects)}
         queues = self.fetch(session, server, "Get-Queue", params, parse_queue)
-        return aggregate(server, queues, self._max_domains, self._max_last_errors)
+        result = aggregate(server, queues, self._max_domains, self._max_last_errors)
+        if not any(key[1] == "shadow" for key in result.groups):
+            return result
+        return with_shadow_primaries(result, {n: self._targets.server(n).host for n in self._targets.names()})
 
     def render(self, results: Mapping[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())
@@ -288,6 +314,12 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
         f"Queues whose LastError has this SMTP code, enhanced code and category. {POLLED}",
         labels=[*labels, "smtp_code", "enhanced_code", "category"],
     )
+    shadow_primary = GaugeMetricFamily(
+        "mailflow_queue_shadow_primary_info",
+        "1 for each shadow redundancy queue whose next hop (the FQDN of the server holding the primary "
+        f"copies) is a polled server, named in primary. {POLLED}",
+        labels=["server", "next_hop_domain", "primary"],
+    )
     # Messages per LastError category, exact even when queues of several categories fold into one
     # label set: the alert rules scale severity by it (exporter/triage/severity.py).
     error_messages = GaugeMetricFamily(
@@ -303,6 +335,8 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     )
     for result in sorted(results, key=lambda r: r.server):
         folded.add_metric([result.server], result.folded_domains)
+        for domain, primary in sorted(result.shadow_primaries.items()):
+            shadow_primary.add_metric([result.server, domain, primary], 1.0)
         for key in sorted(result.groups):
             g = result.groups[key]
             values = list(key)
@@ -319,4 +353,16 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
                 last_error.add_metric([*values, code, enhanced, category], count)
             for category, count in sorted(g.error_messages.items()):
                 error_messages.add_metric([*values, category], count)
-    return [messages, deferred, incoming, outgoing, retry, next_retry, status, last_error, error_messages, folded]
+    return [
+        messages,
+        deferred,
+        incoming,
+        outgoing,
+        retry,
+        next_retry,
+        status,
+        last_error,
+        error_messages,
+        folded,
+        shadow_primary,
+    ]

@@ -48,6 +48,7 @@ from exporter.exchange import bounds, permissions, wire
 from exporter.exchange.deadlines import ABORT_GRACE, ended, run_with_deadline, start_thread
 from exporter.exchange.failures import SESSION_LIMIT_TEXT, plain_reason
 from exporter.exchange.orphans import ShellJanitor, ShellOwner
+from exporter.exchange.server_clock import ClockReading, ServerClock
 from exporter.exchange.session_limit import SessionLimiter, Slot, endpoint_text
 from exporter.settings import ResolvedServer
 
@@ -278,8 +279,11 @@ class ExchangeSession:
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
         janitor: ShellJanitor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
+        #: The endpoint server's clock, from the Date header of every answer (the tracking window).
+        self.server_clock = ServerClock(clock)
         self._limiter = limiter
         self._janitor = janitor
         self._wsman_factory = wsman_factory or build_wsman
@@ -415,6 +419,7 @@ class ExchangeSession:
             guard = bounds.install(wsman, self._limits)
             # The open may finish after the caller gave up (_reap closes what it made): it gets that long.
             guard.begin(deadline + self._teardown_wait())
+            self.server_clock.watch(wsman)
             pool = RunspacePool(wsman, configuration_name=CONFIGURATION_NAME)
             wire.install(pool, guard)
         except BaseException:
@@ -674,12 +679,14 @@ class SessionManager:
         max_sessions_per_account: int,
         wsman_factory: Callable[[ResolvedServer], WSMan] | None = None,
         auth_backoff: AuthBackoff | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.limiter = SessionLimiter(max_sessions_per_account)
         self.auth_backoff = auth_backoff or AuthBackoff()
         #: Names this run's shells and closes those earlier runs left open (see orphans.py).
         self.janitor = ShellJanitor(ShellOwner.this_process())
         self._wsman_factory = wsman_factory
+        self._clock = clock
         self._sessions: dict[str, ExchangeSession] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -699,7 +706,7 @@ class SessionManager:
             return session
 
     def _new(self, server: ResolvedServer) -> ExchangeSession:
-        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self.janitor)
+        return ExchangeSession(server, self.limiter, self._wsman_factory, self.auth_backoff, self.janitor, self._clock)
 
     def sync(self, servers: Sequence[ResolvedServer]) -> None:
         """Make the direct sessions match ``servers``: new ones are added (they connect on first
@@ -722,6 +729,15 @@ class SessionManager:
     def sessions(self) -> list[ExchangeSession]:
         with self._lock:
             return list(self._sessions.values())
+
+    def clock_readings(self) -> dict[str, ClockReading]:
+        """The latest clock reading of each endpoint server that has answered, by server name."""
+        out = {}
+        for session in self.sessions():
+            reading = session.server_clock.reading()
+            if reading is not None:
+                out[session.server.name] = reading
+        return out
 
     def close_all(self, timeout: float = 8.0) -> None:
         """Close every pool in parallel and refuse new ones; returns within about ``timeout`` s

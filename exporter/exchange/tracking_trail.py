@@ -27,11 +27,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 __all__ = ["MessageTrails", "ServerTrail"]
 
+_NO_OFFSET = timedelta(0)
 # A message that reached one of these on a server has left that server's pipeline.
 TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
 LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
@@ -78,16 +79,19 @@ class MessageTrails:
             self._others = {n: tuple(t for m, t in self._servers.items() if m != n) for n in self._servers}
         return trail
 
-    def observe(self, server: str, event: _Event) -> float | None:
+    def observe(self, server: str, event: _Event, offset: timedelta = _NO_OFFSET) -> float | None:
         """Fold one new event of ``server`` into the trails; the latency (seconds) to observe, if any.
 
         The first DELIVER or SEND of a message on a server gives its one latency observation:
         MessageLatency when Exchange logged it, else the time since the RECEIVE on that server.
+        ``offset`` is how far the server's clock is ahead of the exporter's: times are kept in the
+        exporter's clock, so that servers whose clocks differ compare (and ``counts`` takes its
+        bounds in the exporter's clock too).
         """
         trail = self.server(server)
         follow = bool(event.message_id)  # an InternalMessageId means nothing on another server
         msg = event.message_id or event.internal_id
-        at = event.timestamp
+        at = event.timestamp - offset
         event_id = event.event_id
         if event_id == "RECEIVE":
             if follow:

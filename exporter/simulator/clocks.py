@@ -17,10 +17,20 @@ Which server's clock applies (inferred from how Exchange builds these objects, n
 
 Servers with neither a skew nor a time zone of their own use the organisation timeline itself, so
 a scenario without these keys behaves exactly as before.
+
+Message tracking is stamped, not shifted: the events happen on the organisation's clock (real time)
+and each is stamped with its server's clock *as it was when the event happened*. A changed
+``clock_skew_seconds`` (``Simulator.set_scenario``) is a clock step at that instant
+(:func:`record_clocks`): earlier events keep their stamps, later ones get the new clock's, so a step
+back makes new events carry stamps the log already holds, as when w32time steps a fast clock back
+(Windows writes the log with the system time of the moment; nothing re-stamps old lines). Cross-server
+continuations follow from the same rule: a message submitted on EX01 continues on EX02 a moment later
+in real time, stamped by EX02's clock.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from typing import TYPE_CHECKING
@@ -31,8 +41,16 @@ from exporter.simulator.timeline import ServerTimeZone, Timeline
 
 if TYPE_CHECKING:
     from exporter.simulator.cmdlets import Context
+    from exporter.simulator.scenario import Scenario
 
-__all__ = ["ServerTimeline", "server_timeline", "target_timeline"]
+__all__ = [
+    "ServerTimeline",
+    "clock_segments",
+    "record_clocks",
+    "server_timeline",
+    "target_timeline",
+    "zone_timeline",
+]
 
 
 class ServerTimeline(Timeline):
@@ -107,3 +125,38 @@ def target_timeline(ctx: Context, target: ServerSpec) -> Timeline:
     if target.name == ctx.server.name:
         return ctx.timeline
     return _view(ctx.timeline.origin, target.clock_skew_seconds, ctx.server.time_zone)
+
+
+def zone_timeline(ctx: Context) -> Timeline:
+    """The organisation's clock in the time zone of ``ctx``'s session server (what a tracking log is
+    generated on before its events are stamped by their server's clock)."""
+    return _view(ctx.timeline.origin, 0.0, ctx.server.time_zone)
+
+
+#: origin timeline -> server (upper case) -> [(since, skew)] on the organisation clock, oldest first.
+_STEPS: weakref.WeakKeyDictionary[Timeline, dict[str, list[tuple[float, float]]]] = weakref.WeakKeyDictionary()
+
+
+def record_clocks(origin: Timeline, scenario: Scenario) -> None:
+    """Note every server's ``clock_skew_seconds`` from now on: a skew that differs from the last one
+    noted is a clock step at the organisation clock's current instant."""
+    now = origin.now()
+    with _LOCK:
+        steps = _STEPS.setdefault(origin, {})
+        for server in scenario.servers:
+            history = steps.setdefault(server.name.upper(), [])
+            if not history:
+                history.append((-math.inf, server.clock_skew_seconds))
+            elif history[-1][1] != server.clock_skew_seconds:
+                history.append((now, server.clock_skew_seconds))
+
+
+def clock_segments(origin: Timeline, server: ServerSpec) -> list[tuple[float, float, float]]:
+    """``(from, until, skew)`` on the organisation clock: an event at instant ``t`` in [from, until) is
+    stamped ``t + skew`` by ``server``. One segment unless the server's clock was stepped."""
+    with _LOCK:
+        history = list(_STEPS.get(origin, {}).get(server.name.upper(), ()))
+    if not history:
+        return [(-math.inf, math.inf, server.clock_skew_seconds)]
+    ends = [since for since, _ in history[1:]] + [math.inf]
+    return [(since, until, skew) for (since, skew), until in zip(history, ends, strict=True)]

@@ -379,10 +379,10 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
     tz, culture = ctx.timeline.tz, ctx.scenario.organisation.culture
     start = None if args.get("Start") is None else _tracking_time(args["Start"], "Start", tz, culture)
     end = None if args.get("End") is None else _tracking_time(args["End"], "End", tz, culture)
-    view = clocks.target_timeline(ctx, target)  # the log holds the target's clock; Start/End: the session's zone
-    log = tracking_log(ctx.scenario, view)
+    # Generated on the organisation clock in the session's zone, stamped by the target's clock (clocks.py).
+    log = tracking_log(ctx.scenario, clocks.zone_timeline(ctx))
     limit = args.get("ResultSize", ctx.scenario.result_size_default)
-    events = consequences.tracking_sources(ctx, target, log, view, (start, end), _tracking_filter(args), limit)
+    events = consequences.tracking_sources(ctx, target, log, (start, end), _tracking_filter(args), limit)
     truncated = limit is not None and len(events) > limit
     if limit is not None:
         events = events[:limit]

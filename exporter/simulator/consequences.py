@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from exporter.simulator.clixml import write_clixml
+from exporter.simulator.clocks import clock_segments
 from exporter.simulator.depth import UNLIMITED
 from exporter.simulator.faults import FaultKind
 from exporter.simulator.objects_health import component_states
@@ -304,7 +305,7 @@ class _DeferredEvent:
 
 def _origin_of(log: TrackingLog, event: TrackingEvent) -> tuple[str, float]:
     """Where the event's message came from (internet, exchange or mailbox) and its arrival (ms)."""
-    message = log.message(event.server, event.message_index)
+    message = log.message(event.origin or event.server, event.message_index)
     first = message.events[0]
     if first.event_id == "NOTIFYMAPI":
         return "mailbox", message.arrival_ms
@@ -326,26 +327,26 @@ def tracking_sources(
     ctx: Context,
     target: ServerSpec,
     log: TrackingLog,
-    timeline: Timeline,
     window: tuple[float | None, float | None],
     predicate: Callable[[TrackingEvent], bool] | None,
     limit: int | None,
 ) -> list[SelectableEvent | _DeferredEvent]:
-    """``log.events`` for ``target`` in ``window`` with back pressure's rejections and deferrals applied.
+    """``target``'s events stamped in ``window`` (its clock: see ``clocks.py``) with back pressure's
+    rejections and deferrals applied.
 
-    Returns the output sources in order (at most ``limit + 1``, like ``TrackingLog.events``).
+    ``log`` is generated on the organisation's clock. Each stretch of time with one clock skew of the
+    target (one, unless its clock was stepped) is read from ``log`` and stamped with that skew; the
+    stretches are merged in stamp order. Returns the output sources in order (at most ``limit + 1``,
+    like ``TrackingLog.events``).
     """
     start, end = window
     found = periods(ctx, target.name, FaultKind.BACK_PRESSURE)
     pressure = [p for p in found if (p.resource or "") not in _NEVER_REJECTS]
-    if not pressure:
-        return [SelectableEvent(e, log) for e in log.events(target.name, start, end, predicate=predicate, limit=limit)]
-    skew = timeline.now() - timeline.origin.now()  # the target's clock stamped the log
 
     def altered(event: TrackingEvent) -> TrackingEvent | None:
         """The event as back pressure leaves it, or None when it never happened."""
         origin, arrival_ms = _origin_of(log, event)
-        arrival = arrival_ms / 1000.0 - skew
+        arrival = arrival_ms / 1000.0  # the log runs on the organisation clock, as the faults do
         period = next((p for p in pressure if p.covers(arrival)), None)
         if period is None:
             return event
@@ -353,7 +354,7 @@ def tracking_sources(
             return None if _rejected(origin, period, arrival) else event
         if period.level != "High":
             return event
-        message = log.message(event.server, event.message_index)
+        message = log.message(event.origin or event.server, event.message_index)
         submit = next((e.seq for e in message.events if e.event_id == "SUBMIT"), None)
         if submit is None or event.seq < submit:
             return event
@@ -363,9 +364,29 @@ def tracking_sources(
         changed = altered(event)
         return changed is not None and (predicate is None or predicate(changed))
 
-    out: list[SelectableEvent | _DeferredEvent] = []
-    for event in log.events(target.name, start, end, predicate=keep, limit=limit):
-        changed = altered(event)
-        assert changed is not None
-        out.append(SelectableEvent(changed, log) if changed is event else _DeferredEvent(changed, log))
-    return out
+    stamped: list[tuple[TrackingEvent, bool]] = []  # (event as output, changed by back pressure)
+    for since, until, skew in clock_segments(ctx.timeline.origin, target):
+        lo = since if start is None else max(since, start - skew)
+        hi = until if end is None else min(until, end - skew)
+        if hi <= lo:
+            continue
+        shift = round(skew * 1000)
+        chosen = log.events(
+            target.name,
+            None if math.isinf(lo) else lo,
+            None if math.isinf(hi) else hi,
+            predicate=keep if pressure else predicate,
+            limit=limit,
+        )
+        for event in chosen:
+            changed = altered(event) if pressure else event
+            assert changed is not None
+            deferred = changed is not event
+            if shift:
+                changed = changed._replace(ts_ms=changed.ts_ms + shift)
+            stamped.append((changed, deferred))
+    if len(stamped) > 1:
+        stamped.sort(key=lambda pair: (pair[0].ts_ms, pair[0].message_index, pair[0].seq))
+    if limit is not None:
+        del stamped[limit + 1 :]
+    return [_DeferredEvent(e, log) if deferred else SelectableEvent(e, log) for e, deferred in stamped]

@@ -460,6 +460,7 @@ class _Parser(OrgConfigParser, FaultSpecParser):
             failure_codes=self._failure_codes(data, where),
             recipient_domains=tuple(d.lower() for d in self._strs(data, "recipient_domains", where)),
             cross_server_submission=ratio("cross_server_submission", 0.8),
+            remote_mailbox_share=ratio("remote_mailbox_share", 0.0),
         )
 
     def _failure_codes(self, data: Mapping[str, Any], where: str) -> tuple[str, ...]:

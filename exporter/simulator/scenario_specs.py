@@ -167,6 +167,9 @@ class TrackingSpec:
     # The accepted domains the organisation's recipients are in (one drawn per message); empty: the
     # organisation domain.
     recipient_domains: tuple[str, ...] = ()
+    # Of the messages delivered to this server's recipients' mailboxes (internal, inbound): the share
+    # whose mailbox database is active on another Mailbox server (delivered there; tracking_routes).
+    remote_mailbox_share: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -188,6 +191,7 @@ TRACKING_KEYS = (
     "cross_server_submission",
     "failure_codes",
     "recipient_domains",
+    "remote_mailbox_share",
 )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from exporter.simulator.clocks import record_clocks
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.kerberos import KerberosAcceptor, channel_binding_data
 from exporter.simulator.scenario import Scenario
@@ -59,6 +60,7 @@ class Simulator:
         self.faults = FaultInjector((s.name for s in scenario.servers), clock=clock)
         self.stats_counters = Stats([s.name for s in scenario.servers])
         self.state = SimState(scenario, Timeline(scenario.organisation, clock), self.faults, self.stats_counters)
+        record_clocks(self.state.timeline, scenario)
         self._port_base = port_base
         self._cert_file = Path(cert_file) if cert_file else None
         self._key_file = Path(key_file) if key_file else None
@@ -75,7 +77,8 @@ class Simulator:
 
     @property
     def tracking(self) -> TrackingLog:
-        """The message-tracking log Get-MessageTrackingLog serves (``expected_messages``, ``events``)."""
+        """The message-tracking log in real time (``expected_messages``, ``events``): what
+        Get-MessageTrackingLog serves, stamped by each server's clock (see ``clocks.py``)."""
         return tracking_log(self.scenario, self.state.timeline)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -182,7 +185,9 @@ class Simulator:
         Endpoints, open shells, faults, counters and the clock carry on; queues, connectors,
         component states, certificates, users... come from the new scenario at the next command
         (so a test can put HubTransport into Draining while an exporter runs). Server ports of the
-        new scenario are ignored: the endpoints keep listening where they are.
+        new scenario are ignored: the endpoints keep listening where they are. A server whose
+        ``clock_skew_seconds`` changed has its clock stepped now: tracking events logged before keep
+        their stamps (see ``clocks.py``).
         """
         old = [s.name.upper() for s in self.scenario.servers]
         new = [s.name.upper() for s in scenario.servers]
@@ -193,6 +198,7 @@ class Simulator:
             self.state.scenario = scenario
             self.state.timeline.tz = ServerTimeZone(scenario.organisation.timezone_offset_minutes)
             self.state.timeline.culture = scenario.organisation.culture
+            record_clocks(self.state.timeline, scenario)
             for name, service in self._services.items():
                 spec = scenario.server(name)
                 assert spec is not None

@@ -32,12 +32,32 @@ import math
 import random
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from exporter.simulator.scenario import Scenario, ServerSpec, TrackingSpec
-from exporter.simulator.timeline import Timeline, format_culture_datetime
-from exporter.simulator.tracking_routes import continuation_internal_id, partner_index, submission_partners
+from exporter.simulator.timeline import Timeline
+from exporter.simulator.tracking_routes import (
+    continuation_internal_id,
+    delivery_servers,
+    partner_index,
+    relay_index,
+    relay_internal_id,
+    same_delivery_group,
+    submission_partners,
+)
+from exporter.simulator.tracking_steps import (
+    INBOUND_PROFILE,
+    INTERNAL_PROFILE,
+    OUTBOUND_DEFER_PROFILE,
+    OUTBOUND_PROFILE,
+    between,
+    deliver,
+    iso_utc,
+    steps,
+)
+from exporter.simulator.tracking_steps import guid as random_guid
+from exporter.simulator.tracking_steps import local_text as culture_text
 from exporter.simulator.tracking_texts import (
     DEFERS,
     EXTERNAL_DOMAINS,
@@ -94,6 +114,7 @@ class TrackingEvent(NamedTuple):
     server: str  # not on the wire: the server whose log holds the event
     message_index: int  # not on the wire: message index k
     seq: int  # not on the wire: position in the message's sequence
+    origin: str = ""  # not on the wire: the server whose message k this is ("": ``server``)
 
     @property
     def timestamp(self) -> float:
@@ -114,15 +135,23 @@ class TrackedMessage(NamedTuple):
     events: tuple[TrackingEvent, ...]
     partner: str = ""  # the server whose Transport service took it from ``server``; "" when none did
     handoff: int = 0  # events[handoff:] are in the partner's log (only with a partner)
+    relay: str = ""  # the server that delivered it when its recipients' mailbox is elsewhere; "" when none
 
     @property
     def arrival(self) -> float:
         """Arrival (first event) time in seconds since the epoch."""
         return self.arrival_ms / 1000.0
 
+    @property
+    def servers(self) -> frozenset[str]:
+        """The servers (upper case) whose logs hold events of this message."""
+        return frozenset(n.upper() for n in (self.server, self.partner, self.relay) if n)
+
     def events_on(self, server: str) -> tuple[TrackingEvent, ...]:
         """The message's events in ``server``'s log (in time order)."""
         wanted = server.upper()
+        if self.relay:
+            return tuple(e for e in self.events if e.server.upper() == wanted)
         if not self.partner:
             return self.events if wanted == self.server.upper() else ()
         if wanted == self.server.upper():
@@ -162,6 +191,18 @@ class _ServerModel:
         self.share = spec.cross_server_submission
         self.logged = server.message_tracking_log_enabled
         self.partners: tuple[_ServerModel, ...] = ()  # see tracking_routes.submission_partners
+        self.relay_share = spec.remote_mailbox_share
+        # The Mailbox servers that may hold its recipients' databases (tracking_routes.delivery_servers),
+        # and whether this server's Transport service is in each one's delivery group.
+        self.deliverers: tuple[_ServerModel, ...] = ()
+        self.near: frozenset[str] = frozenset()  # names (upper case) of the deliverers in its delivery group
+        # Next-hop domains of its delivery queues in Retry or Suspended: outbound mail for them waits there
+        # (no DEFER or SEND is logged while it does).
+        self.held_domains = frozenset(
+            q.next_hop_domain.lower()
+            for q in server.queues
+            if q.kind == "delivery" and (q.status or "").lower() in ("retry", "suspended") and q.next_hop_domain
+        )
 
 
 class TrackingLog:
@@ -181,16 +222,27 @@ class TrackingLog:
         for position, server in enumerate(scenario.servers):
             if server.tracking is not None and server.tracking.enabled:
                 modelled[server.name.upper()] = _ServerModel(scenario, server, position, server.tracking)
+        deliverers = tuple(modelled[n] for n in delivery_servers(scenario, modelled))
         for model in modelled.values():
             model.partners = tuple(modelled[n] for n in submission_partners(scenario, model.name, modelled))
+            model.deliverers = deliverers
+            model.near = frozenset(
+                d.name.upper() for d in deliverers if same_delivery_group(scenario, model.name, d.name)
+            )
         self._models = {name: model for name, model in modelled.items() if model.logged}
-        #: server -> the servers that hand it submissions (their messages continue in its log)
+        #: server -> the servers that hand it submissions or mail for its mailboxes (their messages
+        #: continue in its log)
         self._feeders = {
-            name: tuple(m for m in modelled.values() if any(p is model for p in m.partners))
+            name: tuple(
+                m
+                for m in modelled.values()
+                if m is not model
+                and (any(p is model for p in m.partners) or (m.relay_share > 0 and any(d is model for d in deliverers)))
+            )
             for name, model in self._models.items()
         }
         self._cache: dict[tuple[str, int], TrackedMessage] = {}
-        self._bytes: dict[tuple[str, str, int], bytes] = {}
+        self._bytes: dict[tuple[str, str, int, int], bytes] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -274,10 +326,11 @@ class TrackingLog:
             lo = max(self._first(feeder), math.floor((start_ms - feeder.max_span_ms) / feeder.slot_ms) - 1)
             for k in range(lo, math.ceil(end_ms / feeder.slot_ms) + 1):
                 digest = self._digest(feeder, k)
-                if self._partner(feeder, digest) is not model:
+                if not self._may_reach(feeder, digest, model):
                     continue
                 message = self._message(feeder, k, digest)
-                if message.partner == model.name and start_ms <= message.events[message.handoff].ts_ms < end_ms:
+                here = message.events_on(model.name)
+                if here and start_ms <= here[0].ts_ms < end_ms:
                     yield message
 
     def events(
@@ -320,7 +373,7 @@ class TrackingLog:
                 else:
                     cached = self._cache.get((stream.name, k))
                     if cached is not None:
-                        if cached.partner != model.name or cached.arrival_ms >= end_ms:
+                        if model.name not in (cached.partner, cached.relay) or cached.arrival_ms >= end_ms:
                             continue
                         arrival = cached.arrival_ms
                     else:
@@ -334,16 +387,14 @@ class TrackingLog:
                     if arrival > found[-1].ts_ms:
                         break  # later messages of this stream only have later events
                 if own:
-                    events = message.events[: message.handoff] if message.partner else message.events
+                    events = message.events_on(model.name)
                 elif cached is not None:
-                    events = cached.events[cached.handoff :]
+                    events = cached.events_on(model.name)
                 else:
-                    if self._partner(stream, digest) is not model:
+                    if not self._may_reach(stream, digest, model):
                         continue
                     message = self._message(stream, k, digest)
-                    if message.partner != model.name:
-                        continue  # submitted locally after all (not an internal or outbound message)
-                    events = message.events[message.handoff :]
+                    events = message.events_on(model.name)  # none when it stayed local after all
                 for event in events:
                     if start_ms <= event.ts_ms < end_ms and (predicate is None or predicate(event)):
                         found.append(event)
@@ -359,8 +410,8 @@ class TrackingLog:
         return len(self.events(server, start, end, now))
 
     def clixml(self, event: TrackingEvent) -> bytes:
-        """The event's CLIXML (cached)."""
-        key = (event.server, event.internal_message_id, event.seq)
+        """The event's CLIXML (cached; the stamp is part of the key: a server's clock may stamp it)."""
+        key = (event.server, event.internal_message_id, event.seq, event.ts_ms)
         data = self._bytes.get(key)
         if data is None:
             data = event_clixml(event, self.tz, self.scenario.organisation.culture)
@@ -376,13 +427,33 @@ class TrackingLog:
         index = partner_index(digest, model.share, len(model.partners))
         return None if index < 0 else model.partners[index]
 
+    def _relay(self, model: _ServerModel, digest: bytes, hub: _ServerModel) -> _ServerModel | None:
+        """The server holding the recipients' mailbox database of the message with this hash when it is
+        not ``hub`` (the Transport service that categorised it), else None."""
+        if model.relay_share <= 0.0:
+            return None
+        others = [d for d in model.deliverers if d is not hub]
+        index = relay_index(digest, model.relay_share, len(others))
+        return None if index < 0 else others[index]
+
+    def _may_reach(self, stream: _ServerModel, digest: bytes, model: _ServerModel) -> bool:
+        """Whether message ``digest`` of ``stream`` may log events on ``model`` (a cheap test before
+        generating it): submitted to it, or delivered on it."""
+        partner = self._partner(stream, digest)
+        if partner is model:
+            return True
+        hubs = (stream,) if partner is None else (stream, partner)
+        return any(self._relay(stream, digest, hub) is model for hub in hubs)
+
     def _message(self, model: _ServerModel, k: int, digest: bytes | None = None) -> TrackedMessage:
         key = (model.name, k)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         digest = digest or self._digest(model, k)
-        message = _generate(model, k, digest, self.tz, self._partner(model, digest))
+        partner = self._partner(model, digest)
+        relays = (self._relay(model, digest, model), None if partner is None else self._relay(model, digest, partner))
+        message = _generate(model, k, digest, self.tz, partner, relays)
         with self._lock:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
@@ -394,68 +465,17 @@ def _order(event: TrackingEvent) -> tuple[int, int, int]:
     return event.ts_ms, event.message_index, event.seq
 
 
-_ISO_SECONDS: dict[int, str] = {}
-
-
-def _iso_utc(ms: int) -> str:
-    """``2024-01-15T21:06:01.371Z`` (cached per second)."""
-    second = ms // 1000
-    text = _ISO_SECONDS.get(second)
-    if text is None:
-        if len(_ISO_SECONDS) > 100_000:
-            _ISO_SECONDS.clear()
-        text = _ISO_SECONDS[second] = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S"
-        )
-    return f"{text}.{ms % 1000:03d}Z"
-
-
-_LOCAL_TEXT: dict[tuple[int, str, int], str] = {}
-
-
-def _local_text(ms: int, tz: datetime.tzinfo, culture: str) -> str:
-    """The server-local ``DateTime.ToString()`` of a time (cached per second)."""
-    offset = tz.utcoffset(None)
-    key = (ms // 1000, culture, 0 if offset is None else int(offset.total_seconds()))
-    text = _LOCAL_TEXT.get(key)
-    if text is None:
-        if len(_LOCAL_TEXT) > 100_000:
-            _LOCAL_TEXT.clear()
-        text = _LOCAL_TEXT[key] = format_culture_datetime(datetime.datetime.fromtimestamp(key[0], tz), culture)
-    return text
-
-
-def _steps(rng: random.Random, arrival_ms: int, total_ms: int, profile: Sequence[float]) -> list[int]:
-    """Timestamps for a sequence: ``profile`` fractions of the latency, jittered, strictly increasing."""
-    out: list[int] = []
-    rnd = rng.random
-    previous = arrival_ms - 1
-    for index, fraction in enumerate(profile):
-        if index == 0:
-            ts = arrival_ms
-        elif index == len(profile) - 1:
-            ts = arrival_ms + total_ms
-        else:
-            ts = arrival_ms + int(total_ms * fraction * (0.8 + 0.4 * rnd()))
-        ts = max(ts, previous + 1 + int(rnd() * 3))
-        out.append(ts)
-        previous = ts
-    return out
-
-
-_INTERNAL_PROFILE = (0.0, 0.02, 0.05, 0.12, 0.18, 0.22, 0.6, 1.0)
-_OUTBOUND_PROFILE = (0.0, 0.02, 0.05, 0.12, 0.18, 0.22, 1.0)
-_OUTBOUND_DEFER_PROFILE = (0.0, 0.02, 0.05, 0.12, 0.18, 0.22, 0.5, 1.0)
-_INBOUND_PROFILE = (0.0, 0.08, 0.55, 1.0)
-
-
 def _generate(
     model: _ServerModel,
     k: int,
     digest: bytes,
     tz: datetime.tzinfo,
     partner: _ServerModel | None = None,
+    relays: tuple[_ServerModel | None, _ServerModel | None] = (None, None),
 ) -> TrackedMessage:
+    """Message ``k`` of ``model``. ``partner``: the Transport service that takes a mailbox submission
+    (None: the local one); ``relays``: the server holding the recipients' database when the local
+    Transport service, resp. the partner's, categorises it (None: that same server)."""
     spec = model.spec
     jitter = int.from_bytes(digest[:6], "big") / 2.0**48
     arrival_ms = math.floor((k + jitter) * model.slot_ms)
@@ -477,6 +497,8 @@ def _generate(
     # The Transport service that takes a mailbox submission (internal and outbound messages): this
     # server's own, or the partner's, which then logs everything after SUBMIT (tracking_routes).
     hub = partner if partner is not None and kind in ("internal", "outbound") else model
+    # The server holding the recipients' mailbox database, when it is not the hub (tracking_routes).
+    relay = (relays[1] if hub is not model else relays[0]) if kind in ("internal", "inbound") else None
     log_name, log_id, log_schema = model.name, internal_id, model.schema
     guid = f"{rng.getrandbits(128):032x}"
     network_id = (
@@ -545,16 +567,16 @@ def _generate(
                 ts, client_ip, client_hostname, server_ip, server_hostname, source_context, connector_id, source,
                 event_id, log_id, message_id, network_id, recipients, recipient_status, total_bytes, count,
                 related, None, subject, sender, return_path, directionality, "", original_client_ip, message_info,
-                latency, latency_type, event_data, "Email", log_schema, log_name, k, len(events),
+                latency, latency_type, event_data, "Email", log_schema, log_name, k, len(events), model.name,
             )
         )  # fmt: skip
 
     def local_text(ms: int) -> str:
-        return _local_text(ms, tz, model.culture)
+        return culture_text(ms, tz, model.culture)
 
     mapi_context = (
-        f"MDB:{_guid(rng)}, Mailbox:{_guid(rng)}, Event:{100_000 + int(rnd() * 9_900_000)}, "
-        f"MessageClass:IPM.Note, CreationTime:{_iso_utc(arrival_ms - 200 + int(rnd() * 4800))}, "
+        f"MDB:{random_guid(rng)}, Mailbox:{random_guid(rng)}, Event:{100_000 + int(rnd() * 9_900_000)}, "
+        f"MessageClass:IPM.Note, CreationTime:{iso_utc(arrival_ms - 200 + int(rnd() * 4800))}, "
         f"ClientType:{('OWA', 'MOMT', 'AirSync', 'EWS')[int(rnd() * 4)]}, "
         "SubmissionAssistant:MailboxTransportSubmissionEmailAssistant"
     )
@@ -565,7 +587,7 @@ def _generate(
         add(ts[0], "STOREDRIVER", "NOTIFYMAPI", server_hostname=model.name, source_context=mapi_context,
             total_bytes=None, event_data=())  # fmt: skip
         add(ts[1], "STOREDRIVER", "RECEIVE", server_ip=model.ip, server_hostname=fqdn, source_context=mapi_context,
-            recipient_status=headers, event_data=(("MailboxDatabaseGuid", _guid(rng)), *base_data))  # fmt: skip
+            recipient_status=headers, event_data=(("MailboxDatabaseGuid", random_guid(rng)), *base_data))  # fmt: skip
         add(ts[2], "STOREDRIVER", "SUBMIT", client_ip=model.ip, client_hostname=fqdn, server_hostname=fqdn,
             source_context=mapi_context, event_data=())  # fmt: skip
         if hub is not model:  # the rest is in the hub's log, under its own InternalMessageId
@@ -573,61 +595,90 @@ def _generate(
             log_id = continuation_internal_id(hub.id_base, k, model.position, model.servers)
         add(ts[3], "SMTP", "HAREDIRECT", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
             server_hostname=hub.name, connector_id=hub.default_connector,
-            source_context=f"{session};{_iso_utc(ts[3])};0", event_data=())  # fmt: skip
+            source_context=f"{session};{iso_utc(ts[3])};0", event_data=())  # fmt: skip
         add(ts[4], "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=hub.ip,
             server_hostname=hub.name, connector_id=hub.default_connector,
-            source_context=f"{session};{_iso_utc(ts[4])};0", recipient_status=headers, message_info="0cI:",
+            source_context=f"{session};{iso_utc(ts[4])};0", recipient_status=headers, message_info="0cI:",
             event_data=(("FirstForestHop", hub.fqdn), *base_data))  # fmt: skip
         add(ts[5], "AGENT", "AGENTINFO", source_context="Transport Rule Agent",
             event_data=(("CompCost", "|ETR=0"), *base_data))  # fmt: skip
 
-    if kind == "internal":
-        ts = _steps(rng, arrival_ms, latency_ms, _INTERNAL_PROFILE)
-        submission(ts)
-        add(ts[6], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.name, server_ip=hub.ip,
-            server_hostname=hub.fqdn, connector_id="Intra-Organization SMTP Send Connector",
-            source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
+    def to_mailbox(send_ms: int, deliver_ms: int, send_data: tuple[tuple[str, str], ...]) -> None:
+        """SEND from the hub to the Mailbox Transport Delivery service holding the recipients' database
+        (relayed through that server's Transport service from outside its delivery group), DELIVER."""
+        nonlocal log_name, log_id, log_schema
+        target = relay or hub
+        intra = "Intra-Organization SMTP Send Connector"
+        sent = f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{iso_utc(arrival_ms)}"
+        add(send_ms, "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.name, server_ip=target.ip,
+            server_hostname=target.fqdn, connector_id=intra, source_context=sent,
             recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms),
-            event_data=(("E2ELatency", f"{(ts[6] - arrival_ms) / 1000:.3f}"), *base_data))  # fmt: skip
-        _deliver(add, hub, rng, ts[7], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
+            event_data=send_data)  # fmt: skip
+        if relay is not None:
+            log_name, log_schema = relay.name, relay.schema
+            log_id = relay_internal_id(relay.id_base, k, model.position, model.servers)
+            if relay.name.upper() not in hub.near:  # from outside its delivery group: through its Transport
+                t = between(send_ms, deliver_ms, 4)
+                deliver_ms = max(deliver_ms, t[-1] + 1)
+                context = f"{session};{iso_utc(t[1])};0"
+                add(t[0], "SMTP", "HAREDIRECT", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=relay.ip,
+                    server_hostname=relay.name, connector_id=relay.default_connector,
+                    source_context=f"{session};{iso_utc(t[0])};0", event_data=())  # fmt: skip
+                add(t[1], "SMTP", "RECEIVE", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=relay.ip,
+                    server_hostname=relay.name, connector_id=relay.default_connector, source_context=context,
+                    recipient_status=headers, message_info="0cI:",
+                    event_data=(("FirstForestHop", hub.fqdn), *base_data))  # fmt: skip
+                add(t[2], "AGENT", "AGENTINFO", source_context="Transport Rule Agent",
+                    event_data=(("CompCost", "|ETR=0"), *base_data))  # fmt: skip
+                add(t[3], "SMTP", "SEND", client_ip=relay.ip, client_hostname=relay.name, server_ip=relay.ip,
+                    server_hostname=relay.fqdn, connector_id=intra, source_context=sent,
+                    recipient_status=("250 2.1.5 Recipient OK",) * count,
+                    message_info=local_text(arrival_ms))  # fmt: skip
+        deliver(add, target, rng, deliver_ms, arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
+
+    if kind == "internal":
+        ts = steps(rng, arrival_ms, latency_ms, INTERNAL_PROFILE)
+        submission(ts)
+        to_mailbox(ts[6], ts[7], (("E2ELatency", f"{(ts[6] - arrival_ms) / 1000:.3f}"), *base_data))
     elif kind == "inbound":
-        ts = _steps(rng, arrival_ms, latency_ms, _INBOUND_PROFILE)
+        ts = steps(rng, arrival_ms, latency_ms, INBOUND_PROFILE)
         host = f"mail.{external_domain}"
         add(ts[0], "SMTP", "RECEIVE", client_ip=client_ip, client_hostname=host, server_ip=model.ip,
             server_hostname=model.name, connector_id=model.frontend_connector,
-            source_context=f"{session};{_iso_utc(ts[0])};0", recipient_status=headers, message_info="0cI:",
+            source_context=f"{session};{iso_utc(ts[0])};0", recipient_status=headers, message_info="0cI:",
             original_client_ip=client_ip,
             event_data=(("FirstForestHop", fqdn), ("FromEntity", "Internet"), *base_data))  # fmt: skip
         add(ts[1], "AGENT", "AGENTINFO", source_context="Transport Rule Agent",
             event_data=(("CompCost", "|ETR=0"), *base_data))  # fmt: skip
-        add(ts[2], "SMTP", "SEND", client_ip=model.ip, client_hostname=model.name, server_ip=model.ip,
-            server_hostname=fqdn, connector_id="Intra-Organization SMTP Send Connector",
-            source_context=f"{session};250 2.1.5 Recipient OK;ClientSubmitTime:{_iso_utc(arrival_ms)}",
-            recipient_status=("250 2.1.5 Recipient OK",) * count, message_info=local_text(arrival_ms))  # fmt: skip
-        _deliver(add, model, rng, ts[3], arrival_ms, local_text, base_data, fqdn, spec.latency_field_ratio)
+        to_mailbox(ts[2], ts[3], base_data)
     elif kind == "outbound":
         defer = rnd() < spec.defer_ratio
-        ts = _steps(rng, arrival_ms, latency_ms, _OUTBOUND_DEFER_PROFILE if defer else _OUTBOUND_PROFILE)
+        ts = steps(rng, arrival_ms, latency_ms, OUTBOUND_DEFER_PROFILE if defer else OUTBOUND_PROFILE)
         submission(ts)
         remote_host = f"mx{1 + int(rnd() * 3)}.{external_domain}"
+        # The hub's queue for that domain is in Retry (or Suspended): the message waits in it, and no
+        # DEFER or SEND is logged (kept strict: the queue, not the log, says why) [inferred].
+        held = external_domain in hub.held_domains
         if defer:
             text = DEFERS[int(rnd() * len(DEFERS))]
             text = text.replace("%REMOTE_IP%", remote_ip).replace("%REMOTE_HOST%", remote_host)
-            add(ts[6], "SMTP", "DEFER", server_ip=remote_ip, server_hostname=remote_host,
-                connector_id="Outbound to Internet", source_context=f"{session};Deferred",
-                recipient_status=(text,) * count, message_info=local_text(arrival_ms),
-                event_data=(("ToEntity", "Internet"), *base_data))  # fmt: skip
+            if not held:
+                add(ts[6], "SMTP", "DEFER", server_ip=remote_ip, server_hostname=remote_host,
+                    connector_id="Outbound to Internet", source_context=f"{session};Deferred",
+                    recipient_status=(text,) * count, message_info=local_text(arrival_ms),
+                    event_data=(("ToEntity", "Internet"), *base_data))  # fmt: skip
         queued = f"OK {ts[-1] // 1000} {rng.getrandbits(40):010x} - queued"
-        add(ts[-1], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=remote_ip,
-            server_hostname=remote_host, connector_id="Outbound to Internet",
-            source_context=f"{session};250 2.0.0 {queued};ClientSubmitTime:{_iso_utc(arrival_ms)}",
-            recipient_status=(f"250 2.0.0 {queued}",) * count, message_info=local_text(arrival_ms),
-            event_data=(("ToEntity", "Internet"), ("E2ELatency", f"{(ts[-1] - arrival_ms) / 1000:.3f}"),
-                        *base_data))  # fmt: skip
+        if not held:
+            add(ts[-1], "SMTP", "SEND", client_ip=hub.ip, client_hostname=hub.fqdn, server_ip=remote_ip,
+                server_hostname=remote_host, connector_id="Outbound to Internet",
+                source_context=f"{session};250 2.0.0 {queued};ClientSubmitTime:{iso_utc(arrival_ms)}",
+                recipient_status=(f"250 2.0.0 {queued}",) * count, message_info=local_text(arrival_ms),
+                event_data=(("ToEntity", "Internet"), ("E2ELatency", f"{(ts[-1] - arrival_ms) / 1000:.3f}"),
+                            *base_data))  # fmt: skip
     elif kind == "stuck":
         add(arrival_ms, "SMTP", "RECEIVE", client_ip=client_ip, client_hostname=f"mail.{external_domain}",
             server_ip=model.ip, server_hostname=model.name, connector_id=model.frontend_connector,
-            source_context=f"{session};{_iso_utc(arrival_ms)};0", recipient_status=headers, message_info="0cI:",
+            source_context=f"{session};{iso_utc(arrival_ms)};0", recipient_status=headers, message_info="0cI:",
             original_client_ip=client_ip,
             event_data=(("FirstForestHop", fqdn), ("FromEntity", "Internet"), *base_data))  # fmt: skip
     else:  # failed
@@ -638,13 +689,13 @@ def _generate(
         if incoming:
             add(arrival_ms, "SMTP", "RECEIVE", client_ip=client_ip, client_hostname=f"mail.{external_domain}",
                 server_ip=model.ip, server_hostname=model.name, connector_id=model.frontend_connector,
-                source_context=f"{session};{_iso_utc(arrival_ms)};0", recipient_status=headers,
+                source_context=f"{session};{iso_utc(arrival_ms)};0", recipient_status=headers,
                 message_info="0cI:", original_client_ip=client_ip,
                 event_data=(("FirstForestHop", fqdn), ("FromEntity", "Internet"), *base_data))  # fmt: skip
         else:
             add(arrival_ms, "SMTP", "RECEIVE", client_ip=model.ip, client_hostname=fqdn, server_ip=model.ip,
                 server_hostname=model.name, connector_id=model.default_connector,
-                source_context=f"{session};{_iso_utc(arrival_ms)};0", recipient_status=headers,
+                source_context=f"{session};{iso_utc(arrival_ms)};0", recipient_status=headers,
                 message_info="0cI:", event_data=(("FirstForestHop", fqdn), *base_data))  # fmt: skip
         add(fail_ms, source, "FAIL", client_ip=client_ip if incoming else model.ip,
             client_hostname=f"mail.{external_domain}" if incoming else fqdn, server_ip=model.ip,
@@ -656,61 +707,18 @@ def _generate(
         events.append(
             TrackingEvent(
                 dsn_ms, "", "", "", model.name, "", "", "DSN", "DSN", str(model.id_base + 2 * k + 1),
-                f"<{_guid(rng)}@{fqdn}>", network_id, (sender,), (), 4_000 + int(rnd() * 6_000), 1, "",
+                f"<{random_guid(rng)}@{fqdn}>", network_id, (sender,), (), 4_000 + int(rnd() * 6_000), 1, "",
                 (message_id,), f"Undeliverable: {subject}", f"{NDR_SENDER_LOCAL}@{domain}", "<>", "Originating",
                 "", "", "", None, "None", (("DeliveryPriority", "Normal"),), "Email", model.schema, model.name, k,
-                len(events),
+                len(events), model.name,
             )
         )  # fmt: skip
+    relayed = "" if relay is None else relay.name
     if hub is not model:
-        return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events), hub.name, 3)
-    return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events))
-
-
-def _guid(rng: random.Random) -> str:
-    value = f"{rng.getrandbits(128):032x}"
-    return f"{value[:8]}-{value[8:12]}-4{value[13:16]}-a{value[17:20]}-{value[20:]}"
-
-
-def _deliver(
-    add: object,
-    model: _ServerModel,
-    rng: random.Random,
-    ts: int,
-    arrival_ms: int,
-    local_text: object,
-    base_data: tuple[tuple[str, str], ...],
-    submitted_on: str,
-    field_ratio: float,
-) -> None:
-    """DELIVER on ``model``'s server of a message that entered on ``submitted_on`` (an FQDN)."""
-    latency = ts - arrival_ms
-    with_field = rng.random() < field_ratio
-    if with_field:
-        hub = latency * 0.6 / 1000
-        info = (
-            f"{_iso_utc(arrival_ms)};SRV={submitted_on}:TOTAL-SUB={latency * 0.2 / 1000:.3f}|SA=0.020|MTSS=0.010;"
-            f"SRV={model.fqdn}:TOTAL-HUB={hub:.3f}|SMR=0.020|CAT=0.010|QD=0.005|DSMTP={hub * 0.5:.3f};"
-            f"SRV={model.fqdn}:TOTAL-DEL={latency * 0.2 / 1000:.3f}|SMR=0.010|RD=0.020"
+        return TrackedMessage(
+            model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events), hub.name, 3, relayed
         )
-    else:
-        info = local_text(arrival_ms)  # type: ignore[operator]
-    add(  # type: ignore[operator]
-        ts,
-        "STOREDRIVER",
-        "DELIVER",
-        server_hostname=model.fqdn,
-        source_context=f"ClientSubmitTime:{_iso_utc(arrival_ms)}",
-        message_info=info,
-        latency=latency if with_field else None,
-        latency_type="EndToEnd" if with_field else "None",
-        event_data=(
-            ("MailboxDatabaseName", model.mailbox_database),
-            ("DatabaseHealth", "-1"),
-            ("E2ELatency", f"{latency / 1000:.3f}"),
-            *base_data,
-        ),
-    )
+    return TrackedMessage(model.name, k, kind, arrival_ms, message_id, internal_id, tuple(events), relay=relayed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.utils
 import hmac
 import io
 import logging
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.simulator import wsman
+from exporter.simulator.clocks import server_timeline
 from exporter.simulator.faults import FaultKind
 from exporter.simulator.kerberos import (
     EncryptionError,
@@ -107,6 +109,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.request.settimeout(30)
             self.request.do_handshake()
             self.request.settimeout(None)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, by the endpoint server's clock (its ``clock_skew_seconds``).
+
+        HTTP.sys stamps every answer, errors included (RFC 9110 6.6.1: an origin server with a clock
+        MUST send Date in 2xx-4xx answers; a WinRM 500 captured in cloudsoft/winrm4j issue 144 carries
+        ``Date`` too), from the Windows clock of the server that answers: with a skewed clock the header
+        is skewed by as much (inferred: nothing corrects it).
+        """
+        if timestamp is None:
+            endpoint = self.server.endpoint
+            spec = endpoint.state.scenario.server(endpoint.name)
+            origin = endpoint.state.timeline
+            timestamp = server_timeline(origin, spec).now() if spec is not None else origin.now()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("simulator %s: %s", self.server.endpoint.name, format % args)

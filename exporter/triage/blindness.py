@@ -25,6 +25,7 @@ ENDPOINT_REASONS = ("connection", "tls", "auth", "http_error", "wsman_fault", "s
 COLLECTOR_SCOPES: dict[str, tuple[str, ...]] = {
     "discovery": SCOPES,
     "queues": ("outbound", "internal"),
+    "back_pressure": SCOPES,  # a server under back pressure refuses mail from every direction
     "tracking": SCOPES,
     "receive_connectors": ("inbound", "outbound"),
     "send_connectors": ("outbound",),
@@ -42,6 +43,7 @@ COLLECTOR_SCOPES: dict[str, tuple[str, ...]] = {
 CHECKS: dict[str, str] = {
     "discovery": "server discovery (Get-ExchangeServer)",
     "queues": "queues (Get-Queue)",
+    "back_pressure": "back pressure (Get-ExchangeDiagnosticInfo)",
     "tracking": "message tracking (Get-MessageTrackingLog)",
     "receive_connectors": "receive connectors",
     "send_connectors": "send connectors",

@@ -123,13 +123,26 @@ FAULTS: tuple[Fault, ...] = (
     # ---- blindness: what the exporter could not see (exporter/triage/blindness.py)
     Fault("server_unreachable", ("MailflowExchangeUnreachable",), "critical"),
     Fault("collector_failed", ("MailflowCollectorFailing",), "warning"),
+    # ---- the transport servers themselves (exporter/triage/rules_transport.py)
+    # Back pressure by the worst throttling meter: Medium refuses or delays mail from outside, High all mail.
+    Fault("back_pressure_medium", ("MailflowBackPressureMedium",), "warning"),
+    Fault("back_pressure_high", ("MailflowBackPressureHigh",), "critical"),
+    # The server that does not answer is the root finding (server_unreachable); this is its toll.
+    Fault("shadow_for_unreachable_server", ("MailflowShadowRedundancyPrimaryUnreachable",), "warning"),
+    # One server's clock off, or (every server off alike) the exporter's: the same alert shows both.
+    Fault("server_clock_skew", ("MailflowServerClockSkew",), "warning"),
+    Fault("exporter_clock_skew", ("MailflowServerClockSkew",), "warning"),
 )  # fmt: skip
 
-#: Findings no alert can see (the server answered some polls; the `check` run itself timed out):
+#: Findings no alert can see (the server answered some polls; the `check` run itself timed out; a
+#: Submission backlog judged against the other servers):
 #: triage-only severities, still from this table.
 TRIAGE_ONLY: tuple[Fault, ...] = (
     Fault("server_partly_unreachable", (), "warning"),
     Fault("check_timeout", (), "warning"),
+    # A Submission queue backing up on one server with no resource state to blame: a correlation of
+    # queue lengths across servers that no single series shows.
+    Fault("submission_backlog", (), "warning"),
 )
 
 _BY_FINDING = {f.finding: f for f in (*FAULTS, *TRIAGE_ONLY)}

@@ -27,6 +27,13 @@ from exporter.exchange.accepted_domains import (
     parse_accepted_domain,
     render_accepted_domains,
 )
+from exporter.exchange.back_pressure import (
+    OBSERVERS,
+    RESOURCES,
+    cap_back_pressure,
+    parse_resource_throttling,
+    render_back_pressure,
+)
 from exporter.exchange.certificates import CertificateResult, cap_certificates, parse_certificate, render_certificates
 from exporter.exchange.components import component_result, parse_component, render_components
 from exporter.exchange.database_copies import (
@@ -37,7 +44,14 @@ from exporter.exchange.database_copies import (
     render_database_copies,
 )
 from exporter.exchange.lasterror import CATEGORIES
-from exporter.exchange.queues import DELIVERY_TYPES, QUEUE_STATUSES, aggregate, parse_queue, render_queues
+from exporter.exchange.queues import (
+    DELIVERY_TYPES,
+    QUEUE_STATUSES,
+    aggregate,
+    parse_queue,
+    render_queues,
+    with_shadow_primaries,
+)
 from exporter.exchange.receive_connectors import (
     ReceiveConnectorResult,
     cap_receive_connectors,
@@ -216,6 +230,66 @@ def test_next_hop_cap_keeps_most_messages_per_kind_and_real_names_unchanged() ->
     hops = {key[4]: g.messages for key, g in result.groups.items()}
     assert hops == {"EX07.contoso.sim": 7, "EX06.contoso.sim": 6, "EX05.contoso.sim": 5, OTHER: 1 + 2 + 3 + 4}
     assert result.folded_domains == 4
+
+
+def test_shadow_primary_info_stays_within_the_next_hop_cap() -> None:
+    """Every shadow next hop names a polled server (FQDNs whose first label is a server name): only those
+    that keep their own series are joined, so the info series stay within max_next_hop_domains."""
+    shadows = [
+        wire(
+            QUEUE_TYPES,
+            Identity=text_object("Microsoft.Exchange.Data.QueueViewer.QueueIdentity", f"EX01\\Shadow\\{i}"),
+            DeliveryType=enum("Microsoft.Exchange.Data.DeliveryType", "ShadowRedundancy", 10),
+            NextHopDomain=f"EX02.site{i}.contoso.sim",
+            NextHopCategory=enum("Microsoft.Exchange.Data.QueueViewer.NextHopCategory", "Internal", 0),
+            MessageCount=i % 50,
+        )
+        for i in range(UNIQUE)
+    ]
+    result = aggregate("EX01", [parse_queue(o, "EX01") for o in shadows], max_domains=20)
+    joined = with_shadow_primaries(result, {"EX02": "ex02.contoso.sim"})
+    found = samples(render_queues([joined]))["mailflow_queue_shadow_primary_info"]
+    assert len(found) == 20 and {s["primary"] for s in found} == {"EX02"}
+    assert {s["next_hop_domain"] for s in found} <= {key[4] for key in result.groups} - {OTHER}
+
+
+def throttling_xml(meters: Iterable[tuple[str, str]], observers: Iterable[str]) -> str:
+    """A ResourceThrottling diagnostic result with these (resource, level) meters and observers (paused)."""
+    body = "".join(
+        f'<ResourceMeter Resource="{r}"><CurrentResourceUse>{level}</CurrentResourceUse>'
+        f"<PreviousResourceUse>Low</PreviousResourceUse><Pressure>{i}</Pressure></ResourceMeter>"
+        for i, (r, level) in enumerate(meters)
+    )
+    watchers = "".join(
+        f'<ResourceLevelObserver Name="{o}"><Paused>{str(i % 2 == 0).lower()}</Paused></ResourceLevelObserver>'
+        for i, o in enumerate(observers)
+    )
+    return (
+        "<Diagnostics><Components><ResourceThrottling><ResourceTracker><AggregateUse>Medium</AggregateUse>"
+        f"{body}</ResourceTracker><ResourceLevelMediator>{watchers}</ResourceLevelMediator></ResourceThrottling>"
+        "</Components></Diagnostics>"
+    )
+
+
+def test_back_pressure_labels_stay_bounded_with_100k_unique_values() -> None:
+    levels = ("Low", "Medium")  # one meter at High: it must keep its series
+    meters = [
+        (f"UsedDiskSpace[D:\\Queue{i}]" if i % 2 else f"Meter{i}[E:\\x{i}]", levels[i % 2]) for i in range(UNIQUE)
+    ]
+    text = throttling_xml(
+        [*meters, ("UsedVersionBuckets[C:\\Queue\\mail.que]", "High")], [f"Obs{i}" for i in range(UNIQUE)]
+    )
+    result = cap_back_pressure(parse_resource_throttling(text, "EX01"), 50)
+    found = samples(render_back_pressure([result]))
+    for family in ("mailflow_transport_resource_use", "mailflow_transport_resource_pressure"):
+        assert len(found[family]) <= 50 + len(RESOURCES) + 1, (family, len(found[family]))
+        assert values(found, family, "resource") <= {*RESOURCES, OTHER}
+    assert len(found["mailflow_transport_resource_observer_paused"]) <= len(OBSERVERS) + 1
+    assert values(found, "mailflow_transport_resource_observer_paused", "observer") == {OTHER}
+    use = {(s["resource"], s["path"]): s for s in found["mailflow_transport_resource_use"]}
+    assert ("UsedVersionBuckets", "C:\\Queue\\mail.que") in use  # the highest level keeps its own series
+    assert len([k for k in use if k[1] != OTHER]) == 50
+    assert result.folded == {"resource": UNIQUE // 2, "path": UNIQUE + 1 - 50, "observer": UNIQUE}
 
 
 # --- message tracking --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import ast
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from exporter.dnscheck.resolver import NXDOMAIN, OK, Answer
 from exporter.dnscheck.smtp_probe import SmtpProbeResult
 from exporter.dnscheck.spf import SpfAnalysis
 from exporter.exchange.accepted_domains import AcceptedDomain, AcceptedDomainResult, render_accepted_domains
+from exporter.exchange.back_pressure import BackPressureResult, ResourceMeter, render_back_pressure
 from exporter.exchange.certificates import Certificate, CertificateResult, render_certificates
 from exporter.exchange.components import ComponentResult, ComponentState, render_components
 from exporter.exchange.database_copies import DatabaseCopy, DatabaseCopyResult, render_database_copies
@@ -43,6 +44,7 @@ from exporter.exchange.permissions import missing_message
 from exporter.exchange.queues import QueueInfo, aggregate, render_queues
 from exporter.exchange.receive_connectors import ReceiveConnector, ReceiveConnectorResult, render_receive_connectors
 from exporter.exchange.send_connectors import SendConnectorResult, render_send_connectors
+from exporter.exchange.server_clock import ClockReading
 from exporter.exchange.service_health import RoleServices, ServiceHealthResult, render_service_health
 from exporter.exchange.tracking import TrackingResult, render_tracking
 from exporter.metrics import MailflowCollector, build_registry
@@ -152,6 +154,9 @@ class Case:
     results: dict[str, dict[str, Any]]
     volumes: dict[str, float]
     failures: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    # Server clocks (skew, seconds) as the sessions read them from Date headers: the scrape shows
+    # them (mailflow_server_clock_skew_seconds), the tracking results carry the same to triage.
+    clocks: dict[str, float] = field(default_factory=dict)
 
 
 def _queue(server: str, category: str, messages: int, internal: bool = False, n: int = 0) -> QueueInfo:
@@ -224,10 +229,59 @@ def _mixed_case() -> Case:
     return Case("auth_failure and proxy_failure, 6 messages each", _queues(qs), _queue_volumes(qs))
 
 
-def _tracking(server: str, stuck: int) -> TrackingResult:
+def _tracking(server: str, stuck: int, clock_skew: float | None = None) -> TrackingResult:
     return TrackingResult(server=server, events={}, failures={}, latency_buckets=(0, 0), latency_sum=0.0,
                           stuck=stuck, last_event=None, truncated_polls=0, evictions=0, skipped_seconds=0.0,
-                          new_events=0)  # fmt: skip
+                          new_events=0, clock_skew=clock_skew)  # fmt: skip
+
+
+def _clocks(name: str, skews: dict[str, float], volumes: dict[str, float]) -> Case:
+    """Servers whose clocks are off by ``skews`` seconds: both in their tracking results and read by the sessions."""
+    tracking = {s: _tracking(s, 0, v) for s, v in skews.items()}
+    return Case(name, {"tracking": tracking}, volumes, clocks=dict(skews))
+
+
+def _back_pressure(server: str, **levels: str) -> dict[str, Any]:
+    """One server's back pressure state: ``levels`` by resource (the others Low), SmtpIn paused at High."""
+    meters = tuple(
+        ResourceMeter(r, "C:\\Queue" if r == "UsedDiskSpace" else "", levels.get(r, "Low"), "Low", 50.0)
+        for r in ("PrivateBytes", "SystemMemory", "UsedDiskSpace", "UsedVersionBuckets")
+    )
+    paused = ("SmtpIn",) if "High" in levels.values() else ()
+    aggregate = max(levels.values(), key=("Low", "Medium", "High").index, default="Low")
+    result = BackPressureResult(server, aggregate, meters, paused, ("SmtpIn", "Pickup"))
+    return {"back_pressure": {server: result}}
+
+
+def _shadow(server: str, primary: str, messages: int) -> QueueInfo:
+    return QueueInfo(
+        identity=f"{server}\\Shadow\\12", server=server, kind="shadow", delivery_type="ShadowRedundancy",
+        next_hop_domain=f"{primary.lower()}.contoso.sim", next_hop_category="Internal", status="Ready",
+        message_count=messages, deferred_count=0, incoming_rate=0.0, outgoing_rate=0.0, retry_count=0,
+        next_retry_time=None, last_error=None,
+    )  # fmt: skip
+
+
+def transport_cases() -> list[Case]:
+    """Back pressure by level, shadow copies held for a server that does not answer, server clocks."""
+    held = aggregate("EX01", [_shadow("EX01", "EX02", 7)], 20)
+    held = replace(held, shadow_primaries={"ex02.contoso.sim": "EX02"})  # as the collector names the primary
+    down = ("connection", "[Errno 111] Connection refused")
+    cases = [
+        _one("back_pressure_high", _back_pressure("EX01", UsedDiskSpace="High")),
+        _one("back_pressure_medium", _back_pressure("EX01", UsedVersionBuckets="Medium")),
+        # Real servers report SystemMemory High while refusing nothing: neither side reports it.
+        Case("back_pressure_high: SystemMemory", _back_pressure("EX01", SystemMemory="High"),
+             {"back_pressure_high": 0, "back_pressure_medium": 0}),
+        Case("shadow_for_unreachable_server", {"queues": {"EX01": held}}, {"shadow_for_unreachable_server": 7},
+             {"queues": {"EX02": down}}),
+        Case("shadow_for_unreachable_server: primary answers", {"queues": {"EX01": held}},
+             {"shadow_for_unreachable_server": 0}),
+        _clocks("server_clock_skew: 121 s", {"EX01": 0.0, "EX02": -121.0}, {"server_clock_skew": 1}),
+        _clocks("server_clock_skew: 120 s", {"EX01": 0.0, "EX02": 120.0}, {"server_clock_skew": 0}),
+        _clocks("exporter_clock_skew", {"EX01": 180.0, "EX02": 185.0}, {"exporter_clock_skew": 1}),
+    ]  # fmt: skip
+    return cases
 
 
 def _certificate(days: float, services: str = "IIS, SMTP") -> dict[str, Any]:
@@ -337,7 +391,7 @@ def other_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     cases = [c for f in FAULTS if f.categories for c in queue_cases(f)]
-    return [*cases, _mixed_case(), *other_cases()]
+    return [*cases, _mixed_case(), *other_cases(), *transport_cases()]
 
 
 # ---------------------------------------------------------------- both sides of each case
@@ -356,6 +410,7 @@ class _Rendered:
 
 RENDERERS = [
     _Rendered("queues", render_queues),
+    _Rendered("back_pressure", render_back_pressure),
     _Rendered("tracking", lambda rs: render_tracking(rs, (60.0,))),
     _Rendered("components", render_components),
     _Rendered("database_copies", render_database_copies),
@@ -389,6 +444,12 @@ class Seen:
     alerts: dict[str, list[dict[str, str]]]
 
 
+def _collector(store: SnapshotStore, case: Case) -> MailflowCollector:
+    """The scrape of ``case``: its store, and its server clocks as the sessions would have read them."""
+    clocks = {server: ClockReading(skew, NOW - 1) for server, skew in case.clocks.items()}
+    return MailflowCollector(store, RENDERERS, STALE, lambda: clocks)  # type: ignore[arg-type]
+
+
 @functools.cache
 def seen() -> Seen:
     cases = all_cases()
@@ -401,7 +462,7 @@ def seen() -> Seen:
         for finding in report.findings:
             found.setdefault(finding.rule, set()).add(finding.severity)
         triage[case.name] = found
-        registry = build_registry(MailflowCollector(store, RENDERERS, STALE), process_metrics=False)  # type: ignore[arg-type]
+        registry = build_registry(_collector(store, case), process_metrics=False)
         series += scrape_series(generate_latest(registry).decode(), f"case{number}", NOW)
     alerts: dict[str, list[dict[str, str]]] = {c.name: [] for c in cases}
     for alert in firing_alerts(series):
@@ -450,10 +511,12 @@ def test_a_healthy_store_gives_no_finding_and_no_alert() -> None:
         **_domain(),
         **_ip(),
         **_probe(True, True),
-        "tracking": {"EX01": _tracking("EX01", 0)},
+        "tracking": {"EX01": _tracking("EX01", 0, 1.0)},
+        **_back_pressure("EX01"),
     }
-    store = _store(Case("healthy", healthy, {}))
+    case = Case("healthy", healthy, {}, clocks={"EX01": 1.0})
+    store = _store(case)
     report = build_report(facts_from_store(store, [r.name for r in RENDERERS], STALE))
     assert [(f.rule, f.severity) for f in report.findings] == []
-    registry = build_registry(MailflowCollector(store, RENDERERS, STALE), process_metrics=False)  # type: ignore[arg-type]
+    registry = build_registry(_collector(store, case), process_metrics=False)
     assert firing_alerts(scrape_series(generate_latest(registry).decode(), "healthy", NOW)) == []

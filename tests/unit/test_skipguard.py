@@ -14,7 +14,7 @@ from tests.skipguard import ALLOWED_PREFIX, ci_enabled
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SUITE = '''
+SUITE = """
 import pytest
 
 def test_passes():
@@ -37,7 +37,7 @@ def test_with_no_parameters(capture):
 @pytest.mark.xfail(reason="a known bug")
 def test_expected_to_fail():
     assert False
-'''
+"""
 
 
 def run_suite(tmp_path: Path, ci: str | None, *files: tuple[str, str]) -> subprocess.CompletedProcess[str]:

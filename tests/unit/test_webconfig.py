@@ -23,7 +23,9 @@ from exporter.errors import ConfigError
 from exporter.flags import apply_flags
 from exporter.pki import create_ca, issue_server_certificate
 from exporter.webconfig import (
+    AuthVerdict,
     BasicAuth,
+    ClientRateLimiter,
     RateLimiter,
     WebConfigReloader,
     bcrypt_problem,
@@ -455,12 +457,50 @@ def test_basic_auth_checks_caches_and_hides_unknown_users(monkeypatch: pytest.Mo
     assert auth.check({b"u": ("$2b$04$" + "a" * 53).encode()}, basic("u", "x" * 100)) == (False, "u")
 
 
-def test_basic_auth_cache_is_bounded() -> None:
+def test_basic_auth_cache_is_bounded_and_guesses_never_evict_a_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = CountingCheckpw()
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
     auth = BasicAuth()
     users = {b"alice": HASH.encode()}
+    assert auth.check(users, basic("alice", "s3cret")) == (True, "alice")
     for i in range(BasicAuth.CACHE_SIZE + 20):
         auth.check(users, basic("alice", f"guess{i}"))
-    assert len(auth._cache) == BasicAuth.CACHE_SIZE
+    assert len(auth._failures) == BasicAuth.CACHE_SIZE and len(auth._successes) == 1
+    checks = len(counting.hashes)
+    assert auth.check(users, basic("alice", "s3cret")) == (True, "alice")
+    assert len(counting.hashes) == checks  # still cached after 120 guesses: no bcrypt for the real client
+
+
+def test_basic_auth_asks_before_each_bcrypt_check_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = CountingCheckpw()
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    auth = BasicAuth()
+    users = {b"alice": HASH.encode()}
+    asked: list[bool] = []
+
+    def refuse() -> bool:
+        asked.append(False)
+        return False
+
+    assert auth.verify(users, basic("alice", "s3cret"), refuse) == (AuthVerdict.LIMITED, "alice")
+    assert auth.verify(users, None, refuse) == (AuthVerdict.DENIED, "")  # nothing to check: not asked
+    assert len(asked) == 1 and counting.hashes == []
+    assert auth.verify(users, basic("alice", "s3cret"), lambda: True) == (AuthVerdict.OK, "alice")
+    assert auth.verify(users, basic("alice", "wrong"), lambda: True) == (AuthVerdict.DENIED, "alice")
+    assert auth.verify(users, basic("alice", "s3cret"), refuse) == (AuthVerdict.OK, "alice")  # cached
+    assert auth.verify(users, basic("alice", "wrong"), refuse) == (AuthVerdict.DENIED, "alice")  # cached
+    assert len(asked) == 1 and len(counting.hashes) == 2
+
+
+def test_client_rate_limiter_keeps_a_bucket_per_client_and_forgets_the_oldest() -> None:
+    now = [100.0]
+    limiter = ClientRateLimiter(clock=lambda: now[0])
+    assert [limiter.allow("10.0.0.1", 60.0, 2) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("10.0.0.2", 60.0, 2)  # another client: its own bucket
+    assert all(limiter.allow("10.0.0.1", 0.0, 0) for _ in range(5))  # interval 0: off
+    for i in range(ClientRateLimiter.MAX_CLIENTS + 5):
+        limiter.allow(f"192.0.2.{i}", 60.0, 2)
+    assert len(limiter._buckets) == ClientRateLimiter.MAX_CLIENTS
 
 
 def test_rate_limiter_is_a_token_bucket() -> None:

@@ -248,6 +248,62 @@ local promql = import '../lib/promql.libsonnet';
         ],
       },
       {
+        name: 'mailflow-transport',
+        rules: [
+          {
+            alert: 'MailflowBackPressureHigh',
+            expr: expr('mailflow_transport_resource_use{%(mailflowSelector)s, resource!="SystemMemory"} == 2'),
+            'for': '5m',
+            labels: { severity: c.severities.critical },
+            annotations: {
+              summary: 'A transport server refuses all new mail under back pressure.',
+              description: '{{ $labels.resource }} ({{ $labels.path }}) on {{ $labels.server }} has been at High back pressure for 5 minutes: its Transport service refuses new mail from every sender until the resource recovers.',
+              runbook_url: c.runbookURLPattern % 'mailflowbackpressurehigh',
+            },
+          },
+          {
+            alert: 'MailflowBackPressureMedium',
+            expr: expr('mailflow_transport_resource_use{%(mailflowSelector)s, resource!="SystemMemory"} == 1'),
+            'for': '10m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A transport server delays or refuses mail from outside under back pressure.',
+              description: '{{ $labels.resource }} ({{ $labels.path }}) on {{ $labels.server }} has been at Medium back pressure for 10 minutes: mail from outside the organisation is delayed or refused at MAIL FROM.',
+              runbook_url: c.runbookURLPattern % 'mailflowbackpressuremedium',
+            },
+          },
+          {
+            alert: 'MailflowShadowRedundancyPrimaryUnreachable',
+            expr: expr(|||
+              (
+                sum by (job, instance, server, next_hop_domain) (mailflow_queue_messages{%(mailflowSelector)s, queue_kind="shadow"})
+                * on (job, instance, server, next_hop_domain) group_left (primary) mailflow_queue_shadow_primary_info{%(mailflowSelector)s}
+              ) > 0
+              and on (job, instance, primary)
+              label_replace(mailflow_collector_up{%(mailflowSelector)s, collector="queues"} == 0, "primary", "$1", "target", "(.*)")
+            |||),
+            'for': '10m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A server holds shadow copies of mail for a transport server that cannot be reached.',
+              description: '{{ $labels.server }} holds {{ printf "%.0f" $value }} shadow message(s) for {{ $labels.primary }} ({{ $labels.next_hop_domain }}), which has not answered for 10 minutes: that mail is not delivered until {{ $labels.primary }} returns or the shadow copies are resubmitted (ShadowResubmitTimeSpan, 3 hours by default).',
+              runbook_url: c.runbookURLPattern % 'mailflowshadowredundancyprimaryunreachable',
+            },
+          },
+          {
+            alert: 'MailflowServerClockSkew',
+            expr: expr('abs(mailflow_server_clock_skew_seconds{%(mailflowSelector)s}) > %(serverClockSkewThreshold)s'),
+            'for': '5m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'An Exchange server\'s clock differs from the exporter\'s by more than 2 minutes.',
+              description: 'The clock of {{ $labels.server }} differs from the exporter\'s by {{ printf "%.0f" $value }} seconds: beyond 300 Kerberos logons fail. If every server shows the same, the exporter host\'s clock is the wrong one.',
+              runbook_url: c.runbookURLPattern % 'mailflowserverclockskew',
+            },
+          },
+        ],
+      },
+      {
         name: 'mailflow-tracking',
         rules: [
           {

@@ -290,7 +290,7 @@ local promql = import '../lib/promql.libsonnet';
         {
           type: 'table',
           title: 'Exporter build',
-          description: 'Version of each mailflow-exporter instance.',
+          description: 'Version, git revision and Python of each mailflow-exporter instance (mailflow-exporter --version).',
           datasource: { type: 'prometheus', uid: '${datasource}' },
           gridPos: { h: 6, w: 12, x: 12, y: 11 },
           id: 6,
@@ -299,8 +299,14 @@ local promql = import '../lib/promql.libsonnet';
               id: 'organize',
               options: {
                 excludeByName: { Time: true, job: true, __name__: true, Value: true },
-                indexByName: { instance: 0, version: 1 },
-                renameByName: { instance: 'Instance', version: 'Version' },
+                indexByName: { instance: 0, version: 1, revision: 2, branch: 3, pythonversion: 4 },
+                renameByName: {
+                  instance: 'Instance',
+                  version: 'Version',
+                  revision: 'Revision',
+                  branch: 'Branch',
+                  pythonversion: 'Python',
+                },
                 includeByName: {},
               },
             },
