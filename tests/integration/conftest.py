@@ -78,8 +78,9 @@ def small_org(servers: tuple[str, ...] = ("EX01", "EX02"), session_limit: int = 
 SimFactory = Callable[..., tuple[Simulator, Scenario]]
 
 
-def raw_pool(sim: Simulator, server: str = "EX01") -> RunspacePool:
-    """A pypsrp runspace pool (not yet opened) straight to one simulated server, as the test user."""
+def raw_pool(sim: Simulator, server: str = "EX01", **options: Any) -> RunspacePool:
+    """A pypsrp runspace pool (not yet opened) straight to one simulated server, as the test user;
+    ``options`` go to pypsrp's WSMan (timeouts)."""
     host, port = sim.endpoint(server)
     wsman = WSMan(
         host,
@@ -90,6 +91,7 @@ def raw_pool(sim: Simulator, server: str = "EX01") -> RunspacePool:
         username=USER,
         password=PASSWORD,
         encryption="never",
+        **options,
     )
     return RunspacePool(wsman, configuration_name="Microsoft.Exchange")
 

@@ -9,17 +9,15 @@ from typing import Any
 
 import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import WSMan
 
 from exporter.simulator import Scenario, ScenarioError, Simulator, demo_scenario_path, load_scenario
 from exporter.simulator.timeline import Timeline
 from exporter.simulator.tracking import TrackingLog
 from exporter.simulator.tracking_routes import submission_partners
+from tests.integration.conftest import PASSWORD, USER, raw_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-USER = "svc-mailflow@contoso.sim"
-PASSWORD = "S1mulated-Password"
 T0 = 1_800_000_000.0
 TRAFFIC = {"messages_per_minute": 12, "failure_ratio": 0.1, "stuck_ratio": 0.05, "latency_seconds": {"max": 20}}
 
@@ -36,10 +34,7 @@ def scenario(**ex02: Any) -> Scenario:
 
 @contextlib.contextmanager
 def pool(sim: Simulator, server: str = "EX01") -> Iterator[RunspacePool]:
-    host, port = sim.endpoint(server)
-    wsman = WSMan(host, port=port, ssl=False, path="PowerShell", auth="basic", username=USER, password=PASSWORD,
-                  encryption="never")  # fmt: skip
-    with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as p:
+    with raw_pool(sim, server) as p:
         yield p
 
 

@@ -12,16 +12,14 @@ from typing import Any
 
 import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import WSMan
 
 from exporter.simulator import Scenario, ScenarioError, Simulator
 from exporter.simulator.timeline import Timeline
 from exporter.simulator.tracking import TrackingLog
+from tests.integration.conftest import PASSWORD, USER, raw_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-USER = "svc-mailflow@contoso.sim"
-PASSWORD = "S1mulated-Password"
 T0 = 1_800_000_000.0
 INTRA = "Intra-Organization SMTP Send Connector"
 DNS_ERROR = "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain"
@@ -70,10 +68,7 @@ def started(data: dict[str, Any]) -> Iterator[Simulator]:
 
 @contextlib.contextmanager
 def pool(sim: Simulator) -> Iterator[RunspacePool]:
-    host, port = sim.endpoint("EX01")
-    wsman = WSMan(host, port=port, ssl=False, path="PowerShell", auth="basic", username=USER, password=PASSWORD,
-                  encryption="never")  # fmt: skip
-    with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as p:
+    with raw_pool(sim) as p:
         yield p
 
 

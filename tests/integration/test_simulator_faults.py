@@ -18,18 +18,15 @@ from xml.etree import ElementTree as ET
 import pytest
 from pypsrp.exceptions import WinRMTransportError
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.wsman import WSMan
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from exporter.service import Service
 from exporter.settings import Settings
 from exporter.simulator import Scenario, ScenarioError, Simulator
-from tests.integration.conftest import only_collectors, settings_for
+from tests.integration.conftest import PASSWORD, USER, only_collectors, raw_pool, settings_for
 
 pytestmark = pytest.mark.integration
 
-USER = "svc-mailflow@contoso.sim"
-PASSWORD = "S1mulated-Password"
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 DNS_ERROR = "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain"
 LRT_ERROR = "[{LRT=%LRT%};{LED=451 4.4.397 Error communicating with target host.};{FQDN=mx.example};{IP=192.0.2.1}]"
@@ -110,21 +107,7 @@ def running(data: dict[str, Any], clock: list[float], **kwargs: Any) -> Iterator
 
 @contextlib.contextmanager
 def session(sim: Simulator, server: str = "EX01") -> Iterator[RunspacePool]:
-    host, port = sim.endpoint(server)
-    wsman = WSMan(
-        host,
-        port=port,
-        ssl=False,
-        path="PowerShell",
-        auth="basic",
-        username=USER,
-        password=PASSWORD,
-        encryption="never",
-        read_timeout=20,
-        operation_timeout=10,
-        connection_timeout=3,
-    )
-    pool = RunspacePool(wsman, configuration_name="Microsoft.Exchange")
+    pool = raw_pool(sim, server, read_timeout=20, operation_timeout=10, connection_timeout=3)
     pool.open()
     try:
         yield pool
@@ -172,12 +155,7 @@ def test_down_grows_partner_shadow_queues_until_the_shadow_server_resubmits(cloc
         assert before["MessageCount"] == 4 and str(before["Status"]) == "Ready"
         sim.faults.set("EX02", "down", rate_per_minute=6)
         with pytest.raises((WinRMTransportError, RequestsConnectionError)):  # the server is off
-            run_pool = RunspacePool(
-                WSMan(*sim.endpoint("EX02"), ssl=False, path="PowerShell", auth="basic", username=USER,
-                      password=PASSWORD, encryption="never", connection_timeout=3),
-                configuration_name="Microsoft.Exchange",
-            )  # fmt: skip
-            run_pool.open()
+            raw_pool(sim, "EX02", connection_timeout=3).open()
         unreachable = run(ex01, "Get-Queue", Server="EX02")
         assert not unreachable.output and "Microsoft Exchange Transport service" in str(unreachable.streams.error[0])
 
