@@ -9,30 +9,17 @@ from typing import Any
 from exporter.exchange.tracking import (
     TrackingCollector,
     TrackingEvent,
-    TrackingOptions,
-    WatermarkStore,
     render_tracking,
 )
+from tests.unit.test_tracking import collector as tracking_collector
 
 T0 = datetime(2026, 11, 27, 1, 0, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=20)  # every message below is older than stuck_after (10 min) by then
 
 
 def collector(tmp_path: Path, **kw: Any) -> TrackingCollector:
-    base: dict[str, Any] = dict(
-        interval=60.0,
-        overlap=120.0,
-        max_window=3600.0,
-        initial_lookback=300.0,
-        stuck_after=600.0,
-        forget_after=86400.0,
-        max_tracked_messages=1000,
-        buckets=(1.0, 5.0, 30.0),
-        result_size="Unlimited",
-        select=True,
-    )
-    base.update(kw)
-    return TrackingCollector(None, TrackingOptions(**base), WatermarkStore(tmp_path / "m.json"))  # type: ignore[arg-type]
+    """test_tracking's collector, with messages stuck after 10 minutes unless told otherwise."""
+    return tracking_collector(tmp_path, **{"stuck_after": 600.0, **kw})
 
 
 def ev(seconds: float, event_id: str, msg: str, source: str = "SMTP", internal: str = "") -> TrackingEvent:
