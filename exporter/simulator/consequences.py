@@ -59,20 +59,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-from xml.etree import ElementTree as ET
 
-from exporter.simulator.clixml import write_clixml
 from exporter.simulator.clocks import clock_segments
-from exporter.simulator.depth import UNLIMITED
 from exporter.simulator.faults import FaultKind
 from exporter.simulator.objects_health import component_states
 from exporter.simulator.orgconfig import DatabaseSpec
 from exporter.simulator.scenario import QueueSpec, ServerSpec
 from exporter.simulator.timeline import QueueSnapshot, Timeline, pattern_value, snapshot_queue
 from exporter.simulator.tracking import TrackingEvent, TrackingLog
-from exporter.simulator.tracking_wire import PROPERTY_NAMES, SelectableEvent, event_clixml, select_clixml
+from exporter.simulator.tracking_wire import SelectableEvent, event_clixml
 
 if TYPE_CHECKING:
     from exporter.simulator.cmdlets import Context
@@ -271,36 +268,19 @@ def _fail_over(db: DatabaseSpec, down: set[str]) -> DatabaseSpec:
 # ---------------------------------------------------------------------------------------------
 
 
-class _DeferredEvent:
+class _DeferredEvent(SelectableEvent):
     """An event the back pressure changed (SUBMIT -> SUBMITDEFER): written afresh, never from the
     log's cache (which holds the unchanged event under the same key)."""
 
-    __slots__ = ("culture", "event", "tz")
+    __slots__ = ("culture",)
 
     def __init__(self, event: TrackingEvent, log: TrackingLog) -> None:
-        self.event = event
-        self.tz = log.tz
+        super().__init__(event, log)
         self.culture = log.scenario.organisation.culture
 
     def clixml(self) -> bytes:
         """The event's CLIXML at remoting depth."""
         return event_clixml(self.event, self.tz, self.culture)
-
-    def live(self) -> ET.Element:
-        """The whole MessageTrackingEvent (what Select-Object reads on the server)."""
-        from exporter.simulator.objects import message_tracking_event
-
-        return ET.fromstring(write_clixml(message_tracking_event(self.event, self.tz), UNLIMITED))
-
-    def property_names(self) -> list[str]:
-        """Wire order: the adapted properties, then SerializationData."""
-        return [*PROPERTY_NAMES, "SerializationData"]
-
-    def select(self, names: Sequence[str]) -> bytes | None:
-        """The Select-Object result (None when SerializationData is asked for: the generic path)."""
-        if "SerializationData" in names:
-            return None
-        return select_clixml(self.event, names, self.tz)
 
 
 def _origin_of(log: TrackingLog, event: TrackingEvent) -> tuple[str, float]:
