@@ -72,10 +72,6 @@ _MODULES = {
 _VISIBILITY = "System.Management.Automation.SessionStateEntryVisibility"
 
 
-def _enum_types(name: str) -> list[str]:
-    return [name, "System.Enum", "System.ValueType", "System.Object"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Measure-Object
 # ---------------------------------------------------------------------------------------------

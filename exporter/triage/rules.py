@@ -59,10 +59,6 @@ def _queue_evidence(queues: list[Any]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _severity_by_volume(messages: int, critical_at: int = 10) -> str:
-    return "critical" if messages >= critical_at else "warning"
-
-
 def _resolver_failures(facts: Facts) -> list[str]:
     out = []
     for result in facts.all("dns_domains"):
