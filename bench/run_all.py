@@ -32,61 +32,77 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+# (what, measured, goal, holds): holds is True/False when the row has a goal it can be checked
+# against, None for a row that only informs (a comparison, a reference figure).
+Row = tuple[str, str, str, "bool | None"]
+
+
+def _holds(value: str, limit: float, *, below: bool = True) -> bool:
+    """Whether a figure printed by a benchmark meets its goal (``below``: at or under ``limit``)."""
+    number = float(value.replace(",", ""))
+    return number <= limit if below else number >= limit
+
+
 @dataclass(frozen=True)
 class Bench:
     name: str
     script: str
     full: tuple[str, ...]
     quick: tuple[str, ...]
-    summary: Callable[[dict[str, str], bool], list[tuple[str, str, str]]]  # (what, measured, reference)
+    summary: Callable[[dict[str, str], bool], list[Row]]
     needs: str = ""  # an executable that must be installed
 
 
-def _scrape(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _scrape(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"scrape /metrics ({int(r['scrape_samples']):,} samples)",
             f"gzip {r['scrape_gzip_ms']} ms ({r['scrape_gzip_ratio']}x), identity {r['scrape_identity_ms']} ms "
             f"({r['scrape_identity_ratio']}x) vs floor {r['scrape_floor_ms']} ms",
             "identity <= 1.5x generate_latest()",
+            _holds(r["scrape_identity_ratio"], 1.5),
         )
     ]
 
 
-def _fanout(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _fanout(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"poll fan-out, {r['fanout_servers']} servers, 150 ms/cmdlet" if not quick else "poll fan-out (quick)",
             f"{r['fanout_warm_s']} s per warm cycle (first {r['fanout_first_s']} s), "
             f"client CPU {r['fanout_cpu_s']} s, {r['fanout_shells']} shells",
             "< 3 s per cycle",
+            _holds(r["fanout_warm_s"], 3.0),
         )
     ]
 
 
-def _tracking(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _tracking(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             "tracking, fast path + Select-Object",
             f"{int(r['tracking_fast_select_events_per_s']):,} events/s of client CPU "
             f"({int(r['tracking_fast_select_events']):,} events)",
             ">= 10,000 events/s",
+            _holds(r["tracking_fast_select_events_per_s"], 10_000, below=False),
         ),
         (
             "tracking, fast path, full objects",
             f"{int(r['tracking_fast_full_events_per_s']):,} events/s",
             "",
+            None,
         ),
     ]
 
 
-def _dns(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _dns(r: dict[str, str], quick: bool) -> list[Row]:
     rows = [
         (
             f"DNS checks, {r['dns_domains']} domains (NSD, loopback)",
             f"{r['dns_1_thread_per_s']} domains/s (1 thread), {r['dns_n_threads_per_s']} "
             f"({r['dns_concurrency']} threads)",
             "3.3 domains/s = 1,000 domains per 5 min",
+            _holds(r["dns_1_thread_per_s"], 3.3, below=False),
         )
     ]
     cd = r.get("dns_checkdmarc_per_s", "missing")
@@ -95,33 +111,36 @@ def _dns(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
             "checkdmarc check_domains, same domains",
             f"{cd} domains/s" if cd != "missing" else "skipped: checkdmarc not installed (pip install checkdmarc)",
             "sequential, skip_tls",
+            None,
         )
     )
     return rows
 
 
-def _status(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _status(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"status page, demo org ({r['status_findings']} findings)",
             f"triage report {r['status_report_ms']} ms, page {r['status_page_ms']} ms (median, cache off)",
             "report < 100 ms, page < 200 ms",
+            _holds(r["status_report_ms"], 100) and _holds(r["status_page_ms"], 200),
         )
     ]
 
 
-def _soak(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _soak(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"soak, {int(r['soak_cycles']):,} poll cycles with faults toggling",
             f"RSS {r['soak_rss_start_mib']} -> {r['soak_rss_end_mib']} MiB; simulator shells {r['soak_shells']}, "
             f"sessions {r['soak_sessions']}, threads {r['soak_threads']}, fds {r['soak_fds']} (start -> end)",
             "no growth",
+            None,
         )
     ]
 
 
-def _load(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _load(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"load, {r['load_clients']} scrapers x {r['load_seconds']} s, {r['load_servers']} servers",
@@ -129,11 +148,12 @@ def _load(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
             f"{r['load_p90_ms']} / p99 {r['load_p99_ms']} / max {r['load_max_ms']} ms; "
             f"{r.get('load_renders', '?')} renders",
             "zero errors",
+            r["load_errors"] == "0",
         )
     ]
 
 
-def _bounds(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _bounds(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             "bounds, 100 MB answer, default limits" if not quick else "bounds, 10 MB answer (quick)",
@@ -144,34 +164,39 @@ def _bounds(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
             f"{r['bounds_log_longest']}; healthy server beside 2 slow: {r['bounds_fair_min']} of "
             f"{r['bounds_fair_expected']} polls",
             "memory back, no leftover threads, bounded lines",
+            None,
         )
     ]
 
 
-def _httpd(r: dict[str, str], quick: bool) -> list[tuple[str, str, str]]:
+def _httpd(r: dict[str, str], quick: bool) -> list[Row]:
     return [
         (
             f"slowloris, {r['slowloris_connections']} slow clients (plain HTTP)",
             f"kept at most {r['slowloris_longest_s']} s ({r['slowloris_open']} left open); scrape meanwhile "
             f"HTTP {r['slowloris_scrape_status']} in {r['slowloris_scrape_s']} s",
             "all closed within 10 s; scrape 200",
+            r["slowloris_open"] == "0" and r["slowloris_scrape_status"] == "200",
         ),
         (
             f"slowloris, {r['tls_connections']} slow clients (TLS)",
             f"kept at most {r['tls_longest_s']} s ({r['tls_open']} left open); scrape meanwhile "
             f"HTTP {r['tls_scrape_status']}",
             "all closed within 10 s; scrape 200",
+            r["tls_open"] == "0" and r["tls_scrape_status"] == "200",
         ),
         (
             f"header flood, {r['flood_clients']} x {r['flood_mb_each']} MB",
             f"RSS {r['flood_rss_base_mib']} -> peak {r['flood_rss_peak_mib']} -> {r['flood_rss_after_mib']} MiB; "
             f"answers {r['flood_answers']}",
             "growth < 20 MiB; all 431",
+            float(r["flood_rss_peak_mib"]) - float(r["flood_rss_base_mib"]) < 20,
         ),
         (
             f"connection burst, {r['burst_connects']} connects",
             f"{r['burst_stalls']} stalled >= 1 s, max {r['burst_max_ms']} ms; answers {r['burst_answers']}",
             "0 stalls",
+            r["burst_stalls"] == "0",
         ),
     ]
 
@@ -246,13 +271,14 @@ def main() -> int:
 
     print(f"machine: {machine()}")
     print(f"mode: {'quick (smoke sizes)' if args.quick else 'full'}\n")
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
     failures = 0
+    missed = 0
     for bench in BENCHES:
         if wanted and bench.name not in wanted:
             continue
         if bench.needs and shutil.which(bench.needs) is None and not Path(f"/usr/sbin/{bench.needs}").exists():
-            rows.append((bench.name, f"skipped: {bench.needs} not installed", "", ""))
+            rows.append((bench.name, f"skipped: {bench.needs} not installed", "", "", ""))
             continue
         extra = bench.quick if args.quick else bench.full
         command = [sys.executable, str(HERE / bench.script), *extra]
@@ -270,20 +296,24 @@ def main() -> int:
         )
         if proc.returncode != 0:
             failures += 1
-            rows.append((bench.name, f"FAILED (exit {proc.returncode})", "", f"{elapsed:.0f}s"))
+            rows.append((bench.name, f"FAILED (exit {proc.returncode})", "", "no", f"{elapsed:.0f}s"))
             continue
         try:
-            for what, measured, reference in bench.summary(results, args.quick):
-                rows.append((what, measured, reference, f"{elapsed:.0f}s"))
+            for what, measured, goal, holds in bench.summary(results, args.quick):
+                verdict = "" if holds is None else ("yes" if holds else "NO")
+                missed += holds is False
+                rows.append((what, measured, goal, verdict, f"{elapsed:.0f}s"))
         except KeyError as missing:
             failures += 1
-            rows.append((bench.name, f"no result {missing} in its output", "", f"{elapsed:.0f}s"))
+            rows.append((bench.name, f"no result {missing} in its output", "", "no", f"{elapsed:.0f}s"))
 
     print(f"\nSummary ({'quick' if args.quick else 'full'} run; {machine()})\n")
-    print("| benchmark | measured | target / note | took |")
-    print("|---|---|---|---|")
-    for what, measured, reference, took in rows:
-        print(f"| {what} | {measured} | {reference} | {took} |")
+    print("| benchmark | measured | goal / note | holds | took |")
+    print("|---|---|---|---|---|")
+    for what, measured, goal, verdict, took in rows:
+        print(f"| {what} | {measured} | {goal} | {verdict} | {took} |")
+    if missed:
+        print(f"\n{missed} goal(s) not met on this run (quick runs use smoke sizes: their goals are indicative)")
     return 1 if failures else 0
 
 
