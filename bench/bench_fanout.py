@@ -122,7 +122,7 @@ def main() -> None:
             walls, cpus, stats = measure(args, chosen)
     except TransportUnavailable as exc:
         print(f"skipped: {exc}")
-        print(f"RESULT fanout_transport={args.transport} fanout_skipped=1")
+        print(f"RESULT fanout_transport={args.transport} fanout_skipped={exc.what}")
         sys.exit(0)
     print(
         f"servers={args.servers} queues/server={args.queues} latency={args.latency * 1000:.0f}ms "

@@ -202,7 +202,7 @@ def main() -> None:
             results = measure(args, chosen)
     except TransportUnavailable as exc:
         print(f"skipped: {exc}")
-        print("RESULT tracking_skipped=1")
+        print(f"RESULT tracking_skipped={exc.what}")
         sys.exit(0)
     print("goal: the exporter's default configuration (fast path, select_properties: true)")
     report("tracking_default", "fast path, Select-Object (default)", results["default"], args.minutes)

@@ -39,7 +39,12 @@ SERVICE_HOST = "localhost"
 
 
 class TransportUnavailable(RuntimeError):
-    """A Kerberos transport was asked for on a machine without MIT Kerberos or gssapi."""
+    """A Kerberos transport was asked for on a machine without MIT Kerberos or gssapi; ``what`` is
+    the missing piece (``krb5kdc`` or ``gssapi``), the message says how to install it."""
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -82,16 +87,16 @@ class Transport:
         return defaults
 
 
-def kerberos_missing() -> str | None:
+def kerberos_missing() -> TransportUnavailable | None:
     """Why the Kerberos transports cannot run here, or None."""
     import importlib.util
 
     from tests.kdc.mitkdc import find_kdc
 
     if find_kdc() is None:
-        return "krb5kdc not installed (Debian: krb5-kdc krb5-admin-server krb5-user)"
+        return TransportUnavailable("krb5kdc", "krb5kdc not installed (Debian: krb5-kdc krb5-admin-server krb5-user)")
     if importlib.util.find_spec("gssapi") is None:
-        return "gssapi not installed (pip install -e '.[kerberos]')"
+        return TransportUnavailable("gssapi", "gssapi not installed (pip install -e '.[kerberos]')")
     return None
 
 
@@ -105,7 +110,7 @@ def transport(name: str, username: str, password: str) -> Iterator[Transport]:
         return
     missing = kerberos_missing()
     if missing is not None:
-        raise TransportUnavailable(missing)
+        raise missing
     from tests.kdc.mitkdc import MitKdc
 
     # An AD UPN user@domain is the principal user@DOMAIN (the simulator compares case-insensitively).
