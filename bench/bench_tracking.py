@@ -101,7 +101,7 @@ def one_poll(
 
     original = session_module.wire.install
     if not variant.fast:
-        session_module.wire.install = lambda pool, guard=None: None  # type: ignore[assignment]
+        session_module.wire.install = lambda pool, guard=None: None
     try:
         name, port = server
         settings = Settings.model_validate(
@@ -126,7 +126,7 @@ def one_poll(
         finally:
             service.stop()
     finally:
-        session_module.wire.install = original  # type: ignore[assignment]
+        session_module.wire.install = original
     if not snap.ok:
         raise SystemExit(f"poll of {name} failed: {snap.message}")
     return snap.result.new_events, cpu, wall

@@ -128,7 +128,7 @@ def _tracking(r: dict[str, str], quick: bool) -> list[Row]:
 
 
 def _dns(r: dict[str, str], quick: bool) -> list[Row]:
-    rows = [
+    rows: list[Row] = [
         (
             f"DNS checks, {r['dns_domains']} domains (NSD, loopback)",
             f"{r['dns_1_thread_per_s']} domains/s (1 thread), {r['dns_n_threads_per_s']} "
