@@ -5,7 +5,14 @@ Targets come from the configuration plus what the Exchange collectors found: acc
 read from the snapshot store, so a new accepted domain is checked within one reconcile cycle. MX
 hosts found by the domain checks become SMTP probe targets. These collectors run on their own
 thread pool (``dns.concurrency``), so a thousand domains neither wait on Exchange polls nor starve
-them; each check's lookups share one per-run cache.
+them. Each check run has its own answer cache, and the runs of one cycle share dnspython's TTL cache
+(:class:`exporter.dnscheck.resolver.CycleCache`), so SPF includes, MX hosts and DMARC records that
+many domains share are asked once per cycle.
+
+Bookkeeping is linear per cycle: the service asks ``targets()`` after every poll (is the target still
+wanted?), so the target lists are rebuilt only when their inputs (the accepted-domain and
+send-connector results, immutable snapshots compared by identity) change, and the same immutable
+list is handed out otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from exporter.dnscheck.baseline import BaselineStore, DriftState
 from exporter.dnscheck.dnsbl import DnsblResult, check_dnsbl
@@ -23,7 +31,7 @@ from exporter.dnscheck.mx import MxResult, check_mx
 from exporter.dnscheck.policy import PolicyResult, check_policies
 from exporter.dnscheck.ptr import PtrResult, check_ptr
 from exporter.dnscheck.render import render_domains, render_ips, render_smtp
-from exporter.dnscheck.resolver import DnsClient
+from exporter.dnscheck.resolver import CycleCache, DnsClient
 from exporter.dnscheck.smtp_probe import SmtpProbeResult, probe
 from exporter.dnscheck.spf import SpfAnalysis, analyse, evaluate
 from exporter.errors import CollectorError
@@ -31,6 +39,7 @@ from exporter.settings import DnsSettings
 
 log = logging.getLogger(__name__)
 EXECUTOR = "dns"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,32 @@ class IpResult:
     queries: int
 
 
+def _same(before: list[tuple[str, Any]], now: list[tuple[str, Any]]) -> bool:
+    return len(before) == len(now) and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(before, now, strict=True))
+
+
+class _Derived(Generic[T]):
+    """A value derived from one collector's fresh results, rebuilt only when a result changed.
+
+    Results are immutable snapshots, so "changed" is an identity test over (target, result) pairs:
+    O(results of that collector), a handful for the organisation-wide collectors."""
+
+    def __init__(self, build: Callable[[Mapping[str, Any]], T]) -> None:
+        self._build = build
+        self._last: tuple[list[tuple[str, Any]], T] | None = None
+        self.rebuilds = 0
+
+    def get(self, results: Mapping[str, Any]) -> T:
+        inputs = list(results.items())
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is not None and _same(last[0], inputs):
+            return last[1]
+        value = self._build(results)
+        self._last = (inputs, value)
+        self.rebuilds += 1
+        return value
+
+
 class Sources:
     """Where the DNS collectors find their targets: settings plus the Exchange collectors' results."""
 
@@ -65,28 +100,42 @@ class Sources:
         self._settings = settings
         self._latest = latest  # collector name -> {target: result} of fresh, successful polls
         self._last_accepted: set[str] = set()  # kept while Exchange is unreachable: DNS checks go on
+        self._domains = _Derived(self._build_domains)
+        self._outbound = _Derived(self._build_outbound)
 
-    def domains(self) -> list[str]:
-        """Configured domains plus accepted domains (not wildcards), minus excluded globs."""
+    @property
+    def rebuilds(self) -> int:
+        """How many times the domain and outbound-IP lists were built (they are reused while unchanged)."""
+        return self._domains.rebuilds + self._outbound.rebuilds
+
+    def domains(self) -> tuple[str, ...]:
+        """Configured domains plus accepted domains (not wildcards), minus excluded globs; sorted."""
+        results = self._latest("accepted_domains") if self._settings.use_accepted_domains else {}
+        return self._domains.get(results)
+
+    def _build_domains(self, results: Mapping[str, Any]) -> tuple[str, ...]:
         found = set(self._settings.domains)
         if self._settings.use_accepted_domains:
-            accepted = {d for result in self._latest("accepted_domains").values() for d in result.dns_domains()}
+            accepted = {d for result in results.values() for d in result.dns_domains()}
             if accepted:
                 self._last_accepted = accepted
             found.update(self._last_accepted)
         excluded = [p.lower() for p in self._settings.exclude_domains]
-        return sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded))
+        return tuple(sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded)))
 
-    def outbound(self) -> dict[str, str]:
-        """Outbound IP -> expected HELO name ("" when unknown)."""
+    def outbound(self) -> Mapping[str, str]:
+        """Outbound IP -> expected HELO name ("" when unknown); sorted by IP text, read-only."""
+        results = self._latest("send_connectors") if self._settings.use_send_connector_ips else {}
+        return self._outbound.get(results)
+
+    def _build_outbound(self, results: Mapping[str, Any]) -> Mapping[str, str]:
         out = {o.ip: o.helo for o in self._settings.outbound_ips}
-        if self._settings.use_send_connector_ips:
-            for result in self._latest("send_connectors").values():
-                for conn in result.kept_connectors():  # within the send connector cap
-                    # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
-                    if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
-                        out.setdefault(conn.source_ip, conn.fqdn)
-        return dict(sorted(out.items()))
+        for result in results.values():
+            for conn in result.kept_connectors():  # within the send connector cap
+                # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
+                if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
+                    out.setdefault(conn.source_ip, conn.fqdn)
+        return MappingProxyType(dict(sorted(out.items())))
 
     def mx_hosts(self, cap: int | None) -> dict[str, str]:
         """MX host -> an address it resolves to, from the latest domain checks (sorted, capped)."""
@@ -106,12 +155,15 @@ class _DnsCollector:
         self._sources = sources
         self._interval = interval
         self._client = DnsClient(tuple(settings.resolvers), settings.port, settings.timeout)
+        # Half an interval: two polls of one target never share a cache (see CycleCache).
+        self.cycle_cache = CycleCache(interval / 2)
 
     def interval(self) -> float:
         return self._interval
 
     def client(self) -> DnsClient:
-        return self._client.fresh()
+        """A client for one check run, sharing the current cycle's answer cache."""
+        return self._client.fresh(self.cycle_cache.current())
 
 
 class DomainCheckCollector(_DnsCollector):
@@ -123,7 +175,7 @@ class DomainCheckCollector(_DnsCollector):
         super().__init__(settings, sources, settings.interval)
         self._baselines = baselines
 
-    def targets(self) -> list[str]:
+    def targets(self) -> Sequence[str]:
         return self._sources.domains()
 
     def close(self) -> None:
@@ -173,8 +225,8 @@ class IpCheckCollector(_DnsCollector):
         super().__init__(settings, sources, settings.interval)
         self._baselines = baselines
 
-    def targets(self) -> list[str]:
-        return list(self._sources.outbound())
+    def targets(self) -> Sequence[str]:
+        return tuple(self._sources.outbound())
 
     def poll(self, target: str) -> IpResult:
         client = self.client()

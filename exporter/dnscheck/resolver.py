@@ -9,14 +9,22 @@ different exception for each case and :class:`DnsClient` turns them into one :cl
 * ``servfail``, ``refused``, ``timeout``, ``error``: the resolver could not tell
   (:attr:`Answer.failed`): never reported as a missing record.
 
-Answers are cached for the life of one client (one check run), so a record asked for by several
-checks (SPF includes, MX hosts) is looked up once per run.
+Two caches, both short-lived so every check cycle sees fresh records (drift detection needs them):
+
+* each client (one check run) remembers its answers, so a record asked for by several checks of one
+  domain (SPF includes, MX hosts) is converted once per run;
+* clients of one cycle share a :class:`dns.resolver.Cache` (dnspython's own: thread-safe, expires each
+  answer at its TTL, keeps NXDOMAIN/NODATA by the SOA minimum), so the SPF include of a provider that a
+  thousand domains share is asked once per cycle, not a thousand times. :class:`CycleCache` replaces
+  it every cycle. Failures (timeout, SERVFAIL, REFUSED) are never cached: each check that meets one
+  reports it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -84,17 +92,43 @@ def _no_nameservers_status(err: dns.resolver.NoNameservers) -> str:
     return SERVFAIL
 
 
+class CycleCache:
+    """The answer cache shared by one cycle of checks: a new :class:`dns.resolver.Cache` once the
+    current one is ``lifetime`` seconds old. With ``lifetime`` at most half the check interval, two
+    polls of one domain (an interval apart, less at most a quarter for jitter) never share a cache, so
+    each sees the record as published then, while the domains polled in between share every answer."""
+
+    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lifetime = lifetime
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache = dns.resolver.Cache()
+        self._started = clock()
+        self.generations = 1  # caches made so far
+
+    def current(self) -> dns.resolver.Cache:
+        """The cache of the running cycle (a fresh one when the last is ``lifetime`` old)."""
+        now = self._clock()
+        with self._lock:
+            if now - self._started >= self.lifetime:
+                self._cache, self._started = dns.resolver.Cache(), now
+                self.generations += 1
+            return self._cache
+
+
 @dataclass
 class DnsClient:
-    """A resolver with explicit nameservers (or the system's), per-lookup lifetime and a run cache."""
+    """A resolver with explicit nameservers (or the system's), per-lookup lifetime and a run cache;
+    ``shared``: the cycle's answer cache (None: every lookup goes to the network)."""
 
     nameservers: Sequence[str] = ()
     port: int = 53
     timeout: float = 5.0
+    shared: dns.resolver.Cache | None = None
     _resolver: dns.resolver.Resolver = field(init=False, repr=False)
     _cache: dict[tuple[str, str], Answer] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    queries: int = field(default=0, init=False)
+    queries: int = field(default=0, init=False)  # distinct lookups of this run (network or shared cache)
 
     def __post_init__(self) -> None:
         if self.nameservers:
@@ -105,12 +139,13 @@ class DnsClient:
         self._resolver.port = self.port
         self._resolver.lifetime = self.timeout
         self._resolver.timeout = min(self.timeout, 2.0)  # per try; retried within the lifetime
-        self._resolver.cache = None
+        self._resolver.cache = self.shared
         self._resolver.use_edns(0, 0, 1232)  # long SPF/TXT answers in one UDP reply (no TCP retry)
 
-    def fresh(self) -> DnsClient:
-        """A client with the same servers and an empty cache (one per check run)."""
-        return DnsClient(tuple(self.nameservers), self.port, self.timeout)
+    def fresh(self, shared: dns.resolver.Cache | None = None) -> DnsClient:
+        """A client with the same servers and an empty run cache (one per check run), sharing
+        ``shared`` (the cycle's cache) with the other runs of the cycle."""
+        return DnsClient(tuple(self.nameservers), self.port, self.timeout, shared)
 
     def query(self, name: str, rtype: str) -> Answer:
         """Look up ``name``/``rtype``; never raises."""
