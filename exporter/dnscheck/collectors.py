@@ -31,9 +31,9 @@ from exporter.dnscheck.mx import MxResult, check_mx
 from exporter.dnscheck.policy import PolicyResult, check_policies
 from exporter.dnscheck.ptr import PtrResult, check_ptr
 from exporter.dnscheck.render import render_domains, render_ips, render_smtp
-from exporter.dnscheck.resolver import CycleCache, DnsClient
+from exporter.dnscheck.resolver import Cycle, CycleCache, DnsClient
 from exporter.dnscheck.smtp_probe import SmtpProbeResult, probe
-from exporter.dnscheck.spf import SpfAnalysis, analyse, evaluate
+from exporter.dnscheck.spf import SpfAnalysis, analyse, shared_result
 from exporter.errors import CollectorError
 from exporter.settings import DnsSettings
 
@@ -155,15 +155,15 @@ class _DnsCollector:
         self._sources = sources
         self._interval = interval
         self._client = DnsClient(tuple(settings.resolvers), settings.port, settings.timeout)
-        # Half an interval: two polls of one target never share a cache (see CycleCache).
-        self.cycle_cache = CycleCache(interval / 2)
+        self.cycle_cache = CycleCache()
 
     def interval(self) -> float:
         return self._interval
 
-    def client(self) -> DnsClient:
-        """A client for one check run, sharing the current cycle's answer cache."""
-        return self._client.fresh(self.cycle_cache.current())
+    def client(self, target: str, cycle: Cycle | None = None) -> DnsClient:
+        """A client for one check run of ``target``, sharing the cycle's answer cache (by default the
+        current one)."""
+        return self._client.fresh((cycle or self.cycle_cache.current(target)).answers)
 
 
 class DomainCheckCollector(_DnsCollector):
@@ -183,13 +183,15 @@ class DomainCheckCollector(_DnsCollector):
         self._baselines.flush()
 
     def poll(self, target: str) -> DomainResult:
-        client = self.client()
+        cycle = self.cycle_cache.current(target)
+        client = self.client(target, cycle)
         expect = self._settings.expect.get(target)
         mx = check_mx(target, client, expect.mx if expect else None, self._settings.max_mx_hosts)
         spf = analyse(target, client)
         policies = check_policies(target, client)
         spf_results = {
-            ip: evaluate(ip, target, client, helo)[0] for ip, helo in self._sources.outbound().items()
+            ip: shared_result(ip, target, client, spf, cycle.derived, helo)
+            for ip, helo in self._sources.outbound().items()
         } if (spf.records <= 1 and not spf.temp_errors) else {}  # fmt: skip
         if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
             raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
@@ -229,7 +231,7 @@ class IpCheckCollector(_DnsCollector):
         return tuple(self._sources.outbound())
 
     def poll(self, target: str) -> IpResult:
-        client = self.client()
+        client = self.client(target)
         helo = self._sources.outbound().get(target, "")
         ptr = check_ptr(target, client, helo, self._sources.domains())
         listed = tuple(check_dnsbl(target, zone, client) for zone in self._settings.blocklists)
@@ -271,7 +273,7 @@ class SmtpProbeCollector(_DnsCollector):
         return probe(target, address, s.port, s.timeout, s.helo_name, str(s.ca_bundle) if s.ca_bundle else None)
 
     def _resolve(self, host: str) -> str:
-        client = self.client()
+        client = self.client(host)
         for answer in client.addresses(host):
             if answer.ok:
                 return answer.records[0]

@@ -23,9 +23,9 @@ Two caches, both short-lived so every check cycle sees fresh records (drift dete
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -92,28 +92,37 @@ def _no_nameservers_status(err: dns.resolver.NoNameservers) -> str:
     return SERVFAIL
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """What the checks of one cycle share: dnspython's answer cache, and results computed from those
+    answers alone (keyed by the caller, e.g. SPF results by record tree; plain dict operations are
+    atomic, and two threads computing one value agree)."""
+
+    answers: dns.resolver.Cache = field(default_factory=dns.resolver.Cache)
+    derived: dict[object, Any] = field(default_factory=dict)
+
+
 class CycleCache:
-    """The answer cache shared by one cycle of checks: a new :class:`dns.resolver.Cache` once the
-    current one is ``lifetime`` seconds old. With ``lifetime`` at most half the check interval, two
-    polls of one domain (an interval apart, less at most a quarter for jitter) never share a cache, so
-    each sees the record as published then, while the domains polled in between share every answer."""
+    """The :class:`Cycle` shared by one cycle of checks. A cycle ends when a target comes round again:
+    the first check of a target that already used the current cycle gets a new one. So no check ever
+    sees an answer cached before its own previous run (drift detection compares what is published
+    now), while every other target polled in between shares every answer (within its TTL, which
+    dnspython's cache enforces)."""
 
-    def __init__(self, lifetime: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.lifetime = lifetime
-        self._clock = clock
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache = dns.resolver.Cache()
-        self._started = clock()
-        self.generations = 1  # caches made so far
+        self._cycle = Cycle()
+        self._served: set[str] = set()
+        self.generations = 1  # cycles begun so far
 
-    def current(self) -> dns.resolver.Cache:
-        """The cache of the running cycle (a fresh one when the last is ``lifetime`` old)."""
-        now = self._clock()
+    def current(self, target: str) -> Cycle:
+        """The cycle for a check of ``target`` (a new one if ``target`` already ran in this one)."""
         with self._lock:
-            if now - self._started >= self.lifetime:
-                self._cache, self._started = dns.resolver.Cache(), now
+            if target in self._served:
+                self._cycle, self._served = Cycle(), set()
                 self.generations += 1
-            return self._cache
+            self._served.add(target)
+            return self._cycle
 
 
 @dataclass
