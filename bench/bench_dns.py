@@ -64,21 +64,36 @@ OUTBOUND = [
     "203.0.113.10",
 ]
 
-_PROVIDERS = f"""\
-_dmarc IN TXT "v=DMARC1; p=quarantine; sp=reject; rua=mailto:dmarc@{ZONE}"
-spf.protection.outlook 3600 IN TXT "v=spf1 ip4:40.92.0.0/15 ip4:40.107.0.0/16 ip4:52.100.0.0/15 ip4:52.102.0.0/16 ip4:104.47.0.0/17 ip6:2a01:111:f400::/48 ip6:2a01:111:f403::/49 include:spfd.protection.outlook.{ZONE} -all"
-spfd.protection.outlook 3600 IN TXT "v=spf1 ip4:51.4.72.0/24 ip4:51.5.72.0/24 ip4:51.5.80.0/27 ip4:20.47.149.138/32 ip4:51.4.80.0/27 ip6:2a01:4180:4051:0800::/64 -all"
-_spf.google 3600 IN TXT "v=spf1 include:_netblocks.google.{ZONE} include:_netblocks2.google.{ZONE} include:_netblocks3.google.{ZONE} ~all"
-_netblocks.google 3600 IN TXT "v=spf1 ip4:35.190.247.0/24 ip4:64.233.160.0/19 ip4:66.102.0.0/20 ip4:66.249.80.0/20 ip4:72.14.192.0/18 ip4:74.125.0.0/16 ip4:108.177.8.0/21 ip4:173.194.0.0/16 ip4:209.85.128.0/17 ip4:216.58.192.0/19 ip4:216.239.32.0/19 ~all"
-_netblocks2.google 3600 IN TXT "v=spf1 ip6:2001:4860:4000::/36 ip6:2404:6800:4000::/36 ip6:2607:f8b0:4000::/36 ip6:2800:3f0:4000::/36 ip6:2a00:1450:4000::/36 ip6:2c0f:fb50:4000::/36 ~all"
-_netblocks3.google 3600 IN TXT "v=spf1 ip4:172.217.0.0/19 ip4:172.217.32.0/20 ip4:172.217.128.0/19 ip4:172.217.160.0/20 ip4:172.217.192.0/19 ip4:172.253.56.0/21 ip4:172.253.112.0/20 ip4:108.177.96.0/19 ip4:35.191.0.0/16 ip4:130.211.0.0/22 ~all"
-_spf.mailgun 3600 IN TXT "v=spf1 ip4:209.61.151.0/24 ip4:166.78.68.0/22 ip4:198.61.254.0/23 ip4:192.237.158.0/23 ip4:23.253.182.0/23 ip4:104.130.96.0/28 ip4:146.20.113.0/24 ip4:146.20.191.0/24 ip4:159.135.224.0/20 ip4:69.72.32.0/20 ~all"
-sendgrid 3600 IN TXT "v=spf1 ip4:167.89.0.0/17 ip4:208.117.48.0/20 ip4:50.31.32.0/19 ip4:198.37.144.0/20 ip4:198.21.0.0/21 ip4:192.254.112.0/20 ip4:168.245.0.0/17 ip4:149.72.0.0/16 ip4:159.183.0.0/16 ~all"
-_spf.corp 3600 IN TXT "v=spf1 ip4:192.0.2.0/26 ip4:198.51.100.0/26 -all"
-mx1.corp 3600 IN A 192.0.2.25
-mx2.corp 3600 IN A 198.51.100.25
-mail.corp 3600 IN A 192.0.2.30
-"""
+#: Provider SPF records (name under the zone, terms), modelled on the real ones.
+_PROVIDER_SPF = {
+    "spf.protection.outlook": "ip4:40.92.0.0/15 ip4:40.107.0.0/16 ip4:52.100.0.0/15 ip4:52.102.0.0/16 "
+    f"ip4:104.47.0.0/17 ip6:2a01:111:f400::/48 ip6:2a01:111:f403::/49 include:spfd.protection.outlook.{ZONE} -all",
+    "spfd.protection.outlook": "ip4:51.4.72.0/24 ip4:51.5.72.0/24 ip4:51.5.80.0/27 ip4:20.47.149.138/32 "
+    "ip4:51.4.80.0/27 ip6:2a01:4180:4051:0800::/64 -all",
+    "_spf.google": f"include:_netblocks.google.{ZONE} include:_netblocks2.google.{ZONE} "
+    f"include:_netblocks3.google.{ZONE} ~all",
+    "_netblocks.google": "ip4:35.190.247.0/24 ip4:64.233.160.0/19 ip4:66.102.0.0/20 ip4:66.249.80.0/20 "
+    "ip4:72.14.192.0/18 ip4:74.125.0.0/16 ip4:108.177.8.0/21 ip4:173.194.0.0/16 ip4:209.85.128.0/17 "
+    "ip4:216.58.192.0/19 ip4:216.239.32.0/19 ~all",
+    "_netblocks2.google": "ip6:2001:4860:4000::/36 ip6:2404:6800:4000::/36 ip6:2607:f8b0:4000::/36 "
+    "ip6:2800:3f0:4000::/36 ip6:2a00:1450:4000::/36 ip6:2c0f:fb50:4000::/36 ~all",
+    "_netblocks3.google": "ip4:172.217.0.0/19 ip4:172.217.32.0/20 ip4:172.217.128.0/19 ip4:172.217.160.0/20 "
+    "ip4:172.217.192.0/19 ip4:172.253.56.0/21 ip4:172.253.112.0/20 ip4:108.177.96.0/19 ip4:35.191.0.0/16 "
+    "ip4:130.211.0.0/22 ~all",
+    "_spf.mailgun": "ip4:209.61.151.0/24 ip4:166.78.68.0/22 ip4:198.61.254.0/23 ip4:192.237.158.0/23 "
+    "ip4:23.253.182.0/23 ip4:104.130.96.0/28 ip4:146.20.113.0/24 ip4:146.20.191.0/24 ip4:159.135.224.0/20 "
+    "ip4:69.72.32.0/20 ~all",
+    "sendgrid": "ip4:167.89.0.0/17 ip4:208.117.48.0/20 ip4:50.31.32.0/19 ip4:198.37.144.0/20 ip4:198.21.0.0/21 "
+    "ip4:192.254.112.0/20 ip4:168.245.0.0/17 ip4:149.72.0.0/16 ip4:159.183.0.0/16 ~all",
+    "_spf.corp": "ip4:192.0.2.0/26 ip4:198.51.100.0/26 -all",
+}
+_PROVIDERS = [
+    f'_dmarc IN TXT "v=DMARC1; p=quarantine; sp=reject; rua=mailto:dmarc@{ZONE}"',
+    *(f'{name} 3600 IN TXT "v=spf1 {terms}"' for name, terms in _PROVIDER_SPF.items()),
+    "mx1.corp 3600 IN A 192.0.2.25",
+    "mx2.corp 3600 IN A 198.51.100.25",
+    "mail.corp 3600 IN A 192.0.2.30",
+]
 
 
 def zone_text(n: int) -> str:
@@ -89,7 +104,7 @@ def zone_text(n: int) -> str:
         f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 120",
         f"@ IN NS ns1.{ZONE}.",
         "ns1 IN A 127.0.0.1",
-        _PROVIDERS,
+        *_PROVIDERS,
     ]
     google_mx = ["aspmx.l.google", *(f"alt{k}.aspmx.l.google" for k in range(1, 5))]
     for k, host in enumerate(google_mx):
@@ -114,7 +129,10 @@ def zone_text(n: int) -> str:
             policy = ("reject", "quarantine", "none")[i % 3]
             lines.append(f'_dmarc.{d} IN TXT "v=DMARC1; p={policy}; rua=mailto:dmarc@{ZONE}"')
         if i % 10 < 3:
-            lines += [f'_mta-sts.{d} IN TXT "v=STSv1; id=2024{i}"', f'_smtp._tls.{d} IN TXT "v=TLSRPTv1; rua=mailto:tls@{ZONE}"']
+            lines += [
+                f'_mta-sts.{d} IN TXT "v=STSv1; id=2024{i}"',
+                f'_smtp._tls.{d} IN TXT "v=TLSRPTv1; rua=mailto:tls@{ZONE}"',
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -264,8 +282,9 @@ def main() -> None:
         run_cycle(names[:20], OUTBOUND[:2], addr, port, 2)  # warm-up: imports, the public suffix list
         small = run_cycle(names[: args.domains], OUTBOUND[:2], addr, port, args.concurrency)
         print(
-            f"{small['domains']} domains x {small['ips']} IPs, {args.concurrency} threads: wall {small['wall']:.2f} s, "
-            f"CPU {small['cpu']:.2f} s, {small['queries']} queries sent ({small['queries'] / small['domains']:.1f}/domain)"
+            f"{small['domains']} domains x {small['ips']} IPs, {args.concurrency} threads: "
+            f"wall {small['wall']:.2f} s, CPU {small['cpu']:.2f} s, {small['queries']} queries sent "
+            f"({small['queries'] / small['domains']:.1f}/domain)"
         )
         out += [
             f"dns_domains={small['domains']}",
@@ -298,7 +317,11 @@ def main() -> None:
         f"exporter, {len(sample)} domains, 1 thread: {per_domain_ms:.2f} ms/domain, {per_query_ms:.3f} ms/query "
         f"({ours['queries']} queries, CPU {ours['cpu']:.2f} s)"
     )
-    out += [f"dns_compare_domains={len(sample)}", f"dns_ms_per_domain={per_domain_ms:.2f}", f"dns_ms_per_query={per_query_ms:.3f}"]
+    out += [
+        f"dns_compare_domains={len(sample)}",
+        f"dns_ms_per_domain={per_domain_ms:.2f}",
+        f"dns_ms_per_query={per_query_ms:.3f}",
+    ]
     if theirs is None:
         print(f"checkdmarc: skipped ({args.checkdmarc_python} has no checkdmarc)")
         out.append("dns_checkdmarc=missing")
@@ -307,8 +330,8 @@ def main() -> None:
         cd_query = 1000 * theirs["wall"] / max(theirs["queries"], 1)
         print(
             f"checkdmarc {theirs['version']}, same domains: {cd_domain:.2f} ms/domain, {cd_query:.3f} ms/query "
-            f"({theirs['queries']} queries, CPU {theirs['cpu']:.2f} s); exporter faster x{cd_domain / per_domain_ms:.1f} "
-            f"per domain, x{cd_query / per_query_ms:.1f} per query"
+            f"({theirs['queries']} queries, CPU {theirs['cpu']:.2f} s); "
+            f"exporter faster x{cd_domain / per_domain_ms:.1f} per domain, x{cd_query / per_query_ms:.1f} per query"
         )
         out += [
             f"dns_checkdmarc_version={theirs['version']}",

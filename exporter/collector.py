@@ -38,7 +38,7 @@ class Collector(Protocol):
 
 
 class TargetIndex:
-    """"Is this still one of the collector's targets?" in O(1) while ``targets()`` hands out the same
+    """Whether a target is still one of the collector's targets, in O(1) while ``targets()`` hands out the same
     object: the set is rebuilt only when the collector returns a new sequence. Thread-safe (a race
     rebuilds twice, never answers from a half-built set)."""
 

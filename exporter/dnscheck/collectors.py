@@ -152,7 +152,7 @@ class _DnsCollector:
 
     def __init__(self, settings: DnsSettings, sources: Sources, interval: float) -> None:
         self._settings = settings
-        self._sources = sources
+        self.sources = sources
         self._interval = interval
         self._client = DnsClient(tuple(settings.resolvers), settings.port, settings.timeout)
         self.cycle_cache = CycleCache()
@@ -176,7 +176,7 @@ class DomainCheckCollector(_DnsCollector):
         self._baselines = baselines
 
     def targets(self) -> Sequence[str]:
-        return self._sources.domains()
+        return self.sources.domains()
 
     def close(self) -> None:
         """Save the DNS baselines (called on shutdown)."""
@@ -191,7 +191,7 @@ class DomainCheckCollector(_DnsCollector):
         policies = check_policies(target, client)
         spf_results = {
             ip: shared_result(ip, target, client, spf, cycle.derived, helo)
-            for ip, helo in self._sources.outbound().items()
+            for ip, helo in self.sources.outbound().items()
         } if (spf.records <= 1 and not spf.temp_errors) else {}  # fmt: skip
         if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
             raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
@@ -228,12 +228,12 @@ class IpCheckCollector(_DnsCollector):
         self._baselines = baselines
 
     def targets(self) -> Sequence[str]:
-        return tuple(self._sources.outbound())
+        return tuple(self.sources.outbound())
 
     def poll(self, target: str) -> IpResult:
         client = self.client(target)
-        helo = self._sources.outbound().get(target, "")
-        ptr = check_ptr(target, client, helo, self._sources.domains())
+        helo = self.sources.outbound().get(target, "")
+        ptr = check_ptr(target, client, helo, self.sources.domains())
         listed = tuple(check_dnsbl(target, zone, client) for zone in self._settings.blocklists)
         if ptr.answer.failed and listed and all(not r.ok for r in listed):
             raise CollectorError(f"DNS for {target}: {ptr.answer.status} ({ptr.answer.detail})", reason="dns")
@@ -254,7 +254,7 @@ class SmtpProbeCollector(_DnsCollector):
         self._smtp = settings.smtp
 
     def _hosts(self) -> dict[str, str]:
-        hosts = self._sources.mx_hosts(self._smtp.max_hosts) if self._smtp.probe_mx else {}
+        hosts = self.sources.mx_hosts(self._smtp.max_hosts) if self._smtp.probe_mx else {}
         for extra in self._smtp.hosts:
             hosts.setdefault(extra, "")
         return hosts
@@ -264,7 +264,7 @@ class SmtpProbeCollector(_DnsCollector):
 
     def folded_targets(self) -> dict[str, int]:
         """MX hosts beyond ``dns.smtp.max_hosts``, not probed (``mailflow_label_values_folded``)."""
-        found = len(self._sources.mx_hosts(None)) if self._smtp.probe_mx else 0
+        found = len(self.sources.mx_hosts(None)) if self._smtp.probe_mx else 0
         return {"host": max(0, found - self._smtp.max_hosts)}
 
     def poll(self, target: str) -> SmtpProbeResult:

@@ -64,7 +64,9 @@ def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = No
         a = client.query(host, "A")
         # An A record answers "does it resolve?"; AAAA is asked only without one (a query less per host).
         answers = (a,) if a.ok else (a, client.query(host, "AAAA"))
-        hosts.append(MxHost(records[host], host, combine_status(*answers), tuple(r for x in answers for r in x.records)))
+        hosts.append(
+            MxHost(records[host], host, combine_status(*answers), tuple(r for x in answers for r in x.records))
+        )
     match = None
     if expected is not None and not answer.failed:
         match = {h.lower().rstrip(".") for h in expected} == set(ordered)
