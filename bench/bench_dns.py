@@ -321,6 +321,8 @@ def main() -> None:
         f"dns_compare_domains={len(sample)}",
         f"dns_ms_per_domain={per_domain_ms:.2f}",
         f"dns_ms_per_query={per_query_ms:.3f}",
+        f"dns_compare_queries_per_domain={ours['queries'] / len(sample):.2f}",
+        f"dns_compare_cpu_ms_per_domain={1000 * ours['cpu'] / len(sample):.2f}",
     ]
     if theirs is None:
         print(f"checkdmarc: skipped ({args.checkdmarc_python} has no checkdmarc)")
@@ -338,6 +340,7 @@ def main() -> None:
             f"dns_checkdmarc_ms_per_domain={cd_domain:.2f}",
             f"dns_checkdmarc_ms_per_query={cd_query:.3f}",
             f"dns_checkdmarc_queries_per_domain={theirs['queries'] / len(sample):.2f}",
+            f"dns_checkdmarc_cpu_ms_per_domain={1000 * theirs['cpu'] / len(sample):.2f}",
             f"dns_speedup_per_domain={cd_domain / per_domain_ms:.1f}",
             f"dns_speedup_per_query={cd_query / per_query_ms:.1f}",
         ]
