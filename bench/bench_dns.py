@@ -192,6 +192,7 @@ def run_cycle(domains: list[str], ips: list[str], address: str, port: int, worke
         collector = next(c for c in service.collectors if c.name == "dns_domains")
         targets = list(collector.targets())
         with QueryCounter() as counter:
+            load = os.getloadavg()[0]
             wall0, cpu0 = time.perf_counter(), time.process_time()
             with ThreadPoolExecutor(workers) as pool:
                 snaps = list(pool.map(lambda t: service.poll_once(collector, t), targets))
@@ -211,6 +212,7 @@ def run_cycle(domains: list[str], ips: list[str], address: str, port: int, worke
         "spf_series": len(spf_lines),
         "spf_bytes": sum(len(ln) + 1 for ln in spf_lines),
         "page_series": len(lines),
+        "load": (load + os.getloadavg()[0]) / 2,  # the machine's 1-minute load average, start and end
     }
 
 
@@ -284,7 +286,7 @@ def main() -> None:
         print(
             f"{small['domains']} domains x {small['ips']} IPs, {args.concurrency} threads: "
             f"wall {small['wall']:.2f} s, CPU {small['cpu']:.2f} s, {small['queries']} queries sent "
-            f"({small['queries'] / small['domains']:.1f}/domain)"
+            f"({small['queries'] / small['domains']:.1f}/domain); load average {small['load']:.1f}"
         )
         out += [
             f"dns_domains={small['domains']}",
@@ -292,6 +294,7 @@ def main() -> None:
             f"dns_wall_s={small['wall']:.2f}",
             f"dns_cpu_s={small['cpu']:.2f}",
             f"dns_queries_per_domain={small['queries'] / small['domains']:.2f}",
+            f"dns_load={small['load']:.1f}",
         ]
         if args.large:
             big = run_cycle(names[: args.large], OUTBOUND[: args.large_ips], addr, port, args.concurrency)
