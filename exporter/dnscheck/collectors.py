@@ -226,9 +226,14 @@ class IpCheckCollector(_DnsCollector):
     def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
         super().__init__(settings, sources, settings.interval)
         self._baselines = baselines
+        self._targets: tuple[Mapping[str, str], tuple[str, ...]] | None = None
 
     def targets(self) -> Sequence[str]:
-        return tuple(self.sources.outbound())
+        outbound = self.sources.outbound()
+        last = self._targets
+        if last is None or last[0] is not outbound:  # the same tuple while the IPs are unchanged
+            last = self._targets = (outbound, tuple(outbound))
+        return last[1]
 
     def poll(self, target: str) -> IpResult:
         client = self.client(target)

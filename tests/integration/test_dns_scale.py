@@ -92,6 +92,8 @@ def test_bookkeeping_is_linear_per_cycle(nsd_factory: Any, tmp_path: Path) -> No
                 assert service.poll_once(collector, target) is not None
             assert inner.sources.rebuilds == before  # nothing rebuilt the domain or IP lists
             assert service._wanted.rebuilds == 1  # one index for the whole cycle, not one per poll
+            ip_collector = next(c for c in service.collectors if c.name == "dns_ips")
+            assert ip_collector.targets() is ip_collector.targets()
             assert len(owned) == (300 if sharding == 1 else len([d for d in domains if service.shard.owns(d)]))
         finally:
             service.stop()
