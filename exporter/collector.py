@@ -7,7 +7,7 @@ fresh results of all targets, so each metric family is emitted once with every t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
@@ -22,8 +22,10 @@ class Collector(Protocol):
         """Seconds between polls of one target."""
         ...
 
-    def targets(self) -> list[str]:
-        """The targets to poll now (may change, e.g. after discovery)."""
+    def targets(self) -> Sequence[str]:
+        """The targets to poll now (may change, e.g. after discovery). Asked after every poll: a
+        collector with many targets returns the same immutable sequence while they are unchanged, so
+        callers can index it once (see ``TargetIndex``)."""
         ...
 
     def poll(self, target: str) -> Any:
@@ -33,3 +35,23 @@ class Collector(Protocol):
     def render(self, results: Mapping[str, Any]) -> Iterable[Metric]:
         """Metric families for the fresh results, keyed by target."""
         ...
+
+
+class TargetIndex:
+    """Whether a target is still one of the collector's targets, in O(1) while ``targets()`` hands out the same
+    object: the set is rebuilt only when the collector returns a new sequence. Thread-safe (a race
+    rebuilds twice, never answers from a half-built set)."""
+
+    def __init__(self) -> None:
+        self._sets: dict[str, tuple[Sequence[str], frozenset[str]]] = {}
+        self.rebuilds = 0
+
+    def wants(self, collector: Collector, target: str) -> bool:
+        """Whether ``target`` is among ``collector.targets()`` now."""
+        targets = collector.targets()
+        known = self._sets.get(collector.name)
+        if known is None or known[0] is not targets:
+            known = (targets, frozenset(targets))
+            self._sets[collector.name] = known
+            self.rebuilds += 1
+        return target in known[1]

@@ -17,7 +17,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from pypsrp.wsman import WSMan
 
-from exporter.collector import Collector
+from exporter.collector import Collector, TargetIndex
 from exporter.dnscheck.baseline import BaselineStore
 from exporter.dnscheck.collectors import EXECUTOR as DNS_EXECUTOR
 from exporter.dnscheck.collectors import dns_collectors
@@ -178,6 +178,7 @@ class Service:
             trace=self._trace_form() if settings.web.trace_enabled else None,
         )
         self.web: WebServer | None = None
+        self._wanted = TargetIndex()  # after every poll: is the target still wanted?
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
@@ -227,7 +228,7 @@ class Service:
             log.debug("poll crashed collector=%s target=%s", collector.name, target, exc_info=exc)
             result, ok, reason, message = None, False, "other", f"{type(exc).__name__}: internal error"
         duration = time.monotonic() - started
-        if self._stopped.is_set() or target not in collector.targets():
+        if self._stopped.is_set() or not self._wanted.wants(collector, target):
             return None  # shutting down, or the target left the inventory while we polled it
         snapshot = Snapshot(
             collector=collector.name,

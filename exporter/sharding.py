@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,14 +84,22 @@ class ShardedCollector:
         self._inner = inner
         self._shard = shard
         self.name: str = inner.name
+        self._owned: tuple[Sequence[str], tuple[str, ...]] | None = None  # (inner targets, ours)
 
     def __getattr__(self, attr: str) -> Any:  # interval, poll, render, executor, close...
         return getattr(self._inner, attr)
 
-    def targets(self) -> list[str]:
+    def targets(self) -> Sequence[str]:
+        """The inner collector's targets this shard owns; the same tuple while the inner collector hands
+        out the same sequence (hashing every target after every poll would be quadratic per cycle)."""
+        inner = self._inner.targets()
         if self.name in EVERYWHERE:
-            return list(self._inner.targets())
-        return [t for t in self._inner.targets() if self._shard.owns(t)]
+            return inner
+        owned = self._owned
+        if owned is None or owned[0] is not inner:
+            owned = (inner, tuple(t for t in inner if self._shard.owns(t)))
+            self._owned = owned
+        return owned[1]
 
     @property
     def reports(self) -> bool:

@@ -48,6 +48,7 @@ class SnapshotStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str], TargetState] = {}
+        self._by_collector: dict[str, dict[str, TargetState]] = {}  # the same states, by collector
         self._errors: dict[tuple[str, str, str], int] = {}
         self._generation = 0
 
@@ -57,7 +58,9 @@ class SnapshotStore:
         with self._lock:
             previous = self._states.get(key)
             success = snapshot if snapshot.ok else (previous.last_success if previous else None)
-            self._states[key] = TargetState(last=snapshot, last_success=success)
+            state = TargetState(last=snapshot, last_success=success)
+            self._states[key] = state
+            self._by_collector.setdefault(snapshot.collector, {})[snapshot.target] = state
             self._generation += 1
             if not snapshot.ok:
                 err_key = (snapshot.collector, snapshot.target, snapshot.reason or "other")
@@ -74,12 +77,15 @@ class SnapshotStore:
             return dict(self._errors)
 
     def fresh_results(self, collector: str, stale_after_intervals: float) -> dict[str, Any]:
-        """Latest successful result per target, leaving out those older than N intervals."""
+        """Latest successful result per target, leaving out those older than N intervals. Costs the
+        collector's own targets only (the DNS checks ask for the accepted domains after every poll)."""
         now = self._clock()
+        with self._lock:
+            states = list(self._by_collector.get(collector, {}).items())
         out: dict[str, Any] = {}
-        for (name, target), state in self.states().items():
+        for target, state in states:
             good = state.last_success
-            if name == collector and good is not None and good.age(now) <= good.interval * stale_after_intervals:
+            if good is not None and good.age(now) <= good.interval * stale_after_intervals:
                 out[target] = good.result
         return out
 
@@ -87,6 +93,7 @@ class SnapshotStore:
         """Drop a target that is no longer polled (e.g. removed by discovery)."""
         with self._lock:
             self._states.pop((collector, target), None)
+            self._by_collector.get(collector, {}).pop(target, None)
             self._generation += 1
             for key in [k for k in self._errors if k[:2] == (collector, target)]:
                 del self._errors[key]

@@ -5,7 +5,14 @@ Targets come from the configuration plus what the Exchange collectors found: acc
 read from the snapshot store, so a new accepted domain is checked within one reconcile cycle. MX
 hosts found by the domain checks become SMTP probe targets. These collectors run on their own
 thread pool (``dns.concurrency``), so a thousand domains neither wait on Exchange polls nor starve
-them; each check's lookups share one per-run cache.
+them. Each check run has its own answer cache, and the runs of one cycle share dnspython's TTL cache
+(:class:`exporter.dnscheck.resolver.CycleCache`), so SPF includes, MX hosts and DMARC records that
+many domains share are asked once per cycle.
+
+Bookkeeping is linear per cycle: the service asks ``targets()`` after every poll (is the target still
+wanted?), so the target lists are rebuilt only when their inputs (the accepted-domain and
+send-connector results, immutable snapshots compared by identity) change, and the same immutable
+list is handed out otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from exporter.dnscheck.baseline import BaselineStore, DriftState
 from exporter.dnscheck.dnsbl import DnsblResult, check_dnsbl
@@ -23,14 +31,15 @@ from exporter.dnscheck.mx import MxResult, check_mx
 from exporter.dnscheck.policy import PolicyResult, check_policies
 from exporter.dnscheck.ptr import PtrResult, check_ptr
 from exporter.dnscheck.render import render_domains, render_ips, render_smtp
-from exporter.dnscheck.resolver import DnsClient
+from exporter.dnscheck.resolver import Cycle, CycleCache, DnsClient
 from exporter.dnscheck.smtp_probe import SmtpProbeResult, probe
-from exporter.dnscheck.spf import SpfAnalysis, analyse, evaluate
+from exporter.dnscheck.spf import SpfAnalysis, analyse, shared_result
 from exporter.errors import CollectorError
 from exporter.settings import DnsSettings
 
 log = logging.getLogger(__name__)
 EXECUTOR = "dns"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,32 @@ class IpResult:
     queries: int
 
 
+def _same(before: list[tuple[str, Any]], now: list[tuple[str, Any]]) -> bool:
+    return len(before) == len(now) and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(before, now, strict=True))
+
+
+class _Derived(Generic[T]):
+    """A value derived from one collector's fresh results, rebuilt only when a result changed.
+
+    Results are immutable snapshots, so "changed" is an identity test over (target, result) pairs:
+    O(results of that collector), a handful for the organisation-wide collectors."""
+
+    def __init__(self, build: Callable[[Mapping[str, Any]], T]) -> None:
+        self._build = build
+        self._last: tuple[list[tuple[str, Any]], T] | None = None
+        self.rebuilds = 0
+
+    def get(self, results: Mapping[str, Any]) -> T:
+        inputs = list(results.items())
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is not None and _same(last[0], inputs):
+            return last[1]
+        value = self._build(results)
+        self._last = (inputs, value)
+        self.rebuilds += 1
+        return value
+
+
 class Sources:
     """Where the DNS collectors find their targets: settings plus the Exchange collectors' results."""
 
@@ -65,28 +100,42 @@ class Sources:
         self._settings = settings
         self._latest = latest  # collector name -> {target: result} of fresh, successful polls
         self._last_accepted: set[str] = set()  # kept while Exchange is unreachable: DNS checks go on
+        self._domains = _Derived(self._build_domains)
+        self._outbound = _Derived(self._build_outbound)
 
-    def domains(self) -> list[str]:
-        """Configured domains plus accepted domains (not wildcards), minus excluded globs."""
+    @property
+    def rebuilds(self) -> int:
+        """How many times the domain and outbound-IP lists were built (they are reused while unchanged)."""
+        return self._domains.rebuilds + self._outbound.rebuilds
+
+    def domains(self) -> tuple[str, ...]:
+        """Configured domains plus accepted domains (not wildcards), minus excluded globs; sorted."""
+        results = self._latest("accepted_domains") if self._settings.use_accepted_domains else {}
+        return self._domains.get(results)
+
+    def _build_domains(self, results: Mapping[str, Any]) -> tuple[str, ...]:
         found = set(self._settings.domains)
         if self._settings.use_accepted_domains:
-            accepted = {d for result in self._latest("accepted_domains").values() for d in result.dns_domains()}
+            accepted = {d for result in results.values() for d in result.dns_domains()}
             if accepted:
                 self._last_accepted = accepted
             found.update(self._last_accepted)
         excluded = [p.lower() for p in self._settings.exclude_domains]
-        return sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded))
+        return tuple(sorted(d for d in found if not any(fnmatch.fnmatchcase(d, p) for p in excluded)))
 
-    def outbound(self) -> dict[str, str]:
-        """Outbound IP -> expected HELO name ("" when unknown)."""
+    def outbound(self) -> Mapping[str, str]:
+        """Outbound IP -> expected HELO name ("" when unknown); sorted by IP text, read-only."""
+        results = self._latest("send_connectors") if self._settings.use_send_connector_ips else {}
+        return self._outbound.get(results)
+
+    def _build_outbound(self, results: Mapping[str, Any]) -> Mapping[str, str]:
         out = {o.ip: o.helo for o in self._settings.outbound_ips}
-        if self._settings.use_send_connector_ips:
-            for result in self._latest("send_connectors").values():
-                for conn in result.kept_connectors():  # within the send connector cap
-                    # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
-                    if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
-                        out.setdefault(conn.source_ip, conn.fqdn)
-        return dict(sorted(out.items()))
+        for result in results.values():
+            for conn in result.kept_connectors():  # within the send connector cap
+                # SourceIPAddress is a local bind address; behind NAT it is private: not checkable.
+                if conn.source_ip and conn.enabled and ipaddress.ip_address(conn.source_ip).is_global:
+                    out.setdefault(conn.source_ip, conn.fqdn)
+        return MappingProxyType(dict(sorted(out.items())))
 
     def mx_hosts(self, cap: int | None) -> dict[str, str]:
         """MX host -> an address it resolves to, from the latest domain checks (sorted, capped)."""
@@ -103,15 +152,18 @@ class _DnsCollector:
 
     def __init__(self, settings: DnsSettings, sources: Sources, interval: float) -> None:
         self._settings = settings
-        self._sources = sources
+        self.sources = sources
         self._interval = interval
         self._client = DnsClient(tuple(settings.resolvers), settings.port, settings.timeout)
+        self.cycle_cache = CycleCache()
 
     def interval(self) -> float:
         return self._interval
 
-    def client(self) -> DnsClient:
-        return self._client.fresh()
+    def client(self, target: str, cycle: Cycle | None = None) -> DnsClient:
+        """A client for one check run of ``target``, sharing the cycle's answer cache (by default the
+        current one)."""
+        return self._client.fresh((cycle or self.cycle_cache.current(target)).answers)
 
 
 class DomainCheckCollector(_DnsCollector):
@@ -123,21 +175,23 @@ class DomainCheckCollector(_DnsCollector):
         super().__init__(settings, sources, settings.interval)
         self._baselines = baselines
 
-    def targets(self) -> list[str]:
-        return self._sources.domains()
+    def targets(self) -> Sequence[str]:
+        return self.sources.domains()
 
     def close(self) -> None:
         """Save the DNS baselines (called on shutdown)."""
         self._baselines.flush()
 
     def poll(self, target: str) -> DomainResult:
-        client = self.client()
+        cycle = self.cycle_cache.current(target)
+        client = self.client(target, cycle)
         expect = self._settings.expect.get(target)
         mx = check_mx(target, client, expect.mx if expect else None, self._settings.max_mx_hosts)
         spf = analyse(target, client)
         policies = check_policies(target, client)
         spf_results = {
-            ip: evaluate(ip, target, client, helo)[0] for ip, helo in self._sources.outbound().items()
+            ip: shared_result(ip, target, client, spf, cycle.derived, helo)
+            for ip, helo in self.sources.outbound().items()
         } if (spf.records <= 1 and not spf.temp_errors) else {}  # fmt: skip
         if mx.answer.failed and spf.temp_errors and policies.dmarc.answer.failed:
             raise CollectorError(f"DNS for {target}: {mx.answer.status} ({mx.answer.detail})", reason="dns")
@@ -172,14 +226,19 @@ class IpCheckCollector(_DnsCollector):
     def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
         super().__init__(settings, sources, settings.interval)
         self._baselines = baselines
+        self._targets: tuple[Mapping[str, str], tuple[str, ...]] | None = None
 
-    def targets(self) -> list[str]:
-        return list(self._sources.outbound())
+    def targets(self) -> Sequence[str]:
+        outbound = self.sources.outbound()
+        last = self._targets
+        if last is None or last[0] is not outbound:  # the same tuple while the IPs are unchanged
+            last = self._targets = (outbound, tuple(outbound))
+        return last[1]
 
     def poll(self, target: str) -> IpResult:
-        client = self.client()
-        helo = self._sources.outbound().get(target, "")
-        ptr = check_ptr(target, client, helo, self._sources.domains())
+        client = self.client(target)
+        helo = self.sources.outbound().get(target, "")
+        ptr = check_ptr(target, client, helo, self.sources.domains())
         listed = tuple(check_dnsbl(target, zone, client) for zone in self._settings.blocklists)
         if ptr.answer.failed and listed and all(not r.ok for r in listed):
             raise CollectorError(f"DNS for {target}: {ptr.answer.status} ({ptr.answer.detail})", reason="dns")
@@ -200,7 +259,7 @@ class SmtpProbeCollector(_DnsCollector):
         self._smtp = settings.smtp
 
     def _hosts(self) -> dict[str, str]:
-        hosts = self._sources.mx_hosts(self._smtp.max_hosts) if self._smtp.probe_mx else {}
+        hosts = self.sources.mx_hosts(self._smtp.max_hosts) if self._smtp.probe_mx else {}
         for extra in self._smtp.hosts:
             hosts.setdefault(extra, "")
         return hosts
@@ -210,7 +269,7 @@ class SmtpProbeCollector(_DnsCollector):
 
     def folded_targets(self) -> dict[str, int]:
         """MX hosts beyond ``dns.smtp.max_hosts``, not probed (``mailflow_label_values_folded``)."""
-        found = len(self._sources.mx_hosts(None)) if self._smtp.probe_mx else 0
+        found = len(self.sources.mx_hosts(None)) if self._smtp.probe_mx else 0
         return {"host": max(0, found - self._smtp.max_hosts)}
 
     def poll(self, target: str) -> SmtpProbeResult:
@@ -219,7 +278,7 @@ class SmtpProbeCollector(_DnsCollector):
         return probe(target, address, s.port, s.timeout, s.helo_name, str(s.ca_bundle) if s.ca_bundle else None)
 
     def _resolve(self, host: str) -> str:
-        client = self.client()
+        client = self.client(host)
         for answer in client.addresses(host):
             if answer.ok:
                 return answer.records[0]

@@ -15,7 +15,7 @@ class MxHost:
     preference: int
     host: str
     status: str  # resolver status of the host's A/AAAA lookups
-    addresses: tuple[str, ...]
+    addresses: tuple[str, ...]  # its IPv4 addresses; IPv6 ones only when it has no A record
 
     @property
     def resolves(self) -> bool:
@@ -61,8 +61,12 @@ def check_mx(domain: str, client: DnsClient, expected: Sequence[str] | None = No
     ordered = sorted(records, key=lambda h: (records[h], h))
     hosts: list[MxHost] = []
     for host in ordered[:max_hosts]:
-        a, aaaa = client.addresses(host)
-        hosts.append(MxHost(records[host], host, combine_status(a, aaaa), a.records + aaaa.records))
+        a = client.query(host, "A")
+        # An A record answers "does it resolve?"; AAAA is asked only without one (a query less per host).
+        answers = (a,) if a.ok else (a, client.query(host, "AAAA"))
+        hosts.append(
+            MxHost(records[host], host, combine_status(*answers), tuple(r for x in answers for r in x.records))
+        )
     match = None
     if expected is not None and not answer.failed:
         match = {h.lower().rstrip(".") for h in expected} == set(ordered)

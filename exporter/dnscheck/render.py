@@ -4,6 +4,11 @@ Rule for every family: a value is only emitted when the resolver answered. A tim
 shows as ``mailflow_dns_check_success == 0`` (with the reason in ``mailflow_dns_check_error_info``)
 and the record metrics of that check are absent for that poll, never 0: a resolver outage is not a
 missing record.
+
+State-set families (``mailflow_dns_spf_result``, ``mailflow_dns_dmarc_policy``) carry the state in a
+label and emit only the current state, with value 1: one series per domain (and IP), not one per
+possible value. At 5,000 domains and 10 outbound IPs that is 50,000 SPF series instead of 350,000.
+Queries select the state (``{result!="pass"}``); a state change ends one series and starts another.
 """
 
 from __future__ import annotations
@@ -15,10 +20,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.dnscheck.dnsbl import LISTED, NOT_LISTED
-from exporter.dnscheck.policy import DMARC_POLICIES
 from exporter.dnscheck.resolver import FAILURES, Answer
 from exporter.dnscheck.smtp_probe import PHASES, SmtpProbeResult
-from exporter.dnscheck.spf import RESULTS
 
 if TYPE_CHECKING:
     from exporter.dnscheck.collectors import DomainResult, IpResult
@@ -88,12 +91,14 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
     )
     spf_result = _g(
         "mailflow_dns_spf_result",
-        "1 for the SPF result (pyspf check_host) of mail from the domain sent by the outbound IP.",
+        "Always 1, labelled with the SPF result (pyspf check_host: pass, fail, softfail, neutral, none, "
+        "permerror, temperror) of mail from the domain sent by the outbound IP; only the current result.",
         ["domain", "ip", "result"],
     )
     dmarc = _g(
         "mailflow_dns_dmarc_policy",
-        "1 for the domain's DMARC policy (none, quarantine, reject, invalid, missing).",
+        "Always 1, labelled with the DMARC policy receivers apply to the domain (none, quarantine, reject, "
+        "invalid, missing); only the current policy.",
         ["domain", "policy"],
     )
     dmarc_inherited = _g(
@@ -148,12 +153,9 @@ def render_domains(results: Iterable[DomainResult]) -> list[Metric]:
             if not r.spf.temp_errors:
                 spf_valid.add_metric([d], _b(r.spf.valid))
             for ip, result in sorted(r.spf_results.items()):
-                for value in RESULTS:
-                    spf_result.add_metric([d, ip, value], _b(result == value))
+                spf_result.add_metric([d, ip, result], 1)
         if check(d, "dmarc", r.policies.dmarc.answer):
-            policy = r.policies.dmarc_policy
-            for value in (*DMARC_POLICIES, "invalid", "missing"):
-                dmarc.add_metric([d, value], _b(policy == value))
+            dmarc.add_metric([d, r.policies.dmarc_policy], 1)
             dmarc_inherited.add_metric([d], _b(bool(r.policies.dmarc_inherited_from)))
         if check(d, "mta_sts", r.policies.mta_sts.answer):
             mta_sts.add_metric([d], _b(r.policies.mta_sts.present))

@@ -9,8 +9,15 @@ different exception for each case and :class:`DnsClient` turns them into one :cl
 * ``servfail``, ``refused``, ``timeout``, ``error``: the resolver could not tell
   (:attr:`Answer.failed`): never reported as a missing record.
 
-Answers are cached for the life of one client (one check run), so a record asked for by several
-checks (SPF includes, MX hosts) is looked up once per run.
+Two caches, both short-lived so every check cycle sees fresh records (drift detection needs them):
+
+* each client (one check run) remembers its answers, so a record asked for by several checks of one
+  domain (SPF includes, MX hosts) is converted once per run;
+* clients of one cycle share a :class:`dns.resolver.Cache` (dnspython's own: thread-safe, expires each
+  answer at its TTL, keeps NXDOMAIN/NODATA by the SOA minimum), so the SPF include of a provider that a
+  thousand domains share is asked once per cycle, not a thousand times. :class:`CycleCache` replaces
+  it every cycle. Failures (timeout, SERVFAIL, REFUSED) are never cached: each check that meets one
+  reports it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -84,17 +92,52 @@ def _no_nameservers_status(err: dns.resolver.NoNameservers) -> str:
     return SERVFAIL
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """What the checks of one cycle share: dnspython's answer cache, and results computed from those
+    answers alone (keyed by the caller, e.g. SPF results by record tree; plain dict operations are
+    atomic, and two threads computing one value agree)."""
+
+    answers: dns.resolver.Cache = field(default_factory=dns.resolver.Cache)
+    derived: dict[object, Any] = field(default_factory=dict)
+
+
+class CycleCache:
+    """The :class:`Cycle` shared by one cycle of checks. A cycle ends when a target comes round again:
+    the first check of a target that already used the current cycle gets a new one. So no check ever
+    sees an answer cached before its own previous run (drift detection compares what is published
+    now), while every other target polled in between shares every answer (within its TTL, which
+    dnspython's cache enforces)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cycle = Cycle()
+        self._served: set[str] = set()
+        self.generations = 1  # cycles begun so far
+
+    def current(self, target: str) -> Cycle:
+        """The cycle for a check of ``target`` (a new one if ``target`` already ran in this one)."""
+        with self._lock:
+            if target in self._served:
+                self._cycle, self._served = Cycle(), set()
+                self.generations += 1
+            self._served.add(target)
+            return self._cycle
+
+
 @dataclass
 class DnsClient:
-    """A resolver with explicit nameservers (or the system's), per-lookup lifetime and a run cache."""
+    """A resolver with explicit nameservers (or the system's), per-lookup lifetime and a run cache;
+    ``shared``: the cycle's answer cache (None: every lookup goes to the network)."""
 
     nameservers: Sequence[str] = ()
     port: int = 53
     timeout: float = 5.0
+    shared: dns.resolver.Cache | None = None
     _resolver: dns.resolver.Resolver = field(init=False, repr=False)
     _cache: dict[tuple[str, str], Answer] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    queries: int = field(default=0, init=False)
+    queries: int = field(default=0, init=False)  # distinct lookups of this run (network or shared cache)
 
     def __post_init__(self) -> None:
         if self.nameservers:
@@ -105,12 +148,13 @@ class DnsClient:
         self._resolver.port = self.port
         self._resolver.lifetime = self.timeout
         self._resolver.timeout = min(self.timeout, 2.0)  # per try; retried within the lifetime
-        self._resolver.cache = None
+        self._resolver.cache = self.shared
         self._resolver.use_edns(0, 0, 1232)  # long SPF/TXT answers in one UDP reply (no TCP retry)
 
-    def fresh(self) -> DnsClient:
-        """A client with the same servers and an empty cache (one per check run)."""
-        return DnsClient(tuple(self.nameservers), self.port, self.timeout)
+    def fresh(self, shared: dns.resolver.Cache | None = None) -> DnsClient:
+        """A client with the same servers and an empty run cache (one per check run), sharing
+        ``shared`` (the cycle's cache) with the other runs of the cycle."""
+        return DnsClient(tuple(self.nameservers), self.port, self.timeout, shared)
 
     def query(self, name: str, rtype: str) -> Answer:
         """Look up ``name``/``rtype``; never raises."""

@@ -7,6 +7,10 @@ NXDOMAIN/NODATA), detects include loops, and validates the syntax of every term.
 or 2 void lookups is a permerror at receivers: mail fails SPF for every sender.
 
 :func:`evaluate` asks pyspf, the maintained RFC 7208 evaluator, for ``check_host()`` of one IP.
+:func:`shared_result` lets domains whose whole record tree is the same and says nothing about the
+sender's domain (only ``ip4``/``ip6``/``all``/``include``/``redirect``/``a:<host>`` terms, no macro:
+"v=spf1 include:spf.protection.outlook.com -all" on a hundred accepted domains) share one pyspf
+evaluation per IP and cycle: the result depends on the IP and those records only.
 pyspf looks DNS up through its module-level ``DNSLookup`` function; :func:`_pyspf_lookup` replaces
 it once and routes each evaluation's queries to that evaluation's :class:`DnsClient` through a
 thread-local, so evaluations in parallel threads use their own resolver and cache.
@@ -14,10 +18,11 @@ thread-local, so evaluations in parallel threads use their own resolver and cach
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +58,9 @@ class SpfAnalysis:
     errors: list[str] = field(default_factory=list)
     temp_errors: list[str] = field(default_factory=list)  # resolver faults met on the way
     depth: int = 0
+    #: Every record of the tree (and the answers of its ``a:<host>`` terms) when the tree's SPF result
+    #: depends on nothing else (see :func:`shared_result`); () when it does.
+    signature: tuple[str, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -87,6 +95,12 @@ def terms(record: str) -> Iterator[str]:
 
 def check_syntax(record: str) -> list[str]:
     """Syntax problems of one record (RFC 7208 section 12 grammar, with ip4/ip6 validated)."""
+    return list(_syntax_problems(record))
+
+
+@functools.lru_cache(maxsize=4096)
+def _syntax_problems(record: str) -> tuple[str, ...]:
+    # Provider records (a dozen ip4 networks each) are included by most domains: parse each text once.
     problems: list[str] = []
     seen_modifiers: set[str] = set()
     for term in terms(record):
@@ -125,13 +139,17 @@ def check_syntax(record: str) -> list[str]:
             seen_modifiers.add(key)
             continue
         problems.append(f"'{term}': unknown mechanism")
-    return problems
+    return tuple(problems)
 
 
 class _Walker:
     def __init__(self, client: DnsClient, result: SpfAnalysis) -> None:
         self.client = client
         self.result = result
+        self.signature: list[str] | None = []  # None: the result depends on the sender's domain
+
+    def _depends(self) -> None:
+        self.signature = None
 
     def void(self, answer: Answer) -> None:
         if answer.status in (NXDOMAIN, NODATA):
@@ -157,6 +175,10 @@ class _Walker:
     def walk(self, domain: str, record: str, stack: tuple[str, ...]) -> None:
         self.result.depth = max(self.result.depth, len(stack))
         self.result.errors.extend(f"{domain}: {p}" for p in check_syntax(record))
+        if self.signature is not None:
+            self.signature.append(record)
+            if _has_macro(record):
+                self._depends()
         redirect: str | None = None
         has_all = False
         for term in terms(record):
@@ -170,6 +192,8 @@ class _Walker:
             has_all = has_all or name == "all"
             if name not in _QUERYING:
                 continue
+            if name not in ("include", "a") or not arg:
+                self._depends()  # mx, ptr, exists, bare a: answers the signature does not hold
             self.result.lookups += 1
             target = (arg or domain).rstrip(".").lower()
             if _has_macro(target):
@@ -177,7 +201,9 @@ class _Walker:
             if name == "include":
                 self.descend(target, "include", stack)
             elif name == "a":
-                self.void_host(target)
+                a, aaaa = self.void_host(target)
+                if self.signature is not None:
+                    self.signature.append(f"a:{target} {' '.join(a.records + aaaa.records)}")
             elif name == "mx":
                 mx = self.client.query(target, "MX")
                 self.void(mx)
@@ -190,14 +216,15 @@ class _Walker:
             if not _has_macro(redirect):
                 self.descend(redirect.rstrip(".").lower(), "redirect", stack)
 
-    def void_host(self, host: str) -> None:
+    def void_host(self, host: str) -> tuple[Answer, Answer]:
         a, aaaa = self.client.addresses(host)
         if a.ok or aaaa.ok:
-            return  # it resolves: neither void nor a fault, whatever the other family said
+            return a, aaaa  # it resolves: neither void nor a fault, whatever the other family said
         if a.failed or aaaa.failed:
             self.void(a if a.failed else aaaa)
         elif a.missing and aaaa.missing:
             self.result.void_lookups += 1
+        return a, aaaa
 
     def descend(self, target: str, via: str, stack: tuple[str, ...]) -> None:
         if target in stack:
@@ -224,7 +251,10 @@ def analyse(domain: str, client: DnsClient) -> SpfAnalysis:
             result.errors.append(f"{len(records)} SPF records (only one is allowed)")
         return result
     result.record = records[0]
-    _Walker(client, result).walk(domain.lower(), records[0], (domain.lower(),))
+    walker = _Walker(client, result)
+    walker.walk(domain.lower(), records[0], (domain.lower(),))
+    if walker.signature is not None and result.valid and not result.void_lookups:
+        result.signature = tuple(walker.signature)
     return result
 
 
@@ -275,3 +305,20 @@ def evaluate(ip: str, domain: str, client: DnsClient, helo: str = "", timeout: f
         _local.client = None
     result = str(result).lower()
     return (result if result in RESULTS else "permerror"), str(explanation)
+
+
+def shared_result(
+    ip: str, domain: str, client: DnsClient, analysis: SpfAnalysis, shared: MutableMapping[object, str], helo: str = ""
+) -> str:
+    """:func:`evaluate`'s result, computed once per IP and record tree in ``shared`` (one cycle's
+    results) when the tree's signature says the result depends on nothing else. A temperror is never
+    shared: each domain that meets a resolver fault reports it."""
+    key = (ip, analysis.signature) if analysis.signature else None
+    if key is not None:
+        known = shared.get(key)
+        if known is not None:
+            return known
+    result = evaluate(ip, domain, client, helo)[0]
+    if key is not None and result != "temperror":
+        shared[key] = result
+    return result
