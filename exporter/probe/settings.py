@@ -84,7 +84,7 @@ class MailflowProbeSettings(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> MailflowProbeSettings:
-        names = [p.name.lower() for p in (*self.internal, *self.inbound)]
+        names = [p.name.lower() for p in self.internal] + [p.name.lower() for p in self.inbound]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"probe names must be unique (case-insensitive): {', '.join(twice)}")
