@@ -88,6 +88,7 @@ THRESHOLDS: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("MailflowSmtpCertificateExpiring", "warning"): [
         ("smtpCertificateExpiringDaysThreshold", "days before an MX host's TLS certificate expires"),
     ],
+    ("MailflowProbeSlow", "warning"): [("probeSlowSecondsThreshold", "seconds a synthetic probe may take end to end")],
 }
 
 # ------------------------------------------------------------------------------------------- PromQL
