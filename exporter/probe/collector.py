@@ -68,7 +68,8 @@ class MailflowProbeCollector:
         if isinstance(probe, InternalProbe):
             server = self._server_for(probe.source)
             call_timeout = self._targets.server(server).call_timeout
-            return run_internal(self._targets.session(server), probe, call_timeout)
+            # Its own session: a failing Test-Mailflow holds it for -ExecutionTimeout, the server's polls must not wait.
+            return run_internal(self._targets.dedicated_session(server, "probe"), probe, call_timeout)
         call_timeout = self._targets.server(self._targets.seed().name).call_timeout
         return run_inbound(self._targets, self._dns.fresh(), probe, call_timeout)
 
