@@ -217,3 +217,16 @@ def test_without_the_monitoring_role_the_finding_names_it(
     finally:
         net.stop()
         sim.stop()
+
+
+def test_the_demo_runs_both_probes_through_its_own_world(service_factory: Callable[..., Service]) -> None:
+    from exporter.demo import demo_organisation
+
+    with demo_organisation("127.0.0.1:0", tls=False) as (_scenario, settings):
+        assert settings.collectors.mailflow_probe.enabled
+        service = service_factory(settings)
+        probes = {c.name: c for c in service.collectors}["mailflow_probe"]
+        results = {t: service.poll_once(probes, t) for t in probes.targets()}
+        outcomes = {t: (s.result.kind, s.result.outcome) for t, s in results.items() if s is not None and s.ok}
+        assert outcomes == {"ex01-to-ex02": ("internal", "success"), "contoso-inbound": ("inbound", "success")}
+        service.stop()
