@@ -17,9 +17,10 @@ The organisation's state decides (docs/fidelity.md, "Probe mail"):
 - a recipient outside the accepted domains: ``RCPT TO`` gets ``550 5.7.54 SMTP; Unable to relay
   recipient in non-accepted domain`` (Exchange 2013+);
 - accepted: ``250 2.6.0 <message-id> [InternalId=..., Hostname=...] Queued mail for delivery``, RECEIVE
-  now; DELIVER 1-3 seconds later unless the path is blocked (``cmdlets_probe.path_blocked``: the
-  delivering server down, under High back pressure or with a mail service stopped) or no database is
-  mounted: then the message stays received and never delivered, like a message stuck in a queue.
+  now (on the first transport server that is up); DELIVER 1-3 seconds later unless the path is blocked
+  (``cmdlets_probe.path_blocked``: the delivering server down, under High back pressure or with a mail
+  service stopped) or no database is mounted: then the message stays received and never delivered, like a message stuck in a queue;
+- a server with ``message_tracking_log_enabled: false`` logs none of it (mail still flows).
 
 Events are stamped on the organisation clock (a server's clock skew is not applied to them).
 """
@@ -120,13 +121,11 @@ class SmtpSink:
         return Context(self._state.scenario, self._state.timeline, server, faults=self._state.faults)
 
     def receiver(self) -> ServerSpec | None:
-        """The first transport server (scenario order) that is up, logs tracking and is not 2013 CAS-only."""
+        """The first transport server (scenario order) that is up and not a 2013 Client Access server."""
         scenario = self._state.scenario
         down = consequences.down_servers(self._ctx(scenario.servers[0]))
         for server in scenario.servers:
-            if server.name.upper() in down or roles.is_client_access_only(server) or server.is_edge:
-                continue
-            if server.tracking is not None and server.tracking.enabled and server.message_tracking_log_enabled:
+            if server.name.upper() not in down and not roles.is_client_access_only(server) and not server.is_edge:
                 return server
         return None
 
@@ -213,8 +212,13 @@ class SmtpSink:
                     event_data=(("E2ELatency", f"{latency / 1000:.3f}"), *_BASE_DATA),
                 )
             )
-        _log(self._state.timeline.origin, logged)
+        # A server with message tracking off (MessageTrackingLogEnabled $false) logs nothing of it.
+        _log(self._state.timeline.origin, [e for e in logged if self._logs(e.server)])
         return f"250 2.6.0 {message_id} [InternalId={internal}, Hostname={server.fqdn}] Queued mail for delivery"
+
+    def _logs(self, name: str) -> bool:
+        server = self._state.scenario.server(name)
+        return server is not None and server.message_tracking_log_enabled
 
     def _deliverer(self, receiver: ServerSpec) -> ServerSpec | None:
         """The server holding the active copy of the first mailbox database (after failover), if mounted."""

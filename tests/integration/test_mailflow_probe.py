@@ -98,7 +98,7 @@ def sample(service: Service, name: str, **labels: str) -> float | None:
 
 
 def test_a_healthy_path_arrives_end_to_end(world: World, run: Any, all_logs: pytest.LogCaptureFixture) -> None:
-    sim, _net = world
+    _sim, _net = world
     service, results = run()
     inbound = results["contoso-inbound"]
     assert inbound.outcome == "success" and inbound.stage == "" and inbound.server == "EX01"  # DB01 is on EX01
@@ -130,6 +130,7 @@ def test_a_healthy_path_arrives_end_to_end(world: World, run: Any, all_logs: pyt
         ("back_pressure", "smtp_4xx", r"refused: 452"),
         ("foreign_recipient", "smtp_5xx", r"RCPT TO refused: 550"),
         ("delivery_stopped", "deliver", r"received by EX01, not delivered after \d+s"),
+        ("tracking_off", "tracking_receive", r"no Exchange server logged its RECEIVE"),
     ],
 )
 def test_a_planted_fault_stops_the_inbound_probe_at_its_stage(
@@ -149,6 +150,10 @@ def test_a_planted_fault_stops_the_inbound_probe_at_its_stage(
         sim.faults.set("EX01", "back_pressure", level="Medium")
     elif plant == "foreign_recipient":
         inbound["recipient"] = "probe@fabrikam.example"
+    elif plant == "tracking_off":  # mail flows, but the receiving and delivering server log none of it
+        data = org()
+        data["servers"][0]["message_tracking_log_enabled"] = False
+        sim.set_scenario(Scenario.from_dict(data))
     elif plant == "delivery_stopped":
         data = org()
         data["servers"][0]["service_health"] = {"Mailbox Server Role": {"not_running": ["MSExchangeDelivery"]}}
