@@ -19,7 +19,8 @@ The organisation's state decides (docs/fidelity.md, "Probe mail"):
 - accepted: ``250 2.6.0 <message-id> [InternalId=..., Hostname=...] Queued mail for delivery``, RECEIVE
   now (on the first transport server that is up); DELIVER 1-3 seconds later unless the path is blocked
   (``cmdlets_probe.path_blocked``: the delivering server down, under High back pressure or with a mail
-  service stopped) or no database is mounted: then the message stays received and never delivered, like a message stuck in a queue;
+  service stopped) or no database is mounted: then the message stays received and never delivered,
+  like a message stuck in a queue;
 - a server with ``message_tracking_log_enabled: false`` logs none of it (mail still flows).
 
 Events are stamped on the organisation clock (a server's clock skew is not applied to them).

@@ -54,7 +54,10 @@ def test_test_mailflow_output_shape(pool: RunspacePool) -> None:
     took = time.monotonic() - started
     assert not ps.had_errors and not ps.streams.warning
     (out,) = ps.output
-    assert out.types[:2] == ["Microsoft.Exchange.Monitoring.TestMailflowOutput", "Microsoft.Exchange.Data.ConfigurableObject"]
+    assert out.types[:2] == [
+        "Microsoft.Exchange.Monitoring.TestMailflowOutput",
+        "Microsoft.Exchange.Data.ConfigurableObject",
+    ]
     props = out.adapted_properties
     assert props["TestMailflowResult"] == "Success" and props["IsRemoteTest"] is True
     latency = props["MessageLatencyTime"]  # an EnhancedTimeSpan at depth 1: its ToString
