@@ -30,6 +30,7 @@ from email.utils import format_datetime
 
 from exporter.dnscheck.resolver import DnsClient, combine_status
 from exporter.dnscheck.smtp_probe import SmtpStepError, open_session, quit_session
+from exporter.errors import CollectorError
 from exporter.exchange.targets import ExchangeTargets
 from exporter.probe.result import FAILURE, SUCCESS, UNKNOWN, ProbeResult
 from exporter.probe.settings import InboundProbe
@@ -117,6 +118,15 @@ def _search(targets: ExchangeTargets, message_id: str, sent: datetime, deadline:
     return search_all(targets, query, deadline)
 
 
+def _skew(targets: ExchangeTargets, server: str) -> float:
+    """How far ``server``'s clock is ahead of ours (its session's last reading; 0 when unknown)."""
+    try:
+        reading = targets.session(server).server_clock.reading()
+    except CollectorError:
+        return 0.0
+    return reading.skew if reading is not None else 0.0
+
+
 def run_inbound(
     targets: ExchangeTargets,
     client: DnsClient,
@@ -138,7 +148,8 @@ def run_inbound(
         delivered = [e for e in events if e.event_id.upper() == "DELIVER"]
         if delivered:
             first = min(delivered, key=lambda e: e.timestamp)
-            latency = max(0.0, (first.timestamp - sent).total_seconds())
+            # DELIVER is stamped by its server's clock: measured on ours (mailflow_server_clock_skew_seconds).
+            latency = max(0.0, (first.timestamp - sent).total_seconds() - _skew(targets, first.server))
             return ProbeResult(probe.name, "inbound", SUCCESS, duration=latency, server=first.server)
         if time.monotonic() >= give_up:
             break

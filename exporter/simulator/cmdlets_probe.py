@@ -31,7 +31,7 @@ from exporter.simulator import consequences, roles
 from exporter.simulator.cmdlets import Args, Context, Param, StopCmdlet, cmdlet, exclusive, target_server
 from exporter.simulator.faults import FaultKind
 from exporter.simulator.objects import ex_object, object_state, precise_timespan
-from exporter.simulator.records import CmdletError, Output, Record, Warning, emit, exchange_error
+from exporter.simulator.records import CmdletError, Output, Record, Warning, emit, exchange_error, not_simulated
 from exporter.simulator.scenario import ServerSpec
 
 __all__ = ["LONG_RUNNING", "MAILFLOW_FAILURE", "MAILFLOW_SUCCESS", "path_blocked"]
@@ -143,9 +143,7 @@ def test_mailflow(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Re
     -AutoDiscoverTargetMailboxServer] [-ExecutionTimeout N]: one TestMailflowOutput (see the module docstring)."""
     exclusive("Test-Mailflow", args, *_TARGETS)
     if "CrossPremises" in args:
-        raise StopCmdlet(exchange_error(ctx.server.name, "Test-Mailflow", _TEST_MAILFLOW, "NotSupported",
-                                        "Cross-premises mail flow tests aren't simulated.",  # [not simulated]
-                                        category="NotImplemented"))  # fmt: skip
+        raise StopCmdlet(not_simulated("Test-Mailflow", "-CrossPremises"))
     source = _mailbox_server(ctx, args.get("Identity"))
     remote = any(k in args for k in ("TargetEmailAddress", "TargetMailboxServer", "TargetDatabase",
                                      "AutoDiscoverTargetMailboxServer"))  # fmt: skip

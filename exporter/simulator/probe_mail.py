@@ -23,7 +23,7 @@ The organisation's state decides (docs/fidelity.md, "Probe mail"):
   like a message stuck in a queue;
 - a server with ``message_tracking_log_enabled: false`` logs none of it (mail still flows).
 
-Events are stamped on the organisation clock (a server's clock skew is not applied to them).
+Events happen on the organisation clock and are stamped by their server's current clock skew when read.
 """
 
 from __future__ import annotations
@@ -87,11 +87,12 @@ def add_probe_mail(
     now_ms = ctx.timeline.origin.now() * 1000.0
     lo = -math.inf if start is None else start * 1000.0
     hi = math.inf if end is None else end * 1000.0
+    shift = round(target.clock_skew_seconds * 1000)  # stamped by the target's clock, as its log is
     extra = [
-        SelectableEvent(e, log)
+        SelectableEvent(e._replace(ts_ms=e.ts_ms + shift), log)
         for e in _events(ctx.timeline.origin)
         if e.server.upper() == target.name.upper()
-        and lo <= e.ts_ms < hi
+        and lo <= e.ts_ms + shift < hi
         and e.ts_ms <= now_ms
         and (predicate is None or predicate(e))
     ]

@@ -171,6 +171,18 @@ def test_a_planted_fault_stops_the_inbound_probe_at_its_stage(
     assert RECIPIENT not in " ".join((finding.title, *finding.evidence, finding.next_step))
 
 
+def test_the_latency_is_measured_on_the_exporters_clock(world: World, run: Any) -> None:
+    """EX01 runs 90 s ahead: its DELIVER stamp is 90 s late on our clock; the probe takes the skew its
+    session read from the Date header back out."""
+    sim, _net = world
+    data = org()
+    data["servers"][0]["clock_skew_seconds"] = 90
+    sim.set_scenario(Scenario.from_dict(data))
+    _service, results = run()
+    inbound = results["contoso-inbound"]
+    assert inbound.outcome == "success" and inbound.duration is not None and 0.0 <= inbound.duration <= 3.5
+
+
 def test_a_tracking_log_that_cannot_be_searched_is_blind_not_failed(world: World, run: Any) -> None:
     sim, _net = world
     data = org()
