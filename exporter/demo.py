@@ -182,8 +182,18 @@ def banner(scenario: Any, settings: Settings, scheme: str) -> list[str]:
         f"  DNS and MX:   DNS {dns.resolvers[0]}:{dns.port} ({domains}), SMTP {dns.resolvers[0]}:{smtp.port}"
         if dns.resolvers
         else "  DNS and MX:   not checked",
+        *_probe_lines(settings),
         "  from here on: each problem the triage finds or clears, and each change of mail flow; Ctrl-C stops",
     ]
+
+
+def _probe_lines(settings: Settings) -> list[str]:
+    probe = settings.collectors.mailflow_probe
+    if not probe.enabled:
+        return []
+    names = ", ".join([*(f"{p.name} (Test-Mailflow)" for p in probe.internal),
+                       *(f"{p.name} (a message through the MX)" for p in probe.inbound)])  # fmt: skip
+    return [f"  probes:       {names}, every {probe.interval:g} s"]
 
 
 _NUMBERS = re.compile(r"\d+")

@@ -5,6 +5,7 @@ stop the probe at its own stage; a tracking log that cannot be searched makes it
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from exporter.netsim.demo_net import DemoNet, demo_zones
 from exporter.probe.result import ProbeResult
 from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
+from exporter.triage.report import write_text
 from tests.integration.conftest import PASSWORD, USER, only_collectors, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -169,6 +171,12 @@ def test_a_planted_fault_stops_the_inbound_probe_at_its_stage(
     assert finding.severity == "critical" and finding.scopes == ("inbound",) and stage in finding.title
     assert finding.runbook == "mailflow-probe-failed"
     assert RECIPIENT not in " ".join((finding.title, *finding.evidence, finding.next_step))
+    text = io.StringIO()  # what `check` prints
+    write_text(service.triage(), text, color=False)
+    assert (
+        f"[critical] Synthetic inbound probe contoso-inbound did not arrive: it stopped at {stage}" in text.getvalue()
+    )
+    assert "docs/runbook.md#mailflow-probe-failed" in text.getvalue()
 
 
 def test_the_latency_is_measured_on_the_exporters_clock(world: World, run: Any) -> None:
