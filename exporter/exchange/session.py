@@ -739,6 +739,9 @@ class SessionManager:
             for key, server in wanted.items():
                 if key not in self._sessions:
                     self._sessions[key] = self._new(server)
+            for key, session in list(self._dedicated.items()):
+                if session.server.name.lower() not in wanted and session.server.via is None:
+                    stale.append(self._dedicated.pop(key))
         for session in stale:
             log.info("session retired server=%s", session.server.name)
             start_thread(session.close, f"retire-{session.server.name}")
