@@ -148,6 +148,9 @@ def test_mailflow(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Re
     remote = any(k in args for k in ("TargetEmailAddress", "TargetMailboxServer", "TargetDatabase",
                                      "AutoDiscoverTargetMailboxServer"))  # fmt: skip
     timeout = args.get("ExecutionTimeout", _DEFAULT_TIMEOUT)
+    if not _mounted_on(ctx, source):  # the source's system mailbox comes first (LegacyTestMailFlowHelper)
+        yield Warning(_no_databases(source.name))
+        return
     path = [source]
     foreign = False
     target_name = source.name
@@ -181,9 +184,6 @@ def test_mailflow(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Re
                          "InvalidData", address)  # fmt: skip
         foreign = not any(_accepts(d.domain, domain) for d in ctx.scenario.effective_accepted_domains)
         target_name = domain.lower()
-    if not _mounted_on(ctx, source):
-        yield Warning(_no_databases(source.name))
-        return
     if foreign or path_blocked(ctx, path):
         _wait(timeout)
         yield _output(MAILFLOW_FAILURE, 0, remote)
