@@ -88,6 +88,7 @@ THRESHOLDS: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("MailflowSmtpCertificateExpiring", "warning"): [
         ("smtpCertificateExpiringDaysThreshold", "days before an MX host's TLS certificate expires"),
     ],
+    ("MailflowProbeSlow", "warning"): [("probeSlowSecondsThreshold", "seconds a synthetic probe may take end to end")],
 }
 
 # ------------------------------------------------------------------------------------------- PromQL
@@ -149,7 +150,7 @@ def tokenize(expr: str) -> list[Token]:
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
         if match is None:
-            raise ValueError(f"cannot read PromQL at {expr[pos:pos + 20]!r} in {expr!r}")
+            raise ValueError(f"cannot read PromQL at {expr[pos : pos + 20]!r} in {expr!r}")
         kind = match.lastgroup or ""
         if kind not in ("ws", "comment"):
             out.append(Token(kind, match.group(), match.start(), match.end()))
@@ -406,9 +407,7 @@ def rule_thresholds(rule: dict[str, Any]) -> list[tuple[Token, Threshold]]:
             for i in range(len(found))
         ]
     label = f"{rule['alert']} ({severity})" if severity else rule["alert"]
-    return [
-        (tok, Threshold(name, int(tok.text), doc, label)) for tok, (name, doc) in zip(found, named, strict=True)
-    ]
+    return [(tok, Threshold(name, int(tok.text), doc, label)) for tok, (name, doc) in zip(found, named, strict=True)]
 
 
 _PHRASE = r"(?<![\w.])(?:(?:more|fewer|less) than|at least) {n}(?![\w.])|(?<![\w.]){n} or more(?![\w])"

@@ -61,6 +61,34 @@ def demo_dns_settings(net: Any) -> dict[str, Any]:
     }
 
 
+def demo_probe_settings(net: Any) -> dict[str, Any]:
+    """``collectors.mailflow_probe`` for the demo: Test-Mailflow from EX01 to EX02, and a message through
+    the demo MX (a started ``DemoNet`` whose SMTP endpoint hands mail to the simulator) to a mailbox."""
+    return {
+        "collectors": {
+            "mailflow_probe": {
+                "enabled": True,
+                "interval": 60,
+                "internal": [
+                    {"name": "ex01-to-ex02", "source": "EX01", "target_server": "EX02", "execution_timeout": 30}
+                ],
+                "inbound": [
+                    {
+                        "name": f"{net.domain.split('.')[0]}-inbound",
+                        "domain": net.domain,
+                        "recipient": f"mailflow-probe@{net.domain}",
+                        "sender": "probe@monitoring.example",
+                        "port": net.smtp_port,
+                        "helo_name": f"probe.{net.domain}",
+                        "deliver_timeout": 30,
+                        "tracking_every": 2,
+                    }
+                ],
+            }
+        }
+    }
+
+
 def demo_settings(
     sim: Any,
     scenario: Any,
@@ -119,11 +147,12 @@ def demo_organisation(
 
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=tls)
-    net = DemoNet()
+    net = DemoNet(sink=sim.smtp_sink())  # the MX hands what it accepts to the simulated organisation
     sim.start()
     net.start()
     try:
-        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net)), overrides or {})
+        outside = deep_merge(demo_dns_settings(net), demo_probe_settings(net))
+        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, outside), overrides or {})
         yield scenario, demo_settings(sim, scenario, listen_address, tls, overrides=merged)
     finally:
         net.stop()
@@ -153,8 +182,18 @@ def banner(scenario: Any, settings: Settings, scheme: str) -> list[str]:
         f"  DNS and MX:   DNS {dns.resolvers[0]}:{dns.port} ({domains}), SMTP {dns.resolvers[0]}:{smtp.port}"
         if dns.resolvers
         else "  DNS and MX:   not checked",
+        *_probe_lines(settings),
         "  from here on: each problem the triage finds or clears, and each change of mail flow; Ctrl-C stops",
     ]
+
+
+def _probe_lines(settings: Settings) -> list[str]:
+    probe = settings.collectors.mailflow_probe
+    if not probe.enabled:
+        return []
+    names = ", ".join([*(f"{p.name} (Test-Mailflow)" for p in probe.internal),
+                       *(f"{p.name} (a message through the MX)" for p in probe.inbound)])  # fmt: skip
+    return [f"  probes:       {names}, every {probe.interval:g} s"]
 
 
 _NUMBERS = re.compile(r"\d+")

@@ -21,6 +21,7 @@ from exporter.collector import Collector, TargetIndex
 from exporter.dnscheck.baseline import BaselineStore
 from exporter.dnscheck.collectors import EXECUTOR as DNS_EXECUTOR
 from exporter.dnscheck.collectors import dns_collectors
+from exporter.dnscheck.resolver import DnsClient
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
 from exporter.exchange.back_pressure import BackPressureCollector
@@ -39,6 +40,8 @@ from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
 from exporter.lanes import FairExecutor
 from exporter.metrics import MailflowCollector, build_registry
+from exporter.probe.collector import EXECUTOR as PROBE_EXECUTOR
+from exporter.probe.collector import MailflowProbeCollector
 from exporter.settings import ResolvedServer, Settings
 from exporter.sharding import ShardMetrics, shard_collectors, shard_from
 from exporter.store import Snapshot, SnapshotStore
@@ -87,6 +90,10 @@ def build_collectors(
         marks = WatermarkStore(settings.state_dir / "tracking-watermarks.json")
         collectors.append(TrackingCollector(targets, options, marks, clock))
     collectors += audit_collectors(settings, targets)
+    probe = settings.collectors.mailflow_probe
+    if probe.enabled and (probe.internal or probe.inbound):
+        dns = DnsClient(tuple(settings.dns.resolvers), settings.dns.port, settings.dns.timeout)
+        collectors.append(MailflowProbeCollector(targets, probe, dns))
     baselines = BaselineStore(settings.state_dir / "dns-baseline.json", settings.dns.drift_accept_after, clock)
     collectors += dns_collectors(settings.dns, latest or (lambda _name: {}), baselines)
     return collectors
@@ -158,11 +165,14 @@ class Service:
         # organisation-wide ones (discovery, send connectors, accepted domains) and DNS have their own
         # workers, so no server's slowness can hold them up.
         org_jobs = sum(1 for c in self.collectors if getattr(c, "executor", "default") == ORG_EXECUTOR)
+        probe_workers = sum(c.workers() for c in self.collectors if getattr(c, "executor", "") == PROBE_EXECUTOR)
+        probe_workers = max(1, probe_workers)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": FairExecutor(sched.max_workers, self._lane),
                 ORG_EXECUTOR: ThreadPoolExecutor(max_workers=max(1, org_jobs)),
                 DNS_EXECUTOR: ThreadPoolExecutor(max_workers=settings.dns.concurrency),
+                PROBE_EXECUTOR: ThreadPoolExecutor(max_workers=probe_workers),
             },
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=UTC,

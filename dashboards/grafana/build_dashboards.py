@@ -1191,6 +1191,24 @@ def tracking() -> Dashboard:
             "s",
             w=8,
         ),
+        row("Synthetic probe"),
+        timeseries(
+            "Probe end-to-end latency",
+            "Seconds each synthetic probe took to arrive (collectors.mailflow_probe): Test-Mailflow's "
+            "MessageLatencyTime, or from SMTP DATA to the DELIVER event of the message sent through the MX. "
+            "Gaps: the probe did not arrive (see the next panel) or is off.",
+            [Target(sel("mailflow_probe_duration_seconds"), "{{kind}} {{probe}}")],
+            "s",
+            w=12,
+        ),
+        timeseries(
+            "Probe stopped at",
+            "1 while a probe's last run stopped at that stage (failure) or could not be followed "
+            "(tracking_blind, no_result); empty while every probe arrives.",
+            [Target(f"{sel('mailflow_probe_stage')} == 1", "{{probe}}: {{stage}}")],
+            "short",
+            w=12,
+        ),
     ]
     return Dashboard(
         TRACKING,

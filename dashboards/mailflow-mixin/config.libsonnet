@@ -48,5 +48,7 @@
     spfVoidLookupLimit: 2,
     // MailflowSmtpCertificateExpiring (warning): days before an MX host's TLS certificate expires
     smtpCertificateExpiringDaysThreshold: 14,
+    // MailflowProbeSlow (warning): seconds a synthetic probe may take end to end
+    probeSlowSecondsThreshold: 120,
   },
 }

@@ -219,6 +219,64 @@ def _probe(host: str, address: str, port: int, timeout: float, helo: str, ca_fil
         )
 
 
+class SmtpStepError(Exception):
+    """A step of :func:`open_session` failed: ``step`` connect, banner, ehlo or starttls; ``code`` the SMTP
+    reply code when the server answered with one (0 otherwise)."""
+
+    def __init__(self, step: str, detail: str, code: int = 0) -> None:
+        super().__init__(detail)
+        self.step = step
+        self.code = code
+
+
+def open_session(host: str, address: str, port: int, timeout: float, helo: str = "") -> tuple[smtplib.SMTP, bool]:
+    """An SMTP session to ``address`` (for ``host``) ready for MAIL FROM: banner read, EHLO said, and
+    STARTTLS negotiated when offered (opportunistic, as MTAs do: no certificate check; the certificate is
+    :func:`probe`'s concern). Returns the session and whether it is encrypted; raises SmtpStepError."""
+    p = _Probe(host, address, port, timeout, helo or _local_fqdn())
+    try:
+        smtp, _banner = p.session()
+    except _Failed as f:
+        raise SmtpStepError("banner", str(f), _code(str(f))) from None
+    except smtplib.SMTPConnectError as err:  # a 4xx/5xx greeting
+        raise SmtpStepError("banner", f"{err.smtp_code} {err.smtp_error!r}"[:160], err.smtp_code) from None
+    except (OSError, smtplib.SMTPException) as err:
+        step = "banner" if p.stage == "banner" else "connect"
+        raise SmtpStepError(step, f"{type(err).__name__}: {str(err)[:160]}") from None
+    try:
+        p.ehlo(smtp)
+        if not smtp.has_extn("starttls"):
+            return smtp, False
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        p.stage = "starttls"
+        smtp.starttls(context=ctx)
+        p.ehlo(smtp)
+        return smtp, True
+    except _Failed as f:
+        smtp.close()
+        raise SmtpStepError(f.reason, str(f), _code(str(f))) from None
+    except smtplib.SMTPResponseException as err:
+        smtp.close()
+        raise SmtpStepError(p.stage, f"{err.smtp_code} {err.smtp_error!r}"[:160], err.smtp_code) from None
+    except (ssl.SSLError, smtplib.SMTPException, OSError) as err:
+        smtp.close()
+        raise SmtpStepError(p.stage, f"{type(err).__name__}: {str(err)[:160]}") from None
+
+
+def _code(text: str) -> int:
+    for word in text.split():
+        if word.isdigit() and len(word) == 3:
+            return int(word)
+    return 0
+
+
+def quit_session(smtp: smtplib.SMTP) -> None:
+    """QUIT, or close when the server is gone."""
+    _quit(smtp)
+
+
 def _peer(smtp: smtplib.SMTP) -> tuple[x509.Certificate | None, str]:
     """The peer certificate and TLS version of a session after STARTTLS."""
     if not isinstance(smtp.sock, ssl.SSLSocket):

@@ -43,6 +43,8 @@ CMDLET_ROLES: tuple[tuple[str, str, str], ...] = (
     ("database_copies", "Get-MailboxDatabaseCopyStatus", "View-Only Configuration"),
     ("certificates", "Get-ExchangeCertificate", "View-Only Configuration"),
     ("service_health", "Test-ServiceHealth", "Monitoring"),
+    ("mailflow_probe", "Test-Mailflow", "Monitoring"),
+    ("mailflow_probe", "Get-MessageTrackingLog", "Message Tracking"),
 )
 
 #: The roles the monitoring account needs, in the README's order.

@@ -688,8 +688,25 @@ class SessionManager:
         self._wsman_factory = wsman_factory
         self._clock = clock
         self._sessions: dict[str, ExchangeSession] = {}
+        self._dedicated: dict[str, ExchangeSession] = {}  # (purpose:server) -> a second session to it
         self._lock = threading.Lock()
         self._closed = False
+
+    def dedicated_session(self, server: ResolvedServer, purpose: str) -> ExchangeSession:
+        """A session of its own to ``server`` for calls that hold a session for minutes (Test-Mailflow
+        waits for its delivery receipt up to -ExecutionTimeout), so the server's polls never wait behind
+        them. It counts against ``max_sessions_per_account`` like the server's own session."""
+        key = f"{purpose}:{server.name.lower()}"
+        with self._lock:
+            if self._closed:
+                raise CollectorError("the exporter is shutting down", reason="shutdown")
+            session = self._dedicated.get(key)
+            if session is None or session.server != server:
+                stale, session = session, self._new(server)
+                self._dedicated[key] = session
+                if stale is not None:
+                    start_thread(stale.close, f"retire-{purpose}-{server.name}")
+            return session
 
     def session_for(self, server: ResolvedServer) -> ExchangeSession:
         """The session for this server: its own, or the ``via`` server's."""
@@ -722,6 +739,9 @@ class SessionManager:
             for key, server in wanted.items():
                 if key not in self._sessions:
                     self._sessions[key] = self._new(server)
+            for key, session in list(self._dedicated.items()):
+                if session.server.name.lower() not in wanted and session.server.via is None:
+                    stale.append(self._dedicated.pop(key))
         for session in stale:
             log.info("session retired server=%s", session.server.name)
             start_thread(session.close, f"retire-{session.server.name}")
@@ -744,7 +764,7 @@ class SessionManager:
         (container runtimes kill a process 10 s after SIGTERM)."""
         with self._lock:
             self._closed = True
-            sessions = list(self._sessions.values())
+            sessions = [*self._sessions.values(), *self._dedicated.values()]
         closing = [
             start_thread(functools.partial(s.close, wait=timeout), f"shutdown-{s.server.name}") for s in sessions
         ]

@@ -71,6 +71,12 @@ class ExchangeTargets:
         """The session that polls this server."""
         return self._sessions.session_for(self.server(name))
 
+    def dedicated_session(self, name: str, purpose: str) -> ExchangeSession:
+        """A session of its own to this server's endpoint (its ``via`` server's, when it has one) for
+        calls that hold a session for minutes (``SessionManager.dedicated_session``)."""
+        server = self.server(name)
+        return self._sessions.dedicated_session(self.server(server.via) if server.via else server, purpose)
+
     def seed(self) -> ResolvedServer:
         """The server discovery asks (``discovery.seed`` or the first configured server)."""
         wanted = self._settings.exchange.discovery.seed

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from exporter.netsim.dns_server import DemoDNS
-from exporter.netsim.smtp_server import DemoSMTP
+from exporter.netsim.smtp_server import DemoSMTP, MailSink
 from exporter.simulator.tls import generate_tls
 
 __all__ = [
@@ -184,6 +184,7 @@ class DemoNet:
         dns_port: int = 0,
         smtp_port: int = 0,
         domain: str = DOMAIN,
+        sink: MailSink | None = None,
     ) -> None:
         self.domain = domain
         self.host = host
@@ -191,6 +192,7 @@ class DemoNet:
         self._own_directory: Path | None = None
         self.dns = DemoDNS(demo_zones(domain, host), host=host, port=dns_port)
         self._smtp_port = smtp_port
+        self._sink = sink  # where accepted mail goes (the simulator's smtp_sink()); None: every sender refused
         self.smtp: DemoSMTP | None = None
         self._ca_file: Path | None = None
 
@@ -209,6 +211,7 @@ class DemoNet:
                 hostname=mx_hosts(self.domain)[0],
                 cert_file=tls.cert_file,
                 key_file=tls.key_file,
+                sink=self._sink,
             ).start()
         except BaseException:
             self.dns.stop()

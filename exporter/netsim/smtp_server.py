@@ -2,7 +2,9 @@
 
 It greets with ``220 <hostname> ESMTP``, answers EHLO (advertising STARTTLS when it has a certificate and
 ``starttls`` is on; never AUTH), negotiates TLS, and accepts no mail: ``MAIL FROM`` and ``RCPT TO`` get
-``550 5.7.1 probe endpoint``. Fault knobs: ``banner_delay`` (seconds before the banner) and
+``550 5.7.1 probe endpoint``, unless it has a ``sink`` (:class:`MailSink`, e.g. the simulator's
+``Simulator.smtp_sink()``): then the sink decides each step like the organisation's receive connector
+and takes the accepted mail. Fault knobs: ``banner_delay`` (seconds before the banner) and
 ``reset_after_banner`` (the connection is closed right after the banner, so the client's EHLO finds it
 gone).
 """
@@ -14,17 +16,37 @@ import socket
 import ssl
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from exporter.pki import server_tls_context
 
-__all__ = ["REJECT_REPLY", "DemoSMTP"]
+__all__ = ["REJECT_REPLY", "DemoSMTP", "MailSink"]
 
 #: The reply to MAIL FROM and RCPT TO.
 REJECT_REPLY = "550 5.7.1 probe endpoint"
+
+
+class MailSink(Protocol):
+    """Where accepted mail goes: each method returns None to go on or the SMTP reply that refuses."""
+
+    def connect(self) -> str | None:
+        """Before the greeting: None greets, a reply (421 ...) refuses the session."""
+        ...
+
+    def mail_from(self, address: str) -> str | None:
+        """The sender."""
+        ...
+
+    def rcpt_to(self, address: str) -> str | None:
+        """One recipient."""
+        ...
+
+    def data(self, mail_from: str, recipients: list[str], content: bytes, peer: str) -> str:
+        """The message (headers and body as received); the reply to the end of DATA."""
+        ...
 
 
 class _RejectAll:
@@ -47,15 +69,56 @@ class _RejectAll:
         return REJECT_REPLY
 
 
+class _ToSink(_RejectAll):
+    """aiosmtpd handler: asks the sink at each step and hands it the accepted message."""
+
+    def __init__(self, sink: MailSink) -> None:
+        self.sink = sink
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        refused = await asyncio.to_thread(self.sink.mail_from, address)
+        if refused:
+            return refused
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        refused = await asyncio.to_thread(self.sink.rcpt_to, address)
+        if refused:
+            return refused
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        peer = str(session.host_name or "")
+        return await asyncio.to_thread(self.sink.data, str(envelope.mail_from), list(envelope.rcpt_tos), content, peer)
+
+
 class _ProbeSMTP(SMTP):
-    def __init__(self, handler: Any, *, banner_delay: float, reset_after_banner: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Any, *, banner_delay: float, reset_after_banner: bool, sink: MailSink | None, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._banner_delay = banner_delay
         self._reset_after_banner = reset_after_banner
+        self._sink = sink
 
     async def _handle_client(self) -> None:
         if self._banner_delay > 0:
             await asyncio.sleep(self._banner_delay)
+        refused = None if self._sink is None else await asyncio.to_thread(self._sink.connect)
+        if refused:
+            await self.push(refused)
+            if self.transport is not None:
+                self.transport.close()
+            return
         if self._reset_after_banner:
             await self.push(f"220 {self.hostname} {self.__ident__}")
             if self.transport is not None:
@@ -94,6 +157,7 @@ class DemoSMTP:
         *,
         banner_delay: float = 0.0,
         reset_after_banner: bool = False,
+        sink: MailSink | None = None,
     ) -> None:
         if starttls and (cert_file is None) != (key_file is None):
             raise ValueError("cert_file and key_file go together")
@@ -104,6 +168,7 @@ class DemoSMTP:
         self.starttls = starttls and cert_file is not None
         self.banner_delay = banner_delay
         self.reset_after_banner = reset_after_banner
+        self.sink = sink
         self._requested_port = port
         self._port = 0
         self._controller: _Controller | None = None
@@ -144,9 +209,9 @@ class DemoSMTP:
             raise
         self._port = sock.getsockname()[1]
         controller = _Controller(
-            _RejectAll(),
+            _RejectAll() if self.sink is None else _ToSink(self.sink),
             sock,
-            {"banner_delay": self.banner_delay, "reset_after_banner": self.reset_after_banner},
+            {"banner_delay": self.banner_delay, "reset_after_banner": self.reset_after_banner, "sink": self.sink},
             server_hostname=self.hostname,
             ident="ESMTP",
             tls_context=self.tls_context(),

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from exporter.simulator import clocks, consequences, objects, roles
+from exporter.simulator import clocks, consequences, objects, probe_mail, roles
 from exporter.simulator.cmdlets import (
     RESULT_SIZE_WARNING,
     Args,
@@ -382,7 +382,9 @@ def get_message_tracking_log(ctx: Context, args: Args, stream: list[Output]) -> 
     # Generated on the organisation clock in the session's zone, stamped by the target's clock (clocks.py).
     log = tracking_log(ctx.scenario, clocks.zone_timeline(ctx))
     limit = args.get("ResultSize", ctx.scenario.result_size_default)
-    events = consequences.tracking_sources(ctx, target, log, (start, end), _tracking_filter(args), limit)
+    chosen = _tracking_filter(args)
+    events = consequences.tracking_sources(ctx, target, log, (start, end), chosen, limit)
+    events = probe_mail.add_probe_mail(ctx, target, log, (start, end), chosen, limit, events)
     truncated = limit is not None and len(events) > limit
     if limit is not None:
         events = events[:limit]

@@ -20,6 +20,7 @@ from typing import Any
 from exporter.simulator.clocks import record_clocks
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.kerberos import KerberosAcceptor, channel_binding_data
+from exporter.simulator.probe_mail import SmtpSink
 from exporter.simulator.scenario import Scenario
 from exporter.simulator.service import EndpointService, SimState, Stats
 from exporter.simulator.timeline import ServerTimeZone, Timeline
@@ -80,6 +81,11 @@ class Simulator:
         """The message-tracking log in real time (``expected_messages``, ``events``): what
         Get-MessageTrackingLog serves, stamped by each server's clock (see ``clocks.py``)."""
         return tracking_log(self.scenario, self.state.timeline)
+
+    def smtp_sink(self) -> SmtpSink:
+        """The organisation's side of the demo MX: give it to ``netsim.DemoSMTP(sink=...)`` and the mail
+        that endpoint accepts arrives in the tracking log (``probe_mail``)."""
+        return SmtpSink(self.state)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 from exporter.simulator import wsman
 from exporter.simulator.clocks import server_timeline
 from exporter.simulator.cmdlets import Context
+from exporter.simulator.cmdlets_probe import LONG_RUNNING
 from exporter.simulator.faults import FaultInjector, FaultKind
 from exporter.simulator.scenario import Scenario, ServerSpec
 from exporter.simulator.shell_ops import SHELL_RESOURCE_URI, ShellOps
@@ -377,6 +378,7 @@ class EndpointService:
             delay=(delay_fault.seconds or 0.0) if delay_fault else 0.0,
             malformed=malformed_fault.message if malformed_fault else False,
             oversize=(oversize.megabytes or 0.0, oversize.message) if oversize else None,
+            background=any(name.lower() in LONG_RUNNING for name in command.names),
         )
         return wsman.build_response(
             request, f"<rsp:CommandResponse><rsp:CommandId>{raw_id}</rsp:CommandId></rsp:CommandResponse>"

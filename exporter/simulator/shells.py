@@ -499,8 +499,10 @@ class Shell:
         malformed: str | bool | None = False,
         on_done: Callable[[Command], None] | None = None,
         oversize: tuple[float, str | None] | None = None,
+        background: bool = False,
     ) -> None:
-        """Run the command's pipeline; in a background thread when ``delay`` > 0.
+        """Run the command's pipeline; in a background thread when ``delay`` > 0 or ``background`` (a
+        cmdlet that takes long, such as Test-Mailflow: the Command request is answered at once).
 
         ``malformed``: False for normal output, else the malformed_clixml variant (None = default).
         ``oversize``: (megabytes, variant) of the ``oversize`` fault, None for normal output.
@@ -508,7 +510,7 @@ class Shell:
         with self._lock:
             command.pipeline.begin()
             command.one_response = oversize is not None and oversize[1] == "one_response"
-        if delay > 0:
+        if delay > 0 or background:
             thread = threading.Thread(
                 target=self._run,
                 args=(command, ctx, delay, malformed, on_done, oversize),

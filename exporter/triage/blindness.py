@@ -37,6 +37,7 @@ COLLECTOR_SCOPES: dict[str, tuple[str, ...]] = {
     "dns_domains": ("inbound", "outbound"),
     "dns_ips": ("outbound",),
     "smtp": ("inbound",),
+    "mailflow_probe": ("inbound", "internal"),
 }
 
 #: What each collector checks, as an administrator names it.
@@ -55,6 +56,7 @@ CHECKS: dict[str, str] = {
     "dns_domains": "DNS of the accepted domains (MX, SPF, DMARC)",
     "dns_ips": "outbound IPs (PTR, blocklists)",
     "smtp": "SMTP probes of the MX hosts",
+    "mailflow_probe": "synthetic mail-flow probes (Test-Mailflow, a message through the MX)",
 }
 
 #: The rules below: a scope they name is unknown, not failing (report.verdicts).

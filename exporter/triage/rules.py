@@ -16,13 +16,13 @@ from typing import Any
 from exporter.exchange.lasterror import CATEGORY_HINTS
 from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
-from exporter.triage import hints, rules_transport
+from exporter.triage import hints, rules_probe, rules_transport
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
 from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
-RULES: list[Rule] = [*rules_transport.RULES]  # back pressure, shadow redundancy, server clocks
+RULES: list[Rule] = [*rules_transport.RULES, *rules_probe.RULES]  # transport servers; the synthetic probe
 CONNECTION = ("connection_refused", "connection_timeout", "connection_failed")
 TRANSPORT_COMPONENTS = ("ServerWideOffline", "HubTransport", "FrontendTransport")
 RECENT = 86400.0  # a configuration change this recent is a suspect

@@ -132,6 +132,11 @@ FAULTS: tuple[Fault, ...] = (
     # One server's clock off, or (every server off alike) the exporter's: the same alert shows both.
     Fault("server_clock_skew", ("MailflowServerClockSkew",), "warning"),
     Fault("exporter_clock_skew", ("MailflowServerClockSkew",), "warning"),
+    # ---- the synthetic probe (exporter/triage/rules_probe.py): a message that should have arrived did not.
+    Fault("probe_failed", ("MailflowProbeFailed",), "critical"),
+    Fault("probe_slow", ("MailflowProbeSlow",), "warning"),
+    # Its outcome could not be seen (a tracking log that could not be searched): a blind spot, not a failure.
+    Fault("probe_blind", ("MailflowProbeBlind",), "warning"),
 )  # fmt: skip
 
 #: Findings no alert can see (the server answered some polls; the `check` run itself timed out; a

@@ -16,7 +16,14 @@ import pytest
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 
-from exporter.demo import DEMO_EXPECTATIONS, deep_merge, demo_dns_settings, demo_scenario_path, demo_settings
+from exporter.demo import (
+    DEMO_EXPECTATIONS,
+    deep_merge,
+    demo_dns_settings,
+    demo_probe_settings,
+    demo_scenario_path,
+    demo_settings,
+)
 from exporter.netsim.demo_net import DemoNet
 from exporter.service import Service
 from exporter.settings import COLLECTOR_NAMES, Settings
@@ -133,13 +140,15 @@ def settings_for(
 @contextlib.contextmanager
 def demo_org(overrides: dict[str, Any] | None = None) -> Iterator[tuple[Simulator, Scenario, Settings]]:
     """The bundled demo organisation (simulator) and its outside world (DemoNet), with test settings
-    polling both: the demo's expectations and DNS, then ``overrides``. Stop any Service first."""
+    polling both: the demo's expectations, DNS and synthetic probes, then ``overrides``. Stop any Service
+    first."""
     scenario = load_scenario(demo_scenario_path())
     sim = Simulator(scenario, host="127.0.0.1", tls=False)
     sim.start()
-    net = DemoNet().start()
+    net = DemoNet(sink=sim.smtp_sink()).start()  # as the demo: the MX hands what it accepts to the simulator
     try:
-        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, demo_dns_settings(net)), overrides or {})
+        outside = deep_merge(demo_dns_settings(net), demo_probe_settings(net))
+        merged = deep_merge(deep_merge(DEMO_EXPECTATIONS, outside), overrides or {})
         yield sim, scenario, settings_for(sim, scenario, overrides=merged)
     finally:
         net.stop()

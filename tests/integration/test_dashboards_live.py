@@ -38,6 +38,7 @@ EMPTY_ON_DEMO = {
     ("mailflow-config-health", "Open relay findings"): "the demo's only relay connector is scoped to its subnet",
     ("mailflow-dns", "Last record change seen"): "a record change is only seen when DNS changes during the run",
     ("mailflow-dns", "Resolver, blocklist and probe errors"): "DemoNet's resolver, blocklist and MX always answer",
+    ("mailflow-tracking", "Probe stopped at"): "the demo's synthetic probes arrive",
 }
 #: Series Prometheus adds to every scrape target itself (not in the exposition).
 PROMETHEUS_SERIES = {"up"}

@@ -43,7 +43,17 @@ from exporter.settings import (
 )
 
 # Values a list item or a model in a list needs to be valid on its own.
-REQUIRED = {"servers": {"name": "EX01"}, "outbound_ips": {"ip": "192.0.2.1"}}
+REQUIRED = {
+    "servers": {"name": "EX01"},
+    "outbound_ips": {"ip": "192.0.2.1"},
+    "internal": {"name": "ex01-self", "source": "EX01"},
+    "inbound": {
+        "name": "inbound",
+        "domain": "contoso.com",
+        "recipient": "probe@contoso.com",
+        "sender": "p@example.net",
+    },
+}
 DICT_KEY = "Internet"  # a key for dict-of-model settings (connector expectations)
 HOSTILE: list[Any] = [math.inf, -math.inf, math.nan, 1e308, 10**30, 10**400]
 

@@ -41,7 +41,7 @@ def test_the_readme_role_group_holds_exactly_the_required_roles() -> None:
 
 def test_every_cmdlet_the_exporter_runs_is_in_the_table() -> None:
     called: set[str] = set()
-    for path in (ROOT / "exporter" / "exchange").glob("*.py"):
+    for path in [*(ROOT / "exporter" / "exchange").glob("*.py"), *(ROOT / "exporter" / "probe").glob("*.py")]:
         text = path.read_text()
         for call in re.finditer(r"\.(?:invoke|fetch|run)\(", text):
             first = re.search(r'"((?:Get|Test)-[A-Za-z]+)"', text[call.end() : call.end() + 160])

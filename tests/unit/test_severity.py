@@ -48,6 +48,8 @@ from exporter.exchange.server_clock import ClockReading
 from exporter.exchange.service_health import RoleServices, ServiceHealthResult, render_service_health
 from exporter.exchange.tracking import TrackingResult, render_tracking
 from exporter.metrics import MailflowCollector, build_registry
+from exporter.probe.collector import render_probes
+from exporter.probe.result import ProbeResult
 from exporter.store import Snapshot, SnapshotStore
 from exporter.triage.facts import facts_from_store
 from exporter.triage.report import build_report
@@ -335,6 +337,11 @@ def _probe(success: bool, starttls: bool | None) -> dict[str, Any]:
     return {"smtp": {host: probe}}
 
 
+def _mailflow_probe(outcome: str, stage: str = "", duration: float | None = None) -> dict[str, Any]:
+    result = ProbeResult("inbound-contoso", "inbound", outcome, stage, duration, "accepted by mail1.contoso.sim")
+    return {"mailflow_probe": {"inbound-contoso": result}}
+
+
 def _one(finding: str, results: dict[str, Any], volume: float = 1, **failures: dict[str, tuple[str, str]]) -> Case:
     return Case(finding, results, {finding: volume}, dict(failures))
 
@@ -379,6 +386,10 @@ def other_cases() -> list[Case]:
                                                     errors=["2 v=spf1 records"]))),
         _one("ptr_mismatch", _ip(ptr=False)),
         _one("dmarc_missing", _domain(dmarc=False)),
+        _one("probe_failed", _mailflow_probe("failure", "deliver")),
+        _one("probe_slow", _mailflow_probe("success", duration=300.0)),
+        Case("probe_slow: 120 seconds is not slow", _mailflow_probe("success", duration=120.0), {"probe_slow": 0}),
+        _one("probe_blind", _mailflow_probe("unknown", "tracking_blind")),
         _one("missing_role", {}, certificates={
             "EX01": ("permission", missing_message("Get-ExchangeCertificate", "svc-mailflow@contoso.sim"))}),
     ]  # fmt: skip
@@ -422,6 +433,7 @@ RENDERERS = [
     _Rendered("dns_domains", render_domains),
     _Rendered("dns_ips", render_ips),
     _Rendered("smtp", render_smtp),
+    _Rendered("mailflow_probe", render_probes),
 ]
 
 
@@ -511,6 +523,7 @@ def test_a_healthy_store_gives_no_finding_and_no_alert() -> None:
         **_domain(),
         **_ip(),
         **_probe(True, True),
+        **_mailflow_probe("success", duration=4.0),
         "tracking": {"EX01": _tracking("EX01", 0, 1.0)},
         **_back_pressure("EX01"),
     }

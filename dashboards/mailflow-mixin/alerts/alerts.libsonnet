@@ -655,6 +655,44 @@ local promql = import '../lib/promql.libsonnet';
           },
         ],
       },
+      {
+        name: 'mailflow-probe',
+        rules: [
+          {
+            alert: 'MailflowProbeFailed',
+            expr: expr('mailflow_probe_success{%(mailflowSelector)s} == 0'),
+            'for': '5m',
+            labels: { severity: c.severities.critical },
+            annotations: {
+              summary: 'A synthetic mail-flow probe did not arrive.',
+              description: 'The {{ $labels.kind }} probe {{ $labels.probe }} did not arrive; mailflow_probe_stage and the status page say where it stopped.',
+              runbook_url: c.runbookURLPattern % 'mailflowprobefailed',
+            },
+          },
+          {
+            alert: 'MailflowProbeSlow',
+            expr: expr('mailflow_probe_duration_seconds{%(mailflowSelector)s} > %(probeSlowSecondsThreshold)s'),
+            'for': '5m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A synthetic mail-flow probe took more than %(probeSlowSecondsThreshold)s seconds end to end.' % c,
+              description: 'The {{ $labels.kind }} probe {{ $labels.probe }} took {{ printf "%.0f" $value }} seconds to arrive.',
+              runbook_url: c.runbookURLPattern % 'mailflowprobeslow',
+            },
+          },
+          {
+            alert: 'MailflowProbeBlind',
+            expr: expr('mailflow_probe_stage{%(mailflowSelector)s, stage=~"no_result|tracking_blind"} == 1'),
+            'for': '5m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'The outcome of a synthetic mail-flow probe cannot be seen.',
+              description: 'The {{ $labels.kind }} probe {{ $labels.probe }} ran, but its outcome is unknown ({{ $labels.stage }}).',
+              runbook_url: c.runbookURLPattern % 'mailflowprobeblind',
+            },
+          },
+        ],
+      },
     ],
   },
 }
