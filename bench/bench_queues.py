@@ -62,8 +62,7 @@ LAST_ERRORS = (
     "[{LRT=%LRT%};{LED=450 4.2.2 The email account that you tried to reach at %HOP% is over quota. %LRT% - "
     "gsmtp};{FQDN=aspmx.l.google.example};{IP=142.250.1.27}]",
     "[{LRT=%LRT%};{LED=451 5.7.3 STARTTLS is required to send mail [%LRT%]};{FQDN=mx.%HOP%};{IP=203.0.113.9}]",
-    "[{LRT=%LRT%};{LED=421 4.4.2 Connection dropped due to SocketError (%LRT%)};{FQDN=mx.%HOP%};"
-    "{IP=203.0.113.77}]",
+    "[{LRT=%LRT%};{LED=421 4.4.2 Connection dropped due to SocketError (%LRT%)};{FQDN=mx.%HOP%};{IP=203.0.113.77}]",
 )
 
 
