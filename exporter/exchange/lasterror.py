@@ -136,8 +136,13 @@ CATEGORIES: tuple[str, ...] = (
 
 
 def _code(code: str) -> str:
-    """Regex for a whole status code (not part of an IP address or a longer code)."""
-    return rf"(?<![\d.]){code}(?!\.?\d)"
+    """Regex for a whole status code (not part of an IP address or a longer code): ``(?<![\\d.])``
+    before it, ``(?!\\.?\\d)`` after. The look-behind is written after the code's first character
+    (``[45](?<![\\d.][45])\\.4\\.7``, the same test) so that the pattern starts with that character
+    and the regex engine skips to where it occurs instead of trying every position: a third less
+    time for the rules on a text none of them matches early (docs/performance.md, "Queues at scale")."""
+    first = code[: code.index("]") + 1] if code.startswith("[") else code[0]
+    return rf"{first}(?<![\d.]{first}){code[len(first) :]}(?!\.?\d)"
 
 
 # Ordered (pattern, category) rules; first match wins. See the module docstring table.

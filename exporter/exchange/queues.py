@@ -105,7 +105,7 @@ def decode_queue(xml: str, server: str) -> QueueInfo:
     builds the QueueInfo as :func:`parse_queue` does; on the wire (remoting depth 1) every one is a
     primitive. Anything else (an object, a reference) raises ValueError and the message is decoded
     the generic way. Why: pypsrp's objects for all 30 properties of a queue, then ``flatten``, cost
-    about three times this parse (docs/performance.md, "Queues at scale").
+    1.6 times this parse (docs/performance.md, "Queues at scale").
     """
     root = wire.top_object(xml)
     props: dict[str, Any] = {}

@@ -1,14 +1,26 @@
-"""The memo of exporter.exchange.lasterror: parse_smtp_error gives what the rules give, and the memo
-stays within MEMO_SIZE entries."""
+"""The speed-ups of exporter.exchange.lasterror give what the plain forms give: the memo of
+parse_smtp_error (and it stays within MEMO_SIZE entries), the status-code patterns with their
+look-behind after the first character, and ASCII-only case folding on SMTP text."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.exchange import lasterror
-from exporter.exchange.lasterror import MEMO_SIZE, SmtpError, classify, expiry_cause, parse_smtp_error
+from exporter.exchange.lasterror import (
+    _RULE_SOURCE,
+    MEMO_SIZE,
+    RULES,
+    SmtpError,
+    _code,
+    classify,
+    expiry_cause,
+    parse_smtp_error,
+)
 from tests.unit.test_lasterror_corpus import CORPUS
 
 EXPIRED_WITH_CAUSE = "550 4.4.7 QUEUE.Expired; message expired -> 451 4.4.0 DNS query failed"
@@ -93,3 +105,43 @@ def test_memo_is_bounded() -> None:
 def test_memo_in_any_order_gives_what_the_rules_give(texts: list[str]) -> None:
     for text in texts + texts:
         assert parse_smtp_error(text) == by_the_rules(text)
+
+
+CODES = [
+    r"[45]\.4\.7",
+    r"5\.4\.300",
+    r"5\.7\.(?:124|13[3-6])",
+    r"[45]\.7\.(?:5|10|11)",
+    r"4\.4\.397",
+    r"[45]\.7\.\d{1,3}",
+    r"5\.1\.10",
+]
+_CODE_TEXT = st.lists(
+    st.sampled_from(
+        ["4", "5", "1", "0", "3", "7", "9", ".", " ", "-", "a", "[", "4.4.7", "5.7.1", "5.1.10", "10.4.4.7"]
+    ),
+    max_size=14,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(CODES), _CODE_TEXT)
+def test_code_pattern_is_the_plain_whole_code_test(code: str, text: str) -> None:
+    """``_code`` moves the look-behind after the first character; it must match exactly where the plain
+    ``(?<![\\d.])code(?!\\.?\\d)`` matches."""
+    plain = re.compile(rf"(?<![\d.]){code}(?!\.?\d)", re.IGNORECASE | re.ASCII)
+    fast = re.compile(_code(code), re.IGNORECASE | re.ASCII)
+    assert [m.span() for m in fast.finditer(text)] == [m.span() for m in plain.finditer(text)]
+
+
+def test_every_rule_is_compiled_ascii_case_insensitive() -> None:
+    assert len(RULES) == len(_RULE_SOURCE)
+    assert all(p.flags & re.IGNORECASE and p.flags & re.ASCII for p, _ in RULES)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_ascii_folding_classifies_the_corpus_as_unicode_folding_does(text: str) -> None:
+    """On SMTP text (ASCII) the rules compiled with re.ASCII give what Unicode case folding gives."""
+    unicode_rules = [(re.compile(p.pattern, re.IGNORECASE), c) for p, c in RULES]
+    expected = next((c for p, c in unicode_rules if p.search(text)), "other")
+    assert classify(text) == expected
