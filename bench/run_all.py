@@ -2,7 +2,8 @@
 
     python bench/run_all.py [--quick] [--only scrape,fanout,...] [--verbose]
 
-Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll cycle), tracking
+Benchmarks: scrape (GET /metrics vs generate_latest), fanout (a 50-server poll cycle), queues (client
+CPU of a 20,000-queue poll cycle: 100 servers x 200 queues), tracking
 (events per second of client CPU: the default configuration against its goal, and the fast path
 against pypsrp's own deserializer on the same output shape); fanout and tracking run once per
 transport (``fanout``, ``fanout/kerberos-http-sealed``, ``fanout/kerberos-https``, likewise tracking:
@@ -94,6 +95,22 @@ def _fanout(r: dict[str, str], quick: bool) -> list[Row]:
             f"{sealed}",
             "< 3 s per cycle",
             _holds(r["fanout_warm_s"], 3.0),
+        )
+    ]
+
+
+def _queues(r: dict[str, str], quick: bool) -> list[Row]:
+    rows = int(r["queues_rows"])
+    return [
+        (
+            f"queues at scale, {r['queues_servers']} servers x {r['queues_per_server']} queues"
+            if not quick
+            else "queues at scale (quick)",
+            f"client CPU {r['queues_cpu_s']} s per cycle (max {r['queues_cpu_max_s']} s; render "
+            f"{r['queues_render_s']} s) for {rows:,} queues, {int(r['queues_errors']):,} with a LastError "
+            f"({int(r['queues_distinct_errors']):,} distinct, new each cycle)",
+            f"< {5.0 * rows / 20_000:g} s client CPU per cycle (5 s per 20,000 queues)",
+            _holds(r["queues_cpu_s"], 5.0 * rows / 20_000),
         )
     ]
 
@@ -265,6 +282,7 @@ def _httpd(r: dict[str, str], quick: bool) -> list[Row]:
 
 BENCHES = [
     Bench("scrape", "bench_scrape.py", (), ("--servers", "10", "--runs", "5"), _scrape),
+    Bench("queues", "bench_queues.py", (), ("--servers", "10", "--queues", "200", "--cycles", "2"), _queues),
     *(
         Bench(
             "fanout" if transport == "basic-http" else f"fanout/{transport}",

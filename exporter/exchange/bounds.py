@@ -298,6 +298,10 @@ def install(wsman: WSMan, limits: Limits) -> CallGuard:
 
     def bounded_session() -> requests.Session:
         session = build()
+        # pypsrp has just merged the environment's proxy and CA settings for this endpoint into the session;
+        # with trust_env requests would read every environment variable again on each request (0.14 ms
+        # per request here, more in a container with many variables: docs/performance.md, "Queues at scale").
+        session.trust_env = False
         for prefix in ("http://", "https://"):
             previous = session.adapters.get(prefix)
             retries = getattr(previous, "max_retries", 0)

@@ -39,9 +39,11 @@ def run_cmdlet(
     cmdlet: str,
     params: Mapping[str, Any] | None = None,
     select: Sequence[str] | None = None,
+    decoder: Callable[[str], Any] | None = None,
 ) -> CallResult:
-    """Invoke, turn error records into CollectorError(cmdlet_error), log warnings (partial data)."""
-    result = session.invoke(cmdlet, params, select=select)
+    """Invoke, turn error records into CollectorError(cmdlet_error), log warnings (partial data).
+    ``decoder``: see ``ExchangeSession.invoke``."""
+    result = session.invoke(cmdlet, params, select=select, decoder=decoder)
     shown = " ".join([cmdlet, *(f"-{k} {v}" for k, v in (params or {}).items())])
     result.raise_for_errors(shown)
     for warning in result.warnings:
@@ -95,8 +97,9 @@ class ServerCollector:
         cmdlet: str,
         params: Mapping[str, Any] | None = None,
         select: Sequence[str] | None = None,
+        decoder: Callable[[str], Any] | None = None,
     ) -> CallResult:
-        return run_cmdlet(session, self.name, target, cmdlet, params, select)
+        return run_cmdlet(session, self.name, target, cmdlet, params, select, decoder)
 
     def fetch(
         self,
@@ -106,9 +109,12 @@ class ServerCollector:
         params: Mapping[str, Any] | None,
         parse: Callable[[Any, str], T],
         select: Sequence[str] | None = None,
+        decoder: Callable[[str], T] | None = None,
     ) -> list[T]:
-        """Run the cmdlet and parse each output object with ``parse(obj, server)``."""
-        result = self.run(session, server, cmdlet, params, select)
+        """Run the cmdlet and parse each output object with ``parse(obj, server)``. ``decoder`` may turn
+        an output message's CLIXML straight into the record (``ExchangeSession.invoke``); ``parse`` then
+        gets that record, and pypsrp's object for the messages the decoder left alone."""
+        result = self.run(session, server, cmdlet, params, select, decoder)
         shown = " ".join([cmdlet, *(f"-{k} {v}" for k, v in (params or {}).items())])
         return parse_all(shown, result.objects, lambda o: parse(o, server))
 

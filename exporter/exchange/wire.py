@@ -309,6 +309,25 @@ def decode_output(xml: str) -> Any:
     return _Decoder(element).value(element)
 
 
+def top_object(xml: str) -> ET.Element:
+    """The ``<Obj>`` of one output message, for a collector's own decoder; ValueError unless pypsrp
+    would decode the message as a generic object (``GenericComplexObject``), what its parser reads."""
+    element = ET.fromstring(xml)
+    if element.tag != "Obj" or _shape(_Decoder(element)._types(element)) != "dynamic":
+        raise ValueError("not a generic object")
+    return element
+
+
+def primitive_value(element: ET.Element) -> Any:
+    """The value pypsrp gives a primitive property element (``<S>``, ``<I32>``, ``<DT>``, ``<Nil>``...);
+    ValueError for any other (an object, a reference): a collector's decoder then leaves the message
+    to the generic path."""
+    convert = _PRIMITIVES.get(element.tag)
+    if convert is None or element.tag == "ToString":
+        raise ValueError(f"<{element.tag}> is not a primitive")
+    return convert(element)
+
+
 class FastOutputSerializer(Serializer):
     """pypsrp's Serializer with a fast path for top-level pipeline output messages.
 

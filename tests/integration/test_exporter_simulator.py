@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.request
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from exporter.exchange.queues import QueueInfo, decode_queue, parse_queue
 from exporter.service import Service
 from tests.integration.conftest import PASSWORD, SimFactory, raw_pool, settings_for, small_org
 
@@ -253,3 +255,18 @@ def test_password_never_leaks(
     assert any("auth" in t for t in texts)  # the failures really happened and were reported
     for text in texts:
         assert PASSWORD not in text
+
+
+def test_queue_decoder_gives_what_the_generic_path_gives(sim_factory: SimFactory, service_factory: Any) -> None:
+    """The queue collector decodes Get-Queue's messages itself (queues.decode_queue); over real pypsrp
+    that gives the same queues as pypsrp's objects parsed by parse_queue."""
+    sim, scenario = sim_factory()
+    service = service_factory(settings_for(sim, scenario))
+    session = service.targets.session("EX01")
+    params = {"Server": "EX01", "ResultSize": "Unlimited"}
+    decoded = session.invoke("Get-Queue", params, decoder=functools.partial(decode_queue, server="EX01")).objects
+    generic = session.invoke("Get-Queue", params).objects
+    assert decoded and all(isinstance(q, QueueInfo) for q in decoded)
+    assert decoded == [parse_queue(o, "EX01") for o in generic]
+    collector = next(c for c in service.collectors if c.name == "queues")
+    assert collector.poll("EX01").queues == tuple(decoded)

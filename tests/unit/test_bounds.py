@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import requests
 from apscheduler.schedulers.background import BackgroundScheduler
+from pypsrp.wsman import WSMan
+from requests.utils import resolve_proxies
 
 from exporter.errors import ConfigError
-from exporter.exchange.bounds import BoundedAdapter, CallGuard, Limits, TooLarge, result_size
+from exporter.exchange.bounds import BoundedAdapter, CallGuard, Limits, TooLarge, install, result_size
 from exporter.lanes import FairExecutor
 from exporter.logs import MAX_LIBRARY_MESSAGE, scrub
 from exporter.settings import MIB, load_settings
@@ -259,3 +261,21 @@ def test_a_blocked_lane_holds_one_worker_and_the_others_take_turns() -> None:
     finally:
         release.set()
         scheduler.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("host", ["ex01.contoso.example", "ex02.bypass.example"])
+def test_bounded_session_keeps_the_environment_proxies_without_reading_them_per_request(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """pypsrp merges the environment's proxies for its endpoint when it builds the session, so the bounded
+    session turns requests' per-request re-read off (trust_env) and still proxies exactly as before."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", ".bypass.example")
+    wsman = WSMan(host, port=5985, ssl=False, auth="basic", username="u", password="p", encryption="never")
+    install(wsman, LIMITS)
+    session = wsman.transport._build_session()
+    request = session.prepare_request(requests.Request("POST", wsman.transport.endpoint))
+    assert session.trust_env is False
+    expected = "http://proxy.example:3128" if host.startswith("ex01") else None
+    assert resolve_proxies(request, session.proxies, False).get("http") == expected
+    assert resolve_proxies(request, session.proxies, True).get("http") == expected  # re-reading the environment
