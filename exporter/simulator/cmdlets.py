@@ -659,4 +659,4 @@ def _replay_impl(name: str) -> Impl:
 
 # The transport, configuration, health and diagnostics cmdlets, and the PowerShell commands of every
 # session, live in their own modules; importing them registers them.
-from exporter.simulator import cmdlets_config, cmdlets_core, cmdlets_transport, diagnostics  # noqa: E402, F401
+from exporter.simulator import cmdlets_config, cmdlets_core, cmdlets_policy, cmdlets_transport, diagnostics  # noqa: E402, F401

@@ -67,6 +67,7 @@ __all__ = [
     "AccessEntry",
     "accepted_domain",
     "ad_permission",
+    "ad_tail",
     "connector_permissions",
     "ip_address",
     "ip_range",
@@ -240,6 +241,10 @@ def _ad_tail(
         ("IsValid", True),
         ("ObjectState", object_state("Unchanged")),
     ]
+
+
+#: The closing AD properties, for the configuration objects built in other modules (objects_policy).
+ad_tail = _ad_tail
 
 
 def _guid(*parts: str) -> uuid.UUID:
