@@ -12,7 +12,7 @@ Description) is not simulated: it is refused as not simulated rather than ignore
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from exporter.simulator import objects_policy
@@ -27,7 +27,7 @@ _DC = Param("DomainController")
 T = TypeVar("T")
 
 
-def _exact(ctx: Context, cmdlet_name: str, identity: str | None, items: list[tuple[T, tuple[str, ...]]]) -> list[T]:
+def _exact(ctx: Context, cmdlet_name: str, identity: str | None, items: Sequence[tuple[T, Sequence[str]]]) -> list[T]:
     """The items whose keys equal -Identity (case-insensitive; no wildcards), or the not-found record."""
     if identity is None:
         return [item for item, _ in items]

@@ -69,6 +69,8 @@ NETWORK_CONNECTION_INFO_TYPE_NAMES = [
     "System.Object",
 ]
 
+#: Exchange's default rejection text (New-TransportRule -RejectMessageReasonText docs).
+_REJECT_TEXT = "Delivery not authorized, message refused"
 _IP_ARRAY = ["System.Net.IPAddress[]", "System.Array", "System.Object"]
 
 
@@ -96,9 +98,8 @@ def _rule_description(spec: TransportRuleSpec) -> str:
     actions = []
     if spec.reject_text is not None or spec.reject_status_code is not None:
         code = spec.reject_status_code or "5.7.1"
-        actions.append(
-            f"Reject the message with the explanation '{spec.reject_text or 'Delivery not authorized, message refused'}' and the enhanced status code '{code}'"
-        )  # noqa: E501
+        text = spec.reject_text or _REJECT_TEXT
+        actions.append(f"Reject the message with the explanation '{text}' and the enhanced status code '{code}'")
     if spec.delete_message:
         actions.append("Delete the message without notifying the recipient or sender")
     if spec.redirect_to:
@@ -150,8 +151,8 @@ def transport_rule(scenario: Scenario, spec: TransportRuleSpec, timeline: Timeli
             ("RejectMessageEnhancedStatusCode", (spec.reject_status_code or "5.7.1") if rejects else None),
             (
                 "RejectMessageReasonText",
-                (spec.reject_text or "Delivery not authorized, message refused") if rejects else None,
-            ),  # noqa: E501
+                (spec.reject_text or _REJECT_TEXT) if rejects else None,
+            ),
             ("DeleteMessage", spec.delete_message),
             ("Quarantine", spec.quarantine),
             ("StopRuleProcessing", False),

@@ -264,7 +264,7 @@ class PolicyConfigParser(FieldReader):
         self._check_keys(dns, ["adapters", "external_adapter_enabled", "external_adapter_guid",
                                "external_dns_servers", "external_protocol", "internal_adapter_enabled",
                                "internal_dns_servers"], at)  # fmt: skip
-        adapters = []
+        adapters: list[NetworkAdapterSpec] = []
         for a_at, entry in self._list(dns.get("adapters") or [], f"{at}.adapters",
                                       ["name", "dns_servers", "ip_addresses", "guid"]):  # fmt: skip
             name = self._str(entry, "name", a_at, "").strip() or f"Ethernet{len(adapters)}"

@@ -16,13 +16,14 @@ from typing import Any
 from exporter.exchange.lasterror import CATEGORY_HINTS
 from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
-from exporter.triage import hints, rules_transport
+from exporter.triage import hints, rules_policy, rules_transport
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
 from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
-RULES: list[Rule] = [*rules_transport.RULES]  # back pressure, shadow redundancy, server clocks
+# back pressure, shadow redundancy, server clocks; transport rules, the transport servers' DNS
+RULES: list[Rule] = [*rules_transport.RULES, *rules_policy.RULES]
 CONNECTION = ("connection_refused", "connection_timeout", "connection_failed")
 TRANSPORT_COMPONENTS = ("ServerWideOffline", "HubTransport", "FrontendTransport")
 RECENT = 86400.0  # a configuration change this recent is a suspect
@@ -104,6 +105,8 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     messages = sum(q.message_count for q in queues)
     evidence = _queue_evidence(queues)
     step = CATEGORY_HINTS["dns_failure"]
+    if facts.of("transport_dns") or facts.failed("transport_dns"):
+        evidence += tuple(rules_policy.dns_server_evidence(facts, {q.server for q in queues}))
     resolver = _resolver_failures(facts)
     if resolver:
         evidence += tuple(f"the exporter's resolver fails too: {r}" for r in resolver[:3])
@@ -286,7 +289,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
     in the recent tracking log of any server; internal RECEIVEs do not count): then the cause is DNS
     or the path to Exchange, not Exchange itself."""
     out = []
-    silent = _inbound_silent(facts)
+    silent = rules_policy.inbound_silent(facts)
     for r in facts.all("dns_domains"):
         problems = []
         if not r.mx.answer.failed:
@@ -364,7 +367,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     to 15 minutes of it, every server read) while at least 20 internal and outbound messages were
     handed on in it, and no MX or SMTP-probe problem explains it (inbound_dns_and_smtp names that
     cause instead)."""
-    silent = _inbound_silent(facts)
+    silent = rules_policy.inbound_silent(facts)
     if not silent:
         return []
     if facts.failed("tracking"):
@@ -388,19 +391,6 @@ def inbound_silence(facts: Facts) -> list[Finding]:
             80,
         )
     ]
-
-
-def _inbound_silent(facts: Facts) -> str:
-    results = facts.all("tracking")
-    if not results or any(r.recent_seconds < 300 for r in results):
-        return ""
-    # Arrivals from outside, not any SMTP RECEIVE: internal submissions and hops between servers are
-    # logged as RECEIVE over SMTP too, and would hide an inbound outage while internal mail flows.
-    received = sum(r.recent_received_inbound + r.recent_flow.get("inbound", 0) for r in results)
-    if received:
-        return ""
-    minutes = min(r.recent_seconds for r in results) / 60
-    return f"no message arrived from outside the organisation on any server in the last {minutes:.0f} minutes"
 
 
 @rule
