@@ -84,7 +84,8 @@ def transport_rule_findings(facts: Facts, silent: str) -> list[Finding]:
                     "WhenChanged; who changed it: Search-AdminAuditLog -Cmdlets Set-TransportRule,New-TransportRule "
                     f'-StartDate "{rule.changed:%Y-%m-%d %H:%M}Z". To stop it at once: Disable-TransportRule '
                     f'"{rule.name}" (or Set-TransportRule -Mode Audit). The message tracking log names the rule '
-                    "that rejected a message (EventId FAIL, Source AGENT, the transport rule agent).",
+                    "that rejected a message: FAIL events with SourceContext Transport Rule Agent and "
+                    "TRANSPORT.RULES.RejectMessage in RecipientStatus.",
                     "transport-rule-changed",
                     failed,
                 )
