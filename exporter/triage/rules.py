@@ -98,7 +98,9 @@ def _listed_ips(facts: Facts) -> list[str]:
 @rule
 def outbound_dns_failure(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues with messages whose LastError is ``dns_failure`` (451 4.4.0).
-    Correlated with the exporter's own DNS checks failing at the resolver."""
+    Correlated with the exporter's own DNS checks failing at the resolver; names the DNS servers each
+    retrying server asks for lookups outside the organisation (transport_dns), or says they are
+    unknown or that its settings leave it none."""
     queues = _retrying(facts, ["dns_failure"])
     if not queues:
         return []
@@ -216,7 +218,9 @@ def internal_recipient_unknown(facts: Facts) -> list[Finding]:
     organisation's accepted domains rejected as unknown in the last tracking window (5.1.1, 5.1.10,
     5.4.1 Access denied...; counted per code and per recipient domain, recipients of other domains
     apart). Correlated with accepted domains changed in the last day: the one the rejected
-    recipients are in is named in the title and the next step."""
+    recipients are in is named in the title and the next step; else with email address policies
+    changed in the last day. For each rejected domain, which policies generate addresses in it (or
+    that none does)."""
     return hints.recipient_unknown_findings(facts, RECENT, CATEGORY_HINTS["recipient_unknown"])
 
 
