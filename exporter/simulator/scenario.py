@@ -127,10 +127,11 @@ class Scenario:
 
     @property
     def effective_email_address_policies(self) -> tuple[EmailAddressPolicySpec, ...]:
-        """The email address policies (the scenario's, or setup's Default Policy)."""
+        """The email address policies (the scenario's, or setup's Default Policy for the default domain)."""
         if self.email_address_policies is not None:
             return self.email_address_policies
-        return default_email_address_policies(self.organisation.domain)
+        default = next(d.domain for d in self.effective_accepted_domains if d.default)
+        return default_email_address_policies(default.lstrip("*.") or self.organisation.domain)
 
     def roles_of(self, user: str) -> tuple[str, ...]:
         """The management roles of ``user``'s sessions (case-insensitive name)."""
@@ -306,8 +307,7 @@ class _Parser(OrgConfigParser, FaultSpecParser):
                     f"servers {server.name}.tracking.recipient_domains: {', '.join(strange)} is not an accepted "
                     "domain of the organisation (Exchange delivers only to its accepted domains)"
                 )
-        policies = config.get("email_address_policies") or default_email_address_policies(org.domain)
-        check_policy_domains(policies, accepted)
+        check_policy_domains(config.get("email_address_policies") or (), accepted)
         return Scenario(
             organisation=org,
             servers=servers,
