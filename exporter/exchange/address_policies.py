@@ -117,11 +117,13 @@ class AddressPolicyCollector(OrgCollector):
 def cap_address_policies(result: AddressPolicyResult, limit: int) -> AddressPolicyResult:
     """The cap decided: the default policy (priority Lowest) and the most recently changed keep series."""
 
+    by_name = {p.name: p for p in result.policies}
+
     def rank(name: str) -> tuple[bool, float]:
-        policy = next(p for p in result.policies if p.name == name)
+        policy = by_name[name]
         return (policy.priority != "Lowest", -(policy.changed.timestamp() if policy.changed else 0.0))
 
-    names = {p.name for p in result.policies}
+    names = set(by_name)
     kept = keep_top(names, limit, rank)
     return replace(result, kept=kept, folded={"policy": len(names) - len(kept)})
 
