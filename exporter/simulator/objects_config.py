@@ -490,7 +490,7 @@ def send_connector(scenario: Scenario, spec: SendConnectorSpec, timeline: Timeli
             ("ProtocolLoggingLevel", _enum("Microsoft.Exchange.Data.ProtocolLoggingLevel", _PROTOCOL_LOGGING, "None")),
             ("SmartHostAuthMechanism", _enum(f"{_CONFIG}.SmtpSendConnectorConfig+AuthMechanisms", _SEND_AUTH, "None")),
             ("AuthenticationCredential", None),
-            ("UseExternalDNSServersEnabled", False),
+            ("UseExternalDNSServersEnabled", spec.use_external_dns_servers),
             ("DomainSecureEnabled", False),
             ("SourceIPAddress", any_address),
             ("SmtpMaxMessagesPerConnection", 20),

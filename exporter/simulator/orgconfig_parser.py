@@ -242,6 +242,7 @@ class OrgConfigParser(PolicyConfigParser):
                 "tls_auth_level",
                 "cloud_services_mail_enabled",
                 "fqdn",
+                "use_external_dns_servers",
             ],
         ):
             name = self._name(entry, at)
@@ -270,6 +271,7 @@ class OrgConfigParser(PolicyConfigParser):
                     ),
                     cloud_services_mail_enabled=self._bool(entry, "cloud_services_mail_enabled", at, False),
                     fqdn=self._str(entry, "fqdn", at, "") or None,
+                    use_external_dns_servers=self._bool(entry, "use_external_dns_servers", at, False),
                 )
             )
         self._unique([s.name for s in specs], "send_connectors")

@@ -129,6 +129,8 @@ def dns_server_evidence(facts: Facts, servers: Iterable[str]) -> list[str]:
     """The DNS servers each of ``servers`` asks for lookups outside the organisation (or why it is unknown)."""
     by_server = {r.server.upper(): r for r in facts.all("transport_dns")}
     failed = facts.failed("transport_dns")
+    # Set-SendConnector: UseExternalDNSServersEnabled makes the connector use the ExternalDNSServers list.
+    listed = sorted({c.name for r in facts.all("send_connectors") for c in r.connectors if c.use_external_dns})
     out = []
     for server in sorted(set(servers)):
         r = by_server.get(server.upper())
@@ -142,6 +144,9 @@ def dns_server_evidence(facts: Facts, servers: Iterable[str]) -> list[str]:
             out.append(f"{server}: no DNS server for external lookups: {resolvers.problem}")
         else:
             out.append(f"{server} asks {', '.join(resolvers.servers)} (from {source}) for external lookups")
+        if listed and resolvers.source == "adapter":
+            servers = ", ".join(r.external.servers) or "none: the list is empty"
+            out.append(f"{server}: send connectors {', '.join(listed)} use ExternalDNSServers instead ({servers})")
     return out
 
 

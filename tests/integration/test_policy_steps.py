@@ -48,6 +48,10 @@ def rules_org() -> dict[str, Any]:
         "external_adapter_guid": BAD_GUID,
     }
     org["servers"][1]["dns"] = {"external_adapter_enabled": False, "external_dns_servers": ["198.51.100.53"]}
+    org["send_connectors"] = [
+        {"name": "Internet"},
+        {"name": "Partner", "address_spaces": ["SMTP:partner.example;1"], "use_external_dns_servers": True},
+    ]
     return org
 
 
@@ -304,6 +308,9 @@ def test_dns_failures_show_each_servers_dns_servers_and_a_server_without_any(sim
         in (dns.evidence)
     )
     assert "EX02 asks 198.51.100.53 (from ExternalDNSServers) for external lookups" in dns.evidence
+    # Set-SendConnector -UseExternalDNSServersEnabled: that connector resolves with the list, empty on EX01.
+    assert "EX01: send connectors Partner use ExternalDNSServers instead (none: the list is empty)" in dns.evidence
+    assert not any(e.startswith("EX02: send connectors") for e in dns.evidence)
     (unconfigured,) = [f for f in report.findings if f.rule == "transport_dns_unconfigured"]
     assert unconfigured.title == "EX01 has no DNS server for lookups outside the organisation"
     assert "network adapters: LAN: 192.0.2.53, 192.0.2.54" in unconfigured.evidence
