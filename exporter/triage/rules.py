@@ -109,6 +109,7 @@ def outbound_dns_failure(facts: Facts) -> list[Finding]:
     step = CATEGORY_HINTS["dns_failure"]
     if facts.of("transport_dns") or facts.failed("transport_dns"):
         evidence += tuple(rules_policy.dns_server_evidence(facts, {q.server for q in queues}))
+        step = rules_policy.dns_server_step(facts, {q.server for q in queues}) + step
     resolver = _resolver_failures(facts)
     if resolver:
         evidence += tuple(f"the exporter's resolver fails too: {r}" for r in resolver[:3])

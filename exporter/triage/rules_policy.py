@@ -150,6 +150,17 @@ def dns_server_evidence(facts: Facts, servers: Iterable[str]) -> list[str]:
     return out
 
 
+def dns_server_step(facts: Facts, servers: Iterable[str]) -> str:
+    """The first thing to fix when a retrying server's settings leave it no DNS server, else ""."""
+    wanted = {s.upper() for s in servers}
+    broken = sorted(r.server for r in facts.all("transport_dns")
+                    if r.server.upper() in wanted and r.resolvers("external").problem)  # fmt: skip
+    if not broken:
+        return ""
+    return (f"{', '.join(broken)} {'has' if len(broken) == 1 else 'have'} no DNS server for external lookups "
+            "(transport_dns_unconfigured): fix that first. ")  # fmt: skip
+
+
 def transport_dns_findings(facts: Facts) -> list[Finding]:
     """A transport server whose DNS settings leave it no DNS server for external lookups."""
     out = []

@@ -311,6 +311,7 @@ def test_dns_failures_show_each_servers_dns_servers_and_a_server_without_any(sim
     # Set-SendConnector -UseExternalDNSServersEnabled: that connector resolves with the list, empty on EX01.
     assert "EX01: send connectors Partner use ExternalDNSServers instead (none: the list is empty)" in dns.evidence
     assert not any(e.startswith("EX02: send connectors") for e in dns.evidence)
+    assert dns.next_step.startswith("EX01 has no DNS server for external lookups (transport_dns_unconfigured)")
     (unconfigured,) = [f for f in report.findings if f.rule == "transport_dns_unconfigured"]
     assert unconfigured.title == "EX01 has no DNS server for lookups outside the organisation"
     assert "network adapters: LAN: 192.0.2.53, 192.0.2.54" in unconfigured.evidence
