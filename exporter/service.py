@@ -112,7 +112,8 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
     if c.accepted_domains.enabled:
         out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval, c.accepted_domains.max_domains))
     if c.transport_rules.enabled:
-        out.append(TransportRuleCollector(targets, c.transport_rules.interval, c.transport_rules.max_rules))
+        t = c.transport_rules
+        out.append(TransportRuleCollector(targets, t.interval, t.max_rules, t.expect))
     e = c.email_address_policies
     if e.enabled:
         out.append(AddressPolicyCollector(targets, e.interval, e.max_policies))

@@ -422,9 +422,19 @@ class AcceptedDomainCollectorSettings(SimpleCollectorSettings):
     max_domains: int = Field(default=1000, ge=1, le=100_000)
 
 
+class TransportRuleExpectation(_Model):
+    """What one transport rule must look like; unset fields are not checked."""
+
+    state: Literal["Enabled", "Disabled"] | None = None
+    mode: Literal["Enforce", "Audit", "AuditAndNotify"] | None = None
+    # The delivery-affecting actions it takes, exactly (reject, delete, redirect, quarantine, moderate).
+    actions: list[Literal["reject", "delete", "redirect", "quarantine", "moderate"]] | None = None
+
+
 class TransportRuleCollectorSettings(SimpleCollectorSettings):
     interval: Interval = 300.0
     max_rules: int = Field(default=100, ge=1, le=10_000)  # rules with delivery-affecting actions
+    expect: dict[str, TransportRuleExpectation] = Field(default_factory=dict)  # rule name glob -> expectation
 
 
 class AddressPolicyCollectorSettings(SimpleCollectorSettings):

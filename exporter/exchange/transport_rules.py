@@ -27,8 +27,10 @@ from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, as_int, flatten, parse_datetime
 from exporter.exchange.cmdlet_collector import OrgCollector, parse_all
+from exporter.exchange.drift import ConnectorDrift, connector_drift
 from exporter.exchange.session import ExchangeSession
 from exporter.exchange.targets import ExchangeTargets
+from exporter.settings import TransportRuleExpectation
 
 POLLED = "Polled from Get-TransportRule on a schedule."
 #: RuleState and RuleMode (Get-TransportRule -State; New-TransportRule -Mode).
@@ -55,6 +57,10 @@ class TransportRule:
     actions: tuple[str, ...]  # a subset of ACTIONS, in that order
     reject_code: str  # RejectMessageEnhancedStatusCode ("" when the rule does not reject)
     changed: datetime | None
+
+    def settings(self) -> dict[str, Any]:
+        """The values expectations compare against, keyed like TransportRuleExpectation."""
+        return {"state": self.state, "mode": self.mode, "actions": list(self.actions)}
 
     @property
     def acts(self) -> bool:
@@ -92,7 +98,9 @@ class TransportRuleResult:
     """The organisation's transport rules, by priority."""
 
     rules: tuple[TransportRule, ...]
+    drift: tuple[ConnectorDrift, ...] = ()  # against collectors.transport_rules.expect
     kept: frozenset[str] | None = None  # rules with actions that keep their own series (None: all)
+    drift_kept: frozenset[str] | None = None  # rule names whose drift keeps its own series (None: all)
     folded: Mapping[str, int] = field(default_factory=dict)
 
     def with_actions(self) -> list[TransportRule]:
@@ -105,15 +113,24 @@ class TransportRuleCollector(OrgCollector):
 
     name = "transport_rules"
 
-    def __init__(self, targets: ExchangeTargets, interval: float, max_rules: int = 100) -> None:
+    def __init__(
+        self,
+        targets: ExchangeTargets,
+        interval: float,
+        max_rules: int = 100,
+        expect: Mapping[str, TransportRuleExpectation] | None = None,
+    ) -> None:
         super().__init__(targets, interval)
         self._max_rules = max_rules
+        self._expect = dict(expect or {})
 
     def collect(self, session: ExchangeSession, server: str) -> TransportRuleResult:
         # -ResultSize Unlimited: the default (1000) would hide rules past it without a word.
         result = self.run(session, server, "Get-TransportRule", {"ResultSize": "Unlimited"})
         rules = sorted(parse_all("Get-TransportRule", result.objects, parse_transport_rule), key=lambda r: r.priority)
-        return cap_transport_rules(TransportRuleResult(tuple(rules)), self._max_rules)
+        wanted = [(pattern, pattern, expectation) for pattern, expectation in sorted(self._expect.items())]
+        drift = connector_drift(wanted, [(r.name, r.settings()) for r in rules])
+        return cap_transport_rules(TransportRuleResult(tuple(rules), tuple(drift)), self._max_rules)
 
     def render(self, results: Mapping[str, TransportRuleResult]) -> Iterable[Metric]:
         return render_transport_rules(results.values())
@@ -129,12 +146,15 @@ def cap_transport_rules(result: TransportRuleResult, limit: int) -> TransportRul
         return (not rule.acts, -(rule.changed.timestamp() if rule.changed else 0.0))
 
     kept = keep_top(rules, limit, rank)
+    drifted = {d.connector for d in result.drift if d.drifted}
+    named = {d.connector for d in result.drift}
+    drift_kept = keep_top(named, limit, lambda name: name not in drifted)
     folded = {
-        "rule": len(rules) - len(kept),
+        "rule": len((set(rules) - kept) | (named - drift_kept)),
         "state": unknown((r.state for r in result.rules), STATES),
         "mode": unknown((r.mode for r in result.rules), MODES),
     }
-    return replace(result, kept=kept, folded=folded)
+    return replace(result, kept=kept, drift_kept=drift_kept, folded=folded)
 
 
 def render_transport_rules(results: Iterable[TransportRuleResult]) -> list[Metric]:
@@ -152,6 +172,11 @@ def render_transport_rules(results: Iterable[TransportRuleResult]) -> list[Metri
         "mailflow_transport_rule_changed_timestamp_seconds",
         f"When a transport rule with such an action was last changed (WhenChangedUTC), unix time. {POLLED}",
         labels=["rule"],
+    )
+    drift = GaugeMetricFamily(
+        "mailflow_transport_rule_drift",
+        f'1 if the setting differs from collectors.transport_rules.expect (setting="present": no such rule). {POLLED}',
+        labels=["rule", "setting"],
     )
     latest = GaugeMetricFamily(
         "mailflow_transport_rules_last_changed_timestamp_seconds",
@@ -184,4 +209,12 @@ def render_transport_rules(results: Iterable[TransportRuleResult]) -> list[Metri
         stamps = [r.changed.timestamp() for r in result.rules if r.changed is not None]
         if stamps:
             latest.add_metric([], max(stamps))
-    return [count, info, changed, latest]
+        # A glob may match any number of rules: at most max_rules names keep their drift series.
+        drifted: dict[tuple[str, str], bool] = {}
+        for item in result.drift:
+            folded_name = result.drift_kept is not None and item.connector not in result.drift_kept
+            key = (OTHER if folded_name else item.connector, item.setting)
+            drifted[key] = drifted.get(key, False) or item.drifted
+        for (name, setting), is_drifted in sorted(drifted.items()):
+            drift.add_metric([name, setting], 1 if is_drifted else 0)
+    return [count, info, changed, drift, latest]

@@ -585,22 +585,28 @@ def open_relays(facts: Facts) -> list[Finding]:
 
 @rule
 def connector_drift(facts: Facts) -> list[Finding]:
-    """Trigger: a connector setting differs from the configured expectation."""
-    items = [("send", d, "") for r in facts.all("send_connectors") for d in r.drift if d.drifted]
-    items += [("receive", d, r.server + "\\") for r in facts.all("receive_connectors") for d in r.drift if d.drifted]
+    """Trigger: a connector or transport rule setting differs from the configured expectation."""
+    items = [("send connector", d, "") for r in facts.all("send_connectors") for d in r.drift if d.drifted]
+    items += [("receive connector", d, r.server + "\\") for r in facts.all("receive_connectors") for d in r.drift
+              if d.drifted]  # fmt: skip
+    items += [("transport rule", d, "") for r in facts.all("transport_rules") for d in r.drift if d.drifted]
     if not items:
         return []
-    evidence = tuple(f"{kind} connector {srv}{d.connector}: {d.setting} differs" for kind, d, srv in items)
-    scopes = ("outbound",) if all(k == "send" for k, _d, _s in items) else ("outbound", "inbound")
+    evidence = tuple(f"{kind} {srv}{d.connector}: {d.setting} differs" for kind, d, srv in items)
+    kinds = {k for k, _d, _s in items}
+    scopes = ("outbound",) if kinds == {"send connector"} else ("outbound", "inbound")
+    what = "Transport rules differ" if kinds == {"transport rule"} else "Connectors differ"
+    if len(kinds) > 1 and "transport rule" in kinds:
+        what = "Connectors and transport rules differ"
     return [
         Finding(
             "connector_drift",
             severity("connector_drift"),
             "connectors",
             scopes,
-            "Connectors differ from their expected configuration",
+            f"{what} from their expected configuration",
             evidence,
-            "Compare with Get-SendConnector / Get-ReceiveConnector | fl and the admin audit log "
+            "Compare with Get-SendConnector / Get-ReceiveConnector / Get-TransportRule | fl and the admin audit log "
             "(Search-AdminAuditLog).",
             "connector-drift",
             len(items),

@@ -108,7 +108,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("open_relay", ("MailflowOpenRelayConnector",), "critical"),
     Fault("relay_unverified", ("MailflowRelayRightsUnverified",), "info"),
     Fault("accepted_domain_relay", ("MailflowAcceptedDomainOpenRelay",), "critical"),
-    Fault("connector_drift", ("MailflowSendConnectorDrift", "MailflowReceiveConnectorDrift"), "warning"),
+    Fault("connector_drift", ("MailflowSendConnectorDrift", "MailflowReceiveConnectorDrift",
+                              "MailflowTransportRuleDrift"), "warning"),
     # A server whose settings give it no DNS server: its outbound mail retries with 451 4.4.0; the others still send.
     Fault("transport_dns_unconfigured", ("MailflowTransportDnsUnconfigured",), "warning"),
     Fault("inbound_mx", ("MailflowMxMissing", "MailflowMxHostUnresolvable", "MailflowDnsRecordDrift"), "critical"),

@@ -218,11 +218,20 @@ PLANTED = [
 ]
 
 
+EXPECT = {
+    "Block outside*": {"mode": "Audit"},  # drifted: it enforces
+    "Audit deletes": {"state": "Enabled", "mode": "Audit", "actions": ["delete"]},  # as expected
+    "Journal copy": {"state": "Enabled"},  # no such rule
+}
+
+
 def test_a_rejecting_rule_changed_before_failures_is_named_with_its_code() -> None:
     sim, scenario = frozen(failing_org(PLANTED))
     try:
         truth = fail_counts(sim, scenario)
-        report, registry = run(settings_for(sim, scenario))
+        report, registry = run(
+            settings_for(sim, scenario, overrides={"collectors": {"transport_rules": {"expect": EXPECT}}})
+        )
     finally:
         sim.stop()
     found = [f for f in report.findings if f.rule == "transport_rule_changed"]
@@ -245,6 +254,18 @@ def test_a_rejecting_rule_changed_before_failures_is_named_with_its_code() -> No
     assert stamp is not None and 19 * 60 <= time.time() - stamp <= 25 * 60
     assert value(registry, "mailflow_transport_rules", state="Enabled", mode="Enforce") == 2
     assert value(registry, "mailflow_collector_up", collector="transport_rules", target="organization") == 1
+
+    # Expected state (drift.py, as for connectors): the metric per setting, one finding naming them.
+    drift = "mailflow_transport_rule_drift"
+    assert value(registry, drift, rule="Block outside senders", setting="mode") == 1
+    assert value(registry, drift, rule="Audit deletes", setting="actions") == 0
+    assert value(registry, drift, rule="Journal copy", setting="present") == 1
+    (drifted,) = [f for f in report.findings if f.rule == "connector_drift"]
+    assert drifted.title == "Transport rules differ from their expected configuration"
+    assert set(drifted.evidence) == {
+        "transport rule Block outside senders: mode differs",
+        "transport rule Journal copy: present differs",
+    }
 
 
 def test_a_recently_changed_rule_without_failures_is_no_finding() -> None:

@@ -446,6 +446,17 @@ local promql = import '../lib/promql.libsonnet';
             },
           },
           {
+            alert: 'MailflowTransportRuleDrift',
+            expr: expr('mailflow_transport_rule_drift{%(mailflowSelector)s} == 1'),
+            'for': '10m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A transport rule differs from its expected configuration.',
+              description: 'Transport rule {{ $labels.rule }}: {{ $labels.setting }} differs from collectors.transport_rules.expect (setting="present": the rule is gone).',
+              runbook_url: c.runbookURLPattern % 'mailflowtransportruledrift',
+            },
+          },
+          {
             alert: 'MailflowTransportDnsUnconfigured',
             expr: expr('mailflow_transport_dns_servers{%(mailflowSelector)s, scope="external"} == 0'),
             'for': '20m',
