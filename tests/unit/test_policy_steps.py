@@ -16,6 +16,7 @@ from exporter.exchange.address_policies import (
     parse_address_policy,
     render_address_policies,
 )
+from exporter.exchange.drift import connector_drift
 from exporter.exchange.tracking import TrackingResult
 from exporter.exchange.transport_dns import (
     ZERO_GUID,
@@ -31,6 +32,7 @@ from exporter.exchange.transport_rules import (
     parse_transport_rule,
     render_transport_rules,
 )
+from exporter.settings import TransportRuleExpectation
 from exporter.triage.facts import Facts
 from exporter.triage.rules import internal_recipient_unknown
 from exporter.triage.rules_policy import transport_dns_unconfigured, transport_rule_changed
@@ -310,3 +312,19 @@ def test_unknown_recipients_say_which_policy_generates_their_domain() -> None:
         finding.evidence
     )
     assert not any("no email address policy generates" in e for e in finding.evidence)
+
+
+def test_transport_rule_drift_of_a_glob_over_100k_rules_stays_bounded() -> None:
+    rules = tuple(parse_transport_rule(rule_object(f"rule {i:06d}", state="Disabled" if i % 7 else "Enabled"))
+                  for i in range(UNIQUE))  # fmt: skip
+    drift = connector_drift(
+        [("*", "*", TransportRuleExpectation(state="Enabled"))], [(r.name, r.settings()) for r in rules]
+    )
+    result = cap_transport_rules(TransportRuleResult(rules, tuple(drift)), 100)
+    found = samples(render_transport_rules([result]))
+    names = values(found, "mailflow_transport_rule_drift", "rule")
+    # per rule: present and state; at most max_rules names (drifted first) + "other".
+    assert len(names) == 101 and len(found["mailflow_transport_rule_drift"]) == 2 * 101
+    (family,) = [m for m in render_transport_rules([result]) if m.name == "mailflow_transport_rule_drift"]
+    drifted = {s.labels["rule"] for s in family.samples if s.labels["setting"] == "state" and s.value == 1}
+    assert drifted == names  # the drifted ones keep their names; "other" holds the rest, drifted too
