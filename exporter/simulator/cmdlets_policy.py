@@ -89,7 +89,8 @@ def get_transport_rule(ctx: Context, args: Args, stream: list[Output]) -> Iterat
 )
 def get_email_address_policy(ctx: Context, args: Args, stream: list[Output]) -> Iterator[Record]:
     """Get-EmailAddressPolicy [[-Identity] Name|DN|GUID]: in priority order, the default policy last."""
-    specs = ctx.scenario.effective_email_address_policies
+    # By priority, the default policy (Lowest) last.
+    specs = sorted(ctx.scenario.effective_email_address_policies, key=lambda s: (s.priority is None, s.priority or 0))
     keyed = [(s, (s.name, str(objects_policy.email_address_policy_guid(ctx.scenario, s)))) for s in specs]
     for spec in _exact(ctx, "Get-EmailAddressPolicy", args.get("Identity"), keyed):
         yield emit(objects_policy.email_address_policy(ctx.scenario, spec, ctx.timeline))
