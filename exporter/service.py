@@ -24,6 +24,7 @@ from exporter.dnscheck.collectors import dns_collectors
 from exporter.dnscheck.resolver import DnsClient
 from exporter.errors import CollectorError
 from exporter.exchange.accepted_domains import AcceptedDomainCollector
+from exporter.exchange.address_policies import AddressPolicyCollector
 from exporter.exchange.back_pressure import BackPressureCollector
 from exporter.exchange.certificates import CertificateCollector
 from exporter.exchange.cmdlet_collector import ORG_EXECUTOR, CappedServerCollector
@@ -38,6 +39,8 @@ from exporter.exchange.service_health import ServiceHealthCollector
 from exporter.exchange.session import AuthBackoff, SessionManager
 from exporter.exchange.targets import ExchangeTargets
 from exporter.exchange.tracking import TrackingCollector, TrackingOptions, WatermarkStore
+from exporter.exchange.transport_dns import TransportDnsCollector
+from exporter.exchange.transport_rules import TransportRuleCollector
 from exporter.lanes import FairExecutor
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.probe.collector import EXECUTOR as PROBE_EXECUTOR
@@ -115,6 +118,14 @@ def audit_collectors(settings: Settings, targets: ExchangeTargets) -> list[Colle
         out.append(SendConnectorCollector(targets, s.interval, s.expect, s.max_connectors))
     if c.accepted_domains.enabled:
         out.append(AcceptedDomainCollector(targets, c.accepted_domains.interval, c.accepted_domains.max_domains))
+    if c.transport_rules.enabled:
+        t = c.transport_rules
+        out.append(TransportRuleCollector(targets, t.interval, t.max_rules, t.expect))
+    e = c.email_address_policies
+    if e.enabled:
+        out.append(AddressPolicyCollector(targets, e.interval, e.max_policies))
+    if c.transport_dns.enabled:
+        out.append(TransportDnsCollector(targets, c.transport_dns.interval, c.transport_dns.max_dns_servers))
     if c.components.enabled:
         out.append(
             ComponentCollector(targets, c.components.interval, c.components.components, c.components.max_components)

@@ -332,6 +332,31 @@ class AcceptedDomainCollectorSettings(SimpleCollectorSettings):
     max_domains: int = Field(default=1000, ge=1, le=100_000)
 
 
+class TransportRuleExpectation(_Model):
+    """What one transport rule must look like; unset fields are not checked."""
+
+    state: Literal["Enabled", "Disabled"] | None = None
+    mode: Literal["Enforce", "Audit", "AuditAndNotify"] | None = None
+    # The delivery-affecting actions it takes, exactly (reject, delete, redirect, quarantine, moderate).
+    actions: list[Literal["reject", "delete", "redirect", "quarantine", "moderate"]] | None = None
+
+
+class TransportRuleCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 300.0
+    max_rules: int = Field(default=100, ge=1, le=10_000)  # rules with delivery-affecting actions
+    expect: dict[str, TransportRuleExpectation] = Field(default_factory=dict)  # rule name glob -> expectation
+
+
+class AddressPolicyCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 600.0
+    max_policies: int = Field(default=100, ge=1, le=10_000)
+
+
+class TransportDnsCollectorSettings(SimpleCollectorSettings):
+    interval: Interval = 600.0
+    max_dns_servers: int = Field(default=16, ge=1, le=256)  # per server and scope
+
+
 class DatabaseCopyCollectorSettings(SimpleCollectorSettings):
     interval: Interval = 60.0
     max_databases: int = Field(default=200, ge=1, le=10_000)
@@ -365,6 +390,9 @@ class CollectorsSettings(_Model):
     receive_connectors: ReceiveConnectorCollectorSettings = Field(default_factory=ReceiveConnectorCollectorSettings)
     send_connectors: SendConnectorCollectorSettings = Field(default_factory=SendConnectorCollectorSettings)
     accepted_domains: AcceptedDomainCollectorSettings = Field(default_factory=AcceptedDomainCollectorSettings)
+    transport_rules: TransportRuleCollectorSettings = Field(default_factory=TransportRuleCollectorSettings)
+    email_address_policies: AddressPolicyCollectorSettings = Field(default_factory=AddressPolicyCollectorSettings)
+    transport_dns: TransportDnsCollectorSettings = Field(default_factory=TransportDnsCollectorSettings)
     components: ComponentCollectorSettings = Field(default_factory=ComponentCollectorSettings)
     database_copies: DatabaseCopyCollectorSettings = Field(default_factory=DatabaseCopyCollectorSettings)
     certificates: CertificateCollectorSettings = Field(default_factory=CertificateCollectorSettings)

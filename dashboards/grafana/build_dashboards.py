@@ -1486,6 +1486,52 @@ def config_health() -> Dashboard:
             h=7,
             step=True,
         ),
+        row("Transport rules, address policies and the servers' DNS"),
+        table(
+            "Transport rules that stop or divert mail",
+            "Transport rules that reject, delete, redirect, quarantine or moderate mail: state, mode (only Enabled "
+            "and Enforce act) and when each last changed. A change just before failures is the first suspect.",
+            [
+                (sel("mailflow_transport_rule_info"), Column("Value", hidden=True)),
+                (
+                    f"{sel('mailflow_transport_rule_changed_timestamp_seconds')} * 1000",
+                    Column("Changed", unit="dateTimeAsIso"),
+                ),
+            ],
+            {"rule": "Rule", "state": "State", "mode": "Mode", "actions": "Actions"},
+            w=12,
+            h=7,
+            sort_by="Changed",
+        ),
+        table(
+            "Email address policies",
+            "The domains each email address policy generates addresses in (primary or not), whether its last "
+            "change was applied, and when it changed. An accepted domain no policy names explains 5.1.1 bounces.",
+            [
+                (sel("mailflow_email_address_policy_domain_info"), Column("Value", hidden=True)),
+                (
+                    sel("mailflow_email_address_policy_applied"),
+                    Column("Applied", unit="none", mappings=yes_no()),
+                ),
+                (
+                    f"{sel('mailflow_email_address_policy_changed_timestamp_seconds')} * 1000",
+                    Column("Changed", unit="dateTimeAsIso"),
+                ),
+            ],
+            {"policy": "Policy", "domain": "Domain", "primary": "Primary"},
+            w=12,
+            h=7,
+        ),
+        table(
+            "DNS servers of the transport servers",
+            "The DNS servers each Transport service asks (external: destinations outside the organisation), from "
+            "its adapters or its configured list. A server with none retries outbound mail with 451 4.4.0.",
+            [
+                (sel("mailflow_transport_dns_server_info", SRV), Column("Value", hidden=True)),
+            ],
+            {"server": "Server", "scope": "Scope", "source": "Source", "dns_server": "DNS server"},
+            h=6,
+        ),
         row("Databases"),
         table(
             "Database copies",

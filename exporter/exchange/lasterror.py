@@ -311,11 +311,13 @@ RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 #: One or two actionable sentences per category, rendered into docs/runbook.md.
 CATEGORY_HINTS: dict[str, str] = {
     "dns_failure": (
-        "The transport server could not resolve the next hop: check the server's DNS client settings and "
-        "that its primary NIC has 'Register this connection's addresses in DNS' set, then run "
-        "Resolve-DnsName -Type MX <next-hop domain> (or nslookup) on the transport server itself. "
-        "For send connectors with UseExternalDNSServersEnabled, check the external DNS adapter/servers "
-        "configured on the transport service (Get-TransportService | fl External*), and for a "
+        "The transport server could not resolve the next hop: check the DNS servers it asks (the triage "
+        "names them; Get-TransportService <server> | fl External*: with ExternalDNSAdapterEnabled the DNS "
+        "servers of the adapter ExternalDNSAdapterGuid names, any adapter when it is all zeros, else the "
+        "ExternalDNSServers list, which send connectors with UseExternalDNSServersEnabled use too; "
+        "Get-NetworkConnectionInfo <server> lists each adapter's DNS servers), "
+        "then run Resolve-DnsName -Type MX <next-hop domain> -Server <each of them> on the transport server "
+        "itself, and check that its primary NIC has 'Register this connection's addresses in DNS' set. For a "
         "nonexistent domain check the recipient address for typos."
     ),
     "connection_refused": (
@@ -363,7 +365,9 @@ CATEGORY_HINTS: dict[str, str] = {
     "recipient_unknown": (
         "The destination says the recipient does not exist: correct the address or the sender's "
         "autocomplete entry; for internal or hybrid domains check the recipient object (Get-Recipient) "
-        "and that the domain is an accepted domain of the right type (Authoritative vs InternalRelay)."
+        "and that the domain is an accepted domain of the right type (Authoritative vs InternalRelay) for "
+        "which an email address policy generates addresses (Get-EmailAddressPolicy | fl Name,"
+        "EnabledEmailAddressTemplates,RecipientFilterApplied)."
     ),
     "recipient_restricted": (
         "The recipient accepts mail only from authenticated or listed senders (RESOLVER.RST.*: "

@@ -45,6 +45,7 @@ class SendConnector:
     changed: datetime | None
     source_ip: str = ""  # SourceIPAddress; "" when unset (0.0.0.0 / ::)
     fqdn: str = ""  # the HELO/EHLO name the connector announces ("" = the server's FQDN)
+    use_external_dns: bool = False  # UseExternalDNSServersEnabled: resolves with ExternalDNSServers
 
     def settings(self) -> dict[str, Any]:
         """The values expectations compare against, keyed like SendConnectorExpectation."""
@@ -83,6 +84,7 @@ def parse_send_connector(obj: Any) -> SendConnector:
         changed=parse_datetime(p.get("WhenChangedUTC") or p.get("WhenChanged")),
         source_ip=_source_ip(p.get("SourceIPAddress")),
         fqdn=str(p.get("Fqdn") or "").strip().lower(),
+        use_external_dns=as_bool(p.get("UseExternalDNSServersEnabled")),
     )
 
 

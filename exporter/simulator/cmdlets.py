@@ -662,6 +662,7 @@ def _replay_impl(name: str) -> Impl:
 from exporter.simulator import (  # noqa: E402, F401
     cmdlets_config,
     cmdlets_core,
+    cmdlets_policy,
     cmdlets_probe,
     cmdlets_transport,
     diagnostics,

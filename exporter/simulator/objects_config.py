@@ -67,6 +67,7 @@ __all__ = [
     "AccessEntry",
     "accepted_domain",
     "ad_permission",
+    "ad_tail",
     "connector_permissions",
     "ip_address",
     "ip_range",
@@ -240,6 +241,10 @@ def _ad_tail(
         ("IsValid", True),
         ("ObjectState", object_state("Unchanged")),
     ]
+
+
+#: The closing AD properties, for the configuration objects built in other modules (objects_policy).
+ad_tail = _ad_tail
 
 
 def _guid(*parts: str) -> uuid.UUID:
@@ -485,7 +490,7 @@ def send_connector(scenario: Scenario, spec: SendConnectorSpec, timeline: Timeli
             ("ProtocolLoggingLevel", _enum("Microsoft.Exchange.Data.ProtocolLoggingLevel", _PROTOCOL_LOGGING, "None")),
             ("SmartHostAuthMechanism", _enum(f"{_CONFIG}.SmtpSendConnectorConfig+AuthMechanisms", _SEND_AUTH, "None")),
             ("AuthenticationCredential", None),
-            ("UseExternalDNSServersEnabled", False),
+            ("UseExternalDNSServersEnabled", spec.use_external_dns_servers),
             ("DomainSecureEnabled", False),
             ("SourceIPAddress", any_address),
             ("SmtpMaxMessagesPerConnection", 20),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from typing import Any
 
 from psrpcore.types import PSObject
 
@@ -35,10 +36,25 @@ from exporter.simulator.objects import (
     typed_list,
     unlimited_int,
 )
+from exporter.simulator.objects_config import ip_address
+from exporter.simulator.orgpolicy import DNS_PROTOCOLS, ServerDnsSpec
 from exporter.simulator.scenario import Scenario, ServerSpec
 from exporter.simulator.timeline import Timeline
 
-__all__ = ["EXCHANGE_SERVER_TYPE_NAMES", "TRANSPORT_SERVER_TYPE_NAMES", "exchange_server", "transport_server"]
+__all__ = [
+    "EXCHANGE_SERVER_TYPE_NAMES",
+    "TRANSPORT_SERVER_TYPE_NAMES",
+    "exchange_server",
+    "transport_dns_properties",
+    "transport_server",
+]
+#: ``MultiValuedProperty<IPAddress>`` (ExternalDNSServers, InternalDNSServers).
+_MVP_IP = [
+    "Microsoft.Exchange.Data.MultiValuedProperty`1[[System.Net.IPAddress, System, Version=4.0.0.0, Culture=neutral, "
+    "PublicKeyToken=b77a5c561934e089]]",
+    "Microsoft.Exchange.Data.MultiValuedPropertyBase",
+    "System.Object",
+]
 
 EXCHANGE_SERVER_TYPE_NAMES = [
     "Microsoft.Exchange.Data.Directory.Management.ExchangeServer",
@@ -188,6 +204,22 @@ def exchange_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) 
     )
 
 
+def transport_dns_properties(dns: ServerDnsSpec) -> list[tuple[str, Any]]:
+    """The External/InternalDNS* properties of a TransportServer (Set-TransportService's parameters)."""
+    option = "Microsoft.Exchange.Data.Directory.SystemConfiguration.ProtocolOption"
+    return [
+        ("ExternalDNSAdapterEnabled", dns.external_adapter_enabled),
+        ("ExternalDNSAdapterGuid", dns.external_adapter_guid),
+        ("ExternalDNSProtocolOption", enum_value(option, DNS_PROTOCOLS, dns.external_protocol)),
+        ("ExternalDNSServers", typed_list(_MVP_IP, [ip_address(a) for a in dns.external_dns_servers])),
+        ("ExternalIPAddress", None),
+        ("InternalDNSAdapterEnabled", dns.internal_adapter_enabled),
+        ("InternalDNSAdapterGuid", dns.internal_adapter_guid),
+        ("InternalDNSProtocolOption", enum_value(option, DNS_PROTOCOLS, dns.internal_protocol)),
+        ("InternalDNSServers", typed_list(_MVP_IP, [ip_address(a) for a in dns.internal_dns_servers])),
+    ]
+
+
 def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline) -> PSObject:
     """A Get-TransportService result (``TransportServer``) with the settings monitoring reads."""
     org = scenario.organisation
@@ -224,6 +256,7 @@ def transport_server(scenario: Scenario, server: ServerSpec, timeline: Timeline)
             ("MaxConcurrentMailboxSubmissions", 20),
             ("MaxOutboundConnections", unlimited_int(1000)),
             ("MaxPerDomainOutboundConnections", unlimited_int(20)),
+            *transport_dns_properties(server.effective_dns),
             ("Identity", identity),
             ("IsValid", True),
             ("ExchangeVersion", exchange_object_version("0.1 (8.0.535.0)")),

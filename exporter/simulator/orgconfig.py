@@ -386,6 +386,8 @@ class SendConnectorSpec:
     tls_auth_level: str | None = None
     cloud_services_mail_enabled: bool = False
     fqdn: str | None = None
+    #: UseExternalDNSServersEnabled: the connector resolves with the Transport service's ExternalDNSServers.
+    use_external_dns_servers: bool = False
 
     @property
     def dns_routing_enabled(self) -> bool:

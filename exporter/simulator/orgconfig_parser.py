@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from exporter.simulator.fields import FieldReader, ScenarioError
+from exporter.simulator.fields import ScenarioError
 from exporter.simulator.orgconfig import (
     ACCEPTED_DOMAIN_TYPES,
     ALLOWED_SERVICES,
@@ -39,11 +39,12 @@ from exporter.simulator.orgconfig import (
     parse_binding,
     parse_ip_range,
 )
+from exporter.simulator.orgpolicy import PolicyConfigParser
 
 __all__ = ["OrgConfigParser"]
 
 
-class OrgConfigParser(FieldReader):
+class OrgConfigParser(PolicyConfigParser):
     """Reads the configuration keys of a server and of the organisation (see ``scenarios/demo.yml``)."""
 
     SERVER_KEYS = (
@@ -53,8 +54,9 @@ class OrgConfigParser(FieldReader):
         "certificates",
         "default_certificates",
         "service_health",
+        *PolicyConfigParser.POLICY_SERVER_KEYS,
     )
-    ORG_KEYS = ("send_connectors", "accepted_domains", "databases", "rbac")
+    ORG_KEYS = ("send_connectors", "accepted_domains", "databases", "rbac", *PolicyConfigParser.POLICY_ORG_KEYS)
 
     # -- per server ------------------------------------------------------------------------
     def server_config(
@@ -67,6 +69,7 @@ class OrgConfigParser(FieldReader):
             "components": self.components(data.get("components"), f"{where}.components"),
             "service_health": self.service_health(data.get("service_health"), f"{where}.service_health"),
             "certificates": None,
+            "dns": self.server_dns(data, where, name),
         }
         with_defaults = self._bool(data, "default_certificates", where, True)
         if data.get("certificates") is not None or not with_defaults:
@@ -186,6 +189,7 @@ class OrgConfigParser(FieldReader):
             "accepted_domains": None,
             "databases": None,
             "hidden_cmdlets": frozenset(),
+            **self.policy_config(top),
         }
         if top.get("send_connectors") is not None:
             out["send_connectors"] = self.send_connectors(top["send_connectors"], known)
@@ -238,6 +242,7 @@ class OrgConfigParser(FieldReader):
                 "tls_auth_level",
                 "cloud_services_mail_enabled",
                 "fqdn",
+                "use_external_dns_servers",
             ],
         ):
             name = self._name(entry, at)
@@ -266,6 +271,7 @@ class OrgConfigParser(FieldReader):
                     ),
                     cloud_services_mail_enabled=self._bool(entry, "cloud_services_mail_enabled", at, False),
                     fqdn=self._str(entry, "fqdn", at, "") or None,
+                    use_external_dns_servers=self._bool(entry, "use_external_dns_servers", at, False),
                 )
             )
         self._unique([s.name for s in specs], "send_connectors")

@@ -29,6 +29,12 @@ from exporter.simulator.orgconfig import (
     SendConnectorSpec,
 )
 from exporter.simulator.orgconfig_parser import OrgConfigParser
+from exporter.simulator.orgpolicy import (
+    EmailAddressPolicySpec,
+    TransportRuleSpec,
+    check_policy_domains,
+    default_email_address_policies,
+)
 from exporter.simulator.scenario_specs import (
     DEFAULT_VERSION,
     DELIVERY_TYPES,
@@ -87,6 +93,10 @@ class Scenario:
     accepted_domains: tuple[AcceptedDomainSpec, ...] | None = None
     #: None: one database "DB-<SERVER>" mounted on each server, without other copies.
     databases: tuple[DatabaseSpec, ...] | None = None
+    #: None: no transport rules (setup creates none).
+    transport_rules: tuple[TransportRuleSpec, ...] | None = None
+    #: None: setup's "Default Policy" (SMTP:@<organisation domain>).
+    email_address_policies: tuple[EmailAddressPolicySpec, ...] | None = None
     #: Cmdlets RBAC hides from the users (lower case): they do not exist in their runspace.
     hidden_cmdlets: frozenset[str] = frozenset()
     #: ShadowHeartbeatFrequency and ShadowResubmitTimeSpan (Set-TransportConfig).
@@ -114,6 +124,14 @@ class Scenario:
             return self.databases
         mailbox = (s for s in self.servers if s.is_mailbox)
         return tuple(DatabaseSpec(f"DB-{s.name}", (DatabaseCopySpec(s.name, "Mounted"),)) for s in mailbox)
+
+    @property
+    def effective_email_address_policies(self) -> tuple[EmailAddressPolicySpec, ...]:
+        """The email address policies (the scenario's, or setup's Default Policy for the default domain)."""
+        if self.email_address_policies is not None:
+            return self.email_address_policies
+        default = next(d.domain for d in self.effective_accepted_domains if d.default)
+        return default_email_address_policies(default.lstrip("*.") or self.organisation.domain)
 
     def roles_of(self, user: str) -> tuple[str, ...]:
         """The management roles of ``user``'s sessions (case-insensitive name)."""
@@ -289,6 +307,7 @@ class _Parser(OrgConfigParser, FaultSpecParser):
                     f"servers {server.name}.tracking.recipient_domains: {', '.join(strange)} is not an accepted "
                     "domain of the organisation (Exchange delivers only to its accepted domains)"
                 )
+        check_policy_domains(config.get("email_address_policies") or (), accepted)
         return Scenario(
             organisation=org,
             servers=servers,

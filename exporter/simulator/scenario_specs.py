@@ -20,6 +20,7 @@ from exporter.simulator.orgconfig import (
     default_certificates,
     default_receive_connectors,
 )
+from exporter.simulator.orgpolicy import ServerDnsSpec, default_dns
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -225,6 +226,8 @@ class ServerSpec:
     certificates: tuple[CertificateSpec, ...] | None = None
     #: (role, services not running) overrides of Test-ServiceHealth.
     service_health: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Network adapters and the Transport service's DNS settings (None: orgpolicy.default_dns).
+    dns: ServerDnsSpec | None = None
     #: Faults with consequences declared by the scenario (applied as faults at start; faultspec.py).
     down: DownSpec | None = None
     back_pressure: BackPressureSpec | None = None
@@ -245,6 +248,11 @@ class ServerSpec:
         if self.certificates is not None:
             return self.certificates
         return default_certificates(self.name, self.fqdn)
+
+    @property
+    def effective_dns(self) -> ServerDnsSpec:
+        """The server's adapters and transport DNS settings (the scenario's, or one adapter using the DC)."""
+        return self.dns if self.dns is not None else default_dns(self.name)
 
     @property
     def version_parts(self) -> tuple[int, int, int, int]:

@@ -1,11 +1,11 @@
 """Findings whose wording needs care: certificates whose bindings are unknown, blocklists that
 cannot be used, recipients rejected as unknown (counted per status code, correlated with the
-accepted domains that just changed).
+accepted domains that just changed and the email address policies that generate their addresses).
 
 The functions here build the findings; ``rules.py`` registers them (its rule functions carry the
-triggers in their docstrings, which docs/triage.md repeats). This module imports only the model and
-the facts (and the severity table, where every severity comes from), so the triage package has no
-import circle.
+triggers in their docstrings, which docs/triage.md repeats). This module imports only the model, the
+facts, ``rules_policy`` (which imports no more than that) and the severity table, where every
+severity comes from, so the triage package has no import circle.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
+from exporter.triage.rules_policy import address_policy_evidence
 from exporter.triage.severity import severity
 
 #: A blocklist answer that cannot be used, grouped per zone and reason: the fix is the same for every IP.
@@ -252,6 +253,8 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
             f"accepted domain {d.domain} ({d.domain_type}) changed {d.changed:%Y-%m-%d %H:%M} UTC, "
             f"{_ago(facts.now - d.changed.timestamp())}: {why}"
         )
+    policy_lines, policies_changed = address_policy_evidence(facts, ours)
+    evidence += policy_lines
     # The title counts one thing: recipients when tracking saw them, else the queued messages.
     breakdown = _codes_text(by_code) if recipients else _codes_text(queued).replace(" with ", " queued with ")
     step = hint
@@ -265,6 +268,17 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
             "| fl DomainType,WhenChanged: an Authoritative domain rejects every recipient Exchange does not find "
             "in AD, an InternalRelay one forwards them), then the email address policies (Get-EmailAddressPolicy). "
             + hint
+        )
+    elif policies_changed:
+        names = ", ".join(policies_changed)
+        title = (
+            f"{_who(recipients)} are rejected as unknown since the email address policy {names} changed ({breakdown})"
+        )
+        step = (
+            f"The email address policy {names} changed recently: check which domains it still generates addresses in "
+            f'(Get-EmailAddressPolicy "{policies_changed[0]}" | fl EnabledEmailAddressTemplates,RecipientFilterApplied,'
+            "WhenChanged) against the accepted domains (Get-AcceptedDomain), and whether the rejected addresses "
+            "still exist (Get-Recipient <address>). " + hint
         )
     elif changed:
         title = f"{_who(recipients)} are rejected as unknown ({breakdown})"

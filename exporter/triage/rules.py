@@ -16,13 +16,14 @@ from typing import Any
 from exporter.exchange.lasterror import CATEGORY_HINTS
 from exporter.exchange.lasterror_hints import hint_for
 from exporter.exchange.permissions import parse_missing
-from exporter.triage import hints, rules_probe, rules_transport
+from exporter.triage import hints, rules_policy, rules_probe, rules_transport
 from exporter.triage.facts import Facts
 from exporter.triage.model import Finding
 from exporter.triage.severity import category_fault, severity
 
 Rule = Callable[[Facts], list[Finding]]
-RULES: list[Rule] = [*rules_transport.RULES, *rules_probe.RULES]  # transport servers; the synthetic probe
+# back pressure, shadow redundancy, server clocks; transport rules, the transport servers' DNS; the synthetic probe
+RULES: list[Rule] = [*rules_transport.RULES, *rules_policy.RULES, *rules_probe.RULES]
 CONNECTION = ("connection_refused", "connection_timeout", "connection_failed")
 TRANSPORT_COMPONENTS = ("ServerWideOffline", "HubTransport", "FrontendTransport")
 RECENT = 86400.0  # a configuration change this recent is a suspect
@@ -97,13 +98,18 @@ def _listed_ips(facts: Facts) -> list[str]:
 @rule
 def outbound_dns_failure(facts: Facts) -> list[Finding]:
     """Trigger: delivery queues with messages whose LastError is ``dns_failure`` (451 4.4.0).
-    Correlated with the exporter's own DNS checks failing at the resolver."""
+    Correlated with the exporter's own DNS checks failing at the resolver; names the DNS servers each
+    retrying server asks for lookups outside the organisation (transport_dns), or says they are
+    unknown or that its settings leave it none."""
     queues = _retrying(facts, ["dns_failure"])
     if not queues:
         return []
     messages = sum(q.message_count for q in queues)
     evidence = _queue_evidence(queues)
     step = CATEGORY_HINTS["dns_failure"]
+    if facts.of("transport_dns") or facts.failed("transport_dns"):
+        evidence += tuple(rules_policy.dns_server_evidence(facts, {q.server for q in queues}))
+        step = rules_policy.dns_server_step(facts, {q.server for q in queues}) + step
     resolver = _resolver_failures(facts)
     if resolver:
         evidence += tuple(f"the exporter's resolver fails too: {r}" for r in resolver[:3])
@@ -213,7 +219,9 @@ def internal_recipient_unknown(facts: Facts) -> list[Finding]:
     organisation's accepted domains rejected as unknown in the last tracking window (5.1.1, 5.1.10,
     5.4.1 Access denied...; counted per code and per recipient domain, recipients of other domains
     apart). Correlated with accepted domains changed in the last day: the one the rejected
-    recipients are in is named in the title and the next step."""
+    recipients are in is named in the title and the next step; else with email address policies
+    changed in the last day. For each rejected domain, which policies generate addresses in it (or
+    that none does)."""
     return hints.recipient_unknown_findings(facts, RECENT, CATEGORY_HINTS["recipient_unknown"])
 
 
@@ -286,7 +294,7 @@ def inbound_dns_and_smtp(facts: Facts) -> list[Finding]:
     in the recent tracking log of any server; internal RECEIVEs do not count): then the cause is DNS
     or the path to Exchange, not Exchange itself."""
     out = []
-    silent = _inbound_silent(facts)
+    silent = rules_policy.inbound_silent(facts)
     for r in facts.all("dns_domains"):
         problems = []
         if not r.mx.answer.failed:
@@ -364,7 +372,7 @@ def inbound_silence(facts: Facts) -> list[Finding]:
     to 15 minutes of it, every server read) while at least 20 internal and outbound messages were
     handed on in it, and no MX or SMTP-probe problem explains it (inbound_dns_and_smtp names that
     cause instead)."""
-    silent = _inbound_silent(facts)
+    silent = rules_policy.inbound_silent(facts)
     if not silent:
         return []
     if facts.failed("tracking"):
@@ -388,19 +396,6 @@ def inbound_silence(facts: Facts) -> list[Finding]:
             80,
         )
     ]
-
-
-def _inbound_silent(facts: Facts) -> str:
-    results = facts.all("tracking")
-    if not results or any(r.recent_seconds < 300 for r in results):
-        return ""
-    # Arrivals from outside, not any SMTP RECEIVE: internal submissions and hops between servers are
-    # logged as RECEIVE over SMTP too, and would hide an inbound outage while internal mail flows.
-    received = sum(r.recent_received_inbound + r.recent_flow.get("inbound", 0) for r in results)
-    if received:
-        return ""
-    minutes = min(r.recent_seconds for r in results) / 60
-    return f"no message arrived from outside the organisation on any server in the last {minutes:.0f} minutes"
 
 
 @rule
@@ -590,22 +585,28 @@ def open_relays(facts: Facts) -> list[Finding]:
 
 @rule
 def connector_drift(facts: Facts) -> list[Finding]:
-    """Trigger: a connector setting differs from the configured expectation."""
-    items = [("send", d, "") for r in facts.all("send_connectors") for d in r.drift if d.drifted]
-    items += [("receive", d, r.server + "\\") for r in facts.all("receive_connectors") for d in r.drift if d.drifted]
+    """Trigger: a connector or transport rule setting differs from the configured expectation."""
+    items = [("send connector", d, "") for r in facts.all("send_connectors") for d in r.drift if d.drifted]
+    items += [("receive connector", d, r.server + "\\") for r in facts.all("receive_connectors") for d in r.drift
+              if d.drifted]  # fmt: skip
+    items += [("transport rule", d, "") for r in facts.all("transport_rules") for d in r.drift if d.drifted]
     if not items:
         return []
-    evidence = tuple(f"{kind} connector {srv}{d.connector}: {d.setting} differs" for kind, d, srv in items)
-    scopes = ("outbound",) if all(k == "send" for k, _d, _s in items) else ("outbound", "inbound")
+    evidence = tuple(f"{kind} {srv}{d.connector}: {d.setting} differs" for kind, d, srv in items)
+    kinds = {k for k, _d, _s in items}
+    scopes = ("outbound",) if kinds == {"send connector"} else ("outbound", "inbound")
+    what = "Transport rules differ" if kinds == {"transport rule"} else "Connectors differ"
+    if len(kinds) > 1 and "transport rule" in kinds:
+        what = "Connectors and transport rules differ"
     return [
         Finding(
             "connector_drift",
             severity("connector_drift"),
             "connectors",
             scopes,
-            "Connectors differ from their expected configuration",
+            f"{what} from their expected configuration",
             evidence,
-            "Compare with Get-SendConnector / Get-ReceiveConnector | fl and the admin audit log "
+            "Compare with Get-SendConnector / Get-ReceiveConnector / Get-TransportRule | fl and the admin audit log "
             "(Search-AdminAuditLog).",
             "connector-drift",
             len(items),

@@ -108,7 +108,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("open_relay", ("MailflowOpenRelayConnector",), "critical"),
     Fault("relay_unverified", ("MailflowRelayRightsUnverified",), "info"),
     Fault("accepted_domain_relay", ("MailflowAcceptedDomainOpenRelay",), "critical"),
-    Fault("connector_drift", ("MailflowSendConnectorDrift", "MailflowReceiveConnectorDrift"), "warning"),
+    Fault("connector_drift", ("MailflowSendConnectorDrift", "MailflowReceiveConnectorDrift",
+                              "MailflowTransportRuleDrift"), "warning"),
+    # A server whose settings give it no DNS server: its outbound mail retries with 451 4.4.0; the others still send.
+    Fault("transport_dns_unconfigured", ("MailflowTransportDnsUnconfigured",), "warning"),
     Fault("inbound_mx", ("MailflowMxMissing", "MailflowMxHostUnresolvable", "MailflowDnsRecordDrift"), "critical"),
     Fault("inbound_smtp_probe", ("MailflowSmtpProbeFailing",), "critical"),
     Fault("inbound_starttls", ("MailflowSmtpStarttlsMissing",), "warning"),
@@ -148,6 +151,9 @@ TRIAGE_ONLY: tuple[Fault, ...] = (
     # A Submission queue backing up on one server with no resource state to blame: a correlation of
     # queue lengths across servers that no single series shows.
     Fault("submission_backlog", (), "warning"),
+    # A rule that stops or diverts mail changed shortly before failures: the failures themselves are
+    # reported (and alerted) with their own severity; this names the suspect.
+    Fault("transport_rule_changed", (), "warning"),
 )
 
 _BY_FINDING = {f.finding: f for f in (*FAULTS, *TRIAGE_ONLY)}

@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RAW = ("MaxRetryError", "HTTPConnectionPool", "NewConnectionError", "Errno", "Traceback", "ReadTimeoutError")
 NO_TRACKING = {"collectors": {"tracking": {"enabled": False}}}
 EXCHANGE_CHECKS = ("queues (Get-Queue)", "back pressure (Get-ExchangeDiagnosticInfo)", "receive connectors",
+                   "the transport servers' DNS servers (Get-TransportService, Get-NetworkConnectionInfo)",
                    "component states (maintenance mode)", "database copies", "certificates",
                    "required services (Test-ServiceHealth)")  # fmt: skip
+PER_SERVER = len(EXCHANGE_CHECKS)  # the per-server Exchange polls of a server (tracking off)
 
 
 def endpoint(sim: Simulator, server: str) -> str:
@@ -93,11 +95,11 @@ def test_check_timeout_with_a_hung_server_lists_what_did_not_finish(sim_factory:
     assert report.timeout == 4 and report.exit_code == 4
     assert set(report.pending) == {
         f"{c} EX02"
-        for c in ("queues", "back_pressure", "receive_connectors", "components", "database_copies", "certificates",
-                  "service_health")
+        for c in ("queues", "back_pressure", "receive_connectors", "transport_dns", "components", "database_copies",
+                  "certificates", "service_health")
     }  # fmt: skip
     first = report.findings[0]
-    assert first.rule == "check_timeout" and first.title.endswith("7 poll(s) did not finish")
+    assert first.rule == "check_timeout" and first.title.endswith(f"{PER_SERVER} poll(s) did not finish")
     assert first.evidence == ("EX02: " + ", ".join(EXCHANGE_CHECKS),)
     assert "healthy" not in {v.status for v in report.verdicts}
     text = rendered(report)[0]
@@ -139,7 +141,7 @@ def test_command_line_refused_server_logs_one_plain_line_per_failure(sim_factory
     lines = result.stdout.splitlines()
     assert f"1. [critical] EX02: connection refused at {endpoint(sim, 'EX02')}" in lines
     failed = [line for line in result.stderr.splitlines() if "poll failed" in line]
-    assert len(failed) == 7 and all('error=\\"connection refused\\"' in line for line in failed), failed
+    assert len(failed) == PER_SERVER and all('error=\\"connection refused\\"' in line for line in failed), failed
     assert all(line.startswith("ts=") for line in result.stderr.splitlines())  # one line per record
     assert not any(raw in result.stderr + result.stdout for raw in RAW)
     assert PASSWORD not in result.stderr + result.stdout
@@ -150,7 +152,7 @@ def test_command_line_timeout_says_what_did_not_finish(sim_factory: SimFactory, 
     sim.faults.set("EX02", "hang")
     result = run_check("--config", str(config_file(sim, scenario, tmp_path, "60s")), "--timeout", "4")
     assert result.returncode == 4, result.stderr[-2000:]
-    assert result.stderr.startswith("check: Stopped after --timeout 4s; 7 poll(s) did not finish: ")
+    assert result.stderr.startswith(f"check: Stopped after --timeout 4s; {PER_SERVER} poll(s) did not finish: ")
     assert "polled" not in result.stderr  # no progress when stderr is not a terminal
     assert "Did not finish:" in result.stdout and "     - queues EX02" in result.stdout.splitlines()
     assert "exit code 4 (" in result.stdout
@@ -219,16 +221,17 @@ def test_status_page_says_still_polling_until_every_first_poll_finished(sim_fact
         assert service.web is not None
         base = f"http://127.0.0.1:{service.web.port}"
         states = service.store.states
-        wait_until(lambda: sum(1 for c, t in states() if t == "EX01") == 7)
+        wait_until(lambda: sum(1 for c, t in states() if t == "EX01") == PER_SERVER)
         status, body = get(base + "/")
         assert status == 200
         dom = parse(body)
         badges = [b.text() for b in dom.by_id("verdicts").find_all("span", "badge")]
         assert badges == ["polling", "polling", "polling"], badges
         note = dom.find_all("p", "pending-note")[0].text()
-        assert note.startswith("Still polling: 7 first poll(s) have not finished: ") and "queues EX02" in note
+        assert note.startswith(f"Still polling: {PER_SERVER} first poll(s) have not finished: ")
+        assert "queues EX02" in note
         pending = [li.text() for ul in dom.by_id("unchecked").find_all("ul", "pending") for li in ul.find_all("li")]
-        assert "queues EX02" in pending and len(pending) == 7
+        assert "queues EX02" in pending and len(pending) == PER_SERVER
         assert "No problems found" not in body and "every collector's last poll succeeded" not in body
         check_page(dom, service.triage(), settings.web.runbook_url)  # the page says what the report says
         assert get(base + "/-/ready")[0] == 503

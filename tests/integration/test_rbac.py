@@ -217,7 +217,7 @@ def test_every_collector_runs_with_the_roles_the_readme_documents(sim_factory: S
         assert all(s.ok for s in snaps), [(s.collector, s.target, s.reason, s.message) for s in snaps if not s.ok]
         polled = {s.collector for s in snaps}
         assert polled == {"discovery", *(c.name for c in service.collectors if c.name != "discovery")}
-        assert len(polled) == 11  # discovery and the ten collectors, each ran
+        assert len(polled) == 14  # discovery and the thirteen collectors, each ran
         relay = [s.result for s in snaps if s.collector == "receive_connectors"]
         assert relay and all(r.permissions_readable for r in relay)  # Get-ADPermission ran too
         commands = sim.stats()["commands"]
@@ -227,6 +227,10 @@ def test_every_collector_runs_with_the_roles_the_readme_documents(sim_factory: S
             "Get-MessageTrackingLog",
             "Get-ADPermission",
             "Get-ExchangeDiagnosticInfo",
+            "Get-TransportRule",
+            "Get-EmailAddressPolicy",
+            "Get-TransportService",
+            "Get-NetworkConnectionInfo",
         ):
             assert commands.get(cmdlet), (cmdlet, commands)
     finally:

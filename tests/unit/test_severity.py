@@ -47,6 +47,7 @@ from exporter.exchange.send_connectors import SendConnectorResult, render_send_c
 from exporter.exchange.server_clock import ClockReading
 from exporter.exchange.service_health import RoleServices, ServiceHealthResult, render_service_health
 from exporter.exchange.tracking import TrackingResult, render_tracking
+from exporter.exchange.transport_dns import Adapter, DnsSetting, TransportDnsResult, render_transport_dns
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.probe.collector import render_probes
 from exporter.probe.result import ProbeResult
@@ -342,6 +343,14 @@ def _mailflow_probe(outcome: str, stage: str = "", duration: float | None = None
     return {"mailflow_probe": {"inbound-contoso": result}}
 
 
+def _dns(server: str, adapter_with_dns: str) -> TransportDnsResult:
+    """A server whose ExternalDNSAdapterGuid names its adapter; that adapter has DNS servers or not."""
+    guid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    servers = ("192.0.2.53",) if adapter_with_dns else ()
+    setting = DnsSetting(True, guid, (), "Any")
+    return TransportDnsResult(server, setting, setting, (Adapter(adapter_with_dns or "LAN", guid, servers),))
+
+
 def _one(finding: str, results: dict[str, Any], volume: float = 1, **failures: dict[str, tuple[str, str]]) -> Case:
     return Case(finding, results, {finding: volume}, dict(failures))
 
@@ -376,6 +385,7 @@ def other_cases() -> list[Case]:
         _one("relay_unverified", _receive("anonymous_relay_unverified", "cmdlet_unavailable")),
         _one("accepted_domain_relay", {"accepted_domains": {"organization": AcceptedDomainResult((relay_domain,))}}),
         _one("connector_drift", {"send_connectors": {"organization": drift}}),
+        _one("transport_dns_unconfigured", {"transport_dns": {"EX01": _dns("EX01", ""), "EX02": _dns("EX02", "LAN")}}),
         _one("inbound_mx", _domain(mx_status=NXDOMAIN)),
         _one("inbound_smtp_probe", _probe(False, None)),
         _one("inbound_starttls", _probe(True, False)),
@@ -430,6 +440,7 @@ RENDERERS = [
     _Rendered("receive_connectors", render_receive_connectors),
     _Rendered("send_connectors", render_send_connectors),
     _Rendered("accepted_domains", render_accepted_domains),
+    _Rendered("transport_dns", render_transport_dns),
     _Rendered("dns_domains", render_domains),
     _Rendered("dns_ips", render_ips),
     _Rendered("smtp", render_smtp),

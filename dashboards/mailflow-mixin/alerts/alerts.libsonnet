@@ -446,6 +446,28 @@ local promql = import '../lib/promql.libsonnet';
             },
           },
           {
+            alert: 'MailflowTransportRuleDrift',
+            expr: expr('mailflow_transport_rule_drift{%(mailflowSelector)s} == 1'),
+            'for': '10m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A transport rule differs from its expected configuration.',
+              description: 'Transport rule {{ $labels.rule }}: {{ $labels.setting }} differs from collectors.transport_rules.expect (setting="present": the rule is gone).',
+              runbook_url: c.runbookURLPattern % 'mailflowtransportruledrift',
+            },
+          },
+          {
+            alert: 'MailflowTransportDnsUnconfigured',
+            expr: expr('mailflow_transport_dns_servers{%(mailflowSelector)s, scope="external"} == 0'),
+            'for': '20m',
+            labels: { severity: c.severities.warning },
+            annotations: {
+              summary: 'A transport server has no DNS server for destinations outside the organisation.',
+              description: 'The DNS settings of the Transport service on {{ $labels.server }} (Get-TransportService ExternalDNS*, Get-NetworkConnectionInfo) give it no DNS server for external lookups: its outbound mail retries with 451 4.4.0 DNS query failed. check names the setting.',
+              runbook_url: c.runbookURLPattern % 'mailflowtransportdnsunconfigured',
+            },
+          },
+          {
             alert: 'MailflowSendConnectorDrift',
             expr: expr('mailflow_send_connector_drift{%(mailflowSelector)s} == 1'),
             'for': '10m',

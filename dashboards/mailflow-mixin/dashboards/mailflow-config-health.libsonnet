@@ -1378,7 +1378,7 @@ local promql = import '../lib/promql.libsonnet';
         },
         {
           type: 'row',
-          title: 'Databases',
+          title: 'Transport rules, address policies and the servers\' DNS',
           collapsed: false,
           gridPos: { h: 1, w: 24, x: 0, y: 70 },
           id: 27,
@@ -1386,11 +1386,223 @@ local promql = import '../lib/promql.libsonnet';
         },
         {
           type: 'table',
+          title: 'Transport rules that stop or divert mail',
+          description: 'Transport rules that reject, delete, redirect, quarantine or moderate mail: state, mode (only Enabled and Enforce act) and when each last changed. A change just before failures is the first suspect.',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          gridPos: { h: 7, w: 12, x: 0, y: 71 },
+          id: 28,
+          transformations: [
+            { id: 'merge', options: {} },
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true, job: true, instance: true, __name__: true, 'Value #A': true },
+                indexByName: { rule: 0, state: 1, mode: 2, actions: 3, 'Value #B': 4 },
+                renameByName: {
+                  rule: 'Rule',
+                  state: 'State',
+                  mode: 'Mode',
+                  actions: 'Actions',
+                  'Value #B': 'Changed',
+                },
+                includeByName: {},
+              },
+            },
+          ],
+          options: {
+            showHeader: true,
+            cellHeight: 'sm',
+            footer: { show: false, reducer: ['sum'], fields: '', countRows: false },
+            sortBy: [{ displayName: 'Changed', desc: true }],
+          },
+          fieldConfig: {
+            defaults: {
+              unit: 'short',
+              color: { mode: 'thresholds' },
+              thresholds: { mode: 'absolute', steps: [{ color: 'blue', value: null }] },
+              custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+            },
+            overrides: [
+              {
+                matcher: { id: 'byName', options: 'Changed' },
+                properties: [{ id: 'unit', value: 'dateTimeAsIso' }],
+              },
+            ],
+          },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_transport_rule_info{%(mailflowSelector)s, job=~"$job", instance=~"$instance"}'),
+              refId: 'A',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_transport_rule_changed_timestamp_seconds{%(mailflowSelector)s, job=~"$job", instance=~"$instance"} * 1000'),
+              refId: 'B',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+          ],
+        },
+        {
+          type: 'table',
+          title: 'Email address policies',
+          description: 'The domains each email address policy generates addresses in (primary or not), whether its last change was applied, and when it changed. An accepted domain no policy names explains 5.1.1 bounces.',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          gridPos: { h: 7, w: 12, x: 12, y: 71 },
+          id: 29,
+          transformations: [
+            { id: 'merge', options: {} },
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true, job: true, instance: true, __name__: true, 'Value #A': true },
+                indexByName: { policy: 0, domain: 1, primary: 2, 'Value #B': 3, 'Value #C': 4 },
+                renameByName: {
+                  policy: 'Policy',
+                  domain: 'Domain',
+                  primary: 'Primary',
+                  'Value #B': 'Applied',
+                  'Value #C': 'Changed',
+                },
+                includeByName: {},
+              },
+            },
+          ],
+          options: {
+            showHeader: true,
+            cellHeight: 'sm',
+            footer: { show: false, reducer: ['sum'], fields: '', countRows: false },
+            sortBy: [],
+          },
+          fieldConfig: {
+            defaults: {
+              unit: 'short',
+              color: { mode: 'thresholds' },
+              thresholds: { mode: 'absolute', steps: [{ color: 'blue', value: null }] },
+              custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+            },
+            overrides: [
+              {
+                matcher: { id: 'byName', options: 'Applied' },
+                properties: [
+                  { id: 'unit', value: 'none' },
+                  {
+                    id: 'mappings',
+                    value: [
+                      {
+                        type: 'value',
+                        options: {
+                          '1': { text: 'yes', color: 'green', index: 0 },
+                          '0': { text: 'no', color: 'red', index: 1 },
+                        },
+                      },
+                    ],
+                  },
+                ],
+              },
+              {
+                matcher: { id: 'byName', options: 'Changed' },
+                properties: [{ id: 'unit', value: 'dateTimeAsIso' }],
+              },
+            ],
+          },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_email_address_policy_domain_info{%(mailflowSelector)s, job=~"$job", instance=~"$instance"}'),
+              refId: 'A',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_email_address_policy_applied{%(mailflowSelector)s, job=~"$job", instance=~"$instance"}'),
+              refId: 'B',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_email_address_policy_changed_timestamp_seconds{%(mailflowSelector)s, job=~"$job", instance=~"$instance"} * 1000'),
+              refId: 'C',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+          ],
+        },
+        {
+          type: 'table',
+          title: 'DNS servers of the transport servers',
+          description: 'The DNS servers each Transport service asks (external: destinations outside the organisation), from its adapters or its configured list. A server with none retries outbound mail with 451 4.4.0.',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          gridPos: { h: 6, w: 24, x: 0, y: 78 },
+          id: 30,
+          transformations: [
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true, job: true, instance: true, __name__: true, Value: true },
+                indexByName: { server: 0, scope: 1, source: 2, dns_server: 3 },
+                renameByName: { server: 'Server', scope: 'Scope', source: 'Source', dns_server: 'DNS server' },
+                includeByName: {},
+              },
+            },
+          ],
+          options: {
+            showHeader: true,
+            cellHeight: 'sm',
+            footer: { show: false, reducer: ['sum'], fields: '', countRows: false },
+            sortBy: [],
+          },
+          fieldConfig: {
+            defaults: {
+              unit: 'short',
+              color: { mode: 'thresholds' },
+              thresholds: { mode: 'absolute', steps: [{ color: 'blue', value: null }] },
+              custom: { align: 'auto', cellOptions: { type: 'auto' }, filterable: true },
+            },
+            overrides: [],
+          },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: expr('mailflow_transport_dns_server_info{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server"}'),
+              refId: 'A',
+              format: 'table',
+              instant: true,
+              range: false,
+              legendFormat: '__auto',
+            },
+          ],
+        },
+        {
+          type: 'row',
+          title: 'Databases',
+          collapsed: false,
+          gridPos: { h: 1, w: 24, x: 0, y: 84 },
+          id: 31,
+          panels: [],
+        },
+        {
+          type: 'table',
           title: 'Database copies',
           description: 'Each mailbox database copy: status (Mounted for the active copy, Healthy for passive ones), whether it is active, copy and replay queue lengths, content index health.',
           datasource: { type: 'prometheus', uid: '${datasource}' },
-          gridPos: { h: 8, w: 12, x: 0, y: 71 },
-          id: 28,
+          gridPos: { h: 8, w: 12, x: 0, y: 85 },
+          id: 32,
           transformations: [
             { id: 'merge', options: {} },
             {
@@ -1550,8 +1762,8 @@ local promql = import '../lib/promql.libsonnet';
           title: 'Copy and replay queues',
           description: 'Log files waiting to be copied to (copy queue) and replayed into (replay queue) each passive copy.',
           datasource: { type: 'prometheus', uid: '${datasource}' },
-          gridPos: { h: 8, w: 12, x: 12, y: 71 },
-          id: 29,
+          gridPos: { h: 8, w: 12, x: 12, y: 85 },
+          id: 33,
           options: {
             legend: { displayMode: 'list', placement: 'bottom', showLegend: true, calcs: [] },
             tooltip: { mode: 'multi', sort: 'desc' },
@@ -1595,8 +1807,8 @@ local promql = import '../lib/promql.libsonnet';
           type: 'row',
           title: 'Certificates and services',
           collapsed: false,
-          gridPos: { h: 1, w: 24, x: 0, y: 79 },
-          id: 30,
+          gridPos: { h: 1, w: 24, x: 0, y: 93 },
+          id: 34,
           panels: [],
         },
         {
@@ -1604,8 +1816,8 @@ local promql = import '../lib/promql.libsonnet';
           title: 'Exchange certificates',
           description: 'Every certificate on every server: time left, the services it is bound to (an expired one bound to SMTP breaks STARTTLS), issuer and Exchange\'s status.',
           datasource: { type: 'prometheus', uid: '${datasource}' },
-          gridPos: { h: 9, w: 14, x: 0, y: 80 },
-          id: 31,
+          gridPos: { h: 9, w: 14, x: 0, y: 94 },
+          id: 35,
           transformations: [
             { id: 'merge', options: {} },
             {
@@ -1696,8 +1908,8 @@ local promql = import '../lib/promql.libsonnet';
           title: 'Required Windows services',
           description: 'Each Windows service a server role requires (Test-ServiceHealth), stopped ones first.',
           datasource: { type: 'prometheus', uid: '${datasource}' },
-          gridPos: { h: 9, w: 10, x: 14, y: 80 },
-          id: 32,
+          gridPos: { h: 9, w: 10, x: 14, y: 94 },
+          id: 36,
           transformations: [
             {
               id: 'organize',
