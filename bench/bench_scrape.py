@@ -1,26 +1,62 @@
-"""Scrape cost: GET /metrics over HTTP versus generate_latest() on the same registry in-process.
+"""Scrape cost: one GET /metrics over HTTP, every request forced to render, versus the library floor.
 
-The org: 50 servers with a realistic queue mix each (submission, poison, shadow, mailbox delivery,
-external delivery queues, some retrying with LastErrors). Prints medians and the ratio.
+What is measured, at about 1k, 10k and 50k series (``--sizes``):
 
-    python bench/bench_scrape.py [--servers 50] [--queues 40] [--runs 30]
+* **floor**: prometheus_client's own ``generate_latest`` (text format 0.0.4) over a registry whose only
+  collector yields prebuilt metric families equal to ours (captured once from our registry, process
+  metrics included). It is what formatting those series costs the library, and nothing of ours.
+* **identity**: ``GET /metrics`` over a new loopback connection (as Prometheus opens one per scrape),
+  plain text, body read to the end.
+* **gzip**: the same with ``Accept-Encoding: gzip`` (what Prometheus sends), compared with the *same*
+  floor: the compression is part of the cost. Bytes on the wire are printed beside it.
+* **prometheus**: the same with Prometheus' own Accept header (it prefers OpenMetrics 1.0.0) and gzip,
+  compared with the library's OpenMetrics ``generate_latest`` over the same prebuilt families.
+
+The shared-render cache (exporter/exposition.py) would answer a repeated request from its last render,
+so before every timed request the store gets a new snapshot (same data, new poll time): every request
+renders the store afresh, and the benchmark checks that the app rendered once per request. The org is
+N servers with a realistic queue mix each (submission, poison, shadow, mailbox and external delivery
+queues, some retrying with LastErrors); N is chosen to reach each size. Floors and requests are
+interleaved round by round, so drifting background load hits both alike; medians are printed.
+
+    python bench/bench_scrape.py [--sizes 1000,10000,50000] [--runs 15] [--queues 40]
+
+``--gzip-levels`` prints what each zlib level costs and saves on the largest size (the level the
+exporter uses is exporter.exposition.GZIP_LEVEL).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import http.client
 import statistics
+import sys
 import time
-import urllib.request
+import zlib
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from prometheus_client import generate_latest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_openmetrics
 
 from exporter.exchange.lasterror import parse_smtp_error
-from exporter.exchange.queues import QueueInfo, aggregate
+from exporter.exchange.queues import QueueInfo, QueueResult, aggregate, render_queues
+from exporter.exposition import GZIP_LEVEL
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.store import Snapshot, SnapshotStore
 from exporter.web import WebApp, WebServer
+
+#: What Prometheus 3 sends by default (scrape_protocols without the protobuf one).
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
 
 ERRORS = [
     "451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; nonexistent domain",
@@ -77,6 +113,8 @@ def org_queues(server: str, n: int) -> list[QueueInfo]:
 
 
 class _QueuesOnly:
+    """The queues collector's render, without anything to poll (the store is filled directly)."""
+
     name = "queues"
 
     def interval(self) -> float:
@@ -85,65 +123,185 @@ class _QueuesOnly:
     def targets(self) -> list[str]:
         return []
 
-    def poll(self, target: str) -> None:
+    def poll(self, target: str) -> QueueResult:
         raise NotImplementedError
 
-    def render(self, results):  # type: ignore[no-untyped-def]
-        from exporter.exchange.queues import render_queues
-
+    def render(self, results: dict[str, QueueResult]) -> Iterable[Metric]:
         return render_queues(results.values())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--servers", type=int, default=50)
-    parser.add_argument("--queues", type=int, default=40)
-    parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
+class _Prebuilt:
+    """A collector that yields the same prebuilt families on every collect: the floor's input."""
 
-    store = SnapshotStore()
-    for i in range(args.servers):
-        server = f"EX{i:02d}"
-        result = aggregate(server, org_queues(server, args.queues), max_domains=20)
-        store.put(Snapshot("queues", server, time.time(), 0.2, 60.0, True, result))
-    registry = build_registry(MailflowCollector(store, [_QueuesOnly()], 3.0))
-    web = WebServer(WebApp(registry, store, "/metrics", "", lambda: (True, "ok")), "127.0.0.1:0")
-    web.start()
-    url = f"http://127.0.0.1:{web.port}/metrics"
-    body = generate_latest(registry)
-    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
-    def timed(fn) -> list[float]:  # type: ignore[no-untyped-def]
-        out = []
-        for _ in range(args.runs):
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def series(body: bytes) -> int:
+    return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+
+
+class Org:
+    """``servers`` servers' queue results in a store, served over loopback HTTP by the exporter's web app."""
+
+    def __init__(self, servers: int, queues: int) -> None:
+        self.store = SnapshotStore()
+        self.results = {}
+        for i in range(servers):
+            server = f"EX{i:03d}"
+            self.results[server] = aggregate(server, org_queues(server, queues), max_domains=20)
+            self._put(server)
+        self.registry = build_registry(MailflowCollector(self.store, [_QueuesOnly()], 3.0))
+        self.app = WebApp(self.registry, self.store, "/metrics", "", lambda: (True, "ok"))
+        self.web = WebServer(self.app, "127.0.0.1:0")
+        self.floor = CollectorRegistry(auto_describe=False)
+        self.floor.register(_Prebuilt(list(self.registry.collect())))  # type: ignore[arg-type]
+        self._next = 0
+
+    def _put(self, server: str) -> None:
+        self.store.put(Snapshot("queues", server, time.time(), 0.2, 60.0, True, self.results[server]))
+
+    def touch(self) -> None:
+        """A new snapshot of one server (same data): the store changed, so the next scrape must render."""
+        servers = sorted(self.results)
+        self._put(servers[self._next % len(servers)])
+        self._next += 1
+
+    def get(self, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+        """One scrape on a new connection: (body as sent, response headers)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.web.port, timeout=60)
+        try:
+            conn.request("GET", "/metrics", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise SystemExit(f"GET /metrics: HTTP {resp.status}")
+            return body, {k.lower(): v for k, v in resp.getheaders()}
+        finally:
+            conn.close()
+
+
+MODES: dict[str, dict[str, str]] = {
+    "identity": {},
+    "gzip": {"Accept-Encoding": "gzip"},
+    "prometheus": {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"},
+}
+
+
+def measure(org: Org, runs: int) -> dict[str, float]:
+    """Median seconds of each floor and each mode, rounds interleaved; plus wire bytes per mode."""
+    floors: dict[str, Callable[[], bytes]] = {
+        "text": lambda: generate_latest(org.floor),
+        "openmetrics": lambda: generate_latest_openmetrics(org.floor),
+    }
+    times: dict[str, list[float]] = {k: [] for k in [*floors, *MODES]}
+    wire: dict[str, int] = {}
+    for fn in floors.values():  # warm up
+        fn()
+    for headers in MODES.values():
+        org.touch()
+        org.get(headers)
+    for _ in range(runs):
+        for name, fn in floors.items():
             t0 = time.perf_counter()
             fn()
-            out.append(time.perf_counter() - t0)
-        return out
+            times[name].append(time.perf_counter() - t0)
+        for mode, headers in MODES.items():
+            org.touch()
+            before = org.app.metrics_renders
+            t0 = time.perf_counter()
+            body, _ = org.get(headers)
+            times[mode].append(time.perf_counter() - t0)
+            if org.app.metrics_renders != before + 1:
+                raise SystemExit("a timed request did not render: the cache answered it")
+            wire[mode] = len(body)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out.update({f"{mode}_bytes": float(n) for mode, n in wire.items()})
+    return out
 
-    def http_plain() -> None:
-        with urllib.request.urlopen(url) as resp:
-            resp.read()
 
-    def http_gzip() -> None:
-        req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
-        with urllib.request.urlopen(req) as resp:
-            resp.read()
+def check(org: Org) -> None:
+    """The answers are what the library would say about the same store (not timed)."""
+    org.touch()
+    expected = generate_latest(org.registry)
+    plain, _ = org.get({})
+    zipped, headers = org.get(MODES["gzip"])
+    assert headers.get("content-encoding") == "gzip"
+    for body in (plain, gzip.decompress(zipped)):
+        # process metrics (CPU seconds, memory) move between renders: compare the mailflow lines only
+        ours = [line for line in body.splitlines() if b"mailflow_" in line and b"mailflow_collector_" not in line]
+        theirs = [line for line in expected.splitlines() if b"mailflow_" in line and b"mailflow_collector_" not in line]
+        if ours != theirs:
+            raise SystemExit("GET /metrics differs from generate_latest on the same store")
 
-    for fn in (lambda: generate_latest(registry), http_plain):  # warm up
-        fn()
-    floor = statistics.median(timed(lambda: generate_latest(registry)))
-    plain = statistics.median(timed(http_plain))
-    gz = statistics.median(timed(http_gzip))
-    web.stop()
-    print(f"servers={args.servers} queues/server={args.queues} samples={samples} bytes={len(body)}")
-    print(f"generate_latest in-process median: {floor * 1000:.1f} ms")
-    print(f"GET /metrics (identity) median:    {plain * 1000:.1f} ms  ratio {plain / floor:.2f}x")
-    print(f"GET /metrics (gzip) median:        {gz * 1000:.1f} ms  ratio {gz / floor:.2f}x")
-    print(
-        f"RESULT scrape_samples={samples} scrape_floor_ms={floor * 1000:.1f} scrape_identity_ms={plain * 1000:.1f} "
-        f"scrape_gzip_ms={gz * 1000:.1f} scrape_identity_ratio={plain / floor:.2f} scrape_gzip_ratio={gz / floor:.2f}"
-    )
+
+def servers_for(target: int, queues: int) -> int:
+    """How many servers give about ``target`` series."""
+    one, two = (series(generate_latest(Org(n, queues).registry)) for n in (1, 2))
+    per_server = two - one
+    return max(1, round((target - (one - per_server)) / per_server))
+
+
+def gzip_levels(body: bytes) -> None:
+    print(f"gzip levels on {len(body) / 1e6:.2f} MB of text:")
+    for level in (1, 3, 6, 9):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            out = zlib.compress(body, level, wbits=31)
+        elapsed = (time.perf_counter() - t0) / 3
+        print(f"  level {level}: {elapsed * 1000:6.1f} ms, {len(out) / 1e3:7.1f} kB on the wire")
+        print(
+            f"RESULT scrape_gzip_level{level}_ms={elapsed * 1000:.1f} scrape_gzip_level{level}_kb={len(out) / 1e3:.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,50000", help="series counts to measure at (about)")
+    parser.add_argument("--queues", type=int, default=40, help="queues per server")
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--gzip-levels", action="store_true", help="also time zlib levels on the largest body")
+    args = parser.parse_args()
+
+    print(f"gzip level in use: {GZIP_LEVEL}")
+    largest = b""
+    for target in (int(s) for s in args.sizes.split(",")):
+        org = Org(servers_for(target, args.queues), args.queues)
+        org.web.start()
+        try:
+            check(org)
+            m = measure(org, args.runs)
+        finally:
+            org.web.stop()
+        body = generate_latest(org.floor)
+        largest = body if len(body) > len(largest) else largest
+        n, key = series(body), f"{target // 1000}k"
+        text, om = m["text"], m["openmetrics"]
+        print(
+            f"\n{n} series ({len(org.results)} servers), {len(body) / 1e6:.2f} MB text; medians of {args.runs} "
+            f"(every request rendered)"
+        )
+        print(f"  floor generate_latest (text):         {text * 1000:7.1f} ms")
+        print(f"  floor generate_latest (OpenMetrics):  {om * 1000:7.1f} ms")
+        for mode, floor in (("identity", text), ("gzip", text), ("prometheus", om)):
+            print(
+                f"  GET /metrics {mode:<11} {m[mode] * 1000:7.1f} ms  {m[mode] / floor:.2f}x floor  "
+                f"{m[mode + '_bytes'] / 1e3:8.1f} kB on the wire"
+            )
+        print(
+            f"RESULT scrape_{key}_series={n} scrape_{key}_floor_ms={text * 1000:.1f} "
+            f"scrape_{key}_floor_om_ms={om * 1000:.1f} "
+            + " ".join(
+                f"scrape_{key}_{mode}_ms={m[mode] * 1000:.1f} scrape_{key}_{mode}_ratio={m[mode] / floor:.2f} "
+                f"scrape_{key}_{mode}_kb={m[mode + '_bytes'] / 1e3:.1f}"
+                for mode, floor in (("identity", text), ("gzip", text), ("prometheus", om))
+            )
+        )
+    if args.gzip_levels:
+        gzip_levels(largest)
 
 
 if __name__ == "__main__":
