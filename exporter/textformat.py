@@ -16,6 +16,7 @@ tests/unit/test_textformat.py compares the two on every shape.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -52,27 +53,48 @@ class _Slow(Exception):
     """This family is not of the common shape: the library encodes it."""
 
 
-def _label_template(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """``('b', 'a')`` -> ``('{a="%s",b="%s"}', ('a', 'b'))``: the label part of a line, names sorted."""
-    if any(not _NAME.match(k) or k.startswith("__") for k in keys):
-        raise _Slow
-    ordered = tuple(sorted(keys))
-    return "{" + ",".join(f'{k}="%s"' for k in ordered) + "}", ordered
+class _Template:
+    """How one tuple of label names is written: a ``%`` template with the names in sorted order, and
+    a getter of the values in that order (a single value for a single name)."""
+
+    __slots__ = ("getter", "single", "text")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        if any(not _NAME.match(k) or k.startswith("__") for k in keys):
+            raise _Slow
+        ordered = sorted(keys)
+        self.text = "{" + ",".join(f'{k}="%s"' for k in ordered) + "}"
+        self.getter = operator.itemgetter(*ordered)
+        self.single = len(ordered) == 1
+
+
+class _Escaped(dict[str, str]):
+    """Label values (and OpenMetrics help texts) escaped as the library does, each once per scrape."""
+
+    def __missing__(self, value: str) -> str:
+        escaped = self[value] = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+        return escaped
+
+
+class _Numbers(dict[Any, str]):
+    """Sample values as ``floatToGoString`` writes them, each once per scrape. Zero is never kept:
+    ``0.0 == -0.0`` as keys, but they are written apart."""
+
+    def __missing__(self, value: Any) -> str:
+        text = floatToGoString(value)
+        if value:
+            self[value] = text
+        return text
 
 
 class _Encoder:
-    """One scrape's encoding: the per-tuple templates and escaped values live as long as the scrape."""
+    """One scrape's encoding: templates, escaped values and numbers live as long as the scrape."""
 
     def __init__(self, openmetrics: bool) -> None:
         self._openmetrics = openmetrics
-        self._templates: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}
-        self._escaped: dict[str, str] = {}
-
-    def _escape(self, value: str) -> str:
-        escaped = self._escaped.get(value)
-        if escaped is None:
-            escaped = self._escaped[value] = value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-        return escaped
+        self._templates: dict[tuple[str, ...], _Template] = {}
+        self._escaped = _Escaped()
+        self._numbers = _Numbers()
 
     def family(self, metric: Metric) -> list[str]:
         """The lines of one family; raises _Slow when it is not of the common shape."""
@@ -80,7 +102,7 @@ class _Encoder:
         if not _NAME.match(name):
             raise _Slow
         if self._openmetrics:
-            help_text = self._escape(metric.documentation)
+            help_text = self._escaped[metric.documentation]
             out = [f"# HELP {name} {help_text}\n", f"# TYPE {name} {mtype}\n"]
             if metric.unit:
                 out.append(f"# UNIT {name} {metric.unit}\n")
@@ -91,7 +113,7 @@ class _Encoder:
             out = [f"# HELP {exposed} {help_text}\n", f"# TYPE {exposed} {_TEXT_TYPES.get(mtype, mtype)}\n"]
             special = (name + "_created", name + "_gsum", name + "_gcount")
         checked: set[str] = set()
-        templates, escape = self._templates, self._escape
+        templates, escaped, numbers = self._templates, self._escaped, self._numbers
         for sample_name, labels, value, timestamp, exemplar, native in metric.samples:
             if timestamp is not None or exemplar is not None or native is not None:
                 raise _Slow
@@ -103,12 +125,14 @@ class _Encoder:
                 keys = tuple(labels)
                 template = templates.get(keys)
                 if template is None:
-                    template = templates[keys] = _label_template(keys)
-                text, ordered = template
-                label_part = text % tuple([escape(labels[k]) for k in ordered])
-                out.append(f"{sample_name}{label_part} {floatToGoString(value)}\n")
+                    template = templates[keys] = _Template(keys)
+                if template.single:
+                    label_part = template.text % escaped[template.getter(labels)]
+                else:
+                    label_part = template.text % tuple(map(escaped.__getitem__, template.getter(labels)))
+                out.append(f"{sample_name}{label_part} {numbers[value]}\n")
             else:
-                out.append(f"{sample_name} {floatToGoString(value)}\n")
+                out.append(f"{sample_name} {numbers[value]}\n")
         return out
 
 

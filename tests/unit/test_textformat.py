@@ -53,6 +53,8 @@ def registry_of(families: list[Metric]) -> CollectorRegistry:
 def every_shape() -> list[Metric]:
     gauge = GaugeMetricFamily("demo_gauge", 'Help with \\ back"slash\nand newline.', labels=["z", "a", "m"])
     gauge.add_metric(["plain", "x", "y"], 1)
+    gauge.add_metric(["zero", "x", "y"], 0.0)  # before -0.0: equal as dict keys, written apart
+    gauge.add_metric(["true", "x", "y"], True)
     gauge.add_metric(['quote " back \\ nl \n', "ünïcödé ✓", ""], -0.0)
     gauge.add_metric(["inf", "nan", "big"], float("inf"))
     gauge.add_metric(["nan", "b", "c"], float("nan"))
