@@ -20,10 +20,12 @@ exporter.textformat (the same bytes, faster) and gzip runs at ``GZIP_LEVEL``, no
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -51,6 +53,40 @@ class _Render:
     began: float  # monotonic time the render began
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+class _GcPause:
+    """Pauses Python's cyclic garbage collector while renders run: process-wide, so concurrent renders
+    share one pause and the last to finish ends it; a collector someone else disabled stays disabled.
+
+    Why: a render allocates about two container objects per sample (the library's Sample tuple and its
+    label dict), all alive until the render ends and none in a reference cycle. Every 700 allocations
+    start a collection that walks them again, and the full ones walk the whole heap: at 218k series
+    (the load benchmark's organisation) that was about 40% of the render's CPU. Paused, the render's
+    garbage is still freed by reference counting as usual."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._renders = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._renders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._renders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._renders -= 1
+                if self._renders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
 
 
 def _gzip_accepted(accept_encoding: str) -> bool:
@@ -121,7 +157,8 @@ class SharedRenderApp:
             number = self._begun
         generation = self._generation()
         began = self._clock()
-        body = encoder(self._registry)
+        with _gc_paused():
+            body = encoder(self._registry)
         headers = [("Content-Type", content_type)]
         if compress:
             body = gzip.compress(body, GZIP_LEVEL)

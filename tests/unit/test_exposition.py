@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import threading
 import time
@@ -223,3 +224,43 @@ def test_gzip_runs_at_the_chosen_level() -> None:
     assert body[8] == {1: 4, 9: 2}.get(GZIP_LEVEL, 0)
     plain = gzip.decompress(body)
     assert body[10:] == gzip.compress(plain, GZIP_LEVEL)[10:]  # the deflate stream and trailer, past the header
+
+
+class GcWitness(Source):
+    """Records whether the cyclic garbage collector was enabled while it was collected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gc_enabled: list[bool] = []
+
+    def collect(self) -> Iterable[Metric]:
+        self.gc_enabled.append(gc.isenabled())
+        return super().collect()
+
+
+def test_the_garbage_collector_is_paused_during_a_render_only() -> None:
+    source = GcWitness()
+    app = app_for(source, max_age=0)
+    assert gc.isenabled()
+    get(app)
+    assert source.gc_enabled == [False] and gc.isenabled()
+    gc.disable()  # disabled by someone else: a render leaves it so
+    try:
+        source.generation += 1
+        get(app)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_concurrent_renders_share_one_pause() -> None:
+    slow, fast = GcWitness(), GcWitness()
+    slow.delay = 0.3
+    slow_app, fast_app = app_for(slow, max_age=0), app_for(fast, max_age=0)
+    thread = threading.Thread(target=get, args=(slow_app,))
+    thread.start()
+    assert slow.started.wait(5)
+    get(fast_app)  # begins and ends inside the slow render
+    assert fast.gc_enabled == [False] and not gc.isenabled()
+    thread.join(5)
+    assert slow.gc_enabled == [False] and gc.isenabled()
