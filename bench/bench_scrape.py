@@ -1,6 +1,6 @@
 """Scrape cost: one GET /metrics over HTTP, every request forced to render, versus the library floor.
 
-What is measured, at about 1k, 10k and 50k series (``--sizes``):
+What is measured, at 1k, 10k and 50k series (at least) (``--sizes``):
 
 * **floor**: prometheus_client's own ``generate_latest`` (text format 0.0.4) over a registry whose only
   collector yields prebuilt metric families equal to ours (captured once from our registry, process
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import math
 import statistics
 import sys
 import time
@@ -249,10 +250,10 @@ def check(org: Org) -> None:
 
 
 def servers_for(target: int, queues: int) -> int:
-    """How many servers give about ``target`` series."""
+    """How many servers give at least ``target`` series."""
     one, two = (series(generate_latest(Org(n, queues).registry)) for n in (1, 2))
     per_server = two - one
-    return max(1, round((target - (one - per_server)) / per_server))
+    return max(1, math.ceil((target - (one - per_server)) / per_server))
 
 
 def _ms(m: dict[str, float], name: str) -> str:
@@ -274,7 +275,7 @@ def gzip_levels(body: bytes) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,50000", help="series counts to measure at (about)")
+    parser.add_argument("--sizes", default="1000,10000,50000", help="series counts to measure at (at least)")
     parser.add_argument("--queues", type=int, default=40, help="queues per server")
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--gzip-levels", action="store_true", help="also time zlib levels on the largest body")
