@@ -246,7 +246,6 @@ BENCHES = [
         "load",
         "bench_load.py",
         (),
-        (),
         ("--servers", "10", "--queues", "10", "--domains", "200", "--seconds", "45", "--every", "5"),
         _load,
         needs="nsd",
