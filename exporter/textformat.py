@@ -1,11 +1,11 @@
-"""The Prometheus text and OpenMetrics encoders, byte for byte prometheus_client's, in about half the time.
+"""The Prometheus text and OpenMetrics encoders: byte for byte prometheus_client's, 3-5x faster.
 
 prometheus_client's ``generate_latest`` re-validates and re-escapes every label *name* of every sample
 (two regular expressions and a string build per label), and sorts each sample's labels again. Our
 families have tens of thousands of samples sharing a handful of label-name tuples, so this module does
 that work once per tuple (a ``%`` template with the names in sorted order) and once per distinct label
-value per scrape; what remains per sample is one template fill. bench/bench_scrape.py measures it
-against the library (see docs/performance.md, "Scrape").
+value and sample value per scrape; what remains per sample is one template fill. At 50k series: 112 ms
+of CPU against the library's 380 ms (text) and 535 ms (OpenMetrics); see docs/performance.md, "Scrape".
 
 Only the common shape takes the fast path: legacy-valid names (no colons, no reserved ``__`` label
 names), no exemplars, native histograms, timestamps or OpenMetrics-only ``_created``/``_gsum``/``_gcount``
