@@ -16,6 +16,7 @@ tests/unit/test_textformat.py compares the two on every shape.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
@@ -77,14 +78,17 @@ class _Escaped(dict[str, str]):
 
 
 class _Numbers(dict[Any, str]):
-    """Sample values as ``floatToGoString`` writes them, each once per scrape. Zero is never kept:
-    ``0.0 == -0.0`` as keys, but they are written apart."""
+    """Non-zero sample values as ``floatToGoString`` writes them, each once per scrape. Zero is not a
+    key (``0.0 == -0.0`` as keys, but they are written apart): see ``_zero``."""
 
     def __missing__(self, value: Any) -> str:
-        text = floatToGoString(value)
-        if value:
-            self[value] = text
+        text = self[value] = floatToGoString(value)
         return text
+
+
+def _zero(value: Any) -> str:
+    """``floatToGoString`` of a zero (most samples of one-hot families are)."""
+    return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
 
 
 class _Encoder:
@@ -130,9 +134,9 @@ class _Encoder:
                     label_part = template.text % escaped[template.getter(labels)]
                 else:
                     label_part = template.text % tuple(map(escaped.__getitem__, template.getter(labels)))
-                out.append(f"{sample_name}{label_part} {numbers[value]}\n")
+                out.append(f"{sample_name}{label_part} {numbers[value] if value else _zero(value)}\n")
             else:
-                out.append(f"{sample_name} {numbers[value]}\n")
+                out.append(f"{sample_name} {numbers[value] if value else _zero(value)}\n")
         return out
 
 

@@ -62,6 +62,10 @@ def every_shape() -> list[Metric]:
     gauge.add_metric(["small", "b", "c"], 1.5e-7)
     gauge.add_metric(["%s %d %%", "b", "c"], 12345678901234.0)
     unlabelled = GaugeMetricFamily("demo_unlabelled", "No labels.", value=3)
+    negative_zero = GaugeMetricFamily("demo_negative_zero", "No labels, -0.0.", value=-0.0)
+    zeros = GaugeMetricFamily("demo_zeros", "Every kind of zero.", labels=["kind"])
+    for kind, zero in (("int", 0), ("false", False), ("negative", -0.0), ("positive", 0.0), ("negative2", -0.0)):
+        zeros.add_metric([kind], zero)
     counter = CounterMetricFamily("demo_events", "Events.", labels=["kind"])
     counter.add_metric(["a"], 5)
     created = CounterMetricFamily("demo_created", "With a created time.", labels=["kind"])
@@ -89,8 +93,8 @@ def every_shape() -> list[Metric]:
     utf8_label.add_metric(["a"], 1)
     reserved = GaugeMetricFamily("demo_reserved", "A reserved label name.", labels=["__kind"])
     reserved.add_metric(["a"], 1)
-    return [gauge, unlabelled, counter, created, exemplar, stamped, info, stateset, histogram, gauge_histogram,
-            summary, unknown, colon, utf8_label, reserved]  # fmt: skip
+    return [gauge, unlabelled, negative_zero, zeros, counter, created, exemplar, stamped, info, stateset,
+            histogram, gauge_histogram, summary, unknown, colon, utf8_label, reserved]  # fmt: skip
 
 
 @pytest.mark.parametrize("escaping", ESCAPINGS)
