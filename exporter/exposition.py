@@ -40,8 +40,9 @@ StartResponse = Callable[..., Any]
 
 
 #: zlib level of a gzip answer. Levels 1-3 share zlib's fast strategy (same time, 3 the smallest of them);
-#: at 50k series (8.8 MB of text) level 3 takes about 24 ms for 226 kB, level 6 63 ms for 198 kB and
-#: level 9 (gzip.compress's default, which prometheus_client uses) 330 ms for 160 kB: bench/bench_scrape.py.
+#: at 50k series (8.8 MB of text) level 3 took 13-24 ms of CPU for 226 kB, level 6 35-63 ms for 198 kB
+#: and level 9 (gzip.compress's default, which prometheus_client uses) 144-330 ms for 160 kB
+#: (bench/bench_scrape.py --gzip-levels).
 GZIP_LEVEL = 3
 _MAX_FORMATS = 8  # cached (content type, gzip) variants; any further Accept header is rendered uncached
 
