@@ -10,16 +10,22 @@ for N renders. Here a request is answered by a render that is at least as new as
   render instead of each rendering, and every request that waited for it is answered by it.
 
 So data is never older than the request, and concurrent scrapers cost about one render each round
-instead of one per scraper. ``name[]`` filtered requests and non-GET methods are not cached, and
-at most a few (content type, encoding) variants are: the client picks the Accept header.
+instead of one per scraper. ``name[]`` filtered requests and non-GET methods are not cached (and
+rendered by prometheus_client's own app), and at most a few (content type, encoding) variants are: the
+client picks the Accept header.
+
+The format is negotiated by prometheus_client (``choose_encoder``); the encoding is done by
+exporter.textformat (the same bytes, faster) and gzip runs at ``GZIP_LEVEL``, not gzip's default 9.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,10 +33,17 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
+from exporter.textformat import fast_encoder
+
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 
+#: zlib level of a gzip answer. Levels 1-3 share zlib's fast strategy (same time, 3 the smallest of them);
+#: at 50k series (8.8 MB of text) level 3 took 13-24 ms of CPU for 226 kB, level 6 35-63 ms for 198 kB
+#: and level 9 (gzip.compress's default, which prometheus_client uses) 144-330 ms for 160 kB
+#: (bench/bench_scrape.py --gzip-levels).
+GZIP_LEVEL = 3
 _MAX_FORMATS = 8  # cached (content type, gzip) variants; any further Accept header is rendered uncached
 
 
@@ -41,6 +54,40 @@ class _Render:
     began: float  # monotonic time the render began
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+class _GcPause:
+    """Pauses Python's cyclic garbage collector while renders run: process-wide, so concurrent renders
+    share one pause and the last to finish ends it; a collector someone else disabled stays disabled.
+
+    Why: a render allocates about two container objects per sample (the library's Sample tuple and its
+    label dict), all alive until the render ends and none in a reference cycle. Every 700 allocations
+    start a collection that walks them again, and the full ones walk the whole heap: at 218k series
+    (the load benchmark's organisation) that was about 40% of the render's CPU. Paused, the render's
+    garbage is still freed by reference counting as usual."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._renders = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._renders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._renders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._renders -= 1
+                if self._renders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
 
 
 def _gzip_accepted(accept_encoding: str) -> bool:
@@ -73,6 +120,7 @@ class SharedRenderApp:
             return self._fallback(environ, start_response)  # type: ignore[no-any-return,unused-ignore]
         arrived, seen = self._clock(), self._begun
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
+        encoder = fast_encoder(encoder) or encoder
         compress = _gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or "")
         key = (content_type, compress)
         with self._guard:
@@ -110,10 +158,11 @@ class SharedRenderApp:
             number = self._begun
         generation = self._generation()
         began = self._clock()
-        body = encoder(self._registry)
+        with _gc_paused():
+            body = encoder(self._registry)
         headers = [("Content-Type", content_type)]
         if compress:
-            body = gzip.compress(body)
+            body = gzip.compress(body, GZIP_LEVEL)
             headers.append(("Content-Encoding", "gzip"))
         render = _Render(number, generation, began, tuple(headers), body)
         self._cache[key] = render

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import re
 import socket
 import urllib.error
@@ -114,3 +116,47 @@ def test_every_address_serves_the_same_application() -> None:
             assert get(f"http://127.0.0.1:{port}/metrics")[0] == 404
     finally:
         server.stop()
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+
+
+def request(base: str, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    host, _, port = base.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, "/metrics", headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_prometheus_scrape_gets_openmetrics_gzipped_and_head_the_same_headers(
+    served: tuple[str, SnapshotStore, Ready],
+) -> None:
+    base, store, _ = served
+    store.put(Snapshot("queues", "EX01", store.now(), 0.25, 60.0, False, None, "timeout", "no answer within 60s"))
+    headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+    status, got, body = request(base, "GET", headers)
+    assert status == 200 and got["content-encoding"] == "gzip"
+    assert got["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = gzip.decompress(body).decode()
+    assert text.endswith("# EOF\n")
+    assert 'mailflow_collector_errors_total{collector="queues",reason="timeout",target="EX01"} 1.0' in text
+    assert "# TYPE mailflow_collector_errors counter" in text  # OpenMetrics names the family without _total
+    status, head, head_body = request(base, "HEAD", headers)  # the same cached render: same length, no body
+    assert status == 200 and head_body == b""
+    assert head["content-length"] == got["content-length"] == str(len(body))
+    assert head["content-type"] == got["content-type"] and head["content-encoding"] == "gzip"
+    status, plain, plain_body = request(base, "GET", {"Accept": PROMETHEUS_ACCEPT})
+    assert "content-encoding" not in plain
+
+    def mailflow(lines: str) -> list[str]:  # process metrics move between the two renders
+        return [line for line in lines.splitlines() if "mailflow_" in line]
+
+    assert mailflow(plain_body.decode()) == mailflow(text)

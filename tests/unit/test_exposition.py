@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import threading
 import time
@@ -10,11 +11,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.buildinfo import build_info
-from exporter.exposition import SharedRenderApp
+from exporter.exposition import GZIP_LEVEL, SharedRenderApp
 from exporter.metrics import MailflowCollector, build_registry
 from exporter.store import SnapshotStore
 
@@ -181,3 +183,84 @@ def test_clients_cannot_grow_the_cache_with_accept_headers() -> None:
         assert status == "200 OK" and body.endswith("# EOF\n")
     assert len(app._locks) <= 8 and len(app._cache) <= 8
     assert source.collects == 40  # beyond the cached variants each request renders, as without the cache
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+
+
+def test_answers_are_the_library_encoders_bytes_in_every_format_and_encoding() -> None:
+    """The app encodes with exporter.textformat: each negotiated format is what prometheus_client would
+    send for the same registry, and its gzip answer decodes to the identity answer."""
+    source = Source()
+    app = app_for(source, max_age=60)
+    registry = app._registry
+    formats = (
+        "",
+        "text/plain;version=1.0.0;escaping=allow-utf-8",
+        PROMETHEUS_ACCEPT,
+        "text/plain;version=1.0.0;escaping=dots",
+    )
+    for accept in formats:
+        library, content_type = choose_encoder(accept)
+        plain = get(app, accept=accept)
+        zipped = get(app, accept=accept, encoding="gzip")
+        assert plain[1]["Content-Type"] == zipped[1]["Content-Type"] == content_type
+        assert zipped[1]["Content-Encoding"] == "gzip"
+        assert plain[2].encode() == zipped[2].encode() == library(registry)
+    assert choose_encoder(PROMETHEUS_ACCEPT)[1].startswith("application/openmetrics-text; version=1.0.0")
+
+
+def test_gzip_runs_at_the_chosen_level() -> None:
+    source = Source()
+    app = app_for(source, max_age=60)
+    seen: dict[str, Any] = {}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": "", "HTTP_ACCEPT_ENCODING": "gzip"}
+    body = b"".join(app(environ, lambda status, headers: seen.update(headers=dict(headers))))
+    # RFC 1952: XFL (byte 8) is 4 for the fastest levels, 2 for the best, 0 otherwise
+    assert body[8] == {1: 4, 9: 2}.get(GZIP_LEVEL, 0)
+    plain = gzip.decompress(body)
+    assert body[10:] == gzip.compress(plain, GZIP_LEVEL)[10:]  # the deflate stream and trailer, past the header
+
+
+class GcWitness(Source):
+    """Records whether the cyclic garbage collector was enabled while it was collected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gc_enabled: list[bool] = []
+
+    def collect(self) -> Iterable[Metric]:
+        self.gc_enabled.append(gc.isenabled())
+        return super().collect()
+
+
+def test_the_garbage_collector_is_paused_during_a_render_only() -> None:
+    source = GcWitness()
+    app = app_for(source, max_age=0)
+    assert gc.isenabled()
+    get(app)
+    assert source.gc_enabled == [False] and gc.isenabled()
+    gc.disable()  # disabled by someone else: a render leaves it so
+    try:
+        source.generation += 1
+        get(app)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_concurrent_renders_share_one_pause() -> None:
+    slow, fast = GcWitness(), GcWitness()
+    slow.delay = 0.3
+    slow_app, fast_app = app_for(slow, max_age=0), app_for(fast, max_age=0)
+    thread = threading.Thread(target=get, args=(slow_app,))
+    thread.start()
+    assert slow.started.wait(5)
+    get(fast_app)  # begins and ends inside the slow render
+    assert fast.gc_enabled == [False] and not gc.isenabled()
+    thread.join(5)
+    assert slow.gc_enabled == [False] and gc.isenabled()
