@@ -13,9 +13,10 @@ with a note without krb5kdc), dns (domain checks per second vs checkdmarc; needs
 checkdmarc is optional: ``pip install checkdmarc``), status (the triage report and status page),
 soak (1,000 poll cycles with faults toggling: sessions, threads, fds, RSS), load (2 Prometheus-like
 scrapers every 15 s for 5 minutes while every collector polls 50 servers and 2,000 domains; needs
-NSD), bounds (hostile servers: an oversized answer's memory, a dripping server's threads and fds, a malformed answer's log, a healthy server beside two slow ones), httpd (slowloris over HTTP
-and TLS, a header flood, a connection burst against the listener). ``--quick`` shrinks every size for
-a smoke run (a few minutes); the full run takes about 30 minutes on two cores.
+NSD), bounds (hostile servers: an oversized answer's memory, a dripping server's threads and fds, a
+malformed answer's log, a healthy server beside two slow ones), httpd (slowloris over HTTP and TLS, a
+header flood, a connection burst against the listener). ``--quick`` shrinks every size for a smoke run
+(a few minutes); the full run takes about 30 minutes on two cores.
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
