@@ -219,6 +219,18 @@ CLOCK_TOLERANCE = 2.0
 MAX_CLOCK_SKEW = 10 * 366 * 86400.0
 
 
+def finish_horizon(options: TrackingOptions) -> float:
+    """Seconds a message no longer pending on a server (finished, failed, moved on) is remembered there.
+
+    Every window starts at most ``max_window`` before the server's now, so no event any polled server
+    can still report is stamped more than ``max_window`` plus a clock step back (``max_clock_step``)
+    and the skew tolerance before the exporter's now; the RECEIVE of a finished message is stamped at
+    most one more clock step after its finish. Older memories cannot match (docs/design-notes.md,
+    "Pairing memory"); ``overlap`` is kept on top as a margin.
+    """
+    return options.max_window + options.overlap + 2 * (options.max_clock_step + CLOCK_TOLERANCE)
+
+
 def _effective(skew: float | None) -> float:
     """The skew the collector works with: 0 when unknown, within CLOCK_TOLERANCE or beyond MAX_CLOCK_SKEW."""
     return 0.0 if skew is None or not CLOCK_TOLERANCE < abs(skew) <= MAX_CLOCK_SKEW else skew
@@ -645,7 +657,8 @@ class TrackingCollector:
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
-        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before)
+        finished_before = end - timedelta(seconds=finish_horizon(self._opts))
+        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before, finished_before)
         cumulative, running = [], 0
         for count in state.buckets:
             running += count
