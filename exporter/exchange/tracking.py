@@ -284,6 +284,13 @@ class TrackingCollector:
     def interval(self) -> float:
         return self._opts.interval
 
+    def memory_entries(self) -> dict[str, int]:
+        """Per server, the entries its pairing memory and dedupe keys hold now (for sizing and tests)."""
+        trails = self._trails.entries()
+        with self._lock:
+            seen = {server: len(state.seen) for server, state in self._states.items()}
+        return {server: trails.get(server, 0) + seen.get(server, 0) for server in {*trails, *seen}}
+
     def targets(self) -> list[str]:
         # Get-MessageTrackingLog refuses a server without the hub Transport service or mailboxes.
         return self._targets.hub_transport_names()

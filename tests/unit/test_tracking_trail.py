@@ -9,6 +9,7 @@ from typing import Any
 from exporter.exchange.tracking import (
     TrackingCollector,
     TrackingEvent,
+    finish_horizon,
     render_tracking,
 )
 from tests.unit.test_tracking import collector as tracking_collector
@@ -120,3 +121,23 @@ def test_handed_off_memory_is_bounded_and_evictions_counted(tmp_path: Path) -> N
     result = c.ingest("EX01", events, T0, T0 + timedelta(seconds=200))
     assert result.evictions == 50
     assert judge(c, "EX01") == (0, 100)
+
+
+def test_a_finished_message_is_remembered_for_the_finish_horizon_then_forgotten(tmp_path: Path) -> None:
+    """Its DELIVER keeps it (a late RECEIVE must not make it pending) until the finish horizon has
+    passed, then nothing of it is held; a stuck message is kept until forget_after."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    done = [ev(0, "RECEIVE", "done"), ev(1, "DELIVER", "done", "STOREDRIVER"), ev(2, "RECEIVE", "waits")]
+    c.ingest("EX01", done, T0, T0 + timedelta(seconds=60))
+    finished = T0 + timedelta(seconds=1)
+    c.ingest("EX01", [], finished + horizon - timedelta(seconds=1), finished + horizon - timedelta(seconds=1))
+    assert c.memory_entries()["EX01"] == 3 + 3  # completed "done"; pending and received "waits"; 3 dedupe keys
+    c.ingest("EX01", [ev(1, "RECEIVE", "done")], finished, finished + timedelta(seconds=1))  # read late
+    assert judge(c, "EX01") == (1, 0)  # only "waits"
+    assert c.memory_entries()["EX01"] == 3 + 4  # and the late RECEIVE's dedupe key
+    later = finished + horizon + timedelta(seconds=1)
+    result = c.ingest("EX01", [], later, later)
+    # "done" is forgotten; "waits" is still stuck (pending and received). The dedupe keys go only
+    # when newer events are counted (overlap + max_clock_step behind the newest).
+    assert c.memory_entries()["EX01"] == 2 + 4 and result.stuck == 1
