@@ -27,15 +27,16 @@ from typing import Any
 ZONE = "bench.test"
 
 
-def zone_text(n: int) -> str:
+def zone_text(n: int, mx_addresses: tuple[str, str] = ("192.0.2.25", "198.51.100.25")) -> str:
+    """The zone of ``n`` domains d0..; its two MX hosts have ``mx_addresses``."""
     lines = [
         f"$ORIGIN {ZONE}.",
         "$TTL 300",
         f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 120",
         f"@ IN NS ns1.{ZONE}.",
         "ns1 IN A 127.0.0.1",
-        "mx1 IN A 192.0.2.25",
-        "mx2 IN A 198.51.100.25",
+        f"mx1 IN A {mx_addresses[0]}",
+        f"mx2 IN A {mx_addresses[1]}",
         'spf-a IN TXT "v=spf1 ip4:192.0.2.0/26 include:spf-b.bench.test -all"',
         'spf-b IN TXT "v=spf1 ip4:198.51.100.0/26 -all"',
     ]
