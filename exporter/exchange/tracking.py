@@ -173,7 +173,8 @@ class _ServerState:
     # The watermark found in the state file at start-up: the previous process counted everything
     # before it, so no window of this process starts earlier (its dedupe keys are gone).
     floor: datetime | None = None
-    seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
+    # Dedupe keys: (internal id, event id, UTC microseconds) -> the event's timestamp.
+    seen: dict[tuple[str, str, int], datetime] = field(default_factory=dict)
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     window_unknown: dict[tuple[str, str], int] = field(default_factory=dict)  # reset by every fold
@@ -237,12 +238,15 @@ def _effective(skew: float | None) -> float:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_EVENT_ID_NAMES = {name: name for name in EVENT_IDS}
 _EPOCH_FLOOR = 86400.0  # an event stamped before 1970 must not take the dedupe horizon below datetime's range
 
 
-def _utc_key(ts: datetime) -> timedelta:
-    """The same instant always gives the same (exact) key, whatever offset the server printed."""
-    return ts - _EPOCH
+def _utc_key(ts: datetime) -> int:
+    """The same instant always gives the same (exact) key, whatever offset the server printed: its
+    microseconds since 1970 (an int costs 16 bytes less than a timedelta in every dedupe key)."""
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -548,7 +552,8 @@ class TrackingCollector:
         # Stuck messages are judged across servers: their times are taken to the exporter's clock.
         offset = timedelta(seconds=answered)
         for event in sorted(events, key=lambda e: e.timestamp):
-            key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
+            # A known event id is kept as the one shared string (each decoded event brings its own copy).
+            key = (event.internal_id, _EVENT_ID_NAMES.get(event.event_id, event.event_id), _utc_key(event.timestamp))
             if key in state.seen:
                 continue
             state.seen[key] = event.timestamp
