@@ -3,7 +3,7 @@ RSS must not grow.
 
 The simulator runs in a child process (so the exporter's threads, file descriptors and memory are
 measured on their own), with message-tracking traffic on every server (``--tracking-per-minute``
-messages a minute, about 8 events each: 21 is about 10,000 events an hour, a server's share of
+messages a minute, about 7 events each: 25 is about 10,000 events an hour, a server's share of
 1,000,000 an hour across 100 servers). A fake clock shared by both processes advances ``--tick``
 seconds per cycle, so 1,000 cycles read about 17 hours of tracking log: far beyond the tracking
 collector's finish horizon (about 1.5 hours), so its pairing memory is in its steady state for the
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--toggle", type=float, default=0.25, help="chance per cycle to heal or plant a fault")
     parser.add_argument("--max-faulted", type=int, default=2)
     parser.add_argument("--settle", type=float, default=30.0, help="seconds allowed for background closes")
-    parser.add_argument("--tracking-per-minute", type=float, default=21.0, help="messages a minute per server")
+    parser.add_argument("--tracking-per-minute", type=float, default=25.0, help="messages a minute per server")
     parser.add_argument("--tick", type=float, default=60.0, help="fake-clock seconds per cycle")
     parser.add_argument("--domains", type=int, default=20, help="DNS domains checked every cycle")
     parser.add_argument("--flat-slope", type=float, default=5.0, help="MiB per 1,000 cycles still called flat")
