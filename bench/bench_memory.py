@@ -16,7 +16,7 @@ RECEIVE and a DELIVER ingested) and a dedupe key (an event). From them: the stat
 rate, and one server at its worst (every pairing table at ``max_tracked_messages``), with the rate at
 which a server reaches that cap within the finish horizon.
 
-    python bench/bench_memory.py [--servers 100] [--per-minute 25] [--hours 2.5] [--tick 300]
+    python bench/bench_memory.py [--servers 100] [--per-minute 25] [--hours 2] [--tick 600]
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=100)
     parser.add_argument("--queues", type=int, default=20)
     parser.add_argument("--per-minute", type=float, default=25.0, help="tracking messages a minute per server")
-    parser.add_argument("--hours", type=float, default=2.5, help="hours of tracking log to read")
-    parser.add_argument("--tick", type=float, default=300.0, help="fake-clock seconds per cycle")
+    parser.add_argument("--hours", type=float, default=2.0, help="hours of tracking log to read")
+    parser.add_argument("--tick", type=float, default=600.0, help="fake-clock seconds per cycle (a poll reads that much log)")
     parser.add_argument("--limit", type=float, default=512.0, help="MiB")
     args = parser.parse_args()
 
