@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=20)
     parser.add_argument("--per-minute", type=float, default=25.0, help="tracking messages a minute per server")
     parser.add_argument("--hours", type=float, default=2.0, help="hours of tracking log to read")
-    parser.add_argument("--tick", type=float, default=600.0, help="fake-clock seconds per cycle (a poll reads that much log)")
+    parser.add_argument("--tick", type=float, default=600.0, help="fake-clock seconds per cycle (log a poll reads)")
     parser.add_argument("--limit", type=float, default=512.0, help="MiB")
     args = parser.parse_args()
 

@@ -35,6 +35,7 @@ from bench.simorg import dns_world, exchange_settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sizing.md"
 NOW = 1_800_000_000.0
+Scrape = dict[tuple[str, str], tuple[int, int]]  # (collector, family) -> (series, exposition bytes)
 BEGIN, END = "<!-- sizing:begin (bench/sizing.py --write) -->", "<!-- sizing:end -->"
 # Reported in the doc but being reduced on another branch (the row's note says so).
 NOTES = {
@@ -65,9 +66,9 @@ class _One:
         return [self._metric]
 
 
-def scrape(service: Any) -> dict[tuple[str, str], tuple[int, int]]:
+def scrape(service: Any) -> Scrape:
     """(collector, family) -> (series, exposition bytes) of what the service would expose now."""
-    out: dict[tuple[str, str], tuple[int, int]] = {}
+    out: Scrape = {}
     stale = service.settings.scheduler.stale_after_intervals
     owned: set[str] = set()
     for collector in service.collectors:
@@ -85,7 +86,7 @@ def _clock() -> float:
     return NOW
 
 
-def _measure(settings: dict[str, Any]) -> dict[tuple[str, str], tuple[int, int]]:
+def _measure(settings: dict[str, Any]) -> Scrape:
     from exporter.service import Service
     from exporter.settings import Settings
 
@@ -123,7 +124,9 @@ def org(servers: int, queues: int, *, send_connectors: int = 0, accepted_domains
         "servers": [{"name": s.name, "queues": _queues(servers, queues, i)} for i, s in enumerate(base.servers)],
     }
     if send_connectors:
-        data["send_connectors"] = [{"name": f"Outbound {i}", "address_spaces": [f"SMTP:p{i}.example;1"]} for i in range(send_connectors)]  # fmt: skip
+        data["send_connectors"] = [
+            {"name": f"Outbound {i}", "address_spaces": [f"SMTP:p{i}.example;1"]} for i in range(send_connectors)
+        ]
     if accepted_domains:
         data["accepted_domains"] = [{"domain": f"a{i}.size.sim"} for i in range(accepted_domains)]
     return data
@@ -132,7 +135,8 @@ def org(servers: int, queues: int, *, send_connectors: int = 0, accepted_domains
 def _queues(servers: int, queues: int, index: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"kind": "submission", "message_count": 3}]
     for q in range(queues - 1):
-        queue: dict[str, Any] = {"kind": "delivery", "next_hop_domain": f"domain{q:03d}.example", "message_count": q % 11}
+        queue: dict[str, Any] = {"kind": "delivery", "next_hop_domain": f"domain{q:03d}.example"}
+        queue["message_count"] = q % 11
         if q % 7 == 3:
             queue |= {"status": "Retry", "retry_count": 4, "last_error": "451 4.4.0 DNS query failed. The error was: "
                       "SMTPSEND.DNS.NonExistentDomain; nonexistent domain"}  # fmt: skip
@@ -140,7 +144,7 @@ def _queues(servers: int, queues: int, index: int) -> list[dict[str, Any]]:
     return out
 
 
-def _diff(obj: str, small: dict[tuple[str, str], tuple[int, int]], large: dict[tuple[str, str], tuple[int, int]], n: int) -> list[Cost]:  # fmt: skip
+def _diff(obj: str, small: Scrape, large: Scrape, n: int) -> list[Cost]:
     by: dict[str, list[tuple[str, int, int]]] = {}
     for key in sorted(set(small) | set(large)):
         s, b = large.get(key, (0, 0))
@@ -189,13 +193,18 @@ def dns_costs() -> list[Cost]:
         base = {"state_dir": tempfile.mkdtemp(prefix="mailflow-sizing-"), "exchange": {"servers": []}}
         domains, ips = dns["domains"], dns["outbound_ips"]
         one_ip = {**dns, "outbound_ips": ips[:1], "smtp": {**dns["smtp"], "enabled": False}}
+        one_domain = {**one_ip, "domains": domains[:1]}
+
+        def probing(*hosts: str) -> dict[str, Any]:
+            return {**one_domain, "smtp": {**dns["smtp"], "probe_mx": False, "hosts": list(hosts)}}
+
         pairs = [
             ("DNS domain", {**one_ip, "domains": domains[:2]}, {**one_ip, "domains": domains[:6]}, 4),
-            ("outbound IP", {**one_ip, "domains": domains[:1]}, {**one_ip, "domains": domains[:1], "outbound_ips": ips}, 1),  # fmt: skip
+            ("outbound IP", one_domain, {**one_domain, "outbound_ips": ips}, 1),
             (
                 "probed MX host",
-                {**dns, "domains": domains[:1], "outbound_ips": ips[:1], "smtp": {**dns["smtp"], "probe_mx": False, "hosts": ["mx1.bench.test"]}},  # fmt: skip
-                {**dns, "domains": domains[:1], "outbound_ips": ips[:1], "smtp": {**dns["smtp"], "probe_mx": False, "hosts": ["mx1.bench.test", "mx2.bench.test", "ns1.bench.test"]}},  # fmt: skip
+                probing("mx1.bench.test"),
+                probing("mx1.bench.test", "mx2.bench.test", "ns1.bench.test"),
                 2,
             ),
         ]

@@ -143,7 +143,7 @@ def test_a_clock_stepped_back_after_the_memory_was_pruned_is_counted_exactly_onc
     servers = ("EX01",)
     clock = Clock(START)
     data = org(servers, skew=120.0)
-    sim, service, tracking = start(data, tmp_path, clock)
+    sim, service, _ = start(data, tmp_path, clock)
     try:
         assert all(s.ok for s in service.poll_all())
         poll(service, clock, 25, servers)
