@@ -89,16 +89,17 @@ class ServerTrail:
 
 def _prune(table: Table, before: int, keep: Table | None = None) -> None:
     """Delete the entries older than ``before`` (those in ``keep`` stay), from the oldest insertion on."""
-    kept = 0
+    young = 0
     doomed = []
     for msg, since in table.items():
-        if since < before and (keep is None or msg not in keep):
-            doomed.append(msg)
-            kept = 0
-        else:
-            kept += 1
-            if kept >= PRUNE_LOOKAHEAD:
+        if since >= before:
+            young += 1
+            if young >= PRUNE_LOOKAHEAD:
                 break
+        elif keep is None or msg not in keep:
+            doomed.append(msg)
+            young = 0
+        # else: old but still pending (a burst of stuck messages): kept, and the walk goes on past it
     for msg in doomed:
         del table[msg]
 

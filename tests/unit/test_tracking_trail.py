@@ -141,3 +141,20 @@ def test_a_finished_message_is_remembered_for_the_finish_horizon_then_forgotten(
     # "done" is forgotten; "waits" is still stuck (pending and received). The dedupe keys go only
     # when newer events are counted (overlap + max_clock_step behind the newest).
     assert c.memory_entries()["EX01"] == 2 + 4 and result.stuck == 1
+
+
+def test_a_burst_of_stuck_messages_does_not_stop_finished_ones_behind_it_from_being_forgotten(
+    tmp_path: Path,
+) -> None:
+    """100 stuck messages in a row (a queue outage) stay until forget_after; the messages received
+    with them that moved on to another server are forgotten after the finish horizon all the same."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    here = [ev(i, "RECEIVE", f"stuck{i}") for i in range(100)]
+    here += [ev(100 + i, "RECEIVE", f"moved{i}") for i in range(100)]
+    c.ingest("EX01", here, T0, T0 + timedelta(seconds=300))
+    c.ingest("EX02", [ev(101 + i, "RECEIVE", f"moved{i}") for i in range(100)], T0, T0 + timedelta(seconds=300))
+    later = T0 + timedelta(seconds=300) + horizon
+    result = c.ingest("EX01", [], later, later)
+    assert result.stuck == 100
+    assert c._trails.server("EX01").entries() == 2 * 100  # the stuck ones, pending and received; no "moved"
