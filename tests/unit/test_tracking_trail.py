@@ -158,3 +158,18 @@ def test_a_burst_of_stuck_messages_does_not_stop_finished_ones_behind_it_from_be
     result = c.ingest("EX01", [], later, later)
     assert result.stuck == 100
     assert c._trails.server("EX01").entries() == 2 * 100  # the stuck ones, pending and received; no "moved"
+
+
+def test_one_message_stamped_in_the_future_does_not_shield_the_rest_from_being_forgotten(tmp_path: Path) -> None:
+    """A clock that jumped a day ahead for one message: the messages finished after it in the table
+    are still forgotten after the finish horizon; it stays until its own time has passed too."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    day = 86400.0
+    ahead = [ev(day, "RECEIVE", "ahead"), ev(day + 1, "DELIVER", "ahead", "STOREDRIVER")]
+    c.ingest("EX01", ahead, T0, T0 + timedelta(seconds=60))  # first in the table
+    rest = [e for i in range(100) for e in (ev(i, "RECEIVE", f"m{i}"), ev(i + 1, "DELIVER", f"m{i}", "STOREDRIVER"))]
+    c.ingest("EX01", rest, T0, T0 + timedelta(seconds=200))
+    later = T0 + timedelta(seconds=200) + horizon
+    c.ingest("EX01", [], later, later)
+    assert c._trails.server("EX01").entries() == 1  # only "ahead"
