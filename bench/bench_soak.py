@@ -5,9 +5,11 @@ The simulator runs in a child process (so the exporter's threads, file descripto
 measured on their own), with message-tracking traffic on every server (``--tracking-per-minute``
 messages a minute, about 7 events each: 25 is about 10,000 events an hour, a server's share of
 1,000,000 an hour across 100 servers). A fake clock shared by both processes advances ``--tick``
-seconds per cycle, so 1,000 cycles read about 17 hours of tracking log: far beyond the tracking
-collector's finish horizon (about 1.5 hours), so its pairing memory is in its steady state for the
-second half. Every cycle is one ``Service.poll_all()``: every Exchange collector on every server, and
+seconds per cycle (15: a tracking poll reads about 45 events per server, well within the 2 s
+``call_timeout`` even on a busy machine; a poll that times out leaves a larger window for the next),
+so 1,000 cycles read about 4 hours of tracking log: beyond the tracking collector's finish horizon
+(about 1.5 hours), so its pairing memory is in its steady state for the second half. Every cycle
+is one ``Service.poll_all()``: every Exchange collector on every server, and
 the DNS collectors (domains, outbound IPs, SMTP probe) against NSD and a DemoSMTP endpoint on
 loopback (``simorg.dns_world``). Before each cycle a seeded random generator heals a faulted server or
 plants a fault on a healthy one (at most ``--max-faulted`` at once), drawn from the Exchange fault
@@ -20,7 +22,7 @@ RSS is flat when the least-squares slope of RSS over the second half of the cycl
 ``--flat-slope`` MiB per 1,000 cycles (5 by default: a leak of 1 KiB per poll of 5 servers would
 show as 40).
 
-    python bench/bench_soak.py [--cycles 1000] [--servers 5] [--seed 7] [--call-timeout 1]
+    python bench/bench_soak.py [--cycles 1000] [--servers 5] [--seed 7] [--call-timeout 2]
 
 The HTTP 401/500 and WSMan faults are planted on the Get-Queue Command request: when an endpoint
 rejects *every* request, the close of the session that was open is rejected too and that shell stays
@@ -52,8 +54,8 @@ from bench.simorg import exchange_settings, start_org
 FAULTS: dict[str, tuple[str | None, float | None]] = {
     "refused": (None, None),
     "hang": (None, None),
-    "latency": (None, 0.6),  # a call is >= 2 requests: past a 1 s call_timeout
-    "cmdlet_latency": ("Get-Queue", 1.5),
+    "latency": (None, 1.2),  # a call is >= 2 requests: past a 2 s call_timeout
+    "cmdlet_latency": ("Get-Queue", 3.0),
     "http401": ("Get-Queue", None),
     "http500": ("Get-Queue", None),
     "wsman_fault": ("Get-Queue", None),
@@ -110,12 +112,12 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--report", type=int, default=0, help="report every N cycles (default: cycles / 10)")
-    parser.add_argument("--call-timeout", type=float, default=1.0)
+    parser.add_argument("--call-timeout", type=float, default=2.0)
     parser.add_argument("--toggle", type=float, default=0.25, help="chance per cycle to heal or plant a fault")
     parser.add_argument("--max-faulted", type=int, default=2)
     parser.add_argument("--settle", type=float, default=30.0, help="seconds allowed for background closes")
     parser.add_argument("--tracking-per-minute", type=float, default=25.0, help="messages a minute per server")
-    parser.add_argument("--tick", type=float, default=60.0, help="fake-clock seconds per cycle")
+    parser.add_argument("--tick", type=float, default=15.0, help="fake-clock seconds per cycle")
     parser.add_argument("--domains", type=int, default=20, help="DNS domains checked every cycle")
     parser.add_argument("--flat-slope", type=float, default=5.0, help="MiB per 1,000 cycles still called flat")
     args = parser.parse_args()
