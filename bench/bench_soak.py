@@ -218,7 +218,9 @@ def soak(args: argparse.Namespace, every: int, dns: dict[str, Any]) -> None:
         record("healed", time.perf_counter() - started)
         tracking = service.store.fresh_results("tracking", 1e12)
         events = sum(sum(r.events.values()) for r in tracking.values())
-        held = next((c.memory_entries() for c in service.collectors if hasattr(c, "memory_entries")), {})
+        held: dict[str, int] = next(
+            (c.memory_entries() for c in service.collectors if hasattr(c, "memory_entries")), {}
+        )
     finally:
         service.stop()
         final = sim("stop")

@@ -74,10 +74,10 @@ def scrape(service: Any) -> Scrape:
     for collector in service.collectors:
         for metric in collector.render(service.store.fresh_results(collector.name, stale)):
             owned.add(metric.name)
-            out[(collector.name, metric.name)] = (len(metric.samples), len(generate_latest(_One(metric))))  # type: ignore[arg-type]
+            out[(collector.name, metric.name)] = (len(metric.samples), len(generate_latest(_One(metric))))
     for metric in service.registry.collect():
         if metric.name not in owned and metric.name.startswith("mailflow_"):
-            out[("exporter", metric.name)] = (len(metric.samples), len(generate_latest(_One(metric))))  # type: ignore[arg-type]
+            out[("exporter", metric.name)] = (len(metric.samples), len(generate_latest(_One(metric))))
     return out
 
 
