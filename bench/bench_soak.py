@@ -19,8 +19,8 @@ every fault is healed, a few clean cycles run, and the exporter's discarded sess
 seconds to finish closing.
 
 RSS is flat when the least-squares slope of RSS over the second half of the cycles is below
-``--flat-slope`` MiB per 1,000 cycles (5 by default: a leak of 1 KiB per poll of 5 servers would
-show as 40).
+``--flat-slope`` MiB per 1,000 cycles (5 by default: a cycle is about 66 polls with 5 servers and
+20 domains, so a leak of 1 KiB per poll would show as about 65).
 
     python bench/bench_soak.py [--cycles 1000] [--servers 5] [--seed 7] [--call-timeout 2]
 
