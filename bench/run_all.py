@@ -10,7 +10,8 @@ flat), memory (100 servers at 1M tracking events an hour: peak RSS against 512 M
 scrapers for 60 s), bounds (hostile servers: an oversized answer's memory, a dripping server's threads
 and fds, a malformed answer's log, a healthy server beside two slow ones), httpd (slowloris over HTTP
 and TLS, a header flood, a connection burst against the listener). ``--quick`` shrinks every size for
-a smoke run (about two minutes); the full run takes about 15 minutes on two cores.
+a smoke run (about five minutes); the full run takes about an hour on two cores (soak about 25
+minutes, memory about 20).
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
