@@ -96,24 +96,38 @@ _PROVIDERS = [
 ]
 
 
-def zone_text(n: int) -> str:
-    """The bench zone: shared provider records, then ``n`` domains ``d<i>.bench.test`` (see above)."""
+def _mx_at(line: str, address: str) -> str:
+    """A provider record, with an MX host's A record pointed at ``address`` when one is given."""
+    name, *rest = line.split()
+    if address and name.startswith(("mx1.corp", "mx2.corp")) and rest[-2:-1] == ["A"]:
+        return f"{name} 3600 IN A {address}"
+    return line
+
+
+def zone_text(n: int, mx_address: str = "") -> str:
+    """The bench zone: shared provider records, then ``n`` domains ``d<i>.bench.test`` (see above).
+
+    ``mx_address``, when given, is the address of every MX host (IPv4 only), so that a test SMTP
+    server on it answers for all of them (the soak's SMTP probes)."""
     lines = [
         f"$ORIGIN {ZONE}.",
         "$TTL 300",
         f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 120",
         f"@ IN NS ns1.{ZONE}.",
         "ns1 IN A 127.0.0.1",
-        *_PROVIDERS,
+        *(_mx_at(line, mx_address) for line in _PROVIDERS),
     ]
     google_mx = ["aspmx.l.google", *(f"alt{k}.aspmx.l.google" for k in range(1, 5))]
     for k, host in enumerate(google_mx):
-        lines += [f"{host} 3600 IN A 172.217.{k}.27", f"{host} 3600 IN AAAA 2a00:1450:4000::{k + 1:x}"]
+        if mx_address:
+            lines.append(f"{host} 3600 IN A {mx_address}")
+        else:
+            lines += [f"{host} 3600 IN A 172.217.{k}.27", f"{host} 3600 IN AAAA 2a00:1450:4000::{k + 1:x}"]
     for i in range(n):
         d, kind = f"d{i}", i % 20
         if kind < 12:  # Microsoft 365
             host = f"d{i}-bench-test.mail.protection.outlook"
-            lines += [f"{d} IN MX 0 {host}", f"{host} IN A 52.101.{i // 250 % 256}.{i % 250}"]
+            lines += [f"{d} IN MX 0 {host}", f"{host} IN A {mx_address or f'52.101.{i // 250 % 256}.{i % 250}'}"]
             extra = f" include:sendgrid.{ZONE}" if i % 3 == 0 else ""
             spf = f"v=spf1 include:spf.protection.outlook.{ZONE} include:_spf.corp.{ZONE}{extra} -all"
         elif kind < 17:  # Google

@@ -11,12 +11,13 @@ transport (``fanout``, ``fanout/kerberos-http-sealed``, ``fanout/kerberos-https`
 ``--only fanout`` picks all three; the Kerberos ones start an MIT KDC on loopback and are skipped
 with a note without krb5kdc), dns (domain checks per second vs checkdmarc; needs NSD;
 checkdmarc is optional: ``pip install checkdmarc``), status (the triage report and status page),
-soak (1,000 poll cycles with faults toggling: sessions, threads, fds, RSS), load (2 Prometheus-like
+soak (1,000 poll cycles of every collector with faults toggling: sessions, threads, fds, RSS
+flat), memory (100 servers at 1M tracking events an hour: peak RSS against 512 MiB), load (2 Prometheus-like
 scrapers every 15 s for 5 minutes while every collector polls 50 servers and 2,000 domains; needs
 NSD), bounds (hostile servers: an oversized answer's memory, a dripping server's threads and fds, a
 malformed answer's log, a healthy server beside two slow ones), httpd (slowloris over HTTP and TLS, a
 header flood, a connection burst against the listener). ``--quick`` shrinks every size for a smoke run
-(a few minutes); the full run takes about 30 minutes on two cores.
+(a few minutes); the full run takes about an hour on two cores (soak about 25 minutes, memory about 20).
 
 Each benchmark prints ``RESULT key=value ...`` lines, which this script collects; the benchmark's
 own output is shown with ``--verbose`` (or when it fails).
@@ -223,14 +224,57 @@ def _status(r: dict[str, str], quick: bool) -> list[Row]:
 
 
 def _soak(r: dict[str, str], quick: bool) -> list[Row]:
+    start, end = zip(
+        *(map(int, r[f"soak_{k}"].split("->")) for k in ("threads", "fds", "shells", "sessions")), strict=True
+    )
     return [
         (
-            f"soak, {int(r['soak_cycles']):,} poll cycles with faults toggling",
-            f"RSS {r['soak_rss_start_mib']} -> {r['soak_rss_end_mib']} MiB; simulator shells {r['soak_shells']}, "
-            f"sessions {r['soak_sessions']}, threads {r['soak_threads']}, fds {r['soak_fds']} (start -> end)",
-            "no growth",
+            f"soak, {int(r['soak_cycles']):,} poll cycles x {r['soak_servers']} servers, {r['soak_collectors']} "
+            "collectors, faults toggling: RSS",
+            f"{r['soak_rss_start_mib']} -> {r['soak_rss_end_mib']} MiB (peak {r['soak_rss_peak_mib']}); second "
+            f"half slope {r['soak_rss_slope_mib_per_1000']} MiB per 1,000 cycles",
+            f"flat: |slope| < {r['soak_flat_threshold']} MiB per 1,000 cycles",
+            r["soak_flat"] == "yes",
+        ),
+        (
+            "soak: sessions, shells, threads, fds (start -> end)",
+            f"sessions {r['soak_sessions']}, simulator shells {r['soak_shells']}, threads {r['soak_threads']}, "
+            f"fds {r['soak_fds']}",
+            "no growth; every poll succeeds after healing",
+            r["soak_leak"] == "no" and all(b <= a for a, b in zip(start, end, strict=True)),
+        ),
+        (
+            "soak: tracking volume per server",
+            f"{int(r['soak_tracking_events_per_hour_per_server']):,} events an hour of log",
+            "about 10,000 (1M an hour across 100 servers)",
             None,
-        )
+        ),
+    ]
+
+
+def _memory(r: dict[str, str], quick: bool) -> list[Row]:
+    return [
+        (
+            f"memory, {r['memory_servers']} servers at {int(r['memory_events_per_hour']):,} tracking events an hour "
+            f"({r['memory_hours']} h of log), every Exchange collector",
+            f"peak RSS {r['memory_peak_rss_mib']} MiB, end {r['memory_end_rss_mib']} MiB",
+            f"< {r['memory_limit_mib']} MiB (the Kubernetes limit)",
+            _holds(r["memory_peak_rss_mib"], float(r["memory_limit_mib"])),
+        ),
+        (
+            "memory: tracking state per server (tracemalloc)",
+            f"{r['memory_entry_bytes']} B per pairing entry, {r['memory_key_bytes']} B per dedupe key; "
+            f"{r['memory_server_kib']} KiB per server at this rate",
+            "",
+            None,
+        ),
+        (
+            "memory: one server at its worst (every table at max_tracked_messages)",
+            f"{r['memory_worst_server_mib']} MiB; the cap is reached above {int(r['memory_cap_rate']):,} messages an "
+            "hour per server",
+            "",
+            None,
+        ),
     ]
 
 
@@ -346,7 +390,8 @@ BENCHES = [
     ),
     Bench("dns", "bench_dns.py", (), ("--domains", "100", "--large", "0", "--compare", "30"), _dns, needs="nsd"),
     Bench("status", "bench_status.py", (), ("--runs", "5"), _status),
-    Bench("soak", "bench_soak.py", (), ("--cycles", "100"), _soak),
+    Bench("soak", "bench_soak.py", (), ("--cycles", "100"), _soak, needs="nsd"),
+    Bench("memory", "bench_memory.py", (), ("--servers", "10", "--hours", "0.5"), _memory),
     Bench(
         "load",
         "bench_load.py",

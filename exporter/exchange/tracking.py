@@ -173,7 +173,8 @@ class _ServerState:
     # The watermark found in the state file at start-up: the previous process counted everything
     # before it, so no window of this process starts earlier (its dedupe keys are gone).
     floor: datetime | None = None
-    seen: dict[tuple[str, str, timedelta], datetime] = field(default_factory=dict)
+    # Dedupe keys: (internal id, event id, UTC microseconds) -> the event's timestamp.
+    seen: dict[tuple[str, str, int], datetime] = field(default_factory=dict)
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     window_unknown: dict[tuple[str, str], int] = field(default_factory=dict)  # reset by every fold
@@ -219,18 +220,33 @@ CLOCK_TOLERANCE = 2.0
 MAX_CLOCK_SKEW = 10 * 366 * 86400.0
 
 
+def finish_horizon(options: TrackingOptions) -> float:
+    """Seconds a message no longer pending on a server (finished, failed, moved on) is remembered there.
+
+    Every window starts at most ``max_window`` before the server's now, so no event any polled server
+    can still report is stamped more than ``max_window`` plus a clock step back (``max_clock_step``)
+    and the skew tolerance before the exporter's now; the RECEIVE of a finished message is stamped at
+    most one more clock step after its finish. Older memories cannot match (docs/design-notes.md,
+    "Pairing memory"); ``overlap`` is kept on top as a margin.
+    """
+    return options.max_window + options.overlap + 2 * (options.max_clock_step + CLOCK_TOLERANCE)
+
+
 def _effective(skew: float | None) -> float:
     """The skew the collector works with: 0 when unknown, within CLOCK_TOLERANCE or beyond MAX_CLOCK_SKEW."""
     return 0.0 if skew is None or not CLOCK_TOLERANCE < abs(skew) <= MAX_CLOCK_SKEW else skew
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_EVENT_ID_NAMES = {name: name for name in EVENT_IDS}
 _EPOCH_FLOOR = 86400.0  # an event stamped before 1970 must not take the dedupe horizon below datetime's range
 
 
-def _utc_key(ts: datetime) -> timedelta:
-    """The same instant always gives the same (exact) key, whatever offset the server printed."""
-    return ts - _EPOCH
+def _utc_key(ts: datetime) -> int:
+    """The same instant always gives the same (exact) key, whatever offset the server printed: its
+    microseconds since 1970 (an int costs 16 bytes less than a timedelta in every dedupe key)."""
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -271,6 +287,13 @@ class TrackingCollector:
 
     def interval(self) -> float:
         return self._opts.interval
+
+    def memory_entries(self) -> dict[str, int]:
+        """Per server, the entries its pairing memory and dedupe keys hold now (for sizing and tests)."""
+        trails = self._trails.entries()
+        with self._lock:
+            seen = {server: len(state.seen) for server, state in self._states.items()}
+        return {server: trails.get(server, 0) + seen.get(server, 0) for server in {*trails, *seen}}
 
     def targets(self) -> list[str]:
         # Get-MessageTrackingLog refuses a server without the hub Transport service or mailboxes.
@@ -529,7 +552,8 @@ class TrackingCollector:
         # Stuck messages are judged across servers: their times are taken to the exporter's clock.
         offset = timedelta(seconds=answered)
         for event in sorted(events, key=lambda e: e.timestamp):
-            key = (event.internal_id, event.event_id, _utc_key(event.timestamp))
+            # A known event id is kept as the one shared string (each decoded event brings its own copy).
+            key = (event.internal_id, _EVENT_ID_NAMES.get(event.event_id, event.event_id), _utc_key(event.timestamp))
             if key in state.seen:
                 continue
             state.seen[key] = event.timestamp
@@ -645,7 +669,8 @@ class TrackingCollector:
     ) -> TrackingResult:
         stuck_before = end - timedelta(seconds=self._opts.stuck_after)
         forget_before = end - timedelta(seconds=self._opts.forget_after)
-        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before)
+        finished_before = end - timedelta(seconds=finish_horizon(self._opts))
+        stuck, unfollowed, evictions = self._trails.counts(server, stuck_before, forget_before, finished_before)
         cumulative, running = [], 0
         for count in state.buckets:
             running += count

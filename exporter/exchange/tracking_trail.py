@@ -18,8 +18,16 @@ this collector polls:
   that failed) or has not logged it yet.
 
 Keys are MessageIds only for messages that have one; a message without one is keyed by its
-InternalMessageId, which is per server, and never followed across servers. Every table is bounded
-by ``cap`` (oldest out first); the keys are never labels.
+InternalMessageId, which is per server, and never followed across servers. A key is kept as the
+64-bit hash of that text (Python's ``hash``, keyed per process: a sender cannot craft collisions)
+and a time as integer microseconds in the exporter's clock: 173 bytes an entry instead of 244 (the
+MessageId text and a datetime; bench/bench_memory.py). The keys are never labels.
+
+Every table is pruned by time in ``counts`` (docs/design-notes.md, "Pairing memory"): pending and
+handed-off messages after ``forget_after``; finished ones (``completed``, and received ones no
+longer pending here) after the *finish horizon* the collector passes, beyond which no event any
+polled server can still report could need them. ``cap`` per table (oldest out first, counted as
+evictions when a pending or handed-off message goes) is only a safety net.
 """
 
 from __future__ import annotations
@@ -27,15 +35,28 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 __all__ = ["MessageTrails", "ServerTrail"]
 
 _NO_OFFSET = timedelta(0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # A message that reached one of these on a server has left that server's pipeline.
 TERMINAL_EVENTS = frozenset({"DELIVER", "SEND", "TRANSFER", "FAIL", "DROP", "DELIVERFAIL", "POISONMESSAGE"})
 LATENCY_EVENTS = frozenset({"DELIVER", "SEND"})
+# Time pruning walks a table from its oldest insertion and stops after this many entries in a row
+# that are younger than the bound: tables are nearly in time order, and one entry stamped in the
+# future (a clock that jumped) must not shield everything inserted after it.
+PRUNE_LOOKAHEAD = 64
+
+Table = OrderedDict[int, int]  # hash of the message key -> microseconds since 1970 (exporter's clock)
+
+
+def _micros(at: datetime) -> int:
+    """An instant as an exact integer (a datetime's resolution), for half the memory of the datetime."""
+    return (at - _EPOCH) // _MICROSECOND
 
 
 class _Event(Protocol):
@@ -55,11 +76,32 @@ class _Event(Protocol):
 class ServerTrail:
     """One server's part of the trails (touched under :attr:`MessageTrails.lock` only)."""
 
-    pending: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # message -> RECEIVE time
-    received: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # for latency pairing
-    completed: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # latency observed: at
-    handed_off: OrderedDict[str, datetime] = field(default_factory=OrderedDict)  # SUBMIT elsewhere: RECEIVE
+    pending: Table = field(default_factory=OrderedDict)  # message -> RECEIVE time
+    received: Table = field(default_factory=OrderedDict)  # for latency pairing
+    completed: Table = field(default_factory=OrderedDict)  # latency observed: at
+    handed_off: Table = field(default_factory=OrderedDict)  # SUBMIT elsewhere: RECEIVE
     evictions: int = 0
+
+    def entries(self) -> int:
+        """Entries in every table (what the memory holds)."""
+        return len(self.pending) + len(self.received) + len(self.completed) + len(self.handed_off)
+
+
+def _prune(table: Table, before: int, keep: Table | None = None) -> None:
+    """Delete the entries older than ``before`` (those in ``keep`` stay), from the oldest insertion on."""
+    young = 0
+    doomed = []
+    for msg, since in table.items():
+        if since >= before:
+            young += 1
+            if young >= PRUNE_LOOKAHEAD:
+                break
+        elif keep is None or msg not in keep:
+            doomed.append(msg)
+            young = 0
+        # else: old but still pending (a burst of stuck messages): kept, and the walk goes on past it
+    for msg in doomed:
+        del table[msg]
 
 
 class MessageTrails:
@@ -90,8 +132,8 @@ class MessageTrails:
         """
         trail = self.server(server)
         follow = bool(event.message_id)  # an InternalMessageId means nothing on another server
-        msg = event.message_id or event.internal_id
-        at = event.timestamp - offset
+        msg = hash(event.message_id or event.internal_id)
+        at = _micros(event.timestamp - offset)
         event_id = event.event_id
         if event_id == "RECEIVE":
             if follow:
@@ -120,35 +162,50 @@ class MessageTrails:
         since = trail.handed_off.pop(msg, None)  # nor handed off: it ended here after all
         if event_id not in LATENCY_EVENTS or msg in trail.completed:
             return None
-        received = trail.received.pop(msg, None) or since
+        received = trail.received.pop(msg, None)
+        if received is None:
+            received = since
         self._put(trail, trail.completed, msg, at)
         if event.latency is not None:
             return event.latency
-        return None if received is None else (at - received).total_seconds()
+        return None if received is None else (at - received) / 1e6
 
-    def counts(self, server: str, stuck_before: datetime, forget_before: datetime) -> tuple[int, int, int]:
-        """(stuck, unfollowed, evictions) of ``server`` now; forgets what is older than ``forget_before``."""
+    def counts(
+        self, server: str, stuck_before: datetime, forget_before: datetime, finished_before: datetime | None = None
+    ) -> tuple[int, int, int]:
+        """(stuck, unfollowed, evictions) of ``server`` now.
+
+        Forgets what is older than ``forget_before`` and, of the messages no longer pending here
+        (finished, moved on, failed), what is older than ``finished_before`` (the finish horizon)."""
         trail = self.server(server)
+        forget = _micros(forget_before)
         for table in (trail.pending, trail.received, trail.handed_off):
-            for msg, since in list(table.items()):
-                if since < forget_before:
-                    del table[msg]  # older than anyone waits: stop carrying it
-                else:
-                    break  # (nearly) in arrival order
-        stuck = sum(1 for since in trail.pending.values() if since <= stuck_before)
-        unfollowed = sum(1 for since in trail.handed_off.values() if since <= stuck_before)
+            _prune(table, forget)  # older than anyone waits: stop carrying it
+        if finished_before is not None:
+            finished = _micros(finished_before)
+            _prune(trail.completed, finished)
+            _prune(trail.received, finished, keep=trail.pending)  # still pending: kept for its latency
+        stuck_at = _micros(stuck_before)
+        stuck = sum(1 for since in trail.pending.values() if since <= stuck_at)
+        unfollowed = sum(1 for since in trail.handed_off.values() if since <= stuck_at)
         return stuck, unfollowed, trail.evictions
 
     def drop_before(self, server: str, start: datetime) -> None:
         """Stop carrying ``server``'s messages received before ``start`` (a window was skipped: they
         may have finished unseen)."""
         trail = self.server(server)
+        cut = _micros(start)
         for table in (trail.pending, trail.received, trail.handed_off):
-            for msg in [m for m, since in table.items() if since < start]:
+            for msg in [m for m, since in table.items() if since < cut]:
                 del table[msg]
 
+    def entries(self) -> dict[str, int]:
+        """Entries held per server (all tables)."""
+        with self.lock:
+            return {name: trail.entries() for name, trail in self._servers.items()}
+
     # -- across servers ------------------------------------------------------------------------
-    def _moved_here(self, server: str, msg: str, at: datetime) -> None:
+    def _moved_here(self, server: str, msg: int, at: int) -> None:
         """``server`` logged a RECEIVE or terminal event of ``msg`` at ``at``: other servers that
         handed it off, or received it no later than that, no longer carry it."""
         for other in self._others[server]:
@@ -157,7 +214,7 @@ class MessageTrails:
             if since is not None and since <= at:
                 del other.pending[msg]
 
-    def _went_on(self, server: str, msg: str, at: datetime) -> bool:
+    def _went_on(self, server: str, msg: int, at: int) -> bool:
         """Whether another server already logged ``msg`` received or finished at or after ``at``."""
         for other in self._others[server]:
             for table in (other.pending, other.received, other.completed):
@@ -166,13 +223,11 @@ class MessageTrails:
                     return True
         return False
 
-    def _held_elsewhere(self, server: str, msg: str) -> bool:
+    def _held_elsewhere(self, server: str, msg: int) -> bool:
         """Whether another server already logged ``msg`` received or finished (at any time)."""
         return any(msg in o.pending or msg in o.received or msg in o.completed for o in self._others[server])
 
-    def _put(
-        self, trail: ServerTrail, table: OrderedDict[str, datetime], msg: str, at: datetime, count: bool = False
-    ) -> None:
+    def _put(self, trail: ServerTrail, table: Table, msg: int, at: int, count: bool = False) -> None:
         table[msg] = at
         if len(table) > self.cap:
             table.popitem(last=False)

@@ -9,6 +9,7 @@ from typing import Any
 from exporter.exchange.tracking import (
     TrackingCollector,
     TrackingEvent,
+    finish_horizon,
     render_tracking,
 )
 from tests.unit.test_tracking import collector as tracking_collector
@@ -120,3 +121,55 @@ def test_handed_off_memory_is_bounded_and_evictions_counted(tmp_path: Path) -> N
     result = c.ingest("EX01", events, T0, T0 + timedelta(seconds=200))
     assert result.evictions == 50
     assert judge(c, "EX01") == (0, 100)
+
+
+def test_a_finished_message_is_remembered_for_the_finish_horizon_then_forgotten(tmp_path: Path) -> None:
+    """Its DELIVER keeps it (a late RECEIVE must not make it pending) until the finish horizon has
+    passed, then nothing of it is held; a stuck message is kept until forget_after."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    done = [ev(0, "RECEIVE", "done"), ev(1, "DELIVER", "done", "STOREDRIVER"), ev(2, "RECEIVE", "waits")]
+    c.ingest("EX01", done, T0, T0 + timedelta(seconds=60))
+    finished = T0 + timedelta(seconds=1)
+    c.ingest("EX01", [], finished + horizon - timedelta(seconds=1), finished + horizon - timedelta(seconds=1))
+    assert c.memory_entries()["EX01"] == 3 + 3  # completed "done"; pending and received "waits"; 3 dedupe keys
+    c.ingest("EX01", [ev(1, "RECEIVE", "done")], finished, finished + timedelta(seconds=1))  # read late
+    assert judge(c, "EX01") == (1, 0)  # only "waits"
+    assert c.memory_entries()["EX01"] == 3 + 4  # and the late RECEIVE's dedupe key
+    later = finished + horizon + timedelta(seconds=1)
+    result = c.ingest("EX01", [], later, later)
+    # "done" is forgotten; "waits" is still stuck (pending and received). The dedupe keys go only
+    # when newer events are counted (overlap + max_clock_step behind the newest).
+    assert c.memory_entries()["EX01"] == 2 + 4 and result.stuck == 1
+
+
+def test_a_burst_of_stuck_messages_does_not_stop_finished_ones_behind_it_from_being_forgotten(
+    tmp_path: Path,
+) -> None:
+    """100 stuck messages in a row (a queue outage) stay until forget_after; the messages received
+    with them that moved on to another server are forgotten after the finish horizon all the same."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    here = [ev(i, "RECEIVE", f"stuck{i}") for i in range(100)]
+    here += [ev(100 + i, "RECEIVE", f"moved{i}") for i in range(100)]
+    c.ingest("EX01", here, T0, T0 + timedelta(seconds=300))
+    c.ingest("EX02", [ev(101 + i, "RECEIVE", f"moved{i}") for i in range(100)], T0, T0 + timedelta(seconds=300))
+    later = T0 + timedelta(seconds=300) + horizon
+    result = c.ingest("EX01", [], later, later)
+    assert result.stuck == 100
+    assert c._trails.server("EX01").entries() == 2 * 100  # the stuck ones, pending and received; no "moved"
+
+
+def test_one_message_stamped_in_the_future_does_not_shield_the_rest_from_being_forgotten(tmp_path: Path) -> None:
+    """A clock that jumped a day ahead for one message: the messages finished after it in the table
+    are still forgotten after the finish horizon; it stays until its own time has passed too."""
+    c = collector(tmp_path)
+    horizon = timedelta(seconds=finish_horizon(c._opts))
+    day = 86400.0
+    ahead = [ev(day, "RECEIVE", "ahead"), ev(day + 1, "DELIVER", "ahead", "STOREDRIVER")]
+    c.ingest("EX01", ahead, T0, T0 + timedelta(seconds=60))  # first in the table
+    rest = [e for i in range(100) for e in (ev(i, "RECEIVE", f"m{i}"), ev(i + 1, "DELIVER", f"m{i}", "STOREDRIVER"))]
+    c.ingest("EX01", rest, T0, T0 + timedelta(seconds=200))
+    later = T0 + timedelta(seconds=200) + horizon
+    c.ingest("EX01", [], later, later)
+    assert c._trails.server("EX01").entries() == 1  # only "ahead"
