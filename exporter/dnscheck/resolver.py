@@ -9,28 +9,42 @@ different exception for each case and :class:`DnsClient` turns them into one :cl
 * ``servfail``, ``refused``, ``timeout``, ``error``: the resolver could not tell
   (:attr:`Answer.failed`): never reported as a missing record.
 
+How a lookup is made. :class:`DnsClient` builds the query with dnspython
+(``dns.message.make_query``), sends it with ``dns.query.send_udp`` (TCP through ``dns.query.tcp`` when
+the reply is truncated) and parses the reply with ``dns.message.from_wire``; it does what
+``dns.resolver.Resolver`` did for it (each server in turn within the lifetime, a server that answers
+SERVFAIL/REFUSED or garbage is dropped for that lookup, CNAME chains and the negative TTL through
+``Message.resolve_chaining``) without the Resolver's per-call machinery, and it parses only the
+sections it reads: a reply with answers is parsed without its authority and additional sections (the
+glue and NS records an authoritative server or BIND adds), a negative reply without its additional
+section (its SOA gives the negative TTL). Parsing is most of dnspython's cost per query; see
+docs/performance.md ("DNS checks") for the measurements.
+
 Two caches, both short-lived so every check cycle sees fresh records (drift detection needs them):
 
 * each client (one check run) remembers its answers, so a record asked for by several checks of one
-  domain (SPF includes, MX hosts) is converted once per run;
-* clients of one cycle share a :class:`dns.resolver.Cache` (dnspython's own: thread-safe, expires each
-  answer at its TTL, keeps NXDOMAIN/NODATA by the SOA minimum), so the SPF include of a provider that a
-  thousand domains share is asked once per cycle, not a thousand times. :class:`CycleCache` replaces
-  it every cycle. Failures (timeout, SERVFAIL, REFUSED) are never cached: each check that meets one
-  reports it.
+  domain (SPF includes, MX hosts) is looked up once per run;
+* clients of one cycle share an :class:`AnswerCache` (each answer until its TTL runs out; NXDOMAIN and
+  NODATA by the SOA's negative TTL), so the SPF include of a provider that a thousand domains share is
+  asked once per cycle, not a thousand times. :class:`CycleCache` replaces it every cycle. Failures
+  (timeout, SERVFAIL, REFUSED, errors) are never cached: each check that meets one reports it.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -82,23 +96,54 @@ def _text(rdata: object, rtype: str) -> str:
     return rdata.to_text()  # type: ignore[attr-defined]
 
 
-def _no_nameservers_status(err: dns.resolver.NoNameservers) -> str:
-    """SERVFAIL vs REFUSED from the per-server errors dnspython collected."""
-    errors = err.kwargs.get("errors") or []
-    codes = {str(e[3]) for e in errors if len(e) > 3 and e[3] is not None}
-    texts = " ".join(str(e) for e in errors)
-    if "REFUSED" in codes or "REFUSED" in texts:
-        return REFUSED if "SERVFAIL" not in codes and "SERVFAIL" not in texts else SERVFAIL
-    return SERVFAIL
+EDNS_PAYLOAD = 1232  # long SPF/TXT answers in one UDP reply (no TCP retry); the DNS Flag Day 2020 size
+PER_TRY = 2.0  # seconds one server gets per try; the lookup's lifetime is the client's timeout
+
+
+def _answers_only(wire: bytes) -> bytes:
+    """``wire`` with the sections the checks never read cut by their counts in the header: authority
+    and additional when the reply has answers, additional when it has none (the authority's SOA
+    gives the negative TTL). dnspython parses every record of every section it is given, and glue
+    and NS records are most of an authoritative reply. Parsed with ``ignore_trailing``. The OPT
+    record goes with the additional section; it only matters for extended RCODEs, which a server
+    sends back to a query of EDNS version 0 only as BADCOOKIE (a non-zero RCODE either way)."""
+    if len(wire) < 12:
+        return wire  # from_wire reports the short header
+    if wire[6:8] != b"\0\0":  # ANCOUNT
+        return wire[:8] + b"\0\0\0\0" + wire[12:]
+    return wire[:10] + b"\0\0" + wire[12:]
+
+
+class AnswerCache:
+    """The answers of one cycle (positive and negative, never failures), each until its TTL runs
+    out. Plain dict operations are atomic; two threads storing one answer store equal ones."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, Answer]] = {}
+
+    def get(self, key: tuple[str, str]) -> Answer | None:
+        """The cached answer for (name, type), if its TTL has not run out."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, answer: Answer, ttl: float) -> None:
+        """Keep ``answer`` for ``ttl`` seconds (failures are refused)."""
+        if not answer.failed and ttl > 0:
+            self._entries[(answer.name, answer.rtype)] = (time.monotonic() + ttl, answer)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
 class Cycle:
-    """What the checks of one cycle share: dnspython's answer cache, and results computed from those
+    """What the checks of one cycle share: the answer cache, and results computed from those
     answers alone (keyed by the caller, e.g. SPF results by record tree; plain dict operations are
     atomic, and two threads computing one value agree)."""
 
-    answers: dns.resolver.Cache = field(default_factory=dns.resolver.Cache)
+    answers: AnswerCache = field(default_factory=AnswerCache)
     derived: dict[object, Any] = field(default_factory=dict)
 
 
@@ -106,8 +151,7 @@ class CycleCache:
     """The :class:`Cycle` shared by one cycle of checks. A cycle ends when a target comes round again:
     the first check of a target that already used the current cycle gets a new one. So no check ever
     sees an answer cached before its own previous run (drift detection compares what is published
-    now), while every other target polled in between shares every answer (within its TTL, which
-    dnspython's cache enforces)."""
+    now), while every other target polled in between shares every answer (within its TTL)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -127,34 +171,27 @@ class CycleCache:
 
 @dataclass
 class DnsClient:
-    """A resolver with explicit nameservers (or the system's), per-lookup lifetime and a run cache;
-    ``shared``: the cycle's answer cache (None: every lookup goes to the network)."""
+    """A stub resolver with explicit nameservers (or the system's), a per-lookup lifetime
+    (``timeout``) and a run cache; ``shared``: the cycle's answer cache (None: every lookup goes to
+    the network)."""
 
     nameservers: Sequence[str] = ()
     port: int = 53
     timeout: float = 5.0
-    shared: dns.resolver.Cache | None = None
-    _resolver: dns.resolver.Resolver = field(init=False, repr=False)
+    shared: AnswerCache | None = None
+    _servers: tuple[str, ...] = field(default=(), init=False, repr=False)
     _cache: dict[tuple[str, str], Answer] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     queries: int = field(default=0, init=False)  # distinct lookups of this run (network or shared cache)
 
     def __post_init__(self) -> None:
-        if self.nameservers:
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = list(self.nameservers)
-        else:
-            self._resolver = dns.resolver.Resolver()
-        self._resolver.port = self.port
-        self._resolver.lifetime = self.timeout
-        self._resolver.timeout = min(self.timeout, 2.0)  # per try; retried within the lifetime
-        self._resolver.cache = self.shared
-        self._resolver.use_edns(0, 0, 1232)  # long SPF/TXT answers in one UDP reply (no TCP retry)
+        # dnspython reads the system's resolv.conf; only its nameserver addresses are used.
+        self._servers = tuple(self.nameservers) or tuple(dns.resolver.Resolver().nameservers)
 
-    def fresh(self, shared: dns.resolver.Cache | None = None) -> DnsClient:
+    def fresh(self, shared: AnswerCache | None = None) -> DnsClient:
         """A client with the same servers and an empty run cache (one per check run), sharing
         ``shared`` (the cycle's cache) with the other runs of the cycle."""
-        return DnsClient(tuple(self.nameservers), self.port, self.timeout, shared)
+        return DnsClient(self._servers, self.port, self.timeout, shared)
 
     def query(self, name: str, rtype: str) -> Answer:
         """Look up ``name``/``rtype``; never raises."""
@@ -163,29 +200,81 @@ class DnsClient:
             cached = self._cache.get(key)
         if cached is not None:
             return cached
-        answer = self._query(key[0], rtype)
+        answer = self.shared.get(key) if self.shared is not None else None
+        if answer is None:
+            answer, ttl = self._lookup(*key)
+            if self.shared is not None:
+                self.shared.put(answer, ttl)
         with self._lock:
             self._cache[key] = answer
             self.queries += 1
         return answer
 
-    def _query(self, name: str, rtype: str) -> Answer:
+    def _lookup(self, name: str, rtype: str) -> tuple[Answer, float]:
+        """Ask each server in turn until one answers or the lifetime runs out: the answer and its TTL."""
         try:
-            result = self._resolver.resolve(name, rtype, raise_on_no_answer=True, search=False)
-        except dns.resolver.NXDOMAIN:
-            return Answer(name, rtype, NXDOMAIN)
-        except dns.resolver.NoAnswer:
-            return Answer(name, rtype, NODATA)
-        except dns.resolver.NoNameservers as err:
-            return Answer(name, rtype, _no_nameservers_status(err), detail=str(err)[:200])
-        except dns.resolver.LifetimeTimeout:
-            return Answer(name, rtype, TIMEOUT, detail=f"no answer within {self.timeout:g}s")
-        except dns.exception.Timeout:
-            return Answer(name, rtype, TIMEOUT, detail=f"no answer within {self.timeout:g}s")
-        except (dns.exception.DNSException, OSError, ValueError) as err:
-            return Answer(name, rtype, ERROR, detail=f"{type(err).__name__}: {str(err)[:160]}")
-        records = tuple(sorted(_text(r, rtype) for r in result))
-        return Answer(name, rtype, OK, records)
+            request = dns.message.make_query(name, rtype, use_edns=0, payload=EDNS_PAYLOAD)
+        except (dns.exception.DNSException, ValueError) as err:
+            return Answer(name, rtype, ERROR, detail=f"{type(err).__name__}: {str(err)[:160]}"), 0.0
+        wire = request.to_wire()
+        deadline = time.monotonic() + self.timeout
+        servers, errors = list(self._servers), []
+        while servers:
+            for server in tuple(servers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return Answer(name, rtype, TIMEOUT, detail=f"no answer within {self.timeout:g}s"), 0.0
+                try:
+                    response = self._udp(request, wire, server, min(left, PER_TRY))
+                    if response.flags & dns.flags.TC:
+                        response = dns.query.tcp(request, server, timeout=max(left, 0.001), port=self.port)
+                except (TimeoutError, dns.exception.Timeout):
+                    continue  # the next server, or this one again while the lifetime lasts
+                except (dns.exception.DNSException, OSError, ValueError) as err:
+                    errors.append((ERROR, f"{server}: {type(err).__name__}: {str(err)[:120]}"))
+                    servers.remove(server)
+                    continue
+                rcode = response.rcode()
+                if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    return self._answer(name, rtype, response)
+                status = {dns.rcode.SERVFAIL: SERVFAIL, dns.rcode.REFUSED: REFUSED}.get(rcode, ERROR)
+                errors.append((status, f"{server} answered {dns.rcode.to_text(rcode)}"))
+                servers.remove(server)
+        statuses = {status for status, _ in errors}
+        status = next((s for s in (SERVFAIL, REFUSED) if s in statuses), ERROR)
+        return Answer(name, rtype, status, detail="; ".join(d for _, d in errors)[:200] or "no nameservers"), 0.0
+
+    def _udp(self, request: dns.message.Message, wire: bytes, server: str, timeout: float) -> dns.message.Message:
+        """Send ``wire`` to ``server`` and wait for the reply to ``request`` (datagrams from elsewhere,
+        or answering another query, are ignored as dnspython's ``receive_udp`` does)."""
+        expiration = time.monotonic() + timeout
+        destination = (server, self.port)
+        with socket.socket(dns.inet.af_for_address(server), socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            dns.query.send_udp(sock, wire, destination, expiration)
+            while True:
+                data, source = sock.recvfrom(65535)
+                if dns.inet.inet_pton(sock.family, source[0]) != dns.inet.inet_pton(sock.family, server) or (
+                    source[1] != self.port
+                ):
+                    continue
+                response = dns.message.from_wire(_answers_only(data), ignore_trailing=True)
+                if request.is_response(response):
+                    return response
+                sock.settimeout(max(expiration - time.monotonic(), 0.001))
+
+    @staticmethod
+    def _answer(name: str, rtype: str, response: dns.message.Message) -> tuple[Answer, float]:
+        """NOERROR/NXDOMAIN reply -> answer (after any CNAME chain) and how long it may be cached."""
+        try:
+            chain = response.resolve_chaining()
+        except dns.exception.DNSException as err:
+            return Answer(name, rtype, ERROR, detail=f"{type(err).__name__}: {str(err)[:160]}"), 0.0
+        if response.rcode() == dns.rcode.NXDOMAIN:
+            return Answer(name, rtype, NXDOMAIN), chain.minimum_ttl
+        if chain.answer is None:
+            return Answer(name, rtype, NODATA), chain.minimum_ttl
+        return Answer(name, rtype, OK, tuple(sorted(_text(r, rtype) for r in chain.answer))), chain.minimum_ttl
 
     def addresses(self, name: str) -> tuple[Answer, Answer]:
         """A and AAAA of a host."""
