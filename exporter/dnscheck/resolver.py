@@ -166,7 +166,7 @@ def question(name: str, rtype: str) -> Question:
     renderer.add_edns(0, 0, EDNS_PAYLOAD)
     renderer.write_header()
     rendered = renderer.get_wire()
-    return Question(rendered, rendered[12 : 12 + len(qname.to_wire()) + 4].lower())
+    return Question(rendered, rendered[12 : 12 + len(qname.to_digestable()) + 4].lower())
 
 
 class AnswerCache:
@@ -241,7 +241,8 @@ class DnsClient:
 
     def __post_init__(self) -> None:
         # dnspython reads the system's resolv.conf; only its nameserver addresses are used.
-        self._servers = tuple(self.nameservers) or tuple(dns.resolver.Resolver().nameservers)
+        system = dns.resolver.Resolver().nameservers  # plain addresses, as resolv.conf lists them
+        self._servers = tuple(self.nameservers) or tuple(ns for ns in system if isinstance(ns, str))
 
     def fresh(self, shared: AnswerCache | None = None) -> DnsClient:
         """A client with the same servers and an empty run cache (one per check run), sharing
@@ -320,6 +321,8 @@ class DnsClient:
     @staticmethod
     def _answer(name: str, rtype: str, response: dns.message.Message) -> tuple[Answer, float]:
         """NOERROR/NXDOMAIN reply -> answer (after any CNAME chain) and how long it may be cached."""
+        if not isinstance(response, dns.message.QueryMessage):  # opcode QUERY: checked by answered_by
+            return Answer(name, rtype, ERROR, detail=f"reply of opcode {response.opcode()!r}"), 0.0
         try:
             chain = response.resolve_chaining()
         except dns.exception.DNSException as err:
