@@ -1,7 +1,7 @@
 """DNS lookups whose outcome says what happened: a record, a real absence, or a resolver fault.
 
-A missing MX record pages someone; a resolver that timed out must not. dnspython raises a
-different exception for each case and :class:`DnsClient` turns them into one :class:`Answer`:
+A missing MX record pages someone; a resolver that timed out must not. :class:`DnsClient` tells the
+cases apart by the reply's RCODE and answer section (or its absence) and returns one :class:`Answer`:
 
 * ``ok``: NOERROR with records;
 * ``nxdomain``: the name does not exist; ``nodata``: the name exists without that type. Both are
@@ -9,16 +9,16 @@ different exception for each case and :class:`DnsClient` turns them into one :cl
 * ``servfail``, ``refused``, ``timeout``, ``error``: the resolver could not tell
   (:attr:`Answer.failed`): never reported as a missing record.
 
-How a lookup is made. :class:`DnsClient` builds the query with dnspython
-(``dns.message.make_query``), sends it with ``dns.query.send_udp`` (TCP through ``dns.query.tcp`` when
-the reply is truncated) and parses the reply with ``dns.message.from_wire``; it does what
-``dns.resolver.Resolver`` did for it (each server in turn within the lifetime, a server that answers
-SERVFAIL/REFUSED or garbage is dropped for that lookup, CNAME chains and the negative TTL through
-``Message.resolve_chaining``) without the Resolver's per-call machinery, and it parses only the
-sections it reads: a reply with answers is parsed without its authority and additional sections (the
-glue and NS records an authoritative server or BIND adds), a negative reply without its additional
-section (its SOA gives the negative TTL). Parsing is most of dnspython's cost per query; see
-docs/performance.md ("DNS checks") for the measurements.
+How a lookup is made. :class:`DnsClient` renders the query with dnspython's
+``dns.renderer.Renderer`` (once per name and type: :func:`question`), sends it with
+``dns.query.send_udp`` (TCP through ``dns.query.tcp`` when the reply is truncated) and parses the reply
+with ``dns.message.from_wire``. It does what ``dns.resolver.Resolver`` did for it (each server in turn
+within the lifetime, a server that answers SERVFAIL/REFUSED or garbage is dropped for that lookup,
+CNAME chains and the negative TTL through ``Message.resolve_chaining``) without the Resolver's
+per-call machinery, and it parses only the sections it reads: a reply with answers without its
+authority and additional sections (the glue and NS records an authoritative server or BIND adds), a
+negative reply without its additional section (its SOA gives the negative TTL). Parsing is most of
+dnspython's cost per query; see docs/performance.md ("DNS checks") for the measurements.
 
 Two caches, both short-lived so every check cycle sees fresh records (drift detection needs them):
 
@@ -109,8 +109,9 @@ def _answers_only(wire: bytes) -> bytes:
     and additional when the reply has answers, additional when it has none (the authority's SOA
     gives the negative TTL). dnspython parses every record of every section it is given, and glue
     and NS records are most of an authoritative reply. Parsed with ``ignore_trailing``. The OPT
-    record goes with the additional section; it only matters for extended RCODEs, which a server
-    sends back to a query of EDNS version 0 only as BADCOOKIE (a non-zero RCODE either way)."""
+    record goes with the additional section; it only carries extended RCODEs, and a query of EDNS
+    version 0 without options has none to get back (BADVERS answers a higher version, BADCOOKIE a
+    cookie)."""
     if len(wire) < 12:
         return wire  # from_wire reports the short header
     if wire[6:8] != b"\0\0":  # ANCOUNT
