@@ -10,7 +10,7 @@ MTA-STS and TLS-RPT. Provider records have a TTL of 3600 s, the domains' 300 s. 
 limiting is off: the exporter asks a recursive resolver, which answers its own clients without
 limit, and under RRL (200 replies a second per kind; every NXDOMAIN of the zone is one kind) a
 cycle's wall time measured NSD dropping replies and the 2 s retries (11 s for 1,000 domains,
-before 2026-12-07 13:00).
+before 2026-12-07 12:45 UTC).
 
 One cycle is what the scheduler does once per interval: for every domain, the real per-poll path of
 the service (``Service.poll_once``: the dns_domains collector's poll, the "still wanted?" check and
