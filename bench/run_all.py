@@ -165,8 +165,9 @@ def _dns(r: dict[str, str], quick: bool) -> list[Row]:
     rows: list[Row] = [
         (
             f"DNS checks, one cycle of {n:,} domains x 2 outbound IPs ({r['dns_concurrency']} threads, NSD)",
-            f"wall {r['dns_wall_s']} s, CPU {r['dns_cpu_s']} s; {r['dns_queries_per_domain']} queries/domain sent; "
-            f"load average {r['dns_load']} on {os.cpu_count()} CPUs",
+            f"first cycle: wall {r['dns_wall_s']} s, CPU {r['dns_cpu_s']} s; a later cycle: wall "
+            f"{r.get('dns_later_wall_s', '?')} s, CPU {r.get('dns_later_cpu_s', '?')} s; "
+            f"{r['dns_queries_per_domain']} queries/domain sent; load average {r['dns_load']} on {os.cpu_count()} CPUs",
             "1,000 domains: wall < 5 s and CPU < 5 s",
             (_holds(r["dns_wall_s"], 5) and _holds(r["dns_cpu_s"], 5)) if n >= 1000 else None,
         )

@@ -82,6 +82,10 @@ class NsdServer:
     """NSD serving ``zones`` (origin -> zone text) on ``address``:``port`` (None: a free port).
 
     ``broken_zones`` are configured with an unloadable zone file, so NSD answers SERVFAIL for them.
+    ``rate_limit``: keep NSD's response rate limiting (RRL, on in Debian's build: 200 responses a
+    second per client /24 and response kind; every NXDOMAIN of a zone is one kind). A client sending
+    thousands of queries a second (benchmarks) meets dropped and truncated replies under it, where a
+    recursive resolver would answer; benchmarks turn it off.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class NsdServer:
         port: int | None = None,
         broken_zones: Iterable[str] = (),
         start_timeout: float = 10.0,
+        rate_limit: bool = True,
     ) -> None:
         if not zones:
             raise ValueError("NsdServer needs at least one zone (its first one is the readiness probe)")
@@ -101,6 +106,7 @@ class NsdServer:
         self.address = address
         self.port = port if port is not None else free_port(address)
         self.start_timeout = start_timeout
+        self.rate_limit = rate_limit
         self.start_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
         nsd = find_nsd()
@@ -162,6 +168,7 @@ class NsdServer:
             "    hide-identity: yes",
             "    server-count: 1",
             "    tcp-count: 64",
+            *([] if self.rate_limit else ["    rrl-ratelimit: 0", "    rrl-whitelist-ratelimit: 0"]),
             "remote-control:",
             "    control-enable: no",
         ]

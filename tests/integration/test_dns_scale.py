@@ -162,7 +162,45 @@ def test_resolver_faults_are_not_cached(nsd_factory: Any) -> None:
     cycle = CycleCache().current("d0")
     assert base.fresh(cycle.answers).query("www.broken.test", "A").status == "servfail"
     assert base.fresh(cycle.answers).query("www.broken.test", "A").status == "servfail"
-    assert len(cycle.answers.data) == 0
+    assert len(cycle.answers) == 0
+
+
+def test_a_negative_answer_is_cached_for_the_soa_negative_ttl(nsd_factory: Any) -> None:
+    """NXDOMAIN is cached within a cycle for the SOA's negative TTL (2 s here), read from the reply's
+    authority section (without it, dnspython's default would keep it 300 s): after that the name is
+    asked again and found."""
+    soa = f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 2"
+    text = zone(1).replace(f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 60", soa)
+    nsd = nsd_factory({ZONE: text})
+    base = DnsClient((nsd.address,), nsd.port, 2.0)
+    cycle = CycleCache().current("d0")
+    asked = time.monotonic()
+    assert base.fresh(cycle.answers).query(f"new.{ZONE}", "TXT").status == "nxdomain"
+    nsd.reload({ZONE: text + 'new IN TXT "v=spf1 -all"\n'})
+    assert base.fresh(cycle.answers).query(f"new.{ZONE}", "TXT").status == "nxdomain"  # cached
+    assert time.monotonic() - asked < 2
+    time.sleep(max(0.0, asked + 2.5 - time.monotonic()))
+    assert base.fresh(cycle.answers).query(f"new.{ZONE}", "TXT").records == ("v=spf1 -all",)
+
+
+def test_an_answer_too_long_for_udp_comes_over_tcp(nsd_factory: Any, monkeypatch: Any) -> None:
+    """A TXT record longer than the 1,232-byte EDNS payload: NSD truncates the UDP reply, the client
+    asks again over TCP and gets the whole record."""
+    import dns.query
+
+    strings = [chr(ord("a") + k % 26) * 250 for k in range(8)]  # 2,000 bytes
+    nsd = nsd_factory({ZONE: zone(1) + "big IN TXT " + " ".join(f'"{t}"' for t in strings) + "\n"})
+    tcp_calls = []
+    tcp = dns.query.tcp
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tcp_calls.append(args[0])
+        return tcp(*args, **kwargs)
+
+    monkeypatch.setattr(dns.query, "tcp", counted)
+    answer = DnsClient((nsd.address,), nsd.port, 2.0).query(f"big.{ZONE}", "TXT")
+    assert answer.status == "ok" and answer.records == ("".join(strings),)
+    assert len(tcp_calls) == 1
 
 
 def test_shared_spf_results_equal_pyspf_per_domain(nsd_server: NsdServer) -> None:

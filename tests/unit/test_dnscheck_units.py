@@ -111,3 +111,36 @@ def test_unreadable_baseline_file_starts_afresh(tmp_path: Path) -> None:
     store = BaselineStore(path, accept_after=0, clock=lambda: 5.0)
     assert not store.observe("d", "MX", ["a"]).drifted
     assert json.loads(path.read_text())["records"]
+
+
+def test_a_kept_question_is_the_same_query_with_a_new_id_and_matches_only_its_reply() -> None:
+    """The rendered query is kept per name and type; each send gets a new ID; a reply matches only
+    when its ID, QR flag and question (any letter case) are those of the query sent."""
+    import dns.flags
+    import dns.message
+
+    from exporter.dnscheck.resolver import EDNS_PAYLOAD, question
+
+    asked = question("Sub.Example.COM", "TXT")
+    assert question("Sub.Example.COM", "TXT") is asked
+    ids, wires = zip(*(asked.wire() for _ in range(8)), strict=True)
+    assert len(set(ids)) > 1 and len({w[2:] for w in wires}) == 1
+    query = dns.message.from_wire(wires[0])
+    assert (query.id, str(query.question[0].name), query.flags & dns.flags.RD) == (
+        ids[0],
+        "Sub.Example.COM.",
+        dns.flags.RD,
+    )
+    assert query.edns == 0 and query.payload == EDNS_PAYLOAD
+
+    def reply(name: str, qid: int) -> tuple[bytes, dns.message.Message]:
+        response = dns.message.make_response(dns.message.make_query(name, "TXT"))
+        response.id = qid
+        data = response.to_wire()
+        return data, dns.message.from_wire(data)
+
+    assert asked.answered_by(ids[0], *reply("sub.example.com", ids[0]))
+    assert asked.answered_by(ids[0], *reply("SUB.EXAMPLE.COM", ids[0]))
+    assert not asked.answered_by(ids[0], *reply("sub.example.com", (ids[0] + 1) % 65536))
+    assert not asked.answered_by(ids[0], *reply("sub.example.net", ids[0]))
+    assert not asked.answered_by(ids[0], wires[0], query)  # the query itself (no QR)
