@@ -66,6 +66,7 @@ def sel(metric: str, *matchers: str) -> str:
 RETRY = eq("status", "Retry")
 #: Component states are exposed as the current state only (value 1; component="other": a count per state).
 NOT_ACTIVE = ne("state", "Active")
+HUB_TRANSPORT = eq("component", "HubTransport")
 DELIVERY = eq("queue_kind", "delivery")
 SHADOW = eq("queue_kind", "shadow")
 NOT_SHADOW = ne("queue_kind", "shadow")
@@ -1314,9 +1315,7 @@ def config_health() -> Dashboard:
         stat(
             "HubTransport not Active",
             "Servers whose HubTransport component is not Active: they accept no new mail.",
-            or_zero(
-                f"sum({sel('mailflow_server_component_state', SRV, eq('component', 'HubTransport'), NOT_ACTIVE)})"
-            ),
+            or_zero(f"sum({sel('mailflow_server_component_state', SRV, HUB_TRANSPORT, NOT_ACTIVE)})"),
             thresholds=PROBLEMS,
             w=6,
         ),

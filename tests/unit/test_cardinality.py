@@ -43,7 +43,6 @@ from exporter.exchange.components import (
     render_components,
 )
 from exporter.exchange.database_copies import (
-    COPY_STATUSES,
     DatabaseCopyResult,
     cap_database_copies,
     parse_database_copy,
