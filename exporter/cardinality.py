@@ -17,8 +17,8 @@ Two mechanisms, listed label by label in docs/metrics.md ("Cardinality"):
   are admitted first come, first served for the life of the process (:class:`StickyCap`).
 
 Each result says how many distinct values it folded (``folded``: label -> count); the scrape
-renders that as ``mailflow_label_values_folded{collector, target, label}``. Non-zero means a cap
-or an unknown enum value is in effect.
+renders the non-zero counts as ``mailflow_label_values_folded{collector, target, label}``: a series
+means a cap or an unknown enum value is in effect, and no series means nothing was folded.
 """
 
 from __future__ import annotations

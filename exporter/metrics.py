@@ -47,7 +47,8 @@ class MailflowCollector:
         folded = GaugeMetricFamily(
             "mailflow_label_values_folded",
             'Distinct values of this label reported as "other" in the latest result: a cardinality cap or an '
-            'unknown enum value is in effect (target "all": a cap on the collector\'s targets).',
+            'unknown enum value is in effect (target "all": a cap on the collector\'s targets). Only non-zero '
+            "counts are exposed.",
             labels=["collector", "target", "label"],
         )
         for collector in self._collectors:
@@ -56,7 +57,8 @@ class MailflowCollector:
                 families = list(collector.render(results))
                 if getattr(collector, "reports", True) is not False:
                     for target, label, count in self._folds(collector, results):
-                        folded.add_metric([collector.name, target, label], count)
+                        if count:  # only folds in effect: absent means nothing folded (docs/metrics.md)
+                            folded.add_metric([collector.name, target, label], count)
             except Exception:
                 log.exception("render failed collector=%s", collector.name)
                 continue

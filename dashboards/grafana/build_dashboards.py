@@ -64,7 +64,9 @@ def sel(metric: str, *matchers: str) -> str:
 
 
 RETRY = eq("status", "Retry")
-ACTIVE = eq("state", "Active")
+#: Component states are exposed as the current state only (value 1; component="other": a count per state).
+NOT_ACTIVE = ne("state", "Active")
+HUB_TRANSPORT = eq("component", "HubTransport")
 DELIVERY = eq("queue_kind", "delivery")
 SHADOW = eq("queue_kind", "shadow")
 NOT_SHADOW = ne("queue_kind", "shadow")
@@ -677,7 +679,7 @@ def overview() -> Dashboard:
             "Components not Active",
             "Server components (HubTransport, FrontendTransport, ServerWideOffline, ...) not in state Active: "
             "a server in maintenance mode accepts no new mail.",
-            or_zero(f"count({sel('mailflow_server_component_state', SRV, ACTIVE)} == 0)"),
+            or_zero(f"sum({sel('mailflow_server_component_state', SRV, NOT_ACTIVE)})"),
             thresholds=PROBLEMS,
             w=3,
             links=[("Configuration and health", CONFIG)],
@@ -1225,7 +1227,12 @@ def config_health() -> Dashboard:
     drift = mapping({"0": ("matches", GREEN), "1": ("DIFFERS", RED)})
     state_colors = {
         "mappings": mapping(
-            {"Active": ("Active", GREEN), "Inactive": ("Inactive", RED), "Draining": ("Draining", ORANGE)}
+            {
+                "Active": ("Active", GREEN),
+                "Inactive": ("Inactive", RED),
+                "Draining": ("Draining", ORANGE),
+                "other": ("other", RED),
+            }
         ),
         "color": "color-text",
     }
@@ -1308,16 +1315,14 @@ def config_health() -> Dashboard:
         stat(
             "HubTransport not Active",
             "Servers whose HubTransport component is not Active: they accept no new mail.",
-            or_zero(
-                f"count({sel('mailflow_server_component_state', SRV, eq('component', 'HubTransport'), ACTIVE)} == 0)"
-            ),
+            or_zero(f"sum({sel('mailflow_server_component_state', SRV, HUB_TRANSPORT, NOT_ACTIVE)})"),
             thresholds=PROBLEMS,
             w=6,
         ),
         stat(
             "Components not Active",
             "Monitored components (collectors.components.components) in any state but Active.",
-            or_zero(f"count({sel('mailflow_server_component_state', SRV, ACTIVE)} == 0)"),
+            or_zero(f"sum({sel('mailflow_server_component_state', SRV, NOT_ACTIVE)})"),
             thresholds=PROBLEMS,
             w=6,
         ),
@@ -1331,7 +1336,8 @@ def config_health() -> Dashboard:
         table(
             "Component states",
             "Current state of each monitored component (Get-ServerComponentState).",
-            [(f"{sel('mailflow_server_component_state', SRV)} == 1", Column("Value", hidden=True))],
+            # > 0: component="other" counts the components beyond the cap per state.
+            [(f"{sel('mailflow_server_component_state', SRV)} > 0", Column("Value", hidden=True))],
             {"server": "Server", "component": "Component", "state": "State"},
             w=12,
             label_overrides={"State": state_colors},

@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.cardinality import OTHER, keep_top
+from exporter.cardinality import OTHER, fold_enum, keep_top, unknown
 from exporter.errors import ParseError
 from exporter.exchange.clixml import as_bool, decode_mvp_objects, flatten, is_mvp
 from exporter.exchange.cmdlet_collector import ServerCollector
@@ -143,14 +143,17 @@ def component_result(
     all_names = {s.component for s in kept}
     names = keep_top(all_names, limit, lambda name: name not in inactive)
     ordered = tuple(sorted(kept, key=lambda s: s.component))
-    return ComponentResult(server, ordered, offline, names, {"component": len(all_names) - len(names)})
+    folded = {"component": len(all_names) - len(names), "state": unknown((s.state for s in kept), STATES)}
+    return ComponentResult(server, ordered, offline, names, folded)
 
 
 def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
     """Metric families for component states."""
     state = GaugeMetricFamily(
         "mailflow_server_component_state",
-        f"1 for the component's current state (Active, Inactive, Draining), 0 for the others. {POLLED}",
+        "Always 1, labelled with the component's current state (Active, Inactive, Draining; other for a "
+        'state outside these); only the current state. component="other": the components beyond the cap, '
+        f"counted per state. {POLLED}",
         labels=["server", "component", "state"],
     )
     requester = GaugeMetricFamily(
@@ -170,18 +173,18 @@ def render_components(results: Iterable[ComponentResult]) -> list[Metric]:
         requesters: dict[tuple[str, str], int] = {}  # beyond the cap: components per (requester, state)
         for c in result.components:
             folded = result.kept is not None and c.component not in result.kept
-            for s in STATES:
-                if folded:
-                    states[s] = states.get(s, 0) + (1 if c.state == s else 0)
-                else:
-                    state.add_metric([c.server, c.component, s], 1 if c.state == s else 0)
+            current = fold_enum(c.state, STATES)
+            if folded:
+                states[current] = states.get(current, 0) + 1
+            else:
+                state.add_metric([c.server, c.component, current], 1)
             for who, s in sorted(c.requesters.items()):
                 if who in REQUESTERS and s in STATES:
                     if folded:
                         requesters[(who, s)] = requesters.get((who, s), 0) + 1
                     else:
                         requester.add_metric([c.server, c.component, who, s], 1)
-        for s, n in states.items():  # counts of the folded components, as for folded queues
+        for s, n in sorted(states.items()):  # counts of the folded components (only states some are in)
             state.add_metric([result.server, OTHER, s], n)
         for (who, s), n in sorted(requesters.items()):
             requester.add_metric([result.server, OTHER, who, s], n)

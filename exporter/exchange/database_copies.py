@@ -119,7 +119,8 @@ def render_database_copies(results: Iterable[DatabaseCopyResult]) -> list[Metric
     labels = ["database", "server"]
     status = GaugeMetricFamily(
         "mailflow_database_copy_status",
-        f"1 for the copy's current status, 0 for the other statuses. {POLLED}",
+        "Always 1, labelled with the copy's current status (Mounted, Healthy, Dismounted, Failed, ...; "
+        f"other for a status outside the documented set); only the current status. {POLLED}",
         labels=[*labels, "status"],
     )
     active = GaugeMetricFamily(
@@ -150,9 +151,7 @@ def render_database_copies(results: Iterable[DatabaseCopyResult]) -> list[Metric
                          other[2] + c.replay_queue_length]  # fmt: skip
                 continue
             values = [c.database, c.server]
-            state = fold_enum(c.status, COPY_STATUSES)
-            for s in COPY_STATUSES if state in COPY_STATUSES else (*COPY_STATUSES, OTHER):
-                status.add_metric([*values, s], 1 if state == s else 0)
+            status.add_metric([*values, fold_enum(c.status, COPY_STATUSES)], 1)
             active.add_metric(values, 1 if c.active else 0)
             copy_queue.add_metric(values, c.copy_queue_length)
             replay_queue.add_metric(values, c.replay_queue_length)

@@ -346,7 +346,8 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
     )
     status = GaugeMetricFamily(
         "mailflow_queue_status",
-        f"Queues with these labels in each state (1 for a single queue's current state). {POLLED}",
+        "Queues with these labels in this state (Active, Connecting, Ready, Retry, Suspended, None); only "
+        f"states some queue is in: a single queue has one series, 1 for its current state. {POLLED}",
         labels=[*labels, "status"],
     )
     last_error = GaugeMetricFamily(
@@ -388,7 +389,8 @@ def render_queues(results: Iterable[QueueResult]) -> list[Metric]:
             if g.next_retry is not None:
                 next_retry.add_metric(values, g.next_retry)
             for state in QUEUE_STATUSES:
-                status.add_metric([*values, state], g.statuses.get(state, 0))
+                if g.statuses.get(state):  # only the states some queue is in: one series for a single queue
+                    status.add_metric([*values, state], g.statuses[state])
             for (code, enhanced, category), count in sorted(g.errors.items()):
                 last_error.add_metric([*values, code, enhanced, category], count)
             for category, count in sorted(g.error_messages.items()):

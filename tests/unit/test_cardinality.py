@@ -35,9 +35,14 @@ from exporter.exchange.back_pressure import (
     render_back_pressure,
 )
 from exporter.exchange.certificates import CertificateResult, cap_certificates, parse_certificate, render_certificates
-from exporter.exchange.components import component_result, parse_component, render_components
+from exporter.exchange.components import (
+    STATES,
+    ComponentState,
+    component_result,
+    parse_component,
+    render_components,
+)
 from exporter.exchange.database_copies import (
-    COPY_STATUSES,
     DatabaseCopyResult,
     cap_database_copies,
     parse_database_copy,
@@ -181,6 +186,9 @@ def test_queue_labels_stay_bounded_with_100k_unique_values() -> None:
     for family, most in bound.items():
         assert len(found[family]) <= most, (family, len(found[family]), most)
     assert total(found) <= 6 * bound["mailflow_queue_messages"] + sum(bound.values())
+    # Every queue is in Retry: one status series per label set, not one per possible status.
+    assert len(found["mailflow_queue_status"]) == len(found["mailflow_queue_messages"])
+    assert values(found, "mailflow_queue_status", "status") == {"Retry"}
     for kind in ("delivery", "shadow"):  # N own next hops per kind, the rest "other"
         hops = {s["next_hop_domain"] for s in found["mailflow_queue_messages"] if s["queue_kind"] == kind}
         assert len(hops - {OTHER}) == 20 and OTHER in hops
@@ -433,12 +441,29 @@ def test_component_labels_stay_bounded_with_100k_unique_values() -> None:
     ]
     result = component_result("EX01", [parse_component(o, "EX01") for o in objects], None, 100)
     found = samples(render_components([result]))
-    # docs/metrics.md: with "*", components <= max_components + "other".
-    assert len(found["mailflow_server_component_state"]) <= 101 * 3
+    # docs/metrics.md: with "*", components <= max_components, one series each (the current state), and
+    # "other" once per state its components are in.
+    assert len(found["mailflow_server_component_state"]) <= 100 + len(STATES) + 1
     assert len(found["mailflow_server_component_requester_state"]) <= 101 * 5 * 3
     inactive = {s["component"] for s in found["mailflow_server_component_state"] if s["state"] == "Inactive"}
-    assert len(inactive) == 100 + 1  # the 100 components not Active kept first, and "other"
-    assert result.folded == {"component": UNIQUE - 100}
+    assert len(inactive) == 100  # the 100 components not Active kept first; the folded rest are all Active
+    folded = [s for s in found["mailflow_server_component_state"] if s["component"] == OTHER]
+    assert folded == [{"server": "EX01", "component": OTHER, "state": "Active"}]
+    assert result.folded == {"component": UNIQUE - 100, "state": 0}
+
+
+def test_component_state_outside_the_documented_set_is_other_and_counted() -> None:
+    states = [
+        ComponentState("EX01", "HubTransport", "Unknown", False, {}),
+        ComponentState("EX01", "FrontendTransport", "Active", False, {}),
+    ]
+    result = component_result("EX01", states, None, 100)
+    found = samples(render_components([result]))
+    assert found["mailflow_server_component_state"] == [
+        {"server": "EX01", "component": "FrontendTransport", "state": "Active"},
+        {"server": "EX01", "component": "HubTransport", "state": OTHER},  # not Active: the alert sees it
+    ]
+    assert result.folded == {"component": 0, "state": 1}
 
 
 def test_database_copy_labels_stay_bounded_with_100k_unique_values() -> None:
@@ -458,10 +483,11 @@ def test_database_copy_labels_stay_bounded_with_100k_unique_values() -> None:
     copies = tuple(parse_database_copy(o, "EX01") for o in objects)
     result = cap_database_copies(DatabaseCopyResult("EX01", copies), 200)
     found = samples(render_database_copies([result]))
-    # docs/metrics.md: copies <= max_databases + "other"; status: the 16 CopyStatus values + "other".
-    assert len(found["mailflow_database_copy_status"]) <= 200 * (len(COPY_STATUSES) + 1)
+    # docs/metrics.md: copies <= max_databases + "other"; one status series per kept copy, its current status
+    # (one of the 16 CopyStatus values, else "other").
+    assert len(found["mailflow_database_copy_status"]) == 200
     assert len(found["mailflow_database_copy_queue_length"]) <= 201
-    assert values(found, "mailflow_database_copy_status", "status") == {*COPY_STATUSES, OTHER}
+    assert values(found, "mailflow_database_copy_status", "status") == {OTHER}
     assert result.folded == {"database": UNIQUE - 200, "status": UNIQUE}
     other = [s for s in found["mailflow_database_copy_queue_length"] if s["database"] == OTHER]
     assert other == [{"database": OTHER, "server": "EX01"}]

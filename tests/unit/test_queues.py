@@ -157,6 +157,19 @@ def test_next_hop_domain_cap_folds_smallest_into_other() -> None:
     assert result.folded_domains == 7
 
 
+def test_status_series_only_for_states_queues_are_in() -> None:
+    """A folded label set counts its queues per state; states no queue is in have no series."""
+    statuses = ["Retry", "Retry", "Active", "Ready"]
+    queues = [
+        {"Identity": f"EX01\\{i}", "NextHopDomain": f"d{i}.example", "MessageCount": 1, "Status": status}
+        for i, status in enumerate(statuses)
+    ]
+    result = parse_queues(deserialize_queues(queues), "EX01", max_domains=0)
+    status = next(m for m in render_queues([result]) if m.name == "mailflow_queue_status")
+    assert {s.labels["status"]: s.value for s in status.samples} == {"Retry": 2, "Active": 1, "Ready": 1}
+    assert {s.labels["next_hop_domain"] for s in status.samples} == {"other"}
+
+
 def test_render_is_valid_exposition_with_every_status() -> None:
     result = parse_queues(deserialize_queues(ORG), "EX01", max_domains=20)
 
@@ -174,8 +187,8 @@ def test_render_is_valid_exposition_with_every_status() -> None:
         "next_hop_domain": "fabrikam.example",
     }
     assert registry.get_sample_value("mailflow_queue_messages", labels) == 17
-    for status in QUEUE_STATUSES:
-        expected = 1.0 if status == "Retry" else 0.0
+    for status in QUEUE_STATUSES:  # only the state the queue is in has a series
+        expected = 1.0 if status == "Retry" else None
         assert registry.get_sample_value("mailflow_queue_status", {**labels, "status": status}) == expected
     assert (
         registry.get_sample_value(

@@ -153,7 +153,7 @@ def test_folded_label_values_are_one_family_across_collectors() -> None:
         )
 
     assert folded("EX01", "connector") == 7
-    assert folded("EX01", "transport_role") == 0  # present while nothing is folded
+    assert folded("EX01", "transport_role") is None  # only folds in effect are exposed
     assert folded("all", "host") == 3
     assert reg.get_sample_value("mailflow_fake_value", {"server": "EX01"}) == 2.0
     clock.now += 4 * 60  # stale: the result, and what it folded, are no longer served

@@ -340,7 +340,7 @@ local promql = import '../lib/promql.libsonnet';
         rules: [
           {
             alert: 'MailflowTransportComponentInactive',
-            expr: expr('max without (state) (mailflow_server_component_state{%(mailflowSelector)s, component=~"HubTransport|FrontendTransport|ServerWideOffline", state="Active"}) == 0'),
+            expr: expr('max without (state) (mailflow_server_component_state{%(mailflowSelector)s, component=~"HubTransport|FrontendTransport|ServerWideOffline", state!="Active"}) == 1'),
             'for': '15m',
             labels: { severity: c.severities.warning },
             annotations: {
@@ -352,7 +352,8 @@ local promql = import '../lib/promql.libsonnet';
           {
             alert: 'MailflowDatabaseNotMounted',
             expr: expr(|||
-              max by (job, instance, database) (mailflow_database_copy_status{%(mailflowSelector)s, status="Mounted"}) == 0
+              max by (job, instance, database) (mailflow_database_copy_status{%(mailflowSelector)s} == 1)
+              unless on (job, instance, database) (mailflow_database_copy_status{%(mailflowSelector)s, status="Mounted"} == 1)
               unless on (job, instance) (mailflow_collector_up{%(mailflowSelector)s, collector="database_copies"} == 0)
             |||),
             'for': '5m',
@@ -365,7 +366,7 @@ local promql = import '../lib/promql.libsonnet';
           },
           {
             alert: 'MailflowDatabaseCopyUnhealthy',
-            expr: expr('max by (job, instance, database, server) (mailflow_database_copy_status{%(mailflowSelector)s, status=~"Mounted|Healthy"}) == 0'),
+            expr: expr('max by (job, instance, database, server) (mailflow_database_copy_status{%(mailflowSelector)s, status!~"Mounted|Healthy"}) == 1'),
             'for': '15m',
             labels: { severity: c.severities.warning },
             annotations: {

@@ -418,7 +418,7 @@ local promql = import '../lib/promql.libsonnet';
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: expr('(count(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", component="HubTransport", state="Active"} == 0) or vector(0))'),
+              expr: expr('(sum(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", component="HubTransport", state!="Active"}) or vector(0))'),
               refId: 'A',
               instant: false,
               range: true,
@@ -458,7 +458,7 @@ local promql = import '../lib/promql.libsonnet';
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: expr('(count(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", state="Active"} == 0) or vector(0))'),
+              expr: expr('(sum(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", state!="Active"}) or vector(0))'),
               refId: 'A',
               instant: false,
               range: true,
@@ -550,6 +550,7 @@ local promql = import '../lib/promql.libsonnet';
                           Active: { text: 'Active', color: 'green', index: 0 },
                           Inactive: { text: 'Inactive', color: 'red', index: 1 },
                           Draining: { text: 'Draining', color: 'orange', index: 2 },
+                          other: { text: 'other', color: 'red', index: 3 },
                         },
                       },
                     ],
@@ -562,7 +563,7 @@ local promql = import '../lib/promql.libsonnet';
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: expr('mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server"} == 1'),
+              expr: expr('mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server"} > 0'),
               refId: 'A',
               format: 'table',
               instant: true,
@@ -615,6 +616,7 @@ local promql = import '../lib/promql.libsonnet';
                           Active: { text: 'Active', color: 'green', index: 0 },
                           Inactive: { text: 'Inactive', color: 'red', index: 1 },
                           Draining: { text: 'Draining', color: 'orange', index: 2 },
+                          other: { text: 'other', color: 'red', index: 3 },
                         },
                       },
                     ],

@@ -458,7 +458,7 @@ local promql = import '../lib/promql.libsonnet';
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: expr('(count(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", state="Active"} == 0) or vector(0))'),
+              expr: expr('(sum(mailflow_server_component_state{%(mailflowSelector)s, job=~"$job", instance=~"$instance", server=~"$server", state!="Active"}) or vector(0))'),
               refId: 'A',
               instant: false,
               range: true,
