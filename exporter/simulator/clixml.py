@@ -157,7 +157,9 @@ class _Writer:
         self.parts.append("</TN>")
 
     def _new_ref(self, value: Any) -> int:
-        ref = self.refs[id(value)] = len(self.refs)
+        # numbered by objects written, not by distinct ids: an enum member written twice in full must
+        # not hand its number out again
+        ref = self.refs[id(value)] = len(self.keep)
         self.keep.append(value)
         return ref
 

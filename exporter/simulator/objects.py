@@ -67,9 +67,12 @@ _ADMIN_GROUP = "Exchange Administrative Group (FYDIBOHF23SPDLT)"
 _ENUMS: dict[str, type] = {}
 
 
-def _enum_class(type_name: str, members: Mapping[str, int], *, flags: bool = False, int16: bool = False) -> type:
+def _enum_class(
+    type_name: str, members: Mapping[str, int], *, flags: bool = False, int16: bool = False, twin: int = 0
+) -> type:
     """A psrpcore enum class for a .NET enum (cached; not registered for rehydration)."""
-    cached = _ENUMS.get(type_name)
+    key = f"{type_name}#{twin}" if twin else type_name
+    cached = _ENUMS.get(key)
     if cached is not None:
         return cached
 
@@ -81,13 +84,18 @@ def _enum_class(type_name: str, members: Mapping[str, int], *, flags: bool = Fal
     base: type = PSFlagBase if flags else PSEnumBase
     cls = types.new_class(type_name.rsplit(".", 1)[-1], (base,), {"base_type": PSInt16 if int16 else PSInt}, body)
     cls = PSType([type_name], rehydrate=False)(cls)
-    _ENUMS[type_name] = cls
+    _ENUMS[key] = cls
     return cls
 
 
-def enum_value(type_name: str, members: Mapping[str, int], name: str, *, int16: bool = False) -> Any:
-    """The member ``name`` of the .NET enum ``type_name`` (serialised as Obj + TN + ToString + I32)."""
-    cls = _enum_class(type_name, members, int16=int16)
+def enum_value(type_name: str, members: Mapping[str, int], name: str, *, int16: bool = False, twin: int = 0) -> Any:
+    """The member ``name`` of the .NET enum ``type_name`` (serialised as Obj + TN + ToString + I32).
+
+    ``twin`` gives the member of a separate but identical class: PowerShell writes every enum value in
+    full (a value type is never a ``<Ref>``), while a Python enum member is one object that psrpcore and
+    the fast writer would reference the second time one object holds it; a second property of the same
+    object with the same enum type takes ``twin=1``."""
+    cls = _enum_class(type_name, members, int16=int16, twin=twin)
     return cls["none" if name == "None" else name]  # type: ignore[index]
 
 

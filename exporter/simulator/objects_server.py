@@ -215,7 +215,7 @@ def transport_dns_properties(dns: ServerDnsSpec) -> list[tuple[str, Any]]:
         ("ExternalIPAddress", None),
         ("InternalDNSAdapterEnabled", dns.internal_adapter_enabled),
         ("InternalDNSAdapterGuid", dns.internal_adapter_guid),
-        ("InternalDNSProtocolOption", enum_value(option, DNS_PROTOCOLS, dns.internal_protocol)),
+        ("InternalDNSProtocolOption", enum_value(option, DNS_PROTOCOLS, dns.internal_protocol, twin=1)),
         ("InternalDNSServers", typed_list(_MVP_IP, [ip_address(a) for a in dns.internal_dns_servers])),
     ]
 
