@@ -10,6 +10,7 @@ refused at the limit).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -80,3 +81,44 @@ def test_a_shell_created_after_its_open_was_abandoned_is_closed_at_the_next_sess
     sibling.retire()
     for pool in (other, sibling_pool):
         pool.close()
+
+
+@pytest.mark.parametrize("kind", ["refused", "http500"])
+def test_a_shell_whose_close_failed_is_closed_once_the_server_answers(
+    sim_factory: SimFactory, service_factory: Any, kind: str
+) -> None:
+    """``refused``: the listener goes away under a call in flight (its connection is cut) and the close
+    cannot connect; ``http500``: the endpoint answers every request, the close's Delete too, with 500."""
+    sim, scenario = sim_factory(small_org(("EX01",)))
+    settings = settings_for(sim, scenario, overrides={"collectors": only_collectors(queues={})})
+    service = service_factory(settings)
+
+    def ex01() -> dict[str, Any]:
+        return dict(sim.stats()["servers"]["EX01"])
+
+    assert all(s.ok for s in service.poll_all())
+    if kind == "refused":
+        sim.faults.set("EX01", "cmdlet_latency", cmdlet="Get-Queue", seconds=2.0)
+        commands = ex01()["commands"]
+        poll = threading.Thread(target=service.poll_all)
+        poll.start()
+        assert wait_until(lambda: ex01()["commands"] > commands, 5)  # the call is in flight
+        sim.faults.set("EX01", kind)
+        poll.join(timeout=30)
+        sim.faults.clear("EX01", "cmdlet_latency")
+    else:
+        sim.faults.set("EX01", kind)
+        service.poll_all()
+    reason = service.store.states()[("queues", "EX01")].last.reason
+    assert reason in {"refused": {"connection"}, "http500": {"http_error"}}[kind], reason
+    host, port = sim.endpoint("EX01")
+    # the close has failed (its session slot is free again) and the shell is still open
+    assert wait_until(lambda: service.sessions.limiter.in_use(USER.lower(), f"{host}:{port}") == 0, 20)
+    assert ex01()["shells_open"] == 1 and ex01()["shells_closed"] == 0
+
+    sim.faults.clear()
+    assert all(s.ok for s in service.poll_all())
+    assert ex01()["shells_open"] == 1 and ex01()["shells_closed"] == 1, ex01()
+    janitor = service.sessions.janitor
+    assert [s["Name"] for s in enumerate_shells(wsman_for(sim))] == [janitor.owner.name]
+    assert (janitor.abandoned_total, janitor.reclaimed_total) == (1, 1)
