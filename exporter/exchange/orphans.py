@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -194,6 +195,7 @@ def _delete_by_id(wsman: WSMan, shell_id: str, resource_uri: str) -> bool:
 
 @dataclass
 class _Abandoned:
+    server: str
     resource_uri: str
     checks: int = 0  # sweeps that found the id unknown to the server
 
@@ -213,11 +215,29 @@ class ShellJanitor:
         self._done: set[Hashable] = set()
         self._abandoned: dict[Hashable, dict[str, _Abandoned]] = {}  # key -> shell id -> what to delete
         self._recheck: dict[Hashable, float] = {}  # key -> when a healthy call may sweep again
-        #: Shells this run could not close (counted once each), and those of them a later sweep closed.
-        self.abandoned_total = 0
-        self.reclaimed_total = 0
+        #: Shells this run could not close (counted once each), and those of them a later sweep closed,
+        #: by the server name of the session that gave them up.
+        self.abandoned: Counter[str] = Counter()
+        self.reclaimed: Counter[str] = Counter()
 
-    def abandon(self, key: Hashable, shell_id: str, resource_uri: str) -> None:
+    @property
+    def abandoned_total(self) -> int:
+        """Shells this run could not close, over all servers."""
+        with self._lock:
+            return sum(self.abandoned.values())
+
+    @property
+    def reclaimed_total(self) -> int:
+        """Abandoned shells a later sweep closed, over all servers."""
+        with self._lock:
+            return sum(self.reclaimed.values())
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per server: (shells abandoned, of which reclaimed)."""
+        with self._lock:
+            return {s: (n, self.reclaimed[s]) for s, n in self.abandoned.items()}
+
+    def abandon(self, key: Hashable, server: str, shell_id: str, resource_uri: str) -> None:
         """Remember a shell of this run that may still be open on the endpoint ``key`` although its
         close failed or its open was given up; the next sweep there deletes it. The oldest is
         forgotten beyond ABANDONED_LIMIT (the server's idle timeout ends it)."""
@@ -228,8 +248,8 @@ class ShellJanitor:
                 return
             while len(pending) >= ABANDONED_LIMIT:
                 pending.pop(next(iter(pending)))
-            pending[shell_id] = _Abandoned(resource_uri)
-            self.abandoned_total += 1
+            pending[shell_id] = _Abandoned(server, resource_uri)
+            self.abandoned[server] += 1
 
     def pending(self, key: Hashable) -> int:
         """How many abandoned shells are waiting to be deleted at ``key``."""
@@ -299,7 +319,7 @@ class ShellJanitor:
                 entries = self._abandoned.get(key, {})
                 if existed:
                     closed += 1
-                    self.reclaimed_total += 1
+                    self.reclaimed[entry.server] += 1
                     entries.pop(shell_id, None)
                 else:  # closed meanwhile, or not created yet (a held Create): looked for again a few times
                     unknown += 1
@@ -307,9 +327,7 @@ class ShellJanitor:
                     if entry.checks >= ABANDONED_CHECKS:
                         entries.pop(shell_id, None)
         if closed or failed:
-            log.info(
-                "abandoned shells server=%s closed=%d unknown=%d failed=%d", server, closed, unknown, failed
-            )
+            log.info("abandoned shells server=%s closed=%d unknown=%d failed=%d", server, closed, unknown, failed)
         return closed
 
     def _close(self, server: str, wsman: WSMan, shells: list[FoundShell]) -> tuple[int, int, int]:

@@ -598,7 +598,7 @@ class ExchangeSession:
         """Hand a shell this session could not close to the janitor, which deletes it by id later."""
         slot = self._slots.get(id(pool)) or self._limiter.slot(self.server.account, self._endpoint)
         if self._janitor is not None:
-            self._janitor.abandon(slot, pool.id, pool.shell.resource_uri)
+            self._janitor.abandon(slot, self.server.name, pool.id, pool.shell.resource_uri)
             log.info("shell left open, to be closed later server=%s", self.server.name)
 
     def _sweep_if_due(self) -> None:

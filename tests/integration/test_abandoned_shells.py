@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from exporter.exchange.orphans import ShellOwner
 from tests.integration.conftest import USER, SimFactory, only_collectors, settings_for, small_org
@@ -122,3 +123,6 @@ def test_a_shell_whose_close_failed_is_closed_once_the_server_answers(
     janitor = service.sessions.janitor
     assert [s["Name"] for s in enumerate_shells(wsman_for(sim))] == [janitor.owner.name]
     assert (janitor.abandoned_total, janitor.reclaimed_total) == (1, 1)
+    page = generate_latest(service.registry).decode()
+    assert 'mailflow_exchange_shells_abandoned_total{server="EX01"} 1.0' in page
+    assert 'mailflow_exchange_shells_reclaimed_total{server="EX01"} 1.0' in page

@@ -89,8 +89,8 @@ def test_abandoned_shells_are_bounded_per_endpoint_and_swept_after_healthy_calls
     janitor = ShellJanitor(ME, dead, clock=lambda: now[0])
     assert not janitor.due("ep1")  # nothing pending: a healthy call starts no sweep
     for i in range(ABANDONED_LIMIT + 5):
-        janitor.abandon("ep1", f"shell-{i}", "uri")
-    janitor.abandon("ep1", "SHELL-36", "uri")  # already known (ids compare as the server's, upper case)
+        janitor.abandon("ep1", "EX01", f"shell-{i}", "uri")
+    janitor.abandon("ep1", "EX01", "SHELL-36", "uri")  # already known (ids compare as the server's, upper case)
     assert janitor.pending("ep1") == ABANDONED_LIMIT and janitor.pending("ep2") == 0
     assert janitor.abandoned_total == ABANDONED_LIMIT + 5
     assert janitor.due("ep1")  # claimed by this call ...
