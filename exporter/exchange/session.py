@@ -607,8 +607,9 @@ class ExchangeSession:
         janitor = self._janitor
         if janitor is None:
             return
-        slot = self._limiter.slot(self.server.account, self._endpoint)
-        if not janitor.due(slot):
+        pool = self._pool
+        slot = self._slots.get(id(pool)) if pool is not None else None  # the budgets its open counted against
+        if slot is None or not janitor.due(slot):
             return
 
         def sweep() -> None:
