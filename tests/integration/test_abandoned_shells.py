@@ -126,3 +126,30 @@ def test_a_shell_whose_close_failed_is_closed_once_the_server_answers(
     page = generate_latest(service.registry).decode()
     assert 'mailflow_exchange_shells_abandoned_total{server="EX01"} 1.0' in page
     assert 'mailflow_exchange_shells_reclaimed_total{server="EX01"} 1.0' in page
+
+
+def test_a_shell_given_up_while_a_session_is_healthy_is_closed_after_a_later_call(
+    sim_factory: SimFactory, service_factory: Any
+) -> None:
+    """A close may fail (or a held Create land) after the next session opened: no open will sweep for a
+    while, so healthy calls do, in the background and at most every RECHECK_SECONDS."""
+    sim, scenario = sim_factory(small_org(("EX01",)))
+    service = service_factory(settings_for(sim, scenario, overrides={"collectors": only_collectors(queues={})}))
+    assert all(s.ok for s in service.poll_all())
+    janitor = service.sessions.janitor
+    host, port = sim.endpoint("EX01")
+    slot = service.sessions.limiter.slot(USER, f"{host}:{port}")
+    lost = [named_pool(sim, janitor.owner.name) for _ in range(2)]  # this run's shells, as if their close failed
+    janitor.abandon(slot, "EX01", lost[0].id, lost[0].shell.resource_uri)
+    assert sim.stats()["servers"]["EX01"]["shells_open"] == 3
+
+    assert all(s.ok for s in service.poll_all())  # a healthy call: the sweep runs after it
+    assert wait_until(lambda: janitor.reclaimed_total == 1, 10), sim.stats()["servers"]["EX01"]
+    assert sim.stats()["servers"]["EX01"]["shells_open"] == 2 and janitor.pending(slot) == 0
+    janitor.abandon(slot, "EX01", lost[1].id, lost[1].shell.resource_uri)
+    assert all(s.ok for s in service.poll_all())  # swept moments ago: not again before RECHECK_SECONDS
+    time.sleep(0.5)
+    assert sim.stats()["servers"]["EX01"]["shells_open"] == 2 and janitor.pending(slot) == 1
+    assert [s.ok for s in service.poll_all()] == [True]
+    assert sim.stats()["servers"]["EX01"]["shells_created"] == 3  # the exporter's session was never reopened
+    lost[1].close()
