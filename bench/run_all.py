@@ -245,6 +245,13 @@ def _soak(r: dict[str, str], quick: bool) -> list[Row]:
             r["soak_leak"] == "no" and all(b <= a for a, b in zip(start, end, strict=True)),
         ),
         (
+            "soak: shells the exporter could not close, closed later; opens refused at the 18-per-user limit",
+            f"abandoned {r.get('soak_shells_abandoned', '?')}, reclaimed {r.get('soak_shells_reclaimed', '?')}; "
+            f"refused {r.get('soak_shells_rejected', '?')}",
+            "every abandoned shell closed (the shell count above returns to one per server)",
+            None,
+        ),
+        (
             "soak: tracking volume per server",
             f"{int(r['soak_tracking_events_per_hour_per_server']):,} events an hour of log",
             "about 10,000 (1M an hour across 100 servers)",

@@ -36,11 +36,13 @@ class MailflowCollector:
         collectors: Sequence[Collector],
         stale_after_intervals: float,
         server_clocks: Callable[[], Mapping[str, ClockReading]] | None = None,
+        shells: Callable[[], Mapping[str, tuple[int, int]]] | None = None,
     ) -> None:
         self._store = store
         self._collectors = list(collectors)
         self._stale_after = stale_after_intervals
         self._server_clocks = server_clocks
+        self._shells = shells  # per server: (shells the exporter could not close, of which closed later)
 
     def collect(self) -> Iterable[Metric]:
         yield from self._self_metrics()
@@ -120,6 +122,25 @@ class MailflowCollector:
                 errors.add_metric([name, target, reason], count)
         yield from (up, duration, last_success, errors)
         yield self._clock_skews(now)
+        yield from self._abandoned_shells()
+
+    def _abandoned_shells(self) -> Iterable[Metric]:
+        abandoned = CounterMetricFamily(
+            "mailflow_exchange_shells_abandoned",
+            "Remote PowerShell shells this exporter process could not close (the close failed, or an open was "
+            "given up after its Create was sent); each counts against the account's 18 until closed later.",
+            labels=["server"],
+        )
+        reclaimed = CounterMetricFamily(
+            "mailflow_exchange_shells_reclaimed",
+            "Abandoned shells the exporter closed later (deleted by ShellId once the server answered again).",
+            labels=["server"],
+        )
+        counts = self._shells() if self._shells is not None else {}
+        for server, (lost, closed) in sorted(counts.items()):
+            abandoned.add_metric([server], lost)
+            reclaimed.add_metric([server], closed)
+        yield from (abandoned, reclaimed)
 
     def _clock_skews(self, now: float) -> Metric:
         skew = GaugeMetricFamily(

@@ -167,7 +167,11 @@ class Service:
         )
         self.registry = build_registry(
             MailflowCollector(
-                self.store, self.collectors, settings.scheduler.stale_after_intervals, self._clock_readings
+                self.store,
+                self.collectors,
+                settings.scheduler.stale_after_intervals,
+                self._clock_readings,
+                self.sessions.janitor.counts,
             )
         )
         self.registry.register(ShardMetrics(self.shard, self.collectors))

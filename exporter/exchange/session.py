@@ -11,7 +11,9 @@
   endpoint, including pools that are still being torn down after a failure. The endpoint is the
   address the host name resolves to, so one server configured under two names shares one budget.
 - Shells are opened with a name that says which exporter run opened them; at the first session to an
-  endpoint the shells an earlier run left open there are closed (``orphans.py``).
+  endpoint the shells an earlier run left open there are closed (``orphans.py``). A shell this run
+  could not close (or whose open it gave up after sending the Create) is handed to the same sweep,
+  which deletes it by id at the next session open there or after a later healthy call.
 """
 
 from __future__ import annotations
@@ -57,8 +59,6 @@ log = logging.getLogger(__name__)
 CONFIGURATION_NAME = "Microsoft.Exchange"
 ENDPOINT_PATH = "PowerShell"
 _SHELL_GONE_CODES = {2150858843}  # the shell is not known to the server (expired or recycled)
-_ORPHAN_LIMIT = 8  # shells per session whose rejected close is retried (PowerShellMaxConcurrency is 18)
-_ORPHAN_ATTEMPTS = 3  # closes tried per such shell before leaving it to the server's idle timeout
 # Exchange builds a session's commands from the account's roles when the session opens: after a
 # permission failure the session is reopened, at most this often, so a role granted meanwhile counts.
 PERMISSION_REOPEN_SECONDS = 600.0
@@ -194,6 +194,20 @@ def _never_sent(exc: BaseException) -> bool:
     return isinstance(getattr(exc.args[0], "reason", None), urllib3.exceptions.ConnectTimeoutError)
 
 
+def _create_may_have_landed(opening: Future[Any], finished: bool) -> bool:
+    """Whether an open that did not open its pool may still have created a shell on the server: it never
+    ended, or it ended without an answer (a read timeout, a cut connection), not with the server's
+    refusal (an HTTP error, a WSMan fault, a failed logon) nor before its request left (refused
+    connect)."""
+    if not finished or not opening.done():
+        return True
+    exc = opening.exception()
+    if exc is None or _never_sent(exc):
+        return False
+    rejected = (WSManFaultError, WinRMTransportError, AuthenticationError, CollectorError)
+    return isinstance(exc, requests.exceptions.RequestException) and not isinstance(exc, rejected)
+
+
 def _missing_command(record: Any, sent: Sequence[str]) -> str | None:
     """The command an error record says the session does not have, if it is one this pipeline sent."""
     if getattr(record, "fq_error", None) != permissions.COMMAND_NOT_FOUND:
@@ -293,10 +307,6 @@ class ExchangeSession:
         self._pool_lock = threading.Lock()  # guards _pool/_closed; never held during network I/O
         self._closed = False
         self.opened = 0  # pools opened over this session's life (a reuse measure)
-        # Pools whose close the server rejected (401, 500, a WSMan fault): their shells are still open
-        # there, counted against PowerShellMaxConcurrency until IIS's idle timeout. Closed again once
-        # the server lets a new session open. (pool, attempts so far)
-        self._orphans: list[tuple[RunspacePool, int]] = []
         self._endpoint = endpoint_text(server.host, server.port)
         self._limits = bounds.Limits(server.max_response_bytes, server.max_objects, server.max_object_bytes)
         self._slots: dict[int, Slot] = {}  # id(pool) -> the limiter slot it holds until its close ends
@@ -342,6 +352,7 @@ class ExchangeSession:
                 try:
                     result = self._invoke_locked(cmdlet, parameters, select, deadline, decoder)
                     self.unreachable = False
+                    self._sweep_if_due()
                     if result.missing:
                         self._reopen_for_permissions()
                     return result
@@ -455,8 +466,6 @@ class ExchangeSession:
             self._pool = pool
         self.opened += 1
         log.info("session opened server=%s endpoint=%s", self.server.name, self.server.endpoint)
-        if self._orphans:  # the server answers again: retry the closes it rejected
-            start_thread(self._close_orphans, f"orphans-{self.server.name}")
         return pool
 
     def _run(
@@ -548,15 +557,20 @@ class ExchangeSession:
 
     def _reap(self, pool: RunspacePool, opening: Future[Any]) -> None:
         """After an open that failed or timed out: wait for it to end, then close what it created."""
-        if not ended(opening, self._teardown_wait()):  # a failed open may still have created a shell
+        finished = ended(opening, self._teardown_wait())
+        if not finished:  # a failed open may still have created a shell
             bounds.abort(pool.connection)  # it never ended: end it, and do not leave its thread behind
             ended(opening, ABORT_GRACE)
+        if not getattr(pool.shell, "opened", False) and _create_may_have_landed(opening, finished):
+            # Its Create was sent but its answer never came: a server that hung may still create the
+            # shell when it resumes, under the id pypsrp asked for. The sweep deletes it later.
+            self._abandon(pool)
         self._close_pool(pool, self._teardown_wait())
 
-    def _close_pool(self, pool: RunspacePool, wait: float, attempts: int = 0) -> None:
+    def _close_pool(self, pool: RunspacePool, wait: float) -> None:
         """Close a pool, waiting up to ``wait`` s, then free its session slot (the slot counts
-        sessions until their close has finished or given up). A close the server answered with an
-        error leaves the shell open there: the pool is kept to be closed again later."""
+        sessions until their close has finished or given up). A close that failed (rejected, cut,
+        refused, or no answer in time) may leave the shell open there: it is handed to the janitor."""
         guard = bounds.guard_of(pool.connection)
         if guard is not None:
             guard.begin(time.monotonic() + wait)
@@ -570,7 +584,8 @@ class ExchangeSession:
                 raise
         except Exception as exc:
             log.debug("closing pool failed server=%s error=%s", self.server.name, classify_exception(exc))
-            self._keep_orphan(pool, exc, attempts + 1)
+            if not _shell_gone(exc) and getattr(pool.shell, "opened", False):
+                self._abandon(pool)
         finally:
             # RunspacePool.close() leaves the HTTP keep-alive connections open until garbage collection
             with contextlib.suppress(Exception):
@@ -579,29 +594,37 @@ class ExchangeSession:
             if slot is not None:
                 self._limiter.release(slot)
 
-    def _keep_orphan(self, pool: RunspacePool, exc: BaseException, attempts: int) -> None:
-        rejected = isinstance(exc, WSManFaultError | WinRMTransportError | AuthenticationError)
-        if not rejected or _shell_gone(exc) or not getattr(pool.shell, "opened", False):
-            return  # never reached the server, or the shell is gone: nothing left to close
-        with self._pool_lock:
-            if attempts < _ORPHAN_ATTEMPTS and len(self._orphans) < _ORPHAN_LIMIT:
-                self._orphans.append((pool, attempts))
+    def _abandon(self, pool: RunspacePool) -> None:
+        """Hand a shell this session could not close to the janitor, which deletes it by id later."""
+        slot = self._slots.get(id(pool)) or self._limiter.slot(self.server.account, self._endpoint)
+        if self._janitor is not None:
+            self._janitor.abandon(slot, self.server.name, pool.id, pool.shell.resource_uri)
+            log.info("shell left open, to be closed later server=%s", self.server.name)
 
-    def _close_orphans(self) -> None:
-        """Close the shells whose close the server rejected earlier (each at most a few times)."""
-        with self._pool_lock:
-            orphans, self._orphans = self._orphans, []
-        for pool, attempts in orphans:
-            # Its HTTP session was closed with the failed close; with message encryption (Kerberos or
-            # NTLM over HTTP) the old security context does not carry over to a new connection, so
-            # start the transport afresh: pypsrp then authenticates and sets up encryption again.
-            transport = getattr(pool.connection, "transport", None)
-            if transport is not None:
-                transport.session = None
-                transport.encryption = None
-            self._close_pool(pool, self._teardown_wait(), attempts)
-            if not getattr(pool.shell, "opened", True):
-                log.info("closed a shell left open by a rejected close server=%s", self.server.name)
+    def _sweep_if_due(self) -> None:
+        """After a healthy call: if shells this run gave up on are pending at this endpoint, delete them
+        in the background over a connection of their own (no shell is opened: no session slot)."""
+        janitor = self._janitor
+        if janitor is None:
+            return
+        pool = self._pool
+        slot = self._slots.get(id(pool)) if pool is not None else None  # the budgets its open counted against
+        if slot is None or not janitor.due(slot):
+            return
+
+        def sweep() -> None:
+            try:
+                wsman = self._wsman_factory(self.server)
+                guard = bounds.install(wsman, self._limits)
+                guard.begin(time.monotonic() + self._teardown_wait())
+                try:
+                    janitor.sweep(slot, self.server.name, wsman)
+                finally:
+                    wsman.close()
+            except Exception as exc:  # tried again after the next healthy call or at the next open
+                log.debug("sweep failed server=%s error=%s", self.server.name, classify_exception(exc))
+
+        start_thread(sweep, f"sweep-{self.server.name}")
 
     def close(self, wait: float = 5.0) -> None:
         """Close the pool for good (shutdown, or the server left the inventory), within ``wait`` s.
@@ -614,11 +637,6 @@ class ExchangeSession:
         if pool is not None:
             self._close_pool(pool, wait)
             log.info("session closed server=%s", self.server.name)
-        with self._pool_lock:
-            orphans, self._orphans = self._orphans, []
-        for orphan, _ in orphans:  # no time for more tries at shutdown: the server's idle timeout ends them
-            with contextlib.suppress(Exception):
-                orphan.connection.close()
 
 
 def _clip(text: str, limit: int = 400) -> str:

@@ -10,7 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.exchange.orphans import PREFIX, ShellOwner, is_predecessor, pid_alive
+from exporter.exchange.orphans import (
+    ABANDONED_LIMIT,
+    PREFIX,
+    RECHECK_SECONDS,
+    ShellJanitor,
+    ShellOwner,
+    is_predecessor,
+    pid_alive,
+)
 
 ME = ShellOwner("node-1", 4242, "aaaaaaaaaaaaaaaa")
 
@@ -74,3 +82,18 @@ def test_pid_alive_sees_running_zombie_and_reaped_processes() -> None:
     assert not pid_alive(child.pid)
     child.wait()
     assert not pid_alive(child.pid)
+
+
+def test_abandoned_shells_are_bounded_per_endpoint_and_swept_after_healthy_calls_at_most_every_recheck() -> None:
+    now = [100.0]
+    janitor = ShellJanitor(ME, dead, clock=lambda: now[0])
+    assert not janitor.due("ep1")  # nothing pending: a healthy call starts no sweep
+    for i in range(ABANDONED_LIMIT + 5):
+        janitor.abandon("ep1", "EX01", f"shell-{i}", "uri")
+    janitor.abandon("ep1", "EX01", "SHELL-36", "uri")  # already known (ids compare as the server's, upper case)
+    assert janitor.pending("ep1") == ABANDONED_LIMIT and janitor.pending("ep2") == 0
+    assert janitor.abandoned_total == ABANDONED_LIMIT + 5
+    assert janitor.due("ep1")  # claimed by this call ...
+    assert not janitor.due("ep1")  # ... so the next healthy call does not start another
+    now[0] += RECHECK_SECONDS
+    assert janitor.due("ep1")
