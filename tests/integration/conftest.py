@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,19 @@ def start_prometheus(
             proc.wait(timeout=30)
             pytest.fail(f"Prometheus on port {port} was not ready within {ready_timeout:.0f} s")
     pytest.fail(f"Prometheus exited at start three times (last exit code {proc.returncode})")
+
+
+def counted_events(service: Service, server: str) -> Counter[str]:
+    """The tracking events the exporter counted for ``server``, by event id (from its registry)."""
+    out: Counter[str] = Counter()
+    for metric in service.registry.collect():
+        if metric.name == "mailflow_tracking_events":
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels["server"] == server:
+                    out[sample.labels["event_id"]] += int(sample.value)
+    return out
+
+
+def events_in_log(sim: Simulator, server: str, since: float, until: float) -> Counter[str]:
+    """Every event of ``server``'s log that happened (real time) in [since, until), by event id."""
+    return Counter(e.event_id for e in sim.tracking.events(server, since, until, now=until))

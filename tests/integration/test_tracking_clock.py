@@ -9,7 +9,6 @@ time the exporter covered must be counted exactly once, whatever the server's cl
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
-from tests.integration.conftest import only_collectors, settings_for, small_org
+from tests.integration.conftest import counted_events, events_in_log, only_collectors, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -67,21 +66,6 @@ def start(data: dict[str, Any], tmp_path: Path, clock: Clock) -> tuple[Simulator
     return sim, Service(settings, clock=clock)
 
 
-def counted(service: Service, server: str) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for metric in service.registry.collect():
-        if metric.name == "mailflow_tracking_events":
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.labels["server"] == server:
-                    out[sample.labels["event_id"]] += int(sample.value)
-    return out
-
-
-def truth(sim: Simulator, server: str, since: float, until: float) -> Counter[str]:
-    """Every event of ``server``'s log that happened (real time) in [since, until)."""
-    return Counter(e.event_id for e in sim.tracking.events(server, since, until, now=until))
-
-
 def poll_minutes(service: Service, clock: Clock, minutes: int) -> None:
     for _ in range(minutes):
         clock.now += 60
@@ -101,9 +85,9 @@ def test_a_skewed_server_is_counted_exactly_once_without_false_stuck_messages(tm
     try:
         assert all(s.ok for s in service.poll_all())
         poll_minutes(service, clock, 12)
-        expected = truth(sim, "EX01", COVERED_SINCE, clock.now)
+        expected = events_in_log(sim, "EX01", COVERED_SINCE, clock.now)
         assert sum(expected.values()) > 300
-        assert counted(service, "EX01") == expected
+        assert counted_events(service, "EX01") == expected
         assert gauge(service, "mailflow_tracking_stuck_messages", "EX01") == 0
         assert gauge(service, "mailflow_server_clock_skew_seconds", "EX01") == skew
     finally:
@@ -143,8 +127,8 @@ def test_a_clock_step_mid_run_is_counted_exactly_once(tmp_path: Path, before: fl
         clock.now += 30
         assert all(s.ok for s in service.poll_all())
         poll_minutes(service, clock, 8)
-        expected = truth(sim, "EX01", COVERED_SINCE, clock.now)
-        assert counted(service, "EX01") == expected
+        expected = events_in_log(sim, "EX01", COVERED_SINCE, clock.now)
+        assert counted_events(service, "EX01") == expected
         assert gauge(service, "mailflow_tracking_stuck_messages", "EX01") == 0
         assert gauge(service, "mailflow_server_clock_skew_seconds", "EX01") == after
     finally:
@@ -163,7 +147,7 @@ def test_servers_with_different_clocks_follow_messages_across_them(tmp_path: Pat
         service.poll_all()
         poll_minutes(service, clock, 12)
         for server in skews:
-            assert counted(service, server) == truth(sim, server, COVERED_SINCE, clock.now), server
+            assert counted_events(service, server) == events_in_log(sim, server, COVERED_SINCE, clock.now), server
         # Truly stuck: a RECEIVE-only message (its only event), received more than 5 minutes ago.
         stuck = {name: 0 for name in skews}
         for server in skews:

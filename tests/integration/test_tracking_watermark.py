@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
-from tests.integration.conftest import only_collectors, settings_for, small_org
+from tests.integration.conftest import counted_events, events_in_log, only_collectors, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -85,21 +84,6 @@ def service(
     return Service(settings, clock=exporter)
 
 
-def counted(service: Service, server: str) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for metric in service.registry.collect():
-        if metric.name == "mailflow_tracking_events":
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.labels["server"] == server:
-                    out[sample.labels["event_id"]] += int(sample.value)
-    return out
-
-
-def truth(sim: Simulator, server: str, since: float, until: float) -> Counter[str]:
-    """Every event of ``server``'s log that happened (real time) in [since, until)."""
-    return Counter(e.event_id for e in sim.tracking.events(server, since, until, now=until))
-
-
 def poll(service: Service, real: Clock, seconds: float = 60) -> None:
     real.now += seconds
     snaps = service.poll_all()
@@ -137,9 +121,9 @@ def test_an_exporter_clock_jump_of_a_day_for_a_few_seconds_is_counted_exactly_on
         exporter.offset = 0.0
         for _ in range(8):
             poll(svc, real)
-        expected = truth(sim, "EX01", START - LOOKBACK, real.now)
+        expected = events_in_log(sim, "EX01", START - LOOKBACK, real.now)
         assert sum(expected.values()) > 200
-        assert counted(svc, "EX01") == expected
+        assert counted_events(svc, "EX01") == expected
         assert up(svc, "EX01") == 1
     finally:
         svc.stop()
@@ -184,11 +168,11 @@ def test_an_exporter_clock_jump_through_the_seeds_session_is_repaired_and_counte
         exporter.offset = 0.0
         for _ in range(8):
             poll(svc, real)
-        ex02 = counted(svc, "EX02")
+        ex02 = counted_events(svc, "EX02")
         assert sum(ex02.values()) > 200
         # Every event of EX02's log after its first window started is counted, none twice.
-        assert ex02 == truth(sim, "EX02", START - LOOKBACK, real.now)
-        assert counted(svc, "EX01") == truth(sim, "EX01", START - LOOKBACK, real.now)
+        assert ex02 == events_in_log(sim, "EX02", START - LOOKBACK, real.now)
+        assert counted_events(svc, "EX01") == events_in_log(sim, "EX01", START - LOOKBACK, real.now)
         assert repairs(svc, "EX02", "future") == 1
         assert repairs(svc, "EX01", "future") == 0  # its own clock kept its watermark honest
         for server in ("EX01", "EX02"):
@@ -221,7 +205,7 @@ def test_a_watermark_file_a_day_ahead_is_repaired_and_counting_resumes_exactly_o
         for _ in range(6):
             poll(svc, real)
         # A first start: the initial lookback by the server's clock, then every event once.
-        assert counted(svc, "EX01") == truth(sim, "EX01", START - LOOKBACK, real.now)
+        assert counted_events(svc, "EX01") == events_in_log(sim, "EX01", START - LOOKBACK, real.now)
         assert up(svc, "EX01") == 1
         assert repairs(svc, "EX01", "future") == 1  # once, not at every poll
         assert any("watermark" in r.getMessage() and "future" in r.getMessage() for r in caplog.records)
@@ -234,7 +218,7 @@ def test_a_watermark_file_a_day_ahead_is_repaired_and_counting_resumes_exactly_o
         for _ in range(5):
             poll(svc, real)
         assert repairs(svc, "EX01", "future") == 0
-        assert counted(svc, "EX01") == truth(sim, "EX01", handover, real.now)
+        assert counted_events(svc, "EX01") == events_in_log(sim, "EX01", handover, real.now)
     finally:
         svc.stop()
         sim.stop()
@@ -263,7 +247,7 @@ def test_a_malformed_watermark_entry_is_replaced_and_counting_starts_fresh(
             poll(svc, real)
         assert up(svc, "EX01") == 1
         assert repairs(svc, "EX01", "malformed") == 1
-        assert counted(svc, "EX01") == truth(sim, "EX01", START + 60 - LOOKBACK, real.now)
+        assert counted_events(svc, "EX01") == events_in_log(sim, "EX01", START + 60 - LOOKBACK, real.now)
         aside = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
         assert len(aside) == 1 and json.loads((tmp_path / aside[0]).read_text())["watermarks"]["EX01"] == entry
         json.loads((tmp_path / STATE).read_text(encoding="utf-8"))  # replaced by a sound file
