@@ -18,8 +18,8 @@ import pytest
 from exporter.exchange.tracking import TrackingCollector, finish_horizon
 from exporter.service import Service
 from exporter.simulator import Scenario, Simulator
-from tests.integration.conftest import only_collectors, settings_for, small_org
-from tests.integration.test_tracking_clock import Clock, counted, gauge, truth
+from tests.integration.conftest import counted_events, events_in_log, only_collectors, settings_for, small_org
+from tests.integration.test_tracking_clock import Clock, gauge
 from tests.integration.test_tracking_cross_server import TERMINAL, by_message
 from tests.integration.test_tracking_cross_server import truth as raw_truth
 
@@ -120,7 +120,7 @@ def test_a_server_read_late_finds_what_the_other_finished_before_it_was_forgotte
         sim.faults.clear("EX01")
         poll(service, clock, 6, servers)
         for server in servers:
-            assert counted(service, server) == truth(sim, server, COVERED_SINCE, clock.now), server
+            assert counted_events(service, server) == events_in_log(sim, server, COVERED_SINCE, clock.now), server
             assert gauge(service, "mailflow_tracking_skipped_seconds_total", server) == 0
             assert gauge(service, "mailflow_tracking_stuck_messages", server) == stuck_truth(sim, server, clock.now)
             assert gauge(service, "mailflow_tracking_unfollowed_messages", server) == 0, server
@@ -154,7 +154,7 @@ def test_a_clock_stepped_back_after_the_memory_was_pruned_is_counted_exactly_onc
         clock.now += 30
         assert all(s.ok for s in service.poll_all())
         poll(service, clock, 12, servers)
-        assert counted(service, "EX01") == truth(sim, "EX01", COVERED_SINCE, clock.now)
+        assert counted_events(service, "EX01") == events_in_log(sim, "EX01", COVERED_SINCE, clock.now)
         assert gauge(service, "mailflow_tracking_stuck_messages", "EX01") == stuck_truth(sim, "EX01", clock.now) > 2
         # The first window was asked in EX01's clock, 2 minutes ahead.
         assert latency_count(service, servers) == latency_truth(sim, servers, COVERED_SINCE + 120, clock.now)
