@@ -54,6 +54,8 @@ import dns.renderer
 import dns.resolver
 import dns.reversename
 
+from exporter.dnscheck.wire import Reply, read_reply
+
 OK = "ok"
 NXDOMAIN = "nxdomain"
 NODATA = "nodata"
@@ -134,6 +136,7 @@ class Question:
 
     rendered: bytes  # the query with ID 0
     asked: bytes  # its question section (name, type, class), lower-case
+    code: int  # the type asked for
 
     def wire(self) -> tuple[int, bytes]:
         """A new query ID and the query's wire form with it (the ID is the first two bytes)."""
@@ -167,7 +170,8 @@ def question(name: str, rtype: str) -> Question:
     renderer.add_edns(0, 0, EDNS_PAYLOAD)
     renderer.write_header()
     rendered = renderer.get_wire()
-    return Question(rendered, rendered[12 : 12 + len(qname.to_digestable()) + 4].lower())
+    code = dns.rdatatype.from_text(rtype)
+    return Question(rendered, rendered[12 : 12 + len(qname.to_digestable()) + 4].lower(), int(code))
 
 
 class AnswerCache:
@@ -282,6 +286,8 @@ class DnsClient:
                     return Answer(name, rtype, TIMEOUT, detail=f"no answer within {self.timeout:g}s"), 0.0
                 try:
                     response = self._udp(asked, server, min(left, PER_TRY))
+                    if isinstance(response, Reply):
+                        return _read(name, rtype, response)
                     if response.flags & dns.flags.TC:  # too long for UDP even with EDNS: ask over TCP
                         left = max(deadline - time.monotonic(), 0.001)
                         response = dns.query.tcp(asked.message(), server, timeout=left, port=self.port)
@@ -301,10 +307,11 @@ class DnsClient:
         status = next((s for s in (SERVFAIL, REFUSED) if s in statuses), ERROR)
         return Answer(name, rtype, status, detail="; ".join(d for _, d in errors)[:200] or "no nameservers"), 0.0
 
-    def _udp(self, asked: Question, server: str, timeout: float) -> dns.message.Message:
+    def _udp(self, asked: Question, server: str, timeout: float) -> Reply | dns.message.Message:
         """Send the question to ``server`` over UDP and wait for its reply (datagrams from elsewhere,
-        or answering another query, are ignored as dnspython's ``receive_udp`` does). A truncated
-        reply is parsed no further than its question: the caller asks again over TCP."""
+        or answering another query, are ignored as dnspython's ``receive_udp`` does): read by
+        :func:`~exporter.dnscheck.wire.read_reply` when it reads it, else parsed by dnspython. A
+        truncated reply is parsed no further than its question: the caller asks again over TCP."""
         expiration = time.monotonic() + timeout
         qid, wire = asked.wire()
         with socket.socket(dns.inet.af_for_address(server), socket.SOCK_DGRAM) as sock:
@@ -313,6 +320,9 @@ class DnsClient:
             while True:
                 data, source = sock.recvfrom(65535)
                 if source[1] == self.port and _same_address(sock.family, source[0], server):
+                    read = read_reply(data, qid, asked.asked, asked.code)
+                    if read is not None:
+                        return read
                     truncated = len(data) > 2 and bool(data[2] & 0x02)  # TC, in the flags' high byte
                     response = dns.message.from_wire(_answers_only(data), ignore_trailing=True, question_only=truncated)
                     if asked.answered_by(qid, data, response):
@@ -341,6 +351,13 @@ class DnsClient:
     def ptr(self, ip: str) -> Answer:
         """PTR of an IPv4/IPv6 address (queried under in-addr.arpa / ip6.arpa)."""
         return self.query(dns.reversename.from_address(ip).to_text(omit_final_dot=True), "PTR")
+
+
+def _read(name: str, rtype: str, reply: Reply) -> tuple[Answer, float]:
+    """A reply read by :func:`~exporter.dnscheck.wire.read_reply` -> answer and how long it may be cached."""
+    if reply.records is not None:
+        return Answer(name, rtype, OK, reply.records), reply.ttl
+    return Answer(name, rtype, NXDOMAIN if reply.nxdomain else NODATA), reply.ttl
 
 
 def combine_status(*answers: Answer) -> str:
