@@ -33,6 +33,7 @@ Two caches, both short-lived so every check cycle sees fresh records (drift dete
 from __future__ import annotations
 
 import functools
+import re
 import socket
 import threading
 import time
@@ -121,6 +122,12 @@ def _answers_only(wire: bytes) -> bytes:
     return wire[:10] + b"\0\0" + wire[12:]
 
 
+@functools.lru_cache(maxsize=64)
+def _family(address: str) -> int:
+    """The address family of a nameserver's address (raises ValueError for anything else)."""
+    return int(dns.inet.af_for_address(address))
+
+
 def _same_address(family: int, a: str, b: str) -> bool:
     return a == b or dns.inet.inet_pton(family, a) == dns.inet.inet_pton(family, b)
 
@@ -160,17 +167,38 @@ class Question:
         return len(response.question) == 1 and data[12 : 12 + len(self.asked)].lower() == self.asked
 
 
+# A name of these characters alone (letters, digits, hyphen, underscore; no escapes, no IDN) is written
+# by dnspython as its labels, each after its length: :func:`question` writes those itself.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+_QUERY_HEADER = b"\0\0\x01\0\0\x01\0\0\0\0\0\x01"  # ID 0, RD; one question, one additional (OPT)
+_OPT = b"\0\0\x29" + EDNS_PAYLOAD.to_bytes(2, "big") + b"\0\0\0\0\0\0"  # EDNS 0, no flags, no options
+
+
 @functools.lru_cache(maxsize=QUESTIONS_KEPT)
 def question(name: str, rtype: str) -> Question:
     """The :class:`Question` for ``name``/``rtype`` (raises dnspython's errors for a bad name or type).
-    Rendering costs about 46 µs, a third of what parsing a reply costs; a kept one costs 1 µs."""
+    A plain name (:data:`_PLAIN_NAME`, within the length limits) is written here, byte for byte what
+    dnspython's ``Renderer`` writes (tests compare them) in about 3 µs instead of 46 µs; any other
+    name is rendered by dnspython. A kept question costs 1 µs."""
+    code = int(dns.rdatatype.from_text(rtype))
+    if _PLAIN_NAME.fullmatch(name):
+        labels = [label.encode("ascii") for label in name.rstrip(".").split(".")]
+        if all(len(label) <= 63 for label in labels) and sum(len(label) + 1 for label in labels) < 255:
+            qname = b"".join(bytes((len(label),)) + label for label in labels) + b"\0"
+            asked = qname + code.to_bytes(2, "big") + b"\0\x01"  # type, class IN
+            return Question(_QUERY_HEADER + asked + _OPT, asked.lower(), code)
+    return rendered_question(name, rtype)
+
+
+def rendered_question(name: str, rtype: str) -> Question:
+    """The :class:`Question` for ``name``/``rtype`` rendered by dnspython's ``Renderer``."""
     qname = dns.name.from_text(name)
     renderer = dns.renderer.Renderer(0, dns.flags.RD, 65535)
-    renderer.add_question(qname, dns.rdatatype.from_text(rtype))
+    code = dns.rdatatype.from_text(rtype)
+    renderer.add_question(qname, code)
     renderer.add_edns(0, 0, EDNS_PAYLOAD)
     renderer.write_header()
     rendered = renderer.get_wire()
-    code = dns.rdatatype.from_text(rtype)
     return Question(rendered, rendered[12 : 12 + len(qname.to_digestable()) + 4].lower(), int(code))
 
 
@@ -229,6 +257,13 @@ class CycleCache:
             return self._cycle
 
 
+def _system_nameservers() -> tuple[str, ...]:
+    """The system's nameserver addresses, read by dnspython from resolv.conf (only when no nameserver
+    is configured: building a ``dns.resolver.Resolver`` costs about 0.25 ms, once per check run)."""
+    system = dns.resolver.Resolver().nameservers  # plain addresses, as resolv.conf lists them
+    return tuple(ns for ns in system if isinstance(ns, str))
+
+
 @dataclass
 class DnsClient:
     """A stub resolver with explicit nameservers (or the system's), a per-lookup lifetime
@@ -245,9 +280,7 @@ class DnsClient:
     queries: int = field(default=0, init=False)  # distinct lookups of this run (network or shared cache)
 
     def __post_init__(self) -> None:
-        # dnspython reads the system's resolv.conf; only its nameserver addresses are used.
-        system = dns.resolver.Resolver().nameservers  # plain addresses, as resolv.conf lists them
-        self._servers = tuple(self.nameservers) or tuple(ns for ns in system if isinstance(ns, str))
+        self._servers = tuple(self.nameservers) or _system_nameservers()
 
     def fresh(self, shared: AnswerCache | None = None) -> DnsClient:
         """A client with the same servers and an empty run cache (one per check run), sharing
@@ -314,12 +347,13 @@ class DnsClient:
         truncated reply is parsed no further than its question: the caller asks again over TCP."""
         expiration = time.monotonic() + timeout
         qid, wire = asked.wire()
-        with socket.socket(dns.inet.af_for_address(server), socket.SOCK_DGRAM) as sock:
+        family = _family(server)
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             dns.query.send_udp(sock, wire, (server, self.port), expiration)
             while True:
                 data, source = sock.recvfrom(65535)
-                if source[1] == self.port and _same_address(sock.family, source[0], server):
+                if source[1] == self.port and _same_address(family, source[0], server):
                     read = read_reply(data, qid, asked.asked, asked.code)
                     if read is not None:
                         return read

@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from exporter.dnscheck.baseline import BaselineStore, fingerprint
 from exporter.dnscheck.dnsbl import query_name
@@ -144,3 +146,43 @@ def test_a_kept_question_is_the_same_query_with_a_new_id_and_matches_only_its_re
     assert not asked.answered_by(ids[0], *reply("sub.example.com", (ids[0] + 1) % 65536))
     assert not asked.answered_by(ids[0], *reply("sub.example.net", ids[0]))
     assert not asked.answered_by(ids[0], wires[0], query)  # the query itself (no QR)
+
+
+_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=70)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    labels=st.lists(_LABEL, min_size=1, max_size=6),
+    rtype=st.sampled_from(["A", "AAAA", "MX", "TXT", "PTR", "CNAME", "NS", "SOA", "SRV"]),
+    final_dot=st.booleans(),
+)
+@example(labels=["a" * 63, "b" * 63, "c" * 63, "d" * 61], rtype="TXT", final_dot=False)  # 255 octets: the most
+@example(labels=["a" * 63, "b" * 63, "c" * 63, "d" * 62], rtype="TXT", final_dot=True)  # 256: NameTooLong
+def test_a_plain_name_is_written_as_dnspython_renders_it(labels: list[str], rtype: str, final_dot: bool) -> None:
+    """question() writes plain names itself; the query must be byte for byte dnspython's (or, for a
+    name dnspython refuses, dnspython's error)."""
+    from exporter.dnscheck.resolver import question, rendered_question
+
+    name = ".".join(labels) + ("." if final_dot else "")
+    try:
+        expected = rendered_question(name, rtype)
+    except Exception as err:  # whichever dnspython raises, question() must raise it too
+        with pytest.raises(type(err)):
+            question.__wrapped__(name, rtype)
+        return
+    assert question.__wrapped__(name, rtype) == expected
+
+
+def test_names_that_are_not_plain_are_rendered_by_dnspython() -> None:
+    """Escapes, IDN and the root go through dnspython's renderer (and its errors)."""
+    import dns.name
+
+    from exporter.dnscheck.resolver import question, rendered_question
+
+    for name in ("bücher.example", r"a\.b.example", r"a\032b.example", "."):
+        assert question.__wrapped__(name, "TXT") == rendered_question(name, "TXT")
+    with pytest.raises(dns.name.EmptyLabel):
+        question.__wrapped__("a..example", "TXT")
+    with pytest.raises(dns.name.LabelTooLong):
+        question.__wrapped__("a" * 64 + ".example", "TXT")
