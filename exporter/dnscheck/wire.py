@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import dns.ipv6
 import dns.name
@@ -74,7 +74,8 @@ class _Unread(Exception):
 
 
 def _name(data: bytes, pos: int, end: int) -> tuple[Labels, int]:
-    """The labels of the name at ``pos`` (not the root) and the position after it, decompressed as
+    """The labels of the name at ``pos`` (not the root), in lower case (names compare without case,
+    and the checks keep them in lower case), and the position after it, decompressed as
     ``dns.name.from_wire_parser`` does: each pointer must point before the last one (or the name's
     start), the target may not reach the start of what pointed to it, at most 16 hops."""
     labels: list[bytes] = []
@@ -93,7 +94,7 @@ def _name(data: bytes, pos: int, end: int) -> tuple[Labels, int]:
             nxt = pos + 1 + count
             if nxt > end:
                 raise _Unread
-            labels.append(data[pos + 1 : nxt])
+            labels.append(data[pos + 1 : nxt].lower())
             size += count + 1
             pos = nxt
         elif count >= 192:
@@ -114,17 +115,15 @@ def _name(data: bytes, pos: int, end: int) -> tuple[Labels, int]:
     return tuple(labels), (after if after >= 0 else pos)
 
 
-def _lower(labels: Labels) -> Labels:
-    return tuple(label.lower() for label in labels)
-
-
 def name_text(labels: Labels) -> str:
-    """A name as the checks keep it: dnspython's text without the final dot, lower-case ("." for the root)."""
+    """A name (labels in lower case) as the checks keep it: dnspython's text without the final dot,
+    lower-case ("." for the root). Lower-casing the octets before escaping them gives what
+    lower-casing dnspython's text gives: escapes are digits, and only ASCII letters change."""
     if not labels:
         return "."
     joined = b".".join(labels)
     if _ESCAPED.search(joined) is None and joined.count(b".") == len(labels) - 1:
-        return joined.decode("ascii").lower()
+        return joined.decode("ascii")
     return dns.name.Name((*labels, b"")).to_text(omit_final_dot=True).lower()
 
 
@@ -135,7 +134,7 @@ class _Set:
 
     def __init__(self, ttl: int) -> None:
         self.ttl = ttl
-        self.items: dict[object, object] = {}
+        self.items: dict[object, Any] = {}  # what makes a record equal to another -> its value
 
 
 def _rdata(data: bytes, rtype: int, start: int, end: int) -> tuple[object, object]:
@@ -165,12 +164,12 @@ def _rdata(data: bytes, rtype: int, start: int, end: int) -> tuple[object, objec
         if pos != end:
             raise _Unread
         preference = _U16.unpack_from(data, start)[0]
-        return (preference, _lower(labels)), f"{preference} {name_text(labels)}"
+        return (preference, labels), f"{preference} {name_text(labels)}"
     if rtype in (CNAME, PTR, NS):
         labels, pos = _name(data, start, end)
         if pos != end:
             raise _Unread
-        return _lower(labels), labels
+        return labels, labels
     if rtype == AAAA:
         if end - start != 16:
             raise _Unread
@@ -199,7 +198,7 @@ def _section(data: bytes, pos: int, count: int) -> tuple[dict[tuple[Labels, int]
         key, value = _rdata(data, rtype, start, end)
         if ttl > MAX_TTL:
             ttl = 0
-        found = sets.get(owner_key := (_lower(owner), rtype))
+        found = sets.get(owner_key := (owner, rtype))
         if found is None:
             sets[owner_key] = found = _Set(ttl)
         elif ttl < found.ttl:
@@ -236,7 +235,7 @@ def read_reply(data: bytes, qid: int, question: bytes, rtype: int) -> Reply | No
             authority, _ = _section(data, pos + 4, nscount)
     except (_Unread, IndexError, struct.error):
         return None
-    name, ttl, hops = _lower(qname), MAX_TTL, 0
+    name, ttl, hops = qname, MAX_TTL, 0
     found = None
     while hops < MAX_CHAIN:
         found = answers.get((name, rtype))
@@ -247,20 +246,20 @@ def read_reply(data: bytes, qid: int, question: bytes, rtype: int) -> Reply | No
         if alias is None:
             break
         ttl = min(ttl, alias.ttl)
-        name = _lower(next(iter(alias.items.values())))  # type: ignore[arg-type]
+        name = next(iter(alias.items.values()))
         hops += 1
     if hops >= MAX_CHAIN or (found is not None and rcode == NXDOMAIN):
         return None  # dnspython raises ChainTooLong / AnswerForNXDOMAIN
     if found is not None:
         if rtype in (CNAME, PTR, NS):
-            records = tuple(sorted(name_text(v) for v in found.items.values()))  # type: ignore[arg-type]
+            records = tuple(sorted(name_text(v) for v in found.items.values()))
         else:
-            records = tuple(sorted(found.items.values()))  # type: ignore[arg-type]
+            records = tuple(sorted(found.items.values()))
         return Reply(False, records, ttl)
     while True:
         soa = authority.get((name, SOA))
         if soa is not None:
-            ttl = min(ttl, soa.ttl, next(iter(soa.items.values())))  # type: ignore[call-overload]
+            ttl = min(ttl, soa.ttl, next(iter(soa.items.values())))
             break
         if not name:
             ttl = min(ttl, NEGATIVE_TTL_WITHOUT_SOA)
