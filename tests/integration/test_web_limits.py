@@ -292,6 +292,13 @@ def test_connection_caps_answer_503_and_keep_other_clients_served(serve: Serve) 
             refusal = read_all(third)
         assert status_of(refusal) == 503 and headers_of(refusal).get("retry-after"), refusal
         assert status_of(exchange(server.port, b"GET /-/healthy HTTP/1.0\r\n\r\n")) == 200  # the scraper
+        # The scraper's slot is freed when the server's reader returns, which can be after the client has
+        # read the answer; until then a fifth connection would find a free slot and wait for a request.
+        listener = server._servers[0]
+        deadline = time.monotonic() + 5
+        while listener.active != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert listener.active == 2
         held += [connect(server.port, OTHER), connect(server.port, OTHER)]  # four held: the total cap
         with connect(server.port, "127.0.0.4") as fifth:
             assert status_of(read_all(fifth)) == 503
