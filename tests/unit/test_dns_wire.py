@@ -221,7 +221,7 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, int, str, str]:
     pointers, lengths = _layout(data)
     wire = bytearray(data)
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut", "count", "pointer", "rdlength"]))
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut", "count", "pointer", "rdlength", "case"]))
         at = draw(st.integers(0, max(len(wire) - 1, 0)))
         if op == "flip" and wire:
             wire[at] ^= 1 << draw(st.integers(0, 7))
@@ -233,6 +233,9 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, int, str, str]:
             del wire[at : at + draw(st.integers(1, 3))]
         elif op == "cut":
             del wire[max(at, 1) :]
+        elif op == "case" and len(wire) > 12:  # a bit of the question's name, type or class
+            spot = draw(st.integers(12, min(len(wire) - 1, 12 + len(question(name, rtype).asked) - 1)))
+            wire[spot] ^= 0x20
         elif op == "count" and len(wire) >= 12:
             field = 4 + 2 * draw(st.integers(0, 3))
             wire[field : field + 2] = draw(st.sampled_from([0, 1, 2, 3, 65535]) | st.integers(0, 65535)).to_bytes(2, "big")
@@ -416,3 +419,17 @@ def test_chains_too_long_or_looping_are_handed_back() -> None:
 def test_names_are_written_as_dnspython_writes_them(target: str, text: str) -> None:
     data = build("2.0.192.in-addr.arpa", "PTR", [("2.0.192.in-addr.arpa", 300, "PTR", target)])
     assert read(data, "2.0.192.in-addr.arpa", "PTR") == (Answer("2.0.192.in-addr.arpa", "PTR", "ok", (text,)), 300)
+
+
+def test_question_type_compares_exactly() -> None:
+    # found by this test: type 67 (0x0043) lower-cased is SPF's 99 (0x0063); dnspython answers NODATA
+    data = build("example.com", "SPF", [("example.com", 300, "SPF", '"v=spf1 -all"')])
+    end = 12 + len(question("example.com", "SPF").asked)
+    assert data[end - 4 : end] == b"\x00\x63\x00\x01"
+    bad = data[: end - 3] + b"\x43" + data[end - 2 :]
+    assert read(bad, "example.com", "SPF") is None
+    assert oracle(bad, 4660, "example.com", "SPF") == (Answer("example.com", "SPF", "nodata"), 300)
+    assert read(data.replace(b"\x07example", b"\x07ExAmPlE", 1), "example.com", "SPF") == (
+        Answer("example.com", "SPF", "ok", ("v=spf1 -all",)),
+        300,
+    )
