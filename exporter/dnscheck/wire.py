@@ -13,7 +13,8 @@ gets the same status, records and TTL from both (``tests/unit/test_dns_wire.py``
 generated and mutated replies). What it reads:
 
 * a reply (QR) of opcode QUERY, not truncated, with RCODE NOERROR or NXDOMAIN, whose ID and only
-  question are the query's (the question compares without case, as ``Message.is_response`` does);
+  question are the query's (its name compares without case, as ``Message.is_response`` does, its
+  type and class exactly: compared without case, the octets of type 67 would pass for SPF's 99);
 * the sections dnspython is given after ``resolver._answers_only`` (the answer section, or the
   authority section when there are no answers); records of class IN of types A, AAAA, NS, CNAME,
   SOA, PTR, MX, TXT and SPF, each checked as dnspython's rdata classes check it (lengths, names with
@@ -222,7 +223,8 @@ def read_reply(data: bytes, qid: int, question: bytes, rtype: int) -> Reply | No
         or flags & 0xFA00 != 0x8000  # QR set, opcode QUERY, TC clear
         or rcode not in (NOERROR, NXDOMAIN)
         or qdcount != 1
-        or data[12 : 12 + len(question)].lower() != question
+        or data[12 : 8 + len(question)].lower() != question[:-4]
+        or data[8 + len(question) : 12 + len(question)] != question[-4:]  # type and class: exactly
     ):
         return None
     try:
