@@ -55,7 +55,7 @@ import dns.renderer
 import dns.resolver
 import dns.reversename
 
-from exporter.dnscheck.wire import Reply, read_reply
+from exporter.dnscheck.wire import Reply, asked_form, read_reply, same_question
 
 OK = "ok"
 NXDOMAIN = "nxdomain"
@@ -142,7 +142,7 @@ class Question:
     a query differs from the last one by its ID alone. Only bytes are kept (a parsed name costs 1.5 kB)."""
 
     rendered: bytes  # the query with ID 0
-    asked: bytes  # its question section (name, type, class), lower-case
+    asked: bytes  # its question section (name in lower case, type, class): wire.asked_form
     code: int  # the type asked for
 
     def wire(self) -> tuple[int, bytes]:
@@ -164,7 +164,7 @@ class Question:
             return False
         if not response.question:
             return response.rcode() in (dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED)
-        return len(response.question) == 1 and data[12 : 12 + len(self.asked)].lower() == self.asked
+        return len(response.question) == 1 and same_question(data, self.asked)
 
 
 # A name of these characters alone (letters, digits, hyphen, underscore; no escapes, no IDN) is written
@@ -186,7 +186,7 @@ def question(name: str, rtype: str) -> Question:
         if all(len(label) <= 63 for label in labels) and sum(len(label) + 1 for label in labels) < 255:
             qname = b"".join(bytes((len(label),)) + label for label in labels) + b"\0"
             asked = qname + code.to_bytes(2, "big") + b"\0\x01"  # type, class IN
-            return Question(_QUERY_HEADER + asked + _OPT, asked.lower(), code)
+            return Question(_QUERY_HEADER + asked + _OPT, asked_form(asked), code)
     return rendered_question(name, rtype)
 
 
@@ -199,7 +199,7 @@ def rendered_question(name: str, rtype: str) -> Question:
     renderer.add_edns(0, 0, EDNS_PAYLOAD)
     renderer.write_header()
     rendered = renderer.get_wire()
-    return Question(rendered, rendered[12 : 12 + len(qname.to_digestable()) + 4].lower(), int(code))
+    return Question(rendered, asked_form(rendered[12 : 12 + len(qname.to_digestable()) + 4]), int(code))
 
 
 class AnswerCache:

@@ -211,9 +211,24 @@ def _section(data: bytes, pos: int, count: int) -> tuple[dict[tuple[Labels, int]
     return sets, pos
 
 
+def asked_form(section: bytes) -> bytes:
+    """A question section (one uncompressed name, type, class) as replies are compared with it: the
+    name in lower case, the type and class as they are."""
+    return section[:-4].lower() + section[-4:]
+
+
+def same_question(data: bytes, asked: bytes) -> bool:
+    """The message ``data`` starts with the question ``asked`` (:func:`asked_form`) after its header:
+    the name compares without case, as ``Message.is_response`` does, the type and class exactly
+    (compared without case, the octets of type 67 would pass for SPF's 99). A reply's first name is
+    never compressed: there is nothing before it to point to."""
+    end = 12 + len(asked)
+    return data[12 : end - 4].lower() == asked[:-4] and data[end - 4 : end] == asked[-4:]
+
+
 def read_reply(data: bytes, qid: int, question: bytes, rtype: int) -> Reply | None:
-    """The answer in ``data`` to the query ``qid`` whose question section is ``question`` (lower-case,
-    as rendered), asking for ``rtype``; ``None`` when this is not a reply read here (see the module)."""
+    """The answer in ``data`` to the query ``qid`` whose question section is ``question``
+    (:func:`asked_form`), asking for ``rtype``; ``None`` when this is not a reply read here (see the module)."""
     if len(data) < 12 or rtype not in ASKED:
         return None
     ident, flags, qdcount, ancount, nscount, _ = _HEADER.unpack_from(data)
@@ -223,8 +238,7 @@ def read_reply(data: bytes, qid: int, question: bytes, rtype: int) -> Reply | No
         or flags & 0xFA00 != 0x8000  # QR set, opcode QUERY, TC clear
         or rcode not in (NOERROR, NXDOMAIN)
         or qdcount != 1
-        or data[12 : 8 + len(question)].lower() != question[:-4]
-        or data[8 + len(question) : 12 + len(question)] != question[-4:]  # type and class: exactly
+        or not same_question(data, question)
     ):
         return None
     try:

@@ -186,3 +186,22 @@ def test_names_that_are_not_plain_are_rendered_by_dnspython() -> None:
         question.__wrapped__("a..example", "TXT")
     with pytest.raises(dns.name.LabelTooLong):
         question.__wrapped__("a" * 64 + ".example", "TXT")
+
+
+def test_a_reply_matches_only_with_the_questions_type_and_class_exactly() -> None:
+    """The question's name compares without case (as ``Message.is_response`` does), its type and class
+    octets exactly: lower-cased, type 67 (``00 43``) would pass for SPF's 99 (``00 63``), and a type
+    whose octet is an upper-case letter (HTTPS, 65) would not match its own reply."""
+    import dns.message
+
+    from exporter.dnscheck.resolver import question
+
+    for rtype, other in (("SPF", 67), ("TXT", 48), ("HTTPS", 97)):
+        asked = question("Example.COM", rtype)
+        response = dns.message.make_response(dns.message.make_query("EXAMPLE.com", rtype))
+        response.id = 7
+        data = response.to_wire()
+        assert asked.answered_by(7, data, dns.message.from_wire(data)), rtype
+        at = 12 + len(asked.asked) - 3  # the type's low octet
+        forged = data[:at] + bytes((other,)) + data[at + 1 :]
+        assert not asked.answered_by(7, forged, dns.message.from_wire(forged)), (rtype, other)
