@@ -247,12 +247,12 @@ def run_cycle(
     }
 
 
-_CHECKDMARC_RUNNER = """
-import json, os, resource, sys, time, warnings
+# What both checkdmarc runners start with: the server, and a count of the messages dnspython sends.
+_CHECKDMARC_PRELUDE = """
+import json, sys, time, warnings
 warnings.simplefilter("ignore")
-import checkdmarc, dns.nameserver, dns.query, dns.resolver
+import checkdmarc, checkdmarc.utils, dns.nameserver, dns.query, dns.resolver
 address, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-domains = open(path).read().split()
 sent = [0]
 def counted(send):
     def wrapper(*a, **k):
@@ -263,6 +263,10 @@ dns.query.udp, dns.query.tcp = counted(dns.query.udp), counted(dns.query.tcp)
 resolver = dns.resolver.Resolver(configure=False)
 resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port)]
 resolver.lifetime = 5
+"""
+
+_CHECKDMARC_RUNNER = """
+domains = open(path).read().split()
 wall0, cpu0 = time.perf_counter(), time.process_time()
 checkdmarc.check_domains(domains, nameservers=resolver.nameservers, resolver=resolver, timeout=5, retries=0)
 print(json.dumps({"wall": time.perf_counter() - wall0, "cpu": time.process_time() - cpu0, "queries": sent[0],
@@ -270,28 +274,35 @@ print(json.dumps({"wall": time.perf_counter() - wall0, "cpu": time.process_time(
 """
 
 
-def run_checkdmarc(python: str, domains: list[str], address: str, port: int) -> dict[str, Any] | None:
-    """checkdmarc's check_domains in its own interpreter (None when that has no checkdmarc)."""
+def _in_checkdmarc(python: str, runner: str, address: str, port: int, lines: list[str], *args: str) -> Any:
+    """Run ``runner`` (after the prelude) in checkdmarc's interpreter with ``lines`` in a file: the JSON
+    it prints last (None when that interpreter has no checkdmarc)."""
     if not Path(python).exists():
         return None
     probe = subprocess.run([python, "-c", "import checkdmarc"], capture_output=True, check=False)
     if probe.returncode != 0:
         return None
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
-        listing.write("\n".join(domains))
+        listing.write("\n".join(lines))
         listing.flush()
         # MTA-STS policy fetches (HTTPS to mta-sts.<domain>) fail at once through a closed proxy port,
         # instead of waiting on the sandbox's name resolution.
         env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
         done = subprocess.run(
-            [python, "-c", _CHECKDMARC_RUNNER, address, str(port), listing.name],
+            [python, "-c", _CHECKDMARC_PRELUDE + runner, address, str(port), listing.name, *args],
             capture_output=True,
             text=True,
             check=True,
             env=env,
             timeout=3600,
         )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_checkdmarc(python: str, domains: list[str], address: str, port: int) -> dict[str, Any] | None:
+    """checkdmarc's check_domains in its own interpreter (None when that has no checkdmarc)."""
+    result = _in_checkdmarc(python, _CHECKDMARC_RUNNER, address, port, domains)
+    return None if result is None else dict(result)
 
 
 def first_questions(domains: list[str]) -> list[tuple[str, str]]:
@@ -345,21 +356,8 @@ def run_query_path(queries: list[tuple[str, str]], address: str, port: int, repe
 
 
 _CHECKDMARC_QUERY_RUNNER = """
-import json, sys, time, warnings
-warnings.simplefilter("ignore")
-import checkdmarc, checkdmarc.utils, dns.exception, dns.nameserver, dns.query, dns.resolver
-address, port, path, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+repeats = int(sys.argv[4])
 queries = [line.split() for line in open(path).read().splitlines()]
-sent = [0]
-def counted(send):
-    def wrapper(*a, **k):
-        sent[0] += 1
-        return send(*a, **k)
-    return wrapper
-dns.query.udp, dns.query.tcp = counted(dns.query.udp), counted(dns.query.tcp)
-resolver = dns.resolver.Resolver(configure=False)
-resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port)]
-resolver.lifetime = 5
 runs = []
 for _ in range(repeats):
     sent[0] = 0
@@ -382,21 +380,12 @@ def run_checkdmarc_queries(
 ) -> dict[str, Any] | None:
     """checkdmarc's query path alone (``checkdmarc.utils.query_dns``, which all its checks call, with
     its answer cache off) on the same questions, in its own interpreter (None without checkdmarc)."""
-    if not Path(python).exists() or subprocess.run([python, "-c", "import checkdmarc"], check=False).returncode:
+    lines = [f"{name} {rtype}" for name, rtype in queries]
+    result = _in_checkdmarc(python, _CHECKDMARC_QUERY_RUNNER, address, port, lines, str(repeats))
+    if result is None:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
-        listing.write("\n".join(f"{name} {rtype}" for name, rtype in queries))
-        listing.flush()
-        done = subprocess.run(
-            [python, "-c", _CHECKDMARC_QUERY_RUNNER, address, str(port), listing.name, str(repeats)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=3600,
-        )
-    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
     assert result["sent"] == len(queries), result  # one message per question: nothing retried, nothing cached
-    return result
+    return dict(result)
 
 
 def main() -> None:
