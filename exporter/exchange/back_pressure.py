@@ -244,9 +244,10 @@ def render_back_pressure(results: Iterable[BackPressureResult]) -> list[Metric]:
         for key, value in sorted(pressures.items()):
             pressure.add_metric([r.server, *key], value)
         observers: dict[str, float] = {}
+        paused_now = set(r.paused)  # a set: a tuple made this loop quadratic (44 s of a render at 100k)
         for observer in r.observers:
             name = fold_enum(observer, OBSERVERS)
-            observers[name] = max(observers.get(name, 0.0), 1.0 if observer in r.paused else 0.0)
+            observers[name] = max(observers.get(name, 0.0), 1.0 if observer in paused_now else 0.0)
         for name, value in sorted(observers.items()):
             paused.add_metric([r.server, name], value)
     return [use, pressure, aggregate, paused]
