@@ -54,7 +54,9 @@ def world() -> Iterator[World]:
     sim.stop()
 
 
-def probe_settings(world: World, **inbound: Any) -> dict[str, Any]:
+def probe_settings(world: World, internal: bool = True, **inbound: Any) -> dict[str, Any]:
+    """The probe collector alone: the inbound probe (``inbound`` overrides its settings), and with
+    ``internal`` the two Test-Mailflow probes (each waits for the simulated delivery, 1-3 s)."""
     _sim, net = world
     probe = {
         "name": "contoso-inbound",
@@ -73,7 +75,9 @@ def probe_settings(world: World, **inbound: Any) -> dict[str, Any]:
                 "internal": [
                     {"name": "ex01-to-ex02", "source": "EX01", "target_database": "DB02", "execution_timeout": 5},
                     {"name": "ex01-self", "source": "EX01", "execution_timeout": 5},
-                ],
+                ]
+                if internal
+                else [],
                 "inbound": [probe],
             }
         ),
@@ -83,9 +87,10 @@ def probe_settings(world: World, **inbound: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def run(world: World, service_factory: Callable[..., Service]) -> Callable[..., tuple[Service, dict[str, ProbeResult]]]:
-    def go(**inbound: Any) -> tuple[Service, dict[str, ProbeResult]]:
+    def go(internal: bool = True, **inbound: Any) -> tuple[Service, dict[str, ProbeResult]]:
         sim, _net = world
-        service = service_factory(settings_for(sim, sim.scenario, overrides=probe_settings(world, **inbound)))
+        overrides = probe_settings(world, internal, **inbound)
+        service = service_factory(settings_for(sim, sim.scenario, overrides=overrides))
         snaps = service.poll_all()
         assert {s.collector for s in snaps} == {"mailflow_probe"}
         failed = [(s.target, s.reason, s.message) for s in snaps if not s.ok]
@@ -160,7 +165,8 @@ def test_a_planted_fault_stops_the_inbound_probe_at_its_stage(
         data = org()
         data["servers"][0]["service_health"] = {"Mailbox Server Role": {"not_running": ["MSExchangeDelivery"]}}
         sim.set_scenario(Scenario.from_dict(data))
-    service, results = run(**inbound)
+    service, results = run(internal=False, **inbound)  # the internal probes have their own tests
+    assert set(results) == {"contoso-inbound"}
     result = results["contoso-inbound"]
     assert (result.outcome, result.stage) == ("failure", stage), result
     assert re.search(detail, result.detail), result.detail
@@ -197,7 +203,7 @@ def test_a_tracking_log_that_cannot_be_searched_is_blind_not_failed(world: World
     data["servers"][0]["service_health"] = {"Mailbox Server Role": {"not_running": ["MSExchangeDelivery"]}}
     sim.set_scenario(Scenario.from_dict(data))
     sim.faults.set("EX02", "error_record", cmdlet="Get-MessageTrackingLog", message="Transport Log Search is down")
-    service, results = run()
+    service, results = run(internal=False)
     result = results["contoso-inbound"]
     assert (result.outcome, result.stage) == ("unknown", "tracking_blind"), result
     assert "EX02 (cmdlet_error)" in result.detail
