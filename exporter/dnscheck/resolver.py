@@ -137,9 +137,10 @@ QUESTIONS_KEPT = 32768  # rendered queries kept across cycles: about 400 bytes e
 
 @dataclass(frozen=True, slots=True)
 class Question:
-    """One lookup's query, rendered once with dnspython's :class:`dns.renderer.Renderer` (RD, EDNS 0
-    with a 1,232-byte payload) and kept (:func:`question`): every cycle asks the same names again, and
-    a query differs from the last one by its ID alone. Only bytes are kept (a parsed name costs 1.5 kB)."""
+    """One lookup's query (RD, EDNS 0 with a 1,232-byte payload), written once (:func:`question`: by
+    hand for a plain name, by dnspython's :class:`dns.renderer.Renderer` otherwise) and kept: every
+    cycle asks the same names again, and a query differs from the last one by its ID alone. Only bytes
+    are kept (a parsed name costs 1.5 kB)."""
 
     rendered: bytes  # the query with ID 0
     asked: bytes  # its question section (name in lower case, type, class): wire.asked_form
@@ -288,8 +289,8 @@ class DnsClient:
         return DnsClient(self._servers, self.port, self.timeout, shared)
 
     def query(self, name: str, rtype: str) -> Answer:
-        """Look up ``name``/``rtype``; never raises."""
-        key = (name.lower().rstrip("."), rtype)
+        """Look up ``name``/``rtype`` (a type name, in any case); never raises."""
+        key = (name.lower().rstrip("."), rtype.upper())
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None:

@@ -45,7 +45,8 @@ READ = frozenset({A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SPF})  # record types r
 ASKED = READ - {SOA}  # the types a question may ask for here
 IN = 1
 NOERROR, NXDOMAIN = 0, 3
-MAX_TTL = 2**31 - 1  # dns.ttl.MAX_TTL
+MAX_TTL = 2**32 - 1  # dns.ttl.MAX_TTL, where resolve_chaining starts
+TTL_LIMIT = 0x7FFFFFFF  # dns.message's _WireReader reads a record's TTL above this as 0
 MAX_CHAIN = 16  # dns.message.MAX_CHAIN
 MAX_POINTERS = 16  # dns.name.MAX_COMPRESSION_POINTER_CHAIN
 NEGATIVE_TTL_WITHOUT_SOA = 300  # dns.message.NEGATIVE_TTL_WITHOUT_SOA
@@ -78,7 +79,8 @@ def _name(data: bytes, pos: int, end: int) -> tuple[Labels, int]:
     """The labels of the name at ``pos`` (not the root), in lower case (names compare without case,
     and the checks keep them in lower case), and the position after it, decompressed as
     ``dns.name.from_wire_parser`` does: each pointer must point before the last one (or the name's
-    start), the target may not reach the start of what pointed to it, at most 16 hops."""
+    start), the target may not reach the start of what pointed to it, at most 16 hops. A pointer into
+    the 12-octet header is not read here."""
     labels: list[bytes] = []
     biggest = start = pos
     after = -1
@@ -105,8 +107,8 @@ def _name(data: bytes, pos: int, end: int) -> tuple[Labels, int]:
             if after < 0:
                 after = pos + 2
             hops += 1
-            if target >= biggest or hops > MAX_POINTERS:
-                raise _Unread
+            if target >= biggest or hops > MAX_POINTERS or target < 12:
+                raise _Unread  # into the header: dnspython reads it with the counts cut (_answers_only)
             end = start  # the target may not reach into what pointed to it
             biggest = start = pos = target
         else:
@@ -197,7 +199,7 @@ def _section(data: bytes, pos: int, count: int) -> tuple[dict[tuple[Labels, int]
         if rtype not in READ or rclass != IN or end > size:
             raise _Unread
         key, value = _rdata(data, rtype, start, end)
-        if ttl > MAX_TTL:
+        if ttl > TTL_LIMIT:
             ttl = 0
         found = sets.get(owner_key := (owner, rtype))
         if found is None:

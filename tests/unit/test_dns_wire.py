@@ -536,3 +536,12 @@ def test_question_type_compares_exactly() -> None:
         Answer("example.com", "SPF", "ok", ("v=spf1 -all",)),
         300,
     )
+
+
+def test_a_name_pointing_into_the_header_is_handed_back() -> None:
+    """dnspython parses the reply with its authority and additional counts cut (``_answers_only``), so
+    a name pointing into the header reads zeros there; the hand path hands such a reply back instead of
+    reading the counts as they came (found in review: a PTR target ``c0 09`` read as \\000)."""
+    data = bytes.fromhex("123481800001000100010000076578616d706c6503636f6d00000c0001c00c000c00010000003c0002c009")
+    assert read(data, "example.com", "PTR") is None
+    assert oracle(data, 4660, "example.com", "PTR") == (Answer("example.com", "PTR", "ok", (".",)), 60)
