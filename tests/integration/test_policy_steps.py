@@ -12,13 +12,10 @@ import pytest
 from prometheus_client.core import CollectorRegistry
 
 from exporter.exchange.clixml import flatten
-from exporter.service import Service
-from exporter.settings import Settings
 from exporter.simulator import Scenario, Simulator
-from exporter.triage.model import Report
 from tests.integration.conftest import PASSWORD, USER, SimFactory, raw_pool, run_cmdlets, settings_for, small_org
 from tests.integration.test_triage import healthy_org
-from tests.integration.test_triage_hints import fail_counts
+from tests.integration.test_triage_hints import fail_counts, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 NOT_FOUND = "couldn't be found on 'DC01.contoso.sim'"
@@ -174,18 +171,6 @@ def test_the_cmdlets_are_in_view_only_configuration_only(sim_factory: SimFactory
 
 
 # ---------------------------------------------------------------- the exporter on planted faults
-
-
-def run(settings: Settings) -> tuple[Report, CollectorRegistry]:
-    service = Service(settings)
-    try:
-        service.poll_all()
-        for _ in range(2):
-            if not service.poll_all(only_new=True):
-                break
-        return service.triage(), service.registry
-    finally:
-        service.stop()
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
