@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import dns.inet
 import dns.query
 
 ZONE = "bench.test"
@@ -327,7 +328,7 @@ def run_query_path(queries: list[tuple[str, str]], address: str, port: int, repe
     for _ in range(repeats):  # the floor: the same queries sent and their replies received, nothing else
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for wire in wires:
-            with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            with socket.socket(dns.inet.af_for_address(address), socket.SOCK_DGRAM) as sock:
                 sock.settimeout(5)
                 sock.sendto(wire, (address, port))
                 sock.recvfrom(65535)
