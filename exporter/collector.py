@@ -14,7 +14,12 @@ from prometheus_client.metrics_core import Metric
 
 
 class Collector(Protocol):
-    """One concern (queues, tracking, ...). ``name`` is the ``collector`` label value."""
+    """One concern (queues, tracking, ...). ``name`` is the ``collector`` label value.
+
+    Optional attribute ``targets_from``: the names of the collectors whose results decide this one's
+    targets (the DNS domain checks take theirs from ``accepted_domains``). The service reconciles soon
+    after such a collector's first successful poll of a target, so derived targets need not wait for the
+    periodic reconcile."""
 
     name: str
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -14,6 +15,7 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from pypsrp.wsman import WSMan
 
@@ -55,6 +57,10 @@ from exporter.web import WebApp, WebServer
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 10.0
+#: After the first successful poll of a collector other collectors take their targets from (discovery,
+#: accepted domains, send connectors, the domain checks' MX hosts), reconcile this soon instead of at the
+#: next periodic reconcile; first polls finishing meanwhile share that one reconcile.
+RECONCILE_SOON_SECONDS = 1.0
 #: ``progress(done, total, running)`` after each poll of ``poll_all``: how many finished, how many there
 #: are, and the "collector target" of the polls still running.
 Progress = Callable[[int, int, list[str]], None]
@@ -204,6 +210,9 @@ class Service:
         )
         self.web: WebServer | None = None
         self._wanted = TargetIndex()  # after every poll: is the target still wanted?
+        # Collectors whose results decide other collectors' targets (``Collector.targets_from``).
+        self._feeders = frozenset(name for c in self.collectors for name in getattr(c, "targets_from", ()))
+        self._reconciling = threading.Lock()
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
         self._started = False
@@ -268,7 +277,11 @@ class Service:
             endpoint=endpoint,
             server=server,
         )
+        feeds = ok and collector.name in self._feeders
+        first_success = feeds and self.store.last_success(collector.name, target) is None
         self.store.put(snapshot)
+        if first_success:
+            self._reconcile_soon()
         if ok:
             log.debug("poll succeeded collector=%s target=%s duration=%.2fs", collector.name, target, duration)
         else:
@@ -356,7 +369,7 @@ class Service:
     def _lane(self, job: Job) -> str:
         """The lane of a scheduled poll: the session its target is polled through (see exporter.lanes)."""
         if len(job.args) != 2:
-            return str(job.id)  # reconcile
+            return "reconcile"  # the periodic and the early reconcile: one lane, one at a time
         target = str(job.args[1])
         try:
             server = self.targets.server(target)
@@ -367,8 +380,22 @@ class Service:
     def _job_id(self, collector: Collector, target: str) -> str:
         return f"{collector.name}:{target}"
 
+    def _reconcile_soon(self) -> None:
+        """Schedule a reconcile in ``RECONCILE_SOON_SECONDS`` unless one is already due then: the targets
+        a first poll just revealed (domains, outbound IPs, MX hosts, servers) are polled in seconds, not at
+        the next periodic reconcile, at a cost bounded by time rather than by the number of first polls."""
+        if not self.scheduler.running or self._stopped.is_set():
+            return  # poll_all without the scheduler (check, tests): it polls new targets itself
+        when = datetime.now(UTC) + timedelta(seconds=RECONCILE_SOON_SECONDS)
+        with contextlib.suppress(ConflictingIdError):  # one is due already: it sees these targets too
+            self.scheduler.add_job(self.reconcile, "date", run_date=when, id="reconcile-soon", misfire_grace_time=30)
+
     def reconcile(self) -> None:
         """Add jobs for new targets and remove jobs (and snapshots) of targets that went away."""
+        with self._reconciling:  # the periodic and the early reconcile never interleave
+            self._reconcile()
+
+    def _reconcile(self) -> None:
         wanted: dict[str, tuple[Collector, str]] = {}
         for collector in self.collectors:
             try:

@@ -66,6 +66,12 @@ class SnapshotStore:
                 err_key = (snapshot.collector, snapshot.target, snapshot.reason or "other")
                 self._errors[err_key] = self._errors.get(err_key, 0) + 1
 
+    def last_success(self, collector: str, target: str) -> Snapshot | None:
+        """The most recent successful poll of one target, or None (O(1))."""
+        with self._lock:
+            state = self._states.get((collector, target))
+            return None if state is None else state.last_success
+
     def states(self) -> dict[tuple[str, str], TargetState]:
         """A consistent copy of every target's state."""
         with self._lock:

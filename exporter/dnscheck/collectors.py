@@ -170,6 +170,7 @@ class DomainCheckCollector(_DnsCollector):
     """MX, SPF (record, limits, per-IP result), DMARC, MTA-STS and TLS-RPT of each domain."""
 
     name = "dns_domains"
+    targets_from = ("accepted_domains",)
 
     def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
         super().__init__(settings, sources, settings.interval)
@@ -222,6 +223,7 @@ class IpCheckCollector(_DnsCollector):
     """PTR (forward-confirmed, matching HELO) and blocklists of each outbound IP."""
 
     name = "dns_ips"
+    targets_from = ("send_connectors",)
 
     def __init__(self, settings: DnsSettings, sources: Sources, baselines: BaselineStore) -> None:
         super().__init__(settings, sources, settings.interval)
@@ -253,6 +255,7 @@ class SmtpProbeCollector(_DnsCollector):
     """Banner, EHLO, STARTTLS and certificate of each MX host (and configured extra hosts)."""
 
     name = "smtp"
+    targets_from = ("dns_domains",)
 
     def __init__(self, settings: DnsSettings, sources: Sources) -> None:
         super().__init__(settings, sources, settings.smtp.interval)

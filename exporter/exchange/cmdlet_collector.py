@@ -68,6 +68,7 @@ class ServerCollector:
     #: True when the cmdlet has nothing to ask a server without the hub Transport service (an
     #: Exchange 2013 Client Access server): such servers are then not targets at all.
     needs_hub_transport = False
+    targets_from = ("discovery",)  # the servers it finds are targets too
 
     def __init__(self, targets: ExchangeTargets, interval: float) -> None:
         self._targets = targets

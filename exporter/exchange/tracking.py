@@ -265,6 +265,7 @@ class TrackingCollector:
     """Polls Get-MessageTrackingLog incrementally per transport server."""
 
     name = "tracking"
+    targets_from = ("discovery",)
 
     def __init__(
         self,

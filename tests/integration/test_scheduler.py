@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import SimFactory, only_collectors, settings_for, small_org
+import exporter.service
+from tests.integration.conftest import SimFactory, demo_org, only_collectors, settings_for, small_org
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -65,6 +66,27 @@ def test_readiness_waits_for_first_poll_of_every_target(sim_factory: SimFactory,
     while not service.readiness()[0] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.readiness() == (True, "Ready")
+
+
+def test_targets_a_first_poll_reveals_are_polled_without_the_periodic_reconcile(
+    monkeypatch: pytest.MonkeyPatch, service_factory: Any
+) -> None:
+    """Accepted domains -> their DNS checks -> their MX hosts' SMTP probes: each step's targets exist only
+    once the step before has polled. With the periodic reconcile an hour away, every step still runs, and
+    the service turns ready (it waited 10 s per step, about 25 s in the demo, before)."""
+    monkeypatch.setattr(exporter.service, "RECONCILE_SECONDS", 3600.0)
+    overrides = {"collectors": only_collectors(accepted_domains={}), "scheduler": {"first_run_spread": 0.1}}
+    with demo_org(overrides) as (_sim, _scenario, settings):
+        assert not settings.dns.domains  # every domain checked comes from Get-AcceptedDomain
+        service = service_factory(settings)
+        service.start(serve_http=False)
+        assert wait_for(lambda: service.readiness()[0], 30), service.pending_polls()
+        polled = {(c, t) for (c, t), state in service.store.states().items() if state.last.ok}
+        domains = {t for c, t in polled if c == "dns_domains"}
+        assert {"contoso.sim", "fabrikam.sim"} <= domains, polled
+        assert any(c == "smtp" and t.endswith(".contoso.sim") for c, t in polled), polled
+        assert [job.id for job in service.scheduler.get_jobs() if ":" not in job.id] == ["reconcile"]
+        service.stop()
 
 
 class SuccessCounter:
