@@ -245,12 +245,15 @@ class Narrator:
         return out
 
 
-def narrate(service: Any, stop: threading.Event, every: float = 5.0) -> None:
-    """Log the triage's changes until ``stop`` is set; starts once every target was polled once."""
+def narrate(service: Any, stop: threading.Event, every: float = 5.0, until_ready: float = 0.5) -> None:
+    """Log the triage's changes until ``stop`` is set; starts once every target was polled once (asked
+    every ``until_ready`` seconds until then, so the first report follows the last first poll closely)."""
     narrator = Narrator()
-    while not stop.wait(every):
+    pause = until_ready
+    while not stop.wait(pause):
         if not service.readiness()[0]:
             continue
+        pause = every
         try:
             report = service.triage()
         except Exception:  # the demo goes on; the status page shows the same error

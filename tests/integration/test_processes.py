@@ -101,6 +101,7 @@ def test_demo_serves_live_metrics_within_seconds(tmp_path: Path) -> None:
         print(f"demo served queue metrics {took:.1f}s after start")
         # once every target was polled, the log tells the triage's findings
         wait_for_line(log_file, "every target polled: mail flow", timeout=60)
+        print(f"demo logged its first triage {time.monotonic() - started:.1f}s after start")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
