@@ -277,11 +277,9 @@ class Service:
             endpoint=endpoint,
             server=server,
         )
-        feeds = ok and collector.name in self._feeders
-        first_success = feeds and self.store.last_success(collector.name, target) is None
-        self.store.put(snapshot)
-        if first_success:
-            self._reconcile_soon()
+        previous = self.store.put(snapshot)
+        if ok and collector.name in self._feeders and (previous is None or previous.last_success is None):
+            self._reconcile_soon()  # its first success: the targets it reveals need not wait 10 s
         if ok:
             log.debug("poll succeeded collector=%s target=%s duration=%.2fs", collector.name, target, duration)
         else:
@@ -369,7 +367,7 @@ class Service:
     def _lane(self, job: Job) -> str:
         """The lane of a scheduled poll: the session its target is polled through (see exporter.lanes)."""
         if len(job.args) != 2:
-            return "reconcile"  # the periodic and the early reconcile: one lane, one at a time
+            return str(job.id)  # reconcile
         target = str(job.args[1])
         try:
             server = self.targets.server(target)

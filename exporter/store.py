@@ -52,8 +52,8 @@ class SnapshotStore:
         self._errors: dict[tuple[str, str, str], int] = {}
         self._generation = 0
 
-    def put(self, snapshot: Snapshot) -> None:
-        """Record a finished poll."""
+    def put(self, snapshot: Snapshot) -> TargetState | None:
+        """Record a finished poll; the target's state before it (None for its first poll)."""
         key = (snapshot.collector, snapshot.target)
         with self._lock:
             previous = self._states.get(key)
@@ -65,12 +65,7 @@ class SnapshotStore:
             if not snapshot.ok:
                 err_key = (snapshot.collector, snapshot.target, snapshot.reason or "other")
                 self._errors[err_key] = self._errors.get(err_key, 0) + 1
-
-    def last_success(self, collector: str, target: str) -> Snapshot | None:
-        """The most recent successful poll of one target, or None (O(1))."""
-        with self._lock:
-            state = self._states.get((collector, target))
-            return None if state is None else state.last_success
+        return previous
 
     def states(self) -> dict[tuple[str, str], TargetState]:
         """A consistent copy of every target's state."""
