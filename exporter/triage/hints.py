@@ -169,8 +169,13 @@ def _covers(accepted: str, domain: str) -> bool:
     return domain == accepted
 
 
+def _most_first(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """``(key, count)`` by count, largest first; ties by key, so a title reads the same on every run."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def _codes_text(by_code: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} with {code or 'no code'}" for code, n in sorted(by_code.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} with {code or 'no code'}" for code, n in _most_first(by_code))
 
 
 def _who(recipients: int) -> str:
@@ -222,15 +227,15 @@ def recipient_unknown_findings(facts: Facts, recent: float, hint: str) -> list[F
         queued[q.last_error.enhanced_code] += q.message_count
     window = max((r.window_seconds for r in facts.all("tracking")), default=0.0) / 60
     evidence: list[str] = []
-    for code, n in sorted(by_code.items(), key=lambda kv: -kv[1]):
+    for code, n in _most_first(by_code):
         meaning = UNKNOWN_CODES.get(code, "recipient unknown")
         evidence.append(
             f"{n} recipient(s) rejected with {code or 'no code'} in the last {window:.0f} minutes of tracking log: "
             f"{meaning}"
         )
-    for domain, codes in sorted(ours.items(), key=lambda kv: -sum(kv[1].values())):
+    for domain, codes in sorted(ours.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
         evidence.append(f"{domain or 'recipient domain not logged'}: {sum(codes.values())} ({_codes_text(codes)})")
-    for code, n in sorted(queued.items(), key=lambda kv: -kv[1]):
+    for code, n in _most_first(queued):
         evidence.append(f"{n} message(s) in internal queues whose LastError is {code or 'without a code'}")
     evidence += [
         f"{q.server}: {q.message_count} message(s) to {q.next_hop_domain or '?'} ({q.status}): "

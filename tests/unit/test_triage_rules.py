@@ -102,6 +102,22 @@ def accepted(*domains: tuple[str, float | None]) -> AcceptedDomainResult:
     )
 
 
+def test_codes_with_the_same_count_are_named_in_code_order_whatever_order_the_log_gave() -> None:
+    result = accepted(("contoso.sim", None), ("fabrikam.sim", 2400))
+    titles = set()
+    for unknown in ({("5.1.10", "fabrikam.sim"): 41, ("5.1.1", "fabrikam.sim"): 41},
+                    {("5.1.1", "fabrikam.sim"): 41, ("5.1.10", "fabrikam.sim"): 41}):  # fmt: skip
+        [finding] = internal_recipient_unknown(
+            facts(tracking={"EX01": tracking(50, unknown=unknown)}, accepted_domains={"organization": result})
+        )
+        titles.add(finding.title)
+        assert finding.evidence[0].startswith("41 recipient(s) rejected with 5.1.1 in the last"), finding.evidence
+    assert titles == {
+        "Recipients in fabrikam.sim are rejected as unknown since the accepted domain changed "
+        "(41 with 5.1.1, 41 with 5.1.10)"
+    }
+
+
 def test_internal_511_after_an_accepted_domain_change_points_at_recipient_policy() -> None:
     unknown = {("5.1.1", "fabrikam.sim"): 20, ("5.1.10", "fabrikam.sim"): 5, ("5.4.1", "partner.example"): 7}
     result = accepted(("contoso.sim", None), ("fabrikam.sim", 2400), ("tailspin.sim", 7200))
